@@ -1,0 +1,64 @@
+"""The `orchestrate` command line: the only place that exits.
+
+Every `OrchestrateError` is caught once here and turned into its message and
+exit code; tracebacks appear only with --debug.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from orchestrator import __version__
+from orchestrator.errors import EXIT_INPUT, EXIT_INTERRUPTED, OrchestrateError
+
+from .app import App
+from .doctor import doctor
+from .matrix import matrix
+
+EXIT_INTERNAL = 70
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.version_option(__version__, prog_name="orchestrate")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Build multi-arch builder images and per-platform Python wheel caches."""
+    ctx.ensure_object(App).debug = debug
+
+
+cli.add_command(matrix)
+cli.add_command(doctor)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    app = App(debug=debug)
+    try:
+        code = cli.main(args=args, prog_name="orchestrate", standalone_mode=False, obj=app)
+    except OrchestrateError as exc:
+        if debug:
+            raise
+        click.echo(exc.render(), err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(EXIT_INTERRUPTED)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code if exc.exit_code else EXIT_INPUT)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:
+        if debug:
+            raise
+        click.echo(
+            f"internal error: {type(exc).__name__}: {exc}\n"
+            "  run again with --debug for the traceback, and please report it",
+            err=True,
+        )
+        sys.exit(EXIT_INTERNAL)
+    sys.exit(code if isinstance(code, int) else 0)

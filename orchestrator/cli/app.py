@@ -1,0 +1,93 @@
+"""The app object every command receives: global flags and lazy loading."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator.config import Matrix, load_matrix
+from orchestrator.engines.pool import EnginePool
+from orchestrator.matrix import Platform, expand, select
+from orchestrator.paths import cache_dir
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_MATRIX = Path("platforms.yaml")
+
+
+@dataclass
+class App:
+    debug: bool = False
+    matrix_path: Path = DEFAULT_MATRIX
+    patterns: tuple[str, ...] = ()
+    console: Console = field(default_factory=lambda: Console(highlight=False))
+    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
+
+    @cached_property
+    def matrix(self) -> Matrix:
+        return load_matrix(self.matrix_path)
+
+    @cached_property
+    def platforms(self) -> tuple[Platform, ...]:
+        return select(expand(self.matrix), self.patterns)
+
+    @cached_property
+    def pool(self) -> EnginePool:
+        # Imported here so that commands which need no engine never load docker-py.
+        from orchestrator.engines.docker import DockerEngine
+
+        return EnginePool.from_matrix(self.matrix, DockerEngine, cache_dir() / "engines.json")
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+def print_rows(app: App, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A table on a terminal; aligned plain columns in CI logs and pipes."""
+    if app.console.is_terminal:
+        table = Table(*headers)
+        for row in rows:
+            table.add_row(*row)
+        app.console.print(table)
+        return
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    for row in [headers, *rows]:
+        line = "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True))
+        click.echo(line.rstrip())
+
+
+def matrix_options(func: F) -> F:
+    """--matrix and --platform, shared by every command that reads the matrix."""
+
+    def set_matrix(ctx: click.Context, _p: click.Parameter, value: Path | None) -> None:
+        if value is not None:
+            ctx.ensure_object(App).matrix_path = value
+
+    def set_patterns(ctx: click.Context, _p: click.Parameter, value: Sequence[str]) -> None:
+        if value:
+            ctx.ensure_object(App).patterns = tuple(value)
+
+    func = click.option(
+        "--platform",
+        "-p",
+        "platform",
+        multiple=True,
+        expose_value=False,
+        callback=set_patterns,
+        metavar="GLOB",
+        help="Only platforms matching this glob (repeatable), e.g. 'debian-*-arm64'.",
+    )(func)
+    return click.option(
+        "--matrix",
+        "-m",
+        type=click.Path(path_type=Path),
+        expose_value=False,
+        callback=set_matrix,
+        help="The matrix file [default: platforms.yaml].",
+    )(func)

@@ -1,0 +1,35 @@
+"""`orchestrate doctor`: is this host ready for the matrix?"""
+
+from __future__ import annotations
+
+import click
+
+from orchestrator.doctor import run_doctor
+from orchestrator.errors import EXIT_ENVIRONMENT
+
+from .app import App, matrix_options, pass_app, print_rows
+
+
+@click.command()
+@matrix_options
+@pass_app
+def doctor(app: App) -> int:
+    """Report engines, emulation, registry, index and tools; exit 3 if one is missing."""
+    checks = run_doctor(app.matrix, app.pool, app.platforms)
+    rows = [
+        (
+            "ok" if c.ok else ("MISSING" if c.required else "absent"),
+            c.subject,
+            c.detail,
+            "" if c.ok else c.fix,
+        )
+        for c in checks
+    ]
+    print_rows(app, ("status", "check", "detail", "fix"), rows)
+    missing = [c for c in checks if c.required and not c.ok]
+    if missing:
+        app.err.print(
+            f"{len(missing)} required check(s) failed: " + ", ".join(c.subject for c in missing)
+        )
+        return EXIT_ENVIRONMENT
+    return 0

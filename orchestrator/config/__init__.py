@@ -1,0 +1,29 @@
+"""The matrix file: schema and loader."""
+
+from .loader import load_matrix
+from .schema import (
+    Arch,
+    Bootstrap,
+    BuilderSpec,
+    DistroSpec,
+    EngineSpec,
+    Family,
+    IndexSpec,
+    Matrix,
+    RegistrySpec,
+    SkipSpec,
+)
+
+__all__ = [
+    "Arch",
+    "Bootstrap",
+    "BuilderSpec",
+    "DistroSpec",
+    "EngineSpec",
+    "Family",
+    "IndexSpec",
+    "Matrix",
+    "RegistrySpec",
+    "SkipSpec",
+    "load_matrix",
+]

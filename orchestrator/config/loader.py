@@ -1,0 +1,282 @@
+"""Load a matrix file: YAML → frozen `Matrix`, or a `ConfigError` at file:line.
+
+PyYAML's node tree keeps a mark (line, column) for every key and value, so
+we compose the nodes once, build plain data from them, validate that with
+pydantic, and map each validation error's location back to a node.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from orchestrator.errors import ConfigError
+
+from .schema import ARCH_ALIASES, Arch, DuplicateError, Family, Matrix
+
+Loc = tuple[str | int, ...]
+
+# Extra words for a missing key, where the bare name is not enough.
+MISSING_HINTS = {
+    "base": "an image reference such as debian:bookworm, or "
+    "{bootstrap: debootstrap, suite: bookworm}",
+    "registry": "registry: {url: 127.0.0.1:5000, repository: orchestrate/builder}",
+    "distros": "a list of {name, release, family, base, python, glibc, arches}",
+}
+
+
+@dataclass
+class _Marks:
+    """Line numbers (1-based) of every value, and of every key, by path."""
+
+    values: dict[Loc, int] = field(default_factory=dict)
+    keys: dict[Loc, int] = field(default_factory=dict)
+
+
+def load_matrix(path: Path) -> Matrix:
+    """Read and validate one matrix file; every failure is a ConfigError."""
+    text = _read(path)
+    data, marks = _compose(text, str(path))
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(
+            "the matrix is empty" if not data else "the matrix must be a mapping of keys",
+            path=str(path),
+            line=1,
+            hint="see the matrix reference in the README, or examples/local.yaml",
+        )
+    try:
+        matrix = Matrix.model_validate(data)
+    except ValidationError as exc:
+        raise _convert(exc, data, marks, str(path)) from None
+    return _resolve_paths(matrix.model_copy(update={"source": path.resolve()}), marks, path)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            "file does not exist", path=str(path), hint="pass --matrix with an existing file"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the file: {exc}", path=str(path)) from None
+
+
+def _compose(text: str, name: str) -> tuple[Any, _Marks]:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        raise ConfigError(f"YAML syntax error: {exc.problem}", path=name, line=line) from None
+    if node is None:
+        return None, _Marks()
+    marks = _Marks()
+    return _build(node, (), marks, name), marks
+
+
+def _build(node: yaml.Node, loc: Loc, marks: _Marks, name: str) -> Any:
+    marks.values[loc] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = _scalar(key_node)
+            if key in out:
+                raise ConfigError(
+                    "key appears twice in one mapping",
+                    path=name,
+                    line=key_node.start_mark.line + 1,
+                    key=_dotted((*loc, str(key))),
+                )
+            marks.keys[(*loc, str(key))] = key_node.start_mark.line + 1
+            out[key] = _build(value_node, (*loc, str(key)), marks, name)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(item, (*loc, i), marks, name) for i, item in enumerate(node.value)]
+    return _scalar(node)
+
+
+def _scalar(node: yaml.Node) -> Any:
+    # A throwaway loader gives scalars YAML's own types (int, bool, null ...).
+    return yaml.SafeLoader("").construct_object(node, deep=True)
+
+
+def _convert(exc: ValidationError, data: Any, marks: _Marks, name: str) -> ConfigError:
+    errors = _root_causes(exc.errors())
+    problems = [p for p in (_problem(e, data, marks) for e in errors) if p is not None]
+    problems = sorted(dict.fromkeys(problems), key=lambda p: p[0] or 0)
+    problems = problems or [(None, "", str(exc))]
+    line, key, message = problems[0]
+    if len(problems) > 1:
+        message += "".join(
+            f"\n  also {name}:{ln}: {k}: {m}" if ln else f"\n  also {k}: {m}"
+            for ln, k, m in problems[1:]
+        )
+    return ConfigError(message, path=name, line=line, key=key or None)
+
+
+def _root_causes(errors: list[Any]) -> list[Any]:
+    """Drop "too short" on a list whose own items already failed: it is derived."""
+    locs = [tuple(e["loc"]) for e in errors]
+    return [
+        e
+        for e in errors
+        if e["type"] != "too_short"
+        or not any(len(o) > len(e["loc"]) and o[: len(e["loc"])] == tuple(e["loc"]) for o in locs)
+    ]
+
+
+def _problem(error: Any, data: Any, marks: _Marks) -> tuple[int | None, str, str] | None:
+    raw_loc: Loc = tuple(error["loc"])
+    loc, dropped = _strip_union_tags(raw_loc, data)
+    if dropped:
+        return None
+    ctx_error = (error.get("ctx") or {}).get("error")
+    if isinstance(ctx_error, DuplicateError):
+        loc = (*loc, ctx_error.field, ctx_error.index)
+        return _line(loc, marks), _dotted(loc), str(ctx_error)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return marks.keys.get(loc), _dotted(loc), _unknown_key(loc)
+    if kind == "missing":
+        hint = MISSING_HINTS.get(str(loc[-1]))
+        text = f"missing required key {loc[-1]!r}" + (f" ({hint})" if hint else "")
+        return _line(loc[:-1], marks), _dotted(loc), text
+    return _line(loc, marks), _dotted(loc), _value_message(loc, error)
+
+
+def _strip_union_tags(loc: Loc, data: Any) -> tuple[Loc, bool]:
+    """Remove pydantic's union-member tags; drop errors of the wrong member.
+
+    For `base: str | Bootstrap`, pydantic reports both members' errors; the
+    one that matches what the user wrote (a string or a mapping) is the one
+    worth showing.
+    """
+    out: list[str | int] = []
+    node = data
+    for part in loc:
+        found, child = _child(node, part)
+        if found:
+            out.append(part)
+            node = child
+        elif isinstance(part, str) and part in {"str", "int", "bool"} | _model_names():
+            if (part == "str") == isinstance(node, dict):
+                return tuple(out), True
+        else:
+            out.append(part)
+            node = None
+    return tuple(out), False
+
+
+def _child(node: Any, part: str | int) -> tuple[bool, Any]:
+    if isinstance(node, dict) and part in node:
+        return True, node[part]
+    if isinstance(node, list) and isinstance(part, int) and part < len(node):
+        return True, node[part]
+    return False, None
+
+
+def _model_names() -> set[str]:
+    return {"Bootstrap"}
+
+
+def _value_message(loc: Loc, error: Any) -> str:
+    field_name = next((p for p in reversed(loc) if isinstance(p, str)), "")
+    value = error.get("input")
+    if field_name in {"arches", "arch"} and error["type"] == "enum":
+        aliases = ", ".join(f"{k} for {v}" for k, v in ARCH_ALIASES.items())
+        known = ", ".join(a.value for a in Arch)
+        return f"unknown arch {value!r} (expected one of {known}; aliases: {aliases})"
+    if field_name in {"family", "packages"} and error["type"] == "enum":
+        known = ", ".join(f.value for f in Family)
+        return f"unknown package family {value!r} (expected one of {known})"
+    if field_name == "python" and isinstance(value, float):
+        return f"python version {value!r} must be a quoted string, e.g. '3.11'"
+    shown = repr(value)
+    msg = str(error["msg"]).removeprefix("Value error, ")
+    return f"{msg} (got {shown[:60] + '...' if len(shown) > 60 else shown})"
+
+
+def _unknown_key(loc: Loc) -> str:
+    known = _known_keys(loc[:-1])
+    text = f"unknown key {loc[-1]!r}"
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    if close:
+        return f"{text}; did you mean {close[0]!r}?"
+    if known:
+        return f"{text} (known keys: {', '.join(sorted(known))})"
+    return text
+
+
+def _known_keys(loc: Loc) -> list[str]:
+    """The field names of the model that sits at `loc` in the schema."""
+    model: Any = Matrix
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return []
+        info = model.model_fields.get(str(part))
+        if info is None:
+            return []
+        model = _inner_model(info.annotation)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return [n for n in model.model_fields if n != "source"]
+    return []
+
+
+def _inner_model(annotation: Any) -> Any:
+    """tuple[X, ...], X | None and X | Y down to the BaseModel inside, if any."""
+    for arg in _flatten(annotation):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return annotation
+
+
+def _flatten(annotation: Any) -> Iterator[Any]:
+    origin = typing.get_origin(annotation)
+    if origin in (tuple, list, typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            yield from _flatten(arg)
+    else:
+        yield annotation
+
+
+def _line(loc: Loc, marks: _Marks) -> int | None:
+    while loc:
+        if loc in marks.values:
+            return marks.values[loc]
+        loc = loc[:-1]
+    return marks.values.get(())
+
+
+def _dotted(loc: Loc) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _resolve_paths(matrix: Matrix, marks: _Marks, path: Path) -> Matrix:
+    """Make file paths absolute, relative to the matrix, and check CA files exist."""
+    certs = tuple(matrix.resolve(p) for p in matrix.builder.ca_certificates)
+    for i, cert in enumerate(certs):
+        if not cert.is_file():
+            loc: Loc = ("builder", "ca_certificates", i)
+            raise ConfigError(
+                f"CA certificate {str(cert)!r} does not exist",
+                path=str(path),
+                line=_line(loc, marks),
+                key=_dotted(loc),
+            )
+    builder = matrix.builder.model_copy(update={"ca_certificates": certs})
+    index = matrix.index.model_copy(update={"root": matrix.resolve(matrix.index.root)})
+    return matrix.model_copy(update={"builder": builder, "index": index})

@@ -1,0 +1,252 @@
+"""The matrix file's schema: frozen, typed, strict.
+
+Closed sets (arch, package family) are enums. Every model forbids unknown
+keys; the loader turns pydantic's errors into file:line messages with a
+did-you-mean. Nothing after loading sees a raw dict.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
+
+ARCH_ALIASES = {"x86_64": "amd64", "aarch64": "arm64"}
+NAME_RE = r"^[a-z0-9][a-z0-9._-]*$"
+
+
+class Arch(StrEnum):
+    """OCI architecture names; `x86_64`/`aarch64` are accepted on input."""
+
+    AMD64 = "amd64"
+    ARM64 = "arm64"
+
+    @property
+    def oci_platform(self) -> str:
+        return f"linux/{self.value}"
+
+    @property
+    def machine(self) -> str:
+        """What `uname -m` prints and what wheel tags use."""
+        return {"amd64": "x86_64", "arm64": "aarch64"}[self.value]
+
+    @classmethod
+    def parse(cls, value: str) -> Arch:
+        return cls(ARCH_ALIASES.get(value, value))
+
+
+class Family(StrEnum):
+    """The package family decides the template and the package manager."""
+
+    DEB = "deb"
+    RPM = "rpm"
+
+
+class Model(BaseModel):
+    # Lax mode so YAML lists become tuples and strings become paths; the
+    # fields where YAML's own typing matters use Strict* types instead.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _arch_alias(value: Any) -> Any:
+    return ARCH_ALIASES.get(value, value) if isinstance(value, str) else value
+
+
+Name = Annotated[str, Field(pattern=NAME_RE, max_length=63)]
+PythonVersion = Annotated[str, Field(pattern=r"^3\.\d{1,2}$")]
+GlibcVersion = Annotated[str, Field(pattern=r"^2\.\d{1,2}$")]
+
+
+class Bootstrap(Model):
+    """A Debian-family base made by debootstrap instead of pulled."""
+
+    bootstrap: Literal["debootstrap"]
+    suite: Name
+    mirror: str = "http://deb.debian.org/debian"
+    variant: Literal["minbase", "buildd"] = "minbase"
+
+    @field_validator("mirror")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not re.match(r"^https?://", value):
+            raise ValueError("mirror must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+
+class Tls(Model):
+    ca_cert: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    verify: StrictBool = True
+
+
+class EngineSpec(Model):
+    name: Name
+    url: str = "unix:///var/run/docker.sock"
+    slots: Annotated[StrictInt, Field(ge=1, le=256)] = 2
+    tls: Tls | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if not re.match(r"^(unix|tcp|ssh)://.+", value):
+            raise ValueError("engine url must start with unix://, tcp:// or ssh://")
+        return value
+
+
+class RegistrySpec(Model):
+    url: Annotated[str, Field(pattern=r"^[A-Za-z0-9.-]+(:\d+)?$")]
+    repository: Annotated[str, Field(pattern=r"^[a-z0-9]+([._/-][a-z0-9]+)*$")]
+    insecure: StrictBool = False
+
+
+class IndexSpec(Model):
+    upstream: str = "https://pypi.org/simple/"
+    root: Path = Path("wheelhouse")
+    cache_ttl: Annotated[StrictInt, Field(ge=0)] = 600
+    concurrency: Annotated[StrictInt, Field(ge=1, le=128)] = 32
+    keep_releases: Annotated[StrictInt, Field(ge=1, le=100)] = 3
+
+    @field_validator("upstream")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^(https?|file)://", value):
+            raise ValueError("upstream must be an http(s):// or file:// URL")
+        return value if value.endswith("/") else value + "/"
+
+
+class PipSettings(Model):
+    index_url: str | None = None
+    extra_index_urls: tuple[str, ...] = ()
+    trusted_hosts: tuple[str, ...] = ()
+    timeout: Annotated[StrictInt, Field(ge=1)] = 60
+
+
+class Proxy(Model):
+    http: str | None = None
+    https: str | None = None
+    no_proxy: str | None = None
+
+
+class BuilderSpec(Model):
+    ca_certificates: tuple[Path, ...] = ()
+    pip: PipSettings = PipSettings()
+    proxy: Proxy = Proxy()
+    user: Name = "builder"
+    job_timeout: Annotated[StrictInt, Field(ge=10)] = 3600
+
+
+class DistroSpec(Model):
+    name: Name
+    release: Name
+    family: Family
+    base: str | Bootstrap
+    python: tuple[PythonVersion, ...] = Field(min_length=1)
+    glibc: GlibcVersion
+    arches: tuple[Arch, ...] = Field(min_length=1)
+    packages: tuple[str, ...] = ()
+
+    @field_validator("arches", mode="before")
+    @classmethod
+    def _aliases(cls, value: Any) -> Any:
+        return [_arch_alias(v) for v in value] if isinstance(value, list) else value
+
+    @field_validator("arches")
+    @classmethod
+    def _unique(cls, value: tuple[Arch, ...]) -> tuple[Arch, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("an arch is listed twice")
+        return value
+
+
+class SkipSpec(Model):
+    platform: str = "*"
+    name: str
+    reason: str
+
+
+DEFAULT_PACKAGES: dict[Family, tuple[str, ...]] = {
+    Family.DEB: (
+        "libffi-dev",
+        "libssl-dev",
+        "libxml2-dev",
+        "libxslt1-dev",
+        "libyaml-dev",
+        "libldap2-dev",
+        "libsasl2-dev",
+        "libmariadb-dev",
+        "libpq-dev",
+        "libvirt-dev",
+        "libsystemd-dev",
+        "pkg-config",
+        "zlib1g-dev",
+        "libjpeg-dev",
+    ),
+    Family.RPM: (
+        "libffi-devel",
+        "openssl-devel",
+        "libxml2-devel",
+        "libxslt-devel",
+        "libyaml-devel",
+        "openldap-devel",
+        "cyrus-sasl-devel",
+        "mariadb-connector-c-devel",
+        "libpq-devel",
+        "libvirt-devel",
+        "systemd-devel",
+        "pkgconf-pkg-config",
+        "zlib-devel",
+        "libjpeg-turbo-devel",
+    ),
+}
+
+
+class Matrix(Model):
+    version: Literal[1] = 1
+    registry: RegistrySpec
+    index: IndexSpec = IndexSpec()
+    engines: tuple[EngineSpec, ...] = (EngineSpec(name="local"),)
+    builder: BuilderSpec = BuilderSpec()
+    packages: dict[Family, tuple[str, ...]] = Field(default_factory=lambda: dict(DEFAULT_PACKAGES))
+    distros: tuple[DistroSpec, ...] = Field(min_length=1)
+    skip: tuple[SkipSpec, ...] = ()
+    # Filled by the loader, never by the file: relative paths resolve here.
+    source: Path = Field(default=Path(), exclude=True)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Matrix:
+        _no_duplicates([e.name for e in self.engines], "engines", "engine name")
+        _no_duplicates([f"{d.name}-{d.release}" for d in self.distros], "distros", "platform")
+        return self
+
+    def resolve(self, path: Path) -> Path:
+        """A path from the file, relative to the file's folder."""
+        return path if path.is_absolute() else (self.source.parent / path).resolve()
+
+
+class DuplicateError(ValueError):
+    """Carries the list and index so the loader can point at the line."""
+
+    def __init__(self, field: str, index: int, what: str, value: str) -> None:
+        super().__init__(f"duplicate {what} {value!r}")
+        self.field = field
+        self.index = index
+
+
+def _no_duplicates(names: list[str], field: str, what: str) -> None:
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if name in seen:
+            raise DuplicateError(field, i, what, name)
+        seen.add(name)

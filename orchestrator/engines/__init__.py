@@ -1,0 +1,131 @@
+"""The engine interface: what the rest of the code may ask of a Docker engine.
+
+Requests go in as values and outcomes come out as values. `docker.py` is the
+only module that imports docker-py; a test engine can implement the same
+protocol without Docker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from orchestrator.config import Arch
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What an engine says about itself; the arch is read, never configured."""
+
+    name: str
+    url: str
+    server_version: str
+    api_version: str
+    arch: Arch | None
+    machine: str
+    kernel: str
+    engine_id: str
+    data_root: str
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    id: str
+    arch: str
+    labels: Mapping[str, str]
+    repo_digests: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """Build one image from a tar context for one platform."""
+
+    tag: str
+    context: bytes
+    platform: Arch
+    labels: Mapping[str, str] = field(default_factory=dict)
+    pull: bool = False
+    nocache: bool = False
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """One container: image, command and the limits it runs under."""
+
+    image: str
+    command: tuple[str, ...]
+    platform: Arch
+    env: Mapping[str, str] = field(default_factory=dict)
+    network: bool = True
+    user: str | None = None
+    workdir: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    name: str | None = None
+    keep: bool = False  # keep the container after it stops, for inspection
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    exit_code: int | None  # None when it was killed on timeout
+    duration: float
+    timed_out: bool
+
+
+class Container(Protocol):
+    """A created container; the engine's context manager removes it."""
+
+    id: str
+
+    def put(self, path: str, tar: bytes) -> None: ...
+
+    def get(self, path: str) -> bytes: ...
+
+    def start_and_wait(
+        self, timeout: float | None, on_output: Callable[[bytes], None]
+    ) -> RunOutcome: ...
+
+    def kill(self) -> None: ...
+
+
+class Engine(Protocol):
+    name: str
+    url: str
+    slots: int
+
+    def info(self) -> EngineInfo: ...
+
+    def build(self, request: BuildRequest, on_line: Callable[[str], None]) -> str: ...
+
+    def image(self, ref: str) -> ImageInfo | None: ...
+
+    def tag(self, image: str, ref: str) -> None: ...
+
+    def push(self, ref: str, on_line: Callable[[str], None]) -> str: ...
+
+    def pull(self, ref: str, platform: Arch, on_line: Callable[[str], None]) -> None: ...
+
+    def container(self, request: RunRequest) -> contextlib.AbstractContextManager[Container]: ...
+
+    def containers(self, label: str) -> list[str]: ...
+
+    def close(self) -> None: ...
+
+
+def run_to_end(
+    engine: Engine, request: RunRequest, timeout: float | None = None
+) -> tuple[RunOutcome, bytes]:
+    """Run a container to completion and collect its output."""
+    chunks: list[bytes] = []
+    with engine.container(request) as box:
+        outcome = box.start_and_wait(timeout, chunks.append)
+    return outcome, b"".join(chunks)
+
+
+@contextlib.contextmanager
+def closing_engine(engine: Engine) -> Iterator[Engine]:
+    try:
+        yield engine
+    finally:
+        engine.close()

@@ -1,0 +1,119 @@
+"""One error tree for everything a user can see.
+
+Each class carries the exit code the CLI uses and a message that says what
+failed and what to try. The CLI catches `OrchestrateError` once and exits;
+nothing else in the package calls `sys.exit`.
+
+Exit codes (documented in the README):
+    0  success
+    1  a build, publish or check ran and some part of it failed
+    2  bad input: matrix, requirements, selectors, command-line values
+    3  the environment: an engine, registry, index or tool is missing or unreachable
+    4  a conflict with what is already published (e.g. reproducibility mismatch)
+    130 interrupted (SIGINT/SIGTERM)
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INPUT = 2
+EXIT_ENVIRONMENT = 3
+EXIT_CONFLICT = 4
+EXIT_INTERRUPTED = 130
+
+
+class OrchestrateError(Exception):
+    """Base class: a message for the user, a hint, and an exit code."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def render(self) -> str:
+        text = f"error: {self.message}"
+        if self.hint:
+            text += f"\n  hint: {self.hint}"
+        return text
+
+
+class InputError(OrchestrateError):
+    """Bad input from the user: a file, a flag or a selector."""
+
+    exit_code = EXIT_INPUT
+
+
+class ConfigError(InputError):
+    """A matrix file that does not load; names the file, line and key."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str,
+        line: int | None = None,
+        key: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        where = path if line is None else f"{path}:{line}"
+        if key:
+            where += f": {key}"
+        super().__init__(f"{where}: {message}", hint)
+        self.path = path
+        self.line = line
+        self.key = key
+
+
+class RequirementsError(InputError):
+    """A requirements or constraints line that cannot be used."""
+
+
+class SelectorError(InputError):
+    """A --platform pattern that matches nothing."""
+
+
+class EnvironmentProblem(OrchestrateError):
+    """Something outside us is missing or unreachable."""
+
+    exit_code = EXIT_ENVIRONMENT
+
+
+class EngineError(EnvironmentProblem):
+    """A Docker engine that cannot be reached or cannot do what is needed."""
+
+
+class RegistryError(EnvironmentProblem):
+    """A container registry that cannot be reached or refuses us."""
+
+
+class IndexUnavailable(EnvironmentProblem):
+    """The upstream package index cannot be reached after retries."""
+
+
+class TemplateError(InputError):
+    """A Dockerfile template that does not render for a platform."""
+
+
+class BuildFailed(OrchestrateError):
+    """One or more builds ran and failed; the summary lists which."""
+
+    exit_code = EXIT_FAILED
+
+
+class StoreConflict(OrchestrateError):
+    """A wheel differs from the one already published under that name."""
+
+    exit_code = EXIT_CONFLICT
+
+
+class UnsafeName(InputError):
+    """A file name that would escape the store or does not parse."""
+
+
+class Interrupted(OrchestrateError):
+    """SIGINT or SIGTERM: what finished has been reported."""
+
+    exit_code = EXIT_INTERRUPTED

@@ -1,0 +1,97 @@
+"""Integration fixtures: the real engine, and services through pytest-docker."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from orchestrator.config import EngineSpec
+from orchestrator.engines.docker import DockerEngine
+from orchestrator.errors import EngineError
+
+from .services import registry_context
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[DockerEngine]:
+    local = DockerEngine(EngineSpec(name="local"))
+    try:
+        local.info()
+    except EngineError as exc:
+        pytest.fail(
+            f"{exc.message}: integration tests need the host set up "
+            "(sudo scripts/setup-host --test)"
+        )
+    yield local
+    local.close()
+
+
+# pytest-docker: Debian ships Compose v1 only, which has no `--wait`.
+@pytest.fixture(scope="session")
+def docker_compose_command() -> str:
+    return "docker-compose"
+
+
+@pytest.fixture(scope="session")
+def docker_setup() -> list[str]:
+    return ["up --build -d"]
+
+
+@pytest.fixture(scope="session")
+def docker_compose_project_name() -> str:
+    return "orchestrate-tests"
+
+
+@pytest.fixture(scope="session")
+def docker_compose_file(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(registry_context(tmp_path_factory.mktemp("services")))
+
+
+@dataclass(frozen=True)
+class RegistryService:
+    host: str  # host:port, loopback
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code in (200, 401)
+    except requests.RequestException:
+        return False
+
+
+def _registry(docker_ip: str, docker_services: object, service: str) -> RegistryService:
+    port = docker_services.port_for(service, 5000)  # type: ignore[attr-defined]
+    host = f"{docker_ip}:{port}"
+    docker_services.wait_until_responsive(  # type: ignore[attr-defined]
+        check=lambda: _answers(f"http://{host}/v2/"), timeout=30.0, pause=0.2
+    )
+    return RegistryService(host)
+
+
+@pytest.fixture(scope="session")
+def open_registry(docker_ip: str, docker_services: object) -> RegistryService:
+    return _registry(docker_ip, docker_services, "open")
+
+
+@pytest.fixture(scope="session")
+def auth_registry(docker_ip: str, docker_services: object) -> RegistryService:
+    return _registry(docker_ip, docker_services, "auth")
+
+
+@pytest.fixture
+def docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty Docker config dir of the test's own, never the user's."""
+    path = tmp_path / "docker-config"
+    path.mkdir()
+    monkeypatch.setenv("DOCKER_CONFIG", str(path))
+    return path

@@ -1,0 +1,87 @@
+"""`orchestrate doctor` against the real engine, QEMU and registries."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+from orchestrator.config import Arch, load_matrix
+from orchestrator.doctor import registry_check
+from orchestrator.engines.docker import DockerEngine
+from orchestrator.engines.pool import EnginePool, ProbeCache
+from orchestrator.errors import EXIT_ENVIRONMENT
+from orchestrator.registry import Registry, docker_credentials, ping
+from tests.conftest import REPO, CliRunner
+
+from .conftest import RegistryService
+from .services import REGISTRY_PASSWORD, REGISTRY_USER
+
+
+def test_doctor_reports_native_amd64_and_emulated_arm64(
+    engine: DockerEngine, cli: CliRunner
+) -> None:
+    result = cli("doctor", "--matrix", str(REPO / "examples" / "local.yaml"))
+    assert result.code == 0, result.out + result.err
+    engine_line = next(line for line in result.out.splitlines() if "engine local" in line)
+    assert "native amd64" in engine_line
+    assert "emulated arm64" in engine_line
+    assert "GiB free" in engine_line
+    assert "Docker 20.10" in engine_line or "Docker " in engine_line
+
+
+def test_probe_results_are_cached_per_engine(engine: DockerEngine, tmp_path: Path) -> None:
+    cache = tmp_path / "engines.json"
+    pool = EnginePool([engine], ProbeCache(cache))
+    assert pool.can_run(engine, Arch.ARM64)
+    stored = json.loads(cache.read_text())
+    assert stored[engine.info().engine_id]["arm64"]["runs"] is True
+    # A second pool trusts the cache: it answers without running a probe container.
+    again = EnginePool([engine], ProbeCache(cache))
+    before = engine.containers("nothing-here")
+    assert again.can_run(engine, Arch.ARM64)
+    assert engine.containers("nothing-here") == before
+
+
+def test_doctor_unreachable_engine_exits_3_with_hint(tmp_path: Path, cli: CliRunner) -> None:
+    text = (
+        (REPO / "examples" / "local.yaml")
+        .read_text()
+        .replace("url: unix:///var/run/docker.sock", "url: tcp://127.0.0.1:9")
+    )
+    matrix = tmp_path / "m.yaml"
+    matrix.write_text(text.replace("../.orchestrate", str(tmp_path)))
+    result = cli("doctor", "--matrix", str(matrix))
+    assert result.code == EXIT_ENVIRONMENT
+    assert "MISSING" in result.out
+    assert "tcp://127.0.0.1:9" in result.out
+    assert "connection refused" in result.out
+    assert "setup-host" in result.out  # the fix is printed next to the problem
+    assert "Traceback" not in result.out + result.err
+
+
+def test_registry_without_auth(open_registry: RegistryService) -> None:
+    assert ping(Registry(open_registry.host)) == "ok"
+
+
+def test_registry_with_auth_reads_docker_config(
+    auth_registry: RegistryService, docker_config: Path
+) -> None:
+    registry = Registry(auth_registry.host)
+    assert ping(registry) == "auth required"
+    assert docker_credentials(auth_registry.host) is None
+    token = base64.b64encode(f"{REGISTRY_USER}:{REGISTRY_PASSWORD}".encode()).decode()
+    (docker_config / "config.json").write_text(
+        json.dumps({"auths": {auth_registry.host: {"auth": token}}})
+    )
+    assert docker_credentials(auth_registry.host) == (REGISTRY_USER, REGISTRY_PASSWORD)
+
+
+def test_registry_unreachable_is_reported(tmp_path: Path) -> None:
+    text = (REPO / "examples" / "local.yaml").read_text().replace("127.0.0.1:5000", "127.0.0.1:9")
+    path = tmp_path / "m.yaml"
+    path.write_text(text)
+    check = registry_check(load_matrix(path))
+    assert not check.ok
+    assert "127.0.0.1:9 is not reachable" in check.detail
+    assert "setup-host" in check.fix

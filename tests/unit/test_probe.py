@@ -1,0 +1,56 @@
+"""The probe programs: valid ELF for each arch, and the statfs decoding."""
+
+from __future__ import annotations
+
+import io
+import platform
+import struct
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import Arch
+from orchestrator.engines.probe import parse_statfs, probe_context, probe_elf
+
+
+@pytest.mark.parametrize(("arch", "machine"), [(Arch.AMD64, 62), (Arch.ARM64, 183)])
+def test_elf_header(arch: Arch, machine: int) -> None:
+    elf = probe_elf(arch)
+    assert elf[:4] == b"\x7fELF"
+    assert elf[4] == 2  # 64-bit
+    e_type, e_machine = struct.unpack_from("<HH", elf, 16)
+    assert (e_type, e_machine) == (2, machine)
+    entry = struct.unpack_from("<Q", elf, 24)[0]
+    assert entry == 0x400000 + 64 + 56
+    assert elf.endswith(b"/\0")
+
+
+def test_context_is_scratch_image_with_executable_probe() -> None:
+    with tarfile.open(fileobj=io.BytesIO(probe_context(Arch.ARM64))) as tar:
+        dockerfile = tar.extractfile("Dockerfile").read().decode()  # type: ignore[union-attr]
+        assert dockerfile.startswith("FROM scratch")
+        assert tar.getmember("probe").mode == 0o755
+
+
+def test_parse_statfs() -> None:
+    raw = struct.pack("<qqQQQQQQqqq", 0x794C7630, 1024, 1000, 600, 500, 0, 0, 0, 255, 4096, 7)
+    raw += bytes(120 - len(raw))
+    space = parse_statfs(raw)
+    assert space.free_bytes == 500 * 4096
+    assert space.total_bytes == 1000 * 4096
+    with pytest.raises(ValueError, match="expected 120"):
+        parse_statfs(raw[:50])
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="runs the native amd64 probe")
+def test_native_probe_runs_and_reports_this_disk(tmp_path: Path) -> None:
+    exe = tmp_path / "probe"
+    exe.write_bytes(probe_elf(Arch.AMD64))
+    exe.chmod(0o755)
+    out = subprocess.run([str(exe)], capture_output=True, check=True).stdout
+    import os
+
+    stat = os.statvfs("/")
+    assert parse_statfs(out).total_bytes == stat.f_blocks * stat.f_frsize
