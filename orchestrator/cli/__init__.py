@@ -16,6 +16,7 @@ from orchestrator.errors import EXIT_INPUT, EXIT_INTERRUPTED, OrchestrateError
 from .app import App
 from .doctor import doctor
 from .matrix import matrix
+from .plan import plan
 
 EXIT_INTERNAL = 70
 
@@ -31,6 +32,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 cli.add_command(matrix)
 cli.add_command(doctor)
+cli.add_command(plan)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,102 @@
+"""`orchestrate plan`: what needs a wheel on which platform, decided before building."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import click
+
+from orchestrator.wheels.inputs import make_plan
+from orchestrator.wheels.plan import Action, Decision
+
+from .app import App, F, matrix_options, pass_app, print_rows
+
+FILE = click.Path(path_type=Path, dir_okay=False)
+
+
+def requirement_options(func: F) -> F:
+    func = click.option(
+        "--resolve-latest", is_flag=True, help="Pin unpinned requirements to the latest release."
+    )(func)
+    func = click.option(
+        "-c",
+        "--constraint",
+        "constraints",
+        multiple=True,
+        type=FILE,
+        help="A constraints file (repeatable).",
+    )(func)
+    return click.option(
+        "-r",
+        "--requirement",
+        "requirements",
+        multiple=True,
+        type=FILE,
+        required=True,
+        help="A requirements file (repeatable).",
+    )(func)
+
+
+@click.command()
+@matrix_options
+@requirement_options
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option("--output", "-o", type=FILE, help="Write the plan here (only when it succeeds).")
+@pass_app
+def plan(
+    app: App,
+    requirements: tuple[Path, ...],
+    constraints: tuple[Path, ...],
+    resolve_latest: bool,
+    fmt: str,
+    output: Path | None,
+) -> None:
+    """Decide per platform which pinned requirements need a wheel built."""
+    result = make_plan(app.matrix, app.platforms, requirements, constraints, resolve_latest)
+    text = json.dumps([d.as_dict() for d in result.decisions], indent=1) if fmt == "json" else None
+    if output is not None:
+        _write_atomic(output, text or json.dumps([d.as_dict() for d in result.decisions]))
+    if text is not None:
+        click.echo(text)
+        return
+    print_summary(app, result.decisions)
+    stats = result.stats
+    app.err.print(
+        f"index: {stats.requests} requests, {stats.fresh_hits} from cache, "
+        f"{stats.not_modified} not modified, {stats.retries} retries"
+    )
+
+
+def print_summary(app: App, decisions: list[Decision]) -> None:
+    counts = Counter((d.platform, d.python, d.action) for d in decisions)
+    keys = sorted({(d.platform, d.python) for d in decisions})
+    actions = list(Action)
+    rows = [(p, py, *(str(counts[(p, py, a)]) for a in actions)) for p, py in keys]
+    print_rows(app, ("platform", "python", *(a.value for a in actions)), rows)
+    todo = [
+        d for d in decisions if d.action in (Action.BUILD, Action.UNAVAILABLE, Action.UNSUPPORTED)
+    ]
+    if todo:
+        click.echo("")
+        print_rows(
+            app,
+            ("platform", "python", "requirement", "action", "reason"),
+            [
+                (
+                    d.platform,
+                    d.python,
+                    f"{d.name}=={d.version}" if d.version else d.name,
+                    d.action.value,
+                    d.reason,
+                )
+                for d in todo
+            ],
+        )
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

@@ -1,0 +1,142 @@
+"""Gather what the pure planner needs: pins, index pages, tags, our store.
+
+This is the impure edge of planning: it reads files, the index (through
+the cache) and the probe results of builder images.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_version, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
+
+from orchestrator.config import Matrix
+from orchestrator.errors import RequirementsError
+from orchestrator.matrix import Platform
+from orchestrator.paths import cache_dir
+
+from . import requirements as reqs_mod
+from .plan import Cached, Decision, TagSets, decide
+from .requirements import Pin, Requirements, Unpinned
+from .tags import TagSet, derived_tags, tags_from_probe
+from .upstream import ProjectPage, Stats, Upstream
+
+
+@dataclass
+class PlanResult:
+    decisions: list[Decision]
+    stats: Stats
+    tag_sources: dict[str, str] = field(default_factory=dict)
+
+
+def probe_path(platform: Platform) -> Path:
+    """Where a builder image's probe output is kept (written by `images build`)."""
+    return cache_dir() / "probes" / f"{platform.name}.json"
+
+
+def tagsets_for(platforms: Sequence[Platform]) -> TagSets:
+    """Tags from each builder's probe when it exists, else derived from the matrix."""
+    out: dict[tuple[str, str], TagSet] = {}
+    for platform in platforms:
+        probed = _read_probe(probe_path(platform))
+        for python in platform.python:
+            lines = probed.get(python)
+            out[(platform.name, python)] = (
+                tags_from_probe(python, lines)
+                if lines
+                else TagSet.of(
+                    python, derived_tags(python, platform.arch, platform.glibc), "derived"
+                )
+            )
+    return out
+
+
+def _read_probe(path: Path) -> dict[str, list[str]]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): list(v) for k, v in data.get("tags", {}).items()}
+
+
+def store_contents(root: Path, platforms: Sequence[Platform]) -> Cached:
+    """(name, version) → wheel filename per platform, from the wheel store."""
+    out: dict[str, dict[tuple[str, str], str]] = {}
+    for platform in platforms:
+        found: dict[tuple[str, str], str] = {}
+        folder = root / "store" / platform.name
+        for wheel in sorted(folder.glob("*.whl")) if folder.is_dir() else []:
+            name, version, _build, _tags = parse_wheel_filename(wheel.name)
+            found[(name, canonicalize_version(version))] = wheel.name
+        out[platform.name] = found
+    return out
+
+
+def resolve_unpinned(
+    reqs: Requirements, pages: dict[str, ProjectPage | None], resolve_latest: bool
+) -> Requirements:
+    """Pin each unpinned requirement from a constraint, or (if asked) the latest release."""
+    constraints = {c.name: c for c in reqs.constraints}
+    pins = list(reqs.pins)
+    for item in reqs.unpinned:
+        if item.name in constraints:
+            c = constraints[item.name]
+            pins.append(Pin(item.name, c.version, item.marker, frozenset(), item.source))
+        elif resolve_latest:
+            pins.append(_latest(item, pages.get(item.name)))
+        else:
+            raise RequirementsError(
+                f"{item.source}: {item.name} {item.specifier} is not pinned",
+                hint="pin it with == (or ===), constrain it with -c, or pass --resolve-latest",
+            )
+    return Requirements(pins, [], reqs.unsupported, reqs.constraints)
+
+
+def _latest(item: Unpinned, page: ProjectPage | None) -> Pin:
+    spec = SpecifierSet("" if item.specifier == "(any)" else item.specifier)
+    versions = []
+    for raw in page.versions() if page else []:
+        try:
+            versions.append(Version(raw))
+        except InvalidVersion:
+            continue
+    candidates = [v for v in versions if v in spec and not v.is_prerelease]
+    if not candidates:
+        raise RequirementsError(
+            f"{item.source}: no release of {item.name} matches {item.specifier} on the index"
+        )
+    return Pin(item.name, str(max(candidates)), item.marker, frozenset(), item.source)
+
+
+def make_plan(
+    matrix: Matrix,
+    platforms: Sequence[Platform],
+    requirement_files: Sequence[Path],
+    constraint_files: Sequence[Path] = (),
+    resolve_latest: bool = False,
+    upstream: Upstream | None = None,
+) -> PlanResult:
+    reqs = reqs_mod.read(list(requirement_files), list(constraint_files))
+    if not reqs.pins and not reqs.unpinned and not reqs.unsupported:
+        raise RequirementsError(f"no requirements in {', '.join(map(str, requirement_files))}")
+    if upstream is None:
+        upstream = Upstream(
+            matrix.index.upstream,
+            cache_dir() / "index",
+            ttl=matrix.index.cache_ttl,
+            concurrency=matrix.index.concurrency,
+        )
+    names = {p.name for p in reqs.pins} | {u.name for u in reqs.unpinned}
+    pages = upstream.projects(names)
+    reqs = resolve_unpinned(reqs, pages, resolve_latest)
+    tagsets = tagsets_for(platforms)
+    decisions = decide(
+        platforms, reqs, pages, tagsets, store_contents(matrix.index.root, platforms), matrix.skip
+    )
+    sources = {f"{p}/{py}": t.source for (p, py), t in tagsets.items()}
+    return PlanResult(decisions, upstream.stats, sources)

@@ -1,0 +1,309 @@
+"""The wheel plan: per (platform, python, requirement), one decision with a reason.
+
+Pure: pins, index pages, accepted tags, our store's contents and the skip
+list go in; decisions come out. Nothing here touches the network or Docker.
+
+Precedence: excluded > upstream > cached > build > unavailable. Upstream
+wins over our own cache because a wheel PyPI serves is the one to use (and
+ours becomes a candidate for `prune`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.tags import Tag
+from packaging.utils import (
+    InvalidWheelFilename,
+    NormalizedName,
+    canonicalize_name,
+    canonicalize_version,
+    parse_wheel_filename,
+)
+
+from orchestrator.config import SkipSpec
+from orchestrator.errors import RequirementsError
+from orchestrator.matrix import Platform
+
+from .requirements import Pin, Requirements
+from .tags import TagSet
+from .upstream import IndexFile, ProjectPage
+
+
+class Action(StrEnum):
+    UPSTREAM = "upstream"
+    BUILD = "build"
+    CACHED = "cached"
+    UNAVAILABLE = "unavailable"
+    EXCLUDED = "excluded"
+    UNSUPPORTED = "unsupported"
+
+
+@dataclass(frozen=True)
+class Decision:
+    platform: str
+    python: str
+    name: str
+    version: str
+    action: Action
+    reason: str
+    wheel: str | None = None  # upstream or cached wheel filename
+    sdist: str | None = None  # what a build starts from
+    source: str = ""  # requirements file:line
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "platform": self.platform,
+            "python": self.python,
+            "name": self.name,
+            "version": self.version,
+            "action": self.action.value,
+            "reason": self.reason,
+            "wheel": self.wheel,
+            "sdist": self.sdist,
+            "source": self.source,
+        }
+
+
+# (platform name, python) → tags; platform name → {(name, canonical version): wheel}
+TagSets = Mapping[tuple[str, str], TagSet]
+Cached = Mapping[str, Mapping[tuple[str, str], str]]
+
+
+def marker_environment(platform: Platform, python: str) -> dict[str, str]:
+    """PEP 508 marker variables of `python` on `platform`."""
+    return {
+        "python_version": python,
+        "python_full_version": f"{python}.0",
+        "implementation_name": "cpython",
+        "implementation_version": f"{python}.0",
+        "platform_python_implementation": "CPython",
+        "os_name": "posix",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "platform_machine": platform.arch.machine,
+        "platform_release": "",
+        "platform_version": "",
+        "extra": "",
+    }
+
+
+def pins_for(reqs: Requirements, platform: Platform, python: str) -> list[Pin]:
+    """The pins that apply to this python on this platform; conflicts are errors."""
+    env = marker_environment(platform, python)
+    chosen: dict[NormalizedName, Pin] = {}
+    for pin in reqs.pins:
+        if not pin.applies(env):
+            continue
+        other = chosen.get(pin.name)
+        if other and canonicalize_version(other.version) != canonicalize_version(pin.version):
+            raise RequirementsError(
+                f"{pin.source}: {pin.name}=={pin.version} conflicts with "
+                f"{other.name}=={other.version} at {other.source} (for {platform.name}, "
+                f"python {python})"
+            )
+        chosen.setdefault(pin.name, pin)
+    return list(chosen.values())
+
+
+def decide(
+    platforms: Sequence[Platform],
+    reqs: Requirements,
+    pages: Mapping[str, ProjectPage | None],
+    tagsets: TagSets,
+    cached: Cached,
+    skip: Sequence[SkipSpec] = (),
+) -> list[Decision]:
+    out: list[Decision] = []
+    for platform in platforms:
+        for python in platform.python:
+            tags = tagsets[(platform.name, python)]
+            for pin in pins_for(reqs, platform, python):
+                out.append(
+                    _decide_one(
+                        platform,
+                        python,
+                        pin,
+                        pages.get(pin.name),
+                        tags,
+                        cached.get(platform.name, {}),
+                        skip,
+                    )
+                )
+            out.extend(
+                Decision(
+                    platform.name,
+                    python,
+                    u.text,
+                    "",
+                    Action.UNSUPPORTED,
+                    u.why,
+                    source=str(u.source),
+                )
+                for u in reqs.unsupported
+            )
+    return out
+
+
+def _decide_one(
+    platform: Platform,
+    python: str,
+    pin: Pin,
+    page: ProjectPage | None,
+    tags: TagSet,
+    cached: Mapping[tuple[str, str], str],
+    skip: Sequence[SkipSpec],
+) -> Decision:
+    def make(
+        action: Action, reason: str, wheel: str | None = None, sdist: str | None = None
+    ) -> Decision:
+        return Decision(
+            platform.name,
+            python,
+            pin.name,
+            pin.version,
+            action,
+            reason,
+            wheel,
+            sdist,
+            str(pin.source),
+        )
+
+    for rule in skip:
+        if fnmatch.fnmatchcase(platform.name, rule.platform) and fnmatch.fnmatchcase(
+            pin.name, canonicalize_name(rule.name)
+        ):
+            return make(Action.EXCLUDED, rule.reason)
+    if page is None:
+        return make(Action.UNAVAILABLE, "project not found on the index")
+    all_files = page.files(pin.version)
+    if not all_files:
+        return make(Action.UNAVAILABLE, f"no version {pin.version} on the index")
+    files, dropped = _usable(all_files, python)
+    wheels = [f for f in files if f.filename.endswith(".whl")]
+    best = _best_wheel(wheels, tags)
+    if best is not None:
+        return make(
+            Action.UPSTREAM,
+            f"compatible wheel on the index ({tags.source} tags)",
+            wheel=best.filename,
+        )
+    mine = cached.get((pin.name, canonicalize_version(pin.version)))
+    if mine is not None:
+        return make(Action.CACHED, "our index holds it", wheel=mine)
+    why = _why_no_wheel(wheels, tags, platform) if files else dropped
+    sdists = [f for f in files if not f.filename.endswith(".whl")]
+    if sdists:
+        return make(Action.BUILD, why, sdist=_prefer_targz(sdists).filename)
+    return make(Action.UNAVAILABLE, f"no sdist and {why}")
+
+
+def _usable(files: list[IndexFile], python: str) -> tuple[list[IndexFile], str]:
+    """Files that are not yanked and whose requires-python admits `python`."""
+    kept, yanked, excluded = [], 0, ""
+    for f in files:
+        if f.yanked:
+            yanked += 1
+            continue
+        if f.requires_python and not _admits(f.requires_python, python):
+            excluded = f.requires_python
+            continue
+        kept.append(f)
+    if kept:
+        return kept, ""
+    if excluded:
+        return [], f"requires-python {excluded} excludes {python}"
+    return [], f"all {yanked} files are yanked"
+
+
+def _admits(requires: str, python: str) -> bool:
+    try:
+        return SpecifierSet(requires).contains(f"{python}.0", prereleases=True)
+    except InvalidSpecifier:
+        return True  # pip ignores a requires-python it cannot parse
+
+
+def _wheel_tags(filename: str) -> frozenset[Tag]:
+    try:
+        return parse_wheel_filename(filename)[3]
+    except InvalidWheelFilename:
+        return frozenset()
+
+
+def _best_wheel(wheels: list[IndexFile], tags: TagSet) -> IndexFile | None:
+    ranked = [
+        (r, w.filename, w) for w in wheels if (r := tags.rank(_wheel_tags(w.filename))) is not None
+    ]
+    return min(ranked, key=lambda item: (item[0], item[1]))[2] if ranked else None
+
+
+def _prefer_targz(sdists: list[IndexFile]) -> IndexFile:
+    return next((s for s in sdists if s.filename.endswith(".tar.gz")), sdists[0])
+
+
+def _why_no_wheel(wheels: list[IndexFile], tags: TagSet, platform: Platform) -> str:
+    """Say, in the words a person would use, why no wheel fits."""
+    if not wheels:
+        return "sdist only"
+    all_tags = [t for w in wheels for t in _wheel_tags(w.filename)]
+    machine = platform.arch.machine
+    linux = [t for t in all_tags if t.platform.startswith(("manylinux", "linux", "musllinux"))]
+    if not linux and not any(t.platform == "any" for t in all_tags):
+        return "no Linux wheels (only " + ", ".join(sorted(_os_names(all_tags))) + ")"
+    here = [t for t in linux if t.platform.endswith(f"_{machine}")]
+    if not here and linux:
+        arches = sorted({_machine_of(t.platform) for t in linux})
+        return f"wheels only for {', '.join(arches)}"
+    if here and all(t.platform.startswith("musllinux") for t in here):
+        return f"only musllinux wheels for {machine}"
+    interp = f"cp{python_nodot(tags.python)}"
+    if not any(t.interpreter == interp or t.abi == "abi3" for t in here):
+        have = sorted({t.interpreter for t in here + [t for t in all_tags if t.platform == "any"]})
+        return f"no {interp} wheel (has {', '.join(have)})"
+    needed = sorted({g for t in here if (g := _glibc_of(t.platform)) is not None})
+    if needed and all(g > _glibc_tuple(platform.glibc) for g in needed):
+        low = needed[0]
+        return f"wheels need glibc {low[0]}.{low[1]}, platform has {platform.glibc}"
+    return "no compatible wheel"
+
+
+def python_nodot(python: str) -> str:
+    return python.replace(".", "")
+
+
+def _os_names(tags: list[Tag]) -> set[str]:
+    return {
+        "macOS"
+        if t.platform.startswith("macosx")
+        else "Windows"
+        if t.platform.startswith("win")
+        else t.platform
+        for t in tags
+    }
+
+
+def _machine_of(platform_tag: str) -> str:
+    for machine in ("x86_64", "aarch64", "i686", "ppc64le", "s390x", "armv7l", "riscv64"):
+        if platform_tag.endswith(machine):
+            return machine
+    return platform_tag.rsplit("_", 1)[-1]
+
+
+def _glibc_of(platform_tag: str) -> tuple[int, int] | None:
+    legacy = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
+    for prefix, version in legacy.items():
+        if platform_tag.startswith(prefix + "_"):
+            return version
+    if platform_tag.startswith("manylinux_"):
+        parts = platform_tag.split("_")
+        return int(parts[1]), int(parts[2])
+    return None
+
+
+def _glibc_tuple(glibc: str) -> tuple[int, int]:
+    major, minor = glibc.split(".")
+    return int(major), int(minor)

@@ -1,0 +1,180 @@
+"""Requirements and constraints files in pip's format → pinned requirements.
+
+What pip accepts and a wheel cache can use: `name[extras]==1.0` and `===`
+pins, markers, `-r`/`-c` includes (relative to the including file),
+`--hash` options and line continuations. URL, VCS, editable and local-path
+lines cannot be planned against an index: they are returned as
+`unsupported` with their location, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.markers import Marker
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import NormalizedName, canonicalize_name
+
+from orchestrator.errors import RequirementsError
+
+_OPTION_WITH_VALUE = re.compile(
+    r"^(-i|--index-url|--extra-index-url|-f|--find-links|--trusted-host|"
+    r"--no-binary|--only-binary|--prefer-binary|--pre|--use-feature|--config-settings)\b"
+)
+_UNSUPPORTED_PREFIX = (
+    "-e",
+    "--editable",
+    "git+",
+    "hg+",
+    "svn+",
+    "bzr+",
+    "http://",
+    "https://",
+    "file:",
+    "./",
+    "../",
+    "/",
+)
+
+
+@dataclass(frozen=True)
+class Source:
+    path: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}"
+
+
+@dataclass(frozen=True)
+class Pin:
+    """One requirement pinned to an exact version."""
+
+    name: NormalizedName
+    version: str
+    marker: Marker | None
+    extras: frozenset[str]
+    source: Source
+    hashes: tuple[str, ...] = ()
+
+    def applies(self, environment: dict[str, str]) -> bool:
+        return self.marker is None or self.marker.evaluate(environment)
+
+
+@dataclass(frozen=True)
+class Unpinned:
+    name: NormalizedName
+    specifier: str
+    marker: Marker | None
+    source: Source
+
+
+@dataclass(frozen=True)
+class Unsupported:
+    text: str
+    why: str
+    source: Source
+
+
+@dataclass
+class Requirements:
+    pins: list[Pin] = field(default_factory=list)
+    unpinned: list[Unpinned] = field(default_factory=list)
+    unsupported: list[Unsupported] = field(default_factory=list)
+    constraints: list[Pin] = field(default_factory=list)
+
+
+def _logical_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Lines with comments removed and `\\` continuations joined, with line numbers."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RequirementsError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    start, buf = 0, ""
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = re.sub(r"(^|\s)#.*$", "", raw)
+        if not buf:
+            start = number
+        if line.endswith("\\"):
+            buf += line[:-1] + " "
+            continue
+        buf += line
+        if buf.strip():
+            yield start, buf.strip()
+        buf = ""
+    if buf.strip():
+        yield start, buf.strip()
+
+
+def read(requirements: list[Path], constraints: list[Path]) -> Requirements:
+    """Parse every file (following includes once each) into one `Requirements`."""
+    out = Requirements()
+    seen: set[Path] = set()
+    for path in requirements:
+        _read_file(path, out, seen, as_constraint=False)
+    for path in constraints:
+        _read_file(path, out, seen, as_constraint=True)
+    return out
+
+
+def _read_file(path: Path, out: Requirements, seen: set[Path], as_constraint: bool) -> None:
+    key = path.resolve()
+    if key in seen:
+        return
+    seen.add(key)
+    if not path.is_file():
+        raise RequirementsError(f"{path}: file does not exist")
+    for number, line in _logical_lines(path):
+        source = Source(str(path), number)
+        include = re.match(r"^(-r|--requirement|-c|--constraint)(?:\s+|=)(\S+)$", line)
+        if include:
+            target = path.parent / include.group(2)
+            nested_constraint = as_constraint or include.group(1) in ("-c", "--constraint")
+            if not target.is_file():
+                raise RequirementsError(f"{source}: included file {target} does not exist")
+            _read_file(target, out, seen, nested_constraint)
+        elif _OPTION_WITH_VALUE.match(line):
+            continue  # index options belong to the matrix (index.upstream, builder.pip)
+        elif line.startswith(_UNSUPPORTED_PREFIX) or " @ " in line:
+            why = "editable" if line.startswith(("-e", "--editable")) else "URL or VCS"
+            out.unsupported.append(
+                Unsupported(line, f"{why} requirements cannot be planned against an index", source)
+            )
+        elif line.startswith("-"):
+            raise RequirementsError(f"{source}: unknown option {line.split()[0]!r}")
+        else:
+            _add(_parse_line(line, source), out, as_constraint)
+
+
+def _parse_line(line: str, source: Source) -> Pin | Unpinned:
+    spec, hashes = _split_hashes(line, source)
+    try:
+        req = Requirement(spec)
+    except InvalidRequirement as exc:
+        raise RequirementsError(f"{source}: not a valid requirement: {spec!r} ({exc})") from None
+    if req.url:
+        raise RequirementsError(f"{source}: URL requirements are not supported: {spec!r}")
+    name = canonicalize_name(req.name)
+    specs = list(req.specifier)
+    if len(specs) == 1 and specs[0].operator in ("==", "===") and "*" not in specs[0].version:
+        return Pin(name, specs[0].version, req.marker, frozenset(req.extras), source, hashes)
+    return Unpinned(name, str(req.specifier) or "(any)", req.marker, source)
+
+
+def _split_hashes(line: str, source: Source) -> tuple[str, tuple[str, ...]]:
+    parts = re.split(r"\s+--hash[=\s]", line)
+    hashes = tuple(h.strip() for h in parts[1:])
+    for value in hashes:
+        if not re.fullmatch(r"(sha256|sha384|sha512):[0-9a-f]+", value):
+            raise RequirementsError(f"{source}: malformed --hash {value!r}")
+    return parts[0].strip(), hashes
+
+
+def _add(item: Pin | Unpinned, out: Requirements, as_constraint: bool) -> None:
+    if isinstance(item, Pin):
+        (out.constraints if as_constraint else out.pins).append(item)
+    elif not as_constraint:
+        out.unpinned.append(item)

@@ -1,0 +1,183 @@
+"""The pure decision: upstream, build, cached, unavailable, excluded; with reasons."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import SkipSpec, load_matrix
+from orchestrator.errors import RequirementsError
+from orchestrator.matrix import expand, select
+from orchestrator.wheels.inputs import resolve_unpinned
+from orchestrator.wheels.plan import Action, Decision, decide
+from orchestrator.wheels.requirements import read
+from orchestrator.wheels.tags import TagSet, derived_tags
+from orchestrator.wheels.upstream import IndexFile, ProjectPage, parse_html, parse_json
+from tests.conftest import REPO
+
+PLATFORMS = select(expand(load_matrix(REPO / "platforms.yaml")), ["debian-*"])
+TAGS = {
+    (p.name, py): TagSet.of(py, derived_tags(py, p.arch, p.glibc), "derived")
+    for p in PLATFORMS
+    for py in p.python
+}
+Write = Callable[[str, str], Path]
+
+
+def page(*names: str, yanked: tuple[str, ...] = (), rp: str | None = None) -> ProjectPage:
+    return ProjectPage.of(IndexFile(n, f"https://files/{n}", None, rp, n in yanked) for n in names)
+
+
+def plan(
+    write: Write,
+    text: str,
+    pages: Mapping[str, ProjectPage | None],
+    cached: dict[str, dict[tuple[str, str], str]] | None = None,
+    skip: tuple[SkipSpec, ...] = (),
+) -> dict[tuple[str, str], Decision]:
+    reqs = read([write("r.txt", text)], [])
+    out = decide(PLATFORMS, reqs, pages, TAGS, cached or {}, skip)
+    return {(d.platform.rsplit("-", 1)[1], d.name): d for d in out}
+
+
+def test_upstream_names_the_best_wheel(write: Write) -> None:
+    files = page(
+        "pyyaml-6.0.1.tar.gz",
+        "PyYAML-6.0.1-cp311-cp311-manylinux_2_17_aarch64.manylinux2014_aarch64.whl",
+        "PyYAML-6.0.1-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+        "PyYAML-6.0.1-cp311-cp311-musllinux_1_1_x86_64.whl",
+        "PyYAML-6.0.1-cp311-cp311-win_amd64.whl",
+    )
+    got = plan(write, "PyYAML==6.0.1\n", {"pyyaml": files})
+    assert got[("amd64", "pyyaml")].action == Action.UPSTREAM
+    assert got[("amd64", "pyyaml")].wheel == (
+        "PyYAML-6.0.1-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
+    )
+    assert "aarch64" in (got[("arm64", "pyyaml")].wheel or "")
+
+
+def test_build_reasons(write: Write) -> None:
+    pages = {
+        "netifaces": page(
+            "netifaces-0.11.0.tar.gz", "netifaces-0.11.0-cp39-cp39-manylinux1_x86_64.whl"
+        ),
+        "libsass": page(
+            "libsass-0.23.0.tar.gz", "libsass-0.23.0-cp38-abi3-manylinux_2_17_x86_64.whl"
+        ),
+        "python-ldap": page("python-ldap-3.4.7.tar.gz"),
+        "newglibc": page(
+            "newglibc-1.0.tar.gz",
+            "newglibc-1.0-cp311-cp311-manylinux_2_39_x86_64.whl",
+            "newglibc-1.0-cp311-cp311-manylinux_2_39_aarch64.whl",
+        ),
+        "muslonly": page(
+            "muslonly-1.0.tar.gz",
+            "muslonly-1.0-cp311-cp311-musllinux_1_2_aarch64.whl",
+            "muslonly-1.0-cp311-cp311-musllinux_1_2_x86_64.whl",
+        ),
+    }
+    text = "netifaces==0.11.0\nlibsass==0.23.0\npython-ldap==3.4.7\nnewglibc==1.0\nmuslonly==1.0\n"
+    got = plan(write, text, pages)
+    assert got[("amd64", "netifaces")].reason == "no cp311 wheel (has cp39)"
+    assert got[("arm64", "netifaces")].reason == "wheels only for x86_64"
+    assert got[("amd64", "libsass")].action == Action.UPSTREAM
+    assert got[("arm64", "libsass")].reason == "wheels only for x86_64"
+    assert got[("arm64", "python-ldap")].reason == "sdist only"
+    assert got[("arm64", "python-ldap")].sdist == "python-ldap-3.4.7.tar.gz"
+    assert got[("amd64", "newglibc")].reason == "wheels need glibc 2.39, platform has 2.36"
+    assert got[("arm64", "muslonly")].reason == "only musllinux wheels for aarch64"
+    assert all(
+        got[(a, n)].action == Action.BUILD
+        for a in ("arm64",)
+        for n in ("netifaces", "python-ldap", "newglibc", "muslonly")
+    )
+
+
+def test_unavailable_cases(write: Write) -> None:
+    pages: dict[str, ProjectPage | None] = {
+        # protobuf 3.12.0 shipped wheels for x86 only and no sdist
+        "protobuf": page("protobuf-3.12.0-cp38-cp38-manylinux1_x86_64.whl"),
+        "ghost": None,
+        "six": page("six-1.16.0.tar.gz"),
+        "gone": page("gone-1.0.tar.gz", yanked=("gone-1.0.tar.gz",)),
+        "future": page("future-1.0.tar.gz", rp=">=3.12"),
+    }
+    text = "protobuf==3.12.0\nghost==1.0\nsix==9.9\ngone==1.0\nfuture==1.0\n"
+    got = plan(write, text, pages)
+    assert got[("arm64", "protobuf")].action == Action.UNAVAILABLE
+    assert got[("arm64", "protobuf")].reason == "no sdist and wheels only for x86_64"
+    assert got[("arm64", "ghost")].reason == "project not found on the index"
+    assert got[("arm64", "six")].reason == "no version 9.9 on the index"
+    assert got[("arm64", "gone")].reason == "no sdist and all 1 files are yanked"
+    assert got[("arm64", "future")].reason == "no sdist and requires-python >=3.12 excludes 3.11"
+
+
+def test_cached_excluded_and_upstream_beats_cache(write: Write) -> None:
+    pages = {
+        "python-ldap": page("python-ldap-3.4.7.tar.gz"),
+        "six": page("six-1.16.0-py2.py3-none-any.whl"),
+    }
+    cached = {
+        "debian-bookworm-arm64": {
+            ("python-ldap", "3.4.7"): "python_ldap-3.4.7-cp311-cp311-linux_aarch64.whl",
+            ("six", "1.16"): "six-1.16.0-py2.py3-none-any.whl",
+        }
+    }
+    skip = (SkipSpec(platform="*-amd64", name="Python_LDAP", reason="built by distro"),)
+    got = plan(write, "python-ldap==3.4.7\nsix==1.16.0\n", pages, cached, skip)
+    assert got[("arm64", "python-ldap")].action == Action.CACHED
+    assert got[("arm64", "six")].action == Action.UPSTREAM
+    assert got[("amd64", "python-ldap")].action == Action.EXCLUDED
+    assert got[("amd64", "python-ldap")].reason == "built by distro"
+
+
+def test_markers_per_platform(write: Write) -> None:
+    pages = {"a": page("a-1.0.tar.gz"), "b": page("b-2.0.tar.gz")}
+    got = plan(
+        write, 'a==1.0 ; platform_machine == "aarch64"\nb==2.0 ; python_version < "3.9"\n', pages
+    )
+    assert set(got) == {("arm64", "a")}
+
+
+def test_conflicting_pins_for_one_platform(write: Write) -> None:
+    with pytest.raises(RequirementsError, match="conflicts with"):
+        plan(write, "a==1.0\na==2.0\n", {"a": page("a-1.0.tar.gz")})
+
+
+def test_unpinned_needs_constraint_or_resolve_latest(write: Write) -> None:
+    reqs = read([write("r.txt", "six>=1.10\n")], [])
+    pages: dict[str, ProjectPage | None] = {
+        "six": page("six-1.15.0.tar.gz", "six-1.16.0.tar.gz", "six-1.17.0rc1.tar.gz")
+    }
+    with pytest.raises(RequirementsError, match="not pinned"):
+        resolve_unpinned(reqs, pages, resolve_latest=False)
+    assert resolve_unpinned(reqs, pages, resolve_latest=True).pins[0].version == "1.16.0"
+
+
+def test_index_parsers_html_and_json() -> None:
+    html = (
+        '<a href="../../p/six-1.16.0.tar.gz#sha256=ab12" data-requires-python="&gt;=2.7">'
+        'six-1.16.0.tar.gz</a><a href="x/six-1.0.tar.gz" data-yanked="">six-1.0.tar.gz</a>'
+    )
+    files = parse_html(html, "https://idx/simple/six/")
+    assert files[0] == IndexFile(
+        "six-1.16.0.tar.gz", "https://idx/p/six-1.16.0.tar.gz", "ab12", ">=2.7", False
+    )
+    assert files[1].yanked
+    data = {
+        "files": [
+            {
+                "filename": "six-1.16.0.tar.gz",
+                "url": "../p/six.tgz",
+                "hashes": {"sha256": "ab"},
+                "requires-python": ">=2.7",
+                "yanked": "bad",
+            }
+        ]
+    }
+    parsed = parse_json(data, "https://idx/simple/six/")[0]
+    assert parsed.url == "https://idx/simple/p/six.tgz"
+    assert parsed.yanked
+    assert parsed.sha256 == "ab"

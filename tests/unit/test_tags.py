@@ -1,0 +1,88 @@
+"""Compatible tags per platform and python (issue acceptance cases)."""
+
+from __future__ import annotations
+
+import platform
+import sys
+
+import pytest
+from packaging.tags import Tag, parse_tag, sys_tags
+
+from orchestrator.config import Arch
+from orchestrator.wheels.tags import TagSet, derived_tags, platform_tags, tags_from_probe
+
+ARM = TagSet.of("3.11", derived_tags("3.11", Arch.ARM64, "2.36"), "derived")
+
+
+@pytest.mark.parametrize(
+    "tag",
+    [
+        "cp311-cp311-manylinux_2_17_aarch64",
+        "cp311-cp311-manylinux2014_aarch64",
+        "cp37-abi3-manylinux_2_17_aarch64",
+        "cp37-abi3-manylinux2014_aarch64",
+        "py3-none-any",
+        "py2.py3-none-any",
+        "cp311-cp311-manylinux_2_36_aarch64",
+    ],
+)
+def test_glibc_236_aarch64_cp311_accepts(tag: str) -> None:
+    assert ARM.accepts(parse_tag(tag))
+
+
+@pytest.mark.parametrize(
+    "tag",
+    [
+        "cp311-cp311-musllinux_1_1_aarch64",
+        "cp311-cp311-manylinux_2_17_x86_64",
+        "cp312-cp312-manylinux_2_17_aarch64",
+        "cp311-cp311-manylinux_2_39_aarch64",
+        "cp311-cp311-manylinux_2_16_aarch64",  # no aarch64 manylinux below glibc 2.17
+        "cp311-cp311-win_arm64",
+        "py2-none-any",
+    ],
+)
+def test_glibc_236_aarch64_cp311_rejects(tag: str) -> None:
+    assert not ARM.accepts(parse_tag(tag))
+
+
+def test_x86_64_legacy_aliases() -> None:
+    tags = platform_tags(Arch.AMD64, "2.36")
+    assert tags[0] == "manylinux_2_36_x86_64"
+    for alias in ("manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"):
+        assert alias in tags
+    arm = platform_tags(Arch.ARM64, "2.36")
+    assert "manylinux2014_aarch64" in arm
+    assert not any("2010" in t or "manylinux1" in t for t in arm)
+
+
+def test_better_tags_rank_first() -> None:
+    specific = ARM.rank([Tag("cp311", "cp311", "manylinux_2_28_aarch64")])
+    older = ARM.rank([Tag("cp311", "cp311", "manylinux_2_17_aarch64")])
+    abi3 = ARM.rank([Tag("cp37", "abi3", "manylinux_2_28_aarch64")])
+    pure = ARM.rank([Tag("py3", "none", "any")])
+    ranks = [specific, older, abi3, pure]
+    assert None not in ranks
+    assert ranks == sorted(ranks)  # type: ignore[type-var]
+    assert len(set(ranks)) == 4
+
+
+@pytest.mark.skipif(
+    not (
+        sys.version_info[:2] == (3, 11)
+        and platform.machine() == "x86_64"
+        and platform.libc_ver() == ("glibc", "2.36")
+    ),
+    reason="compares with this interpreter's own sys_tags on CPython 3.11, glibc 2.36, x86_64",
+)
+def test_derived_equals_real_interpreter() -> None:
+    assert [str(t) for t in derived_tags("3.11", Arch.AMD64, "2.36")] == [
+        str(t) for t in sys_tags()
+    ]
+
+
+def test_probe_tags_take_the_probe_order() -> None:
+    tags = tags_from_probe("3.11", ["cp311-cp311-manylinux_2_36_aarch64", "py3-none-any"])
+    assert tags.source == "probe"
+    assert tags.accepts([Tag("py3", "none", "any")])
+    assert not tags.accepts([Tag("cp311", "cp311", "manylinux_2_17_aarch64")])
