@@ -1,0 +1,106 @@
+"""The index client against real servers: cache, validators, retries, failures."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import load_matrix
+from orchestrator.errors import EXIT_ENVIRONMENT, IndexUnavailable
+from orchestrator.matrix import expand, select
+from orchestrator.wheels.inputs import make_plan
+from orchestrator.wheels.plan import Action
+from orchestrator.wheels.upstream import Upstream
+from tests.conftest import REPO, CliRunner
+
+
+@pytest.fixture
+def static_index(tmp_path: Path) -> Iterator[str]:
+    """A PEP 503 index served by a plain static web server on loopback."""
+    root = tmp_path / "simple"
+    (root / "demo").mkdir(parents=True)
+    (root / "demo" / "index.html").write_text(
+        '<a href="demo-1.0.tar.gz#sha256=00">demo-1.0.tar.gz</a>\n'
+        '<a href="demo-1.0-py3-none-any.whl#sha256=11">demo-1.0-py3-none-any.whl</a>\n'
+    )
+    handler = functools.partial(QuietHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/simple/"
+    server.shutdown()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_conditional_request_after_ttl(static_index: str, tmp_path: Path) -> None:
+    first = Upstream(static_index, tmp_path / "cache", ttl=0)
+    page = first.project("demo")
+    assert page is not None
+    assert [f.filename for f in page.files("1.0")] == [
+        "demo-1.0.tar.gz",
+        "demo-1.0-py3-none-any.whl",
+    ]
+    time.sleep(0.01)
+    again = Upstream(static_index, tmp_path / "cache", ttl=0)
+    assert again.project("demo") is not None
+    # The static server sent Last-Modified; the second ask is answered 304.
+    assert (again.stats.requests, again.stats.not_modified) == (1, 1)
+    warm = Upstream(static_index, tmp_path / "cache", ttl=600)
+    assert warm.project("demo") is not None
+    assert (warm.stats.requests, warm.stats.fresh_hits) == (0, 1)
+
+
+def test_missing_project_is_none(static_index: str, tmp_path: Path) -> None:
+    assert Upstream(static_index, tmp_path / "cache").project("no-such-project") is None
+
+
+def test_network_down_fails_after_bounded_retries(tmp_path: Path) -> None:
+    client = Upstream("http://127.0.0.1:9/simple/", tmp_path / "cache", retries=2, backoff=0.05)
+    started = time.monotonic()
+    with pytest.raises(IndexUnavailable, match="not reachable after 3 tries"):
+        client.project("six")
+    assert client.stats.requests == 3
+    assert time.monotonic() - started < 5
+
+
+def test_plan_cli_network_down_writes_nothing(tmp_path: Path, cli: CliRunner) -> None:
+    matrix = tmp_path / "m.yaml"
+    matrix.write_text(
+        (REPO / "platforms.yaml")
+        .read_text()
+        .replace("upstream: https://pypi.org/simple/", "upstream: http://127.0.0.1:9/simple/")
+    )
+    reqs = tmp_path / "r.txt"
+    reqs.write_text("six==1.16.0\n")
+    out = tmp_path / "plan.json"
+    result = cli("plan", "-m", str(matrix), "-r", str(reqs), "-o", str(out))
+    assert result.code == EXIT_ENVIRONMENT
+    assert "not reachable after" in result.err
+    assert "Traceback" not in result.err
+    assert not out.exists()
+
+
+def test_real_index_warm_plan_makes_no_requests(tmp_path: Path) -> None:
+    reqs = tmp_path / "r.txt"
+    reqs.write_text("six==1.16.0\nno-such-project-orchestrate-test==1.0\nlibsass==0.23.0\n")
+    matrix = load_matrix(REPO / "platforms.yaml")
+    platforms = select(expand(matrix), ["debian-*"])
+    cold = make_plan(matrix, platforms, [reqs])
+    assert cold.stats.requests >= 3
+    verdicts = {(d.platform, d.name): d for d in cold.decisions}
+    missing = verdicts[("debian-bookworm-arm64", "no-such-project-orchestrate-test")]
+    assert missing.action == Action.UNAVAILABLE
+    assert verdicts[("debian-bookworm-arm64", "libsass")].action == Action.BUILD
+    warm = make_plan(matrix, platforms, [reqs])
+    assert warm.stats.requests == 0
+    assert [d.as_dict() for d in warm.decisions] == [d.as_dict() for d in cold.decisions]
