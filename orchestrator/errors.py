@@ -97,6 +97,10 @@ class TemplateError(InputError):
     """A Dockerfile template that does not render for a platform."""
 
 
+class BuildStepFailed(OrchestrateError):
+    """A step of an image build failed (not the engine): retrying will not help."""
+
+
 class BuildFailed(OrchestrateError):
     """One or more builds ran and failed; the summary lists which."""
 

@@ -15,6 +15,7 @@ from orchestrator.errors import EXIT_INPUT, EXIT_INTERRUPTED, OrchestrateError
 
 from .app import App
 from .doctor import doctor
+from .images import images
 from .matrix import matrix
 from .plan import plan
 
@@ -33,6 +34,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 cli.add_command(matrix)
 cli.add_command(doctor)
 cli.add_command(plan)
+cli.add_command(images)
 
 
 def main(argv: list[str] | None = None) -> None:

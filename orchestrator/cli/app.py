@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import signal
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -14,8 +16,10 @@ from rich.table import Table
 
 from orchestrator.config import Matrix, load_matrix
 from orchestrator.engines.pool import EnginePool
+from orchestrator.errors import Interrupted
 from orchestrator.matrix import Platform, expand, select
 from orchestrator.paths import cache_dir
+from orchestrator.scheduler import Cancel
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_MATRIX = Path("platforms.yaml")
@@ -26,6 +30,7 @@ class App:
     debug: bool = False
     matrix_path: Path = DEFAULT_MATRIX
     patterns: tuple[str, ...] = ()
+    workdir: Path = Path(".orchestrate")
     console: Console = field(default_factory=lambda: Console(highlight=False))
     err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
 
@@ -60,6 +65,46 @@ def print_rows(app: App, headers: Sequence[str], rows: Sequence[Sequence[str]]) 
     for row in [headers, *rows]:
         line = "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True))
         click.echo(line.rstrip())
+
+
+def workdir_option(func: F) -> F:
+    """--workdir: where logs and reports go."""
+
+    def set_workdir(ctx: click.Context, _p: click.Parameter, value: Path | None) -> None:
+        if value is not None:
+            ctx.ensure_object(App).workdir = value
+
+    return click.option(
+        "--workdir", type=click.Path(path_type=Path, file_okay=False), expose_value=False,
+        callback=set_workdir, help="Logs and reports go here [default: .orchestrate].",
+    )(func)
+
+
+@contextlib.contextmanager
+def signals_cancel() -> Iterator[Cancel]:
+    """SIGINT/SIGTERM cancel the running jobs instead of killing the process mid-write."""
+    cancel = Cancel()
+    previous = {}
+
+    def handler(signum: int, _frame: object) -> None:
+        click.echo(f"\n{signal.Signals(signum).name}: stopping, cleaning up containers...",
+                   err=True)
+        cancel.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield cancel
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def raise_if_cancelled(cancel: Cancel) -> None:
+    """After the report is written: exit 130 if a signal stopped the run."""
+    if cancel.event.is_set():
+        raise Interrupted("interrupted: running jobs were stopped and removed; "
+                          "the report lists what finished")
 
 
 def matrix_options(func: F) -> F:

@@ -10,6 +10,8 @@ from .schema import (
     Family,
     IndexSpec,
     Matrix,
+    PipSettings,
+    Proxy,
     RegistrySpec,
     SkipSpec,
 )
@@ -23,6 +25,8 @@ __all__ = [
     "Family",
     "IndexSpec",
     "Matrix",
+    "PipSettings",
+    "Proxy",
     "RegistrySpec",
     "SkipSpec",
     "load_matrix",

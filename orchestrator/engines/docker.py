@@ -21,7 +21,7 @@ import docker.tls
 import requests
 
 from orchestrator.config import Arch, EngineSpec
-from orchestrator.errors import EngineError, RegistryError
+from orchestrator.errors import BuildStepFailed, EngineError, RegistryError
 
 from . import BuildRequest, EngineInfo, ImageInfo, RunOutcome, RunRequest
 
@@ -132,8 +132,8 @@ class DockerEngine:
             for chunk in stream:
                 if "error" in chunk:
                     on_line(str(chunk["error"]))
-                    raise EngineError(
-                        f"engine {self.name!r}: build of {request.tag} failed: "
+                    raise BuildStepFailed(
+                        f"build of {request.tag} on {self.name!r} failed: "
                         f"{str(chunk['error']).strip()}"
                     )
                 text = chunk.get("stream") or chunk.get("status")

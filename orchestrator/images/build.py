@@ -1,0 +1,128 @@
+"""Build one platform's builder image on one engine, unless it is fresh."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from orchestrator.config import Matrix
+from orchestrator.engines import BuildRequest, Engine, RunRequest, run_to_end
+from orchestrator.errors import OrchestrateError
+from orchestrator.matrix import Platform
+from orchestrator.wheels.inputs import probe_path
+
+from .base import ensure_base
+from .plan import build_labels, stale_reason
+from .render import Rendered, render, templates_dir
+
+
+@dataclass
+class ImageResult:
+    platform: str
+    status: str  # built | fresh | failed | cancelled
+    engine: str = ""
+    emulated: bool = False
+    duration: float = 0.0
+    log: str = ""
+    image_id: str = ""
+    reason: str = ""
+    digest: str = ""  # after push
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+def image_tag(matrix: Matrix, platform: Platform) -> str:
+    return f"{matrix.registry.url}/{matrix.registry.repository}:{platform.name}"
+
+
+def release_tag(matrix: Matrix, release_name: str) -> str:
+    return f"{matrix.registry.url}/{matrix.registry.repository}:{release_name}"
+
+
+def source_revision() -> str:
+    """`$ORCHESTRATE_REVISION`, else the git revision of the templates' checkout."""
+    explicit = os.environ.get("ORCHESTRATE_REVISION")
+    if explicit:
+        return explicit
+    try:
+        out = subprocess.run(["git", "-C", str(templates_dir()), "rev-parse", "HEAD"],
+                             capture_output=True, text=True, check=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip()
+
+
+def build_image(
+    platform: Platform,
+    matrix: Matrix,
+    engine: Engine,
+    log_path: Path,
+    *,
+    force: bool = False,
+    max_age: timedelta | None = None,
+) -> ImageResult:
+    """Make sure `engine` holds a fresh builder for `platform`; build it if not."""
+    started = time.monotonic()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("a") as log:
+        def line(text: str) -> None:
+            log.write(text.rstrip("\n") + "\n")
+            log.flush()
+
+        base_id = ensure_base(platform, engine, log_path, line)
+        rendered = render(platform, matrix)
+        inputs = rendered.inputs_hash(base_id)
+        tag = image_tag(matrix, platform)
+        existing = engine.image(tag)
+        now = datetime.now(UTC)
+        why = stale_reason(existing.labels if existing else None, inputs, now, max_age, force)
+        if why is None and existing is not None:
+            line(f"fresh: {tag} ({existing.id[:19]}) has inputs {inputs[:12]}")
+            _save_probe(platform, engine, tag, existing.id)
+            return ImageResult(platform.name, "fresh", engine.name, duration=_since(started),
+                               log=str(log_path), image_id=existing.id, reason="inputs unchanged")
+        line(f"building {tag}: {why}")
+        image_id = _build(rendered, engine, tag, base_id, inputs, now, line)
+        _save_probe(platform, engine, tag, image_id)
+    return ImageResult(platform.name, "built", engine.name, duration=_since(started),
+                       log=str(log_path), image_id=image_id, reason=why or "")
+
+
+def _build(rendered: Rendered, engine: Engine, tag: str, base_id: str, inputs: str,
+           now: datetime, line: object) -> str:
+    assert callable(line)
+    labels = build_labels(rendered.platform.name, inputs, base_id, source_revision(), now)
+    request = BuildRequest(tag=tag, context=rendered.context(), platform=rendered.platform.arch,
+                           labels=labels)
+    return engine.build(request, line)
+
+
+def _save_probe(platform: Platform, engine: Engine, tag: str, image_id: str) -> None:
+    """Keep the image's probe output where the planner looks for real tags."""
+    path = probe_path(platform)
+    try:
+        if json.loads(path.read_text()).get("image") == image_id:
+            return
+    except (OSError, ValueError):
+        pass
+    outcome, output = run_to_end(engine, RunRequest(
+        image=tag, command=("cat", "/etc/orchestrate/probe.json"), platform=platform.arch,
+        network=False), timeout=120)
+    if outcome.exit_code != 0:
+        raise OrchestrateError(f"{platform.name}: the image's probe output is missing")
+    data = json.loads(output)
+    data["image"] = image_id
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+
+
+def _since(started: float) -> float:
+    return round(time.monotonic() - started, 2)

@@ -1,0 +1,65 @@
+"""Push per-arch builder tags and join each release's arches into one manifest list."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from orchestrator.config import Arch, Matrix
+from orchestrator.engines import Engine
+from orchestrator.matrix import Platform
+from orchestrator.registry import ManifestRef, Registry, RegistryClient
+
+from .build import image_tag
+
+
+@dataclass
+class ReleaseOutcome:
+    release: str
+    tag: str
+    status: str  # published | unchanged | held | partial
+    arches: tuple[str, ...]
+    missing: tuple[str, ...]
+    digest: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+def client_for(matrix: Matrix) -> RegistryClient:
+    return RegistryClient(Registry(matrix.registry.url, matrix.registry.insecure))
+
+
+def push_platform(client: RegistryClient, matrix: Matrix, platform: Platform, engine: Engine,
+                  on_line: Callable[[str], None]) -> ManifestRef:
+    """Push the per-arch tag unless the registry already has this exact image."""
+    tag = image_tag(matrix, platform)
+    repo = matrix.registry.repository
+    local = engine.image(tag)
+    current = client.manifest(repo, platform.name)
+    if local and current and f"{tag.rsplit(':', 1)[0]}@{current.digest}" in local.repo_digests:
+        on_line(f"{tag}: registry already has {current.digest}")
+        return current
+    digest = engine.push(tag, on_line)
+    pushed = client.manifest(repo, digest)
+    if pushed is None:
+        raise RuntimeError(f"pushed {tag} as {digest} but the registry does not show it")
+    return pushed
+
+
+def publish_release(client: RegistryClient, matrix: Matrix, release: str,
+                    arches: Sequence[Arch], pushed: dict[Arch, ManifestRef],
+                    allow_partial: bool) -> ReleaseOutcome:
+    """One manifest list per release; held back when an arch is missing, unless asked."""
+    repo = matrix.registry.repository
+    tag = f"{matrix.registry.url}/{repo}:{release}"
+    missing = tuple(a.value for a in arches if a not in pushed)
+    have = tuple(a.value for a in arches if a in pushed)
+    if not pushed or (missing and not allow_partial):
+        return ReleaseOutcome(release, tag, "held", have, missing)
+    wanted = {a.value: ref.digest for a, ref in pushed.items()}
+    if client.index(repo, release) == wanted:
+        return ReleaseOutcome(release, tag, "unchanged", have, missing)
+    digest = client.put_index(repo, release, sorted(pushed.items(), key=lambda e: e[0].value))
+    return ReleaseOutcome(release, tag, "partial" if missing else "published", have, missing,
+                          digest)

@@ -1,0 +1,111 @@
+"""`images build` and `images refresh`: build on the pool, push, join manifests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from orchestrator.config import Arch, Matrix
+from orchestrator.engines.pool import EnginePool
+from orchestrator.errors import BuildStepFailed, OrchestrateError, RegistryError
+from orchestrator.matrix import Platform
+from orchestrator.registry import ManifestRef
+from orchestrator.scheduler import Cancel, Job, Outcome, Placement, Scheduler
+
+from .build import ImageResult, build_image
+from .manifest import ReleaseOutcome, client_for, publish_release, push_platform
+
+EXPECTED_NATIVE = 300.0  # seconds; emulated builds are expected to take longer
+EXPECTED_EMULATED = 1500.0
+
+
+@dataclass
+class ImagesReport:
+    results: list[ImageResult] = field(default_factory=list)
+    releases: list[ReleaseOutcome] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[ImageResult]:
+        return [r for r in self.results if r.status in ("failed", "cancelled")]
+
+
+def run_images(
+    matrix: Matrix,
+    pool: EnginePool,
+    platforms: Sequence[Platform],
+    logs: Path,
+    *,
+    force: bool = False,
+    push: bool = False,
+    allow_partial: bool = False,
+    max_age: timedelta | None = None,
+    cancel: Cancel | None = None,
+    on_event: Callable[..., None] = lambda *_: None,
+) -> ImagesReport:
+    by_name = {p.name: p for p in platforms}
+
+    def job_fn(job: Job[Platform], placement: Placement, _cancel: Cancel) -> Outcome:
+        log = logs / "images" / f"{job.id}.log"
+        try:
+            result = build_image(job.payload, matrix, placement.engine, log, force=force,
+                                 max_age=max_age)
+        except (BuildStepFailed, RegistryError) as exc:
+            return Outcome(ok=False, detail=exc.message, data=_failed(job, placement, log, exc))
+        result.emulated = placement.emulated
+        return Outcome(ok=True, detail=f"{result.status} in {result.duration:.0f}s", data=result)
+
+    jobs = [Job(p.name, p.arch, _expected(p, pool), p) for p in platforms]
+    scheduler: Scheduler[Platform] = Scheduler(pool, emulate_when_busy=False, retries=1,
+                                               on_event=on_event, cancel=cancel or Cancel())
+    outcomes = scheduler.run(jobs, job_fn)
+    report = ImagesReport()
+    for name, outcome in outcomes.items():
+        if isinstance(outcome.data, ImageResult):
+            report.results.append(outcome.data)
+        else:
+            status = "cancelled" if outcome.cancelled else "failed"
+            report.results.append(ImageResult(name, status, reason=outcome.detail))
+    report.results.sort(key=lambda r: list(by_name).index(r.platform))
+    if push:
+        report.releases = _push_all(matrix, pool, by_name, report, allow_partial, logs)
+    return report
+
+
+def _expected(platform: Platform, pool: EnginePool) -> float:
+    native, _ = pool.candidates(platform.arch)
+    return EXPECTED_NATIVE if native else EXPECTED_EMULATED
+
+
+def _failed(job: Job[Platform], placement: Placement, log: Path,
+            exc: OrchestrateError) -> ImageResult:
+    return ImageResult(job.id, "failed", placement.engine.name, placement.emulated, log=str(log),
+                       reason=exc.message)
+
+
+def _push_all(matrix: Matrix, pool: EnginePool, by_name: dict[str, Platform],
+              report: ImagesReport, allow_partial: bool, logs: Path) -> list[ReleaseOutcome]:
+    client = client_for(matrix)
+    engines = {e.name: e for e in pool.engines}
+    pushed: dict[str, dict[Arch, ManifestRef]] = {}
+    for result in report.results:
+        platform = by_name[result.platform]
+        pushed.setdefault(platform.release_name, {})
+        if result.status not in ("built", "fresh"):
+            continue
+        log = logs / "images" / f"{result.platform}.log"
+        with log.open("a") as out:
+            try:
+                ref = push_platform(client, matrix, platform, engines[result.engine],
+                                    lambda line, out=out: out.write(line + "\n"))  # type: ignore[misc]
+            except RegistryError as exc:
+                result.status, result.reason = "failed", f"push failed: {exc.message}"
+                continue
+        result.digest = ref.digest
+        pushed[platform.release_name][platform.arch] = ref
+    releases = []
+    for release, refs in pushed.items():
+        arches = [p.arch for p in by_name.values() if p.release_name == release]
+        releases.append(publish_release(client, matrix, release, arches, refs, allow_partial))
+    return releases

@@ -1,0 +1,149 @@
+"""Render a platform's builder Dockerfile and its build context. Pure: no Docker.
+
+Templates live in `images/` (one per package family, shared blocks in
+`_common.j2`) and render with StrictUndefined, so a missing variable is an
+error naming the template, the line and the platform rather than an empty
+string in a Dockerfile. Parent images come from the model, never from
+parsing a FROM line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import jinja2
+
+from orchestrator.config import Bootstrap, Matrix, PipSettings
+from orchestrator.errors import TemplateError
+from orchestrator.matrix import Platform
+
+# Tools every builder's venvs get; pinned so that the same inputs give the same image.
+TOOLS = ("pip==24.3.1", "packaging==24.2", "build==1.2.2.post1", "wheel==0.45.1")
+
+
+def templates_dir() -> Path:
+    """`$ORCHESTRATE_IMAGES_DIR`, else `images/` of the checkout this package runs from."""
+    explicit = os.environ.get("ORCHESTRATE_IMAGES_DIR")
+    return Path(explicit) if explicit else Path(__file__).resolve().parents[2] / "images"
+
+
+@cache
+def _environment(root: Path) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(root)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # Dockerfiles, not HTML
+    )
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One platform's Dockerfile and every other file of its build context."""
+
+    platform: Platform
+    base: str
+    dockerfile: str
+    files: Mapping[str, bytes]
+
+    def inputs_hash(self, base_digest: str) -> str:
+        """What decides freshness: Dockerfile, context files and the base digest."""
+        digest = hashlib.sha256()
+        for name, data in sorted({"Dockerfile": self.dockerfile.encode(), **self.files}.items()):
+            digest.update(f"{name}\0{len(data)}\0".encode())
+            digest.update(data)
+        digest.update(f"base\0{base_digest}".encode())
+        return digest.hexdigest()
+
+    def context(self) -> bytes:
+        """A reproducible tar (sorted, zero mtimes, root-owned) of the build context."""
+        return deterministic_tar({"Dockerfile": self.dockerfile.encode(), **self.files})
+
+
+def deterministic_tar(files: Mapping[str, bytes], modes: Mapping[str, int] | None = None) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = (modes or {}).get(name, 0o755 if name.endswith(".py") else 0o644)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def base_reference(platform: Platform) -> str:
+    """The image the builder starts FROM: the matrix's reference or our bootstrapped base."""
+    if isinstance(platform.base, Bootstrap):
+        return bootstrap_tag(platform.base, platform.arch.value)
+    return platform.base
+
+
+def bootstrap_tag(spec: Bootstrap, arch: str) -> str:
+    mirror = hashlib.sha256(f"{spec.mirror}|{spec.variant}".encode()).hexdigest()[:8]
+    return f"orchestrate-base:{spec.suite}-{arch}-{mirror}"
+
+
+def pip_conf(pip: PipSettings) -> str | None:
+    lines = ["[global]"]
+    if pip.index_url:
+        lines.append(f"index-url = {pip.index_url}")
+    if pip.extra_index_urls:
+        lines.append("extra-index-url = " + " ".join(pip.extra_index_urls))
+    if pip.trusted_hosts:
+        lines.append("trusted-host = " + " ".join(pip.trusted_hosts))
+    lines.append(f"timeout = {pip.timeout}")
+    return "\n".join(lines) + "\n" if len(lines) > 2 or pip.timeout != 60 else None
+
+
+def render(platform: Platform, matrix: Matrix, root: Path | None = None) -> Rendered:
+    root = root or templates_dir()
+    files: dict[str, bytes] = {}
+    ca_names = []
+    for i, cert in enumerate(matrix.builder.ca_certificates):
+        name = f"extra-{i}-{cert.stem}.crt"
+        files[f"ca/{name}"] = cert.read_bytes()
+        ca_names.append(name)
+    conf = pip_conf(matrix.builder.pip)
+    if conf:
+        files["pip.conf"] = conf.encode()
+    for script in sorted((root / "scripts").glob("*.py")):
+        files[f"scripts/{script.name}"] = script.read_bytes()
+    template_name = f"{platform.family.value}.Dockerfile.j2"
+    base = base_reference(platform)
+    variables = {"platform": platform, "base": base, "builder": matrix.builder,
+                 "ca_files": ca_names, "pip_conf": conf is not None, "tools": TOOLS}
+    return Rendered(platform, base, _render_template(root, template_name, variables), files)
+
+
+def _render_template(root: Path, name: str, variables: dict[str, object]) -> str:
+    platform = variables["platform"]
+    assert isinstance(platform, Platform)
+    try:
+        return _environment(root).get_template(name).render(**variables)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(
+            f"{root / (exc.name or name)}:{exc.lineno}: template syntax error: {exc.message} "
+            f"(platform {platform.name})") from None
+    except jinja2.TemplateNotFound as exc:
+        raise TemplateError(f"template {exc.name} not found in {root} "
+                            f"(platform {platform.name}, family {platform.family.value})") from None
+    except jinja2.UndefinedError as exc:
+        where = _template_frame(exc, root, name)
+        raise TemplateError(f"{where}: undefined variable: {exc.message} "
+                            f"(platform {platform.name})") from None
+
+
+def _template_frame(exc: BaseException, root: Path, default: str) -> str:
+    """Jinja puts the template's own file and line into the traceback: find it."""
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if frame.filename.endswith(".j2"):
+            return f"{frame.filename}:{frame.lineno}"
+    return str(root / default)

@@ -1,0 +1,71 @@
+"""Progress of scheduled jobs: a live table on a terminal, plain lines in CI."""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import TracebackType
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from orchestrator.scheduler import Job, Outcome, Placement
+
+
+class Progress:
+    """Feed it scheduler events; it shows what runs where and what finished."""
+
+    def __init__(self, console: Console, total: int, what: str) -> None:
+        self.console = console
+        self.total = total
+        self.what = what
+        self.done = 0
+        self.failed = 0
+        self._running: dict[str, tuple[str, bool, float]] = {}
+        self._lock = threading.Lock()
+        self._live: Live | None = None
+
+    def __enter__(self) -> Progress:
+        if self.console.is_terminal:
+            self._live = Live(self._table(), console=self.console, refresh_per_second=2,
+                              transient=True)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._live is not None:
+            self._live.__exit__(kind, exc, tb)
+
+    def event(self, kind: str, job: Job[object], info: Outcome | Placement | None) -> None:
+        with self._lock:
+            if kind == "start" and isinstance(info, Placement):
+                self._running[job.id] = (info.engine.name, info.emulated, time.monotonic())
+                how = f"emulated: {info.reason}" if info.emulated else "native"
+                self._line(f"start  {job.id} on {info.engine.name} ({how})")
+            elif isinstance(info, Outcome):
+                self._running.pop(job.id, None)
+                if kind == "retry":
+                    self._line(f"retry  {job.id}: {info.detail}")
+                    return
+                self.done += 1
+                self.failed += 0 if info.ok else 1
+                state = "ok" if info.ok else ("cancelled" if info.cancelled else "FAILED")
+                self._line(f"{state:<6} {job.id} [{self.done}/{self.total}] {info.detail}")
+            if self._live is not None:
+                self._live.update(self._table())
+
+    def _line(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def _table(self) -> Table:
+        table = Table(title=f"{self.what}: {self.done}/{self.total} done, "
+                      f"{self.failed} failed, {len(self._running)} running")
+        for name in ("job", "engine", "mode", "elapsed"):
+            table.add_column(name)
+        now = time.monotonic()
+        for job_id, (engine, emulated, started) in sorted(self._running.items()):
+            table.add_row(job_id, engine, "emulated" if emulated else "native",
+                          f"{now - started:.0f}s")
+        return table
