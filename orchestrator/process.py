@@ -50,8 +50,15 @@ def run(command: Command, log: Path) -> Completed:
         out.write(f"$ {command.display()}\n")
         out.flush()
         try:
-            proc = subprocess.run(command.argv, cwd=command.cwd, env=command.env, stdout=out,
-                                  stderr=subprocess.STDOUT, timeout=command.timeout, check=False)
+            proc = subprocess.run(
+                command.argv,
+                cwd=command.cwd,
+                env=command.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=command.timeout,
+                check=False,
+            )
             code = proc.returncode
         except subprocess.TimeoutExpired:
             code = -9

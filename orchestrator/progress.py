@@ -28,13 +28,15 @@ class Progress:
 
     def __enter__(self) -> Progress:
         if self.console.is_terminal:
-            self._live = Live(self._table(), console=self.console, refresh_per_second=2,
-                              transient=True)
+            self._live = Live(
+                self._table(), console=self.console, refresh_per_second=2, transient=True
+            )
             self._live.__enter__()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._live is not None:
             self._live.__exit__(kind, exc, tb)
 
@@ -60,12 +62,15 @@ class Progress:
         self.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     def _table(self) -> Table:
-        table = Table(title=f"{self.what}: {self.done}/{self.total} done, "
-                      f"{self.failed} failed, {len(self._running)} running")
+        table = Table(
+            title=f"{self.what}: {self.done}/{self.total} done, "
+            f"{self.failed} failed, {len(self._running)} running"
+        )
         for name in ("job", "engine", "mode", "elapsed"):
             table.add_column(name)
         now = time.monotonic()
         for job_id, (engine, emulated, started) in sorted(self._running.items()):
-            table.add_row(job_id, engine, "emulated" if emulated else "native",
-                          f"{now - started:.0f}s")
+            table.add_row(
+                job_id, engine, "emulated" if emulated else "native", f"{now - started:.0f}s"
+            )
         return table

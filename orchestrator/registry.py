@@ -91,20 +91,28 @@ class RegistryClient:
         self._session = requests.Session()
         self._auth_header: str | None = None
 
-    def _request(self, method: str, path: str, repo: str, **kwargs: object) -> requests.Response:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        repo: str,
+        headers: dict[str, str] | None = None,
+        data: bytes | None = None,
+    ) -> requests.Response:
         url = self.registry.base + path
-        headers = dict(kwargs.pop("headers", {}) or {})  # type: ignore[call-overload]
+        headers = dict(headers or {})
         for attempt in range(2):
             if self._auth_header:
                 headers["Authorization"] = self._auth_header
             try:
-                response = self._session.request(method, url, headers=headers,
-                                                 timeout=self.timeout, **kwargs)  # type: ignore[arg-type]
+                response = self._session.request(
+                    method, url, headers=headers, data=data, timeout=self.timeout
+                )
             except requests.RequestException as exc:
-                raise RegistryError(f"registry {self.registry.host} is not reachable: "
-                                    f"{type(exc).__name__}",
-                                    hint="check registry.url; start the local one with "
-                                    "sudo scripts/setup-host") from None
+                raise RegistryError(
+                    f"registry {self.registry.host} is not reachable: {type(exc).__name__}",
+                    hint="check registry.url; start the local one with sudo scripts/setup-host",
+                ) from None
             if response.status_code != 401 or attempt:
                 return response
             self._auth_header = self._authenticate(response, repo)
@@ -113,8 +121,10 @@ class RegistryClient:
     def _authenticate(self, response: requests.Response, repo: str) -> str:
         creds = docker_credentials(self.registry.host)
         if creds is None:
-            raise RegistryError(f"registry {self.registry.host} requires authentication",
-                                hint=f"docker login {self.registry.host}")
+            raise RegistryError(
+                f"registry {self.registry.host} requires authentication",
+                hint=f"docker login {self.registry.host}",
+            )
         challenge = response.headers.get("WWW-Authenticate", "")
         basic = "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
         if challenge.lower().startswith("basic"):
@@ -123,31 +133,42 @@ class RegistryClient:
         realm = params.pop("realm", "")
         params.setdefault("scope", f"repository:{repo}:pull,push")
         try:
-            token = self._session.get(realm, params=params, timeout=self.timeout,
-                                      headers={"Authorization": basic})
+            token = self._session.get(
+                realm, params=params, timeout=self.timeout, headers={"Authorization": basic}
+            )
         except requests.RequestException as exc:
-            raise RegistryError(f"token service {realm} not reachable: {type(exc).__name__}"
-                                ) from None
+            raise RegistryError(
+                f"token service {realm} not reachable: {type(exc).__name__}"
+            ) from None
         if token.status_code != 200:
-            raise RegistryError(f"registry {self.registry.host} refused the credentials "
-                                f"(HTTP {token.status_code})", hint=f"docker login {self.registry.host}")
+            raise RegistryError(
+                f"registry {self.registry.host} refused the credentials (HTTP {token.status_code})",
+                hint=f"docker login {self.registry.host}",
+            )
         body = token.json()
         return "Bearer " + str(body.get("token") or body.get("access_token"))
 
     def manifest(self, repo: str, reference: str) -> ManifestRef | None:
-        response = self._request("HEAD", f"{repo}/manifests/{reference}", repo,
-                                 headers={"Accept": ACCEPT_ALL})
+        response = self._request(
+            "HEAD", f"{repo}/manifests/{reference}", repo, headers={"Accept": ACCEPT_ALL}
+        )
         if response.status_code == 404:
             return None
         _check(response, f"reading manifest {repo}:{reference}")
-        return ManifestRef(response.headers["Docker-Content-Digest"],
-                           int(response.headers.get("Content-Length", "0")),
-                           response.headers.get("Content-Type", DOCKER_MANIFEST).split(";")[0])
+        return ManifestRef(
+            response.headers["Docker-Content-Digest"],
+            int(response.headers.get("Content-Length", "0")),
+            response.headers.get("Content-Type", DOCKER_MANIFEST).split(";")[0],
+        )
 
     def index(self, repo: str, tag: str) -> dict[str, str]:
         """arch → manifest digest of a manifest list or image index (empty if none)."""
-        response = self._request("GET", f"{repo}/manifests/{tag}", repo,
-                                 headers={"Accept": f"{DOCKER_LIST}, {OCI_INDEX}"})
+        response = self._request(
+            "GET",
+            f"{repo}/manifests/{tag}",
+            repo,
+            headers={"Accept": f"{DOCKER_LIST}, {OCI_INDEX}"},
+        )
         if response.status_code == 404:
             return {}
         _check(response, f"reading {repo}:{tag}")
@@ -159,20 +180,29 @@ class RegistryClient:
         docker = all(ref.media_type == DOCKER_MANIFEST for _, ref in entries)
         media_type = DOCKER_LIST if docker else OCI_INDEX
         body = json.dumps(index_document(media_type, entries), indent=1).encode()
-        response = self._request("PUT", f"{repo}/manifests/{tag}", repo, data=body,
-                                 headers={"Content-Type": media_type})
+        response = self._request(
+            "PUT", f"{repo}/manifests/{tag}", repo, data=body, headers={"Content-Type": media_type}
+        )
         _check(response, f"pushing manifest list {repo}:{tag}")
         return response.headers.get("Docker-Content-Digest", "")
 
 
-def index_document(media_type: str, entries: Sequence[tuple[Arch, ManifestRef]]) -> dict[str, object]:
+def index_document(
+    media_type: str, entries: Sequence[tuple[Arch, ManifestRef]]
+) -> dict[str, object]:
     manifests = []
     for arch, ref in sorted(entries, key=lambda e: e[0].value):
         platform: dict[str, str] = {"architecture": arch.value, "os": "linux"}
         if arch == Arch.ARM64:
             platform["variant"] = "v8"
-        manifests.append({"mediaType": ref.media_type, "size": ref.size, "digest": ref.digest,
-                          "platform": platform})
+        manifests.append(
+            {
+                "mediaType": ref.media_type,
+                "size": ref.size,
+                "digest": ref.digest,
+                "platform": platform,
+            }
+        )
     return {"schemaVersion": 2, "mediaType": media_type, "manifests": manifests}
 
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from orchestrator.config import Arch
 from orchestrator.engines import Engine
@@ -82,14 +82,14 @@ JobFn = Callable[[Job[T], Placement, Cancel], Outcome]
 
 
 @dataclass
-class Scheduler(Generic[T]):
+class Scheduler:
     pool: EnginePool
     emulate_when_busy: bool = False
     fail_fast: bool = False
     retries: int = 2
     backoff: float = 2.0
     cancel: Cancel = field(default_factory=Cancel)
-    on_event: Callable[[str, Job[T], Outcome | Placement | None], None] = lambda *_: None
+    on_event: Callable[[str, Job[Any], Outcome | Placement | None], None] = lambda *_: None
 
     def run(self, jobs: Sequence[Job[T]], fn: JobFn[T]) -> dict[str, Outcome]:
         pending = {j.id: j for j in jobs}
@@ -103,8 +103,9 @@ class Scheduler(Generic[T]):
             while pending or running:
                 stop = stop or self.cancel.event.is_set()
                 if not stop:
-                    self._start_ready(pending, results, free, not_before, attempts, running,
-                                      threads, fn)
+                    self._start_ready(
+                        pending, results, free, not_before, attempts, running, threads, fn
+                    )
                 if not running:
                     if stop or not pending:
                         break
@@ -119,8 +120,12 @@ class Scheduler(Generic[T]):
                     free[placement.engine.name] += 1
                     outcome = _result(future)
                     outcome.attempts, outcome.placement = attempts[job.id], placement
-                    if (not outcome.ok and outcome.transient and not self.cancel.event.is_set()
-                            and attempts[job.id] <= self.retries):
+                    if (
+                        not outcome.ok
+                        and outcome.transient
+                        and not self.cancel.event.is_set()
+                        and attempts[job.id] <= self.retries
+                    ):
                         pending[job.id] = job
                         not_before[job.id] = time.monotonic() + self.backoff * attempts[job.id]
                         self.on_event("retry", job, outcome)
@@ -133,13 +138,23 @@ class Scheduler(Generic[T]):
             self.on_event("cancelled", job, results[job.id])
         return results
 
-    def _start_ready(self, pending: dict[str, Job[T]], results: dict[str, Outcome],
-                     free: dict[str, int], not_before: dict[str, float],
-                     attempts: dict[str, int], running: dict[Future[Outcome],
-                     tuple[Job[T], Placement]], threads: ThreadPoolExecutor, fn: JobFn[T]) -> None:
+    def _start_ready(
+        self,
+        pending: dict[str, Job[T]],
+        results: dict[str, Outcome],
+        free: dict[str, int],
+        not_before: dict[str, float],
+        attempts: dict[str, int],
+        running: dict[Future[Outcome], tuple[Job[T], Placement]],
+        threads: ThreadPoolExecutor,
+        fn: JobFn[T],
+    ) -> None:
         now = time.monotonic()
-        ready = [j for j in pending.values() if all(d in results for d in j.depends)
-                 and not_before.get(j.id, 0) <= now]
+        ready = [
+            j
+            for j in pending.values()
+            if all(d in results for d in j.depends) and not_before.get(j.id, 0) <= now
+        ]
         for job in sorted(ready, key=lambda j: (-j.expected, j.id)):
             placement = self.place(job.arch, free)
             if placement is None:
@@ -161,19 +176,25 @@ class Scheduler(Generic[T]):
         open_emulating = [e for e in emulating if free[e.name] > 0]
         if not open_emulating:
             return None
-        why = ("native engines busy and --emulate-when-busy" if native
-               else f"no native {arch.value} engine")
+        why = (
+            "native engines busy and --emulate-when-busy"
+            if native
+            else f"no native {arch.value} engine"
+        )
         return Placement(max(open_emulating, key=lambda e: free[e.name]), True, why)
 
-    def _waiting_for_backoff(self, pending: dict[str, Job[T]], not_before: dict[str, float]
-                             ) -> bool:
+    def _waiting_for_backoff(
+        self, pending: dict[str, Job[T]], not_before: dict[str, float]
+    ) -> bool:
         return any(not_before.get(j, 0) > time.monotonic() for j in pending)
 
     def _unplaceable(self, pending: dict[str, Job[T]], results: dict[str, Outcome]) -> None:
         for job in list(pending.values()):
             results[job.id] = Outcome(
-                ok=False, detail=f"no engine runs {job.arch.value}, natively or emulated "
-                "(run `orchestrate doctor`; install QEMU with scripts/setup-host)")
+                ok=False,
+                detail=f"no engine runs {job.arch.value}, natively or emulated "
+                "(run `orchestrate doctor`; install QEMU with scripts/setup-host)",
+            )
             self.on_event("done", job, results[job.id])
             del pending[job.id]
 

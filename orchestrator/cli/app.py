@@ -75,8 +75,11 @@ def workdir_option(func: F) -> F:
             ctx.ensure_object(App).workdir = value
 
     return click.option(
-        "--workdir", type=click.Path(path_type=Path, file_okay=False), expose_value=False,
-        callback=set_workdir, help="Logs and reports go here [default: .orchestrate].",
+        "--workdir",
+        type=click.Path(path_type=Path, file_okay=False),
+        expose_value=False,
+        callback=set_workdir,
+        help="Logs and reports go here [default: .orchestrate].",
     )(func)
 
 
@@ -87,8 +90,9 @@ def signals_cancel() -> Iterator[Cancel]:
     previous = {}
 
     def handler(signum: int, _frame: object) -> None:
-        click.echo(f"\n{signal.Signals(signum).name}: stopping, cleaning up containers...",
-                   err=True)
+        click.echo(
+            f"\n{signal.Signals(signum).name}: stopping, cleaning up containers...", err=True
+        )
         cancel.cancel()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -103,8 +107,9 @@ def signals_cancel() -> Iterator[Cancel]:
 def raise_if_cancelled(cancel: Cancel) -> None:
     """After the report is written: exit 130 if a signal stopped the run."""
     if cancel.event.is_set():
-        raise Interrupted("interrupted: running jobs were stopped and removed; "
-                          "the report lists what finished")
+        raise Interrupted(
+            "interrupted: running jobs were stopped and removed; the report lists what finished"
+        )
 
 
 def matrix_options(func: F) -> F:

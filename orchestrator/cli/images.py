@@ -31,8 +31,13 @@ def images() -> None:
 
 @images.command("render")
 @matrix_options
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("rendered"),
-              show_default=True, help="Folder for <platform>/Dockerfile and its context files.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("rendered"),
+    show_default=True,
+    help="Folder for <platform>/Dockerfile and its context files.",
+)
 @pass_app
 def render_cmd(app: App, out: Path) -> None:
     """Write each platform's rendered Dockerfile and context (no Docker needed)."""
@@ -50,8 +55,9 @@ def render_cmd(app: App, out: Path) -> None:
 @workdir_option
 @click.option("--push", is_flag=True, help="Push per-arch tags and the multi-arch manifests.")
 @click.option("--force", is_flag=True, help="Rebuild even when the inputs are unchanged.")
-@click.option("--allow-partial", is_flag=True,
-              help="Publish a manifest list even when an arch failed.")
+@click.option(
+    "--allow-partial", is_flag=True, help="Publish a manifest list even when an arch failed."
+)
 @pass_app
 def build(app: App, push: bool, force: bool, allow_partial: bool) -> int:
     """Build the builder images that are missing or stale, in parallel."""
@@ -61,23 +67,45 @@ def build(app: App, push: bool, force: bool, allow_partial: bool) -> int:
 @images.command()
 @matrix_options
 @workdir_option
-@click.option("--max-age", type=click.IntRange(min=1), default=None, metavar="DAYS",
-              help="Also rebuild images older than this.")
+@click.option(
+    "--max-age",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="DAYS",
+    help="Also rebuild images older than this.",
+)
 @click.option("--allow-partial", is_flag=True)
 @pass_app
 def refresh(app: App, max_age: int | None, allow_partial: bool) -> int:
     """The nightly job: rebuild what is stale, push, update the manifests."""
-    return _run(app, push=True, force=False, allow_partial=allow_partial,
-                max_age=timedelta(days=max_age) if max_age else None)
+    return _run(
+        app,
+        push=True,
+        force=False,
+        allow_partial=allow_partial,
+        max_age=timedelta(days=max_age) if max_age else None,
+    )
 
 
-def _run(app: App, *, push: bool, force: bool, allow_partial: bool,
-         max_age: timedelta | None) -> int:
-    with Progress(app.console, len(app.platforms), "images") as progress, \
-            signals_cancel() as cancel:
-        report = run_images(app.matrix, app.pool, app.platforms, app.workdir / "logs",
-                            force=force, push=push, allow_partial=allow_partial,
-                            max_age=max_age, cancel=cancel, on_event=progress.event)
+def _run(
+    app: App, *, push: bool, force: bool, allow_partial: bool, max_age: timedelta | None
+) -> int:
+    with (
+        Progress(app.console, len(app.platforms), "images") as progress,
+        signals_cancel() as cancel,
+    ):
+        report = run_images(
+            app.matrix,
+            app.pool,
+            app.platforms,
+            app.workdir / "logs",
+            force=force,
+            push=push,
+            allow_partial=allow_partial,
+            max_age=max_age,
+            cancel=cancel,
+            on_event=progress.event,
+        )
     _summary(app, report)
     raise_if_cancelled(cancel)
     return EXIT_FAILED if report.failed or any(r.status == "held" for r in report.releases) else 0
@@ -85,10 +113,21 @@ def _run(app: App, *, push: bool, force: bool, allow_partial: bool,
 
 def _summary(app: App, report: ImagesReport) -> None:
     click.echo("")
-    print_rows(app, ("platform", "outcome", "duration", "engine", "mode", "log"), [
-        (r.platform, r.status, f"{r.duration:.1f}s", r.engine,
-         "emulated" if r.emulated else "native", r.log or r.reason)
-        for r in report.results])
+    print_rows(
+        app,
+        ("platform", "outcome", "duration", "engine", "mode", "log"),
+        [
+            (
+                r.platform,
+                r.status,
+                f"{r.duration:.1f}s",
+                r.engine,
+                "emulated" if r.emulated else "native",
+                r.log or r.reason,
+            )
+            for r in report.results
+        ],
+    )
     for r in report.failed:
         click.echo(f"{r.platform}: {r.reason}", err=True)
     for release in report.releases:
@@ -100,6 +139,12 @@ def _summary(app: App, report: ImagesReport) -> None:
         click.echo(text)
     summary = app.workdir / "images-report.json"
     summary.parent.mkdir(parents=True, exist_ok=True)
-    summary.write_text(json.dumps({"images": [r.as_dict() for r in report.results],
-                                   "manifests": [m.as_dict() for m in report.releases]},
-                                  indent=1))
+    summary.write_text(
+        json.dumps(
+            {
+                "images": [r.as_dict() for r in report.results],
+                "manifests": [m.as_dict() for m in report.releases],
+            },
+            indent=1,
+        )
+    )

@@ -34,8 +34,9 @@ def _lock(key: str) -> threading.Lock:
         return _locks.setdefault(key, threading.Lock())
 
 
-def ensure_base(platform: Platform, engine: Engine, log: Path,
-                on_line: Callable[[str], None]) -> str:
+def ensure_base(
+    platform: Platform, engine: Engine, log: Path, on_line: Callable[[str], None]
+) -> str:
     """The base image's ID on `engine`, pulling or bootstrapping it when missing."""
     ref = base_reference(platform)
     with _lock(f"{engine.name}|{ref}"):
@@ -45,8 +46,9 @@ def ensure_base(platform: Platform, engine: Engine, log: Path,
         if isinstance(platform.base, Bootstrap):
             rootfs = bootstrap_rootfs(platform.base, platform.arch.value, log)
             context = _scratch_context(rootfs)
-            return engine.build(BuildRequest(tag=ref, context=context, platform=platform.arch),
-                                on_line)
+            return engine.build(
+                BuildRequest(tag=ref, context=context, platform=platform.arch), on_line
+            )
         try:
             engine.pull(ref, platform.arch, on_line)
         except RegistryError as exc:
@@ -74,25 +76,39 @@ def bootstrap_rootfs(spec: Bootstrap, arch: str, log: Path) -> Path:
         if target.is_file():
             return target
         if shutil.which("debootstrap") is None:
-            raise EnvironmentProblem("debootstrap is not installed",
-                                     hint="sudo apt-get install debootstrap")
+            raise EnvironmentProblem(
+                "debootstrap is not installed", hint="sudo apt-get install debootstrap"
+            )
         target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="orchestrate-rootfs-",
-                                         dir=target.parent) as tmp:
+        with tempfile.TemporaryDirectory(prefix="orchestrate-rootfs-", dir=target.parent) as tmp:
             root = Path(tmp) / "rootfs"
-            done = run(Command(("debootstrap", f"--variant={spec.variant}", f"--arch={arch}",
-                                spec.suite, str(root), spec.mirror), timeout=3600), log)
+            done = run(
+                Command(
+                    (
+                        "debootstrap",
+                        f"--variant={spec.variant}",
+                        f"--arch={arch}",
+                        spec.suite,
+                        str(root),
+                        spec.mirror,
+                    ),
+                    timeout=3600,
+                ),
+                log,
+            )
             if not done.ok:
                 raise EnvironmentProblem(
                     f"debootstrap of {spec.suite} for {arch} failed (exit {done.returncode}); "
                     f"log: {log}\n{done.tail}",
-                    hint="a foreign arch needs QEMU user emulation: sudo scripts/setup-host")
+                    hint="a foreign arch needs QEMU user emulation: sudo scripts/setup-host",
+                )
             for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
                 shutil.rmtree(root / cache, ignore_errors=True)
                 (root / cache).mkdir(parents=True, exist_ok=True)
             partial = target.with_suffix(".partial")
-            packed = run(Command(("tar", "--numeric-owner", "-C", str(root), "-cf",
-                                  str(partial), ".")), log)
+            packed = run(
+                Command(("tar", "--numeric-owner", "-C", str(root), "-cf", str(partial), ".")), log
+            )
             if not packed.ok:
                 raise EnvironmentProblem(f"packing the {arch} rootfs failed; log: {log}")
             partial.replace(target)

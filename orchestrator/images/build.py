@@ -51,8 +51,13 @@ def source_revision() -> str:
     if explicit:
         return explicit
     try:
-        out = subprocess.run(["git", "-C", str(templates_dir()), "rev-parse", "HEAD"],
-                             capture_output=True, text=True, check=True, timeout=10)
+        out = subprocess.run(
+            ["git", "-C", str(templates_dir()), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return out.stdout.strip()
@@ -71,6 +76,7 @@ def build_image(
     started = time.monotonic()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("a") as log:
+
         def line(text: str) -> None:
             log.write(text.rstrip("\n") + "\n")
             log.flush()
@@ -85,21 +91,43 @@ def build_image(
         if why is None and existing is not None:
             line(f"fresh: {tag} ({existing.id[:19]}) has inputs {inputs[:12]}")
             _save_probe(platform, engine, tag, existing.id)
-            return ImageResult(platform.name, "fresh", engine.name, duration=_since(started),
-                               log=str(log_path), image_id=existing.id, reason="inputs unchanged")
+            return ImageResult(
+                platform.name,
+                "fresh",
+                engine.name,
+                duration=_since(started),
+                log=str(log_path),
+                image_id=existing.id,
+                reason="inputs unchanged",
+            )
         line(f"building {tag}: {why}")
         image_id = _build(rendered, engine, tag, base_id, inputs, now, line)
         _save_probe(platform, engine, tag, image_id)
-    return ImageResult(platform.name, "built", engine.name, duration=_since(started),
-                       log=str(log_path), image_id=image_id, reason=why or "")
+    return ImageResult(
+        platform.name,
+        "built",
+        engine.name,
+        duration=_since(started),
+        log=str(log_path),
+        image_id=image_id,
+        reason=why or "",
+    )
 
 
-def _build(rendered: Rendered, engine: Engine, tag: str, base_id: str, inputs: str,
-           now: datetime, line: object) -> str:
+def _build(
+    rendered: Rendered,
+    engine: Engine,
+    tag: str,
+    base_id: str,
+    inputs: str,
+    now: datetime,
+    line: object,
+) -> str:
     assert callable(line)
     labels = build_labels(rendered.platform.name, inputs, base_id, source_revision(), now)
-    request = BuildRequest(tag=tag, context=rendered.context(), platform=rendered.platform.arch,
-                           labels=labels)
+    request = BuildRequest(
+        tag=tag, context=rendered.context(), platform=rendered.platform.arch, labels=labels
+    )
     return engine.build(request, line)
 
 
@@ -111,9 +139,16 @@ def _save_probe(platform: Platform, engine: Engine, tag: str, image_id: str) -> 
             return
     except (OSError, ValueError):
         pass
-    outcome, output = run_to_end(engine, RunRequest(
-        image=tag, command=("cat", "/etc/orchestrate/probe.json"), platform=platform.arch,
-        network=False), timeout=120)
+    outcome, output = run_to_end(
+        engine,
+        RunRequest(
+            image=tag,
+            command=("cat", "/etc/orchestrate/probe.json"),
+            platform=platform.arch,
+            network=False,
+        ),
+        timeout=120,
+    )
     if outcome.exit_code != 0:
         raise OrchestrateError(f"{platform.name}: the image's probe output is missing")
     data = json.loads(output)

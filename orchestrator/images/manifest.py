@@ -30,8 +30,13 @@ def client_for(matrix: Matrix) -> RegistryClient:
     return RegistryClient(Registry(matrix.registry.url, matrix.registry.insecure))
 
 
-def push_platform(client: RegistryClient, matrix: Matrix, platform: Platform, engine: Engine,
-                  on_line: Callable[[str], None]) -> ManifestRef:
+def push_platform(
+    client: RegistryClient,
+    matrix: Matrix,
+    platform: Platform,
+    engine: Engine,
+    on_line: Callable[[str], None],
+) -> ManifestRef:
     """Push the per-arch tag unless the registry already has this exact image."""
     tag = image_tag(matrix, platform)
     repo = matrix.registry.repository
@@ -47,9 +52,14 @@ def push_platform(client: RegistryClient, matrix: Matrix, platform: Platform, en
     return pushed
 
 
-def publish_release(client: RegistryClient, matrix: Matrix, release: str,
-                    arches: Sequence[Arch], pushed: dict[Arch, ManifestRef],
-                    allow_partial: bool) -> ReleaseOutcome:
+def publish_release(
+    client: RegistryClient,
+    matrix: Matrix,
+    release: str,
+    arches: Sequence[Arch],
+    pushed: dict[Arch, ManifestRef],
+    allow_partial: bool,
+) -> ReleaseOutcome:
     """One manifest list per release; held back when an arch is missing, unless asked."""
     repo = matrix.registry.repository
     tag = f"{matrix.registry.url}/{repo}:{release}"
@@ -61,5 +71,6 @@ def publish_release(client: RegistryClient, matrix: Matrix, release: str,
     if client.index(repo, release) == wanted:
         return ReleaseOutcome(release, tag, "unchanged", have, missing)
     digest = client.put_index(repo, release, sorted(pushed.items(), key=lambda e: e[0].value))
-    return ReleaseOutcome(release, tag, "partial" if missing else "published", have, missing,
-                          digest)
+    return ReleaseOutcome(
+        release, tag, "partial" if missing else "published", have, missing, digest
+    )

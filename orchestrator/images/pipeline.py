@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import TextIO
 
 from orchestrator.config import Arch, Matrix
 from orchestrator.engines.pool import EnginePool
@@ -49,16 +50,18 @@ def run_images(
     def job_fn(job: Job[Platform], placement: Placement, _cancel: Cancel) -> Outcome:
         log = logs / "images" / f"{job.id}.log"
         try:
-            result = build_image(job.payload, matrix, placement.engine, log, force=force,
-                                 max_age=max_age)
+            result = build_image(
+                job.payload, matrix, placement.engine, log, force=force, max_age=max_age
+            )
         except (BuildStepFailed, RegistryError) as exc:
             return Outcome(ok=False, detail=exc.message, data=_failed(job, placement, log, exc))
         result.emulated = placement.emulated
         return Outcome(ok=True, detail=f"{result.status} in {result.duration:.0f}s", data=result)
 
     jobs = [Job(p.name, p.arch, _expected(p, pool), p) for p in platforms]
-    scheduler: Scheduler[Platform] = Scheduler(pool, emulate_when_busy=False, retries=1,
-                                               on_event=on_event, cancel=cancel or Cancel())
+    scheduler = Scheduler(
+        pool, emulate_when_busy=False, retries=1, on_event=on_event, cancel=cancel or Cancel()
+    )
     outcomes = scheduler.run(jobs, job_fn)
     report = ImagesReport()
     for name, outcome in outcomes.items():
@@ -78,14 +81,31 @@ def _expected(platform: Platform, pool: EnginePool) -> float:
     return EXPECTED_NATIVE if native else EXPECTED_EMULATED
 
 
-def _failed(job: Job[Platform], placement: Placement, log: Path,
-            exc: OrchestrateError) -> ImageResult:
-    return ImageResult(job.id, "failed", placement.engine.name, placement.emulated, log=str(log),
-                       reason=exc.message)
+def _failed(
+    job: Job[Platform], placement: Placement, log: Path, exc: OrchestrateError
+) -> ImageResult:
+    return ImageResult(
+        job.id,
+        "failed",
+        placement.engine.name,
+        placement.emulated,
+        log=str(log),
+        reason=exc.message,
+    )
 
 
-def _push_all(matrix: Matrix, pool: EnginePool, by_name: dict[str, Platform],
-              report: ImagesReport, allow_partial: bool, logs: Path) -> list[ReleaseOutcome]:
+def _writer(out: TextIO) -> Callable[[str], None]:
+    return lambda line: print(line, file=out)
+
+
+def _push_all(
+    matrix: Matrix,
+    pool: EnginePool,
+    by_name: dict[str, Platform],
+    report: ImagesReport,
+    allow_partial: bool,
+    logs: Path,
+) -> list[ReleaseOutcome]:
     client = client_for(matrix)
     engines = {e.name: e for e in pool.engines}
     pushed: dict[str, dict[Arch, ManifestRef]] = {}
@@ -97,8 +117,13 @@ def _push_all(matrix: Matrix, pool: EnginePool, by_name: dict[str, Platform],
         log = logs / "images" / f"{result.platform}.log"
         with log.open("a") as out:
             try:
-                ref = push_platform(client, matrix, platform, engines[result.engine],
-                                    lambda line, out=out: out.write(line + "\n"))  # type: ignore[misc]
+                ref = push_platform(
+                    client,
+                    matrix,
+                    platform,
+                    engines[result.engine],
+                    _writer(out),
+                )
             except RegistryError as exc:
                 result.status, result.reason = "failed", f"push failed: {exc.message}"
                 continue

@@ -41,8 +41,9 @@ def _parse_time(text: str) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def build_labels(platform: str, inputs: str, base: str, revision: str,
-                 now: datetime) -> dict[str, str]:
+def build_labels(
+    platform: str, inputs: str, base: str, revision: str, now: datetime
+) -> dict[str, str]:
     return {
         LABEL_PLATFORM: platform,
         LABEL_INPUTS: inputs,

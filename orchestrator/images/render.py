@@ -41,7 +41,7 @@ def _environment(root: Path) -> jinja2.Environment:
         loader=jinja2.FileSystemLoader(str(root)),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
-        autoescape=False,  # Dockerfiles, not HTML
+        autoescape=False,  # noqa: S701 - Dockerfiles, not HTML
     )
 
 
@@ -118,8 +118,14 @@ def render(platform: Platform, matrix: Matrix, root: Path | None = None) -> Rend
         files[f"scripts/{script.name}"] = script.read_bytes()
     template_name = f"{platform.family.value}.Dockerfile.j2"
     base = base_reference(platform)
-    variables = {"platform": platform, "base": base, "builder": matrix.builder,
-                 "ca_files": ca_names, "pip_conf": conf is not None, "tools": TOOLS}
+    variables = {
+        "platform": platform,
+        "base": base,
+        "builder": matrix.builder,
+        "ca_files": ca_names,
+        "pip_conf": conf is not None,
+        "tools": TOOLS,
+    }
     return Rendered(platform, base, _render_template(root, template_name, variables), files)
 
 
@@ -131,14 +137,18 @@ def _render_template(root: Path, name: str, variables: dict[str, object]) -> str
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(
             f"{root / (exc.name or name)}:{exc.lineno}: template syntax error: {exc.message} "
-            f"(platform {platform.name})") from None
+            f"(platform {platform.name})"
+        ) from None
     except jinja2.TemplateNotFound as exc:
-        raise TemplateError(f"template {exc.name} not found in {root} "
-                            f"(platform {platform.name}, family {platform.family.value})") from None
+        raise TemplateError(
+            f"template {exc.name} not found in {root} "
+            f"(platform {platform.name}, family {platform.family.value})"
+        ) from None
     except jinja2.UndefinedError as exc:
         where = _template_frame(exc, root, name)
-        raise TemplateError(f"{where}: undefined variable: {exc.message} "
-                            f"(platform {platform.name})") from None
+        raise TemplateError(
+            f"{where}: undefined variable: {exc.message} (platform {platform.name})"
+        ) from None
 
 
 def _template_frame(exc: BaseException, root: Path, default: str) -> str:

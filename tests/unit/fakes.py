@@ -1,0 +1,99 @@
+"""A fake engine for scheduler and pool tests: our interface, no Docker."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from orchestrator.config import Arch
+from orchestrator.engines import BuildRequest, EngineInfo, ImageInfo, RunOutcome, RunRequest
+
+
+class FakeContainer:
+    def __init__(self, engine: FakeEngine, request: RunRequest) -> None:
+        self.id = f"fake-{id(self)}"
+        self.engine = engine
+        self.request = request
+
+    def put(self, path: str, tar: bytes) -> None:
+        pass
+
+    def get(self, path: str) -> bytes:
+        return b""
+
+    def start_and_wait(
+        self, timeout: float | None, on_output: Callable[[bytes], None]
+    ) -> RunOutcome:
+        runs = (
+            self.request.platform == self.engine.arch
+            or self.request.platform in self.engine.emulates
+        )
+        if runs:
+            on_output(bytes(120))
+        return RunOutcome(0 if runs else 1, 0.0, False)
+
+    def kill(self) -> None:
+        pass
+
+
+class FakeEngine:
+    def __init__(
+        self, name: str, arch: Arch, slots: int = 1, emulates: tuple[Arch, ...] = ()
+    ) -> None:
+        self.name = name
+        self.url = f"fake://{name}"
+        self.slots = slots
+        self.arch = arch
+        self.emulates = emulates
+        self.running = 0
+        self.peak = 0
+        self._lock = threading.Lock()
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(
+            self.name,
+            self.url,
+            "fake",
+            "1.41",
+            self.arch,
+            self.arch.machine,
+            "6.1",
+            f"id-{self.name}",
+            "/",
+        )
+
+    def build(self, request: BuildRequest, on_line: Callable[[str], None]) -> str:
+        return "sha256:probe"
+
+    def image(self, ref: str) -> ImageInfo | None:
+        return ImageInfo("sha256:probe", "", {}, ())
+
+    def tag(self, image: str, ref: str) -> None:
+        pass
+
+    def push(self, ref: str, on_line: Callable[[str], None]) -> str:
+        return "sha256:x"
+
+    def pull(self, ref: str, platform: Arch, on_line: Callable[[str], None]) -> None:
+        pass
+
+    @contextlib.contextmanager
+    def container(self, request: RunRequest) -> Iterator[FakeContainer]:
+        yield FakeContainer(self, request)
+
+    def containers(self, label: str) -> list[str]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+    def work(self, seconds: float) -> None:
+        """Occupy a slot of this engine for `seconds` (for scheduler tests)."""
+        with self._lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        time.sleep(seconds)
+        with self._lock:
+            self.running -= 1

@@ -1,0 +1,157 @@
+"""Rendering builder Dockerfiles for every platform of the production matrix."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import Arch, load_matrix
+from orchestrator.errors import EXIT_INPUT, TemplateError
+from orchestrator.images.plan import LABEL_CREATED, LABEL_INPUTS, stale_reason
+from orchestrator.images.render import bootstrap_tag, render
+from orchestrator.matrix import expand
+from orchestrator.registry import DOCKER_LIST, DOCKER_MANIFEST, ManifestRef, index_document
+from tests.conftest import REPO, CliRunner
+
+MATRIX = load_matrix(REPO / "platforms.yaml")
+PLATFORMS = {p.name: p for p in expand(MATRIX)}
+
+
+@pytest.mark.parametrize("name", sorted(PLATFORMS))
+def test_every_platform_renders(name: str) -> None:
+    platform = PLATFORMS[name]
+    text = render(platform, MATRIX).dockerfile
+    assert text.splitlines()[1] == f"FROM {platform.base}"
+    assert f'org.orchestrate.platform="{name}"' in text
+    python = platform.python[0]
+    assert f"python{python} -m venv /opt/orchestrate/py{python}" in text
+    assert "USER builder" in text
+    assert "orchestrate-probe" in text
+    if platform.family.value == "rpm":
+        assert "dnf -y install" in text
+        assert f"python{python}-devel" in text
+        assert "libffi-devel" in text
+        assert "apt-get" not in text
+    else:
+        assert "apt-get install" in text
+        assert f"python{python}-dev python{python}-venv" in text
+        assert "libffi-dev \\" in text
+        assert "dnf" not in text
+    assert "\\ python" not in text  # no escaped space from template whitespace
+
+
+def test_bases_per_distro() -> None:
+    bases = {n: render(p, MATRIX).base for n, p in PLATFORMS.items()}
+    assert bases["centos-stream9-arm64"] == "quay.io/centos/centos:stream9"
+    assert bases["ubuntu-noble-amd64"] == "ubuntu:24.04"
+    local = load_matrix(REPO / "examples" / "local.yaml")
+    arm = expand(local)[1]
+    assert render(arm, local).base.startswith("orchestrate-base:bookworm-arm64-")
+
+
+def test_ca_certificates_and_pip_settings(tmp_path: Path) -> None:
+    ca = tmp_path / "corp.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n")
+    builder = MATRIX.builder.model_copy(
+        update={
+            "ca_certificates": (ca,),
+            "pip": MATRIX.builder.pip.model_copy(
+                update={"extra_index_urls": ("https://w/simple",), "trusted_hosts": ("w",)}
+            ),
+        }
+    )
+    matrix = MATRIX.model_copy(update={"builder": builder})
+    deb = render(PLATFORMS["debian-bookworm-arm64"], matrix)
+    rpm = render(PLATFORMS["centos-stream9-arm64"], matrix)
+    assert deb.files["ca/extra-0-corp.crt"] == ca.read_bytes()
+    assert "update-ca-certificates" in deb.dockerfile
+    assert "update-ca-trust" in rpm.dockerfile
+    conf = deb.files["pip.conf"].decode()
+    assert "extra-index-url = https://w/simple" in conf
+    assert "trusted-host = w" in conf
+
+
+def test_inputs_hash_tracks_dockerfile_files_and_base() -> None:
+    rendered = render(PLATFORMS["debian-bookworm-amd64"], MATRIX)
+    assert rendered.inputs_hash("sha256:a") == rendered.inputs_hash("sha256:a")
+    assert rendered.inputs_hash("sha256:a") != rendered.inputs_hash("sha256:b")
+    other = render(PLATFORMS["debian-bookworm-arm64"], MATRIX)
+    assert other.inputs_hash("sha256:a") != rendered.inputs_hash("sha256:a")
+    assert rendered.context() == rendered.context()  # reproducible tar
+
+
+def test_template_syntax_error_names_template_line_platform(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: CliRunner
+) -> None:
+    root = tmp_path / "images"
+    (root / "scripts").mkdir(parents=True)
+    (root / "deb.Dockerfile.j2").write_text("FROM {{ base }}\nRUN {% if %}\n")
+    monkeypatch.setenv("ORCHESTRATE_IMAGES_DIR", str(root))
+    result = cli(
+        "images",
+        "render",
+        "-m",
+        str(REPO / "platforms.yaml"),
+        "-p",
+        "debian-*-amd64",
+        "--out",
+        str(tmp_path / "out"),
+    )
+    assert result.code == EXIT_INPUT
+    assert f"{root / 'deb.Dockerfile.j2'}:2: template syntax error" in result.err
+    assert "debian-bookworm-amd64" in result.err
+
+
+def test_undefined_variable_names_template_line_platform(tmp_path: Path) -> None:
+    root = tmp_path / "images"
+    (root / "scripts").mkdir(parents=True)
+    (root / "rpm.Dockerfile.j2").write_text("FROM {{ base }}\n\nRUN {{ no_such_thing }}\n")
+    with pytest.raises(TemplateError) as info:
+        render(PLATFORMS["centos-stream9-amd64"], MATRIX, root)
+    assert "rpm.Dockerfile.j2:3: undefined variable" in info.value.message
+    assert "no_such_thing" in info.value.message
+    assert "centos-stream9-amd64" in info.value.message
+
+
+def test_render_cli_writes_every_platform(tmp_path: Path, cli: CliRunner) -> None:
+    result = cli("images", "render", "-m", str(REPO / "platforms.yaml"), "--out", str(tmp_path))
+    assert result.code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(PLATFORMS)
+    assert (tmp_path / "ubuntu-noble-arm64" / "scripts" / "probe.py").is_file()
+
+
+def test_stale_reasons() -> None:
+    now = datetime(2026, 11, 21, tzinfo=UTC)
+    fresh = {LABEL_INPUTS: "h", LABEL_CREATED: "2026-11-20T00:00:00+00:00"}
+    assert stale_reason(fresh, "h", now) is None
+    assert stale_reason(None, "h", now) == "no image yet"
+    assert stale_reason(fresh, "other", now) is not None
+    assert stale_reason(fresh, "h", now, force=True) == "--force"
+    assert stale_reason(fresh, "h", now, max_age=timedelta(days=2)) is None
+    week_old = {**fresh, LABEL_CREATED: "2026-11-10T00:00:00+00:00"}
+    assert stale_reason(week_old, "h", now, max_age=timedelta(days=7)) == "older than 7 days"
+
+
+def test_manifest_list_document() -> None:
+    entries = [
+        (Arch.ARM64, ManifestRef("sha256:b", 20, DOCKER_MANIFEST)),
+        (Arch.AMD64, ManifestRef("sha256:a", 10, DOCKER_MANIFEST)),
+    ]
+    doc = index_document(DOCKER_LIST, entries)
+    assert doc["mediaType"] == DOCKER_LIST
+    manifests = doc["manifests"]
+    assert isinstance(manifests, list)
+    assert [m["platform"] for m in manifests] == [
+        {"architecture": "amd64", "os": "linux"},
+        {"architecture": "arm64", "os": "linux", "variant": "v8"},
+    ]
+
+
+def test_bootstrap_tag_depends_on_mirror() -> None:
+    from orchestrator.config import Bootstrap
+
+    a = Bootstrap(bootstrap="debootstrap", suite="bookworm")
+    b = Bootstrap(bootstrap="debootstrap", suite="bookworm", mirror="http://mirror.local/debian")
+    assert bootstrap_tag(a, "arm64") != bootstrap_tag(b, "arm64")

@@ -1,0 +1,123 @@
+"""The scheduler on fake engines: placement, slots, LPT, retries, fail-fast, cancel."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from orchestrator.config import Arch
+from orchestrator.engines.pool import EnginePool, ProbeCache
+from orchestrator.scheduler import Cancel, Job, Outcome, Placement, Scheduler
+from tests.unit.fakes import FakeEngine
+
+
+def _pool(*engines: FakeEngine) -> EnginePool:
+    return EnginePool(engines, ProbeCache(None))
+
+
+def _sleeper(job: Job[float], placement: Placement, cancel: Cancel) -> Outcome:
+    engine = placement.engine
+    assert isinstance(engine, FakeEngine)
+    engine.work(job.payload)
+    return Outcome(ok=True, data=(engine.name, placement.emulated))
+
+
+def test_native_first_and_emulation_only_without_native() -> None:
+    amd = FakeEngine("amd", Arch.AMD64, slots=2, emulates=(Arch.ARM64,))
+    arm = FakeEngine("arm", Arch.ARM64, slots=1)
+    jobs = [Job(f"a{i}", Arch.ARM64, 1, 0.05) for i in range(3)]
+    results = Scheduler(_pool(amd, arm)).run(jobs, _sleeper)
+    assert {r.data for r in results.values()} == {("arm", False)}  # waits for the native slot
+    alone = Scheduler(_pool(amd)).run(jobs, _sleeper)
+    assert {r.data for r in alone.values()} == {("amd", True)}
+    assert all(r.placement and "no native arm64" in r.placement.reason for r in alone.values())
+
+
+def test_emulate_when_busy_spills_over() -> None:
+    amd = FakeEngine("amd", Arch.AMD64, slots=2, emulates=(Arch.ARM64,))
+    arm = FakeEngine("arm", Arch.ARM64, slots=1)
+    jobs = [Job(f"a{i}", Arch.ARM64, 1, 0.1) for i in range(3)]
+    results = Scheduler(_pool(amd, arm), emulate_when_busy=True).run(jobs, _sleeper)
+    assert ("amd", True) in {r.data for r in results.values()}
+
+
+def test_slots_bound_concurrency() -> None:
+    engine = FakeEngine("amd", Arch.AMD64, slots=2)
+    jobs = [Job(f"j{i}", Arch.AMD64, 1, 0.05) for i in range(6)]
+    Scheduler(_pool(engine)).run(jobs, _sleeper)
+    assert engine.peak == 2
+
+
+def test_longest_job_first_keeps_makespan_near_bound() -> None:
+    durations = [0.4, 0.1, 0.1, 0.1, 0.1, 0.2, 0.2, 0.3]
+    engine = FakeEngine("amd", Arch.AMD64, slots=2)
+    jobs = [Job(f"j{i}", Arch.AMD64, d, d) for i, d in enumerate(durations)]
+    started = time.monotonic()
+    Scheduler(_pool(engine)).run(jobs, _sleeper)
+    bound = max(*durations, sum(durations) / 2)
+    assert time.monotonic() - started < bound * 1.35
+
+
+def test_transient_failures_retry_and_compile_errors_do_not() -> None:
+    calls: dict[str, int] = {}
+
+    def flaky(job: Job[str], placement: Placement, cancel: Cancel) -> Outcome:
+        calls[job.id] = calls.get(job.id, 0) + 1
+        if job.payload == "transient" and calls[job.id] < 2:
+            return Outcome(ok=False, transient=True, detail="connection lost")
+        return Outcome(ok=job.payload != "compile", detail=job.payload)
+
+    engine = FakeEngine("amd", Arch.AMD64)
+    jobs = [
+        Job("t", Arch.AMD64, 1, "transient"),
+        Job("c", Arch.AMD64, 1, "compile"),
+        Job("ok", Arch.AMD64, 1, "fine"),
+    ]
+    results = Scheduler(_pool(engine), backoff=0.01).run(jobs, flaky)
+    assert results["t"].ok
+    assert results["t"].attempts == 2
+    assert not results["c"].ok
+    assert calls["c"] == 1
+    assert results["ok"].ok
+
+
+def test_fail_fast_stops_scheduling_not_running() -> None:
+    def fail_first(job: Job[int], placement: Placement, cancel: Cancel) -> Outcome:
+        time.sleep(0.02)
+        return Outcome(ok=job.payload != 0)
+
+    engine = FakeEngine("amd", Arch.AMD64, slots=1)
+    jobs = [Job(f"j{i}", Arch.AMD64, 10 - i, i) for i in range(4)]
+    results = Scheduler(_pool(engine), fail_fast=True).run(jobs, fail_first)
+    assert not results["j0"].ok
+    assert all(results[f"j{i}"].cancelled for i in (1, 2, 3))
+
+
+def test_cancel_runs_hooks_and_cancels_the_rest() -> None:
+    killed = threading.Event()
+
+    def long_job(job: Job[int], placement: Placement, cancel: Cancel) -> Outcome:
+        stop = threading.Event()
+
+        def kill() -> None:
+            killed.set()
+            stop.set()
+
+        cancel.on_cancel(kill)
+        stop.wait(5)
+        return Outcome(ok=False, cancelled=True, detail="killed")
+
+    engine = FakeEngine("amd", Arch.AMD64, slots=1)
+    scheduler = Scheduler(_pool(engine))
+    threading.Timer(0.1, scheduler.cancel.cancel).start()
+    started = time.monotonic()
+    results = scheduler.run([Job(f"j{i}", Arch.AMD64, 1, i) for i in range(3)], long_job)
+    assert killed.is_set()
+    assert time.monotonic() - started < 2
+    assert sum(r.cancelled for r in results.values()) == 3
+
+
+def test_no_engine_for_arch_is_reported() -> None:
+    engine = FakeEngine("amd", Arch.AMD64)  # emulates nothing
+    results = Scheduler(_pool(engine)).run([Job("x", Arch.ARM64, 1, 0.0)], _sleeper)
+    assert "no engine runs arm64" in results["x"].detail
