@@ -14,8 +14,10 @@ from orchestrator import __version__
 from orchestrator.errors import EXIT_INPUT, EXIT_INTERRUPTED, OrchestrateError
 
 from .app import App
+from .build import build
 from .doctor import doctor
 from .images import images
+from .index import prune, publish, rollback, serve
 from .matrix import matrix
 from .plan import plan
 
@@ -35,6 +37,9 @@ cli.add_command(matrix)
 cli.add_command(doctor)
 cli.add_command(plan)
 cli.add_command(images)
+cli.add_command(build)
+for command in (publish, prune, rollback, serve):
+    cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.specifiers import SpecifierSet
-from packaging.utils import canonicalize_version, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from orchestrator.config import Matrix
@@ -23,6 +22,7 @@ from orchestrator.paths import cache_dir
 from . import requirements as reqs_mod
 from .plan import Cached, Decision, TagSets, decide
 from .requirements import Pin, Requirements, Unpinned
+from .store import Store
 from .tags import TagSet, derived_tags, tags_from_probe
 from .upstream import ProjectPage, Stats, Upstream
 
@@ -65,16 +65,8 @@ def _read_probe(path: Path) -> dict[str, list[str]]:
 
 
 def store_contents(root: Path, platforms: Sequence[Platform]) -> Cached:
-    """(name, version) → wheel filename per platform, from the wheel store."""
-    out: dict[str, dict[tuple[str, str], str]] = {}
-    for platform in platforms:
-        found: dict[tuple[str, str], str] = {}
-        folder = root / "store" / platform.name
-        for wheel in sorted(folder.glob("*.whl")) if folder.is_dir() else []:
-            name, version, _build, _tags = parse_wheel_filename(wheel.name)
-            found[(name, canonicalize_version(version))] = wheel.name
-        out[platform.name] = found
-    return out
+    """(name, version) → wheel filename per platform, from the store's manifest."""
+    return Store(root).contents([p.name for p in platforms])
 
 
 def resolve_unpinned(

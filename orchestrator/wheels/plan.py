@@ -183,9 +183,9 @@ def _decide_one(
     all_files = page.files(pin.version)
     if not all_files:
         return make(Action.UNAVAILABLE, f"no version {pin.version} on the index")
-    files, dropped = _usable(all_files, python)
+    files, dropped = usable(all_files, python)
     wheels = [f for f in files if f.filename.endswith(".whl")]
-    best = _best_wheel(wheels, tags)
+    best = best_wheel(wheels, tags)
     if best is not None:
         return make(
             Action.UPSTREAM,
@@ -202,7 +202,7 @@ def _decide_one(
     return make(Action.UNAVAILABLE, f"no sdist and {why}")
 
 
-def _usable(files: list[IndexFile], python: str) -> tuple[list[IndexFile], str]:
+def usable(files: list[IndexFile], python: str) -> tuple[list[IndexFile], str]:
     """Files that are not yanked and whose requires-python admits `python`."""
     kept, yanked, excluded = [], 0, ""
     for f in files:
@@ -234,7 +234,7 @@ def _wheel_tags(filename: str) -> frozenset[Tag]:
         return frozenset()
 
 
-def _best_wheel(wheels: list[IndexFile], tags: TagSet) -> IndexFile | None:
+def best_wheel(wheels: list[IndexFile], tags: TagSet) -> IndexFile | None:
     ranked = [
         (r, w.filename, w) for w in wheels if (r := tags.rank(_wheel_tags(w.filename))) is not None
     ]

@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""One wheel job inside a builder container, in two phases.
+
+fetch NAME==VERSION   (with network) download the pinned sdist to /job/src and
+                      everything needed to build it to /job/deps: the static
+                      build requirements and the ones the backend asks for
+                      (get_requires_for_build_wheel), so phase 2 needs no network.
+build                 (with --network none) build the wheel from /job/src with
+                      --no-index --find-links /job/deps into /job/out.
+
+Exit codes: 0 ok, 10 the sdist could not be downloaded, 11 build requirements
+could not be downloaded, 20 the build failed.
+"""
+
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from pathlib import Path
+
+JOB = Path(os.environ.get("ORCHESTRATE_JOB_DIR", "/job"))
+SRC, DEPS, OUT = JOB / "src", JOB / "deps", JOB / "out"
+PIP = [sys.executable, "-m", "pip"]
+
+
+def step(argv, code):
+    print("+ " + " ".join(argv), flush=True)
+    if subprocess.run(argv, check=False).returncode != 0:
+        sys.exit(code)
+
+
+def unpack(sdist, into):
+    if sdist.name.endswith(".zip"):
+        with zipfile.ZipFile(sdist) as archive:
+            archive.extractall(into)
+    else:
+        with tarfile.open(sdist) as archive:
+            archive.extractall(into, filter="data")
+    roots = [p for p in Path(into).iterdir() if p.is_dir()]
+    return roots[0] if len(roots) == 1 else Path(into)
+
+
+def fetch(requirement):
+    for folder in (SRC, DEPS, OUT):
+        folder.mkdir(parents=True, exist_ok=True)
+    step([*PIP, "download", "--no-deps", "--no-binary", ":all:", "-d", str(SRC), requirement],
+         10)
+    sdist = next(SRC.iterdir())
+    from build import ProjectBuilder
+    from build.env import DefaultIsolatedEnv
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source = unpack(sdist, tmp)
+        static = sorted(ProjectBuilder(source).build_system_requires)
+        print(f"static build requirements: {static}", flush=True)
+        step([*PIP, "download", "-d", str(DEPS), *static], 11)
+        with DefaultIsolatedEnv() as env:
+            env.install(static)
+            builder = ProjectBuilder.from_isolated_env(env, source)
+            dynamic = sorted(builder.get_requires_for_build("wheel"))
+    print(f"dynamic build requirements: {dynamic}", flush=True)
+    if dynamic:
+        step([*PIP, "download", "-d", str(DEPS), *dynamic], 11)
+
+
+def build():
+    OUT.mkdir(parents=True, exist_ok=True)
+    sdist = next(SRC.iterdir())
+    step([*PIP, "wheel", "--no-deps", "--no-index", "--find-links", str(DEPS),
+          "--wheel-dir", str(OUT), str(sdist)], 20)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["fetch"] and len(sys.argv) == 3:
+        fetch(sys.argv[2])
+    elif sys.argv[1:] == ["build"]:
+        build()
+    else:
+        sys.exit(__doc__)

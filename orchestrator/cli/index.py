@@ -1,0 +1,74 @@
+"""`orchestrate publish|prune|rollback|serve`: the wheel index."""
+
+from __future__ import annotations
+
+import click
+
+from orchestrator.wheels.index import publish as publish_index
+from orchestrator.wheels.index import rollback as rollback_index
+from orchestrator.wheels.prune import prune_candidates
+from orchestrator.wheels.serve import serve_index
+from orchestrator.wheels.store import Store
+
+from .app import App, matrix_options, pass_app, print_rows
+
+
+@click.command()
+@matrix_options
+@pass_app
+def publish(app: App) -> None:
+    """Rebuild each platform's index from the store (unchanged ones are skipped)."""
+    results = publish_index(
+        Store(app.matrix.index.root),
+        [p.name for p in app.platforms],
+        keep=app.matrix.index.keep_releases,
+    )
+    print_rows(
+        app,
+        ("platform", "status", "release", "wheels", "projects"),
+        [(r.platform, r.status, r.release, str(r.wheels), str(r.projects)) for r in results],
+    )
+
+
+@click.command()
+@matrix_options
+@click.option("--dry-run", is_flag=True, help="List what would go, and what replaces it.")
+@pass_app
+def prune(app: App, dry_run: bool) -> None:
+    """Remove wheels whose exact version the upstream index now serves."""
+    store = Store(app.matrix.index.root)
+    found = prune_candidates(app.matrix, store, app.platforms)
+    print_rows(
+        app,
+        ("platform", "our wheel", "upstream replacement"),
+        [(c.platform, c.filename, c.upstream) for c in found],
+    )
+    if dry_run or not found:
+        click.echo(f"{len(found)} wheel(s) {'would be' if dry_run else 'to be'} pruned")
+        return
+    with store.locked() as records:
+        for c in found:
+            store.remove_platform(records, c.key, c.platform)
+    publish_index(store, sorted({c.platform for c in found}), keep=app.matrix.index.keep_releases)
+    click.echo(f"pruned {len(found)} wheel(s) and republished")
+
+
+@click.command()
+@matrix_options
+@click.argument("platform")
+@click.option("--to", "release", help="A kept release id (default: the one before).")
+@pass_app
+def rollback(app: App, platform: str, release: str | None) -> None:
+    """Point PLATFORM's index back at an earlier release."""
+    chosen = rollback_index(app.matrix.index.root, platform, release)
+    click.echo(f"{platform} now serves release {chosen}")
+
+
+@click.command()
+@matrix_options
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@pass_app
+def serve(app: App, port: int, host: str) -> None:
+    """Serve the published indexes (HTML, or JSON when asked for) on loopback."""
+    serve_index(app.matrix.index.root, host, port, lambda url: click.echo(f"serving {url}"))

@@ -1,0 +1,87 @@
+"""The build report: one JSON document, versioned, with a published schema.
+
+The summary table, this JSON and the HTML page are all views of the same
+typed records (plan decisions, job records, image results, store outcomes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from orchestrator.wheels.pipeline import BuildRun, emulated_seconds
+
+SCHEMA_VERSION = 1
+SCHEMA_ID = "https://orchestrate.invalid/schemas/build-report-1.json"
+SCHEMA_PATH = Path(__file__).with_name("schema.json")
+
+
+def report_of(run: BuildRun, matrix_path: str) -> dict[str, Any]:
+    actions = Counter(d.action.value for d in run.plan)
+    statuses = Counter(j.status for j in run.jobs)
+    return {
+        "$schema": SCHEMA_ID,
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run.run_id,
+        "started": run.started,
+        "finished": run.finished,
+        "matrix": matrix_path,
+        "platforms": run.platforms,
+        "summary": {
+            "built": statuses.get("built", 0),
+            "shared": statuses.get("shared", 0),
+            "failed": statuses.get("failed", 0),
+            "timeout": statuses.get("timeout", 0),
+            "cancelled": statuses.get("cancelled", 0),
+            "upstream": actions.get("upstream", 0),
+            "cached": actions.get("cached", 0),
+            "unavailable": actions.get("unavailable", 0),
+            "excluded": actions.get("excluded", 0),
+            "emulated_seconds": round(emulated_seconds(run), 1),
+            "mismatches": len(run.mismatches),
+        },
+        "images": [r.as_dict() for r in run.images.results],
+        "plan": [d.as_dict() for d in run.plan],
+        "jobs": [j.as_dict() for j in run.jobs],
+        "store": [s.__dict__ for s in run.store],
+        "published": [p.__dict__ for p in run.published],
+        "publish_errors": run.publish_errors,
+    }
+
+
+def write_report(report: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(report, indent=1))
+    tmp.replace(path)
+
+
+def save_run_report(report: dict[str, Any], workdir: Path) -> Path:
+    """reports/<run>.json plus reports/latest.json, which `reproduce` reads by default."""
+    folder = workdir / "reports"
+    path = folder / f"{report['run_id']}.json"
+    write_report(report, path)
+    latest = folder / ".latest.tmp"
+    latest.unlink(missing_ok=True)
+    latest.symlink_to(path.name)
+    os.replace(latest, folder / "latest.json")
+    return path
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    from orchestrator.errors import InputError
+
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(
+            f"{path}: no such report", hint="run `orchestrate build` first, or pass --report"
+        ) from None
+    except ValueError as exc:
+        raise InputError(f"{path}: not a JSON report: {exc}") from None
+    if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
+        raise InputError(f"{path}: not an orchestrate build report (schema {SCHEMA_VERSION})")
+    return data

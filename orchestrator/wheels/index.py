@@ -1,0 +1,270 @@
+"""Publish the store as one static simple index per platform, atomically.
+
+    <root>/index.html                        the platforms
+    <root>/<platform> -> releases/<platform>/<id>   one symlink per platform
+    <root>/releases/<platform>/<id>/simple/  PEP 503 HTML + PEP 691 JSON,
+                                             wheels and PEP 658 .metadata as
+                                             hard links into the store
+
+A release is written in full under a staging name, fsync'd, renamed to its
+id, and switched in by renaming a new symlink over the old one: a reader
+sees the previous index or the new one, never a mix. Unchanged platforms are
+not republished. The previous `keep` releases stay on disk, so `rollback`
+works and a pip that read the old page still finds its files; files only
+the oldest release referenced go when that release is pruned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.utils import canonicalize_name, parse_wheel_filename
+
+from orchestrator.errors import InputError
+
+from .store import Store, StoredWheel, fsync_dir
+
+API_VERSION = "1.1"
+RELEASES = "releases"
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    platform: str
+    status: str  # published | unchanged
+    release: str
+    wheels: int
+    projects: int
+
+
+def crash_point(name: str) -> None:
+    """Fault injection for tests: ORCHESTRATE_CRASH_AT=<name> kills us right here."""
+    if os.environ.get("ORCHESTRATE_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def content_digest(wheels: Sequence[StoredWheel]) -> str:
+    digest = hashlib.sha256()
+    for w in sorted(wheels, key=lambda w: w.filename):
+        digest.update(f"{w.filename}\0{w.sha256}\0{w.requires_python}\n".encode())
+    return digest.hexdigest()
+
+
+def current_release(root: Path, platform: str) -> str | None:
+    link = root / platform
+    return os.readlink(link).rsplit("/", 1)[-1] if link.is_symlink() else None
+
+
+def publish(store: Store, platforms: Sequence[str], keep: int = 3) -> list[PublishResult]:
+    """Publish each platform on its own: one failing does not hold back the others."""
+    records = store.records()
+    results = [
+        publish_platform(store, p, [r for r in records.values() if p in r.platforms], keep)
+        for p in platforms
+    ]
+    write_root_page(store.root)
+    return results
+
+
+def publish_platform(
+    store: Store, platform: str, wheels: list[StoredWheel], keep: int
+) -> PublishResult:
+    root = store.root
+    digest = content_digest(wheels)
+    projects = len({w.project for w in wheels})
+    current = current_release(root, platform)
+    if current is not None and current.endswith(digest[:16]):
+        return PublishResult(platform, "unchanged", current, len(wheels), projects)
+    release = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{digest[:16]}"
+    releases = root / RELEASES / platform
+    staging = releases / f".staging-{release}"
+    shutil.rmtree(staging, ignore_errors=True)
+    write_tree(store, staging / "simple", wheels)
+    crash_point("staged")
+    final = releases / release
+    staging.rename(final)
+    fsync_dir(releases)
+    crash_point("renamed")
+    switch(root, platform, final)
+    crash_point("switched")
+    prune_releases(releases, keep, keep_name=release)
+    return PublishResult(platform, "published", release, len(wheels), projects)
+
+
+def switch(root: Path, platform: str, target: Path) -> None:
+    """Point <root>/<platform> at `target` with one rename (atomic on POSIX)."""
+    tmp = root / f".{platform}.new"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target.relative_to(root))
+    tmp.replace(root / platform)
+    fsync_dir(root)
+
+
+def write_tree(store: Store, simple: Path, wheels: list[StoredWheel]) -> None:
+    by_project: dict[str, list[StoredWheel]] = {}
+    for wheel in wheels:
+        by_project.setdefault(wheel.project, []).append(wheel)
+    simple.mkdir(parents=True)
+    for project, files in sorted(by_project.items()):
+        folder = simple / project
+        folder.mkdir()
+        for wheel in files:
+            source = store.path_of(wheel)
+            _link(source, folder / wheel.filename)
+            _link(
+                source.with_name(wheel.filename + ".metadata"),
+                folder / f"{wheel.filename}.metadata",
+            )
+        _write(folder / "index.html", project_html(project, files))
+        _write(folder / "index.json", project_json(project, files))
+        fsync_dir(folder)
+    names = sorted(by_project)
+    _write(simple / "index.html", root_html(names))
+    _write(
+        simple / "index.json",
+        json.dumps(
+            {"meta": {"api-version": API_VERSION}, "projects": [{"name": n} for n in names]}
+        ),
+    )
+    fsync_dir(simple)
+
+
+def _link(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)  # another filesystem: a copy is still immutable here
+
+
+def _write(path: Path, text: str) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def project_html(project: str, files: list[StoredWheel]) -> str:
+    rows = []
+    for w in sorted(files, key=lambda w: w.filename):
+        attrs = (
+            f' data-dist-info-metadata="sha256={w.metadata_sha256}"'
+            f' data-core-metadata="sha256={w.metadata_sha256}"'
+        )
+        if w.requires_python:
+            attrs += f' data-requires-python="{html.escape(w.requires_python)}"'
+        href = html.escape(f"{w.filename}#sha256={w.sha256}")
+        rows.append(f'    <a href="{href}"{attrs}>{html.escape(w.filename)}</a><br/>')
+    body = "\n".join(rows)
+    return (
+        f'<!DOCTYPE html>\n<html>\n  <head>\n    <meta name="pypi:repository-version" '
+        f'content="{API_VERSION}">\n    <title>Links for {project}</title>\n  </head>\n'
+        f"  <body>\n    <h1>Links for {project}</h1>\n{body}\n  </body>\n</html>\n"
+    )
+
+
+def project_json(project: str, files: list[StoredWheel]) -> str:
+    entries = []
+    versions = set()
+    for w in sorted(files, key=lambda w: w.filename):
+        versions.add(str(parse_wheel_filename(w.filename)[1]))
+        entries.append(
+            {
+                "filename": w.filename,
+                "url": w.filename,
+                "hashes": {"sha256": w.sha256},
+                "requires-python": w.requires_python,
+                "size": w.size,
+                "yanked": False,
+                "core-metadata": {"sha256": w.metadata_sha256},
+                "dist-info-metadata": {"sha256": w.metadata_sha256},
+            }
+        )
+    return json.dumps(
+        {
+            "meta": {"api-version": API_VERSION},
+            "name": project,
+            "versions": sorted(versions),
+            "files": entries,
+        },
+        indent=1,
+    )
+
+
+def root_html(projects: list[str]) -> str:
+    links = "\n".join(f'    <a href="{p}/">{p}</a><br/>' for p in projects)
+    return (
+        f'<!DOCTYPE html>\n<html>\n  <head>\n    <meta name="pypi:repository-version" '
+        f'content="{API_VERSION}">\n    <title>Simple index</title>\n  </head>\n'
+        f"  <body>\n{links}\n  </body>\n</html>\n"
+    )
+
+
+def write_root_page(root: Path) -> None:
+    platforms = sorted(p.name for p in root.iterdir() if p.is_symlink())
+    links = "\n".join(
+        f'    <li><a href="{p}/simple/">{p}</a> (release {current_release(root, p)})</li>'
+        for p in platforms
+    )
+    page = (
+        f"<!DOCTYPE html>\n<html>\n  <head><title>Wheel cache</title></head>\n"
+        f"  <body>\n    <h1>Wheel cache</h1>\n    <p>Use one platform's index as an extra "
+        f"index: <code>pip install --extra-index-url URL/&lt;platform&gt;/simple/</code>"
+        f"</p>\n    <ul>\n{links}\n    </ul>\n  </body>\n</html>\n"
+    )
+    tmp = root / ".index.html.tmp"
+    _write(tmp, page)
+    tmp.replace(root / "index.html")
+
+
+def releases_of(root: Path, platform: str) -> list[str]:
+    folder = root / RELEASES / platform
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def prune_releases(releases: Path, keep: int, keep_name: str) -> None:
+    """Keep the newest `keep` releases; also clear staging left by a crash."""
+    for leftover in releases.glob(".staging-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    names = sorted(p.name for p in releases.iterdir() if not p.name.startswith("."))
+    for name in names[:-keep] if keep else names:
+        if name != keep_name:
+            shutil.rmtree(releases / name, ignore_errors=True)
+
+
+def rollback(root: Path, platform: str, to: str | None = None) -> str:
+    """Point a platform back at the release before the current one (or at `to`)."""
+    known = releases_of(root, platform)
+    current = current_release(root, platform)
+    if not known or current is None:
+        raise InputError(f"platform {platform!r} has no published release under {root}")
+    if to is None:
+        older = [r for r in known if r < current]
+        if not older:
+            raise InputError(
+                f"{platform}: no release older than {current} is kept",
+                hint=f"kept releases: {', '.join(known)}",
+            )
+        to = older[-1]
+    if to not in known:
+        raise InputError(
+            f"{platform}: release {to!r} is not kept", hint=f"kept releases: {', '.join(known)}"
+        )
+    switch(root, platform, root / RELEASES / platform / to)
+    write_root_page(root)
+    return to
+
+
+def project_names(root: Path, platform: str) -> list[str]:
+    simple = root / platform / "simple"
+    return sorted(canonicalize_name(p.name) for p in simple.iterdir() if p.is_dir())

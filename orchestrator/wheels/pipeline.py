@@ -1,0 +1,308 @@
+"""`orchestrate build`: images → plan → wheel jobs on the pool → store → index → report."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from orchestrator.config import Matrix
+from orchestrator.engines.pool import EnginePool
+from orchestrator.errors import OrchestrateError
+from orchestrator.images.build import image_tag
+from orchestrator.images.pipeline import ImagesReport, run_images
+from orchestrator.matrix import Platform
+from orchestrator.paths import cache_dir
+from orchestrator.scheduler import Cancel, Job, Outcome, Placement, Scheduler
+
+from .builder import WheelJob, WheelRecord, is_pure, run_job
+from .index import PublishResult, publish
+from .inputs import make_plan, tagsets_for
+from .plan import Action, Decision
+from .store import AddResult, Provenance, Store
+
+DEFAULT_NATIVE_SECONDS = 60.0
+EMULATION_FACTOR = 6.0  # measured on this project's hosts; the field reports 5-20x
+
+
+@dataclass
+class BuildRun:
+    run_id: str
+    started: str
+    platforms: list[str]
+    images: ImagesReport = field(default_factory=ImagesReport)
+    plan: list[Decision] = field(default_factory=list)
+    jobs: list[WheelRecord] = field(default_factory=list)
+    store: list[AddResult] = field(default_factory=list)
+    published: list[PublishResult] = field(default_factory=list)
+    publish_errors: dict[str, str] = field(default_factory=dict)
+    finished: str = ""
+
+    @property
+    def failed(self) -> list[WheelRecord]:
+        return [j for j in self.jobs if j.status in ("failed", "timeout", "cancelled")]
+
+    @property
+    def mismatches(self) -> list[AddResult]:
+        return [s for s in self.store if s.outcome == "mismatch"]
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    workdir: Path
+    emulate_when_busy: bool = False
+    fail_fast: bool = False
+    keep_failed: bool = False
+    replace: bool = False
+    timeout: float | None = None  # per job; default from the matrix
+    resolve_latest: bool = False
+
+
+class Durations:
+    """How long each package took per arch last time: the scheduler's expectations."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.data: dict[str, float] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            self.data = {}
+        self._lock = threading.Lock()
+
+    def expected(self, name: str, arch: str, emulated: bool) -> float:
+        known = self.data.get(f"{name}|{arch}")
+        base = known if known is not None else DEFAULT_NATIVE_SECONDS
+        return base * EMULATION_FACTOR if emulated and known is None else base
+
+    def record(self, name: str, arch: str, seconds: float) -> None:
+        with self._lock:
+            self.data[f"{name}|{arch}"] = round(seconds, 1)
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.data, indent=1, sort_keys=True))
+
+
+def run_build(
+    matrix: Matrix,
+    pool: EnginePool,
+    platforms: Sequence[Platform],
+    requirements: Sequence[Path],
+    constraints: Sequence[Path],
+    options: BuildOptions,
+    cancel: Cancel,
+    on_event: Callable[..., None],
+) -> BuildRun:
+    run = BuildRun(
+        run_id=datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6],
+        started=_now(),
+        platforms=[p.name for p in platforms],
+    )
+    logs = options.workdir / "logs"
+    run.images = run_images(matrix, pool, platforms, logs, cancel=cancel, on_event=on_event)
+    images = {r.platform: r for r in run.images.results if r.status in ("built", "fresh")}
+    run.plan = make_plan(
+        matrix, platforms, requirements, constraints, options.resolve_latest
+    ).decisions
+    if not cancel.event.is_set():
+        run.jobs = _run_jobs(matrix, pool, platforms, run, images, options, cancel, on_event)
+    _store_and_publish(matrix, run, options)
+    run.finished = _now()
+    return run
+
+
+def _run_jobs(
+    matrix: Matrix,
+    pool: EnginePool,
+    platforms: Sequence[Platform],
+    run: BuildRun,
+    images: dict[str, object],
+    options: BuildOptions,
+    cancel: Cancel,
+    on_event: Callable[..., None],
+) -> list[WheelRecord]:
+    by_name = {p.name: p for p in platforms}
+    tagsets = tagsets_for(platforms)
+    durations = Durations(cache_dir() / "durations.json")
+    timeout = options.timeout or float(matrix.builder.job_timeout)
+    todo = [d for d in run.plan if d.action == Action.BUILD]
+    records: dict[str, WheelRecord] = {}
+    jobs: list[Job[WheelJob]] = []
+    missing_image: list[WheelRecord] = []
+    leads: dict[tuple[str, str], str] = {}
+    for decision in sorted(todo, key=lambda d: _native_first(pool, by_name[d.platform])):
+        platform = by_name[decision.platform]
+        image = images.get(platform.name)
+        wheel_job = WheelJob(
+            platform,
+            decision.python,
+            decision.name,
+            decision.version,
+            image=getattr(image, "image_id", ""),
+            image_ref=image_tag(matrix, platform),
+            timeout=timeout,
+            keep_failed=options.keep_failed,
+            run_id=run.run_id,
+        )
+        if image is None:
+            missing_image.append(
+                WheelRecord(
+                    wheel_job.id,
+                    platform.name,
+                    decision.python,
+                    decision.name,
+                    decision.version,
+                    "failed",
+                    detail="no builder image for this platform",
+                )
+            )
+            continue
+        key = (decision.name, decision.version)
+        lead = leads.setdefault(key, wheel_job.id)
+        native = bool(pool.candidates(platform.arch)[0])
+        jobs.append(
+            Job(
+                wheel_job.id,
+                platform.arch,
+                durations.expected(decision.name, platform.arch.value, not native),
+                wheel_job,
+                depends=() if lead == wheel_job.id else (lead,),
+            )
+        )
+    lock = threading.Lock()
+
+    def job_fn(job: Job[WheelJob], placement: Placement, token: Cancel) -> Outcome:
+        shared = _shared_from_lead(job, records, lock)
+        if shared is not None:
+            return Outcome(ok=True, detail=f"shares {shared.wheel}", data=shared)
+        work = job.payload
+        record = run_job(
+            work,
+            placement.engine,
+            placement.emulated,
+            tagsets[(work.platform.name, work.python)],
+            options.workdir / "jobs" / run.run_id / job.id.replace("==", "-"),
+            logs / run.run_id / f"{job.id.replace('==', '-')}.log",
+            token,
+        )
+        if record.status == "built" and not placement.emulated:
+            durations.record(work.name, work.platform.arch.value, record.duration)
+        with lock:
+            records[job.id] = record
+        return Outcome(
+            ok=record.status == "built",
+            detail=record.detail or record.status,
+            data=record,
+            cancelled=record.status == "cancelled",
+        )
+
+    scheduler = Scheduler(
+        pool,
+        emulate_when_busy=options.emulate_when_busy,
+        fail_fast=options.fail_fast,
+        cancel=cancel,
+        on_event=on_event,
+    )
+    outcomes = scheduler.run(jobs, job_fn)
+    durations.save()
+    out = list(missing_image)
+    for job in jobs:
+        outcome = outcomes[job.id]
+        record = outcome.data if isinstance(outcome.data, WheelRecord) else _unrun(job, outcome)
+        record.attempts = max(outcome.attempts, 1)
+        out.append(record)
+    return out
+
+
+def _native_first(pool: EnginePool, platform: Platform) -> tuple[int, str]:
+    """Leads of shared (pure) builds go to the platform with a native engine."""
+    return (0 if pool.candidates(platform.arch)[0] else 1, platform.name)
+
+
+def _shared_from_lead(
+    job: Job[WheelJob], records: dict[str, WheelRecord], lock: threading.Lock
+) -> WheelRecord | None:
+    """A pure-Python wheel from the lead serves this platform too: no second build."""
+    if not job.depends:
+        return None
+    with lock:
+        lead = records.get(job.depends[0])
+    if lead is None or lead.status != "built" or not lead.wheel or not is_pure(lead.wheel):
+        return None
+    work = job.payload
+    return WheelRecord(
+        job.id,
+        work.platform.name,
+        work.python,
+        work.name,
+        work.version,
+        "shared",
+        wheel=lead.wheel,
+        sha256=lead.sha256,
+        size=lead.size,
+        log=lead.log,
+        image=lead.image,
+        image_ref=lead.image_ref,
+        arch=work.platform.arch.value,
+        phases=lead.phases,
+        detail=f"pure-Python wheel built once by {lead.job}",
+        engine=lead.engine,
+    )
+
+
+def _unrun(job: Job[WheelJob], outcome: Outcome) -> WheelRecord:
+    work = job.payload
+    status = "cancelled" if outcome.cancelled else "failed"
+    return WheelRecord(
+        job.id,
+        work.platform.name,
+        work.python,
+        work.name,
+        work.version,
+        status,
+        detail=outcome.detail,
+        image=work.image,
+        image_ref=work.image_ref,
+        arch=work.platform.arch.value,
+    )
+
+
+def _store_and_publish(matrix: Matrix, run: BuildRun, options: BuildOptions) -> None:
+    store = Store(matrix.index.root)
+    built = [j for j in run.jobs if j.status == "built"]
+    serves: dict[str, list[str]] = {}
+    for job in run.jobs:
+        if job.status in ("built", "shared") and job.wheel:
+            serves.setdefault(f"{job.name}=={job.version}|{job.wheel}", []).append(job.platform)
+    with store.locked() as records:
+        for job in built:
+            assert job.wheel is not None
+            folder = options.workdir / "jobs" / run.run_id / job.job.replace("==", "-")
+            platforms = serves[f"{job.name}=={job.version}|{job.wheel}"]
+            ordered = [job.platform, *[p for p in platforms if p != job.platform]]
+            run.store.append(
+                store.add(
+                    records,
+                    folder / job.wheel,
+                    ordered,
+                    Provenance(built_at=_now(), image=job.image, job=job.job),
+                    replace=options.replace,
+                )
+            )
+    for platform in run.platforms:
+        try:
+            run.published.extend(publish(store, [platform], keep=matrix.index.keep_releases))
+        except (OSError, OrchestrateError) as exc:  # one platform must not hold back others
+            run.publish_errors[platform] = str(exc)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def emulated_seconds(run: BuildRun) -> float:
+    return sum(j.duration for j in run.jobs if j.emulated and j.status != "shared")

@@ -1,0 +1,51 @@
+"""Which of our wheels the upstream index now serves for the same platform."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from orchestrator.config import Matrix
+from orchestrator.matrix import Platform
+from orchestrator.paths import cache_dir
+
+from .inputs import tagsets_for
+from .plan import best_wheel, usable
+from .store import Store
+from .upstream import Upstream
+
+
+@dataclass(frozen=True)
+class PruneCandidate:
+    platform: str
+    key: str
+    filename: str
+    upstream: str
+
+
+def prune_candidates(
+    matrix: Matrix, store: Store, platforms: Sequence[Platform], upstream: Upstream | None = None
+) -> list[PruneCandidate]:
+    upstream = upstream or Upstream(
+        matrix.index.upstream,
+        cache_dir() / "index",
+        ttl=matrix.index.cache_ttl,
+        concurrency=matrix.index.concurrency,
+    )
+    records = store.records()
+    pages = upstream.projects({r.project for r in records.values()})
+    tagsets = tagsets_for(platforms)
+    found = []
+    for platform in platforms:
+        for key, record in sorted(records.items()):
+            page = pages.get(record.project)
+            if platform.name not in record.platforms or page is None:
+                continue
+            for python in platform.python:
+                files, _ = usable(page.files(record.version), python)
+                wheels = [f for f in files if f.filename.endswith(".whl")]
+                best = best_wheel(wheels, tagsets[(platform.name, python)])
+                if best is not None:
+                    found.append(PruneCandidate(platform.name, key, record.filename, best.filename))
+                    break
+    return found

@@ -1,0 +1,219 @@
+"""The wheel store: every wheel we built, once, with a manifest of where it came from.
+
+Layout under the index root:
+
+    store/<platform>/<wheel>            platform wheels
+    store/any/<wheel>                   pure-Python wheels, stored once
+    store/<dir>/<wheel>.metadata        its core metadata (PEP 658), extracted once
+    store/manifest.json                 one record per wheel (sha256, size, source,
+                                        build time, builder image, job, platforms)
+
+Adding a wheel whose name is taken: identical bytes do nothing (the platform
+is added to the record); different bytes keep the published one and report
+a reproducibility mismatch, unless replace is asked for. Every file is
+written to a temporary name, fsync'd and renamed, and the manifest last, so
+a crash at any point leaves the store consistent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.parser
+import fcntl
+import hashlib
+import json
+import os
+import zipfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from packaging.utils import canonicalize_name, canonicalize_version, parse_wheel_filename
+
+from .builder import is_pure, safe_wheel_name
+
+SHARED = "any"
+
+
+@dataclass
+class StoredWheel:
+    filename: str
+    folder: str  # platform name or "any"
+    sha256: str
+    size: int
+    metadata_sha256: str
+    requires_python: str | None
+    platforms: list[str] = field(default_factory=list)
+    source_sha256: str | None = None
+    built_at: str = ""
+    image: str = ""
+    job: str = ""
+
+    @property
+    def project(self) -> str:
+        return canonicalize_name(parse_wheel_filename(self.filename)[0])
+
+    @property
+    def version(self) -> str:
+        return canonicalize_version(parse_wheel_filename(self.filename)[1])
+
+
+@dataclass(frozen=True)
+class Provenance:
+    source_sha256: str | None = None
+    built_at: str = ""
+    image: str = ""
+    job: str = ""
+
+
+@dataclass(frozen=True)
+class AddResult:
+    filename: str
+    outcome: str  # added | identical | mismatch | replaced
+    published_sha256: str
+    new_sha256: str
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write, fsync, rename: readers see the old file or the whole new one."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def core_metadata(wheel: Path) -> bytes:
+    """The METADATA file of a wheel's .dist-info folder."""
+    with zipfile.ZipFile(wheel) as archive:
+        for name in archive.namelist():
+            parts = name.split("/")
+            if len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] == "METADATA":
+                return archive.read(name)
+    raise ValueError(f"{wheel.name} has no .dist-info/METADATA")
+
+
+class Store:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.dir = root / "store"
+        self.manifest_path = self.dir / "manifest.json"
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[dict[str, StoredWheel]]:
+        """Exclusive access (across processes) to the records; saved on success."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with (self.dir / ".lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            records = self.records()
+            yield records
+            self._save(records)
+
+    def records(self) -> dict[str, StoredWheel]:
+        try:
+            raw = json.loads(self.manifest_path.read_text())
+        except FileNotFoundError:
+            return {}
+        return {key: StoredWheel(**value) for key, value in raw["wheels"].items()}
+
+    def _save(self, records: dict[str, StoredWheel]) -> None:
+        data = {"format": 1, "wheels": {k: asdict(v) for k, v in sorted(records.items())}}
+        write_atomic(self.manifest_path, json.dumps(data, indent=1).encode())
+        fsync_dir(self.dir)
+
+    def path_of(self, record: StoredWheel) -> Path:
+        return self.dir / record.folder / record.filename
+
+    def add(
+        self,
+        records: dict[str, StoredWheel],
+        wheel: Path,
+        platforms: list[str],
+        provenance: Provenance,
+        replace: bool = False,
+    ) -> AddResult:
+        """Add a built wheel for `platforms` (a pure wheel may serve several)."""
+        name = safe_wheel_name(wheel.name)
+        folder = SHARED if is_pure(name) else platforms[0]
+        key = f"{folder}/{name}"
+        new_sha = sha256_file(wheel)
+        existing = records.get(key)
+        if existing is not None:
+            for platform in platforms:
+                if platform not in existing.platforms:
+                    existing.platforms.append(platform)
+            if existing.sha256 == new_sha:
+                return AddResult(name, "identical", existing.sha256, new_sha)
+            if not replace:
+                return AddResult(name, "mismatch", existing.sha256, new_sha)
+        target_dir = self.dir / folder
+        target_dir.mkdir(parents=True, exist_ok=True)
+        metadata = core_metadata(wheel)
+        write_atomic(target_dir / f"{name}.metadata", metadata)
+        write_atomic(target_dir / name, wheel.read_bytes())
+        fsync_dir(target_dir)
+        parsed = email.parser.BytesParser().parsebytes(metadata, headersonly=True)
+        records[key] = StoredWheel(
+            filename=name,
+            folder=folder,
+            sha256=new_sha,
+            size=wheel.stat().st_size,
+            metadata_sha256=hashlib.sha256(metadata).hexdigest(),
+            requires_python=parsed.get("Requires-Python"),
+            platforms=sorted(set(platforms) | set(existing.platforms if existing else [])),
+            source_sha256=provenance.source_sha256,
+            built_at=provenance.built_at,
+            image=provenance.image,
+            job=provenance.job,
+        )
+        return AddResult(
+            name,
+            "replaced" if existing else "added",
+            existing.sha256 if existing else new_sha,
+            new_sha,
+        )
+
+    def remove_platform(self, records: dict[str, StoredWheel], key: str, platform: str) -> bool:
+        """Stop listing a wheel for `platform`; delete it when no platform is left."""
+        record = records[key]
+        if platform in record.platforms:
+            record.platforms.remove(platform)
+        if record.platforms:
+            return False
+        del records[key]
+        # Published releases hold their own hard links: readers keep their file.
+        for path in (
+            self.path_of(record),
+            self.path_of(record).with_name(record.filename + ".metadata"),
+        ):
+            path.unlink(missing_ok=True)
+        return True
+
+    def for_platform(self, platform: str) -> list[StoredWheel]:
+        return [r for r in self.records().values() if platform in r.platforms]
+
+    def contents(self, platforms: list[str]) -> dict[str, dict[tuple[str, str], str]]:
+        """What the planner needs: (project, version) → wheel, per platform."""
+        out: dict[str, dict[tuple[str, str], str]] = {p: {} for p in platforms}
+        for record in self.records().values():
+            for platform in record.platforms:
+                if platform in out:
+                    out[platform][(record.project, record.version)] = record.filename
+        return out
