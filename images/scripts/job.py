@@ -37,7 +37,15 @@ def unpack(sdist, into):
             archive.extractall(into)
     else:
         with tarfile.open(sdist) as archive:
-            archive.extractall(into, filter="data")
+            if hasattr(tarfile, "data_filter"):
+                archive.extractall(into, filter="data")
+            else:  # Python < 3.11.4 (Debian 12 has 3.11.2): refuse unsafe members by hand
+                for member in archive.getmembers():
+                    path = Path(member.name)
+                    if path.is_absolute() or ".." in path.parts or member.issym() \
+                            or member.islnk():
+                        sys.exit(f"refusing unsafe member {member.name!r} in {sdist.name}")
+                archive.extractall(into)
     roots = [p for p in Path(into).iterdir() if p.is_dir()]
     return roots[0] if len(roots) == 1 else Path(into)
 

@@ -7,7 +7,6 @@ typed records (plan decisions, job records, image results, store outcomes).
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -67,7 +66,7 @@ def save_run_report(report: dict[str, Any], workdir: Path) -> Path:
     latest = folder / ".latest.tmp"
     latest.unlink(missing_ok=True)
     latest.symlink_to(path.name)
-    os.replace(latest, folder / "latest.json")
+    latest.replace(folder / "latest.json")
     return path
 
 

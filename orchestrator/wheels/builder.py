@@ -206,7 +206,7 @@ def _run_phases(
             cancel.on_cancel(box.kill)
             if job_tar:
                 box.put("/", job_tar)
-            outcome = box.start_and_wait(max(remaining, 1), log.write)
+            outcome = box.start_and_wait(max(remaining, 1), lambda chunk: _write(log, chunk))
             log.flush()
             record.exit_code = outcome.exit_code
             if outcome.timed_out:
@@ -221,6 +221,10 @@ def _run_phases(
                 return
             job_tar = box.get("/job") if phase is fetch else box.get("/job/out")
     _collect(job_tar, tags, out_dir, record)
+
+
+def _write(log: BinaryIO, chunk: bytes) -> None:
+    log.write(chunk)
 
 
 class TransientJobError(EngineError):

@@ -61,7 +61,7 @@ def content_digest(wheels: Sequence[StoredWheel]) -> str:
 
 def current_release(root: Path, platform: str) -> str | None:
     link = root / platform
-    return os.readlink(link).rsplit("/", 1)[-1] if link.is_symlink() else None
+    return link.readlink().name if link.is_symlink() else None
 
 
 def publish(store: Store, platforms: Sequence[str], keep: int = 3) -> list[PublishResult]:

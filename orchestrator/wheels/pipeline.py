@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +13,7 @@ from pathlib import Path
 from orchestrator.config import Matrix
 from orchestrator.engines.pool import EnginePool
 from orchestrator.errors import OrchestrateError
-from orchestrator.images.build import image_tag
+from orchestrator.images.build import ImageResult, image_tag
 from orchestrator.images.pipeline import ImagesReport, run_images
 from orchestrator.matrix import Platform
 from orchestrator.paths import cache_dir
@@ -23,7 +23,9 @@ from .builder import WheelJob, WheelRecord, is_pure, run_job
 from .index import PublishResult, publish
 from .inputs import make_plan, tagsets_for
 from .plan import Action, Decision
+from .sdist import looks_pure
 from .store import AddResult, Provenance, Store
+from .upstream import Upstream
 
 DEFAULT_NATIVE_SECONDS = 60.0
 EMULATION_FACTOR = 6.0  # measured on this project's hosts; the field reports 5-20x
@@ -120,12 +122,13 @@ def _run_jobs(
     pool: EnginePool,
     platforms: Sequence[Platform],
     run: BuildRun,
-    images: dict[str, object],
+    images: Mapping[str, ImageResult],
     options: BuildOptions,
     cancel: Cancel,
     on_event: Callable[..., None],
 ) -> list[WheelRecord]:
     by_name = {p.name: p for p in platforms}
+    logs = options.workdir / "logs"
     tagsets = tagsets_for(platforms)
     durations = Durations(cache_dir() / "durations.json")
     timeout = options.timeout or float(matrix.builder.job_timeout)
@@ -134,6 +137,7 @@ def _run_jobs(
     jobs: list[Job[WheelJob]] = []
     missing_image: list[WheelRecord] = []
     leads: dict[tuple[str, str], str] = {}
+    pure = _pure_sdists(matrix, todo)
     for decision in sorted(todo, key=lambda d: _native_first(pool, by_name[d.platform])):
         platform = by_name[decision.platform]
         image = images.get(platform.name)
@@ -142,7 +146,7 @@ def _run_jobs(
             decision.python,
             decision.name,
             decision.version,
-            image=getattr(image, "image_id", ""),
+            image=image.image_id if image else "",
             image_ref=image_tag(matrix, platform),
             timeout=timeout,
             keep_failed=options.keep_failed,
@@ -162,7 +166,7 @@ def _run_jobs(
             )
             continue
         key = (decision.name, decision.version)
-        lead = leads.setdefault(key, wheel_job.id)
+        lead = leads.setdefault(key, wheel_job.id) if key in pure else wheel_job.id
         native = bool(pool.candidates(platform.arch)[0])
         jobs.append(
             Job(
@@ -216,6 +220,19 @@ def _run_jobs(
         record.attempts = max(outcome.attempts, 1)
         out.append(record)
     return out
+
+
+def _pure_sdists(matrix: Matrix, todo: Sequence[Decision]) -> set[tuple[str, str]]:
+    """(name, version) of build items whose sdist looks pure Python: built once."""
+    upstream = Upstream(matrix.index.upstream, cache_dir() / "index", ttl=matrix.index.cache_ttl)
+    found = set()
+    for decision in {(d.name, d.version, d.sdist) for d in todo if d.sdist}:
+        name, version, sdist = decision
+        page = upstream.project(name)
+        files = [f for f in (page.files(version) if page else []) if f.filename == sdist]
+        if files and looks_pure(files[0].url, sdist, cache_dir() / "sdists"):
+            found.add((name, version))
+    return found
 
 
 def _native_first(pool: EnginePool, platform: Platform) -> tuple[int, str]:
