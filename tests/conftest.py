@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,9 +57,14 @@ def write(tmp_path: Path) -> Callable[[str, str], Path]:
     return _write
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Each test session gets its own cache dir, never the user's."""
-    monkeypatch.setenv("ORCHESTRATE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The session gets its own cache dir, never the user's (session-wide, so that
+    session fixtures and tests see the same probes and index cache)."""
+    old = os.environ.get("ORCHESTRATE_CACHE_DIR")
+    os.environ["ORCHESTRATE_CACHE_DIR"] = str(tmp_path_factory.getbasetemp() / "cache")
+    yield
+    if old is None:
+        os.environ.pop("ORCHESTRATE_CACHE_DIR", None)
+    else:
+        os.environ["ORCHESTRATE_CACHE_DIR"] = old

@@ -57,7 +57,8 @@ class Rendered:
     def inputs_hash(self, base_digest: str) -> str:
         """What decides freshness: Dockerfile, context files and the base digest."""
         digest = hashlib.sha256()
-        for name, data in sorted({"Dockerfile": self.dockerfile.encode(), **self.files}.items()):
+        files = {"Dockerfile": normalized(self.dockerfile).encode(), **self.files}
+        for name, data in sorted(files.items()):
             digest.update(f"{name}\0{len(data)}\0".encode())
             digest.update(data)
         digest.update(f"base\0{base_digest}".encode())
@@ -66,6 +67,13 @@ class Rendered:
     def context(self) -> bytes:
         """A reproducible tar (sorted, zero mtimes, root-owned) of the build context."""
         return deterministic_tar({"Dockerfile": self.dockerfile.encode(), **self.files})
+
+
+def normalized(dockerfile: str) -> str:
+    """The Dockerfile without blank lines, comments and trailing space: what the
+    builder acts on. Whitespace edits in a template then rebuild nothing."""
+    lines = (line.rstrip() for line in dockerfile.splitlines())
+    return "\n".join(line for line in lines if line and not line.lstrip().startswith("#"))
 
 
 def deterministic_tar(files: Mapping[str, bytes], modes: Mapping[str, int] | None = None) -> bytes:

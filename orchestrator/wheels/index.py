@@ -84,8 +84,10 @@ def publish_platform(
     current = current_release(root, platform)
     if current is not None and current.endswith(digest[:16]):
         return PublishResult(platform, "unchanged", current, len(wheels), projects)
-    release = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{digest[:16]}"
     releases = root / RELEASES / platform
+    # A sequence number first, so that names sort in publish order.
+    sequence = max((int(r.split("-", 1)[0]) for r in releases_of(root, platform)), default=0) + 1
+    release = f"{sequence:06d}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{digest[:16]}"
     staging = releases / f".staging-{release}"
     shutil.rmtree(staging, ignore_errors=True)
     write_tree(store, staging / "simple", wheels)

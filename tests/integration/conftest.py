@@ -9,9 +9,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from orchestrator.config import EngineSpec
+from orchestrator.config import EngineSpec, Matrix, load_matrix
 from orchestrator.engines.docker import DockerEngine
+from orchestrator.engines.pool import EnginePool, ProbeCache
 from orchestrator.errors import EngineError
+from orchestrator.images.pipeline import ImagesReport, run_images
+from orchestrator.matrix import expand
+from tests.conftest import REPO
 
 from .services import registry_context
 
@@ -95,3 +99,35 @@ def docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path.mkdir()
     monkeypatch.setenv("DOCKER_CONFIG", str(path))
     return path
+
+
+@dataclass(frozen=True)
+class Local:
+    """examples/local.yaml with its index root and workdir in the test session's tmp."""
+
+    path: Path
+    matrix: Matrix
+    workdir: Path
+
+    @property
+    def pool(self) -> EnginePool:
+        return EnginePool([DockerEngine(s) for s in self.matrix.engines], ProbeCache(None))
+
+
+@pytest.fixture(scope="session")
+def local(tmp_path_factory: pytest.TempPathFactory) -> Local:
+    root = tmp_path_factory.mktemp("local")
+    text = (REPO / "examples" / "local.yaml").read_text()
+    path = root / "local.yaml"
+    path.write_text(text.replace("root: ../.orchestrate/wheelhouse", f"root: {root / 'wheels'}"))
+    return Local(path, load_matrix(path), root / "work")
+
+
+@pytest.fixture(scope="session")
+def built_images(local: Local, engine: DockerEngine) -> ImagesReport:
+    """Both builders, from debootstrapped bases, pushed with their manifest list: once."""
+    report = run_images(
+        local.matrix, local.pool, expand(local.matrix), local.workdir / "logs", push=True
+    )
+    assert not report.failed, [r.reason for r in report.failed]
+    return report

@@ -1,0 +1,238 @@
+"""`orchestrate build` for real: native and emulated jobs, the store, the index, and
+real pip as the client, inside each platform's own builder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator.engines.docker import DockerEngine
+from orchestrator.images.build import image_tag
+from orchestrator.images.pipeline import ImagesReport
+from orchestrator.matrix import expand
+from orchestrator.wheels.builder import LABEL_JOB
+from orchestrator.wheels.serve import make_server
+from tests.conftest import REPO, CliRunner
+
+from .conftest import Local
+
+AMD, ARM = "debian-bookworm-amd64", "debian-bookworm-arm64"
+
+
+@pytest.fixture(scope="session")
+def build_report(
+    built_images: ImagesReport, local: Local, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, object]:
+    """One real `orchestrate build` of examples/requirements.txt, in a subprocess."""
+    report = tmp_path_factory.mktemp("report") / "report.json"
+    done = subprocess.run(
+        [
+            "orchestrate",
+            "build",
+            "--matrix",
+            str(local.path),
+            "-r",
+            str(REPO / "examples" / "requirements.txt"),
+            "--workdir",
+            str(local.workdir),
+            "--report",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    data: dict[str, object] = json.loads(report.read_text())
+    return data
+
+
+def _jobs(report: dict[str, object]) -> dict[str, dict[str, object]]:
+    jobs = report["jobs"]
+    assert isinstance(jobs, list)
+    return {str(j["job"]): j for j in jobs}
+
+
+def test_wheels_built_with_the_right_tags(build_report: dict[str, object]) -> None:
+    jobs = _jobs(build_report)
+    amd, arm = jobs[f"{AMD}/crcmod==1.7"], jobs[f"{ARM}/crcmod==1.7"]
+    assert amd["status"] == arm["status"] == "built"
+    assert amd["wheel"] == "crcmod-1.7-cp311-cp311-linux_x86_64.whl"
+    assert arm["wheel"] == "crcmod-1.7-cp311-cp311-linux_aarch64.whl"
+    assert (amd["emulated"], arm["emulated"]) == (False, True)
+    pure = [j for j in jobs.values() if j["name"] == "simplegeneric"]
+    assert sorted(str(j["status"]) for j in pure) == ["built", "shared"]  # built once
+    assert {j["wheel"] for j in pure} == {"simplegeneric-0.8.1-py3-none-any.whl"}
+    plan = build_report["plan"]
+    assert isinstance(plan, list)
+    assert {d["action"] for d in plan if d["name"] == "six"} == {"upstream"}
+
+
+def _in_builder(
+    engine: DockerEngine, image: str, arch: str, script: str, extra: list[str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--platform",
+            f"linux/{arch}",
+            *(extra or []),
+            image,
+            "sh",
+            "-c",
+            script,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("platform", [AMD, ARM])
+def test_c_extension_installs_offline_and_imports_in_its_builder(
+    platform: str, build_report: dict[str, object], local: Local, engine: DockerEngine
+) -> None:
+    job = _jobs(build_report)[f"{platform}/crcmod==1.7"]
+    wheel = Path(str(local.matrix.index.root)) / "store" / platform / str(job["wheel"])
+    arch = platform.rsplit("-", 1)[1]
+    image = image_tag(local.matrix, next(p for p in expand(local.matrix) if p.name == platform))
+    done = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "-i",
+            "--network",
+            "none",
+            "--platform",
+            f"linux/{arch}",
+            image,
+            "sh",
+            "-c",
+            f"mkdir -p /tmp/w && cat > /tmp/w/{wheel.name} && "
+            "/opt/orchestrate/py3.11/bin/pip install -q --no-index --find-links /tmp/w "
+            "--target /tmp/t crcmod && PYTHONPATH=/tmp/t /opt/orchestrate/py3.11/bin/python -c "
+            "'import crcmod._crcfunext, platform; print(platform.machine())'",
+        ],
+        input=wheel.read_bytes().decode("latin-1"),
+        capture_output=True,
+        text=True,
+        encoding="latin-1",
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == {"amd64": "x86_64", "arm64": "aarch64"}[arch]
+
+
+@pytest.fixture
+def served(local: Local, build_report: dict[str, object]) -> Iterator[str]:
+    server = make_server(Path(str(local.matrix.index.root)), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.mark.parametrize("platform", [AMD, ARM])
+def test_pip_installs_from_our_index_with_and_without_hashes(
+    platform: str, served: str, local: Local, build_report: dict[str, object]
+) -> None:
+    """pip in the platform's own builder (--network host: the index is on loopback)."""
+    job = _jobs(build_report)[f"{platform}/crcmod==1.7"]
+    arch = platform.rsplit("-", 1)[1]
+    image = image_tag(local.matrix, next(p for p in expand(local.matrix) if p.name == platform))
+    index = f"{served}/{platform}/simple/"
+    pip = "/opt/orchestrate/py3.11/bin/pip"
+    plain = _in_builder(
+        image,
+        arch,
+        f"{pip} install -q --target /tmp/t --index-url {index} crcmod==1.7 && "
+        "PYTHONPATH=/tmp/t /opt/orchestrate/py3.11/bin/python -c "
+        "'import crcmod._crcfunext'",
+        ["--network", "host"],
+    )
+    assert plain.returncode == 0, plain.stderr
+    hashed = _in_builder(
+        image,
+        arch,
+        f"echo 'crcmod==1.7 --hash=sha256:{job['sha256']}' > /tmp/r.txt && "
+        f"{pip} install -q --target /tmp/t --require-hashes --index-url {index} "
+        "-r /tmp/r.txt",
+        ["--network", "host"],
+    )
+    assert hashed.returncode == 0, hashed.stderr
+    wrong = _in_builder(
+        image,
+        arch,
+        f"echo 'crcmod==1.7 --hash=sha256:{'0' * 64}' > /tmp/r.txt && "
+        f"{pip} install -q --target /tmp/t --require-hashes --index-url {index} "
+        "-r /tmp/r.txt",
+        ["--network", "host"],
+    )
+    assert wrong.returncode != 0
+    assert "HASHES" in wrong.stderr.upper()
+
+
+def test_failed_compile_is_isolated_and_logged(
+    built_images: ImagesReport, local: Local, tmp_path: Path, cli: CliRunner
+) -> None:
+    reqs = tmp_path / "r.txt"
+    # python-ldap needs libldap headers, which this matrix's builders lack; netifaces builds.
+    reqs.write_text("python-ldap==3.4.4\nnetifaces==0.11.0\n")
+    report = tmp_path / "report.json"
+    result = cli(
+        "build",
+        "-m",
+        str(local.path),
+        "-r",
+        str(reqs),
+        "-p",
+        "*-amd64",
+        "--workdir",
+        str(tmp_path / "work"),
+        "--report",
+        str(report),
+    )
+    assert result.code == 1
+    jobs = _jobs(json.loads(report.read_text()))
+    failed, ok = jobs[f"{AMD}/python-ldap==3.4.4"], jobs[f"{AMD}/netifaces==0.11.0"]
+    assert failed["status"] == "failed"
+    assert ok["status"] == "built"
+    log = Path(str(failed["log"])).read_text()
+    assert "lber.h" in log or "ldap.h" in log  # the compiler's own error is in the log
+    assert failed["attempts"] == 1  # compile errors are not retried
+    assert "FAILED debian-bookworm-amd64/python-ldap==3.4.4" in result.err
+
+
+def test_timeout_kills_and_reports(
+    built_images: ImagesReport, local: Local, tmp_path: Path, engine: DockerEngine, cli: CliRunner
+) -> None:
+    reqs = tmp_path / "r.txt"
+    reqs.write_text("netifaces==0.11.0\n")
+    report = tmp_path / "report.json"
+    result = cli(
+        "build",
+        "-m",
+        str(local.path),
+        "-r",
+        str(reqs),
+        "-p",
+        "*-arm64",
+        "--timeout",
+        "3",
+        "--workdir",
+        str(tmp_path / "work"),
+        "--report",
+        str(report),
+    )
+    assert result.code == 1
+    job = _jobs(json.loads(report.read_text()))[f"{ARM}/netifaces==0.11.0"]
+    assert job["status"] == "timeout"
+    assert engine.containers(f"{LABEL_JOB}={ARM}/netifaces==0.11.0") == []

@@ -1,0 +1,124 @@
+"""Builder images for real: debootstrapped bases, native amd64, emulated arm64, the
+loopback registry, manifest lists, the docker CLI as the client, freshness."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import Arch
+from orchestrator.engines.docker import DockerEngine
+from orchestrator.images.build import release_tag
+from orchestrator.images.pipeline import ImagesReport, run_images
+from orchestrator.matrix import expand
+from orchestrator.registry import Registry, RegistryClient
+from tests.conftest import REPO
+
+from .conftest import Local
+
+
+def docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout
+
+
+def test_both_arches_built_pushed_and_joined(built_images: ImagesReport, local: Local) -> None:
+    modes = {r.platform: r.emulated for r in built_images.results}
+    assert modes == {"debian-bookworm-amd64": False, "debian-bookworm-arm64": True}
+    [release] = built_images.releases
+    assert release.status in ("published", "unchanged")
+    client = RegistryClient(Registry(local.matrix.registry.url, insecure=True))
+    index = client.index(local.matrix.registry.repository, "debian-bookworm")
+    assert set(index) == {"amd64", "arm64"}
+    digests = {r.platform.rsplit("-", 1)[1]: r.digest for r in built_images.results}
+    assert index == digests
+
+
+def test_docker_cli_pulls_arm64_from_the_manifest_list(
+    built_images: ImagesReport, local: Local
+) -> None:
+    tag = release_tag(local.matrix, "debian-bookworm")
+    subprocess.run(["docker", "rmi", tag], capture_output=True, check=False)
+    docker("pull", "-q", "--platform", "linux/arm64", tag)
+    assert docker("image", "inspect", "--format", "{{.Architecture}}", tag).strip() == "arm64"
+    assert (
+        docker("run", "--rm", "--platform", "linux/arm64", tag, "uname", "-m").strip() == "aarch64"
+    )
+    probe = json.loads(
+        docker(
+            "run", "--rm", "--platform", "linux/arm64", tag, "cat", "/etc/orchestrate/probe.json"
+        )
+    )
+    assert probe["glibc"] == "2.36"
+    assert "cp311-cp311-manylinux_2_36_aarch64" in probe["tags"]["3.11"]
+    assert "cp311-cp311-manylinux2014_aarch64" in probe["tags"]["3.11"]
+
+
+def test_unchanged_inputs_build_nothing(
+    built_images: ImagesReport, local: Local, engine: DockerEngine
+) -> None:
+    before = {r.platform: r.image_id for r in built_images.results}
+    again = run_images(local.matrix, local.pool, expand(local.matrix), local.workdir / "again")
+    assert {r.platform: r.status for r in again.results} == dict.fromkeys(before, "fresh")
+    assert {r.platform: r.image_id for r in again.results} == before
+    for result in again.results:  # the log proves no build step ran
+        log = Path(result.log).read_text()
+        assert "Step 1/" not in log
+        assert "fresh:" in log
+
+
+def test_changed_template_rebuilds_only_what_it_affects(
+    built_images: ImagesReport, local: Local, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = tmp_path / "images"
+    shutil.copytree(REPO / "images", images)
+    template = images / "deb.Dockerfile.j2"
+    template.write_text(
+        template.read_text() + '{% if platform.arch == "amd64" %}\n'
+        'LABEL org.orchestrate.test="changed"\n{% endif %}\n'
+    )
+    monkeypatch.setenv("ORCHESTRATE_IMAGES_DIR", str(images))
+    changed = run_images(local.matrix, local.pool, expand(local.matrix), tmp_path / "logs")
+    assert {r.platform: r.status for r in changed.results} == {
+        "debian-bookworm-amd64": "built",
+        "debian-bookworm-arm64": "fresh",
+    }
+    monkeypatch.delenv("ORCHESTRATE_IMAGES_DIR")
+    restored = run_images(local.matrix, local.pool, expand(local.matrix), tmp_path / "logs2")
+    assert {r.status for r in restored.results} == {"built", "fresh"}
+
+
+def test_partial_manifest_is_held_without_allow_partial(
+    built_images: ImagesReport, local: Local
+) -> None:
+    from orchestrator.images.manifest import client_for, publish_release
+    from orchestrator.registry import ManifestRef
+
+    client = client_for(local.matrix)
+    amd = next(r for r in built_images.results if r.platform.endswith("amd64"))
+    ref = client.manifest(local.matrix.registry.repository, amd.digest)
+    assert isinstance(ref, ManifestRef)
+    held = publish_release(
+        client,
+        local.matrix,
+        "debian-partial",
+        [Arch.AMD64, Arch.ARM64],
+        {Arch.AMD64: ref},
+        allow_partial=False,
+    )
+    assert held.status == "held"
+    assert held.missing == ("arm64",)
+    assert client.index(local.matrix.registry.repository, "debian-partial") == {}
+    partial = publish_release(
+        client,
+        local.matrix,
+        "debian-partial",
+        [Arch.AMD64, Arch.ARM64],
+        {Arch.AMD64: ref},
+        allow_partial=True,
+    )
+    assert partial.status == "partial"
+    assert client.index(local.matrix.registry.repository, "debian-partial") == {"amd64": amd.digest}

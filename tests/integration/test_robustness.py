@@ -1,0 +1,164 @@
+"""Interrupts and crashes: SIGINT mid-build, kill -9 mid-publish, prune against PyPI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.engines.docker import DockerEngine
+from orchestrator.errors import EXIT_INTERRUPTED
+from orchestrator.images.pipeline import ImagesReport
+from orchestrator.wheels.builder import LABEL_JOB
+from orchestrator.wheels.index import current_release, publish
+from orchestrator.wheels.store import Provenance, Store
+from tests.conftest import REPO, CliRunner
+from tests.wheelfactory import make_wheel
+
+from .conftest import Local
+
+AMD = "debian-bookworm-amd64"
+
+
+def _matrix(tmp_path: Path) -> Path:
+    text = (REPO / "examples" / "local.yaml").read_text()
+    path = tmp_path / "m.yaml"
+    path.write_text(text.replace("root: ../.orchestrate/wheelhouse", f"root: {tmp_path / 'w'}"))
+    return path
+
+
+def test_sigint_mid_build_leaves_no_container(
+    built_images: ImagesReport, local: Local, tmp_path: Path, engine: DockerEngine
+) -> None:
+    reqs = tmp_path / "r.txt"
+    reqs.write_text("netifaces==0.11.0\n")  # emulated arm64: long enough to interrupt
+    work = tmp_path / "work"
+    proc = subprocess.Popen(
+        [
+            "orchestrate",
+            "build",
+            "-m",
+            str(local.path),
+            "-r",
+            str(reqs),
+            "-p",
+            "*-arm64",
+            "--workdir",
+            str(work),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 180
+    while not engine.containers(LABEL_JOB) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        time.sleep(0.2)
+    assert engine.containers(LABEL_JOB), "no job container appeared"
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_INTERRUPTED, output
+    assert engine.containers(LABEL_JOB) == []
+    report = json.loads((work / "reports" / "latest.json").read_text())
+    assert [j["status"] for j in report["jobs"]] == ["cancelled"]
+    assert "Traceback" not in output
+
+
+def _demo_versions(root: Path) -> set[str]:
+    page = root / AMD / "simple" / "demo" / "index.html"
+    return {v for v in ("1.0", "2.0") if f"demo-{v}-py3-none-any.whl" in page.read_text()}
+
+
+def _pip_download(root: Path, version: str, dest: Path) -> bool:
+    env = {
+        **os.environ,
+        "PIP_CONFIG_FILE": os.devnull,
+        "PIP_FIND_LINKS": "",
+        "PIP_EXTRA_INDEX_URL": "",
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "-q",
+            "-d",
+            str(dest),
+            "--index-url",
+            (root / AMD / "simple").as_uri() + "/",
+            f"demo=={version}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    return done.returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("point", "expect"), [("staged", {"1.0"}), ("renamed", {"1.0"}), ("switched", {"1.0", "2.0"})]
+)
+def test_kill_9_during_publish_leaves_a_usable_index(
+    point: str, expect: set[str], tmp_path: Path, cli: CliRunner
+) -> None:
+    matrix = _matrix(tmp_path)
+    store = Store(tmp_path / "w")
+    with store.locked() as records:
+        store.add(records, make_wheel(tmp_path / "a", "demo", "1.0"), [AMD], Provenance())
+    publish(store, [AMD])
+    previous = current_release(store.root, AMD)
+    with store.locked() as records:
+        store.add(records, make_wheel(tmp_path / "b", "demo", "2.0"), [AMD], Provenance())
+    crashed = subprocess.run(
+        ["orchestrate", "publish", "-m", str(matrix), "-p", AMD],
+        env={**os.environ, "ORCHESTRATE_CRASH_AT": point},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert crashed.returncode == -signal.SIGKILL
+    assert _demo_versions(store.root) == expect
+    assert (current_release(store.root, AMD) == previous) == (expect == {"1.0"})
+    for version in ("1.0", "2.0"):
+        assert _pip_download(store.root, version, tmp_path / "dl") == (version in expect)
+    # The store is consistent and the next publish completes and cleans up.
+    assert {r.filename for r in store.records().values()} == {
+        "demo-1.0-py3-none-any.whl",
+        "demo-2.0-py3-none-any.whl",
+    }
+    result = cli("publish", "-m", str(matrix), "-p", AMD)
+    assert result.code == 0
+    assert _demo_versions(store.root) == {"1.0", "2.0"}
+    assert not list((store.root / "releases" / AMD).glob(".staging-*"))
+
+
+def test_prune_dry_run_lists_what_pypi_now_serves(tmp_path: Path, cli: CliRunner) -> None:
+    matrix = _matrix(tmp_path)
+    store = Store(tmp_path / "w")
+    with store.locked() as records:
+        six = make_wheel(tmp_path / "s", "six", "1.16.0", tag="py2.py3-none-any")
+        store.add(records, six, [AMD], Provenance())
+        store.add(
+            records, make_wheel(tmp_path / "o", "orchestrate-only-here", "1.0"), [AMD], Provenance()
+        )
+    result = cli("prune", "--dry-run", "-m", str(matrix), "-p", AMD)
+    assert result.code == 0, result.err
+    rows = [line.split() for line in result.out.splitlines() if "six" in line]
+    assert rows == [[AMD, "six-1.16.0-py2.py3-none-any.whl", "six-1.16.0-py2.py3-none-any.whl"]]
+    assert "orchestrate-only-here" not in result.out
+    assert "1 wheel(s) would be pruned" in result.out
+    assert len(store.records()) == 2  # a dry run removes nothing
+    result = cli("prune", "-m", str(matrix), "-p", AMD)
+    assert result.code == 0
+    assert [r.filename for r in store.records().values()] == [
+        "orchestrate_only_here-1.0-py3-none-any.whl"
+    ]
