@@ -74,7 +74,7 @@ def test_wheels_built_with_the_right_tags(build_report: dict[str, object]) -> No
 
 
 def _in_builder(
-    engine: DockerEngine, image: str, arch: str, script: str, extra: list[str] | None = None
+    image: str, arch: str, script: str, extra: list[str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
