@@ -20,6 +20,7 @@ from .images import images
 from .index import prune, publish, rollback, serve
 from .matrix import matrix
 from .plan import plan
+from .reproduce import report, reproduce
 
 EXIT_INTERNAL = 70
 
@@ -38,7 +39,7 @@ cli.add_command(doctor)
 cli.add_command(plan)
 cli.add_command(images)
 cli.add_command(build)
-for command in (publish, prune, rollback, serve):
+for command in (publish, prune, rollback, serve, reproduce, report):
     cli.add_command(command)
 
 

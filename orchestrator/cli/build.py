@@ -9,6 +9,7 @@ import click
 from orchestrator.errors import EXIT_CONFLICT, EXIT_FAILED
 from orchestrator.progress import Progress
 from orchestrator.report.data import report_of, save_run_report, write_report
+from orchestrator.report.html import write_html
 from orchestrator.wheels.pipeline import BuildOptions, BuildRun, emulated_seconds, run_build
 
 from .app import (
@@ -74,6 +75,7 @@ def build(
         )
     report = report_of(run, str(app.matrix_path))
     saved = save_run_report(report, app.workdir)
+    write_html(report, saved.with_suffix(".html"))
     if report_path is not None:
         write_report(report, report_path)
     _summary(app, run, saved)
@@ -115,4 +117,4 @@ def _summary(app: App, run: BuildRun, report: Path) -> None:
         f"cached {count['cached']}, emulated time {emulated_seconds(run):.0f}s; "
         f"published {', '.join(p.platform + ':' + p.status for p in run.published)}"
     )
-    click.echo(f"report: {report}")
+    click.echo(f"report: {report} and {report.with_suffix('.html')}")

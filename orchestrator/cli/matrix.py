@@ -21,9 +21,13 @@ def matrix() -> None:
 @matrix.command()
 @matrix_options
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option("--index-root", is_flag=True, help="Print only the resolved index root folder.")
 @pass_app
-def show(app: App, fmt: str) -> None:
+def show(app: App, fmt: str, index_root: bool) -> None:
     """List the expanded platforms."""
+    if index_root:
+        click.echo(str(app.matrix.index.root))
+        return
     platforms = app.platforms
     if fmt == "json":
         click.echo(json.dumps([p.as_dict() for p in platforms], indent=2))

@@ -1,0 +1,135 @@
+"""Shared plumbing: timing, rows of the table, the result file and the plot."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+OUT = HERE / "out"
+CONSTRAINTS = REPO.parent / "shared" / "data" / "openstack-upper-constraints.txt"
+
+
+@dataclass
+class Row:
+    """One line of the table: ours against the alternative, measured in the same run."""
+
+    name: str
+    ours: float
+    theirs: float | None
+    unit: str
+    ratio: float | None
+    target: str
+    ok: bool | None
+    note: str = ""
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    started = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - started, value
+
+
+@contextmanager
+def stopwatch() -> Iterator[list[float]]:
+    box: list[float] = []
+    started = time.perf_counter()
+    yield box
+    box.append(time.perf_counter() - started)
+
+
+def sh(*args: str, check: bool = True, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(args), capture_output=True, text=True, check=check, **kwargs)  # type: ignore[call-overload,no-any-return]
+
+
+def machine() -> str:
+    cpu = "unknown cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{platform.machine()}, {os.cpu_count()} cores, {memory:.0f} GiB, {cpu}"
+
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "s":
+        return f"{value:.2f} s" if value < 100 else f"{value:.0f} s"
+    if unit == "ms":
+        return f"{value:.1f} ms"
+    return f"{value:g} {unit}".strip()
+
+
+def print_table(rows: list[Row]) -> None:
+    header = ("benchmark", "ours", "alternative", "ratio", "target", "ok")
+    lines = [header] + [
+        (
+            r.name,
+            fmt(r.ours, r.unit),
+            fmt(r.theirs, r.unit),
+            "-" if r.ratio is None else f"{r.ratio:.2f}x",
+            r.target,
+            "-" if r.ok is None else ("yes" if r.ok else "NO"),
+        )
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+    for r in rows:
+        if r.note:
+            print(f"  - {r.name}: {r.note}")
+
+
+def save(rows: list[Row], started: float) -> Path:
+    path = HERE / "results.json"
+    path.write_text(
+        json.dumps(
+            {
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "machine": machine(),
+                "seconds": round(time.perf_counter() - started, 1),
+                "rows": [asdict(r) for r in rows],
+            },
+            indent=1,
+        )
+        + "\n"
+    )
+    return path
+
+
+def plot(headline: Row, native_vs_emulated: Row | None) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    labels = ["pip install\nfrom sdists", "pip install\nfrom our index"]
+    values = [headline.theirs or 0.0, headline.ours]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    bars = ax.bar(labels, values, color=["#c0504d", "#4f81bd"])
+    ax.bar_label(bars, labels=[f"{v:.1f} s" for v in values])
+    ax.set_ylabel("seconds (arm64, emulated)")
+    ratio = f"{headline.ratio:.1f}x faster" if headline.ratio else ""
+    ax.set_title(f"Wheel cache effect: {ratio}")
+    fig.tight_layout()
+    path = HERE / "headline.png"
+    fig.savefig(path, dpi=110)
+    return path

@@ -1,0 +1,70 @@
+"""Run every benchmark and print one table of side-by-side ratios.
+
+`benchmarks/run` is the entry point; it writes benchmarks/results.json and
+benchmarks/headline.png. Figures are printed and recorded, never asserted.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from benchmarks import cache, freshness, scheduling
+from benchmarks.common import OUT, REPO, Row, machine, plot, print_table, save
+from orchestrator.config import load_matrix
+from orchestrator.images.build import image_tag
+from orchestrator.matrix import expand
+
+
+def local_matrix() -> Path:
+    text = (REPO / "examples" / "local.yaml").read_text()
+    path = OUT / "local.yaml"
+    path.write_text(text.replace("root: ../.orchestrate/wheelhouse", f"root: {OUT / 'index'}"))
+    return path
+
+
+def main() -> int:
+    started = time.perf_counter()
+    shutil.rmtree(OUT / "index", ignore_errors=True)
+    OUT.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("ORCHESTRATE_CACHE_DIR", str(OUT / "cache"))
+    print(f"machine: {machine()}", flush=True)
+    matrix_path = local_matrix()
+    matrix = load_matrix(matrix_path)
+    amd, arm = (image_tag(matrix, p) for p in expand(matrix))
+    rows: list[Row] = []
+
+    print("== images (no-op refresh)", flush=True)
+    rows.append(freshness.refresh_noop(matrix_path))
+    print("== wheel cache headline", flush=True)
+    requirements = cache.pins()
+    report = cache.fill_cache(matrix_path, requirements)
+    rows.append(cache.headline(matrix_path, arm, matrix.index.root, requirements))
+    emulation = cache.native_vs_emulated(report)
+    rows.append(emulation)
+    print("== plans", flush=True)
+    cold, warm, counts = freshness.plans()
+    rows += [cold, warm, counts]
+    rows.append(cache.work_avoided(counts, cold.ours, amd, emulation.ratio))
+    print("== scheduling", flush=True)
+    rows += [scheduling.makespan(), scheduling.overhead(amd), scheduling.native_first()]
+    print("== publish", flush=True)
+    rows += list(freshness.publish_store())
+
+    print()
+    print_table(rows)
+    path = save(rows, started)
+    image = plot(rows[1], emulation)
+    print(
+        f"\nwrote {path}"
+        + (f" and {image}" if image else "")
+        + f" in {time.perf_counter() - started:.0f} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""`orchestrate reproduce` and `orchestrate report`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from orchestrator.config import EngineSpec
+from orchestrator.errors import EnvironmentProblem
+from orchestrator.report.data import load_report
+from orchestrator.report.html import write_html
+from orchestrator.reproduce import JobSpec, docker_run_line, ensure_image, find_job, run_phases
+
+from .app import App, pass_app, workdir_option
+
+REPORT = click.Path(path_type=Path, dir_okay=False)
+
+
+@click.command()
+@workdir_option
+@click.argument("platform")
+@click.argument("requirement", metavar="NAME[==VERSION]")
+@click.option(
+    "--report",
+    "report_path",
+    type=REPORT,
+    help="The report to take the job from [default: the last build's].",
+)
+@click.option(
+    "--engine",
+    "engine_url",
+    default=None,
+    help="Engine URL [default: $DOCKER_HOST or the local socket].",
+)
+@click.option("--shell", is_flag=True, help="Open a shell in the offline build container.")
+@click.option(
+    "--print", "print_only", is_flag=True, help="Print an equivalent `docker run` command and exit."
+)
+@pass_app
+def reproduce(
+    app: App,
+    platform: str,
+    requirement: str,
+    report_path: Path | None,
+    engine_url: str | None,
+    shell: bool,
+    print_only: bool,
+) -> int:
+    """Re-run a job of a report: same builder image, commands, environment and arch.
+
+    Exits with the reproduced job's own exit status (0 when it now succeeds).
+    """
+    report = load_report(report_path or app.workdir / "reports" / "latest.json")
+    spec = find_job(report, platform, requirement)
+    if print_only:
+        click.echo(docker_run_line(spec))
+        return 0
+    from orchestrator.engines.docker import DockerEngine
+
+    url = engine_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    engine = DockerEngine(EngineSpec(name="local", url=url))
+    native = engine.info().arch == spec.arch
+    click.echo(
+        f"reproducing {spec.job} (was {spec.status}, exit {spec.exit_code}) on {url}: "
+        + (
+            "native"
+            if native
+            else f"EMULATED {spec.arch.value} (this engine is "
+            f"{engine.info().machine}); expect it to be slower"
+        ),
+        err=True,
+    )
+    image = ensure_image(engine, spec, lambda line: click.echo(line, err=True))
+    if shell:
+        return _shell(engine, spec, image, url)
+    code, _ = run_phases(engine, spec, image, _stdout)
+    click.echo(f"\n== exit status {code} (the job had {spec.exit_code})", err=True)
+    return code
+
+
+def _stdout(chunk: bytes) -> None:
+    sys.stdout.buffer.write(chunk)
+    sys.stdout.buffer.flush()
+
+
+def _shell(engine: object, spec: JobSpec, image: str, url: str) -> int:
+    """Fetch with network, then an interactive shell offline, as phase 2 runs."""
+    from orchestrator.engines.docker import DockerEngine
+
+    assert isinstance(engine, DockerEngine)
+    fetch = (spec.phases[0],)
+    code, job_tar = run_phases(
+        engine, JobSpec(**{**spec.__dict__, "phases": fetch}), image, _stdout
+    )
+    if code != 0:
+        return code
+    docker = shutil.which("docker")
+    if docker is None:
+        raise EnvironmentProblem("--shell needs the docker CLI", hint="apt-get install docker.io")
+    build = spec.phases[-1]
+    env = [f"--env={k}={v}" for k, v in dict(build["env"]).items()]
+    hint = " ".join(build["command"])
+    script = (
+        f"cd /job && mkdir -p unpacked && for f in src/*; do case $f in "
+        f"*.zip) python3 -m zipfile -e $f unpacked ;; *) tar -xf $f -C unpacked ;; esac; "
+        f"done; echo; echo 'sdist unpacked in /job/unpacked; the build phase runs:'; "
+        f"echo '  {hint}'; exec bash"
+    )
+    base = [docker, "-H", url]
+    created = subprocess.run(
+        [
+            *base,
+            "create",
+            "-it",
+            "--network",
+            "none",
+            "--platform",
+            spec.arch.oci_platform,
+            *env,
+            "--workdir",
+            "/job",
+            image,
+            "bash",
+            "-c",
+            script,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    box = created.stdout.strip()
+    try:
+        subprocess.run([*base, "cp", "-", f"{box}:/"], input=job_tar, check=True)
+        return subprocess.run([*base, "start", "-ai", box], check=False).returncode
+    finally:
+        subprocess.run([*base, "rm", "-f", box], capture_output=True, check=False)
+
+
+@click.command()
+@click.argument("report_file", type=REPORT)
+@click.option("--html", "html_path", type=REPORT, required=True, help="Write the page here.")
+def report(report_file: Path, html_path: Path) -> None:
+    """Render a JSON build report again as an HTML page."""
+    write_html(load_report(report_file), html_path)
+    click.echo(f"wrote {html_path}")

@@ -1,0 +1,81 @@
+"""The build report as one static HTML page: a view of the JSON report."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+OUTCOMES = (
+    "built",
+    "shared",
+    "upstream",
+    "cached",
+    "failed",
+    "timeout",
+    "cancelled",
+    "excluded",
+    "unavailable",
+    "unsupported",
+)
+
+
+@dataclass(frozen=True)
+class Cell:
+    outcome: str
+    reason: str
+    duration: float | None
+    mode: str
+    log: str
+
+
+def cells(report: dict[str, Any], html_path: Path) -> dict[tuple[str, str], Cell]:
+    """One cell per (requirement, platform): the job's outcome, else the plan's."""
+    out: dict[tuple[str, str], Cell] = {}
+    for d in report["plan"]:
+        req = f"{d['name']}=={d['version']}" if d["version"] else d["name"]
+        out[(req, d["platform"])] = Cell(d["action"], d["reason"], None, "", "")
+    for j in report["jobs"]:
+        mode = "emulated" if j["emulated"] else ("native" if j["engine"] else "")
+        if j["status"] == "shared":
+            mode = "shared build"
+        out[(f"{j['name']}=={j['version']}", j["platform"])] = Cell(
+            j["status"],
+            j.get("detail") or "",
+            j["duration"],
+            f"{mode} on {j['engine']}" if j["engine"] else mode,
+            _relative(j["log"], html_path) if j["log"] else "",
+        )
+    return out
+
+
+def _relative(log: str, html_path: Path) -> str:
+    """Links work wherever the report folder and logs are copied together."""
+    return os.path.relpath(Path(log).resolve(), html_path.resolve().parent)
+
+
+def render_html(report: dict[str, Any], html_path: Path) -> str:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(Path(__file__).with_name("templates"))),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    grid = cells(report, html_path)
+    requirements = sorted({req for req, _ in grid})
+    return env.get_template("report.html.j2").render(
+        r=report,
+        s=report["summary"],
+        platforms=report["platforms"],
+        requirements=requirements,
+        cells=grid,
+        outcomes=OUTCOMES,
+    )
+
+
+def write_html(report: dict[str, Any], html_path: Path) -> Path:
+    html_path.parent.mkdir(parents=True, exist_ok=True)
+    html_path.write_text(render_html(report, html_path))
+    return html_path

@@ -1,0 +1,137 @@
+"""Re-run one job of a report, exactly: same image, commands, environment and arch."""
+
+from __future__ import annotations
+
+import io
+import shlex
+import tarfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from packaging.utils import canonicalize_name
+
+from orchestrator.config import Arch
+from orchestrator.engines import Engine, RunRequest
+from orchestrator.errors import InputError, RegistryError
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a report records about one job, enough to run it again."""
+
+    job: str
+    platform: str
+    arch: Arch
+    image: str
+    image_ref: str
+    phases: tuple[Mapping[str, Any], ...]
+    status: str
+    exit_code: int | None
+
+    @classmethod
+    def of(cls, record: Mapping[str, Any]) -> JobSpec:
+        return cls(
+            str(record["job"]),
+            str(record["platform"]),
+            Arch(record["arch"]),
+            str(record["image"]),
+            str(record["image_ref"]),
+            tuple(record["phases"]),
+            str(record["status"]),
+            record.get("exit_code"),
+        )
+
+
+def find_job(report: Mapping[str, Any], platform: str, requirement: str) -> JobSpec:
+    """The job for PLATFORM and NAME[==VERSION]; a failed one first if several match."""
+    name, _, version = requirement.partition("==")
+    matches = [
+        j
+        for j in report["jobs"]
+        if j["platform"] == platform
+        and canonicalize_name(j["name"]) == canonicalize_name(name)
+        and (not version or j["version"] == version)
+        and j.get("phases")
+    ]
+    if not matches:
+        known = sorted({f"{j['platform']} {j['name']}=={j['version']}" for j in report["jobs"]})
+        raise InputError(
+            f"no job for {platform} {requirement} in report {report['run_id']}",
+            hint="jobs in it: " + (", ".join(known) or "none"),
+        )
+    matches.sort(key=lambda j: j["status"] == "built")
+    return JobSpec.of(matches[0])
+
+
+def docker_run_line(spec: JobSpec) -> str:
+    """One `docker run` doing both phases; it runs anywhere and fails the same way."""
+    env = {k: v for p in spec.phases for k, v in dict(p["env"]).items()}
+    flags = " ".join(f"-e {shlex.quote(f'{k}={v}')}" for k, v in sorted(env.items()))
+    script = " && ".join(shlex.join(p["command"]) for p in spec.phases)
+    return (
+        f"docker run --rm --platform {spec.arch.oci_platform} {flags} "
+        f"{spec.image_ref} sh -c {shlex.quote(script)}"
+    )
+
+
+def ensure_image(engine: Engine, spec: JobSpec, on_line: Callable[[str], None]) -> str:
+    """The exact builder: by ID if present, else pulled by its tag and checked."""
+    if engine.image(spec.image) is not None:
+        return spec.image
+    on_line(f"builder {spec.image[:19]} is not on this engine; pulling {spec.image_ref}")
+    try:
+        engine.pull(spec.image_ref, spec.arch, on_line)
+    except RegistryError as exc:
+        raise RegistryError(
+            f"{exc.message}",
+            hint="rebuild it from the same inputs: orchestrate images build "
+            f"-p {spec.platform}; the result has the same inputs hash",
+        ) from None
+    pulled = engine.image(spec.image_ref)
+    if pulled is None:
+        raise RegistryError(f"pulled {spec.image_ref} but the engine does not show it")
+    if pulled.id != spec.image:
+        on_line(
+            f"warning: {spec.image_ref} is now {pulled.id[:19]}, the job ran in "
+            f"{spec.image[:19]}; reproducing in the newer image"
+        )
+    return pulled.id
+
+
+def run_phases(
+    engine: Engine, spec: JobSpec, image: str, on_output: Callable[[bytes], None]
+) -> tuple[int, bytes]:
+    """Run the recorded phases in order; returns the first failing exit code (or 0)."""
+    job_tar = b""
+    for phase in spec.phases:
+        request = RunRequest(
+            image=image,
+            command=tuple(phase["command"]),
+            platform=spec.arch,
+            env=dict(phase["env"]),
+            network=bool(phase["network"]),
+            workdir="/job",
+            labels={"org.orchestrate.reproduce": spec.job},
+        )
+        on_output(f"\n== phase {phase['name']}: {shlex.join(phase['command'])}\n".encode())
+        with engine.container(request) as box:
+            if job_tar:
+                box.put("/", job_tar)
+            outcome = box.start_and_wait(None, on_output)
+            if outcome.exit_code != 0:
+                return outcome.exit_code or 1, job_tar
+            job_tar = box.get("/job")
+    return 0, job_tar
+
+
+def shell_context(job_tar: bytes) -> bytes:
+    """The job folder as the offline build phase sees it, plus the sdist unpacked."""
+    out = io.BytesIO()
+    with (
+        tarfile.open(fileobj=io.BytesIO(job_tar)) as src,
+        tarfile.open(fileobj=out, mode="w") as dst,
+    ):
+        for member in src.getmembers():
+            dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+    return out.getvalue()
