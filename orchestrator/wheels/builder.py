@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
@@ -101,6 +101,25 @@ class WheelRecord:
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
 
+    @classmethod
+    def for_job(cls, job: WheelJob, status: str, **fields: Any) -> WheelRecord:
+        """A record naming `job`, with its image and recorded phases."""
+        base: dict[str, Any] = {
+            "image": job.image,
+            "image_ref": job.image_ref,
+            "arch": job.platform.arch.value,
+            "phases": [p.as_dict() for p in phases(job)],
+        }
+        return cls(
+            job.id,
+            job.platform.name,
+            job.python,
+            job.name,
+            job.version,
+            status,
+            **{**base, **fields},
+        )
+
 
 def phases(job: WheelJob) -> tuple[Phase, Phase]:
     python = f"/opt/orchestrate/py{job.python}/bin/python"
@@ -115,17 +134,6 @@ def phases(job: WheelJob) -> tuple[Phase, Phase]:
     )
 
 
-def docker_run_line(job: WheelJob, arch: str, user: str = "builder") -> str:
-    """One `docker run` that does both phases, for running the job anywhere by hand."""
-    fetch, build = phases(job)
-    env = " ".join(f"-e {k}={v}" for k, v in build.env.items())
-    script = f"{shlex.join(fetch.command)} && {shlex.join(build.command)}"
-    return (
-        f"docker run --rm -it --platform linux/{arch} --user {user} {env} "
-        f"{job.image_ref} sh -c {shlex.quote(script)}"
-    )
-
-
 def run_job(
     job: WheelJob,
     engine: Engine,
@@ -136,20 +144,8 @@ def run_job(
     cancel: Cancel,
 ) -> WheelRecord:
     started = time.monotonic()
-    record = WheelRecord(
-        job.id,
-        job.platform.name,
-        job.python,
-        job.name,
-        job.version,
-        "failed",
-        engine=engine.name,
-        emulated=emulated,
-        log=str(log_path),
-        image=job.image,
-        image_ref=job.image_ref,
-        arch=job.platform.arch.value,
-        phases=[p.as_dict() for p in phases(job)],
+    record = WheelRecord.for_job(
+        job, "failed", engine=engine.name, emulated=emulated, log=str(log_path)
     )
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:

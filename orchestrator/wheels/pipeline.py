@@ -6,14 +6,15 @@ import json
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from orchestrator.config import Matrix
+from orchestrator.engines import Engine
 from orchestrator.engines.pool import EnginePool
 from orchestrator.errors import OrchestrateError
-from orchestrator.images.build import ImageResult, image_tag
+from orchestrator.images.build import ImageResult, build_image, image_tag
 from orchestrator.images.pipeline import ImagesReport, run_images
 from orchestrator.matrix import Platform
 from orchestrator.paths import cache_dir
@@ -62,6 +63,32 @@ class BuildOptions:
     replace: bool = False
     timeout: float | None = None  # per job; default from the matrix
     resolve_latest: bool = False
+
+
+class Builders:
+    """The builder image of each platform on each engine, made there on first use.
+
+    `images build` puts a platform's builder on one engine; a job the
+    scheduler places on another engine needs it there too. It is built there
+    from the same inputs (so the same inputs hash), once, under a lock.
+    """
+
+    def __init__(self, matrix: Matrix, logs: Path, known: Mapping[str, ImageResult]) -> None:
+        self.matrix = matrix
+        self.logs = logs
+        self._ids = {(r.engine, p): r.image_id for p, r in known.items()}
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def image_for(self, engine: Engine, platform: Platform) -> str:
+        key = (engine.name, platform.name)
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._ids:
+                log = self.logs / "images" / f"{platform.name}@{engine.name}.log"
+                self._ids[key] = build_image(platform, self.matrix, engine, log).image_id
+            return self._ids[key]
 
 
 class Durations:
@@ -154,14 +181,8 @@ def _run_jobs(
         )
         if image is None:
             missing_image.append(
-                WheelRecord(
-                    wheel_job.id,
-                    platform.name,
-                    decision.python,
-                    decision.name,
-                    decision.version,
-                    "failed",
-                    detail="no builder image for this platform",
+                WheelRecord.for_job(
+                    wheel_job, "failed", detail="no builder image for this platform"
                 )
             )
             continue
@@ -178,12 +199,15 @@ def _run_jobs(
             )
         )
     lock = threading.Lock()
+    builders = Builders(matrix, logs, images)
 
     def job_fn(job: Job[WheelJob], placement: Placement, token: Cancel) -> Outcome:
         shared = _shared_from_lead(job, records, lock)
         if shared is not None:
             return Outcome(ok=True, detail=f"shares {shared.wheel}", data=shared)
-        work = job.payload
+        work = replace(
+            job.payload, image=builders.image_for(placement.engine, job.payload.platform)
+        )
         record = run_job(
             work,
             placement.engine,
@@ -250,42 +274,22 @@ def _shared_from_lead(
         lead = records.get(job.depends[0])
     if lead is None or lead.status != "built" or not lead.wheel or not is_pure(lead.wheel):
         return None
-    work = job.payload
-    return WheelRecord(
-        job.id,
-        work.platform.name,
-        work.python,
-        work.name,
-        work.version,
+    return WheelRecord.for_job(
+        job.payload,
         "shared",
         wheel=lead.wheel,
         sha256=lead.sha256,
         size=lead.size,
         log=lead.log,
-        image=lead.image,
-        image_ref=lead.image_ref,
-        arch=work.platform.arch.value,
+        engine=lead.engine,
         phases=lead.phases,
         detail=f"pure-Python wheel built once by {lead.job}",
-        engine=lead.engine,
     )
 
 
 def _unrun(job: Job[WheelJob], outcome: Outcome) -> WheelRecord:
-    work = job.payload
     status = "cancelled" if outcome.cancelled else "failed"
-    return WheelRecord(
-        job.id,
-        work.platform.name,
-        work.python,
-        work.name,
-        work.version,
-        status,
-        detail=outcome.detail,
-        image=work.image,
-        image_ref=work.image_ref,
-        arch=work.platform.arch.value,
-    )
+    return WheelRecord.for_job(job.payload, status, detail=outcome.detail)
 
 
 def _store_and_publish(matrix: Matrix, run: BuildRun, options: BuildOptions) -> None:

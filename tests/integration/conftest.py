@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -112,6 +115,44 @@ class Local:
     @property
     def pool(self) -> EnginePool:
         return EnginePool([DockerEngine(s) for s in self.matrix.engines], ProbeCache(None))
+
+    def build(self, requirements: str, folder: Path, *options: str) -> Built:
+        """`orchestrate build` of `requirements` in a subprocess, as a user runs it."""
+        folder.mkdir(parents=True, exist_ok=True)
+        reqs = folder / "requirements.txt"
+        reqs.write_text(requirements)
+        report = folder / "report.json"
+        done = subprocess.run(
+            [
+                "orchestrate",
+                "build",
+                "--matrix",
+                str(self.path),
+                "-r",
+                str(reqs),
+                "--workdir",
+                str(folder / "work"),
+                "--report",
+                str(report),
+                *options,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        data = json.loads(report.read_text()) if report.is_file() else {}
+        return Built(done, data, folder / "work")
+
+
+@dataclass(frozen=True)
+class Built:
+    process: subprocess.CompletedProcess[str]
+    report: dict[str, Any]
+    workdir: Path
+
+    @property
+    def jobs(self) -> dict[str, dict[str, Any]]:
+        return {str(j["job"]): j for j in self.report.get("jobs", [])}
 
 
 @pytest.fixture(scope="session")

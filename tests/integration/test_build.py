@@ -3,11 +3,11 @@ real pip as the client, inside each platform's own builder."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +17,7 @@ from orchestrator.images.pipeline import ImagesReport
 from orchestrator.matrix import expand
 from orchestrator.wheels.builder import LABEL_JOB
 from orchestrator.wheels.serve import make_server
-from tests.conftest import REPO, CliRunner
+from tests.conftest import REPO
 
 from .conftest import Local
 
@@ -27,35 +27,17 @@ AMD, ARM = "debian-bookworm-amd64", "debian-bookworm-arm64"
 @pytest.fixture(scope="session")
 def build_report(
     built_images: ImagesReport, local: Local, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, object]:
-    """One real `orchestrate build` of examples/requirements.txt, in a subprocess."""
-    report = tmp_path_factory.mktemp("report") / "report.json"
-    done = subprocess.run(
-        [
-            "orchestrate",
-            "build",
-            "--matrix",
-            str(local.path),
-            "-r",
-            str(REPO / "examples" / "requirements.txt"),
-            "--workdir",
-            str(local.workdir),
-            "--report",
-            str(report),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+) -> dict[str, Any]:
+    """One real `orchestrate build` of examples/requirements.txt."""
+    built = local.build(
+        (REPO / "examples" / "requirements.txt").read_text(), tmp_path_factory.mktemp("example")
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    data: dict[str, object] = json.loads(report.read_text())
-    return data
+    assert built.process.returncode == 0, built.process.stdout + built.process.stderr
+    return built.report
 
 
-def _jobs(report: dict[str, object]) -> dict[str, dict[str, object]]:
-    jobs = report["jobs"]
-    assert isinstance(jobs, list)
-    return {str(j["job"]): j for j in jobs}
+def _jobs(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {str(j["job"]): j for j in report["jobs"]}
 
 
 def test_wheels_built_with_the_right_tags(build_report: dict[str, object]) -> None:
@@ -181,58 +163,24 @@ def test_pip_installs_from_our_index_with_and_without_hashes(
 
 
 def test_failed_compile_is_isolated_and_logged(
-    built_images: ImagesReport, local: Local, tmp_path: Path, cli: CliRunner
+    built_images: ImagesReport, local: Local, tmp_path: Path
 ) -> None:
-    reqs = tmp_path / "r.txt"
     # python-ldap needs libldap headers, which this matrix's builders lack; netifaces builds.
-    reqs.write_text("python-ldap==3.4.4\nnetifaces==0.11.0\n")
-    report = tmp_path / "report.json"
-    result = cli(
-        "build",
-        "-m",
-        str(local.path),
-        "-r",
-        str(reqs),
-        "-p",
-        "*-amd64",
-        "--workdir",
-        str(tmp_path / "work"),
-        "--report",
-        str(report),
-    )
-    assert result.code == 1
-    jobs = _jobs(json.loads(report.read_text()))
-    failed, ok = jobs[f"{AMD}/python-ldap==3.4.4"], jobs[f"{AMD}/netifaces==0.11.0"]
+    built = local.build("python-ldap==3.4.4\nnetifaces==0.11.0\n", tmp_path, "-p", "*-amd64")
+    assert built.process.returncode == 1
+    failed = built.jobs[f"{AMD}/python-ldap==3.4.4"]
     assert failed["status"] == "failed"
-    assert ok["status"] == "built"
+    assert built.jobs[f"{AMD}/netifaces==0.11.0"]["status"] == "built"
     log = Path(str(failed["log"])).read_text()
     assert "lber.h" in log or "ldap.h" in log  # the compiler's own error is in the log
     assert failed["attempts"] == 1  # compile errors are not retried
-    assert "FAILED debian-bookworm-amd64/python-ldap==3.4.4" in result.err
+    assert "FAILED debian-bookworm-amd64/python-ldap==3.4.4" in built.process.stderr
 
 
 def test_timeout_kills_and_reports(
-    built_images: ImagesReport, local: Local, tmp_path: Path, engine: DockerEngine, cli: CliRunner
+    built_images: ImagesReport, local: Local, tmp_path: Path, engine: DockerEngine
 ) -> None:
-    reqs = tmp_path / "r.txt"
-    reqs.write_text("netifaces==0.11.0\n")
-    report = tmp_path / "report.json"
-    result = cli(
-        "build",
-        "-m",
-        str(local.path),
-        "-r",
-        str(reqs),
-        "-p",
-        "*-arm64",
-        "--timeout",
-        "3",
-        "--workdir",
-        str(tmp_path / "work"),
-        "--report",
-        str(report),
-    )
-    assert result.code == 1
-    job = _jobs(json.loads(report.read_text()))[f"{ARM}/netifaces==0.11.0"]
-    assert job["status"] == "timeout"
+    built = local.build("netifaces==0.11.0\n", tmp_path, "-p", "*-arm64", "--timeout", "3")
+    assert built.process.returncode == 1
+    assert built.jobs[f"{ARM}/netifaces==0.11.0"]["status"] == "timeout"
     assert engine.containers(f"{LABEL_JOB}={ARM}/netifaces==0.11.0") == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -98,27 +99,28 @@ def test_partial_manifest_is_held_without_allow_partial(
     from orchestrator.registry import ManifestRef
 
     client = client_for(local.matrix)
+    partial = f"partial-{uuid.uuid4().hex[:8]}"  # the loopback registry outlives sessions
     amd = next(r for r in built_images.results if r.platform.endswith("amd64"))
     ref = client.manifest(local.matrix.registry.repository, amd.digest)
     assert isinstance(ref, ManifestRef)
     held = publish_release(
         client,
         local.matrix,
-        "debian-partial",
+        partial,
         [Arch.AMD64, Arch.ARM64],
         {Arch.AMD64: ref},
         allow_partial=False,
     )
     assert held.status == "held"
     assert held.missing == ("arm64",)
-    assert client.index(local.matrix.registry.repository, "debian-partial") == {}
-    partial = publish_release(
+    assert client.index(local.matrix.registry.repository, partial) == {}
+    outcome = publish_release(
         client,
         local.matrix,
-        "debian-partial",
+        partial,
         [Arch.AMD64, Arch.ARM64],
         {Arch.AMD64: ref},
         allow_partial=True,
     )
-    assert partial.status == "partial"
-    assert client.index(local.matrix.registry.repository, "debian-partial") == {"amd64": amd.digest}
+    assert outcome.status == "partial"
+    assert client.index(local.matrix.registry.repository, partial) == {"amd64": amd.digest}

@@ -90,7 +90,10 @@ def test_plan_cli_network_down_writes_nothing(tmp_path: Path, cli: CliRunner) ->
     assert not out.exists()
 
 
-def test_real_index_warm_plan_makes_no_requests(tmp_path: Path) -> None:
+def test_real_index_warm_plan_makes_no_requests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ORCHESTRATE_CACHE_DIR", str(tmp_path / "cache"))  # truly cold
     reqs = tmp_path / "r.txt"
     reqs.write_text("six==1.16.0\nno-such-project-orchestrate-test==1.0\nlibsass==0.23.0\n")
     matrix = load_matrix(REPO / "platforms.yaml")

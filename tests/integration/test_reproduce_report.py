@@ -27,28 +27,12 @@ ERROR_LINE = re.compile(r"fatal error: (lber|ldap)\.h: No such file or directory
 def failed_run(
     built_images: ImagesReport, local: Local, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
-    work = tmp_path_factory.mktemp("failing")
-    reqs = work / "r.txt"
-    reqs.write_text("python-ldap==3.4.4\nsix==1.16.0\n")
-    done = subprocess.run(
-        [
-            "orchestrate",
-            "build",
-            "-m",
-            str(local.path),
-            "-r",
-            str(reqs),
-            "-p",
-            "*-amd64",
-            "--workdir",
-            str(work),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+    """A build that fails on purpose; returns its workdir (reports/latest.json in it)."""
+    built = local.build(
+        "python-ldap==3.4.4\nsix==1.16.0\n", tmp_path_factory.mktemp("failing"), "-p", "*-amd64"
     )
-    assert done.returncode == 1, done.stdout + done.stderr
-    return work
+    assert built.process.returncode == 1, built.process.stdout + built.process.stderr
+    return built.workdir
 
 
 def test_report_validates_against_the_published_schema(failed_run: Path) -> None:

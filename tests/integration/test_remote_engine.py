@@ -1,0 +1,52 @@
+"""Jobs spread over two engines, one of them reached over ssh://."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import EngineSpec
+from orchestrator.engines.docker import DockerEngine
+from orchestrator.images.pipeline import ImagesReport
+
+from .conftest import Local
+from .remote import second_engine
+
+AMD = "debian-bookworm-amd64"
+
+
+@pytest.fixture(scope="module")
+def remote_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with second_engine(tmp_path_factory.mktemp("engine2")) as url:
+        yield url
+
+
+def test_ssh_engine_is_reachable_and_native(remote_url: str) -> None:
+    engine = DockerEngine(EngineSpec(name="remote", url=remote_url))
+    info = engine.info()
+    assert info.arch is not None
+    assert info.arch.value == "amd64"
+    assert info.data_root == "/var/lib/orchestrate-test-docker"
+    engine.close()
+
+
+def test_jobs_spread_over_local_and_ssh_engines(
+    built_images: ImagesReport, local: Local, remote_url: str, tmp_path: Path
+) -> None:
+    text = local.path.read_text().replace(
+        "engines:\n  - name: local\n    url: unix:///var/run/docker.sock\n    slots: 2",
+        f"engines:\n  - name: local\n    url: unix:///var/run/docker.sock\n    slots: 1\n"
+        f"  - name: remote\n    url: {remote_url}\n    slots: 1",
+    )
+    text = text.replace(str(local.matrix.index.root), str(tmp_path / "wheels"))
+    assert "name: remote" in text
+    two = Local(tmp_path / "two.yaml", local.matrix, tmp_path / "work")
+    two.path.write_text(text)
+    # Two C extensions that both need building: one job per engine slot.
+    built = two.build("netifaces==0.11.0\ncrcmod==1.7\n", tmp_path / "run", "-p", "*-amd64")
+    assert built.process.returncode == 0, built.process.stdout + built.process.stderr
+    engines = {j["engine"] for j in built.jobs.values()}
+    assert engines == {"local", "remote"}
+    assert all(j["status"] == "built" for j in built.jobs.values())
