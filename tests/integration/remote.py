@@ -22,7 +22,6 @@ DATA_ROOT = Path("/var/lib/orchestrate-test-docker")
 BRIDGE = "orchtest0"
 SUBNET = "192.168.251.1/24"
 SSH_PORT = 2222
-HOST_ALIAS = "orchestrate-test-engine"
 SSH_CONFIG = Path("/root/.ssh/config")
 BEGIN, END = "# orchestrate-tests begin", "# orchestrate-tests end"
 
@@ -42,7 +41,7 @@ def _wait(what: str, probe: list[str], seconds: float = 60) -> None:
 
 @contextlib.contextmanager
 def second_engine(tmp: Path) -> Iterator[str]:
-    """Yields the engine URL, ssh://<alias>; everything is torn down after."""
+    """Yields the engine URL, ssh://root@127.0.0.1:2222; all is torn down after."""
     SOCKET_DIR.mkdir(parents=True, exist_ok=True)
     run("ip", "link", "add", BRIDGE, "type", "bridge", check=False)
     run("ip", "addr", "replace", SUBNET, "dev", BRIDGE)
@@ -59,7 +58,24 @@ def second_engine(tmp: Path) -> Iterator[str]:
         "-j",
         "MASQUERADE",
     ]
+    # The first engine sets FORWARD to DROP and only lets its own bridge through.
+    forward = [
+        ["FORWARD", "-i", BRIDGE, "!", "-o", BRIDGE, "-j", "ACCEPT"],
+        [
+            "FORWARD",
+            "-o",
+            BRIDGE,
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "RELATED,ESTABLISHED",
+            "-j",
+            "ACCEPT",
+        ],
+    ]
     run("iptables", nat[0], nat[1], "-A", *nat[2:])
+    for rule in forward:
+        run("iptables", "-I", *rule)
     dockerd = subprocess.Popen(
         [
             "dockerd",
@@ -85,10 +101,10 @@ def second_engine(tmp: Path) -> Iterator[str]:
         sshd = _start_sshd(tmp)
         _wait(
             "ssh to the second engine",
-            ["ssh", HOST_ALIAS, "docker", "version", "--format", "{{.Server.Version}}"],
+            ["ssh", "-p", str(SSH_PORT), "root@127.0.0.1", "docker", "version"],
             30,
         )
-        yield f"ssh://{HOST_ALIAS}"
+        yield f"ssh://root@127.0.0.1:{SSH_PORT}"
     finally:
         if sshd is not None:
             sshd.terminate()
@@ -97,6 +113,8 @@ def second_engine(tmp: Path) -> Iterator[str]:
         dockerd.terminate()
         dockerd.wait(timeout=60)
         run("iptables", nat[0], nat[1], "-D", *nat[2:], check=False)
+        for rule in forward:
+            run("iptables", "-D", *rule, check=False)
         run("ip", "link", "del", BRIDGE, check=False)
 
 
@@ -117,8 +135,9 @@ def _start_sshd(tmp: Path) -> subprocess.Popen[bytes]:
     Path("/run/sshd").mkdir(exist_ok=True)
     _remove_ssh_config()
     SSH_CONFIG.parent.mkdir(mode=0o700, exist_ok=True)
+    # docker-py passes -p itself, so the client settings match on host and port.
     block = (
-        f"{BEGIN}\nHost {HOST_ALIAS}\n  HostName 127.0.0.1\n  Port {SSH_PORT}\n"
+        f'{BEGIN}\nMatch host 127.0.0.1 exec "[ %p = {SSH_PORT} ]"\n'
         f"  User root\n  IdentityFile {key}\n  IdentitiesOnly yes\n"
         "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n"
         f"{END}\n"
