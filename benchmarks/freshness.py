@@ -4,6 +4,7 @@ and publishing a synthetic store of 5,000 wheels over 6 platforms."""
 from __future__ import annotations
 
 import os
+import re
 import random
 import shutil
 import time
@@ -91,7 +92,7 @@ def refresh_noop(matrix_path: Path) -> Row:
         str(OUT / "refresh"),
     )
     took = time.perf_counter() - started
-    fresh = done.stdout.count(" fresh ")
+    fresh = len(re.findall(r"^\S+\s+fresh\s", done.stdout, flags=re.M))
     return Row(
         "no-op `images refresh` (2 platforms, pushed)",
         took,

@@ -16,6 +16,8 @@ the oldest release referenced go when that release is pruned.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import html
 import json
@@ -91,6 +93,9 @@ def publish_platform(
     staging = releases / f".staging-{release}"
     shutil.rmtree(staging, ignore_errors=True)
     write_tree(store, staging / "simple", wheels)
+    # One flush of the whole filesystem, instead of an fsync per file: the
+    # tree must be durable before anything points at it, not file by file.
+    sync_filesystem(staging)
     crash_point("staged")
     final = releases / release
     staging.rename(final)
@@ -112,6 +117,7 @@ def switch(root: Path, platform: str, target: Path) -> None:
 
 
 def write_tree(store: Store, simple: Path, wheels: list[StoredWheel]) -> None:
+    """The whole tree, unsynced: the caller makes it durable in one go."""
     by_project: dict[str, list[StoredWheel]] = {}
     for wheel in wheels:
         by_project.setdefault(wheel.project, []).append(wheel)
@@ -126,18 +132,33 @@ def write_tree(store: Store, simple: Path, wheels: list[StoredWheel]) -> None:
                 source.with_name(wheel.filename + ".metadata"),
                 folder / f"{wheel.filename}.metadata",
             )
-        _write(folder / "index.html", project_html(project, files))
-        _write(folder / "index.json", project_json(project, files))
-        fsync_dir(folder)
+        (folder / "index.html").write_text(project_html(project, files), encoding="utf-8")
+        (folder / "index.json").write_text(project_json(project, files), encoding="utf-8")
     names = sorted(by_project)
-    _write(simple / "index.html", root_html(names))
-    _write(
-        simple / "index.json",
-        json.dumps(
-            {"meta": {"api-version": API_VERSION}, "projects": [{"name": n} for n in names]}
-        ),
-    )
-    fsync_dir(simple)
+    (simple / "index.html").write_text(root_html(names), encoding="utf-8")
+    projects = {"meta": {"api-version": API_VERSION}, "projects": [{"name": n} for n in names]}
+    (simple / "index.json").write_text(json.dumps(projects), encoding="utf-8")
+
+
+def sync_filesystem(path: Path) -> None:
+    """syncfs(2) on the filesystem holding `path`; sync(2) where syncfs is missing."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _LIBC is None or _LIBC.syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+    return libc if hasattr(libc, "syncfs") else None
+
+
+_LIBC = _libc()
 
 
 def _link(source: Path, target: Path) -> None:
