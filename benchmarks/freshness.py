@@ -4,8 +4,8 @@ and publishing a synthetic store of 5,000 wheels over 6 platforms."""
 from __future__ import annotations
 
 import os
-import re
 import random
+import re
 import shutil
 import time
 from pathlib import Path
