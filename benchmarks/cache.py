@@ -144,3 +144,51 @@ def work_avoided(plan_row: Row, plan_seconds: float, amd_image: str, factor: flo
         f"extrapolated: {per_pin:.1f} s/pin native (sample of {len(sample)}), arm64 x"
         f"{factor or 6.0:.1f}; {plan_row.ours:.0f} build items over 2 platforms",
     )
+
+
+def reproducibility(matrix: Path, requirements: list[str], first: dict[str, object]) -> Row:
+    """Build the same sdists again from scratch (amd64) and compare the wheels' bytes."""
+    again = OUT / "rebuild.yaml"
+    again.write_text(matrix.read_text().replace(str(OUT / "index"), str(OUT / "index-rebuild")))
+    reqs = OUT / "headline-requirements.txt"
+    reqs.write_text("\n".join(requirements) + "\n")
+    report = OUT / "rebuild-report.json"
+    sh("rm", "-rf", str(OUT / "index-rebuild"))
+    sh(
+        "orchestrate",
+        "build",
+        "-m",
+        str(again),
+        "-r",
+        str(reqs),
+        "-p",
+        "*-amd64",
+        "--workdir",
+        str(OUT / "work-rebuild"),
+        "--report",
+        str(report),
+        check=False,
+    )
+    second = json.loads(report.read_text())
+
+    def hashes(data: dict[str, object]) -> dict[str, str]:
+        jobs = data["jobs"]
+        assert isinstance(jobs, list)
+        return {
+            j["name"]: j["sha256"] for j in jobs if j["platform"] == AMD and j["status"] == "built"
+        }
+
+    before, after = hashes(first), hashes(second)
+    both = sorted(set(before) & set(after))
+    same = [n for n in both if before[n] == after[n]]
+    differ = [n for n in both if before[n] != after[n]]
+    return Row(
+        "reproducible rebuilds: identical wheels (amd64, from scratch)",
+        float(len(same)),
+        float(len(both)),
+        "wheels",
+        None,
+        "(measured)",
+        None,
+        "SOURCE_DATE_EPOCH set; differing: " + (", ".join(differ) or "none"),
+    )

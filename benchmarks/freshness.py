@@ -148,7 +148,7 @@ def publish_store() -> tuple[Row, Row]:
             None,
             "< 5 s",
             full < 5,
-            "hard links + PEP 503/691/658 files, fsync'd, atomic swap",
+            "hard links + PEP 503/691/658 files, one syncfs, atomic swap",
         ),
         Row(
             "publish with one platform changed",

@@ -45,6 +45,7 @@ def main() -> int:
     rows.append(cache.headline(matrix_path, arm, matrix.index.root, requirements))
     emulation = cache.native_vs_emulated(report)
     rows.append(emulation)
+    rows.append(cache.reproducibility(matrix_path, requirements, report))
     print("== plans", flush=True)
     cold, warm, counts = freshness.plans()
     rows += [cold, warm, counts]
@@ -57,7 +58,8 @@ def main() -> int:
     print()
     print_table(rows)
     path = save(rows, started)
-    image = plot(rows[1], emulation)
+    headline = next(r for r in rows if r.name.startswith("HEADLINE"))
+    image = plot(headline, emulation)
     print(
         f"\nwrote {path}"
         + (f" and {image}" if image else "")

@@ -10,7 +10,7 @@ from typing import TextIO
 
 from orchestrator.config import Arch, Matrix
 from orchestrator.engines.pool import EnginePool
-from orchestrator.errors import BuildStepFailed, OrchestrateError, RegistryError
+from orchestrator.errors import EngineError, OrchestrateError, RegistryError
 from orchestrator.matrix import Platform
 from orchestrator.registry import ManifestRef
 from orchestrator.scheduler import Cancel, Job, Outcome, Placement, Scheduler
@@ -53,7 +53,9 @@ def run_images(
             result = build_image(
                 job.payload, matrix, placement.engine, log, force=force, max_age=max_age
             )
-        except (BuildStepFailed, RegistryError) as exc:
+        except EngineError:
+            raise  # lost engine: the scheduler retries it
+        except OrchestrateError as exc:  # a failed step, pull, push or bootstrap
             return Outcome(ok=False, detail=exc.message, data=_failed(job, placement, log, exc))
         result.emulated = placement.emulated
         return Outcome(ok=True, detail=f"{result.status} in {result.duration:.0f}s", data=result)
@@ -84,13 +86,14 @@ def _expected(platform: Platform, pool: EnginePool) -> float:
 def _failed(
     job: Job[Platform], placement: Placement, log: Path, exc: OrchestrateError
 ) -> ImageResult:
+    reason = f"{exc.message}; {exc.hint}" if exc.hint else exc.message
     return ImageResult(
         job.id,
         "failed",
         placement.engine.name,
         placement.emulated,
         log=str(log),
-        reason=exc.message,
+        reason=reason,
     )
 
 

@@ -97,6 +97,7 @@ class WheelRecord:
     detail: str = ""
     exit_code: int | None = None
     attempts: int = 1
+    source_sha256: str | None = None  # the sdist the wheel was built from
 
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -215,7 +216,11 @@ def _run_phases(
             if outcome.exit_code != 0:
                 _failed(record, phase, outcome.exit_code)
                 return
-            job_tar = box.get("/job") if phase is fetch else box.get("/job/out")
+            if phase is fetch:
+                job_tar = box.get("/job")
+                record.source_sha256 = sdist_sha256(job_tar)
+            else:
+                job_tar = box.get("/job/out")
     _collect(job_tar, tags, out_dir, record)
 
 
@@ -251,6 +256,16 @@ def _collect(out_tar: bytes, tags: TagSet, out_dir: Path, record: WheelRecord) -
     record.status, record.wheel = "built", wheel.name
     record.sha256, record.size = hashlib.sha256(data).hexdigest(), len(data)
     record.detail = "pure Python" if is_pure(wheel.name) else ""
+
+
+def sdist_sha256(job_tar: bytes) -> str | None:
+    """The sha256 of the one sdist under job/src/ in the fetched job folder."""
+    with tarfile.open(fileobj=io.BytesIO(job_tar)) as tar:
+        for member in tar.getmembers():
+            if member.isfile() and member.name.startswith("job/src/"):
+                data = tar.extractfile(member)
+                return hashlib.sha256(data.read()).hexdigest() if data else None
+    return None
 
 
 def is_pure(filename: str) -> bool:

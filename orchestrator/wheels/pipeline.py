@@ -310,7 +310,12 @@ def _store_and_publish(matrix: Matrix, run: BuildRun, options: BuildOptions) -> 
                     records,
                     folder / job.wheel,
                     ordered,
-                    Provenance(built_at=_now(), image=job.image, job=job.job),
+                    Provenance(
+                        source_sha256=job.source_sha256,
+                        built_at=_now(),
+                        image=job.image,
+                        job=job.job,
+                    ),
                     replace=options.replace,
                 )
             )

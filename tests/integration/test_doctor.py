@@ -6,6 +6,8 @@ import base64
 import json
 from pathlib import Path
 
+import pytest
+
 from orchestrator.config import Arch, load_matrix
 from orchestrator.doctor import registry_check
 from orchestrator.engines.docker import DockerEngine
@@ -85,3 +87,40 @@ def test_registry_unreachable_is_reported(tmp_path: Path) -> None:
     assert not check.ok
     assert "127.0.0.1:9 is not reachable" in check.detail
     assert "setup-host" in check.fix
+
+
+def test_manifest_list_through_a_registry_with_auth(
+    auth_registry: RegistryService, docker_config: Path
+) -> None:
+    """Push two tiny per-arch images and join them, with credentials from the Docker
+    config; without them the error says what to do and never shows a password."""
+    from orchestrator.config import EngineSpec
+    from orchestrator.engines.pool import probe_arch
+    from orchestrator.errors import RegistryError
+    from orchestrator.registry import RegistryClient
+
+    token = base64.b64encode(f"{REGISTRY_USER}:{REGISTRY_PASSWORD}".encode()).decode()
+    config = {"auths": {auth_registry.host: {"auth": token}}}
+    (docker_config / "config.json").write_text(json.dumps(config))
+    engine = DockerEngine(EngineSpec(name="auth-test"))  # reads DOCKER_CONFIG at connect
+    client = RegistryClient(Registry(auth_registry.host))
+    refs = {}
+    for arch in (Arch.AMD64, Arch.ARM64):
+        assert probe_arch(engine, arch).runs  # builds orchestrate-probe:<arch> locally
+        tag = f"{auth_registry.host}/probe/tiny:{arch.value}"
+        engine.tag(f"orchestrate-probe:{arch.value}", tag)
+        digest = engine.push(tag, lambda _line: None)
+        ref = client.manifest("probe/tiny", digest)
+        assert ref is not None
+        refs[arch] = ref
+    client.put_index("probe/tiny", "multi", sorted(refs.items(), key=lambda e: e[0].value))
+    assert client.index("probe/tiny", "multi") == {a.value: r.digest for a, r in refs.items()}
+    engine.close()
+
+    (docker_config / "config.json").write_text("{}")
+    anonymous = RegistryClient(Registry(auth_registry.host))
+    with pytest.raises(RegistryError) as info:
+        anonymous.index("probe/tiny", "multi")
+    assert "requires authentication" in info.value.message
+    assert info.value.hint == f"docker login {auth_registry.host}"
+    assert REGISTRY_PASSWORD not in info.value.render()

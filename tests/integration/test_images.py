@@ -17,7 +17,7 @@ from orchestrator.images.build import release_tag
 from orchestrator.images.pipeline import ImagesReport, run_images
 from orchestrator.matrix import expand
 from orchestrator.registry import Registry, RegistryClient
-from tests.conftest import REPO
+from tests.conftest import REPO, CliRunner
 
 from .conftest import Local
 
@@ -124,3 +124,36 @@ def test_partial_manifest_is_held_without_allow_partial(
     )
     assert outcome.status == "partial"
     assert client.index(local.matrix.registry.repository, partial) == {"amd64": amd.digest}
+
+
+def test_unpullable_base_fails_with_the_bootstrap_hint(
+    local: Local, tmp_path: Path, cli: CliRunner
+) -> None:
+    matrix = tmp_path / "m.yaml"
+    text = local.path.read_text()
+    start = text.index("    base:\n")
+    end = text.index("    python:", start)
+    matrix.write_text(
+        text[:start] + "    base: registry.invalid/nothing/debian:bookworm\n" + text[end:]
+    )
+    result = cli(
+        "images", "build", "-m", str(matrix), "-p", "*-amd64", "--workdir", str(tmp_path / "work")
+    )
+    assert result.code == 1
+    assert "cannot pull base image registry.invalid/nothing/debian:bookworm" in result.err
+    assert "bootstrap: debootstrap" in result.err
+    assert "Traceback" not in result.err
+
+
+def test_unreachable_registry_publishes_nothing(
+    built_images: ImagesReport, local: Local, tmp_path: Path, cli: CliRunner
+) -> None:
+    matrix = tmp_path / "m.yaml"
+    matrix.write_text(local.path.read_text().replace("url: 127.0.0.1:5000", "url: 127.0.0.1:9"))
+    result = cli(
+        "images", "build", "-m", str(matrix), "--push", "--workdir", str(tmp_path / "work")
+    )
+    assert result.code == 1
+    assert "127.0.0.1:9 is not reachable" in result.err
+    assert "manifest 127.0.0.1:9/orchestrate/builder:debian-bookworm: held" in result.out
+    assert "Traceback" not in result.err

@@ -107,3 +107,35 @@ def test_real_index_warm_plan_makes_no_requests(
     warm = make_plan(matrix, platforms, [reqs])
     assert warm.stats.requests == 0
     assert [d.as_dict() for d in warm.decisions] == [d.as_dict() for d in cold.decisions]
+
+
+def test_pep691_json_from_our_own_index(tmp_path: Path) -> None:
+    """Our `serve` negotiates PEP 691 JSON: the planner's client takes that path."""
+    from orchestrator.wheels.index import publish
+    from orchestrator.wheels.serve import make_server
+    from orchestrator.wheels.store import Provenance, Store
+    from tests.wheelfactory import make_wheel
+
+    store = Store(tmp_path / "root")
+    with store.locked() as records:
+        store.add(records, make_wheel(tmp_path / "w", "demo", "1.0"), ["p"], Provenance())
+    publish(store, ["p"])
+    server = make_server(store.root, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}/p/simple/"
+        import requests
+
+        answer = requests.get(
+            base + "demo/", timeout=10, headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+        )
+        assert answer.headers["Content-Type"] == "application/vnd.pypi.simple.v1+json"
+        page = Upstream(base, tmp_path / "cache").project("demo")
+        assert page is not None
+        [wheel] = page.files("1.0")
+        assert wheel.filename == "demo-1.0-py3-none-any.whl"
+        assert wheel.requires_python == ">=3.8"
+        html = requests.get(base + "demo/", timeout=10).text
+        assert "<a href=" in html  # plain clients still get PEP 503 HTML
+    finally:
+        server.shutdown()
