@@ -42,7 +42,9 @@ class Progress:
 
     def event(self, kind: str, job: Job[object], info: Outcome | Placement | None) -> None:
         with self._lock:
-            if kind == "start" and isinstance(info, Placement):
+            if kind == "queued":
+                self.total += 1
+            elif kind == "start" and isinstance(info, Placement):
                 self._running[job.id] = (info.engine.name, info.emulated, time.monotonic())
                 how = f"emulated: {info.reason}" if info.emulated else "native"
                 self._line(f"start  {job.id} on {info.engine.name} ({how})")

@@ -93,6 +93,8 @@ class Scheduler:
 
     def run(self, jobs: Sequence[Job[T]], fn: JobFn[T]) -> dict[str, Outcome]:
         pending = {j.id: j for j in jobs}
+        for job in jobs:
+            self.on_event("queued", job, None)
         attempts = dict.fromkeys(pending, 0)
         not_before: dict[str, float] = {}
         free = {e.name: e.slots for e in self.pool.engines}

@@ -57,12 +57,7 @@ def build(
     options = BuildOptions(
         app.workdir, emulate_when_busy, fail_fast, keep_failed, replace, timeout, resolve_latest
     )
-    with signals_cancel() as cancel, Progress(app.console, 0, "wheels") as progress:
-
-        def on_event(kind: str, job: object, info: object) -> None:
-            progress.total = max(progress.total, progress.done + 1)
-            progress.event(kind, job, info)  # type: ignore[arg-type]
-
+    with signals_cancel() as cancel, Progress(app.console, 0, "jobs") as progress:
         run = run_build(
             app.matrix,
             app.pool,
@@ -71,7 +66,7 @@ def build(
             constraints,
             options,
             cancel,
-            on_event,
+            progress.event,
         )
     report = report_of(run, str(app.matrix_path))
     saved = save_run_report(report, app.workdir)
