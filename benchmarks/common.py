@@ -126,6 +126,7 @@ def plot(headline: Row, native_vs_emulated: Row | None) -> Path | None:
     fig, ax = plt.subplots(figsize=(6, 3.6))
     bars = ax.bar(labels, values, color=["#c0504d", "#4f81bd"])
     ax.bar_label(bars, labels=[f"{v:.1f} s" for v in values])
+    ax.set_ylim(0, max(values) * 1.15)  # room for the labels
     ax.set_ylabel("seconds (arm64, emulated)")
     ratio = f"{headline.ratio:.1f}x faster" if headline.ratio else ""
     ax.set_title(f"Wheel cache effect: {ratio}")

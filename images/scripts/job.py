@@ -5,8 +5,10 @@ fetch NAME==VERSION   (with network) download the pinned sdist to /job/src and
                       everything needed to build it to /job/deps: the static
                       build requirements and the ones the backend asks for
                       (get_requires_for_build_wheel), so phase 2 needs no network.
-build                 (with --network none) build the wheel from /job/src with
-                      --no-index --find-links /job/deps into /job/out.
+build                 (with --network none) unpack the sdist to /job/build and build
+                      the wheel with --no-index --find-links /job/deps into /job/out,
+                      with the build folder mapped out of compiled code so that two
+                      builds of the same sdist give the same bytes.
 
 Exit codes: 0 ok, 10 the sdist could not be downloaded, 11 build requirements
 could not be downloaded, 20 the build failed.
@@ -21,13 +23,13 @@ import zipfile
 from pathlib import Path
 
 JOB = Path(os.environ.get("ORCHESTRATE_JOB_DIR", "/job"))
-SRC, DEPS, OUT = JOB / "src", JOB / "deps", JOB / "out"
+SRC, DEPS, OUT, BUILD = JOB / "src", JOB / "deps", JOB / "out", JOB / "build"
 PIP = [sys.executable, "-m", "pip"]
 
 
-def step(argv, code):
+def step(argv, code, env=None):
     print("+ " + " ".join(argv), flush=True)
-    if subprocess.run(argv, check=False).returncode != 0:
+    if subprocess.run(argv, check=False, env=env).returncode != 0:
         sys.exit(code)
 
 
@@ -75,9 +77,16 @@ def fetch(requirement):
 
 def build():
     OUT.mkdir(parents=True, exist_ok=True)
-    sdist = next(SRC.iterdir())
+    BUILD.mkdir(parents=True, exist_ok=True)
+    # Build from a fixed folder, and map it away in what compilers record:
+    # pip's own random build folder would otherwise end up inside every
+    # extension module, and no two builds would give the same bytes.
+    source = unpack(next(SRC.iterdir()), BUILD)
+    env = dict(os.environ)
+    for var in ("CFLAGS", "CXXFLAGS"):
+        env[var] = (env.get(var, "") + f" -ffile-prefix-map={BUILD}=.").strip()
     step([*PIP, "wheel", "--no-deps", "--no-index", "--find-links", str(DEPS),
-          "--wheel-dir", str(OUT), str(sdist)], 20)
+          "--wheel-dir", str(OUT), str(source)], 20, env)
 
 
 if __name__ == "__main__":

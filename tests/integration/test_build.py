@@ -184,3 +184,19 @@ def test_timeout_kills_and_reports(
     assert built.process.returncode == 1
     assert built.jobs[f"{ARM}/netifaces==0.11.0"]["status"] == "timeout"
     assert engine.containers(f"{LABEL_JOB}={ARM}/netifaces==0.11.0") == []
+
+
+def test_two_builds_of_one_sdist_give_the_same_bytes(
+    build_report: dict[str, Any], local: Local, tmp_path: Path
+) -> None:
+    """A fresh store and index, same sdist: the C extension's wheel is byte-identical."""
+    other = Local(tmp_path / "m.yaml", local.matrix, tmp_path / "work")
+    other.path.write_text(
+        local.path.read_text().replace(str(local.matrix.index.root), str(tmp_path / "wheels"))
+    )
+    built = other.build("crcmod==1.7\n", tmp_path / "run", "-p", "*-amd64")
+    assert built.process.returncode == 0, built.process.stderr
+    first = _jobs(build_report)[f"{AMD}/crcmod==1.7"]
+    again = built.jobs[f"{AMD}/crcmod==1.7"]
+    assert again["sha256"] == first["sha256"]
+    assert again["source_sha256"] == first["source_sha256"]
