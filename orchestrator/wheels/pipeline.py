@@ -103,9 +103,9 @@ class Durations:
         self._lock = threading.Lock()
 
     def expected(self, name: str, arch: str, emulated: bool) -> float:
-        known = self.data.get(f"{name}|{arch}")
-        base = known if known is not None else DEFAULT_NATIVE_SECONDS
-        return base * EMULATION_FACTOR if emulated and known is None else base
+        # Only native durations are recorded; an emulated run costs a factor more.
+        native = self.data.get(f"{name}|{arch}", DEFAULT_NATIVE_SECONDS)
+        return native * EMULATION_FACTOR if emulated else native
 
     def record(self, name: str, arch: str, seconds: float) -> None:
         with self._lock:

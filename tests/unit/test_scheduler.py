@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 from orchestrator.config import Arch
 from orchestrator.engines.pool import EnginePool, ProbeCache
@@ -121,3 +122,17 @@ def test_no_engine_for_arch_is_reported() -> None:
     engine = FakeEngine("amd", Arch.AMD64)  # emulates nothing
     results = Scheduler(_pool(engine)).run([Job("x", Arch.ARM64, 1, 0.0)], _sleeper)
     assert "no engine runs arm64" in results["x"].detail
+
+
+def test_expected_durations_scale_for_emulation(tmp_path: Path) -> None:
+    from orchestrator.wheels.pipeline import EMULATION_FACTOR, Durations
+
+    durations = Durations(tmp_path / "d.json")
+    durations.record("netifaces", "arm64", 10.0)
+    durations.save()
+    again = Durations(tmp_path / "d.json")
+    assert again.expected("netifaces", "arm64", emulated=False) == 10.0
+    assert again.expected("netifaces", "arm64", emulated=True) == 10.0 * EMULATION_FACTOR
+    assert again.expected("unknown", "arm64", emulated=True) > again.expected(
+        "unknown", "arm64", emulated=False
+    )
