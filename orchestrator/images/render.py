@@ -30,9 +30,10 @@ TOOLS = ("pip==24.3.1", "packaging==24.2", "build==1.2.2.post1", "wheel==0.45.1"
 
 
 def templates_dir() -> Path:
-    """`$ORCHESTRATE_IMAGES_DIR`, else `images/` of the checkout this package runs from."""
+    """`$ORCHESTRATE_IMAGES_DIR`, else the package's `_images`: in a checkout a symlink
+    to the repository's `images/`, in an installed wheel a copy of it."""
     explicit = os.environ.get("ORCHESTRATE_IMAGES_DIR")
-    return Path(explicit) if explicit else Path(__file__).resolve().parents[2] / "images"
+    return Path(explicit) if explicit else Path(__file__).resolve().parents[1] / "_images"
 
 
 @cache

@@ -155,3 +155,14 @@ def test_bootstrap_tag_depends_on_mirror() -> None:
     a = Bootstrap(bootstrap="debootstrap", suite="bookworm")
     b = Bootstrap(bootstrap="debootstrap", suite="bookworm", mirror="http://mirror.local/debian")
     assert bootstrap_tag(a, "arm64") != bootstrap_tag(b, "arm64")
+
+
+def test_templates_ship_with_the_package() -> None:
+    """orchestrator/_images (a symlink in a checkout, a copy in a wheel) is the default."""
+    from orchestrator.images.render import templates_dir
+
+    root = templates_dir()
+    assert root.name == "_images"
+    assert root.resolve() == (REPO / "images").resolve()
+    for name in ("_common.j2", "deb.Dockerfile.j2", "rpm.Dockerfile.j2", "scripts/job.py"):
+        assert (root / name).is_file()
