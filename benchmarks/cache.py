@@ -10,6 +10,7 @@ from pathlib import Path
 
 from benchmarks.common import CONSTRAINTS, OUT, Row, sh
 from orchestrator.wheels.serve import make_server
+from tests.matrices import local_matrix_copy
 
 ARM = "debian-bookworm-arm64"
 AMD = "debian-bookworm-amd64"
@@ -146,10 +147,9 @@ def work_avoided(plan_row: Row, plan_seconds: float, amd_image: str, factor: flo
     )
 
 
-def reproducibility(matrix: Path, requirements: list[str], first: dict[str, object]) -> Row:
+def reproducibility(requirements: list[str], first: dict[str, object]) -> Row:
     """Build the same sdists again from scratch (amd64) and compare the wheels' bytes."""
-    again = OUT / "rebuild.yaml"
-    again.write_text(matrix.read_text().replace(str(OUT / "index"), str(OUT / "index-rebuild")))
+    again = local_matrix_copy(OUT / "rebuild.yaml", OUT / "index-rebuild")
     reqs = OUT / "headline-requirements.txt"
     reqs.write_text("\n".join(requirements) + "\n")
     report = OUT / "rebuild-report.json"

@@ -6,8 +6,6 @@ import json
 import platform
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,20 +28,6 @@ class Row:
     target: str
     ok: bool | None
     note: str = ""
-
-
-def timed(fn: Callable[[], object]) -> tuple[float, object]:
-    started = time.perf_counter()
-    value = fn()
-    return time.perf_counter() - started, value
-
-
-@contextmanager
-def stopwatch() -> Iterator[list[float]]:
-    box: list[float] = []
-    started = time.perf_counter()
-    yield box
-    box.append(time.perf_counter() - started)
 
 
 def sh(*args: str, check: bool = True, **kwargs: object) -> subprocess.CompletedProcess[str]:

@@ -13,17 +13,15 @@ import time
 from pathlib import Path
 
 from benchmarks import cache, freshness, scheduling
-from benchmarks.common import OUT, REPO, Row, machine, plot, print_table, save
+from benchmarks.common import OUT, Row, machine, plot, print_table, save
 from orchestrator.config import load_matrix
 from orchestrator.images.build import image_tag
 from orchestrator.matrix import expand
+from tests.matrices import local_matrix_copy
 
 
 def local_matrix() -> Path:
-    text = (REPO / "examples" / "local.yaml").read_text()
-    path = OUT / "local.yaml"
-    path.write_text(text.replace("root: ../.orchestrate/wheelhouse", f"root: {OUT / 'index'}"))
-    return path
+    return local_matrix_copy(OUT / "local.yaml", OUT / "index")
 
 
 def main() -> int:
@@ -45,13 +43,17 @@ def main() -> int:
     rows.append(cache.headline(matrix_path, arm, matrix.index.root, requirements))
     emulation = cache.native_vs_emulated(report)
     rows.append(emulation)
-    rows.append(cache.reproducibility(matrix_path, requirements, report))
+    rows.append(cache.reproducibility(requirements, report))
     print("== plans", flush=True)
     cold, warm, counts = freshness.plans()
     rows += [cold, warm, counts]
     rows.append(cache.work_avoided(counts, cold.ours, amd, emulation.ratio))
     print("== scheduling", flush=True)
-    rows += [scheduling.makespan(), scheduling.overhead(amd), scheduling.native_first()]
+    rows += [
+        scheduling.makespan(),
+        scheduling.overhead(amd),
+        scheduling.native_first(emulation.ratio),
+    ]
     print("== publish", flush=True)
     rows += list(freshness.publish_store())
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import shlex
-import tarfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -123,15 +121,3 @@ def run_phases(
                 return outcome.exit_code or 1, job_tar
             job_tar = box.get("/job")
     return 0, job_tar
-
-
-def shell_context(job_tar: bytes) -> bytes:
-    """The job folder as the offline build phase sees it, plus the sdist unpacked."""
-    out = io.BytesIO()
-    with (
-        tarfile.open(fileobj=io.BytesIO(job_tar)) as src,
-        tarfile.open(fileobj=out, mode="w") as dst,
-    ):
-        for member in src.getmembers():
-            dst.addfile(member, src.extractfile(member) if member.isfile() else None)
-    return out.getvalue()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from orchestrator.errors import EXIT_FAILED
 from orchestrator.wheels.index import publish as publish_index
 from orchestrator.wheels.index import rollback as rollback_index
 from orchestrator.wheels.prune import prune_candidates
@@ -16,8 +17,12 @@ from .app import App, matrix_options, pass_app, print_rows
 @click.command()
 @matrix_options
 @pass_app
-def publish(app: App) -> None:
-    """Rebuild each platform's index from the store (unchanged ones are skipped)."""
+def publish(app: App) -> int:
+    """Rebuild each platform's index from the store (unchanged ones are skipped).
+
+    A platform that fails keeps serving its previous release; the others are
+    published anyway, and the exit code is 1.
+    """
     results = publish_index(
         Store(app.matrix.index.root),
         [p.name for p in app.platforms],
@@ -28,6 +33,10 @@ def publish(app: App) -> None:
         ("platform", "status", "release", "wheels", "projects"),
         [(r.platform, r.status, r.release, str(r.wheels), str(r.projects)) for r in results],
     )
+    failed = [r for r in results if r.status == "failed"]
+    for r in failed:
+        click.echo(f"publish of {r.platform} failed: {r.error}", err=True)
+    return EXIT_FAILED if failed else 0
 
 
 @click.command()

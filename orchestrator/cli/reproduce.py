@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from orchestrator.config import EngineSpec
+from orchestrator.engines import Engine
 from orchestrator.errors import EnvironmentProblem
 from orchestrator.report.data import load_report
 from orchestrator.report.html import write_html
@@ -88,11 +89,8 @@ def _stdout(chunk: bytes) -> None:
     sys.stdout.buffer.flush()
 
 
-def _shell(engine: object, spec: JobSpec, image: str, url: str) -> int:
+def _shell(engine: Engine, spec: JobSpec, image: str, url: str) -> int:
     """Fetch with network, then an interactive shell offline, as phase 2 runs."""
-    from orchestrator.engines.docker import DockerEngine
-
-    assert isinstance(engine, DockerEngine)
     fetch = (spec.phases[0],)
     code, job_tar = run_phases(
         engine, JobSpec(**{**spec.__dict__, "phases": fetch}), image, _stdout

@@ -8,7 +8,7 @@ protocol without Docker.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -121,11 +121,3 @@ def run_to_end(
     with engine.container(request) as box:
         outcome = box.start_and_wait(timeout, chunks.append)
     return outcome, b"".join(chunks)
-
-
-@contextlib.contextmanager
-def closing_engine(engine: Engine) -> Iterator[Engine]:
-    try:
-        yield engine
-    finally:
-        engine.close()

@@ -29,9 +29,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.utils import parse_wheel_filename
 
-from orchestrator.errors import InputError
+from orchestrator.errors import InputError, OrchestrateError
 
 from .store import Store, StoredWheel, fsync_dir
 
@@ -42,10 +42,11 @@ RELEASES = "releases"
 @dataclass(frozen=True)
 class PublishResult:
     platform: str
-    status: str  # published | unchanged
+    status: str  # published | unchanged | failed
     release: str
     wheels: int
     projects: int
+    error: str = ""
 
 
 def crash_point(name: str) -> None:
@@ -69,10 +70,13 @@ def current_release(root: Path, platform: str) -> str | None:
 def publish(store: Store, platforms: Sequence[str], keep: int = 3) -> list[PublishResult]:
     """Publish each platform on its own: one failing does not hold back the others."""
     records = store.records()
-    results = [
-        publish_platform(store, p, [r for r in records.values() if p in r.platforms], keep)
-        for p in platforms
-    ]
+    results = []
+    for platform in platforms:
+        wheels = [r for r in records.values() if platform in r.platforms]
+        try:
+            results.append(publish_platform(store, platform, wheels, keep))
+        except (OSError, OrchestrateError) as exc:  # its previous release stays served
+            results.append(PublishResult(platform, "failed", "", len(wheels), 0, str(exc)))
     write_root_page(store.root)
     return results
 
@@ -286,8 +290,3 @@ def rollback(root: Path, platform: str, to: str | None = None) -> str:
     switch(root, platform, root / RELEASES / platform / to)
     write_root_page(root)
     return to
-
-
-def project_names(root: Path, platform: str) -> list[str]:
-    simple = root / platform / "simple"
-    return sorted(canonicalize_name(p.name) for p in simple.iterdir() if p.is_dir())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.specifiers import SpecifierSet
@@ -31,7 +31,6 @@ from .upstream import ProjectPage, Stats, Upstream
 class PlanResult:
     decisions: list[Decision]
     stats: Stats
-    tag_sources: dict[str, str] = field(default_factory=dict)
 
 
 def probe_path(platform: Platform) -> Path:
@@ -130,5 +129,4 @@ def make_plan(
     decisions = decide(
         platforms, reqs, pages, tagsets, store_contents(matrix.index.root, platforms), matrix.skip
     )
-    sources = {f"{p}/{py}": t.source for (p, py), t in tagsets.items()}
-    return PlanResult(decisions, upstream.stats, sources)
+    return PlanResult(decisions, upstream.stats)

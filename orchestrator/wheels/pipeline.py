@@ -13,7 +13,6 @@ from pathlib import Path
 from orchestrator.config import Matrix
 from orchestrator.engines import Engine
 from orchestrator.engines.pool import EnginePool
-from orchestrator.errors import OrchestrateError
 from orchestrator.images.build import ImageResult, build_image, image_tag
 from orchestrator.images.pipeline import ImagesReport, run_images
 from orchestrator.matrix import Platform
@@ -29,7 +28,10 @@ from .store import AddResult, Provenance, Store
 from .upstream import Upstream
 
 DEFAULT_NATIVE_SECONDS = 60.0
-EMULATION_FACTOR = 6.0  # measured on this project's hosts; the field reports 5-20x
+# How much longer an emulated job takes, used only until a package has been
+# built in that mode: 6x for QEMU on this project's hosts (the field reports
+# 5-20x; C extensions measured 7-10x in benchmarks/).
+EMULATION_FACTOR = 6.0
 
 
 @dataclass
@@ -63,6 +65,10 @@ class BuildOptions:
     replace: bool = False
     timeout: float | None = None  # per job; default from the matrix
     resolve_latest: bool = False
+
+
+def _key(name: str, arch: str, emulated: bool) -> str:
+    return f"{name}|{arch}|{'emulated' if emulated else 'native'}"
 
 
 class Builders:
@@ -103,13 +109,20 @@ class Durations:
         self._lock = threading.Lock()
 
     def expected(self, name: str, arch: str, emulated: bool) -> float:
-        # Only native durations are recorded; an emulated run costs a factor more.
-        native = self.data.get(f"{name}|{arch}", DEFAULT_NATIVE_SECONDS)
-        return native * EMULATION_FACTOR if emulated else native
+        """Last time in this mode; else the other mode's, converted; else a default."""
+        native = self.data.get(_key(name, arch, False))
+        slow = self.data.get(_key(name, arch, True))
+        if emulated:
+            return (
+                slow if slow is not None else (native or DEFAULT_NATIVE_SECONDS) * EMULATION_FACTOR
+            )
+        if native is not None:
+            return native
+        return slow / EMULATION_FACTOR if slow is not None else DEFAULT_NATIVE_SECONDS
 
-    def record(self, name: str, arch: str, seconds: float) -> None:
+    def record(self, name: str, arch: str, seconds: float, emulated: bool) -> None:
         with self._lock:
-            self.data[f"{name}|{arch}"] = round(seconds, 1)
+            self.data[_key(name, arch, emulated)] = round(seconds, 1)
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -217,8 +230,10 @@ def _run_jobs(
             logs / run.run_id / f"{job.id.replace('==', '-')}.log",
             token,
         )
-        if record.status == "built" and not placement.emulated:
-            durations.record(work.name, work.platform.arch.value, record.duration)
+        if record.status == "built":
+            durations.record(
+                work.name, work.platform.arch.value, record.duration, placement.emulated
+            )
         with lock:
             records[job.id] = record
         return Outcome(
@@ -295,15 +310,15 @@ def _unrun(job: Job[WheelJob], outcome: Outcome) -> WheelRecord:
 def _store_and_publish(matrix: Matrix, run: BuildRun, options: BuildOptions) -> None:
     store = Store(matrix.index.root)
     built = [j for j in run.jobs if j.status == "built"]
-    serves: dict[str, list[str]] = {}
+    serves: dict[str, list[str]] = {}  # wheel filename -> the platforms it serves
     for job in run.jobs:
         if job.status in ("built", "shared") and job.wheel:
-            serves.setdefault(f"{job.name}=={job.version}|{job.wheel}", []).append(job.platform)
+            serves.setdefault(job.wheel, []).append(job.platform)
     with store.locked() as records:
         for job in built:
             assert job.wheel is not None
             folder = options.workdir / "jobs" / run.run_id / job.job.replace("==", "-")
-            platforms = serves[f"{job.name}=={job.version}|{job.wheel}"]
+            platforms = serves[job.wheel]
             ordered = [job.platform, *[p for p in platforms if p != job.platform]]
             run.store.append(
                 store.add(
@@ -319,11 +334,11 @@ def _store_and_publish(matrix: Matrix, run: BuildRun, options: BuildOptions) -> 
                     replace=options.replace,
                 )
             )
-    for platform in run.platforms:
-        try:
-            run.published.extend(publish(store, [platform], keep=matrix.index.keep_releases))
-        except (OSError, OrchestrateError) as exc:  # one platform must not hold back others
-            run.publish_errors[platform] = str(exc)
+    for result in publish(store, run.platforms, keep=matrix.index.keep_releases):
+        if result.status == "failed":
+            run.publish_errors[result.platform] = result.error
+        else:
+            run.published.append(result)
 
 
 def _now() -> str:

@@ -17,7 +17,7 @@ import os
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -325,6 +325,3 @@ def _file_response(url: str) -> requests.Response:
         response.status_code = 404
         response._content = b""
     return response
-
-
-Fetcher = Callable[[Iterable[str]], dict[str, ProjectPage | None]]

@@ -18,7 +18,7 @@ from orchestrator.engines.pool import EnginePool, ProbeCache
 from orchestrator.errors import EngineError
 from orchestrator.images.pipeline import ImagesReport, run_images
 from orchestrator.matrix import expand
-from tests.conftest import REPO
+from tests.matrices import local_matrix_copy
 
 from .services import registry_context
 
@@ -158,9 +158,7 @@ class Built:
 @pytest.fixture(scope="session")
 def local(tmp_path_factory: pytest.TempPathFactory) -> Local:
     root = tmp_path_factory.mktemp("local")
-    text = (REPO / "examples" / "local.yaml").read_text()
-    path = root / "local.yaml"
-    path.write_text(text.replace("root: ../.orchestrate/wheelhouse", f"root: {root / 'wheels'}"))
+    path = local_matrix_copy(root / "local.yaml", root / "wheels")
     return Local(path, load_matrix(path), root / "work")
 
 

@@ -18,6 +18,7 @@ from orchestrator.matrix import expand
 from orchestrator.wheels.builder import LABEL_JOB
 from orchestrator.wheels.serve import make_server
 from tests.conftest import REPO
+from tests.matrices import local_matrix_copy
 
 from .conftest import Local
 
@@ -190,10 +191,8 @@ def test_two_builds_of_one_sdist_give_the_same_bytes(
     build_report: dict[str, Any], local: Local, tmp_path: Path
 ) -> None:
     """A fresh store and index, same sdist: the C extension's wheel is byte-identical."""
-    other = Local(tmp_path / "m.yaml", local.matrix, tmp_path / "work")
-    other.path.write_text(
-        local.path.read_text().replace(str(local.matrix.index.root), str(tmp_path / "wheels"))
-    )
+    path = local_matrix_copy(tmp_path / "m.yaml", tmp_path / "wheels")
+    other = Local(path, local.matrix, tmp_path / "work")
     built = other.build("crcmod==1.7\n", tmp_path / "run", "-p", "*-amd64")
     assert built.process.returncode == 0, built.process.stderr
     first = _jobs(build_report)[f"{AMD}/crcmod==1.7"]

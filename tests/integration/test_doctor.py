@@ -16,6 +16,7 @@ from orchestrator.engines.pool import EnginePool, ProbeCache
 from orchestrator.errors import EXIT_ENVIRONMENT
 from orchestrator.registry import Registry, docker_credentials, ping
 from tests.conftest import REPO, CliRunner
+from tests.matrices import local_matrix_copy
 
 from .conftest import RegistryService
 from .services import REGISTRY_PASSWORD, REGISTRY_USER
@@ -33,27 +34,34 @@ def test_doctor_reports_native_amd64_and_emulated_arm64(
     assert re.search(r"Docker \S+ \(API 1\.\d+\)", engine_line)
 
 
-def test_probe_results_are_cached_per_engine(engine: DockerEngine, tmp_path: Path) -> None:
+def test_probe_results_are_cached_per_engine(
+    engine: DockerEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cache = tmp_path / "engines.json"
     pool = EnginePool([engine], ProbeCache(cache))
     assert pool.can_run(engine, Arch.ARM64)
     stored = json.loads(cache.read_text())
     assert stored[engine.info().engine_id]["arm64"]["runs"] is True
-    # A second pool trusts the cache: it answers without running a probe container.
+    # A second pool trusts the cache: it answers without running a probe at all.
+    import orchestrator.engines.pool as pool_module
+
+    def no_probe(*_args: object) -> object:
+        raise AssertionError("probed again despite a fresh cache entry")
+
+    monkeypatch.setattr(pool_module, "probe_arch", no_probe)
     again = EnginePool([engine], ProbeCache(cache))
-    before = engine.containers("nothing-here")
     assert again.can_run(engine, Arch.ARM64)
-    assert engine.containers("nothing-here") == before
+    # Without the cache the same question does probe (so the check above can fail).
+    with pytest.raises(AssertionError, match="probed again"):
+        EnginePool([engine], ProbeCache(None)).can_run(engine, Arch.ARM64)
 
 
 def test_doctor_unreachable_engine_exits_3_with_hint(tmp_path: Path, cli: CliRunner) -> None:
-    text = (
-        (REPO / "examples" / "local.yaml")
-        .read_text()
-        .replace("url: unix:///var/run/docker.sock", "url: tcp://127.0.0.1:9")
+    matrix = local_matrix_copy(
+        tmp_path / "m.yaml",
+        tmp_path / "w",
+        {"url: unix:///var/run/docker.sock": "url: tcp://127.0.0.1:9"},
     )
-    matrix = tmp_path / "m.yaml"
-    matrix.write_text(text.replace("../.orchestrate", str(tmp_path)))
     result = cli("doctor", "--matrix", str(matrix))
     assert result.code == EXIT_ENVIRONMENT
     assert "MISSING" in result.out
@@ -81,9 +89,9 @@ def test_registry_with_auth_reads_docker_config(
 
 
 def test_registry_unreachable_is_reported(tmp_path: Path) -> None:
-    text = (REPO / "examples" / "local.yaml").read_text().replace("127.0.0.1:5000", "127.0.0.1:9")
-    path = tmp_path / "m.yaml"
-    path.write_text(text)
+    path = local_matrix_copy(
+        tmp_path / "m.yaml", tmp_path / "w", {"url: 127.0.0.1:5000": "url: 127.0.0.1:9"}
+    )
     check = registry_check(load_matrix(path))
     assert not check.ok
     assert "127.0.0.1:9 is not reachable" in check.detail

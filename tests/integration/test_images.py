@@ -18,6 +18,7 @@ from orchestrator.images.pipeline import ImagesReport, run_images
 from orchestrator.matrix import expand
 from orchestrator.registry import Registry, RegistryClient
 from tests.conftest import REPO, CliRunner
+from tests.matrices import BASE_BLOCK, local_matrix_copy
 
 from .conftest import Local
 
@@ -126,15 +127,11 @@ def test_partial_manifest_is_held_without_allow_partial(
     assert client.index(local.matrix.registry.repository, partial) == {"amd64": amd.digest}
 
 
-def test_unpullable_base_fails_with_the_bootstrap_hint(
-    local: Local, tmp_path: Path, cli: CliRunner
-) -> None:
-    matrix = tmp_path / "m.yaml"
-    text = local.path.read_text()
-    start = text.index("    base:\n")
-    end = text.index("    python:", start)
-    matrix.write_text(
-        text[:start] + "    base: registry.invalid/nothing/debian:bookworm\n" + text[end:]
+def test_unpullable_base_fails_with_the_bootstrap_hint(tmp_path: Path, cli: CliRunner) -> None:
+    matrix = local_matrix_copy(
+        tmp_path / "m.yaml",
+        tmp_path / "w",
+        {BASE_BLOCK: "    base: registry.invalid/nothing/debian:bookworm\n"},
     )
     result = cli(
         "images", "build", "-m", str(matrix), "-p", "*-amd64", "--workdir", str(tmp_path / "work")
@@ -148,8 +145,9 @@ def test_unpullable_base_fails_with_the_bootstrap_hint(
 def test_unreachable_registry_publishes_nothing(
     built_images: ImagesReport, local: Local, tmp_path: Path, cli: CliRunner
 ) -> None:
-    matrix = tmp_path / "m.yaml"
-    matrix.write_text(local.path.read_text().replace("url: 127.0.0.1:5000", "url: 127.0.0.1:9"))
+    matrix = local_matrix_copy(
+        tmp_path / "m.yaml", tmp_path / "w", {"url: 127.0.0.1:5000": "url: 127.0.0.1:9"}
+    )
     result = cli(
         "images", "build", "-m", str(matrix), "--push", "--workdir", str(tmp_path / "work")
     )

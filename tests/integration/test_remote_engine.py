@@ -10,6 +10,7 @@ import pytest
 from orchestrator.config import EngineSpec
 from orchestrator.engines.docker import DockerEngine
 from orchestrator.images.pipeline import ImagesReport
+from tests.matrices import ENGINES_BLOCK, local_matrix_copy
 
 from .conftest import Local
 from .remote import second_engine
@@ -35,15 +36,15 @@ def test_ssh_engine_is_reachable_and_native(remote_url: str) -> None:
 def test_jobs_spread_over_local_and_ssh_engines(
     built_images: ImagesReport, local: Local, remote_url: str, tmp_path: Path
 ) -> None:
-    text = local.path.read_text().replace(
-        "engines:\n  - name: local\n    url: unix:///var/run/docker.sock\n    slots: 2",
-        f"engines:\n  - name: local\n    url: unix:///var/run/docker.sock\n    slots: 1\n"
-        f"  - name: remote\n    url: {remote_url}\n    slots: 1",
+    path = local_matrix_copy(
+        tmp_path / "two.yaml",
+        tmp_path / "wheels",
+        {
+            ENGINES_BLOCK: "engines:\n  - name: local\n    url: unix:///var/run/docker.sock\n"
+            f"    slots: 1\n  - name: remote\n    url: {remote_url}\n    slots: 1\n"
+        },
     )
-    text = text.replace(str(local.matrix.index.root), str(tmp_path / "wheels"))
-    assert "name: remote" in text
-    two = Local(tmp_path / "two.yaml", local.matrix, tmp_path / "work")
-    two.path.write_text(text)
+    two = Local(path, local.matrix, tmp_path / "work")
     # Two C extensions that both need building: one job per engine slot.
     built = two.build("netifaces==0.11.0\ncrcmod==1.7\n", tmp_path / "run", "-p", "*-amd64")
     assert built.process.returncode == 0, built.process.stdout + built.process.stderr

@@ -18,7 +18,8 @@ from orchestrator.images.pipeline import ImagesReport
 from orchestrator.wheels.builder import LABEL_JOB
 from orchestrator.wheels.index import current_release, publish
 from orchestrator.wheels.store import Provenance, Store
-from tests.conftest import REPO, CliRunner
+from tests.conftest import CliRunner
+from tests.matrices import local_matrix_copy
 from tests.wheelfactory import make_wheel
 
 from .conftest import Local
@@ -27,10 +28,7 @@ AMD = "debian-bookworm-amd64"
 
 
 def _matrix(tmp_path: Path) -> Path:
-    text = (REPO / "examples" / "local.yaml").read_text()
-    path = tmp_path / "m.yaml"
-    path.write_text(text.replace("root: ../.orchestrate/wheelhouse", f"root: {tmp_path / 'w'}"))
-    return path
+    return local_matrix_copy(tmp_path / "m.yaml", tmp_path / "w")
 
 
 def test_sigint_mid_build_leaves_no_container(

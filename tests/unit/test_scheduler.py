@@ -128,11 +128,15 @@ def test_expected_durations_scale_for_emulation(tmp_path: Path) -> None:
     from orchestrator.wheels.pipeline import EMULATION_FACTOR, Durations
 
     durations = Durations(tmp_path / "d.json")
-    durations.record("netifaces", "arm64", 10.0)
+    durations.record("netifaces", "arm64", 10.0, emulated=False)
     durations.save()
     again = Durations(tmp_path / "d.json")
     assert again.expected("netifaces", "arm64", emulated=False) == 10.0
     assert again.expected("netifaces", "arm64", emulated=True) == 10.0 * EMULATION_FACTOR
+    again.record("netifaces", "arm64", 95.0, emulated=True)  # measured beats converted
+    assert again.expected("netifaces", "arm64", emulated=True) == 95.0
+    again.record("crcmod", "arm64", 30.0, emulated=True)
+    assert again.expected("crcmod", "arm64", emulated=False) == 30.0 / EMULATION_FACTOR
     assert again.expected("unknown", "arm64", emulated=True) > again.expected(
         "unknown", "arm64", emulated=False
     )

@@ -122,3 +122,19 @@ def test_old_releases_pruned_but_previous_files_survive_one_release(tmp_path: Pa
         _add(store, make_wheel(tmp_path / str(i), "demo", f"{i}.0"), [AMD])
         releases.append(publish(store, [AMD], keep=2)[0].release)
     assert releases_of(store.root, AMD) == releases[-2:]
+
+
+def test_a_failing_platform_does_not_hold_back_the_others(tmp_path: Path) -> None:
+    store = Store(tmp_path / "root")
+    _add(store, make_wheel(tmp_path / "a", "demo", "1.0", tag="cp311-cp311-linux_x86_64"), [AMD])
+    _add(store, make_wheel(tmp_path / "b", "demo", "1.0", tag="cp311-cp311-linux_aarch64"), [ARM])
+    before = {r.platform: r.release for r in publish(store, [AMD, ARM])}
+    _add(store, make_wheel(tmp_path / "c", "demo", "2.0", tag="cp311-cp311-linux_x86_64"), [AMD])
+    _add(store, make_wheel(tmp_path / "d", "demo", "2.0", tag="cp311-cp311-linux_aarch64"), [ARM])
+    (store.dir / AMD / "demo-2.0-cp311-cp311-linux_x86_64.whl").unlink()  # amd64 breaks
+    results = {r.platform: r for r in publish(store, [AMD, ARM])}
+    assert results[AMD].status == "failed"
+    assert "demo-2.0" in results[AMD].error
+    assert results[ARM].status == "published"
+    assert current_release(store.root, AMD) == before[AMD]  # still serving the old one
+    assert current_release(store.root, ARM) == results[ARM].release
