@@ -1,17 +1,19 @@
 """Run jobs on a pool of engines: bounded slots, native first, retries, cancellation.
 
-A ready set ordered longest-expected-first (LPT, which keeps the makespan
-close to the lower bound), one thread per slot, and a loop that places
-whatever is ready on whatever is free. Placement: a native engine when one
+A job graph (the standard library's graphlib: a job is ready once every job
+it depends on has ended), a ready set ordered longest-expected-first (LPT,
+which keeps the makespan close to the lower bound), one thread per slot,
+and a loop that places whatever is ready on whatever is free. Placement: a native engine when one
 has a free slot; an emulating engine only when no native engine exists, or
 when all native ones are busy and `emulate_when_busy` is set. Transient
 failures are retried with backoff; fail-fast stops scheduling (running jobs
-finish); cancel() stops scheduling and kills what runs. Every job ends with
-an outcome, including the ones never started.
+finish); so does the run deadline; cancel() stops scheduling and kills what
+runs. Every job ends with an outcome, including the ones never started.
 """
 
 from __future__ import annotations
 
+import graphlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +24,7 @@ from typing import Any, Generic, TypeVar
 from orchestrator.config import Arch
 from orchestrator.engines import Engine
 from orchestrator.engines.pool import EnginePool
-from orchestrator.errors import EngineError
+from orchestrator.errors import EngineError, OrchestrateError
 
 T = TypeVar("T")
 
@@ -89,31 +91,27 @@ class Scheduler:
     retries: int = 2
     backoff: float = 2.0
     cancel: Cancel = field(default_factory=Cancel)
+    deadline: float | None = None  # time.monotonic() after which no job starts
     on_event: Callable[[str, Job[Any], Outcome | Placement | None], None] = lambda *_: None
 
     def run(self, jobs: Sequence[Job[T]], fn: JobFn[T]) -> dict[str, Outcome]:
-        pending = {j.id: j for j in jobs}
+        state = _State(jobs)
         for job in jobs:
             self.on_event("queued", job, None)
-        attempts = dict.fromkeys(pending, 0)
-        not_before: dict[str, float] = {}
         free = {e.name: e.slots for e in self.pool.engines}
-        results: dict[str, Outcome] = {}
         running: dict[Future[Outcome], tuple[Job[T], Placement]] = {}
         stop = False
         with ThreadPoolExecutor(max_workers=max(1, sum(free.values()))) as threads:
-            while pending or running:
-                stop = stop or self.cancel.event.is_set()
+            while state.pending or running:
+                stop = stop or self.cancel.event.is_set() or self._past_deadline()
                 if not stop:
-                    self._start_ready(
-                        pending, results, free, not_before, attempts, running, threads, fn
-                    )
+                    self._start_ready(state, free, running, threads, fn)
                 if not running:
-                    if stop or not pending:
+                    if stop or not state.pending:
                         break
-                    if not self._waiting_for_backoff(pending, not_before):
-                        self._unplaceable(pending, results)
-                        break
+                    if not state.waiting_for_backoff():
+                        self._unplaceable(state)
+                        continue  # their dependants may still be placeable
                     time.sleep(0.05)
                     continue
                 done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
@@ -121,49 +119,52 @@ class Scheduler:
                     job, placement = running.pop(future)
                     free[placement.engine.name] += 1
                     outcome = _result(future)
-                    outcome.attempts, outcome.placement = attempts[job.id], placement
-                    if (
-                        not outcome.ok
-                        and outcome.transient
-                        and not self.cancel.event.is_set()
-                        and attempts[job.id] <= self.retries
-                    ):
-                        pending[job.id] = job
-                        not_before[job.id] = time.monotonic() + self.backoff * attempts[job.id]
-                        self.on_event("retry", job, outcome)
+                    outcome.attempts, outcome.placement = state.attempts[job.id], placement
+                    if self._retry(state, job, outcome):
                         continue
-                    results[job.id] = outcome
+                    state.finish(job, outcome)
                     self.on_event("done", job, outcome)
                     stop = stop or (self.fail_fast and not outcome.ok)
-        for job in pending.values():
-            results[job.id] = Outcome(ok=False, cancelled=True, detail="not started")
-            self.on_event("cancelled", job, results[job.id])
-        return results
+        why = "not started: the run deadline passed" if self._past_deadline() else "not started"
+        for job in list(state.pending.values()):
+            state.results[job.id] = Outcome(ok=False, cancelled=True, detail=why)
+            self.on_event("cancelled", job, state.results[job.id])
+        return state.results
+
+    def _past_deadline(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def _retry(self, state: _State[T], job: Job[T], outcome: Outcome) -> bool:
+        """Put a transient failure back in the queue, after a backoff; False if not."""
+        if (
+            outcome.ok
+            or not outcome.transient
+            or self.cancel.event.is_set()
+            or state.attempts[job.id] > self.retries
+        ):
+            return False
+        state.pending[job.id] = job
+        state.ready.add(job.id)
+        state.not_before[job.id] = time.monotonic() + self.backoff * state.attempts[job.id]
+        self.on_event("retry", job, outcome)
+        return True
 
     def _start_ready(
         self,
-        pending: dict[str, Job[T]],
-        results: dict[str, Outcome],
+        state: _State[T],
         free: dict[str, int],
-        not_before: dict[str, float],
-        attempts: dict[str, int],
         running: dict[Future[Outcome], tuple[Job[T], Placement]],
         threads: ThreadPoolExecutor,
         fn: JobFn[T],
     ) -> None:
         now = time.monotonic()
-        ready = [
-            j
-            for j in pending.values()
-            if all(d in results for d in j.depends) and not_before.get(j.id, 0) <= now
-        ]
+        ready = [state.pending[j] for j in state.ready if state.not_before.get(j, 0) <= now]
         for job in sorted(ready, key=lambda j: (-j.expected, j.id)):
             placement = self.place(job.arch, free)
             if placement is None:
                 continue
             free[placement.engine.name] -= 1
-            attempts[job.id] += 1
-            del pending[job.id]
+            state.start(job)
             self.on_event("start", job, placement)
             running[threads.submit(fn, job, placement, self.cancel)] = (job, placement)
 
@@ -185,20 +186,55 @@ class Scheduler:
         )
         return Placement(max(open_emulating, key=lambda e: free[e.name]), True, why)
 
-    def _waiting_for_backoff(
-        self, pending: dict[str, Job[T]], not_before: dict[str, float]
-    ) -> bool:
-        return any(not_before.get(j, 0) > time.monotonic() for j in pending)
-
-    def _unplaceable(self, pending: dict[str, Job[T]], results: dict[str, Outcome]) -> None:
-        for job in list(pending.values()):
-            results[job.id] = Outcome(
+    def _unplaceable(self, state: _State[T]) -> None:
+        for job_id in list(state.ready):
+            job = state.pending[job_id]
+            outcome = Outcome(
                 ok=False,
                 detail=f"no engine runs {job.arch.value}, natively or emulated "
                 "(run `orchestrate doctor`; install QEMU with scripts/setup-host)",
             )
-            self.on_event("done", job, results[job.id])
-            del pending[job.id]
+            state.finish(job, outcome)
+            self.on_event("done", job, outcome)
+
+
+class _State(Generic[T]):
+    """The graph's bookkeeping: what waits, what is ready, what is done (graphlib)."""
+
+    def __init__(self, jobs: Sequence[Job[T]]) -> None:
+        self.pending = {j.id: j for j in jobs}
+        known = set(self.pending)
+        self._graph: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter(
+            {j.id: [d for d in j.depends if d in known] for j in jobs}
+        )
+        try:
+            self._graph.prepare()
+        except graphlib.CycleError as exc:
+            raise OrchestrateError(
+                f"the job graph has a cycle: {' -> '.join(exc.args[1])}"
+            ) from None
+        self.ready: set[str] = set(self._graph.get_ready())
+        self.attempts = dict.fromkeys(self.pending, 0)
+        self.not_before: dict[str, float] = {}
+        self.results: dict[str, Outcome] = {}
+
+    def start(self, job: Job[T]) -> None:
+        self.ready.discard(job.id)
+        del self.pending[job.id]
+        self.attempts[job.id] += 1
+
+    def finish(self, job: Job[T], outcome: Outcome) -> None:
+        """Record the final outcome; dependants become ready whatever it was (they
+        look at their dependencies' outcomes themselves)."""
+        self.ready.discard(job.id)
+        self.pending.pop(job.id, None)
+        self.results[job.id] = outcome
+        self._graph.done(job.id)
+        self.ready.update(self._graph.get_ready())
+
+    def waiting_for_backoff(self) -> bool:
+        now = time.monotonic()
+        return any(self.not_before.get(j, 0) > now for j in self.ready)
 
 
 def _result(future: Future[Outcome]) -> Outcome:

@@ -1,39 +1,64 @@
 #!/usr/bin/env python3
 """One wheel job inside a builder container, in two phases.
 
-fetch NAME==VERSION   (with network) download the pinned sdist to /job/src and
-                      everything needed to build it to /job/deps: the static
-                      build requirements and the ones the backend asks for
-                      (get_requires_for_build_wheel), so phase 2 needs no network.
-build                 (with --network none) unpack the sdist to /job/build and build
-                      the wheel with --no-index --find-links /job/deps into /job/out,
-                      with the build folder mapped out of compiled code so that two
-                      builds of the same sdist give the same bytes.
+fetch   (with network) /job/src holds the pinned sdist, put there by orchestrate
+        after checking its sha256 (or, run by hand, downloaded from
+        $ORCHESTRATE_SDIST_URL and checked against $ORCHESTRATE_SDIST_SHA256).
+        /job/deps holds the platform's cached build-requirement wheels.
+        The sdist is unpacked to /job/build, a build environment is made at
+        /job/env, and the static build requirements (build-system.requires)
+        and then the dynamic ones (get_requires_for_build_wheel) are
+        downloaded into /job/deps, preferring wheels (never --no-binary), and
+        installed into it. /job/build-constraints.txt and /job/build-pins.txt
+        (exact versions recorded by an earlier run), when present, constrain
+        every step. /job/fetch.json records what was resolved.
+build   (with --network none) build the wheel from /job/build with the
+        environment the fetch phase prepared, into /job/out; the build folder
+        is mapped out of compiled code so that two builds give the same bytes.
 
-Exit codes: 0 ok, 10 the sdist could not be downloaded, 11 build requirements
-could not be downloaded, 20 the build failed.
+Exit codes: 0 ok, 10 the sdist is missing, does not match or does not unpack,
+11 build requirements could not be downloaded or installed, 12 the build
+backend failed while computing requirements or metadata, 20 the build failed.
 """
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
 import tarfile
-import tempfile
+import urllib.request
 import zipfile
 from pathlib import Path
 
 JOB = Path(os.environ.get("ORCHESTRATE_JOB_DIR", "/job"))
-SRC, DEPS, OUT, BUILD = JOB / "src", JOB / "deps", JOB / "out", JOB / "build"
+SRC, DEPS, OUT, BUILD, ENV = (JOB / n for n in ("src", "deps", "out", "build", "env"))
+CONSTRAINTS, PINS, RECORD = JOB / "build-constraints.txt", JOB / "build-pins.txt", JOB / "fetch.json"
 PIP = [sys.executable, "-m", "pip"]
+EXIT_SDIST, EXIT_DEPS, EXIT_METADATA, EXIT_BUILD = 10, 11, 12, 20
+
+
+def say(text):
+    print(text, flush=True)
 
 
 def step(argv, code, env=None):
-    print("+ " + " ".join(argv), flush=True)
+    say("+ " + " ".join(argv))
     if subprocess.run(argv, check=False, env=env).returncode != 0:
         sys.exit(code)
 
 
+def compiler_env():
+    """Build from a fixed folder and map it away in what compilers record: a random
+    build folder would otherwise end up inside every extension module."""
+    env = dict(os.environ)
+    for var in ("CFLAGS", "CXXFLAGS"):
+        env[var] = (env.get(var, "") + f" -ffile-prefix-map={BUILD}=.").strip()
+    return env
+
+
 def unpack(sdist, into):
+    into.mkdir(parents=True, exist_ok=True)
     if sdist.name.endswith(".zip"):
         with zipfile.ZipFile(sdist) as archive:
             archive.extractall(into)
@@ -48,50 +73,118 @@ def unpack(sdist, into):
                             or member.islnk():
                         sys.exit(f"refusing unsafe member {member.name!r} in {sdist.name}")
                 archive.extractall(into)
-    roots = [p for p in Path(into).iterdir() if p.is_dir()]
-    return roots[0] if len(roots) == 1 else Path(into)
+    roots = [p for p in into.iterdir() if p.is_dir()]
+    return roots[0] if len(roots) == 1 else into
 
 
-def fetch(requirement):
-    for folder in (SRC, DEPS, OUT):
+def the_sdist():
+    found = sorted(SRC.glob("*")) if SRC.is_dir() else []
+    if found:
+        return found[0]
+    url, want = os.environ.get("ORCHESTRATE_SDIST_URL"), os.environ.get("ORCHESTRATE_SDIST_SHA256")
+    if not url:
+        say("error: no sdist in /job/src and no $ORCHESTRATE_SDIST_URL")
+        sys.exit(EXIT_SDIST)
+    SRC.mkdir(parents=True, exist_ok=True)
+    target = SRC / url.rsplit("/", 1)[-1].split("#", 1)[0]
+    say(f"+ download {url}")
+    with urllib.request.urlopen(url, timeout=120) as response:  # noqa: S310 - the recorded URL
+        target.write_bytes(response.read())
+    got = hashlib.sha256(target.read_bytes()).hexdigest()
+    if want and got != want:
+        say(f"error: {target.name} has sha256 {got}, expected {want}")
+        sys.exit(EXIT_SDIST)
+    return target
+
+
+def pip_args():
+    args = ["--prefer-binary", "--find-links", str(DEPS)]
+    for path in (CONSTRAINTS, PINS):
+        if path.is_file():
+            args += ["-c", str(path)]
+    return args
+
+
+def provide(requirements, offline_first):
+    """Download `requirements` (wheels preferred) into /job/deps and install them into
+    the build environment. With recorded pins, try without the index first."""
+    if not requirements:
+        return
+    install = [*PIP, "--python", str(ENV / "bin" / "python"), "install", "--no-index",
+               *pip_args(), *requirements]
+    if offline_first:
+        say("+ " + " ".join(install))
+        if subprocess.run(install, check=False).returncode == 0:
+            return
+        say("recorded build requirements are not all cached: downloading")
+    step([*PIP, "download", "-d", str(DEPS), *pip_args(), *requirements], EXIT_DEPS)
+    step(install, EXIT_DEPS)
+
+
+def installed():
+    out = subprocess.run([*PIP, "--python", str(ENV / "bin" / "python"), "list",
+                          "--format", "json"], check=True, capture_output=True, text=True)
+    return sorted(f"{p['name']}=={p['version']}" for p in json.loads(out.stdout))
+
+
+def fetch():
+    for folder in (DEPS, OUT):
         folder.mkdir(parents=True, exist_ok=True)
-    step([*PIP, "download", "--no-deps", "--no-binary", ":all:", "-d", str(SRC), requirement],
-         10)
-    sdist = next(SRC.iterdir())
-    from build import ProjectBuilder
-    from build.env import DefaultIsolatedEnv
+    try:
+        source = unpack(the_sdist(), BUILD)
+    except (OSError, tarfile.TarError, zipfile.BadZipFile) as exc:
+        say(f"error: the sdist does not unpack: {exc}")
+        sys.exit(EXIT_SDIST)
+    from build import BuildBackendException, ProjectBuilder
 
-    with tempfile.TemporaryDirectory() as tmp:
-        source = unpack(sdist, tmp)
+    try:
         static = sorted(ProjectBuilder(source).build_system_requires)
-        print(f"static build requirements: {static}", flush=True)
-        step([*PIP, "download", "-d", str(DEPS), *static], 11)
-        with DefaultIsolatedEnv() as env:
-            env.install(static)
-            builder = ProjectBuilder.from_isolated_env(env, source)
-            dynamic = sorted(builder.get_requires_for_build("wheel"))
-    print(f"dynamic build requirements: {dynamic}", flush=True)
-    if dynamic:
-        step([*PIP, "download", "-d", str(DEPS), *dynamic], 11)
+    except Exception as exc:  # noqa: BLE001 - any failure here is the project's metadata
+        say(f"error: build-system table: {type(exc).__name__}: {exc}")
+        sys.exit(EXIT_METADATA)
+    say(f"static build requirements: {static}")
+    step([sys.executable, "-m", "venv", "--without-pip", str(ENV)], EXIT_DEPS)
+    provide(static, PINS.is_file())
+    builder = ProjectBuilder(source, python_executable=str(ENV / "bin" / "python"),
+                             runner=runner(compiler_env()))
+    try:
+        dynamic = sorted(builder.get_requires_for_build("wheel"))
+    except BuildBackendException as exc:
+        say(f"error: the build backend failed computing build requirements: {exc}")
+        sys.exit(EXIT_METADATA)
+    say(f"dynamic build requirements: {dynamic}")
+    provide(dynamic, PINS.is_file())
+    record = {"static": static, "dynamic": dynamic, "installed": installed(),
+              "source": str(source.relative_to(JOB))}
+    RECORD.write_text(json.dumps(record, indent=1))
+    say(f"build environment: {' '.join(record['installed'])}")
 
 
 def build():
+    from build import BuildBackendException, ProjectBuilder
+
+    record = json.loads(RECORD.read_text())
     OUT.mkdir(parents=True, exist_ok=True)
-    BUILD.mkdir(parents=True, exist_ok=True)
-    # Build from a fixed folder, and map it away in what compilers record:
-    # pip's own random build folder would otherwise end up inside every
-    # extension module, and no two builds would give the same bytes.
-    source = unpack(next(SRC.iterdir()), BUILD)
-    env = dict(os.environ)
-    for var in ("CFLAGS", "CXXFLAGS"):
-        env[var] = (env.get(var, "") + f" -ffile-prefix-map={BUILD}=.").strip()
-    step([*PIP, "wheel", "--no-deps", "--no-index", "--find-links", str(DEPS),
-          "--wheel-dir", str(OUT), str(source)], 20, env)
+    builder = ProjectBuilder(JOB / record["source"], python_executable=str(ENV / "bin" / "python"),
+                             runner=runner(compiler_env()))
+    try:
+        wheel = builder.build("wheel", str(OUT))
+    except BuildBackendException as exc:
+        say(f"error: the build failed: {exc}")
+        sys.exit(EXIT_BUILD)
+    say(f"built {Path(wheel).name}")
+
+
+def runner(env):
+    def run(cmd, cwd=None, extra_environ=None):
+        say("+ " + " ".join(cmd[:2]) + " (build backend)")
+        subprocess.run(cmd, cwd=cwd, env={**env, **(extra_environ or {})}, check=True)
+    return run
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["fetch"] and len(sys.argv) == 3:
-        fetch(sys.argv[2])
+    if sys.argv[1:] == ["fetch"]:
+        fetch()
     elif sys.argv[1:] == ["build"]:
         build()
     else:

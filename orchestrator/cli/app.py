@@ -17,8 +17,9 @@ from rich.table import Table
 from orchestrator.config import Matrix, load_matrix
 from orchestrator.engines.pool import EnginePool
 from orchestrator.errors import Interrupted
+from orchestrator.images.facts import ProbeCache
+from orchestrator.layout import RunLayout
 from orchestrator.matrix import Platform, expand, select
-from orchestrator.paths import cache_dir
 from orchestrator.scheduler import Cancel
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -43,11 +44,21 @@ class App:
         return select(expand(self.matrix), self.patterns)
 
     @cached_property
+    def layout(self) -> RunLayout:
+        """Every path of this run: logs, jobs and reports under --workdir, caches shared."""
+        return RunLayout(self.workdir)
+
+    @cached_property
     def pool(self) -> EnginePool:
         # Imported here so that commands which need no engine never load docker-py.
         from orchestrator.engines.docker import DockerEngine
 
-        return EnginePool.from_matrix(self.matrix, DockerEngine, cache_dir() / "engines.json")
+        return EnginePool.from_matrix(self.matrix, DockerEngine, self.layout.engines)
+
+    def probed(self) -> dict[str, dict[str, tuple[str, ...]]]:
+        """The builders' last probed tags, for commands that build no image."""
+        probes = ProbeCache(self.layout.probes)
+        return {p.name: probes.read(p.name) for p in self.platforms}
 
 
 pass_app = click.make_pass_decorator(App)

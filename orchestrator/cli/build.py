@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import click
 
-from orchestrator.errors import EXIT_CONFLICT, EXIT_FAILED
+from orchestrator.errors import EXIT_CONFLICT, EXIT_FAILED, InputError, OrchestrateError
 from orchestrator.progress import Progress
 from orchestrator.report.data import report_of, save_run_report, write_report
 from orchestrator.report.html import write_html
-from orchestrator.wheels.pipeline import BuildOptions, BuildRun, emulated_seconds, run_build
+from orchestrator.wheels.builddeps import parse_constraints
+from orchestrator.wheels.pipeline import (
+    BuildOptions,
+    BuildRun,
+    emulated_seconds,
+    new_run,
+    run_build,
+)
 
 from .app import (
     App,
@@ -40,6 +48,20 @@ from .plan import FILE, requirement_options
     "--replace", is_flag=True, help="Replace a published wheel whose rebuild gave different bytes."
 )
 @click.option("--timeout", type=click.FloatRange(min=1), help="Seconds per job.")
+@click.option(
+    "--deadline",
+    type=click.FloatRange(min=1),
+    help="Seconds from the start after which no new job starts; what finished is still "
+    "stored, published and reported.",
+)
+@click.option(
+    "--build-constraint",
+    "build_constraints",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Constraints for build tools, e.g. 'Cython<3' (repeatable; adds to "
+    "builder.build_constraints in the matrix).",
+)
 @pass_app
 def build(
     app: App,
@@ -52,27 +74,40 @@ def build(
     keep_failed: bool,
     replace: bool,
     timeout: float | None,
+    deadline: float | None,
+    build_constraints: tuple[Path, ...],
 ) -> int:
     """Build every wheel the plan says is missing, then publish the index."""
     options = BuildOptions(
-        app.workdir, emulate_when_busy, fail_fast, keep_failed, replace, timeout, resolve_latest
+        emulate_when_busy,
+        fail_fast,
+        keep_failed,
+        replace,
+        timeout,
+        resolve_latest,
+        deadline,
+        _constraint_lines(app, build_constraints),
     )
+    run = new_run(app.layout, app.platforms)
     with signals_cancel() as cancel, Progress(app.console, 0, "jobs") as progress:
-        run = run_build(
-            app.matrix,
-            app.pool,
-            app.platforms,
-            requirements,
-            constraints,
-            options,
-            cancel,
-            progress.event,
-        )
-    report = report_of(run, str(app.matrix_path))
-    saved = save_run_report(report, app.workdir)
-    write_html(report, saved.with_suffix(".html"))
-    if report_path is not None:
-        write_report(report, report_path)
+        try:
+            run_build(
+                run,
+                app.matrix,
+                app.pool,
+                app.platforms,
+                requirements,
+                constraints,
+                options,
+                app.layout,
+                cancel,
+                progress.event,
+            )
+        except OrchestrateError as exc:
+            run.error = exc.message
+            raise
+        finally:  # a run that fails in the plan still leaves its report
+            saved = _write_reports(app, run, report_path)
     _summary(app, run, saved)
     raise_if_cancelled(cancel)
     if run.failed or run.publish_errors or run.images.failed:
@@ -80,23 +115,48 @@ def build(
     return EXIT_CONFLICT if run.mismatches else 0
 
 
+def _constraint_lines(app: App, files: tuple[Path, ...]) -> tuple[str, ...]:
+    configured = app.matrix.builder.build_constraints
+    paths = [configured] if configured else []
+    lines: list[str] = []
+    for path in [*paths, *files]:
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"{path}: cannot read the build constraints: {exc}") from None
+        lines += [line.strip() for line in text.splitlines() if line.split("#")[0].strip()]
+    parse_constraints(lines, ", ".join(str(p) for p in [*paths, *files]))  # refuse bad lines now
+    return tuple(lines)
+
+
+def _write_reports(app: App, run: BuildRun, report_path: Path | None) -> Path:
+    report = report_of(run, str(app.matrix_path))
+    saved = save_run_report(report, app.layout.reports)
+    write_html(report, saved.with_suffix(".html"))
+    if report_path is not None:
+        write_report(report, report_path)
+    return saved
+
+
 def _summary(app: App, run: BuildRun, report: Path) -> None:
     click.echo("")
     rows = [
         (
             j.platform,
-            f"{j.name}=={j.version}",
+            j.job.split("/", 1)[1],
             j.status,
             f"{j.duration:.1f}s",
             j.engine + (" (emulated)" if j.emulated else ""),
-            j.wheel or j.detail,
+            j.wheel or (j.category or ""),
         )
         for j in run.jobs
     ]
     if rows:
         print_rows(app, ("platform", "requirement", "status", "time", "engine", "wheel"), rows)
     for job in run.failed:
-        click.echo(f"FAILED {job.job}: {job.detail} (log: {job.log})", err=True)
+        click.echo(f"FAILED {job.job} [{job.category}]: {job.error} (log: {job.log})", err=True)
+        if job.hint:
+            click.echo(f"  hint: {job.hint}", err=True)
     for m in run.mismatches:
         click.echo(
             f"NOT REPRODUCIBLE {m.filename}: published sha256 {m.published_sha256}, "
@@ -106,10 +166,11 @@ def _summary(app: App, run: BuildRun, report: Path) -> None:
     for platform, error in run.publish_errors.items():
         click.echo(f"publish of {platform} failed: {error}", err=True)
     count = {a: sum(1 for d in run.plan if d.action.value == a) for a in ("upstream", "cached")}
-    built = sum(1 for j in run.jobs if j.status in ("built", "shared"))
+    status = Counter(str(j.status) for j in run.jobs)
     click.echo(
-        f"built {built}, failed {len(run.failed)}, upstream {count['upstream']}, "
-        f"cached {count['cached']}, emulated time {emulated_seconds(run):.0f}s; "
+        f"built {status['built']}, shared {status['shared']}, failed {len(run.failed)}, "
+        f"upstream {count['upstream']}, cached {count['cached']}, "
+        f"emulated time {emulated_seconds(run.jobs):.0f}s; "
         f"published {', '.join(p.platform + ':' + p.status for p in run.published)}"
     )
     click.echo(f"report: {report} and {report.with_suffix('.html')}")

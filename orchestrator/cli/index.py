@@ -46,7 +46,7 @@ def publish(app: App) -> int:
 def prune(app: App, dry_run: bool) -> None:
     """Remove wheels whose exact version the upstream index now serves."""
     store = Store(app.matrix.index.root)
-    found = prune_candidates(app.matrix, store, app.platforms)
+    found = prune_candidates(app.matrix, store, app.platforms, probed=app.probed())
     print_rows(
         app,
         ("platform", "our wheel", "upstream replacement"),

@@ -54,7 +54,14 @@ def plan(
     output: Path | None,
 ) -> None:
     """Decide per platform which pinned requirements need a wheel built."""
-    result = make_plan(app.matrix, app.platforms, requirements, constraints, resolve_latest)
+    result = make_plan(
+        app.matrix,
+        app.platforms,
+        requirements,
+        constraints,
+        resolve_latest,
+        probed=app.probed(),
+    )
     text = json.dumps([d.as_dict() for d in result.decisions], indent=1) if fmt == "json" else None
     if output is not None:
         _write_atomic(output, text or json.dumps([d.as_dict() for d in result.decisions]))

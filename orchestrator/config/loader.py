@@ -277,6 +277,19 @@ def _resolve_paths(matrix: Matrix, marks: _Marks, path: Path) -> Matrix:
                 line=_line(loc, marks),
                 key=_dotted(loc),
             )
-    builder = matrix.builder.model_copy(update={"ca_certificates": certs})
+    constraints = matrix.builder.build_constraints
+    if constraints is not None:
+        constraints = matrix.resolve(constraints)
+        if not constraints.is_file():
+            loc = ("builder", "build_constraints")
+            raise ConfigError(
+                f"build constraints file {str(constraints)!r} does not exist",
+                path=str(path),
+                line=_line(loc, marks),
+                key=_dotted(loc),
+            )
+    builder = matrix.builder.model_copy(
+        update={"ca_certificates": certs, "build_constraints": constraints}
+    )
     index = matrix.index.model_copy(update={"root": matrix.resolve(matrix.index.root)})
     return matrix.model_copy(update={"builder": builder, "index": index})

@@ -145,6 +145,8 @@ class BuilderSpec(Model):
     proxy: Proxy = Proxy()
     user: Name = "builder"
     job_timeout: Annotated[StrictInt, Field(ge=10)] = 3600
+    # A constraints file for build tools (e.g. `Cython<3`), relative to the matrix file.
+    build_constraints: Path | None = None
 
 
 class DistroSpec(Model):

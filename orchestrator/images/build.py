@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,9 +13,9 @@ from orchestrator.config import Matrix
 from orchestrator.engines import BuildRequest, Engine, RunRequest, run_to_end
 from orchestrator.errors import OrchestrateError
 from orchestrator.matrix import Platform
-from orchestrator.wheels.inputs import probe_path
 
 from .base import ensure_base
+from .facts import ProbeCache, parse_probe
 from .plan import build_labels, stale_reason
 from .render import Rendered, render, templates_dir
 
@@ -32,9 +31,12 @@ class ImageResult:
     image_id: str = ""
     reason: str = ""
     digest: str = ""  # after push
+    # What the image's probe measured inside it (not in the report: see ImageFacts).
+    tags: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
+    glibc: str = ""
 
     def as_dict(self) -> dict[str, object]:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k not in ("tags", "glibc")}
 
 
 def image_tag(matrix: Matrix, platform: Platform) -> str:
@@ -71,6 +73,7 @@ def build_image(
     *,
     force: bool = False,
     max_age: timedelta | None = None,
+    probes: ProbeCache | None = None,
 ) -> ImageResult:
     """Make sure `engine` holds a fresh builder for `platform`; build it if not."""
     started = time.monotonic()
@@ -90,27 +93,21 @@ def build_image(
         why = stale_reason(existing.labels if existing else None, inputs, now, max_age, force)
         if why is None and existing is not None:
             line(f"fresh: {tag} ({existing.id[:19]}) has inputs {inputs[:12]}")
-            _save_probe(platform, engine, tag, existing.id)
-            return ImageResult(
-                platform.name,
-                "fresh",
-                engine.name,
-                duration=_since(started),
-                log=str(log_path),
-                image_id=existing.id,
-                reason="inputs unchanged",
-            )
-        line(f"building {tag}: {why}")
-        image_id = _build(rendered, engine, tag, base_id, inputs, now, line)
-        _save_probe(platform, engine, tag, image_id)
+            status, image_id, why = "fresh", existing.id, "inputs unchanged"
+        else:
+            line(f"building {tag}: {why}")
+            status, image_id = "built", _build(rendered, engine, tag, base_id, inputs, now, line)
+        tags, glibc = _probe(platform, engine, tag, image_id, probes)
     return ImageResult(
         platform.name,
-        "built",
+        status,
         engine.name,
         duration=_since(started),
         log=str(log_path),
         image_id=image_id,
         reason=why or "",
+        tags=tags,
+        glibc=glibc,
     )
 
 
@@ -131,18 +128,14 @@ def _build(
     return engine.build(request, line)
 
 
-def _save_probe(platform: Platform, engine: Engine, tag: str, image_id: str) -> None:
-    """Keep the image's probe output where the planner looks for real tags."""
-    path = probe_path(platform)
-    try:
-        if json.loads(path.read_text()).get("image") == image_id:
-            return
-    except (OSError, ValueError):
-        pass
+def _probe(
+    platform: Platform, engine: Engine, tag: str, image_id: str, probes: ProbeCache | None
+) -> tuple[dict[str, tuple[str, ...]], str]:
+    """What the image's probe measured at build time: tags per Python, and glibc."""
     outcome, output = run_to_end(
         engine,
         RunRequest(
-            image=tag,
+            image=image_id,
             command=("cat", "/etc/orchestrate/probe.json"),
             platform=platform.arch,
             network=False,
@@ -151,12 +144,10 @@ def _save_probe(platform: Platform, engine: Engine, tag: str, image_id: str) -> 
     )
     if outcome.exit_code != 0:
         raise OrchestrateError(f"{platform.name}: the image's probe output is missing")
-    data = json.loads(output)
-    data["image"] = image_id
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
+    tags, glibc = parse_probe(output)
+    if probes is not None:  # for `orchestrate plan`, which builds no image
+        probes.write(platform.name, image_id, {"tags": tags, "glibc": glibc})
+    return tags, glibc
 
 
 def _since(started: float) -> float:

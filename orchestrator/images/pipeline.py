@@ -15,7 +15,8 @@ from orchestrator.matrix import Platform
 from orchestrator.registry import ManifestRef
 from orchestrator.scheduler import Cancel, Job, Outcome, Placement, Scheduler
 
-from .build import ImageResult, build_image
+from .build import ImageResult, build_image, image_tag
+from .facts import ImageFacts, ProbeCache
 from .manifest import ReleaseOutcome, client_for, publish_release, push_platform
 
 EXPECTED_NATIVE = 300.0  # seconds; emulated builds are expected to take longer
@@ -26,6 +27,7 @@ EXPECTED_EMULATED = 1500.0
 class ImagesReport:
     results: list[ImageResult] = field(default_factory=list)
     releases: list[ReleaseOutcome] = field(default_factory=list)
+    facts: dict[str, ImageFacts] = field(default_factory=dict)  # platform -> usable builder
 
     @property
     def failed(self) -> list[ImageResult]:
@@ -44,6 +46,7 @@ def run_images(
     max_age: timedelta | None = None,
     cancel: Cancel | None = None,
     on_event: Callable[..., None] = lambda *_: None,
+    probes: ProbeCache | None = None,
 ) -> ImagesReport:
     by_name = {p.name: p for p in platforms}
 
@@ -51,7 +54,13 @@ def run_images(
         log = logs / "images" / f"{job.id}.log"
         try:
             result = build_image(
-                job.payload, matrix, placement.engine, log, force=force, max_age=max_age
+                job.payload,
+                matrix,
+                placement.engine,
+                log,
+                force=force,
+                max_age=max_age,
+                probes=probes,
             )
         except EngineError:
             raise  # lost engine: the scheduler retries it
@@ -73,6 +82,17 @@ def run_images(
             status = "cancelled" if outcome.cancelled else "failed"
             report.results.append(ImageResult(name, status, reason=outcome.detail))
     report.results.sort(key=lambda r: list(by_name).index(r.platform))
+    report.facts = {
+        r.platform: ImageFacts(
+            r.platform,
+            image_tag(matrix, by_name[r.platform]),
+            {r.engine: r.image_id},
+            r.tags,
+            r.glibc,
+        )
+        for r in report.results
+        if r.status in ("built", "fresh")
+    }
     if push:
         report.releases = _push_all(matrix, pool, by_name, report, allow_partial, logs)
     return report

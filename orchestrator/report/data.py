@@ -11,7 +11,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from orchestrator.wheels.pipeline import BuildRun, emulated_seconds
+from orchestrator.wheels.execute import emulated_seconds
+from orchestrator.wheels.pipeline import BuildRun
 
 SCHEMA_VERSION = 1
 SCHEMA_ID = "https://orchestrate.invalid/schemas/build-report-1.json"
@@ -20,7 +21,7 @@ SCHEMA_PATH = Path(__file__).with_name("schema.json")
 
 def report_of(run: BuildRun, matrix_path: str) -> dict[str, Any]:
     actions = Counter(d.action.value for d in run.plan)
-    statuses = Counter(j.status for j in run.jobs)
+    statuses = Counter(str(j.status) for j in run.jobs)
     return {
         "$schema": SCHEMA_ID,
         "schema_version": SCHEMA_VERSION,
@@ -39,9 +40,12 @@ def report_of(run: BuildRun, matrix_path: str) -> dict[str, Any]:
             "cached": actions.get("cached", 0),
             "unavailable": actions.get("unavailable", 0),
             "excluded": actions.get("excluded", 0),
-            "emulated_seconds": round(emulated_seconds(run), 1),
+            "emulated_seconds": round(emulated_seconds(run.jobs), 1),
             "mismatches": len(run.mismatches),
+            "categories": dict(Counter(str(j.category) for j in run.jobs if j.category)),
+            "sdist_downloads": run.sdist_downloads,
         },
+        "error": run.error,
         "images": [r.as_dict() for r in run.images.results],
         "plan": [d.as_dict() for d in run.plan],
         "jobs": [j.as_dict() for j in run.jobs],
@@ -58,9 +62,8 @@ def write_report(report: dict[str, Any], path: Path) -> None:
     tmp.replace(path)
 
 
-def save_run_report(report: dict[str, Any], workdir: Path) -> Path:
-    """reports/<run>.json plus reports/latest.json, which `reproduce` reads by default."""
-    folder = workdir / "reports"
+def save_run_report(report: dict[str, Any], folder: Path) -> Path:
+    """<folder>/<run>.json plus <folder>/latest.json, which `reproduce` reads by default."""
     path = folder / f"{report['run_id']}.json"
     write_report(report, path)
     latest = folder / ".latest.tmp"

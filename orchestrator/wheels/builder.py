@@ -11,50 +11,32 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import shlex
 import tarfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
-from orchestrator.engines import Engine, RunRequest
-from orchestrator.errors import EngineError, UnsafeName
-from orchestrator.matrix import Platform
+from orchestrator.config import Family
+from orchestrator.engines import Engine, RunOutcome, RunRequest
+from orchestrator.errors import UnsafeName
 from orchestrator.scheduler import Cancel
 
+from .builddeps import BuildDepCache
+from .failures import Category, Failure, JobStatus, classify
+from .jobs import JobKind, WheelJob
 from .tags import TagSet
 
 JOB_SCRIPT = "/usr/local/lib/orchestrate/job.py"
 # Wheels store zip timestamps, which cannot predate 1980: a fixed epoch there.
 SOURCE_DATE_EPOCH = "315532800"
-EXIT_DOWNLOAD = 10
-EXIT_DEPS = 11
 LABEL_JOB = "org.orchestrate.job"
-
-
-@dataclass(frozen=True)
-class WheelJob:
-    platform: Platform
-    python: str
-    name: str
-    version: str
-    image: str  # image ID: the exact builder, immutable
-    image_ref: str  # the tag it came from, for people
-    timeout: float = 3600
-    keep_failed: bool = False
-    run_id: str = ""
-
-    @property
-    def id(self) -> str:
-        return f"{self.platform.name}/{self.name}=={self.version}"
-
-    @property
-    def requirement(self) -> str:
-        return f"{self.name}=={self.version}"
+LOG_TAIL = 256 * 1024  # how much of a failed job's log classification reads
 
 
 @dataclass(frozen=True)
@@ -82,7 +64,8 @@ class WheelRecord:
     python: str
     name: str
     version: str
-    status: str  # built | shared | failed | timeout | cancelled
+    status: JobStatus
+    kind: JobKind = JobKind.WHEEL
     duration: float = 0.0
     engine: str = ""
     emulated: bool = False
@@ -97,19 +80,35 @@ class WheelRecord:
     detail: str = ""
     exit_code: int | None = None
     attempts: int = 1
-    source_sha256: str | None = None  # the sdist the wheel was built from
+    category: Category | None = None  # why it failed
+    error: str = ""  # the first error line of its log
+    hint: str = ""
+    sdist: dict[str, object] | None = None  # filename, url and sha256 it was built from
+    source_sha256: str | None = None  # the sdist's sha256, as verified
+    build_requires: list[str] = field(default_factory=list)  # exact versions in its build env
+    build_constraints: list[str] = field(default_factory=list)
+    depends: list[str] = field(default_factory=list)  # jobs it waited for
+    phase_seconds: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
 
+    def fail(self, failure: Failure, status: JobStatus = JobStatus.FAILED) -> None:
+        self.status, self.category = status, failure.category
+        self.error, self.hint = failure.first_line, failure.hint
+        self.detail = f"{failure.category}: {failure.first_line}"
+
     @classmethod
-    def for_job(cls, job: WheelJob, status: str, **fields: Any) -> WheelRecord:
-        """A record naming `job`, with its image and recorded phases."""
+    def for_job(cls, job: WheelJob, status: JobStatus, **fields: Any) -> WheelRecord:
+        """A record naming `job`, with its image, sdist and recorded phases."""
         base: dict[str, Any] = {
+            "kind": job.kind,
             "image": job.image,
             "image_ref": job.image_ref,
             "arch": job.platform.arch.value,
             "phases": [p.as_dict() for p in phases(job)],
+            "sdist": job.sdist.as_dict(),
+            "build_constraints": list(job.build_constraints),
         }
         return cls(
             job.id,
@@ -124,148 +123,237 @@ class WheelRecord:
 
 def phases(job: WheelJob) -> tuple[Phase, Phase]:
     python = f"/opt/orchestrate/py{job.python}/bin/python"
+    env = {"SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, "PYTHONHASHSEED": "0"}
+    where = {
+        # Only for a fetch run by hand (`reproduce --print`): orchestrate puts the
+        # verified sdist into /job/src itself.
+        "ORCHESTRATE_SDIST_URL": job.sdist.url,
+        "ORCHESTRATE_SDIST_SHA256": job.sdist.sha256 or "",
+    }
     return (
-        Phase("fetch", (python, JOB_SCRIPT, "fetch", job.requirement), network=True),
-        Phase(
-            "build",
-            (python, JOB_SCRIPT, "build"),
-            network=False,
-            env={"SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, "PYTHONHASHSEED": "0"},
-        ),
+        Phase("fetch", (python, JOB_SCRIPT, "fetch"), network=True, env={**env, **where}),
+        Phase("build", (python, JOB_SCRIPT, "build"), network=False, env=env),
     )
 
 
-def run_job(
-    job: WheelJob,
-    engine: Engine,
-    emulated: bool,
-    tags: TagSet,
-    out_dir: Path,
-    log_path: Path,
-    cancel: Cancel,
-) -> WheelRecord:
+@dataclass(frozen=True)
+class JobInputs:
+    """What the host puts into the fetch container: the verified sdist, the platform's
+    cached build-requirement wheels, the build constraints and any recorded pins."""
+
+    sdist: Path
+    deps: BuildDepCache
+    pins_key: str  # where the resolved build requirements are recorded (per sdist + constraints)
+    pins: tuple[str, ...] | None = None  # recorded by an earlier run: resolve nothing again
+
+    def tar(self, job: WheelJob) -> bytes:
+        """Owned by the build user (uid 1000), who writes next to these files."""
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            for wheel in self.deps.wheels():
+                _add_file(tar, f"job/deps/{wheel.name}", wheel.read_bytes())
+            _add_file(tar, f"job/src/{self.sdist.name}", self.sdist.read_bytes())
+            if job.build_constraints:
+                _add_file(tar, "job/build-constraints.txt", _lines(job.build_constraints))
+            if self.pins:
+                _add_file(tar, "job/build-pins.txt", _lines(self.pins))
+        return buffer.getvalue()
+
+
+def _lines(lines: Sequence[str]) -> bytes:
+    return "".join(f"{line}\n" for line in lines).encode()
+
+
+def _add_file(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    names = set(tar.getnames())
+    for parent in _parents(name):
+        if parent not in names:
+            info = tarfile.TarInfo(parent)
+            info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, 0o755, 1000, 1000
+            tar.addfile(info)
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.uid, info.gid = len(data), 0o644, 1000, 1000
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _parents(name: str) -> list[str]:
+    parts = name.split("/")[:-1]
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """Where one job runs and writes: engine, mode, accepted tags, paths, cancel."""
+
+    engine: Engine
+    emulated: bool
+    tags: TagSet
+    family: Family
+    out_dir: Path
+    log_path: Path
+    cancel: Cancel
+
+
+def run_job(job: WheelJob, inputs: JobInputs, ctx: JobContext) -> WheelRecord:
     started = time.monotonic()
     record = WheelRecord.for_job(
-        job, "failed", engine=engine.name, emulated=emulated, log=str(log_path)
+        job, JobStatus.FAILED, engine=ctx.engine.name, emulated=ctx.emulated, log=str(ctx.log_path)
     )
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
-        _header(log, job, engine, emulated)
+    record.source_sha256 = job.sdist.sha256
+    ctx.log_path.parent.mkdir(parents=True, exist_ok=True)
+    with ctx.log_path.open("ab") as log:
+        _header(log, job, ctx)
         try:
-            _run_phases(job, engine, tags, out_dir, log, record, cancel, started)
+            _run_phases(job, inputs, ctx, log, record, started)
         finally:
             record.duration = round(time.monotonic() - started, 2)
             log.write(f"\n== {record.status} after {record.duration}s {record.detail}\n".encode())
+    if record.status == JobStatus.FAILED and record.category is None:
+        _classify(record, ctx)
     return record
 
 
-def _header(log: BinaryIO, job: WheelJob, engine: Engine, emulated: bool) -> None:
-    mode = "emulated" if emulated else "native"
+def _header(log: BinaryIO, job: WheelJob, ctx: JobContext) -> None:
+    mode = "emulated" if ctx.emulated else "native"
     log.write(
-        f"== {job.id} on {engine.name} ({mode}), image {job.image_ref} "
-        f"({job.image[:19]})\n".encode()
+        f"== {job.id} on {ctx.engine.name} ({mode}), image {job.image_ref} "
+        f"({job.image[:19]})\n== sdist {job.sdist.url} sha256 {job.sdist.sha256}\n".encode()
     )
+    log.flush()
 
 
 def _run_phases(
     job: WheelJob,
-    engine: Engine,
-    tags: TagSet,
-    out_dir: Path,
+    inputs: JobInputs,
+    ctx: JobContext,
     log: BinaryIO,
     record: WheelRecord,
-    cancel: Cancel,
     started: float,
 ) -> None:
     fetch, build = phases(job)
-    job_tar = b""
+    job_tar = inputs.tar(job)
     for phase in (fetch, build):
-        if cancel.event.is_set():
-            record.status, record.detail = "cancelled", "cancelled before " + phase.name
+        if ctx.cancel.event.is_set():
+            record.fail(Failure(Category.CANCELLED, f"before {phase.name}"), JobStatus.CANCELLED)
             return
         remaining = job.timeout - (time.monotonic() - started)
         log.write(
             f"\n== phase {phase.name} ({'network' if phase.network else 'no network'}): "
             f"{shlex.join(phase.command)}\n".encode()
         )
-        request = RunRequest(
-            image=job.image,
-            command=phase.command,
-            platform=job.platform.arch,
-            env=phase.env,
-            network=phase.network,
-            user=None,
-            workdir="/job",
-            labels={LABEL_JOB: job.id, "org.orchestrate.run": job.run_id},
-            keep=job.keep_failed,
+        log.flush()
+        outcome, job_tar = _run_phase(job, phase, ctx, job_tar, remaining, log)
+        record.exit_code = outcome.exit_code
+        record.phase_seconds[phase.name] = round(outcome.duration, 2)
+        if not _phase_ok(job, phase, outcome, ctx, record):
+            return
+        if phase is fetch:
+            _after_fetch(job_tar, inputs, record)
+            job_tar = without(job_tar, "job/deps/")
+    _collect(job_tar, ctx.tags, ctx.out_dir, record)
+
+
+def _run_phase(
+    job: WheelJob, phase: Phase, ctx: JobContext, job_tar: bytes, remaining: float, log: BinaryIO
+) -> tuple[RunOutcome, bytes]:
+    request = RunRequest(
+        image=job.image,
+        command=phase.command,
+        platform=job.platform.arch,
+        env=phase.env,
+        network=phase.network,
+        user=None,
+        workdir="/job",
+        labels={LABEL_JOB: job.id, "org.orchestrate.run": job.run_id},
+        keep=job.keep_failed,
+    )
+    with ctx.engine.container(request) as box:
+        ctx.cancel.on_cancel(box.kill)
+        box.put("/", job_tar)
+        outcome = box.start_and_wait(max(remaining, 1), lambda chunk: _write(log, chunk))
+        if outcome.exit_code != 0:
+            return outcome, b""
+        return outcome, box.get("/job" if phase.name == "fetch" else "/job/out")
+
+
+def _phase_ok(
+    job: WheelJob, phase: Phase, outcome: RunOutcome, ctx: JobContext, record: WheelRecord
+) -> bool:
+    if outcome.timed_out:
+        why = f"killed after the {job.timeout:.0f}s timeout ({phase.name})"
+        record.fail(Failure(Category.TIMEOUT, why), JobStatus.TIMEOUT)
+        return False
+    if ctx.cancel.event.is_set():
+        record.fail(
+            Failure(Category.CANCELLED, f"stopped during {phase.name}"), JobStatus.CANCELLED
         )
-        with engine.container(request) as box:
-            cancel.on_cancel(box.kill)
-            if job_tar:
-                box.put("/", job_tar)
-            outcome = box.start_and_wait(max(remaining, 1), lambda chunk: _write(log, chunk))
-            log.flush()
-            record.exit_code = outcome.exit_code
-            if outcome.timed_out:
-                record.status = "timeout"
-                record.detail = f"killed after the {job.timeout:.0f}s timeout ({phase.name})"
-                return
-            if cancel.event.is_set():
-                record.status, record.detail = "cancelled", f"stopped during {phase.name}"
-                return
-            if outcome.exit_code != 0:
-                _failed(record, phase, outcome.exit_code)
-                return
-            if phase is fetch:
-                job_tar = box.get("/job")
-                record.source_sha256 = sdist_sha256(job_tar)
-            else:
-                job_tar = box.get("/job/out")
-    _collect(job_tar, tags, out_dir, record)
+        return False
+    return outcome.exit_code == 0
+
+
+def _after_fetch(job_tar: bytes, inputs: JobInputs, record: WheelRecord) -> None:
+    """Keep new build-requirement wheels and the exact versions the sdist resolved to."""
+    inputs.deps.absorb(job_tar)
+    fetched = read_member(job_tar, "job/fetch.json")
+    if fetched is None:
+        return
+    installed = [str(p) for p in json.loads(fetched).get("installed", [])]
+    record.build_requires = installed
+    if installed and inputs.pins is None:
+        inputs.deps.save_pins(inputs.pins_key, installed)
+
+
+def _classify(record: WheelRecord, ctx: JobContext) -> None:
+    with ctx.log_path.open("rb") as log:
+        log.seek(max(0, ctx.log_path.stat().st_size - LOG_TAIL))
+        text = log.read().decode(errors="replace")
+    record.fail(classify(record.exit_code, text, ctx.family))
 
 
 def _write(log: BinaryIO, chunk: bytes) -> None:
     log.write(chunk)
+    log.flush()  # so that `tail -f` of a job's log shows it as it runs
 
 
-class TransientJobError(EngineError):
-    """A failure worth retrying: the source download did not complete."""
+def read_member(tar_bytes: bytes, name: str) -> bytes | None:
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
+        try:
+            handle = tar.extractfile(name)
+        except KeyError:
+            return None
+        return handle.read() if handle else None
 
 
-def _failed(record: WheelRecord, phase: Phase, code: int | None) -> None:
-    if phase.name == "fetch" and code in (EXIT_DOWNLOAD, EXIT_DEPS):
-        # Downloads fail for passing reasons (network, index hiccup): retry these.
-        raise TransientJobError(f"{record.job}: downloading sources failed (exit {code})")
-    record.status = "failed"
-    record.detail = f"{phase.name} exited {code}; see the log"
+def without(tar_bytes: bytes, prefix: str) -> bytes:
+    """The tar with the members under `prefix` left out (the build needs no wheel cache)."""
+    out = io.BytesIO()
+    with (
+        tarfile.open(fileobj=io.BytesIO(tar_bytes)) as src,
+        tarfile.open(fileobj=out, mode="w") as dst,
+    ):
+        for member in src.getmembers():
+            if member.name.startswith(prefix):
+                continue
+            dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+    return out.getvalue()
 
 
 def _collect(out_tar: bytes, tags: TagSet, out_dir: Path, record: WheelRecord) -> None:
     """Take the one wheel out of the tar, checking its name and tags before writing."""
     wheels = extract_wheels(out_tar, out_dir)
     if len(wheels) != 1:
-        record.status, record.detail = "failed", f"expected one wheel, got {len(wheels)}"
+        record.fail(Failure(Category.BAD_WHEEL, f"expected one wheel, got {len(wheels)}"))
         return
     wheel = wheels[0]
     _name, _version, _build, wheel_tags = parse_wheel_filename(wheel.name)
     if not tags.accepts(wheel_tags):
-        record.status = "failed"
-        record.detail = f"{wheel.name}: its tags do not fit {record.platform} python {tags.python}"
+        why = f"{wheel.name}: its tags do not fit {record.platform} python {tags.python}"
+        record.fail(Failure(Category.BAD_WHEEL, why))
         return
     data = wheel.read_bytes()
-    record.status, record.wheel = "built", wheel.name
+    record.status, record.wheel = JobStatus.BUILT, wheel.name
     record.sha256, record.size = hashlib.sha256(data).hexdigest(), len(data)
     record.detail = "pure Python" if is_pure(wheel.name) else ""
-
-
-def sdist_sha256(job_tar: bytes) -> str | None:
-    """The sha256 of the one sdist under job/src/ in the fetched job folder."""
-    with tarfile.open(fileobj=io.BytesIO(job_tar)) as tar:
-        for member in tar.getmembers():
-            if member.isfile() and member.name.startswith("job/src/"):
-                data = tar.extractfile(member)
-                return hashlib.sha256(data.read()).hexdigest() if data else None
-    return None
 
 
 def is_pure(filename: str) -> bool:

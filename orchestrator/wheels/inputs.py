@@ -6,8 +6,7 @@ the cache) and the probe results of builder images.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,36 +30,29 @@ from .upstream import ProjectPage, Stats, Upstream
 class PlanResult:
     decisions: list[Decision]
     stats: Stats
+    pages: Mapping[str, ProjectPage | None]  # what the index said, for build-dependency choices
+    tagsets: TagSets
+    upstream: Upstream
 
 
-def probe_path(platform: Platform) -> Path:
-    """Where a builder image's probe output is kept (written by `images build`)."""
-    return cache_dir() / "probes" / f"{platform.name}.json"
+# platform name -> python -> the builder's probed sys_tags(), best first
+Probed = Mapping[str, Mapping[str, Sequence[str]]]
 
 
-def tagsets_for(platforms: Sequence[Platform]) -> TagSets:
-    """Tags from each builder's probe when it exists, else derived from the matrix."""
+def tagsets_for(platforms: Sequence[Platform], probed: Probed) -> TagSets:
+    """Tags from each builder's probe when there is one, else derived from the matrix."""
     out: dict[tuple[str, str], TagSet] = {}
     for platform in platforms:
-        probed = _read_probe(probe_path(platform))
         for python in platform.python:
-            lines = probed.get(python)
+            lines = probed.get(platform.name, {}).get(python)
             out[(platform.name, python)] = (
-                tags_from_probe(python, lines)
+                tags_from_probe(python, list(lines))
                 if lines
                 else TagSet.of(
                     python, derived_tags(python, platform.arch, platform.glibc), "derived"
                 )
             )
     return out
-
-
-def _read_probe(path: Path) -> dict[str, list[str]]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return {str(k): list(v) for k, v in data.get("tags", {}).items()}
 
 
 def store_contents(root: Path, platforms: Sequence[Platform]) -> Cached:
@@ -111,6 +103,7 @@ def make_plan(
     constraint_files: Sequence[Path] = (),
     resolve_latest: bool = False,
     upstream: Upstream | None = None,
+    probed: Probed | None = None,
 ) -> PlanResult:
     reqs = reqs_mod.read(list(requirement_files), list(constraint_files))
     if not reqs.pins and not reqs.unpinned and not reqs.unsupported:
@@ -125,8 +118,8 @@ def make_plan(
     names = {p.name for p in reqs.pins} | {u.name for u in reqs.unpinned}
     pages = upstream.projects(names)
     reqs = resolve_unpinned(reqs, pages, resolve_latest)
-    tagsets = tagsets_for(platforms)
+    tagsets = tagsets_for(platforms, probed or {})
     decisions = decide(
         platforms, reqs, pages, tagsets, store_contents(matrix.index.root, platforms), matrix.skip
     )
-    return PlanResult(decisions, upstream.stats)
+    return PlanResult(decisions, upstream.stats, pages, tagsets, upstream)

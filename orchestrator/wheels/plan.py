@@ -54,6 +54,8 @@ class Decision:
     wheel: str | None = None  # upstream or cached wheel filename
     sdist: str | None = None  # what a build starts from
     source: str = ""  # requirements file:line
+    sdist_url: str | None = None  # where that sdist is, and its sha256 from the index
+    sdist_sha256: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -66,6 +68,8 @@ class Decision:
             "wheel": self.wheel,
             "sdist": self.sdist,
             "source": self.source,
+            "sdist_url": self.sdist_url,
+            "sdist_sha256": self.sdist_sha256,
         }
 
 
@@ -159,7 +163,7 @@ def _decide_one(
     skip: Sequence[SkipSpec],
 ) -> Decision:
     def make(
-        action: Action, reason: str, wheel: str | None = None, sdist: str | None = None
+        action: Action, reason: str, wheel: str | None = None, sdist: IndexFile | None = None
     ) -> Decision:
         return Decision(
             platform.name,
@@ -169,8 +173,10 @@ def _decide_one(
             action,
             reason,
             wheel,
-            sdist,
+            sdist.filename if sdist else None,
             str(pin.source),
+            sdist.url if sdist else None,
+            sdist.sha256 if sdist else None,
         )
 
     for rule in skip:
@@ -198,7 +204,7 @@ def _decide_one(
     why = _why_no_wheel(wheels, tags, platform) if files else dropped
     sdists = [f for f in files if not f.filename.endswith(".whl")]
     if sdists:
-        return make(Action.BUILD, why, sdist=_prefer_targz(sdists).filename)
+        return make(Action.BUILD, why, sdist=_prefer_targz(sdists))
     return make(Action.UNAVAILABLE, f"no sdist and {why}")
 
 

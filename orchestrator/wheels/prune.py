@@ -9,7 +9,7 @@ from orchestrator.config import Matrix
 from orchestrator.matrix import Platform
 from orchestrator.paths import cache_dir
 
-from .inputs import tagsets_for
+from .inputs import Probed, tagsets_for
 from .plan import best_wheel, usable
 from .store import Store
 from .upstream import Upstream
@@ -24,7 +24,11 @@ class PruneCandidate:
 
 
 def prune_candidates(
-    matrix: Matrix, store: Store, platforms: Sequence[Platform], upstream: Upstream | None = None
+    matrix: Matrix,
+    store: Store,
+    platforms: Sequence[Platform],
+    upstream: Upstream | None = None,
+    probed: Probed | None = None,
 ) -> list[PruneCandidate]:
     upstream = upstream or Upstream(
         matrix.index.upstream,
@@ -34,7 +38,7 @@ def prune_candidates(
     )
     records = store.records()
     pages = upstream.projects({r.project for r in records.values()})
-    tagsets = tagsets_for(platforms)
+    tagsets = tagsets_for(platforms, probed or {})
     found = []
     for platform in platforms:
         for key, record in sorted(records.items()):

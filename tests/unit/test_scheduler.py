@@ -125,7 +125,7 @@ def test_no_engine_for_arch_is_reported() -> None:
 
 
 def test_expected_durations_scale_for_emulation(tmp_path: Path) -> None:
-    from orchestrator.wheels.pipeline import EMULATION_FACTOR, Durations
+    from orchestrator.wheels.execute import EMULATION_FACTOR, Durations
 
     durations = Durations(tmp_path / "d.json")
     durations.record("netifaces", "arm64", 10.0, emulated=False)

@@ -1,0 +1,258 @@
+"""Run a job graph on the engine pool: builders per engine, inputs per job, records out.
+
+The graph is made by `jobs.job_graph` (pure); this module gives each job
+what it needs at the moment it is placed: the builder image on that engine,
+the verified sdist, the platform's build-dependency wheels and the pins an
+earlier run resolved. Failures come back classified; only network and
+engine faults are handed to the scheduler as worth retrying.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from orchestrator.config import Matrix
+from orchestrator.engines import Engine
+from orchestrator.engines.pool import EnginePool
+from orchestrator.images.build import build_image
+from orchestrator.images.facts import ImageFacts
+from orchestrator.layout import RunLayout
+from orchestrator.matrix import Platform
+from orchestrator.scheduler import Cancel, Job, Outcome, Placement, Scheduler
+
+from .builddeps import BuildDepCache, pins_key
+from .builder import JobContext, JobInputs, WheelRecord, is_pure, run_job
+from .failures import Category, Failure, JobStatus
+from .jobs import JobGraph, JobKind, WheelJob
+from .plan import TagSets
+from .sources import SdistFacts
+
+DEFAULT_NATIVE_SECONDS = 60.0
+# How much longer an emulated job takes, used only until a package has been
+# built in that mode: 6x for QEMU on this project's hosts (the field reports
+# 5-20x; C extensions measured 7-10x in benchmarks/).
+EMULATION_FACTOR = 6.0
+
+
+def _key(name: str, arch: str, emulated: bool) -> str:
+    return f"{name}|{arch}|{'emulated' if emulated else 'native'}"
+
+
+class Durations:
+    """How long each package took per arch last time: the scheduler's expectations."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.data: dict[str, float] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            self.data = {}
+        self._lock = threading.Lock()
+
+    def expected(self, name: str, arch: str, emulated: bool) -> float:
+        """Last time in this mode; else the other mode's, converted; else a default."""
+        native = self.data.get(_key(name, arch, False))
+        slow = self.data.get(_key(name, arch, True))
+        if emulated:
+            return (
+                slow if slow is not None else (native or DEFAULT_NATIVE_SECONDS) * EMULATION_FACTOR
+            )
+        if native is not None:
+            return native
+        return slow / EMULATION_FACTOR if slow is not None else DEFAULT_NATIVE_SECONDS
+
+    def record(self, name: str, arch: str, seconds: float, emulated: bool) -> None:
+        with self._lock:
+            self.data[_key(name, arch, emulated)] = round(seconds, 1)
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.data, indent=1, sort_keys=True))
+
+
+class Builders:
+    """The builder image of each platform on each engine, made there on first use.
+
+    `images build` puts a platform's builder on one engine; a job the
+    scheduler places on another engine needs it there too. It is built there
+    from the same inputs (so the same inputs hash), once, under a lock.
+    """
+
+    def __init__(self, matrix: Matrix, logs: Path, facts: Mapping[str, ImageFacts]) -> None:
+        self.matrix = matrix
+        self.logs = logs
+        self._ids = {(e, p): i for p, f in facts.items() for e, i in f.ids.items()}
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def image_for(self, engine: Engine, platform: Platform) -> str:
+        key = (engine.name, platform.name)
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._ids:
+                log = self.logs / f"{platform.name}@{engine.name}.log"
+                self._ids[key] = build_image(platform, self.matrix, engine, log).image_id
+            return self._ids[key]
+
+
+@dataclass(frozen=True)
+class ExecOptions:
+    emulate_when_busy: bool = False
+    fail_fast: bool = False
+    deadline: float | None = None  # time.monotonic() after which no job starts
+
+
+class Executor:
+    """Runs one graph; `records` holds each finished job's record, by job ID."""
+
+    def __init__(
+        self,
+        matrix: Matrix,
+        layout: RunLayout,
+        facts: Mapping[str, ImageFacts],
+        sdists: Mapping[tuple[str, str], SdistFacts],
+        tagsets: TagSets,
+        cancel: Cancel,
+    ) -> None:
+        self.matrix, self.layout, self.tagsets, self.cancel = matrix, layout, tagsets, cancel
+        self.sdists = sdists
+        self.builders = Builders(matrix, layout.image_logs, facts)
+        self.durations = Durations(layout.durations)
+        self.records: dict[str, WheelRecord] = {}
+        self._lock = threading.Lock()
+
+    def run(
+        self,
+        graph: JobGraph,
+        pool: EnginePool,
+        options: ExecOptions,
+        on_event: Callable[..., None],
+    ) -> list[WheelRecord]:
+        scheduler = Scheduler(
+            pool,
+            emulate_when_busy=options.emulate_when_busy,
+            fail_fast=options.fail_fast,
+            cancel=self.cancel,
+            on_event=on_event,
+            deadline=options.deadline,
+        )
+        outcomes = scheduler.run(graph.jobs, self.job_fn)
+        self.durations.save()
+        out = [WheelRecord.for_job(b.job, JobStatus.FAILED) for b in graph.blocked]
+        for blocked, record in zip(graph.blocked, out, strict=True):
+            record.fail(blocked.failure)
+        for job in graph.jobs:
+            outcome = outcomes[job.id]
+            record = outcome.data if isinstance(outcome.data, WheelRecord) else _unrun(job, outcome)
+            record.attempts = max(outcome.attempts, 1)
+            record.depends = list(job.depends)
+            out.append(record)
+        return out
+
+    def job_fn(self, job: Job[WheelJob], placement: Placement, token: Cancel) -> Outcome:
+        early = self._from_dependencies(job)
+        if early is not None:
+            return self._done(job, early)
+        work = replace(
+            job.payload, image=self.builders.image_for(placement.engine, job.payload.platform)
+        )
+        record = run_job(work, self._inputs(work), self._context(work, placement, token))
+        if record.status == JobStatus.BUILT:
+            self.durations.record(
+                work.name, work.platform.arch.value, record.duration, placement.emulated
+            )
+            if work.kind == JobKind.BUILD_DEP and record.wheel:
+                self._deps(work).add_wheel(self.layout.job_dir(work.id) / record.wheel)
+        return self._done(job, record)
+
+    def _done(self, job: Job[WheelJob], record: WheelRecord) -> Outcome:
+        with self._lock:
+            self.records[job.id] = record
+        return Outcome(
+            ok=record.status.ok,
+            transient=bool(record.category and record.category.retryable),
+            detail=record.detail or record.status,
+            data=record,
+            cancelled=record.status == JobStatus.CANCELLED,
+        )
+
+    def _inputs(self, job: WheelJob) -> JobInputs:
+        facts = self.sdists[(job.name, job.version)]
+        deps = self._deps(job)
+        key = pins_key(facts.sha256, job.build_constraints)
+        pins = deps.pins(key)
+        return JobInputs(facts.path, deps, key, tuple(pins) if pins else None)
+
+    def _deps(self, job: WheelJob) -> BuildDepCache:
+        return BuildDepCache(self.layout.build_deps(job.platform.name, job.python))
+
+    def _context(self, job: WheelJob, placement: Placement, token: Cancel) -> JobContext:
+        return JobContext(
+            placement.engine,
+            placement.emulated,
+            self.tagsets[(job.platform.name, job.python)],
+            job.platform.family,
+            self.layout.job_dir(job.id),
+            self.layout.job_log(job.id),
+            token,
+        )
+
+    def _from_dependencies(self, job: Job[WheelJob]) -> WheelRecord | None:
+        """A shared pure wheel from the lead, or a failure a build dependency caused."""
+        with self._lock:
+            deps = [self.records.get(d) for d in job.depends]
+        for dep in deps:
+            if dep is None or dep.kind != JobKind.BUILD_DEP or dep.status.ok:
+                continue
+            record = WheelRecord.for_job(job.payload, JobStatus.FAILED)
+            record.fail(
+                Failure(
+                    Category.DEPENDENCY_FAILED,
+                    f"build dependency {dep.name}=={dep.version} failed ({dep.category})",
+                    f"see {dep.log}",
+                )
+            )
+            return record
+        lead = next((d for d in deps if d is not None and d.kind == JobKind.WHEEL), None)
+        if lead is None or lead.status != JobStatus.BUILT or not lead.wheel:
+            return None
+        if not is_pure(lead.wheel):
+            return None
+        return _shared(job.payload, lead)
+
+
+def _shared(job: WheelJob, lead: WheelRecord) -> WheelRecord:
+    return WheelRecord.for_job(
+        job,
+        JobStatus.SHARED,
+        wheel=lead.wheel,
+        sha256=lead.sha256,
+        size=lead.size,
+        log=lead.log,
+        engine=lead.engine,
+        phases=lead.phases,
+        source_sha256=lead.source_sha256,
+        build_requires=lead.build_requires,
+        detail=f"pure-Python wheel built once by {lead.job}",
+    )
+
+
+def _unrun(job: Job[WheelJob], outcome: Outcome) -> WheelRecord:
+    if outcome.cancelled:
+        record = WheelRecord.for_job(job.payload, JobStatus.CANCELLED)
+        record.fail(Failure(Category.CANCELLED, outcome.detail), JobStatus.CANCELLED)
+        return record
+    record = WheelRecord.for_job(job.payload, JobStatus.FAILED)
+    engine_fault = outcome.transient or outcome.detail.startswith("no engine runs")
+    category = Category.ENGINE if engine_fault else Category.INTERNAL
+    record.fail(Failure(category, outcome.detail))
+    return record
+
+
+def emulated_seconds(records: list[WheelRecord]) -> float:
+    return sum(j.duration for j in records if j.emulated and j.status != JobStatus.SHARED)
