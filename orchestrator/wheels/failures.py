@@ -71,8 +71,8 @@ UNRESOLVABLE = re.compile(
     r"|ResolutionImpossible.*|conflicting dependencies.*)"
 )
 ERROR_LINE = re.compile(
-    r"(fatal error:.*|error:.*|Error:.*|ERROR:.*|Traceback \(most recent call last\)"
-    r"|.*Exception:.*|.*Error: .*|.*not found.*)"
+    r"(.*: (?:fatal )?error: .*|fatal error:.*|error:.*|Error:.*|ERROR:.*"
+    r"|Traceback \(most recent call last\)|.*Exception:.*|.*Error: .*|.*not found.*)"
 )
 _NOISE = re.compile(
     r"(error: subprocess-exited-with-error|ERROR: Failed building wheel|note: This error"

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from orchestrator.config import Arch
 from orchestrator.engines.pool import EnginePool, ProbeCache
+from orchestrator.errors import OrchestrateError
 from orchestrator.scheduler import Cancel, Job, Outcome, Placement, Scheduler
 from tests.unit.fakes import FakeEngine
 
@@ -50,13 +55,65 @@ def test_slots_bound_concurrency() -> None:
 
 
 def test_longest_job_first_keeps_makespan_near_bound() -> None:
-    durations = [0.4, 0.1, 0.1, 0.1, 0.1, 0.2, 0.2, 0.3]
+    # Shortest-first (or first-come with the long job last) ends at 0.8 s: one slot
+    # takes two short jobs and then the long one. Longest-first ends at 0.6 s.
+    durations = [0.1, 0.1, 0.1, 0.1, 0.6]
     engine = FakeEngine("amd", Arch.AMD64, slots=2)
     jobs = [Job(f"j{i}", Arch.AMD64, d, d) for i, d in enumerate(durations)]
+    order: list[str] = []
     started = time.monotonic()
-    Scheduler(_pool(engine)).run(jobs, _sleeper)
+    Scheduler(_pool(engine), on_event=_starts(order)).run(jobs, _sleeper)
+    elapsed = time.monotonic() - started
     bound = max(*durations, sum(durations) / 2)
-    assert time.monotonic() - started < bound * 1.35
+    assert order[0] == "j4"  # the longest expected job goes first
+    assert elapsed < bound * 1.2, f"makespan {elapsed:.2f}s, bound {bound:.2f}s"
+
+
+def test_ready_jobs_start_in_descending_expected_order() -> None:
+    engine = FakeEngine("amd", Arch.AMD64, slots=1)
+    jobs = [Job(f"j{i}", Arch.AMD64, e, 0.0) for i, e in enumerate([3, 9, 1, 5])]
+    order: list[str] = []
+    Scheduler(_pool(engine), on_event=_starts(order)).run(jobs, _sleeper)
+    assert order == ["j1", "j3", "j0", "j2"]
+
+
+def test_graph_runs_dependencies_first_and_dependants_after() -> None:
+    engine = FakeEngine("amd", Arch.AMD64, slots=2)
+    jobs = [
+        Job("wheel", Arch.AMD64, 100, 0.0, depends=("build-dep",)),
+        Job("build-dep", Arch.AMD64, 1, 0.05),
+        Job("other", Arch.AMD64, 50, 0.0),
+    ]
+    order: list[str] = []
+    results = Scheduler(_pool(engine), on_event=_starts(order)).run(jobs, _sleeper)
+    assert order.index("build-dep") < order.index("wheel")
+    assert all(r.ok for r in results.values())
+
+
+def test_a_cycle_is_refused_before_anything_runs() -> None:
+    engine = FakeEngine("amd", Arch.AMD64)
+    jobs = [Job("a", Arch.AMD64, 1, 0.0, ("b",)), Job("b", Arch.AMD64, 1, 0.0, ("a",))]
+    with pytest.raises(OrchestrateError, match="cycle"):
+        Scheduler(_pool(engine)).run(jobs, _sleeper)
+
+
+def test_deadline_stops_new_jobs_and_keeps_what_finished() -> None:
+    engine = FakeEngine("amd", Arch.AMD64, slots=1)
+    jobs = [Job(f"j{i}", Arch.AMD64, 10 - i, 0.2) for i in range(4)]
+    scheduler = Scheduler(_pool(engine), deadline=time.monotonic() + 0.3)
+    results = scheduler.run(jobs, _sleeper)
+    finished = [j for j, r in results.items() if r.ok]
+    assert finished == ["j0", "j1"]  # j1 started before the deadline and was let finish
+    assert all(results[j].cancelled for j in ("j2", "j3"))
+    assert "deadline" in results["j3"].detail
+
+
+def _starts(order: list[str]) -> Callable[[str, Job[Any], object], None]:
+    def record(kind: str, job: Job[Any], _info: object) -> None:
+        if kind == "start":
+            order.append(job.id)
+
+    return record
 
 
 def test_transient_failures_retry_and_compile_errors_do_not() -> None:

@@ -1,0 +1,131 @@
+"""Failure classification from real log excerpts: category, first error line, hint."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.config import Family
+from orchestrator.wheels.failures import (
+    EXIT_BUILD,
+    EXIT_BUILD_DEPS,
+    EXIT_METADATA,
+    Category,
+    classify,
+    first_error_line,
+)
+
+PYYAML_CYTHON3 = """\
++ /job/env/bin/python .../_in_process.py (build backend)
+running egg_info
+writing lib3/PyYAML.egg-info/PKG-INFO
+Traceback (most recent call last):
+  File "/opt/orchestrate/py3.11/lib/python3.11/site-packages/pyproject_hooks/_in_process.py", line 406, in <module>
+    main()
+  File "/job/env/lib/python3.11/site-packages/setuptools/_distutils/command/sdist.py", line 256, in add_defaults
+    self._add_defaults_ext()
+AttributeError: cython_sources
+error: the build backend failed computing build requirements: Backend subprocess exited
+"""
+
+PYTHON_LDAP = """\
+building '_ldap' extension
+x86_64-linux-gnu-gcc -Wsign-compare -DNDEBUG -g -fwrapv -O2 -Wall -fPIC -IModules -c Modules/LDAPObject.c
+In file included from Modules/LDAPObject.c:3:
+Modules/common.h:15:10: fatal error: lber.h: No such file or directory
+   15 | #include <lber.h>
+compilation terminated.
+error: command '/usr/bin/x86_64-linux-gnu-gcc' failed with exit code 1
+"""
+
+PSYCOPG2 = """\
+running egg_info
+Error: pg_config executable not found.
+
+pg_config is required to build psycopg2 from source.
+"""
+
+GSSAPI = """\
+/bin/sh: 1: krb5-config: not found
+Traceback (most recent call last):
+  File "<string>", line 109, in <module>
+OSError: Could not find KRB5 config
+"""
+
+PKGCONFIG = """\
+Package libvirt was not found in the pkg-config search path.
+Perhaps you should add the directory containing `libvirt.pc'
+"""
+
+COMPILE = """\
+src/foo.c:10:5: error: implicit declaration of function 'bar' [-Werror=implicit-function-declaration]
+error: command '/usr/bin/gcc' failed with exit code 1
+"""
+
+NETWORK = """\
++ python -m pip download -d /job/deps --prefer-binary setuptools
+WARNING: Retrying (Retry(total=4)) after connection broken by 'NewConnectionError(...: Failed to establish a new connection: [Errno -3] Temporary failure in name resolution')': /simple/setuptools/
+ERROR: Could not find a version that satisfies the requirement setuptools (from versions: none)
+ERROR: No matching distribution found for setuptools
+"""
+
+UNRESOLVABLE = """\
++ python -m pip download -d /job/deps --prefer-binary -c /job/build-constraints.txt setuptools>=70
+ERROR: Cannot install setuptools>=70 because these package versions have conflicting dependencies.
+ERROR: ResolutionImpossible: for help visit https://pip.pypa.io/...
+"""
+
+
+def test_cython3_metadata_failure_quotes_the_exception() -> None:
+    failure = classify(EXIT_METADATA, PYYAML_CYTHON3, Family.DEB)
+    assert failure.category == Category.METADATA
+    assert failure.first_line == "AttributeError: cython_sources"
+    assert "Cython<3" in failure.hint
+    assert not failure.category.retryable
+
+
+@pytest.mark.parametrize(
+    ("log", "family", "line", "package"),
+    [
+        (PYTHON_LDAP, Family.DEB, "missing header lber.h", "libldap2-dev"),
+        (PYTHON_LDAP, Family.RPM, "missing header lber.h", "openldap-devel"),
+        (PSYCOPG2, Family.DEB, "missing tool pg_config", "libpq-dev"),
+        (GSSAPI, Family.DEB, "missing tool krb5-config", "libkrb5-dev"),
+        (PKGCONFIG, Family.DEB, "missing pkg-config libvirt", "libvirt-dev"),
+    ],
+)
+def test_missing_system_library_names_it_and_its_package(
+    log: str, family: Family, line: str, package: str
+) -> None:
+    failure = classify(EXIT_BUILD, log, family)
+    assert failure.category == Category.MISSING_SYSTEM_LIBRARY
+    assert failure.first_line == line
+    assert package in failure.hint
+
+
+def test_a_plain_compile_error_is_compile_with_the_compilers_line() -> None:
+    failure = classify(EXIT_BUILD, COMPILE, Family.DEB)
+    assert failure.category == Category.COMPILE
+    assert failure.first_line.startswith("src/foo.c:10:5: error: implicit declaration")
+
+
+def test_network_faults_are_retried_and_resolution_failures_are_not() -> None:
+    network = classify(EXIT_BUILD_DEPS, NETWORK, Family.DEB)
+    assert network.category == Category.BUILD_DEPS
+    assert network.category.retryable
+    assert "Temporary failure in name resolution" in network.first_line
+    stuck = classify(EXIT_BUILD_DEPS, UNRESOLVABLE, Family.DEB)
+    assert stuck.category == Category.UNRESOLVABLE
+    assert not stuck.category.retryable
+
+
+def test_only_network_and_engine_categories_are_retryable() -> None:
+    assert {c for c in Category if c.retryable} == {
+        Category.SDIST_DOWNLOAD,
+        Category.BUILD_DEPS,
+        Category.ENGINE,
+    }
+
+
+def test_first_error_line_skips_pips_wrappers() -> None:
+    log = "error: subprocess-exited-with-error\n  ╰─> [3 lines of output]\nValueError: bad\n"
+    assert first_error_line(log) == "ValueError: bad"

@@ -1,0 +1,175 @@
+"""The pure job graph: one job per build item, pure sdists shared from a native lead,
+build-dependency jobs the items wait for, blocked items with a category."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from orchestrator.config import Arch, load_matrix
+from orchestrator.images.facts import ImageFacts
+from orchestrator.matrix import expand, select
+from orchestrator.scheduler import Job
+from orchestrator.wheels.builddeps import BuildDepNeed, choose, needs_for, parse_constraints
+from orchestrator.wheels.failures import Category, Failure
+from orchestrator.wheels.jobs import (
+    JobGraph,
+    JobKind,
+    JobSettings,
+    PoolSnapshot,
+    SdistOutcome,
+    WheelJob,
+    job_graph,
+)
+from orchestrator.wheels.plan import Action, Decision
+from orchestrator.wheels.sources import SdistFacts, SdistRef
+from orchestrator.wheels.tags import TagSet, derived_tags
+from orchestrator.wheels.upstream import IndexFile, ProjectPage
+from tests.conftest import REPO
+
+PLATFORMS = {p.name: p for p in select(expand(load_matrix(REPO / "platforms.yaml")), ["debian-*"])}
+AMD, ARM = "debian-bookworm-amd64", "debian-bookworm-arm64"
+IMAGES = {n: ImageFacts(n, f"reg/builder:{n}", {"local": f"sha256:{n}"}) for n in PLATFORMS}
+AMD_NATIVE = PoolSnapshot(frozenset({Arch.AMD64}))
+SETTINGS = JobSettings(timeout=600, run_id="run")
+
+
+def build(name: str, version: str, platform: str) -> Decision:
+    sdist = f"{name}-{version}.tar.gz"
+    return Decision(
+        platform, "3.11", name, version, Action.BUILD, "sdist only", None, sdist, "r.txt:1",
+        f"https://files/{sdist}", "0" * 64,
+    )  # fmt: skip
+
+
+def facts(name: str, version: str, pure: bool, requires: tuple[str, ...] = ()) -> SdistFacts:
+    ref = SdistRef(f"{name}-{version}.tar.gz", f"https://files/{name}-{version}.tar.gz", "0" * 64)
+    return SdistFacts(ref, Path("/nowhere"), "0" * 64, pure, requires)
+
+
+def expected(name: str, arch: Arch, emulated: bool) -> float:
+    return {"crcmod": 10.0, "netifaces": 30.0}.get(name, 5.0) * (8 if emulated else 1)
+
+
+def graph(
+    decisions: list[Decision],
+    sdists: dict[tuple[str, str], SdistOutcome],
+    needs: list[BuildDepNeed] | None = None,
+    pool: PoolSnapshot = AMD_NATIVE,
+    images: dict[str, ImageFacts] | None = None,
+) -> JobGraph:
+    return job_graph(
+        decisions,
+        PLATFORMS,
+        IMAGES if images is None else images,
+        sdists,
+        needs or [],
+        pool,
+        expected,
+        SETTINGS,
+    )
+
+
+def test_one_job_per_build_item_with_its_sdist_and_expected_time() -> None:
+    decisions = [build("crcmod", "1.7", AMD), build("crcmod", "1.7", ARM)]
+    jobs = graph(decisions, {("crcmod", "1.7"): facts("crcmod", "1.7", pure=False)}).by_id()
+    assert set(jobs) == {f"{AMD}/crcmod==1.7", f"{ARM}/crcmod==1.7"}
+    arm = jobs[f"{ARM}/crcmod==1.7"]
+    assert arm.depends == ()  # a C extension: platforms build in parallel
+    assert arm.expected == 80.0  # emulated: no native arm64 engine
+    assert jobs[f"{AMD}/crcmod==1.7"].expected == 10.0
+    assert arm.payload.sdist.url == "https://files/crcmod-1.7.tar.gz"
+    assert arm.payload.image_ref == f"reg/builder:{ARM}"
+    assert arm.payload.kind == JobKind.WHEEL
+
+
+def test_pure_sdist_is_built_once_on_a_native_platform() -> None:
+    decisions = [build("simplegeneric", "0.8.1", ARM), build("simplegeneric", "0.8.1", AMD)]
+    sdists: dict[tuple[str, str], SdistOutcome] = {
+        ("simplegeneric", "0.8.1"): facts("simplegeneric", "0.8.1", pure=True)
+    }
+    jobs = graph(decisions, sdists).by_id()
+    assert jobs[f"{AMD}/simplegeneric==0.8.1"].depends == ()  # the native platform leads
+    assert jobs[f"{ARM}/simplegeneric==0.8.1"].depends == (f"{AMD}/simplegeneric==0.8.1",)
+    # With a native arm64 engine only, arm64 leads instead.
+    arm_native = graph(decisions, sdists, pool=PoolSnapshot(frozenset({Arch.ARM64}))).by_id()
+    assert arm_native[f"{ARM}/simplegeneric==0.8.1"].depends == ()
+    assert arm_native[f"{AMD}/simplegeneric==0.8.1"].depends == (f"{ARM}/simplegeneric==0.8.1",)
+
+
+def test_build_dependency_without_a_wheel_becomes_a_job_the_item_waits_for() -> None:
+    decisions = [build("gssapi", "1.9.0", ARM), build("gssapi", "1.9.0", AMD)]
+    old_cython = IndexFile(
+        "Cython-0.29.0.tar.gz", "https://files/Cython-0.29.0.tar.gz", "1" * 64, None, False
+    )
+    needs = [BuildDepNeed(ARM, "3.11", "cython", "0.29.0", old_cython, "gssapi==1.9.0")]  # type: ignore[arg-type]
+    sdists: dict[tuple[str, str], SdistOutcome] = {
+        ("gssapi", "1.9.0"): facts("gssapi", "1.9.0", pure=False, requires=("Cython<0.30",))
+    }
+    jobs = graph(decisions, sdists, needs).by_id()
+    dep_id = f"{ARM}/build-dep:cython==0.29.0"
+    assert jobs[dep_id].payload.kind == JobKind.BUILD_DEP
+    assert jobs[dep_id].payload.sdist.sha256 == "1" * 64
+    assert jobs[f"{ARM}/gssapi==1.9.0"].depends == (dep_id,)
+    assert jobs[f"{AMD}/gssapi==1.9.0"].depends == ()  # amd64 has a wheel: no need there
+
+
+def test_blocked_items_name_their_category() -> None:
+    decisions = [build("crcmod", "1.7", AMD), build("netifaces", "0.11.0", AMD)]
+    sdists: dict[tuple[str, str], SdistOutcome] = {
+        ("crcmod", "1.7"): Failure(Category.HASH_MISMATCH, "crcmod-1.7.tar.gz has sha256 …"),
+        ("netifaces", "0.11.0"): facts("netifaces", "0.11.0", pure=False),
+    }
+    result = graph(decisions, sdists, images={ARM: IMAGES[ARM], AMD: IMAGES[AMD]})
+    assert [j.id for j in result.jobs] == [f"{AMD}/netifaces==0.11.0"]
+    assert [(b.job.id, b.failure.category) for b in result.blocked] == [
+        (f"{AMD}/crcmod==1.7", Category.HASH_MISMATCH)
+    ]
+    no_image = graph(decisions[1:], sdists, images={})
+    assert no_image.blocked[0].failure.category == Category.NO_BUILDER
+
+
+def test_graph_jobs_are_frozen_values() -> None:
+    job = graph([build("crcmod", "1.7", AMD)], {("crcmod", "1.7"): facts("crcmod", "1.7", False)})
+    node: Job[WheelJob] = job.jobs[0]
+    assert node.payload.id == f"{AMD}/crcmod==1.7"
+    try:
+        node.payload.name = "other"  # type: ignore[misc]
+    except AttributeError:
+        pass
+    else:  # pragma: no cover - the assertion below reports it
+        raise AssertionError("WheelJob must be frozen")
+
+
+# -- which build requirements need a job (mirrors pip --prefer-binary) ---------------
+def page(*names: str) -> ProjectPage:
+    return ProjectPage.of(IndexFile(n, f"https://files/{n}", "2" * 64, None, False) for n in names)
+
+
+ARM_TAGS = TagSet.of("3.11", derived_tags("3.11", Arch.ARM64, "2.36"), "derived")
+CYTHON = page(
+    "Cython-3.0.0.tar.gz",
+    "Cython-3.0.0-cp311-cp311-manylinux_2_17_x86_64.whl",
+    "Cython-0.29.37.tar.gz",
+    "Cython-0.29.37-cp311-cp311-manylinux_2_17_aarch64.whl",
+    "Cython-0.29.36.tar.gz",
+)
+
+
+def test_choose_prefers_an_older_wheel_over_a_newer_sdist_like_pip() -> None:
+    from packaging.specifiers import SpecifierSet
+
+    assert choose(SpecifierSet(), CYTHON, "3.11", ARM_TAGS) is None  # 0.29.37 has a wheel
+    chosen = choose(SpecifierSet("<0.29.37"), CYTHON, "3.11", ARM_TAGS)
+    assert chosen is not None
+    assert chosen[0] == "0.29.36"
+    assert chosen[1].filename == "Cython-0.29.36.tar.gz"
+
+
+def test_needs_for_applies_markers_and_build_constraints() -> None:
+    arm = PLATFORMS[ARM]
+    pages = {"cython": CYTHON, "setuptools": page("setuptools-80.0.0-py3-none-any.whl")}
+    requires = ["setuptools>=40", "Cython", "Cython<1; python_version<'3'"]
+    assert needs_for(requires, "x==1", arm, "3.11", pages, ARM_TAGS, {}) == []
+    pinned = parse_constraints(["Cython<0.29.37  # old sdist"], "bc.txt")
+    found = needs_for(requires, "x==1", arm, "3.11", pages, ARM_TAGS, pinned)
+    assert [(n.name, n.version, n.needed_by) for n in found] == [("cython", "0.29.36", "x==1")]

@@ -1,0 +1,80 @@
+"""Sdists by hash: a content-addressed cache that downloads once, refuses a wrong
+file, notices a tampered copy; and what an sdist says (purity, build requirements)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from orchestrator.wheels.sources import (
+    LEGACY_REQUIRES,
+    HashMismatch,
+    SdistCache,
+    SdistRef,
+    facts,
+)
+
+
+def make_sdist(folder: Path, name: str, files: dict[str, bytes]) -> Path:
+    path = folder / f"{name}.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for member, data in files.items():
+            info = tarfile.TarInfo(f"{name}/{member}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def ref_of(path: Path, sha256: str | None = None) -> SdistRef:
+    digest = sha256 or hashlib.sha256(path.read_bytes()).hexdigest()
+    return SdistRef(path.name, path.as_uri(), digest)
+
+
+@pytest.fixture
+def sdist(tmp_path: Path) -> Path:
+    pyproject = b'[build-system]\nrequires = ["setuptools>=61", "Cython<3"]\n'
+    return make_sdist(tmp_path, "demo-1.0", {"pyproject.toml": pyproject, "demo/_x.pyx": b""})
+
+
+def test_downloads_once_for_every_platform_and_run(tmp_path: Path, sdist: Path) -> None:
+    cache = SdistCache(tmp_path / "cache")
+    first = cache.get(ref_of(sdist))
+    again = cache.get(ref_of(sdist))
+    assert first == again
+    assert first.read_bytes() == sdist.read_bytes()
+    assert cache.downloads == 1
+    later_run = SdistCache(tmp_path / "cache")
+    later_run.get(ref_of(sdist))
+    assert later_run.downloads == 0
+
+
+def test_a_file_that_does_not_match_the_index_hash_is_refused(tmp_path: Path, sdist: Path) -> None:
+    cache = SdistCache(tmp_path / "cache", backoff=0)
+    with pytest.raises(HashMismatch, match="the index says"):
+        cache.get(ref_of(sdist, sha256="0" * 64))
+    assert cache.downloads == 1  # not retried
+    assert not list((tmp_path / "cache").rglob("*.tar.gz"))  # nothing kept
+
+
+def test_a_tampered_cached_copy_is_noticed_and_fetched_again(tmp_path: Path, sdist: Path) -> None:
+    lines: list[str] = []
+    cache = SdistCache(tmp_path / "cache", log=lines.append)
+    path = cache.get(ref_of(sdist))
+    path.write_bytes(b"tampered")
+    assert cache.get(ref_of(sdist)).read_bytes() == sdist.read_bytes()
+    assert cache.downloads == 2
+    assert "does not match sha256" in lines[0]
+
+
+def test_facts_read_build_requirements_and_purity(tmp_path: Path, sdist: Path) -> None:
+    got = facts(ref_of(sdist), sdist)
+    assert got.build_requires == ("setuptools>=61", "Cython<3")
+    assert got.pure is False  # a .pyx
+    legacy = make_sdist(tmp_path, "old-0.1", {"setup.py": b"", "old/__init__.py": b""})
+    old = facts(ref_of(legacy), legacy)
+    assert old.build_requires == LEGACY_REQUIRES  # no pyproject: setuptools, as pip assumes
+    assert old.pure is True
