@@ -13,7 +13,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 OUT = HERE / "out"
-CONSTRAINTS = REPO.parent / "shared" / "data" / "openstack-upper-constraints.txt"
+CONSTRAINTS = REPO / "examples" / "openstack" / "upper-constraints.txt"
 
 
 @dataclass

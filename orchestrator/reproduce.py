@@ -12,6 +12,8 @@ from packaging.utils import canonicalize_name
 from orchestrator.config import Arch
 from orchestrator.engines import Engine, RunRequest
 from orchestrator.errors import InputError, RegistryError
+from orchestrator.wheels.builder import input_tar
+from orchestrator.wheels.sources import SdistCache, SdistRef
 
 
 @dataclass(frozen=True)
@@ -26,9 +28,13 @@ class JobSpec:
     phases: tuple[Mapping[str, Any], ...]
     status: str
     exit_code: int | None
+    sdist: SdistRef | None = None  # the verified sdist the job was built from
+    build_requires: tuple[str, ...] = ()  # the exact versions its build environment had
+    build_constraints: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, record: Mapping[str, Any]) -> JobSpec:
+        sdist = record.get("sdist")
         return cls(
             str(record["job"]),
             str(record["platform"]),
@@ -38,7 +44,19 @@ class JobSpec:
             tuple(record["phases"]),
             str(record["status"]),
             record.get("exit_code"),
+            SdistRef(str(sdist["filename"]), str(sdist["url"]), sdist.get("sha256"))
+            if isinstance(sdist, Mapping)
+            else None,
+            tuple(str(p) for p in record.get("build_requires") or ()),
+            tuple(str(c) for c in record.get("build_constraints") or ()),
         )
+
+    def inputs(self, sdists: SdistCache) -> bytes:
+        """The fetch phase's /job: the sdist checked against its recorded sha256, the
+        recorded build constraints, and the recorded versions as pins."""
+        if self.sdist is None:
+            return b""
+        return input_tar(sdists.get(self.sdist), (), self.build_constraints, self.build_requires)
 
 
 def find_job(report: Mapping[str, Any], platform: str, requirement: str) -> JobSpec:
@@ -63,10 +81,19 @@ def find_job(report: Mapping[str, Any], platform: str, requirement: str) -> JobS
 
 
 def docker_run_line(spec: JobSpec) -> str:
-    """One `docker run` doing both phases; it runs anywhere and fails the same way."""
+    """One `docker run` doing both phases; it runs anywhere and fails the same way
+    (the fetch phase downloads the recorded sdist and checks its sha256 itself)."""
     env = {k: v for p in spec.phases for k, v in dict(p["env"]).items()}
     flags = " ".join(f"-e {shlex.quote(f'{k}={v}')}" for k, v in sorted(env.items()))
-    script = " && ".join(shlex.join(p["command"]) for p in spec.phases)
+    files = [
+        f"printf '%s\\n' {' '.join(shlex.quote(line) for line in lines)} > /job/{name}"
+        for name, lines in (
+            ("build-constraints.txt", spec.build_constraints),
+            ("build-pins.txt", spec.build_requires),
+        )
+        if lines
+    ]
+    script = " && ".join([*files, *(shlex.join(p["command"]) for p in spec.phases)])
     return (
         f"docker run --rm --platform {spec.arch.oci_platform} {flags} "
         f"{spec.image_ref} sh -c {shlex.quote(script)}"
@@ -98,10 +125,14 @@ def ensure_image(engine: Engine, spec: JobSpec, on_line: Callable[[str], None]) 
 
 
 def run_phases(
-    engine: Engine, spec: JobSpec, image: str, on_output: Callable[[bytes], None]
+    engine: Engine,
+    spec: JobSpec,
+    image: str,
+    on_output: Callable[[bytes], None],
+    sdists: SdistCache,
 ) -> tuple[int, bytes]:
     """Run the recorded phases in order; returns the first failing exit code (or 0)."""
-    job_tar = b""
+    job_tar = spec.inputs(sdists)
     for phase in spec.phases:
         request = RunRequest(
             image=image,

@@ -13,7 +13,7 @@ import pytest
 from orchestrator.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
-CONSTRAINTS = REPO.parent / "shared" / "data" / "openstack-upper-constraints.txt"
+CONSTRAINTS = REPO / "examples" / "openstack" / "upper-constraints.txt"
 
 
 @dataclass

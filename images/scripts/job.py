@@ -9,9 +9,10 @@ fetch   (with network) /job/src holds the pinned sdist, put there by orchestrate
         /job/env, and the static build requirements (build-system.requires)
         and then the dynamic ones (get_requires_for_build_wheel) are
         downloaded into /job/deps, preferring wheels (never --no-binary), and
-        installed into it. /job/build-constraints.txt and /job/build-pins.txt
-        (exact versions recorded by an earlier run), when present, constrain
-        every step. /job/fetch.json records what was resolved.
+        installed into it; what the cached wheels satisfy is not downloaded
+        again. /job/build-constraints.txt and /job/build-pins.txt (exact
+        versions recorded by an earlier run), when present, constrain every
+        step. /job/fetch.json records what was resolved.
 build   (with --network none) build the wheel from /job/build with the
         environment the fetch phase prepared, into /job/out; the build folder
         is mapped out of compiled code so that two builds give the same bytes.
@@ -105,26 +106,48 @@ def pip_args():
     return args
 
 
-def provide(requirements, offline_first):
-    """Download `requirements` (wheels preferred) into /job/deps and install them into
-    the build environment. With recorded pins, try without the index first."""
+def provide(requirements):
+    """Install `requirements` into the build environment from the platform's cached
+    wheels; only what the cache cannot satisfy is downloaded (wheels preferred, never
+    --no-binary), once, into /job/deps, which orchestrate keeps for later jobs."""
     if not requirements:
         return
     install = [*PIP, "--python", str(ENV / "bin" / "python"), "install", "--no-index",
                *pip_args(), *requirements]
-    if offline_first:
-        say("+ " + " ".join(install))
-        if subprocess.run(install, check=False).returncode == 0:
-            return
-        say("recorded build requirements are not all cached: downloading")
+    say("+ " + " ".join(install))
+    if subprocess.run(install, check=False).returncode == 0:
+        return
+    say("the cached build requirements do not satisfy these: downloading")
     step([*PIP, "download", "-d", str(DEPS), *pip_args(), *requirements], EXIT_DEPS)
     step(install, EXIT_DEPS)
 
 
+def unsatisfied(requirements):
+    """The requirements the build environment does not meet yet (no pip run for none)."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    have = {canonicalize_name(n): v for n, _, v in (p.partition("==") for p in installed())}
+    missing = []
+    for text in requirements:
+        req = Requirement(text)
+        version = have.get(canonicalize_name(req.name))
+        if req.marker is not None and not req.marker.evaluate():
+            continue
+        if version is None or not req.specifier.contains(version, prereleases=True):
+            missing.append(text)
+    return missing
+
+
 def installed():
-    out = subprocess.run([*PIP, "--python", str(ENV / "bin" / "python"), "list",
-                          "--format", "json"], check=True, capture_output=True, text=True)
-    return sorted(f"{p['name']}=={p['version']}" for p in json.loads(out.stdout))
+    """name==version of every distribution in the build environment (read, not asked
+    of pip: a pip start costs seconds under emulation)."""
+    found = []
+    for info in sorted(ENV.glob("lib/python*/site-packages/*.dist-info")):
+        fields = dict(line.split(": ", 1) for line in (info / "METADATA").read_text(
+            errors="replace").split("\n\n", 1)[0].splitlines() if ": " in line)
+        found.append(f"{fields.get('Name', info.name)}=={fields.get('Version', '?')}")
+    return sorted(found)
 
 
 def fetch():
@@ -144,7 +167,7 @@ def fetch():
         sys.exit(EXIT_METADATA)
     say(f"static build requirements: {static}")
     step([sys.executable, "-m", "venv", "--without-pip", str(ENV)], EXIT_DEPS)
-    provide(static, PINS.is_file())
+    provide(static)
     builder = ProjectBuilder(source, python_executable=str(ENV / "bin" / "python"),
                              runner=runner(compiler_env()))
     try:
@@ -153,7 +176,7 @@ def fetch():
         say(f"error: the build backend failed computing build requirements: {exc}")
         sys.exit(EXIT_METADATA)
     say(f"dynamic build requirements: {dynamic}")
-    provide(dynamic, PINS.is_file())
+    provide(unsatisfied(dynamic))
     record = {"static": static, "dynamic": dynamic, "installed": installed(),
               "source": str(source.relative_to(JOB))}
     RECORD.write_text(json.dumps(record, indent=1))

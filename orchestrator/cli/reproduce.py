@@ -16,6 +16,7 @@ from orchestrator.errors import EnvironmentProblem
 from orchestrator.report.data import load_report
 from orchestrator.report.html import write_html
 from orchestrator.reproduce import JobSpec, docker_run_line, ensure_image, find_job, run_phases
+from orchestrator.wheels.sources import SdistCache
 
 from .app import App, pass_app, workdir_option
 
@@ -78,8 +79,8 @@ def reproduce(
     )
     image = ensure_image(engine, spec, lambda line: click.echo(line, err=True))
     if shell:
-        return _shell(engine, spec, image, url)
-    code, _ = run_phases(engine, spec, image, _stdout)
+        return _shell(engine, spec, image, url, SdistCache(app.layout.sdists))
+    code, _ = run_phases(engine, spec, image, _stdout, SdistCache(app.layout.sdists))
     click.echo(f"\n== exit status {code} (the job had {spec.exit_code})", err=True)
     return code
 
@@ -89,11 +90,11 @@ def _stdout(chunk: bytes) -> None:
     sys.stdout.buffer.flush()
 
 
-def _shell(engine: Engine, spec: JobSpec, image: str, url: str) -> int:
+def _shell(engine: Engine, spec: JobSpec, image: str, url: str, sdists: SdistCache) -> int:
     """Fetch with network, then an interactive shell offline, as phase 2 runs."""
     fetch = (spec.phases[0],)
     code, job_tar = run_phases(
-        engine, JobSpec(**{**spec.__dict__, "phases": fetch}), image, _stdout
+        engine, JobSpec(**{**spec.__dict__, "phases": fetch}), image, _stdout, sdists
     )
     if code != 0:
         return code
@@ -104,10 +105,8 @@ def _shell(engine: Engine, spec: JobSpec, image: str, url: str) -> int:
     env = [f"--env={k}={v}" for k, v in dict(build["env"]).items()]
     hint = " ".join(build["command"])
     script = (
-        f"cd /job && mkdir -p unpacked && for f in src/*; do case $f in "
-        f"*.zip) python3 -m zipfile -e $f unpacked ;; *) tar -xf $f -C unpacked ;; esac; "
-        f"done; echo; echo 'sdist unpacked in /job/unpacked; the build phase runs:'; "
-        f"echo '  {hint}'; exec bash"
+        "cd /job && echo && echo 'sdist unpacked in /job/build, build environment in "
+        f"/job/env; the build phase runs:' && echo '  {hint}' && exec bash"
     )
     base = [docker, "-H", url]
     created = subprocess.run(

@@ -147,17 +147,23 @@ class JobInputs:
     pins: tuple[str, ...] | None = None  # recorded by an earlier run: resolve nothing again
 
     def tar(self, job: WheelJob) -> bytes:
-        """Owned by the build user (uid 1000), who writes next to these files."""
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as tar:
-            for wheel in self.deps.wheels():
-                _add_file(tar, f"job/deps/{wheel.name}", wheel.read_bytes())
-            _add_file(tar, f"job/src/{self.sdist.name}", self.sdist.read_bytes())
-            if job.build_constraints:
-                _add_file(tar, "job/build-constraints.txt", _lines(job.build_constraints))
-            if self.pins:
-                _add_file(tar, "job/build-pins.txt", _lines(self.pins))
-        return buffer.getvalue()
+        return input_tar(self.sdist, self.deps.wheels(), job.build_constraints, self.pins or ())
+
+
+def input_tar(
+    sdist: Path, wheels: Sequence[Path], constraints: Sequence[str], pins: Sequence[str]
+) -> bytes:
+    """The fetch phase's /job: owned by the build user (uid 1000), who writes there."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for wheel in wheels:
+            _add_file(tar, f"job/deps/{wheel.name}", wheel.read_bytes())
+        _add_file(tar, f"job/src/{sdist.name}", sdist.read_bytes())
+        if constraints:
+            _add_file(tar, "job/build-constraints.txt", _lines(constraints))
+        if pins:
+            _add_file(tar, "job/build-pins.txt", _lines(pins))
+    return buffer.getvalue()
 
 
 def _lines(lines: Sequence[str]) -> bytes:
