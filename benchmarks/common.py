@@ -56,6 +56,8 @@ def fmt(value: float | None, unit: str) -> str:
         return f"{value:.2f} s" if value < 100 else f"{value:.0f} s"
     if unit == "ms":
         return f"{value:.1f} ms"
+    if unit == "%":
+        return f"{value:.1f}%"
     return f"{value:g} {unit}".strip()
 
 

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import cache, freshness, scheduling
+from benchmarks import cache, freshness, openstack, scheduling
 from benchmarks.common import OUT, Row, machine, plot, print_table, save
 from orchestrator.config import load_matrix
 from orchestrator.images.build import image_tag
@@ -49,13 +49,16 @@ def main() -> int:
     rows += [cold, warm, counts]
     rows.append(cache.work_avoided(counts, cold.ours, amd, emulation.ratio))
     print("== scheduling", flush=True)
+    rows += scheduling.makespan()
     rows += [
-        scheduling.makespan(),
         scheduling.overhead(amd),
         scheduling.native_first(emulation.ratio),
     ]
     print("== publish", flush=True)
     rows += list(freshness.publish_store())
+    if "--skip-openstack" not in sys.argv[1:]:
+        print("== OpenStack's constraints, end to end (long)", flush=True)
+        rows += openstack.openstack()
 
     print()
     print_table(rows)

@@ -92,6 +92,7 @@ class Scheduler:
     backoff: float = 2.0
     cancel: Cancel = field(default_factory=Cancel)
     deadline: float | None = None  # time.monotonic() after which no job starts
+    longest_first: bool = True  # False: first come, first served (benchmarks compare)
     on_event: Callable[[str, Job[Any], Outcome | Placement | None], None] = lambda *_: None
 
     def run(self, jobs: Sequence[Job[T]], fn: JobFn[T]) -> dict[str, Outcome]:
@@ -159,7 +160,11 @@ class Scheduler:
     ) -> None:
         now = time.monotonic()
         ready = [state.pending[j] for j in state.ready if state.not_before.get(j, 0) <= now]
-        for job in sorted(ready, key=lambda j: (-j.expected, j.id)):
+        if self.longest_first:
+            ready.sort(key=lambda j: (-j.expected, j.id))
+        else:
+            ready.sort(key=lambda j: state.arrival[j.id])
+        for job in ready:
             placement = self.place(job.arch, free)
             if placement is None:
                 continue
@@ -203,6 +208,7 @@ class _State(Generic[T]):
 
     def __init__(self, jobs: Sequence[Job[T]]) -> None:
         self.pending = {j.id: j for j in jobs}
+        self.arrival = {j.id: i for i, j in enumerate(jobs)}
         known = set(self.pending)
         self._graph: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter(
             {j.id: [d for d in j.depends if d in known] for j in jobs}

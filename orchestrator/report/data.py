@@ -46,6 +46,7 @@ def report_of(run: BuildRun, matrix_path: str) -> dict[str, Any]:
             "sdist_downloads": run.sdist_downloads,
         },
         "error": run.error,
+        "stages": run.stages,
         "images": [r.as_dict() for r in run.images.results],
         "plan": [d.as_dict() for d in run.plan],
         "jobs": [j.as_dict() for j in run.jobs],

@@ -36,6 +36,9 @@ JOB_SCRIPT = "/usr/local/lib/orchestrate/job.py"
 # Wheels store zip timestamps, which cannot predate 1980: a fixed epoch there.
 SOURCE_DATE_EPOCH = "315532800"
 LABEL_JOB = "org.orchestrate.job"
+# The builder images' build user (images/_common.j2 creates it with this uid):
+# named explicitly so that no image can run a job as root by accident.
+BUILD_USER = "1000:1000"
 LOG_TAIL = 256 * 1024  # how much of a failed job's log classification reads
 
 
@@ -268,7 +271,7 @@ def _run_phase(
         platform=job.platform.arch,
         env=phase.env,
         network=phase.network,
-        user=None,
+        user=BUILD_USER,
         workdir="/job",
         labels={LABEL_JOB: job.id, "org.orchestrate.run": job.run_id},
         keep=job.keep_failed,

@@ -9,8 +9,9 @@ can write a report of whatever finished, even when a stage raises.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -56,6 +57,15 @@ class BuildRun:
     finished: str = ""
     error: str = ""  # what stopped the run early, when something did
     sdist_downloads: int = 0
+    stages: dict[str, float] = field(default_factory=dict)  # seconds per stage of the run
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.stages[name] = round(self.stages.get(name, 0) + time.monotonic() - started, 2)
 
     @property
     def failed(self) -> list[WheelRecord]:
@@ -97,26 +107,29 @@ def run_build(
     """Fill `run` stage by stage; exceptions propagate with `run` holding what finished."""
     deadline = time.monotonic() + options.deadline if options.deadline else None
     try:
-        run.images = run_images(
-            matrix,
-            pool,
-            platforms,
-            layout.logs,
-            cancel=cancel,
-            on_event=on_event,
-            probes=ProbeCache(layout.probes),
-        )
+        with run.stage("images"):
+            run.images = run_images(
+                matrix,
+                pool,
+                platforms,
+                layout.logs,
+                cancel=cancel,
+                on_event=on_event,
+                probes=ProbeCache(layout.probes),
+            )
         probed = {p: f.tags for p, f in run.images.facts.items()}
-        plan = make_plan(
-            matrix, platforms, requirements, constraints, options.resolve_latest, probed=probed
-        )
+        with run.stage("plan"):
+            plan = make_plan(
+                matrix, platforms, requirements, constraints, options.resolve_latest, probed=probed
+            )
         run.plan = plan.decisions
         if not cancel.event.is_set():
             run.jobs = _build_wheels(
                 run, matrix, pool, platforms, plan, options, layout, cancel, on_event, deadline
             )
     finally:
-        _store_and_publish(matrix, run, options, layout)
+        with run.stage("publish"):
+            _store_and_publish(matrix, run, options, layout)
         run.finished = _now()
 
 
@@ -135,9 +148,10 @@ def _build_wheels(
     by_name = {p.name: p for p in platforms}
     cache = SdistCache(layout.sdists)
     todo = [d for d in plan.decisions if d.action == Action.BUILD and d.sdist_url]
-    sdists = fetch_sdists(cache, {(d.name, d.version): _ref(d) for d in todo})
-    pins = parse_constraints(options.build_constraints, "build constraints")
-    needs = build_dep_needs(todo, sdists, cache, by_name, plan, pins)
+    with run.stage("sdists"):
+        sdists = fetch_sdists(cache, {(d.name, d.version): _ref(d) for d in todo})
+        pins = parse_constraints(options.build_constraints, "build constraints")
+        needs = build_dep_needs(todo, sdists, cache, by_name, plan, pins)
     run.sdist_downloads = cache.downloads
     settings = JobSettings(
         options.timeout or float(matrix.builder.job_timeout),
@@ -157,7 +171,8 @@ def _build_wheels(
         settings,
     )
     options_ = ExecOptions(options.emulate_when_busy, options.fail_fast, deadline)
-    return executor.run(graph, pool, options_, on_event)
+    with run.stage("jobs"):
+        return executor.run(graph, pool, options_, on_event)
 
 
 def _ref(decision: Decision) -> SdistRef:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,7 +117,13 @@ class Local:
     def pool(self) -> EnginePool:
         return EnginePool([DockerEngine(s) for s in self.matrix.engines], ProbeCache(None))
 
-    def build(self, requirements: str, folder: Path, *options: str) -> Built:
+    def build(
+        self,
+        requirements: str,
+        folder: Path,
+        *options: str,
+        env: Mapping[str, str] | None = None,
+    ) -> Built:
         """`orchestrate build` of `requirements` in a subprocess, as a user runs it."""
         folder.mkdir(parents=True, exist_ok=True)
         reqs = folder / "requirements.txt"
@@ -139,6 +146,7 @@ class Local:
             capture_output=True,
             text=True,
             check=False,
+            env={**os.environ, **(env or {})},
         )
         data = json.loads(report.read_text()) if report.is_file() else {}
         return Built(done, data, folder / "work")

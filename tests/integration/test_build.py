@@ -51,6 +51,12 @@ def test_wheels_built_with_the_right_tags(build_report: dict[str, object]) -> No
     pure = [j for j in jobs.values() if j["name"] == "simplegeneric"]
     assert sorted(str(j["status"]) for j in pure) == ["built", "shared"]  # built once
     assert {j["wheel"] for j in pure} == {"simplegeneric-0.8.1-py3-none-any.whl"}
+    sdist = amd["sdist"]
+    assert sdist["url"].endswith("/crcmod-1.7.tar.gz")
+    assert amd["source_sha256"] == sdist["sha256"] == arm["source_sha256"]
+    assert any(r.startswith("setuptools==") for r in amd["build_requires"])  # exact versions
+    assert amd["kind"] == "wheel"
+    assert set(amd["phase_seconds"]) == {"fetch", "build"}
     plan = build_report["plan"]
     assert isinstance(plan, list)
     assert {d["action"] for d in plan if d["name"] == "six"} == {"upstream"}
@@ -175,6 +181,8 @@ def test_failed_compile_is_isolated_and_logged(
     log = Path(str(failed["log"])).read_text()
     assert "lber.h" in log or "ldap.h" in log  # the compiler's own error is in the log
     assert failed["attempts"] == 1  # compile errors are not retried
+    assert failed["category"] == "missing-system-library"
+    assert failed["error"] == "missing header lber.h"
     assert "FAILED debian-bookworm-amd64/python-ldap==3.4.4" in built.process.stderr
 
 

@@ -1,0 +1,144 @@
+"""Real-world builds: a known-bad pin fails once per platform as `metadata` without
+compiling a build tool; sdists are fetched once by hash and a tampered copy is caught;
+each phase's container is what we promise, inspected through the engine API."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.engines.docker import DockerEngine
+from orchestrator.images.pipeline import ImagesReport
+from orchestrator.wheels.builder import LABEL_JOB
+from tests.matrices import local_matrix_copy
+
+from .conftest import Built, Local
+
+AMD, ARM = "debian-bookworm-amd64", "debian-bookworm-arm64"
+# PyYAML 5.4.1's sdist asks for an unpinned Cython; with Cython 3 its setup.py fails
+# while the backend computes the build requirements (yaml/pyyaml#601).
+BAD_PIN = "PyYAML==5.4.1"
+
+
+def fresh(local: Local, folder: Path) -> Local:
+    """The session's builders and caches, with an index root of its own (nothing cached)."""
+    path = local_matrix_copy(folder / "m.yaml", folder / "wheels")
+    return Local(path, local.matrix, folder / "work")
+
+
+@pytest.fixture(scope="module")
+def bad_pin(
+    built_images: ImagesReport, local: Local, tmp_path_factory: pytest.TempPathFactory
+) -> Built:
+    folder = tmp_path_factory.mktemp("bad-pin")
+    return fresh(local, folder).build(f"{BAD_PIN}\n", folder)
+
+
+@pytest.mark.parametrize("platform", [AMD, ARM])
+def test_known_bad_pin_fails_once_as_metadata_without_compiling_build_tools(
+    bad_pin: Built, platform: str
+) -> None:
+    assert bad_pin.process.returncode == 1, bad_pin.process.stderr
+    job = bad_pin.jobs[f"{platform}/pyyaml==5.4.1"]
+    assert job["status"] == "failed"
+    assert job["category"] == "metadata"
+    assert job["attempts"] == 1  # deterministic: never retried
+    assert "cython_sources" in job["error"]
+    assert "Cython<3" in job["hint"]
+    log = Path(job["log"]).read_text()
+    # Cython came as a wheel for the platform; no build tool was built from source.
+    machine = {AMD: "x86_64", ARM: "aarch64"}[platform]
+    assert re.search(rf"[Cc]ython-3[^ ]*{machine}[^ ]*\.whl", log), log[-3000:]
+    assert not re.search(r"Building wheels? for (collected packages|cython)", log, re.I)
+    assert "--no-binary" not in log
+    assert f"FAILED {platform}/pyyaml==5.4.1 [metadata]" in bad_pin.process.stderr
+
+
+def test_a_build_constraint_fixes_the_known_bad_pin(
+    built_images: ImagesReport, local: Local, tmp_path: Path
+) -> None:
+    constraint = tmp_path / "build-constraints.txt"
+    constraint.write_text("Cython<3\n")
+    built = fresh(local, tmp_path).build(
+        f"{BAD_PIN}\n", tmp_path, "-p", "*-amd64", "--build-constraint", str(constraint)
+    )
+    assert built.process.returncode == 0, built.process.stderr
+    job = built.jobs[f"{AMD}/pyyaml==5.4.1"]
+    assert job["status"] == "built"
+    cython = [r for r in job["build_requires"] if r.lower().startswith("cython==")]
+    assert cython
+    assert cython[0].split("==")[1].startswith("0.")
+    assert job["build_constraints"] == ["Cython<3"]
+
+
+def _sdist_downloads(built: Built) -> int:
+    assert built.process.returncode == 0, built.process.stderr
+    return int(built.report["summary"]["sdist_downloads"])
+
+
+def test_sdists_are_downloaded_once_by_hash_and_tampering_is_caught(
+    built_images: ImagesReport, local: Local, tmp_path: Path
+) -> None:
+    cache = Path(os.environ["ORCHESTRATE_CACHE_DIR"]) / "sdists"
+    for cached in cache.rglob("crcmod-1.7.tar.gz"):  # earlier tests may have fetched it
+        cached.unlink()
+    first = fresh(local, tmp_path / "a").build("crcmod==1.7\n", tmp_path / "a")
+    assert _sdist_downloads(first) == 1  # one download serves both platforms
+    jobs = first.jobs
+    sdist = jobs[f"{AMD}/crcmod==1.7"]["sdist"]
+    assert jobs[f"{ARM}/crcmod==1.7"]["source_sha256"] == sdist["sha256"]
+    assert sdist["url"].endswith("/crcmod-1.7.tar.gz")
+
+    again = fresh(local, tmp_path / "b").build("crcmod==1.7\n", tmp_path / "b", "-p", "*-amd64")
+    assert _sdist_downloads(again) == 0  # a later run reuses the content-addressed copy
+
+    (cached,) = cache.rglob("crcmod-1.7.tar.gz")
+    assert cached.parent.name == sdist["sha256"]
+    cached.write_bytes(b"not the sdist the index names")
+    third = fresh(local, tmp_path / "c").build("crcmod==1.7\n", tmp_path / "c", "-p", "*-amd64")
+    assert _sdist_downloads(third) == 1  # the tampered copy was noticed and replaced
+    assert third.jobs[f"{AMD}/crcmod==1.7"]["status"] == "built"
+    assert third.jobs[f"{AMD}/crcmod==1.7"]["sha256"] == jobs[f"{AMD}/crcmod==1.7"]["sha256"]
+
+
+def test_each_phase_runs_in_the_promised_sandbox(
+    built_images: ImagesReport, local: Local, tmp_path: Path, engine: DockerEngine
+) -> None:
+    """--keep-failed keeps the failing fetch (PyYAML) and build (python-ldap: no headers)
+    containers; their configuration is read back from the engine."""
+    built = fresh(local, tmp_path).build(
+        f"{BAD_PIN}\npython-ldap==3.4.4\n", tmp_path, "-p", "*-amd64", "--keep-failed"
+    )
+    assert built.process.returncode == 1
+    ldap = built.jobs[f"{AMD}/python-ldap==3.4.4"]
+    assert ldap["category"] == "missing-system-library"
+    assert "lber.h" in ldap["error"]
+    assert "libldap2-dev" in ldap["hint"]
+    kept = {
+        "fetch": _inspect(engine, f"{AMD}/pyyaml==5.4.1"),
+        "build": _inspect(engine, f"{AMD}/python-ldap==3.4.4"),
+    }
+    try:
+        assert kept["build"]["HostConfig"]["NetworkMode"] == "none"
+        assert kept["fetch"]["HostConfig"]["NetworkMode"] != "none"
+        for phase, box in kept.items():
+            host = box["HostConfig"]
+            assert box["Config"]["User"] == "1000:1000", phase  # never root
+            assert host["Privileged"] is False, phase
+            assert not host.get("Binds"), phase  # no host paths, so no Docker socket
+            assert box["Mounts"] == [], phase
+            assert "no-new-privileges" in (host.get("SecurityOpt") or []), phase
+            assert not host.get("CapAdd"), phase
+    finally:
+        for box in kept.values():
+            engine.api.remove_container(box["Id"], force=True)
+
+
+def _inspect(engine: DockerEngine, job: str) -> dict[str, Any]:
+    (found,) = engine.containers(f"{LABEL_JOB}={job}")
+    data: dict[str, Any] = engine.api.inspect_container(found)
+    return data
