@@ -47,11 +47,11 @@ def main() -> int:
     print("== plans", flush=True)
     cold, warm, counts = freshness.plans()
     rows += [cold, warm, counts]
-    rows.append(cache.work_avoided(counts, cold.ours, amd, emulation.ratio))
+    rows.append(cache.work_avoided({"amd64": amd, "arm64": arm}))
     print("== scheduling", flush=True)
     rows += scheduling.makespan()
     rows += [
-        scheduling.overhead(amd),
+        scheduling.overhead(amd, matrix_path),
         scheduling.native_first(emulation.ratio),
     ]
     print("== publish", flush=True)

@@ -132,9 +132,9 @@ def _constraint_lines(app: App, files: tuple[Path, ...]) -> tuple[str, ...]:
 def _write_reports(app: App, run: BuildRun, report_path: Path | None) -> Path:
     report = report_of(run, str(app.matrix_path))
     saved = save_run_report(report, app.layout.reports)
-    write_html(report, saved.with_suffix(".html"))
     if report_path is not None:
         write_report(report, report_path)
+    write_html(report, saved.with_suffix(".html"))  # last: the JSON reports stand first
     return saved
 
 

@@ -10,6 +10,7 @@ from orchestrator.wheels.index import rollback as rollback_index
 from orchestrator.wheels.prune import prune_candidates
 from orchestrator.wheels.serve import serve_index
 from orchestrator.wheels.store import Store
+from orchestrator.wheels.upstream import Upstream
 
 from .app import App, matrix_options, pass_app, print_rows
 
@@ -46,7 +47,13 @@ def publish(app: App) -> int:
 def prune(app: App, dry_run: bool) -> None:
     """Remove wheels whose exact version the upstream index now serves."""
     store = Store(app.matrix.index.root)
-    found = prune_candidates(app.matrix, store, app.platforms, probed=app.probed())
+    found = prune_candidates(
+        app.matrix,
+        store,
+        app.platforms,
+        Upstream.of(app.matrix.index, app.layout.index_cache),
+        app.probed(),
+    )
     print_rows(
         app,
         ("platform", "our wheel", "upstream replacement"),

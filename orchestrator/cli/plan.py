@@ -10,6 +10,7 @@ import click
 
 from orchestrator.wheels.inputs import make_plan
 from orchestrator.wheels.plan import Action, Decision
+from orchestrator.wheels.upstream import Upstream
 
 from .app import App, F, matrix_options, pass_app, print_rows
 
@@ -60,7 +61,8 @@ def plan(
         requirements,
         constraints,
         resolve_latest,
-        probed=app.probed(),
+        Upstream.of(app.matrix.index, app.layout.index_cache),
+        app.probed(),
     )
     text = json.dumps([d.as_dict() for d in result.decisions], indent=1) if fmt == "json" else None
     if output is not None:

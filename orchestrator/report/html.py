@@ -30,6 +30,9 @@ class Cell:
     duration: float | None
     mode: str
     log: str
+    category: str = ""  # why it failed, with the first error line and a hint
+    error: str = ""
+    hint: str = ""
 
 
 def cells(report: dict[str, Any], html_path: Path) -> dict[tuple[str, str], Cell]:
@@ -42,12 +45,18 @@ def cells(report: dict[str, Any], html_path: Path) -> dict[tuple[str, str], Cell
         mode = "emulated" if j["emulated"] else ("native" if j["engine"] else "")
         if j["status"] == "shared":
             mode = "shared build"
-        out[(f"{j['name']}=={j['version']}", j["platform"])] = Cell(
+        req = f"{j['name']}=={j['version']}"
+        if j.get("kind") == "build-dep":
+            req += " (build dependency)"
+        out[(req, j["platform"])] = Cell(
             j["status"],
             j.get("detail") or "",
             j["duration"],
             f"{mode} on {j['engine']}" if j["engine"] else mode,
             _relative(j["log"], html_path) if j["log"] else "",
+            j.get("category") or "",
+            j.get("error") or "",
+            j.get("hint") or "",
         )
     return out
 

@@ -15,8 +15,8 @@ from packaging.version import InvalidVersion, Version
 
 from orchestrator.config import Matrix
 from orchestrator.errors import RequirementsError
+from orchestrator.layout import RunLayout
 from orchestrator.matrix import Platform
-from orchestrator.paths import cache_dir
 
 from . import requirements as reqs_mod
 from .plan import Cached, Decision, TagSets, decide
@@ -108,13 +108,7 @@ def make_plan(
     reqs = reqs_mod.read(list(requirement_files), list(constraint_files))
     if not reqs.pins and not reqs.unpinned and not reqs.unsupported:
         raise RequirementsError(f"no requirements in {', '.join(map(str, requirement_files))}")
-    if upstream is None:
-        upstream = Upstream(
-            matrix.index.upstream,
-            cache_dir() / "index",
-            ttl=matrix.index.cache_ttl,
-            concurrency=matrix.index.concurrency,
-        )
+    upstream = upstream or Upstream.of(matrix.index, RunLayout(Path()).index_cache)
     names = {p.name for p in reqs.pins} | {u.name for u in reqs.unpinned}
     pages = upstream.projects(names)
     reqs = resolve_unpinned(reqs, pages, resolve_latest)

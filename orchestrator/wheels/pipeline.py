@@ -39,6 +39,7 @@ from .jobs import JobKind, JobSettings, PoolSnapshot, SdistOutcome, job_graph
 from .plan import Action, Decision
 from .sources import HashMismatch, SdistCache, SdistDownloadError, SdistFacts, SdistRef, facts
 from .store import AddResult, Provenance, Store
+from .upstream import Upstream
 
 MAX_BUILD_DEP_DEPTH = 3  # build requirements of build requirements, and so on
 
@@ -120,7 +121,13 @@ def run_build(
         probed = {p: f.tags for p, f in run.images.facts.items()}
         with run.stage("plan"):
             plan = make_plan(
-                matrix, platforms, requirements, constraints, options.resolve_latest, probed=probed
+                matrix,
+                platforms,
+                requirements,
+                constraints,
+                options.resolve_latest,
+                Upstream.of(matrix.index, layout.index_cache),
+                probed,
             )
         run.plan = plan.decisions
         if not cancel.event.is_set():

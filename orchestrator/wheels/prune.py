@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from orchestrator.config import Matrix
+from orchestrator.layout import RunLayout
 from orchestrator.matrix import Platform
-from orchestrator.paths import cache_dir
 
 from .inputs import Probed, tagsets_for
 from .plan import best_wheel, usable
@@ -30,12 +31,7 @@ def prune_candidates(
     upstream: Upstream | None = None,
     probed: Probed | None = None,
 ) -> list[PruneCandidate]:
-    upstream = upstream or Upstream(
-        matrix.index.upstream,
-        cache_dir() / "index",
-        ttl=matrix.index.cache_ttl,
-        concurrency=matrix.index.concurrency,
-    )
+    upstream = upstream or Upstream.of(matrix.index, RunLayout(Path()).index_cache)
     records = store.records()
     pages = upstream.projects({r.project for r in records.values()})
     tagsets = tagsets_for(platforms, probed or {})

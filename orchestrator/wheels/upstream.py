@@ -33,6 +33,7 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion
 
+from orchestrator.config import IndexSpec
 from orchestrator.errors import IndexUnavailable
 
 ACCEPT = (
@@ -196,6 +197,11 @@ class Upstream:
         self.stats = Stats()
         self._local = threading.local()
         self._lock = threading.Lock()
+
+    @classmethod
+    def of(cls, spec: IndexSpec, cache: Path) -> Upstream:
+        """The matrix's upstream index, cached under `cache` (a run layout's index cache)."""
+        return cls(spec.upstream, cache, ttl=spec.cache_ttl, concurrency=spec.concurrency)
 
     def projects(self, names: Iterable[str]) -> dict[str, ProjectPage | None]:
         """Files of each project (None when the index does not have it)."""
