@@ -41,3 +41,53 @@ def make_wheel(
             info = zipfile.ZipInfo(member, date_time=(1980, 1, 1, 0, 0, 0))
             archive.writestr(info, text)
     return path
+
+
+def make_sdist(
+    folder: Path,
+    name: str,
+    version: str,
+    requires: tuple[str, ...] = ("setuptools>=61",),
+    setup_py: str | None = None,
+    body: str = "VALUE = 1\n",
+) -> Path:
+    """A pure-Python setuptools sdist `<name>-<version>.tar.gz` with the given
+    `build-system.requires`; `setup_py` replaces the (empty) setup.py, e.g. to fail."""
+    import io
+    import tarfile
+
+    module = name.replace("-", "_")
+    root = f"{module}-{version}"
+    listed = ", ".join(f'"{r}"' for r in requires)
+    files = {
+        "pyproject.toml": (
+            f'[build-system]\nrequires = [{listed}]\nbuild-backend = "setuptools.build_meta"\n\n'
+            f'[project]\nname = "{name}"\nversion = "{version}"\n'
+        ),
+        "setup.py": setup_py or "from setuptools import setup\nsetup()\n",
+        f"{module}/__init__.py": body,
+        "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{root}.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for member, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"{root}/{member}")
+            info.size, info.mtime, info.mode = len(data), 315532800, 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def simple_index(root: Path, files: list[Path]) -> str:
+    """A PEP 503 folder index (`<root>/<project>/index.html`) of `files`; its file:// URL."""
+    from packaging.utils import canonicalize_name, parse_sdist_filename
+
+    for path in files:
+        project = canonicalize_name(parse_sdist_filename(path.name)[0])
+        folder = root / project
+        folder.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        link = f'<a href="{path.as_uri()}#sha256={digest}">{path.name}</a>'
+        (folder / "index.html").write_text(f"<!DOCTYPE html><html><body>{link}</body></html>\n")
+    return root.as_uri() + "/"

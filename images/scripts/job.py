@@ -9,10 +9,11 @@ fetch   (with network) /job/src holds the pinned sdist, put there by orchestrate
         /job/env, and the static build requirements (build-system.requires)
         and then the dynamic ones (get_requires_for_build_wheel) are
         downloaded into /job/deps, preferring wheels (never --no-binary), and
-        installed into it; what the cached wheels satisfy is not downloaded
-        again. /job/build-constraints.txt and /job/build-pins.txt (exact
-        versions recorded by an earlier run), when present, constrain every
-        step. /job/fetch.json records what was resolved.
+        installed into it; a file the cache holds is not downloaded again.
+        /job/build-constraints.txt and /job/build-pins.txt (the exact versions
+        an earlier run resolved, which then come from the cache without
+        asking the index), when present, constrain every step. /job/fetch.json
+        records what was installed.
 build   (with --network none) build the wheel from /job/build with the
         environment the fetch phase prepared, into /job/out; the build folder
         is mapped out of compiled code so that two builds give the same bytes.
@@ -107,17 +108,23 @@ def pip_args():
 
 
 def provide(requirements):
-    """Install `requirements` into the build environment from the platform's cached
-    wheels; only what the cache cannot satisfy is downloaded (wheels preferred, never
-    --no-binary), once, into /job/deps, which orchestrate keeps for later jobs."""
+    """Install `requirements` into the build environment, wheels preferred (never
+    --no-binary). Resolved against the index like pip would, the first time (what
+    /job/deps, the platform's cache, already holds is not downloaded again); with
+    versions recorded by an earlier run, from the cache alone when it has them."""
     if not requirements:
         return
     install = [*PIP, "--python", str(ENV / "bin" / "python"), "install", "--no-index",
                *pip_args(), *requirements]
-    say("+ " + " ".join(install))
-    if subprocess.run(install, check=False).returncode == 0:
-        return
-    say("the cached build requirements do not satisfy these: downloading")
+    if PINS.is_file():
+        say("+ " + " ".join(install))
+        # A miss is expected (the cache lacks a pinned file) and not the job's error:
+        # its output is shown only on success, so a log's first error stays the real one.
+        offline = subprocess.run(install, check=False, capture_output=True, text=True)
+        if offline.returncode == 0:
+            say(offline.stdout.rstrip())
+            return
+        say("the recorded build requirements are not all cached: downloading")
     step([*PIP, "download", "-d", str(DEPS), *pip_args(), *requirements], EXIT_DEPS)
     step(install, EXIT_DEPS)
 

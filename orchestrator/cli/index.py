@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from orchestrator.errors import EXIT_FAILED
+from orchestrator.errors import EXIT_FAILED, EnvironmentProblem, SelectorError
+from orchestrator.matrix import expand
 from orchestrator.wheels.index import publish as publish_index
 from orchestrator.wheels.index import rollback as rollback_index
 from orchestrator.wheels.prune import prune_candidates
@@ -37,6 +38,12 @@ def publish(app: App) -> int:
     failed = [r for r in results if r.status == "failed"]
     for r in failed:
         click.echo(f"publish of {r.platform} failed: {r.error}", err=True)
+    if any(r.environment for r in failed):
+        raise EnvironmentProblem(
+            f"publishing under {app.matrix.index.root} failed on the disk side "
+            "(full, read-only or not permitted); the failed platforms keep their release",
+            hint="free space or fix the permissions, then run `orchestrate publish` again",
+        )
     return EXIT_FAILED if failed else 0
 
 
@@ -71,13 +78,20 @@ def prune(app: App, dry_run: bool) -> None:
 
 @click.command()
 @matrix_options
-@click.argument("platform")
+# Not named `platform`: the shared --platform option already takes that name.
+@click.argument("platform_name", metavar="PLATFORM")
 @click.option("--to", "release", help="A kept release id (default: the one before).")
 @pass_app
-def rollback(app: App, platform: str, release: str | None) -> None:
+def rollback(app: App, platform_name: str, release: str | None) -> None:
     """Point PLATFORM's index back at an earlier release."""
-    chosen = rollback_index(app.matrix.index.root, platform, release)
-    click.echo(f"{platform} now serves release {chosen}")
+    known = [p.name for p in expand(app.matrix)]
+    if platform_name not in known:
+        raise SelectorError(
+            f"{platform_name!r} is not a platform of {app.matrix_path}",
+            hint=f"platforms: {', '.join(known)}",
+        )
+    chosen = rollback_index(app.matrix.index.root, platform_name, release)
+    click.echo(f"{platform_name} now serves release {chosen}")
 
 
 @click.command()

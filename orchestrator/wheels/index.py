@@ -16,24 +16,27 @@ the oldest release referenced go when that release is pruned.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import fcntl
 import hashlib
 import html
 import json
 import os
+import secrets
 import shutil
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.utils import parse_wheel_filename
 
-from orchestrator.errors import InputError, OrchestrateError
+from orchestrator.errors import InputError, OrchestrateError, StoreConflict
 
-from .store import Store, StoredWheel, fsync_dir
+from .store import Store, StoredWheel, fsync_dir, sha256_file
 
 API_VERSION = "1.1"
 RELEASES = "releases"
@@ -47,6 +50,7 @@ class PublishResult:
     wheels: int
     projects: int
     error: str = ""
+    environment: bool = False  # failed for the disk's sake (full, read-only, no access)
 
 
 def crash_point(name: str) -> None:
@@ -67,17 +71,40 @@ def current_release(root: Path, platform: str) -> str | None:
     return link.readlink().name if link.is_symlink() else None
 
 
+@contextlib.contextmanager
+def index_lock(root: Path) -> Iterator[None]:
+    """One publisher (or rollback) at a time per index root, across processes."""
+    path = root / ".publish.lock"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        handle = path.open("a")
+    except OSError:
+        # A read-only root: lock what is there (flock needs no write access), so
+        # that each platform's publish can fail on its own and say why.
+        handle = (path if path.is_file() else Path(os.devnull)).open("r")
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def publish(store: Store, platforms: Sequence[str], keep: int = 3) -> list[PublishResult]:
-    """Publish each platform on its own: one failing does not hold back the others."""
-    records = store.records()
-    results = []
-    for platform in platforms:
-        wheels = [r for r in records.values() if platform in r.platforms]
-        try:
-            results.append(publish_platform(store, platform, wheels, keep))
-        except (OSError, OrchestrateError) as exc:  # its previous release stays served
-            results.append(PublishResult(platform, "failed", "", len(wheels), 0, str(exc)))
-    write_root_page(store.root)
+    """Publish each platform on its own: one failing does not hold back the others.
+    Raises StoreConflict (exit 4) when the manifest is unusable: nothing is touched."""
+    with index_lock(store.root):
+        records = store.records()
+        results = []
+        for platform in platforms:
+            wheels = [r for r in records.values() if platform in r.platforms]
+            try:
+                results.append(publish_platform(store, platform, wheels, keep))
+            except OrchestrateError as exc:  # its previous release stays served
+                results.append(PublishResult(platform, "failed", "", len(wheels), 0, exc.message))
+            except OSError as exc:
+                results.append(
+                    PublishResult(platform, "failed", "", len(wheels), 0, str(exc), True)
+                )
+        with contextlib.suppress(OSError):  # a read-only root keeps its page; said above
+            write_root_page(store.root)
     return results
 
 
@@ -91,24 +118,34 @@ def publish_platform(
     if current is not None and current.endswith(digest[:16]):
         return PublishResult(platform, "unchanged", current, len(wheels), projects)
     releases = root / RELEASES / platform
-    # A sequence number first, so that names sort in publish order.
-    sequence = max((int(r.split("-", 1)[0]) for r in releases_of(root, platform)), default=0) + 1
-    release = f"{sequence:06d}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{digest[:16]}"
+    # A sequence number first, so that names sort in publish order; a random part
+    # so that no two publishers (or a crashed one) ever share a name.
+    sequence = max((_sequence(r) for r in releases_of(root, platform)), default=0) + 1
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    release = f"{sequence:06d}-{stamp}-{secrets.token_hex(3)}-{digest[:16]}"
     staging = releases / f".staging-{release}"
-    shutil.rmtree(staging, ignore_errors=True)
-    write_tree(store, staging / "simple", wheels)
-    # One flush of the whole filesystem, instead of an fsync per file: the
-    # tree must be durable before anything points at it, not file by file.
-    sync_filesystem(staging)
-    crash_point("staged")
-    final = releases / release
-    staging.rename(final)
+    try:
+        write_tree(store, staging / "simple", wheels)
+        # One flush of the whole filesystem, instead of an fsync per file: the
+        # tree must be durable before anything points at it, not file by file.
+        sync_filesystem(staging)
+        crash_point("staged")
+        final = releases / release
+        staging.rename(final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone after the rename, or a failure
     fsync_dir(releases)
     crash_point("renamed")
     switch(root, platform, final)
     crash_point("switched")
     prune_releases(releases, keep, keep_name=release)
     return PublishResult(platform, "published", release, len(wheels), projects)
+
+
+def _sequence(name: str) -> int:
+    """The sequence number a release name starts with; 0 for a stray folder."""
+    head = name.split("-", 1)[0]
+    return int(head) if head.isdigit() else 0
 
 
 def switch(root: Path, platform: str, target: Path) -> None:
@@ -131,6 +168,7 @@ def write_tree(store: Store, simple: Path, wheels: list[StoredWheel]) -> None:
         folder.mkdir()
         for wheel in files:
             source = store.path_of(wheel)
+            verify(source, wheel)
             _link(source, folder / wheel.filename)
             _link(
                 source.with_name(wheel.filename + ".metadata"),
@@ -142,6 +180,19 @@ def write_tree(store: Store, simple: Path, wheels: list[StoredWheel]) -> None:
     (simple / "index.html").write_text(root_html(names), encoding="utf-8")
     projects = {"meta": {"api-version": API_VERSION}, "projects": [{"name": n} for n in names]}
     (simple / "index.json").write_text(json.dumps(projects), encoding="utf-8")
+
+
+def verify(path: Path, wheel: StoredWheel) -> None:
+    """The stored file is the one the manifest (and so its #sha256 link) names."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise StoreConflict(f"{path} is listed in the manifest but missing") from None
+    if size != wheel.size or sha256_file(path) != wheel.sha256:
+        raise StoreConflict(
+            f"{path} does not match its manifest record (sha256 {wheel.sha256[:16]}...)",
+            hint="the previous release stays served; rebuild it with `build --replace`",
+        )
 
 
 def sync_filesystem(path: Path) -> None:
@@ -271,6 +322,11 @@ def prune_releases(releases: Path, keep: int, keep_name: str) -> None:
 
 def rollback(root: Path, platform: str, to: str | None = None) -> str:
     """Point a platform back at the release before the current one (or at `to`)."""
+    with index_lock(root):
+        return _rollback(root, platform, to)
+
+
+def _rollback(root: Path, platform: str, to: str | None) -> str:
     known = releases_of(root, platform)
     current = current_release(root, platform)
     if not known or current is None:

@@ -30,6 +30,8 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name, canonicalize_version, parse_wheel_filename
 
+from orchestrator.errors import StoreConflict
+
 from .builder import is_pure, safe_wheel_name
 
 SHARED = "any"
@@ -127,11 +129,24 @@ class Store:
             self._save(records)
 
     def records(self) -> dict[str, StoredWheel]:
+        """The manifest's records; {} only when the store has never held a wheel.
+        A missing manifest beside stored wheels, or an empty, truncated or corrupt
+        one, is refused: publishing it would wipe the index."""
         try:
-            raw = json.loads(self.manifest_path.read_text())
+            raw = json.loads(self.manifest_path.read_bytes())
+            return {key: StoredWheel(**value) for key, value in raw["wheels"].items()}
         except FileNotFoundError:
+            if any(self.dir.glob("*/*.whl")):
+                raise self._unusable("is missing, but the store holds wheels") from None
             return {}
-        return {key: StoredWheel(**value) for key, value in raw["wheels"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise self._unusable(f"is unreadable ({type(exc).__name__}: {exc})") from None
+
+    def _unusable(self, why: str) -> StoreConflict:
+        return StoreConflict(
+            f"{self.manifest_path} {why}; refusing to publish from it",
+            hint="restore it from a backup; the published index is left as it is",
+        )
 
     def _save(self, records: dict[str, StoredWheel]) -> None:
         data = {"format": 1, "wheels": {k: asdict(v) for k, v in sorted(records.items())}}
