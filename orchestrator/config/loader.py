@@ -265,6 +265,16 @@ def _dotted(loc: Loc) -> str:
     return text
 
 
+SYSTEM_FOLDERS = frozenset(
+    Path(p)
+    for p in (
+        "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt", "/proc",
+        "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/local", "/var",
+        "/var/lib", "/var/tmp",
+    )
+)  # fmt: skip
+
+
 def _resolve_paths(matrix: Matrix, marks: _Marks, path: Path) -> Matrix:
     """Make file paths absolute, relative to the matrix, and check CA files exist."""
     certs = tuple(matrix.resolve(p) for p in matrix.builder.ca_certificates)
@@ -291,5 +301,16 @@ def _resolve_paths(matrix: Matrix, marks: _Marks, path: Path) -> Matrix:
     builder = matrix.builder.model_copy(
         update={"ca_certificates": certs, "build_constraints": constraints}
     )
-    index = matrix.index.model_copy(update={"root": matrix.resolve(matrix.index.root)})
+    root = matrix.resolve(matrix.index.root)
+    if root in SYSTEM_FOLDERS or root == Path.home():
+        loc = ("index", "root")
+        raise ConfigError(
+            f"index root {str(root)!r} is a system folder; publishing there would "
+            "mix the index with the system's files",
+            path=str(path),
+            line=_line(loc, marks),
+            key=_dotted(loc),
+            hint="use a folder of its own, e.g. /srv/wheels",
+        )
+    index = matrix.index.model_copy(update={"root": root})
     return matrix.model_copy(update={"builder": builder, "index": index})

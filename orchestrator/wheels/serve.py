@@ -9,14 +9,23 @@ from __future__ import annotations
 
 import functools
 import http.server
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 
 
+MAX_PATH = 2048  # bytes of a request path; a wheel cache's longest is far below
+MAX_DEPTH = 16  # path segments: <platform>/simple/<project>/<file> is 4
+
+
 class IndexHandler(http.server.SimpleHTTPRequestHandler):
     def send_head(self):  # type: ignore[no-untyped-def]
+        problem = self._refused(self.path)
+        if problem is not None:
+            self.send_error(problem[0], problem[1])
+            return None
         path = Path(self.translate_path(self.path))
         if (
             path.is_dir()
@@ -27,13 +36,35 @@ class IndexHandler(http.server.SimpleHTTPRequestHandler):
             self.extensions_map = {**self.extensions_map, ".json": JSON_TYPE}
         return super().send_head()
 
+    def _refused(self, raw: str) -> tuple[int, str] | None:
+        """400 for paths no index has; 404 for anything that leaves the root, e.g.
+        through a symlink (the platform links point inside it)."""
+        path = urllib.parse.unquote(raw.split("?", 1)[0].split("#", 1)[0])
+        if "\0" in path or len(raw) > MAX_PATH or path.count("/") > MAX_DEPTH:
+            return 400, "Bad request path"
+        try:
+            real = Path(self.translate_path(raw)).resolve()
+        except (OSError, ValueError, RuntimeError):
+            return 400, "Bad request path"
+        root = Path(self.directory).resolve()
+        if real != root and root not in real.parents:
+            return 404, "File not found"
+        return None
+
     def log_message(self, format: str, *args: object) -> None:  # quiet by default
         pass
 
 
-def make_server(root: Path, host: str, port: int) -> http.server.ThreadingHTTPServer:
+class IndexServer(http.server.ThreadingHTTPServer):
+    """A thread per client, and a listen backlog for many at once (pip, CI fleets)."""
+
+    daemon_threads = True
+    request_queue_size = 1024
+
+
+def make_server(root: Path, host: str, port: int) -> IndexServer:
     handler = functools.partial(IndexHandler, directory=str(root))
-    return http.server.ThreadingHTTPServer((host, port), handler)
+    return IndexServer((host, port), handler)
 
 
 def serve_index(root: Path, host: str, port: int, announce: Callable[[str], None]) -> None:
