@@ -12,6 +12,7 @@ import click
 
 from orchestrator import __version__
 from orchestrator.errors import EXIT_INPUT, EXIT_INTERRUPTED, OrchestrateError
+from orchestrator.redact import RedactingStream
 
 from .app import App
 from .build import build
@@ -44,6 +45,16 @@ for command in (publish, prune, rollback, serve, reproduce, report):
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Everything printed goes through the redactor: no credential reaches the terminal."""
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = RedactingStream(out), RedactingStream(err)
+    try:
+        _main(argv)
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
+def _main(argv: list[str] | None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     app = App(debug=debug)

@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from orchestrator.redact import redact
 from orchestrator.wheels.execute import emulated_seconds
 from orchestrator.wheels.pipeline import BuildRun
 
@@ -59,7 +60,7 @@ def report_of(run: BuildRun, matrix_path: str) -> dict[str, Any]:
 def write_report(report: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=1))
+    tmp.write_text(redact(json.dumps(report, indent=1)))
     tmp.replace(path)
 
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import jinja2
 
+from orchestrator.redact import redact
+
 OUTCOMES = (
     "built",
     "shared",
@@ -86,5 +88,5 @@ def render_html(report: dict[str, Any], html_path: Path) -> str:
 
 def write_html(report: dict[str, Any], html_path: Path) -> Path:
     html_path.parent.mkdir(parents=True, exist_ok=True)
-    html_path.write_text(render_html(report, html_path))
+    html_path.write_text(redact(render_html(report, html_path)))
     return html_path

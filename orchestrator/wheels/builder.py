@@ -25,6 +25,7 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from orchestrator.config import Family
 from orchestrator.engines import Engine, RunOutcome, RunRequest
 from orchestrator.errors import UnsafeName
+from orchestrator.redact import redact, redact_bytes
 from orchestrator.scheduler import Cancel
 
 from .builddeps import BuildDepCache
@@ -225,8 +226,10 @@ def run_job(job: WheelJob, inputs: JobInputs, ctx: JobContext) -> WheelRecord:
 def _header(log: BinaryIO, job: WheelJob, ctx: JobContext) -> None:
     mode = "emulated" if ctx.emulated else "native"
     log.write(
-        f"== {job.id} on {ctx.engine.name} ({mode}), image {job.image_ref} "
-        f"({job.image[:19]})\n== sdist {job.sdist.url} sha256 {job.sdist.sha256}\n".encode()
+        redact(
+            f"== {job.id} on {ctx.engine.name} ({mode}), image {job.image_ref} "
+            f"({job.image[:19]})\n== sdist {job.sdist.url} sha256 {job.sdist.sha256}\n"
+        ).encode()
     )
     log.flush()
 
@@ -320,7 +323,7 @@ def _classify(record: WheelRecord, ctx: JobContext) -> None:
 
 
 def _write(log: BinaryIO, chunk: bytes) -> None:
-    log.write(chunk)
+    log.write(redact_bytes(chunk) if b"@" in chunk else chunk)
     log.flush()  # so that `tail -f` of a job's log shows it as it runs
 
 
