@@ -101,10 +101,12 @@ def signals_cancel() -> Iterator[Cancel]:
     previous = {}
 
     def handler(signum: int, _frame: object) -> None:
-        click.echo(
-            f"\n{signal.Signals(signum).name}: stopping, cleaning up containers...", err=True
-        )
-        cancel.cancel()
+        cancel.cancel()  # first: a closed terminal or pipe must not stop the clean-up
+        with contextlib.suppress(OSError, ValueError):
+            click.echo(
+                f"\n{signal.Signals(signum).name}: stopping, cleaning up containers...",
+                err=True,
+            )
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         previous[sig] = signal.signal(sig, handler)

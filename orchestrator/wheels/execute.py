@@ -53,17 +53,18 @@ class Durations:
             self.data = {}
         self._lock = threading.Lock()
 
-    def expected(self, name: str, arch: str, emulated: bool) -> float:
-        """Last time in this mode; else the other mode's, converted; else a default."""
+    def expected(
+        self, name: str, arch: str, emulated: bool, guess: float = DEFAULT_NATIVE_SECONDS
+    ) -> float:
+        """Last time in this mode; else the other mode's, converted; else `guess`
+        (native seconds, from the sdist's contents), converted."""
         native = self.data.get(_key(name, arch, False))
         slow = self.data.get(_key(name, arch, True))
         if emulated:
-            return (
-                slow if slow is not None else (native or DEFAULT_NATIVE_SECONDS) * EMULATION_FACTOR
-            )
+            return slow if slow is not None else (native or guess) * EMULATION_FACTOR
         if native is not None:
             return native
-        return slow / EMULATION_FACTOR if slow is not None else DEFAULT_NATIVE_SECONDS
+        return slow / EMULATION_FACTOR if slow is not None else guess
 
     def record(self, name: str, arch: str, seconds: float, emulated: bool) -> None:
         with self._lock:

@@ -30,6 +30,8 @@ from .failures import Category, Failure
 from .plan import Action, Decision
 from .sources import SdistFacts, SdistRef
 
+DEFAULT_GUESS = 60.0  # seconds, native, for an sdist we could not read
+
 
 class JobKind(StrEnum):
     WHEEL = "wheel"  # a pinned requirement, published to the index
@@ -91,7 +93,8 @@ class JobGraph:
         return {j.id: j for j in self.jobs}
 
 
-Expected = Callable[[str, Arch, bool], float]  # (name, arch, emulated) -> seconds
+# (name, arch, emulated, native seconds guessed from the sdist) -> expected seconds
+Expected = Callable[[str, Arch, bool, float], float]
 SdistOutcome = SdistFacts | Failure
 
 
@@ -120,8 +123,9 @@ def job_graph(
         key = _key(decision.name, decision.version)
         pure = isinstance(outcome, SdistFacts) and outcome.pure
         lead = leads.setdefault(key, job.id) if pure else job.id
-        jobs[job.id] = _node(job, pool, expected, () if lead == job.id else (lead,))
-    _add_build_deps(jobs, needs, platforms, images, pool, expected, settings)
+        guess = _guess(outcome)
+        jobs[job.id] = _node(job, pool, expected, () if lead == job.id else (lead,), guess)
+    _add_build_deps(jobs, needs, platforms, images, sdists, pool, expected, settings)
     return JobGraph(tuple(jobs.values()), tuple(blocked))
 
 
@@ -130,6 +134,7 @@ def _add_build_deps(
     needs: Sequence[BuildDepNeed],
     platforms: Mapping[str, Platform],
     images: Mapping[str, ImageFacts],
+    sdists: Mapping[tuple[str, str], SdistOutcome],
     pool: PoolSnapshot,
     expected: Expected,
     settings: JobSettings,
@@ -152,7 +157,8 @@ def _add_build_deps(
             settings.keep_failed,
             settings.run_id,
         )
-        jobs.setdefault(dep.id, _node(dep, pool, expected, ()))
+        guess = _guess(sdists.get(_key(need.name, need.version)))
+        jobs.setdefault(dep.id, _node(dep, pool, expected, (), guess))
         for parent_id in _parents(need, jobs):
             parent = jobs[parent_id]
             if dep.id not in parent.depends:
@@ -213,11 +219,19 @@ def _problem(
 
 
 def _node(
-    job: WheelJob, pool: PoolSnapshot, expected: Expected, depends: tuple[str, ...]
+    job: WheelJob,
+    pool: PoolSnapshot,
+    expected: Expected,
+    depends: tuple[str, ...],
+    guess: float,
 ) -> Job[WheelJob]:
     emulated = job.platform.arch not in pool.native
-    seconds = expected(job.name, job.platform.arch, emulated)
+    seconds = expected(job.name, job.platform.arch, emulated, guess)
     return Job(job.id, job.platform.arch, seconds, job, depends)
+
+
+def _guess(outcome: SdistOutcome | None) -> float:
+    return outcome.expected_native if isinstance(outcome, SdistFacts) else DEFAULT_GUESS
 
 
 def _key(name: str, version: str) -> tuple[str, str]:

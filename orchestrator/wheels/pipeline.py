@@ -174,7 +174,9 @@ def _build_wheels(
         sdists,
         needs,
         PoolSnapshot(frozenset(p.arch for p in platforms if pool.candidates(p.arch)[0])),
-        lambda name, arch, emulated: executor.durations.expected(name, arch.value, emulated),
+        lambda name, arch, emulated, guess: executor.durations.expected(
+            name, arch.value, emulated, guess
+        ),
         settings,
     )
     options_ = ExecOptions(options.emulate_when_busy, options.fail_fast, deadline)

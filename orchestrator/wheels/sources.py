@@ -66,6 +66,14 @@ class SdistFacts:
     sha256: str
     pure: bool
     build_requires: tuple[str, ...]
+    compiled: int = 0  # compiled source files (C, C++, Cython, Fortran, Rust, Go)
+
+    @property
+    def expected_native(self) -> float:
+        """Seconds a native build is expected to take before any has been timed:
+        what orders the first night's jobs longest first. A job's own fixed cost,
+        plus a few seconds per compiled source file (libsass has ~100 C++ files)."""
+        return 8.0 if self.pure else 15.0 + 4.0 * self.compiled
 
 
 class SdistCache:
@@ -181,6 +189,7 @@ def facts(ref: SdistRef, path: Path) -> SdistFacts:
         sha256=hashlib.sha256(data).hexdigest(),
         pure=names_look_pure(names),
         build_requires=build_requires(pyproject),
+        compiled=sum(1 for n in names if n.lower().endswith(COMPILED)),
     )
 
 

@@ -41,13 +41,15 @@ def build(name: str, version: str, platform: str) -> Decision:
     )  # fmt: skip
 
 
-def facts(name: str, version: str, pure: bool, requires: tuple[str, ...] = ()) -> SdistFacts:
+def facts(
+    name: str, version: str, pure: bool, requires: tuple[str, ...] = (), compiled: int = 0
+) -> SdistFacts:
     ref = SdistRef(f"{name}-{version}.tar.gz", f"https://files/{name}-{version}.tar.gz", "0" * 64)
-    return SdistFacts(ref, Path("/nowhere"), "0" * 64, pure, requires)
+    return SdistFacts(ref, Path("/nowhere"), "0" * 64, pure, requires, compiled)
 
 
-def expected(name: str, arch: Arch, emulated: bool) -> float:
-    return {"crcmod": 10.0, "netifaces": 30.0}.get(name, 5.0) * (8 if emulated else 1)
+def expected(name: str, arch: Arch, emulated: bool, guess: float) -> float:
+    return {"crcmod": 10.0, "netifaces": 30.0}.get(name, guess) * (8 if emulated else 1)
 
 
 def graph(
@@ -126,6 +128,19 @@ def test_blocked_items_name_their_category() -> None:
     ]
     no_image = graph(decisions[1:], sdists, images={})
     assert no_image.blocked[0].failure.category == Category.NO_BUILDER
+
+
+def test_first_night_expectations_come_from_the_sdists_contents() -> None:
+    """No job has been timed yet: a big C++ sdist is expected to take longest, so
+    longest-first starts it first instead of last."""
+    decisions = [build("libsass", "0.23.0", ARM), build("pydotplus", "2.0.2", ARM)]
+    sdists: dict[tuple[str, str], SdistOutcome] = {
+        ("libsass", "0.23.0"): facts("libsass", "0.23.0", pure=False, compiled=120),
+        ("pydotplus", "2.0.2"): facts("pydotplus", "2.0.2", pure=True),
+    }
+    jobs = graph(decisions, sdists).by_id()
+    heavy, light = jobs[f"{ARM}/libsass==0.23.0"], jobs[f"{ARM}/pydotplus==2.0.2"]
+    assert heavy.expected > 10 * light.expected
 
 
 def test_graph_jobs_are_frozen_values() -> None:

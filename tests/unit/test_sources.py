@@ -74,7 +74,10 @@ def test_facts_read_build_requirements_and_purity(tmp_path: Path, sdist: Path) -
     got = facts(ref_of(sdist), sdist)
     assert got.build_requires == ("setuptools>=61", "Cython<3")
     assert got.pure is False  # a .pyx
+    assert got.compiled == 1
+
     legacy = make_sdist(tmp_path, "old-0.1", {"setup.py": b"", "old/__init__.py": b""})
     old = facts(ref_of(legacy), legacy)
     assert old.build_requires == LEGACY_REQUIRES  # no pyproject: setuptools, as pip assumes
     assert old.pure is True
+    assert old.expected_native < got.expected_native  # compiled code takes longer
