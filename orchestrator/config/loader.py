@@ -39,6 +39,12 @@ class _Marks:
 
     values: dict[Loc, int] = field(default_factory=dict)
     keys: dict[Loc, int] = field(default_factory=dict)
+    nodes: int = 0  # built so far: aliases count each time they are expanded
+
+
+MAX_BYTES = 1 << 20  # a matrix is a few KiB; a bigger file is a mistake or an attack
+MAX_NODES = 100_000  # after alias expansion ("billion laughs" stops here, quickly)
+MAX_DEPTH = 64
 
 
 def load_matrix(path: Path) -> Matrix:
@@ -61,13 +67,22 @@ def load_matrix(path: Path) -> Matrix:
 
 def _read(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        if path.stat().st_size > MAX_BYTES:
+            raise ConfigError(
+                f"the file is over {MAX_BYTES // 1024} KiB; a matrix is a few KiB",
+                path=str(path),
+            )
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ConfigError(
             "file does not exist", path=str(path), hint="pass --matrix with an existing file"
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read the file: {exc}", path=str(path)) from None
+    if "\0" in text:
+        line = text.count("\n", 0, text.index("\0")) + 1
+        raise ConfigError("the file contains a NUL byte", path=str(path), line=line)
+    return text
 
 
 def _compose(text: str, name: str) -> tuple[Any, _Marks]:
@@ -77,18 +92,53 @@ def _compose(text: str, name: str) -> tuple[Any, _Marks]:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         raise ConfigError(f"YAML syntax error: {exc.problem}", path=name, line=line) from None
+    except yaml.YAMLError as exc:  # e.g. a character YAML does not allow
+        raise ConfigError(f"YAML error: {str(exc).splitlines()[0]}", path=name) from None
     if node is None:
         return None, _Marks()
     marks = _Marks()
-    return _build(node, (), marks, name), marks
+    return _build(node, (), marks, name, ()), marks
 
 
-def _build(node: yaml.Node, loc: Loc, marks: _Marks, name: str) -> Any:
+def _guard(node: yaml.Node, loc: Loc, marks: _Marks, name: str, seen: tuple[int, ...]) -> None:
+    """Bounds on what aliases can do: no cycles, no explosion, no endless depth."""
+    line = node.start_mark.line + 1
+    marks.nodes += 1
+    if not node.tag.startswith("tag:yaml.org,2002:") or ":python/" in node.tag:
+        raise ConfigError(f"YAML value not allowed: tag {node.tag!r}", path=name, line=line)
+    if id(node) in seen:
+        raise ConfigError("an alias refers to itself (recursive alias)", path=name, line=line)
+    if marks.nodes > MAX_NODES or len(loc) > MAX_DEPTH:
+        raise ConfigError(
+            "the file expands to too much data (aliases repeated too often, or nested "
+            "too deep); a matrix needs none of that",
+            path=name,
+            line=line,
+        )
+
+
+def _key_of(key_node: yaml.Node, loc: Loc, name: str) -> Any:
+    line = key_node.start_mark.line + 1
+    if not isinstance(key_node, yaml.ScalarNode):
+        raise ConfigError("a key must be a plain name, not a list or mapping", path=name, line=line)
+    if key_node.tag == "tag:yaml.org,2002:merge":
+        raise ConfigError(
+            "merge keys (<<) are not supported; write the keys out",
+            path=name,
+            line=line,
+            key=_dotted(loc) or None,
+        )
+    return _scalar(key_node)
+
+
+def _build(node: yaml.Node, loc: Loc, marks: _Marks, name: str, seen: tuple[int, ...]) -> Any:
+    _guard(node, loc, marks, name, seen)
+    seen = (*seen, id(node))
     marks.values[loc] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = _scalar(key_node)
+            key = _key_of(key_node, loc, name)
             if key in out:
                 raise ConfigError(
                     "key appears twice in one mapping",
@@ -97,16 +147,22 @@ def _build(node: yaml.Node, loc: Loc, marks: _Marks, name: str) -> Any:
                     key=_dotted((*loc, str(key))),
                 )
             marks.keys[(*loc, str(key))] = key_node.start_mark.line + 1
-            out[key] = _build(value_node, (*loc, str(key)), marks, name)
+            out[key] = _build(value_node, (*loc, str(key)), marks, name, seen)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_build(item, (*loc, i), marks, name) for i, item in enumerate(node.value)]
+        return [_build(item, (*loc, i), marks, name, seen) for i, item in enumerate(node.value)]
     return _scalar(node)
 
 
 def _scalar(node: yaml.Node) -> Any:
     # A throwaway loader gives scalars YAML's own types (int, bool, null ...).
-    return yaml.SafeLoader("").construct_object(node, deep=True)
+    try:
+        return yaml.SafeLoader("").construct_object(node, deep=True)
+    except yaml.YAMLError as exc:  # e.g. a !!python tag, which the safe loader refuses
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(
+            f"YAML value not allowed: {problem}", path="", line=node.start_mark.line + 1
+        ) from None
 
 
 def _convert(exc: ValidationError, data: Any, marks: _Marks, name: str) -> ConfigError:

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     StrictBool,
     StrictInt,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -64,6 +66,55 @@ def _arch_alias(value: Any) -> Any:
 
 
 Name = Annotated[str, Field(pattern=NAME_RE, max_length=63)]
+# Strings that end up in Dockerfiles and shell lines are checked against their own
+# grammar, so that no newline or shell metacharacter can add an instruction.
+# An image reference (distribution/reference's grammar, simplified): host[:port]/path[:tag][@digest]
+IMAGE_REF_RE = (
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+    r"(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
+)
+PACKAGE_RE = {  # Debian policy 5.6.1; RPM names as Fedora's guidelines allow
+    "deb": r"^[a-z0-9][a-z0-9+.-]+$",
+    "rpm": r"^[A-Za-z0-9_][A-Za-z0-9._+-]*$",
+}
+URL_RE = r"^(https?|socks5h?)://[^\s\"'\\`$;|&<>(){}]+$"
+NO_PROXY_RE = r"^[A-Za-z0-9.,:*_/\[\]-]+$"
+
+
+def _grammar(pattern: str, what: str, max_length: int) -> Any:
+    def check(value: str) -> str:
+        if len(value) > max_length or not re.match(pattern, value):
+            shown = value if len(value) <= 60 else value[:60] + "..."
+            raise ValueError(f"{shown!r} is not {what}")
+        return value
+
+    return AfterValidator(check)
+
+
+ImageRef = Annotated[
+    str,
+    _grammar(IMAGE_REF_RE, "an image reference (e.g. debian:bookworm, host:5000/repo:tag)", 255),
+]
+Url = Annotated[
+    str,
+    _grammar(
+        URL_RE, "a URL (http, https or socks5) without spaces, quotes or shell characters", 2048
+    ),
+]
+NoProxy = Annotated[
+    str, _grammar(NO_PROXY_RE, "a comma-separated list of hosts, domains or CIDRs", 4096)
+]
+Host = Annotated[str, _grammar(r"^[A-Za-z0-9.-]+(:[0-9]+)?$", "a host name", 255)]
+
+
+def check_packages(family: str, names: tuple[str, ...]) -> tuple[str, ...]:
+    for name in names:
+        if not re.match(PACKAGE_RE[family], name) or len(name) > 128:
+            raise ValueError(f"{name!r} is not a valid {family} package name")
+    return names
+
+
 PythonVersion = Annotated[str, Field(pattern=r"^3\.\d{1,2}$")]
 GlibcVersion = Annotated[str, Field(pattern=r"^2\.\d{1,2}$")]
 
@@ -73,7 +124,7 @@ class Bootstrap(Model):
 
     bootstrap: Literal["debootstrap"]
     suite: Name
-    mirror: str = "http://deb.debian.org/debian"
+    mirror: Url = "http://deb.debian.org/debian"
     variant: Literal["minbase", "buildd"] = "minbase"
 
     @field_validator("mirror")
@@ -127,16 +178,16 @@ class IndexSpec(Model):
 
 
 class PipSettings(Model):
-    index_url: str | None = None
-    extra_index_urls: tuple[str, ...] = ()
-    trusted_hosts: tuple[str, ...] = ()
+    index_url: Url | None = None
+    extra_index_urls: tuple[Url, ...] = ()
+    trusted_hosts: tuple[Host, ...] = ()
     timeout: Annotated[StrictInt, Field(ge=1)] = 60
 
 
 class Proxy(Model):
-    http: str | None = None
-    https: str | None = None
-    no_proxy: str | None = None
+    http: Url | None = None
+    https: Url | None = None
+    no_proxy: NoProxy | None = None
 
 
 class BuilderSpec(Model):
@@ -153,11 +204,17 @@ class DistroSpec(Model):
     name: Name
     release: Name
     family: Family
-    base: str | Bootstrap
+    base: ImageRef | Bootstrap
     python: tuple[PythonVersion, ...] = Field(min_length=1)
     glibc: GlibcVersion
     arches: tuple[Arch, ...] = Field(min_length=1)
     packages: tuple[str, ...] = ()
+
+    @field_validator("packages")
+    @classmethod
+    def _package_names(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        family = info.data.get("family")
+        return check_packages(family.value, value) if isinstance(family, Family) else value
 
     @field_validator("arches", mode="before")
     @classmethod
@@ -225,6 +282,13 @@ class Matrix(Model):
     skip: tuple[SkipSpec, ...] = ()
     # Filled by the loader, never by the file: relative paths resolve here.
     source: Path = Field(default=Path(), exclude=True)
+
+    @field_validator("packages")
+    @classmethod
+    def _package_names(cls, value: dict[Family, tuple[str, ...]]) -> dict[Family, tuple[str, ...]]:
+        for family, names in value.items():
+            check_packages(family.value, names)
+        return value
 
     @model_validator(mode="after")
     def _unique_names(self) -> Matrix:
