@@ -40,9 +40,11 @@ class Progress:
         if self._live is not None:
             self._live.__exit__(kind, exc, tb)
 
-    def event(self, kind: str, job: Job[object], info: Outcome | Placement | None) -> None:
+    def event(self, kind: str, job: Job[object] | None, info: object) -> None:
         with self._lock:
-            if kind == "queued":
+            if kind == "notice" or job is None:
+                self._line(f"notice: {info}")
+            elif kind == "queued":
                 self.total += 1
             elif kind == "start" and isinstance(info, Placement):
                 self._running[job.id] = (info.engine.name, info.emulated, time.monotonic())

@@ -64,6 +64,8 @@ def plan(
         Upstream.of(app.matrix.index, app.layout.index_cache),
         app.probed(),
     )
+    for notice in result.notices:
+        click.echo(f"notice: {notice}", err=True)
     text = json.dumps([d.as_dict() for d in result.decisions], indent=1) if fmt == "json" else None
     if output is not None:
         _write_atomic(output, text or json.dumps([d.as_dict() for d in result.decisions]))

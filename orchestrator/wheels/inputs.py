@@ -33,6 +33,7 @@ class PlanResult:
     pages: Mapping[str, ProjectPage | None]  # what the index said, for build-dependency choices
     tagsets: TagSets
     upstream: Upstream
+    notices: list[str]  # requirement-file options accepted but not followed
 
 
 # platform name -> python -> the builder's probed sys_tags(), best first
@@ -77,7 +78,9 @@ def resolve_unpinned(
                 f"{item.source}: {item.name} {item.specifier} is not pinned",
                 hint="pin it with == (or ===), constrain it with -c, or pass --resolve-latest",
             )
-    return Requirements(pins, [], reqs.unsupported, reqs.constraints)
+    return Requirements(
+        pins, [], reqs.unsupported, reqs.constraints, reqs.notices, reqs.require_hashes
+    )
 
 
 def _latest(item: Unpinned, page: ProjectPage | None) -> Pin:
@@ -116,4 +119,4 @@ def make_plan(
     decisions = decide(
         platforms, reqs, pages, tagsets, store_contents(matrix.index.root, platforms), matrix.skip
     )
-    return PlanResult(decisions, upstream.stats, pages, tagsets, upstream)
+    return PlanResult(decisions, upstream.stats, pages, tagsets, upstream, reqs.notices)

@@ -130,6 +130,8 @@ def run_build(
                 probed,
             )
         run.plan = plan.decisions
+        for notice in plan.notices:
+            on_event("notice", None, notice)
         if not cancel.event.is_set():
             run.jobs = _build_wheels(
                 run, matrix, pool, platforms, plan, options, layout, cancel, on_event, deadline

@@ -150,7 +150,27 @@ def decide(
                 )
                 for u in reqs.unsupported
             )
+            out.extend(excluded_by_markers(reqs, platform, python))
     return out
+
+
+def excluded_by_markers(reqs: Requirements, platform: Platform, python: str) -> list[Decision]:
+    """A row for each pin no marker lets onto this platform and python: not silence."""
+    applying = {p.name for p in pins_for(reqs, platform, python)}
+    out: dict[str, Decision] = {}
+    for pin in reqs.pins:
+        if pin.name in applying or pin.name in out:
+            continue
+        out[pin.name] = Decision(
+            platform.name,
+            python,
+            pin.name,
+            pin.version,
+            Action.EXCLUDED,
+            f"marker `{pin.marker}` excludes it on {platform.name} (python {python})",
+            source=str(pin.source),
+        )
+    return list(out.values())
 
 
 def _decide_one(
@@ -203,6 +223,11 @@ def _decide_one(
         return make(Action.CACHED, "our index holds it", wheel=mine)
     why = _why_no_wheel(wheels, tags, platform) if files else dropped
     sdists = [f for f in files if not f.filename.endswith(".whl")]
+    if pin.hashes and sdists:  # pip would accept only a file with one of these hashes
+        allowed = {h.removeprefix("sha256:") for h in pin.hashes}
+        sdists = [f for f in sdists if f.sha256 in allowed]
+        if not sdists:
+            return make(Action.UNAVAILABLE, f"{why}, and no sdist matches the pin's --hash values")
     if sdists:
         return make(Action.BUILD, why, sdist=_prefer_targz(sdists))
     return make(Action.UNAVAILABLE, f"no sdist and {why}")

@@ -10,6 +10,7 @@ lines cannot be planned against an index: they are returned as
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +21,26 @@ from packaging.utils import NormalizedName, canonicalize_name
 
 from orchestrator.errors import RequirementsError
 
-_OPTION_WITH_VALUE = re.compile(
-    r"^(-i|--index-url|--extra-index-url|-f|--find-links|--trusted-host|"
-    r"--no-binary|--only-binary|--prefer-binary|--pre|--use-feature|--config-settings)\b"
-)
+# pip's own options, with why a wheel-cache plan does not follow them: each is
+# accepted and ignored with a notice (never an error, never silence).
+_IGNORED_OPTIONS = {
+    "-i": "the matrix's index.upstream is the index",
+    "--index-url": "the matrix's index.upstream is the index",
+    "--extra-index-url": "the matrix's index.upstream is the index",
+    "--no-index": "the matrix's index.upstream is the index",
+    "-f": "builds fetch from index.upstream only",
+    "--find-links": "builds fetch from index.upstream only",
+    "--trusted-host": "builder.pip.trusted_hosts in the matrix sets it",
+    "--no-binary": "the plan decides what to build",
+    "--only-binary": "the plan decides what to build",
+    "--prefer-binary": "the plan decides what to build",
+    "--pre": "pins name exact versions",
+    "--use-feature": "not a planning option",
+    "--config-settings": "not supported for builds yet",
+    "--global-option": "not supported for builds",
+    "--no-build-isolation": "builds always run isolated",
+}
+_OPTION = re.compile(r"^(--?[A-Za-z][A-Za-z-]*)(?:[=\s]|$)")
 _UNSUPPORTED_PREFIX = (
     "-e",
     "--editable",
@@ -85,14 +102,38 @@ class Requirements:
     unpinned: list[Unpinned] = field(default_factory=list)
     unsupported: list[Unsupported] = field(default_factory=list)
     constraints: list[Pin] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # options accepted but not followed
+    require_hashes: bool = False  # --require-hashes: every pin must carry --hash
+
+
+def decode(data: bytes) -> str:
+    """As pip reads these files: a BOM decides (UTF-8, UTF-16, UTF-32), else UTF-8,
+    else Latin-1 (requirement syntax is ASCII, so only comments can differ)."""
+    for bom, encoding in (
+        (b"\xef\xbb\xbf", "utf-8-sig"),
+        (b"\xff\xfe\x00\x00", "utf-32"),
+        (b"\x00\x00\xfe\xff", "utf-32"),
+        (b"\xff\xfe", "utf-16"),
+        (b"\xfe\xff", "utf-16"),
+    ):
+        if data.startswith(bom):
+            return data.decode(encoding)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
 
 
 def _logical_lines(path: Path) -> Iterator[tuple[int, str]]:
     """Lines with comments removed and `\\` continuations joined, with line numbers."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = decode(path.read_bytes())
     except OSError as exc:
         raise RequirementsError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise RequirementsError(f"{path}: cannot decode ({exc.reason})") from None
+    if "\0" in text:
+        raise RequirementsError(f"{path}: contains a NUL byte; is it a requirements file?")
     start, buf = 0, ""
     for number, raw in enumerate(text.splitlines(), 1):
         line = re.sub(r"(^|\s)#.*$", "", raw)
@@ -117,6 +158,14 @@ def read(requirements: list[Path], constraints: list[Path]) -> Requirements:
         _read_file(path, out, seen, as_constraint=False)
     for path in constraints:
         _read_file(path, out, seen, as_constraint=True)
+    if out.require_hashes:
+        for pin in out.pins:
+            if not pin.hashes:
+                raise RequirementsError(
+                    f"{pin.source}: {pin.name}=={pin.version} has no --hash, and "
+                    "--require-hashes is set",
+                    hint="add --hash=sha256:... to it, as pip would require",
+                )
     return out
 
 
@@ -129,15 +178,19 @@ def _read_file(path: Path, out: Requirements, seen: set[Path], as_constraint: bo
         raise RequirementsError(f"{path}: file does not exist")
     for number, line in _logical_lines(path):
         source = Source(str(path), number)
-        include = re.match(r"^(-r|--requirement|-c|--constraint)(?:\s+|=)(\S+)$", line)
+        include = re.match(r"^(-r|--requirement|-c|--constraint)(?:\s+|=)(.+)$", line)
+        option = _OPTION.match(line)
         if include:
-            target = path.parent / include.group(2)
+            target = path.parent / _unquote(include.group(2), source)
             nested_constraint = as_constraint or include.group(1) in ("-c", "--constraint")
             if not target.is_file():
                 raise RequirementsError(f"{source}: included file {target} does not exist")
             _read_file(target, out, seen, nested_constraint)
-        elif _OPTION_WITH_VALUE.match(line):
-            continue  # index options belong to the matrix (index.upstream, builder.pip)
+        elif line == "--require-hashes":
+            out.require_hashes = True
+        elif option and option.group(1) in _IGNORED_OPTIONS:
+            why = _IGNORED_OPTIONS[option.group(1)]
+            out.notices.append(f"{source}: {option.group(1)} is ignored: {why}")
         elif line.startswith(_UNSUPPORTED_PREFIX) or " @ " in line:
             why = "editable" if line.startswith(("-e", "--editable")) else "URL or VCS"
             out.unsupported.append(
@@ -147,6 +200,17 @@ def _read_file(path: Path, out: Requirements, seen: set[Path], as_constraint: bo
             raise RequirementsError(f"{source}: unknown option {line.split()[0]!r}")
         else:
             _add(_parse_line(line, source), out, as_constraint)
+
+
+def _unquote(text: str, source: Source) -> str:
+    """An included path, possibly quoted (`-r "my reqs.txt"`)."""
+    try:
+        parts = shlex.split(text)
+    except ValueError as exc:
+        raise RequirementsError(f"{source}: cannot read the included path: {exc}") from None
+    if len(parts) != 1:
+        raise RequirementsError(f"{source}: expected one path after the option, got {text!r}")
+    return parts[0]
 
 
 def _parse_line(line: str, source: Source) -> Pin | Unpinned:

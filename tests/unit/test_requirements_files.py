@@ -1,0 +1,103 @@
+"""Requirements files as users have them: other encodings, a BOM, quoted includes,
+pip's own options (followed or ignored with a notice), --require-hashes and markers
+that exclude a pin. Through `orchestrate plan`, against a local file:// index."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from orchestrator.wheels.requirements import read
+from tests.conftest import CliRunner
+from tests.matrices import local_matrix_copy
+from tests.wheelfactory import make_sdist, simple_index
+
+
+@pytest.fixture
+def matrix(tmp_path: Path) -> Path:
+    files = [make_sdist(tmp_path / "sdists", "demo", "1.0"), make_sdist(tmp_path / "s", "x", "2")]
+    index = simple_index(tmp_path / "simple", files)
+    return local_matrix_copy(
+        tmp_path / "m.yaml",
+        tmp_path / "wheels",
+        {"upstream: https://pypi.org/simple/": f"upstream: {index}"},
+    )
+
+
+def plan(cli: CliRunner, matrix: Path, reqs: Path) -> tuple[int, list[dict[str, str]], str]:
+    result = cli("plan", "-m", str(matrix), "-r", str(reqs), "--format", "json")
+    assert "Traceback" not in result.err
+    return result.code, json.loads(result.out) if result.code == 0 else [], result.err
+
+
+@pytest.mark.parametrize(
+    "encoding", ["utf-8", "utf-8-sig", "utf-16", "utf-16-be", "utf-32", "latin-1"]
+)
+def test_encodings(cli: CliRunner, matrix: Path, tmp_path: Path, encoding: str) -> None:
+    text = "# café, naïve\ndemo==1.0\n"
+    data = text.encode(encoding)
+    if encoding == "utf-16-be":
+        data = b"\xfe\xff" + data
+    (tmp_path / "r.txt").write_bytes(data)
+    code, rows, err = plan(cli, matrix, tmp_path / "r.txt")
+    assert code == 0, err
+    assert {r["name"] for r in rows} == {"demo"}
+
+
+def test_quoted_include_with_a_space(cli: CliRunner, matrix: Path, tmp_path: Path) -> None:
+    (tmp_path / "my reqs.txt").write_text("demo==1.0\n")
+    (tmp_path / "r.txt").write_text('-r "my reqs.txt"\n')
+    code, rows, err = plan(cli, matrix, tmp_path / "r.txt")
+    assert code == 0, err
+    assert {r["name"] for r in rows} == {"demo"}
+
+
+def test_pip_options_are_ignored_with_a_notice(
+    cli: CliRunner, matrix: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "r.txt").write_text(
+        "--index-url https://example.invalid/simple\n--no-index\n--prefer-binary\n"
+        "--trusted-host example.invalid\ndemo==1.0\n"
+    )
+    code, rows, err = plan(cli, matrix, tmp_path / "r.txt")
+    assert code == 0, err
+    assert "r.txt:1: --index-url is ignored: the matrix's index.upstream is the index" in err
+    assert "r.txt:2: --no-index is ignored" in err
+    assert {r["name"] for r in rows} == {"demo"}
+
+
+def test_require_hashes_is_honoured(cli: CliRunner, matrix: Path, tmp_path: Path) -> None:
+    (tmp_path / "r.txt").write_text("--require-hashes\ndemo==1.0\n")
+    code, _rows, err = plan(cli, matrix, tmp_path / "r.txt")
+    assert code == 2
+    assert "r.txt:2: demo==1.0 has no --hash" in err
+    (tmp_path / "r.txt").write_text(f"--require-hashes\ndemo==1.0 --hash=sha256:{'0' * 64}\n")
+    code, rows, err = plan(cli, matrix, tmp_path / "r.txt")
+    assert code == 0, err
+    assert {r["action"] for r in rows} == {"unavailable"}  # no sdist has that hash
+    assert "--hash" in rows[0]["reason"]
+
+
+def test_a_marker_that_excludes_a_pin_gives_an_excluded_row(
+    cli: CliRunner, matrix: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "r.txt").write_text(
+        "demo==1.0; platform_machine == 'x86_64'\nx==2; python_version < '3'\n"
+    )
+    code, rows, err = plan(cli, matrix, tmp_path / "r.txt")
+    assert code == 0, err
+    got = {(r["platform"].rsplit("-", 1)[1], r["name"]): r for r in rows}
+    assert got[("amd64", "demo")]["action"] == "build"
+    assert got[("arm64", "demo")]["action"] == "excluded"
+    assert "platform_machine" in got[("arm64", "demo")]["reason"]
+    assert got[("amd64", "x")]["action"] == "excluded"
+
+
+def test_nul_bytes_are_refused(tmp_path: Path) -> None:
+    from orchestrator.errors import RequirementsError
+
+    (tmp_path / "r.txt").write_bytes(b"demo==1.0\n\x00\x01binary")
+    with pytest.raises(RequirementsError, match="NUL"):
+        read([tmp_path / "r.txt"], [])
