@@ -138,7 +138,11 @@ def test_markers_per_platform(write: Write) -> None:
     got = plan(
         write, 'a==1.0 ; platform_machine == "aarch64"\nb==2.0 ; python_version < "3.9"\n', pages
     )
-    assert set(got) == {("arm64", "a")}
+    built = {k for k, d in got.items() if d.action == Action.BUILD}
+    assert built == {("arm64", "a")}
+    excluded = {k for k, d in got.items() if d.action == Action.EXCLUDED}
+    assert excluded == {("amd64", "a"), ("amd64", "b"), ("arm64", "b")}  # a row, not silence
+    assert "platform_machine" in got[("amd64", "a")].reason
 
 
 def test_conflicting_pins_for_one_platform(write: Write) -> None:
