@@ -61,6 +61,17 @@ class JobSpec:
 
 def find_job(report: Mapping[str, Any], platform: str, requirement: str) -> JobSpec:
     """The job for PLATFORM and NAME[==VERSION]; a failed one first if several match."""
+    try:
+        return _find_job(report, platform, requirement)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InputError(
+            f"the report's jobs do not have the shape orchestrate writes "
+            f"({type(exc).__name__}: {exc})",
+            hint="pass a report written by `orchestrate build`",
+        ) from None
+
+
+def _find_job(report: Mapping[str, Any], platform: str, requirement: str) -> JobSpec:
     name, _, version = requirement.partition("==")
     matches = [
         j

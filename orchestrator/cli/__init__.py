@@ -6,7 +6,9 @@ exit code; tracebacks appear only with --debug.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 
 import click
 
@@ -48,10 +50,18 @@ def main(argv: list[str] | None = None) -> None:
     """Everything printed goes through the redactor: no credential reaches the terminal."""
     out, err = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = RedactingStream(out), RedactingStream(err)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         _main(argv)
     finally:
         sys.stdout, sys.stderr = out, err
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends a command like SIGINT: exit 130, no traceback
 
 
 def _main(argv: list[str] | None) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from orchestrator.report.data import write_text_atomic
 from orchestrator.wheels.inputs import make_plan
 from orchestrator.wheels.plan import Action, Decision
 from orchestrator.wheels.upstream import Upstream
@@ -108,6 +109,4 @@ def print_summary(app: App, decisions: list[Decision]) -> None:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_text_atomic(path, text)

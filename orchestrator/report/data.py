@@ -6,11 +6,13 @@ typed records (plan decisions, job records, image results, store outcomes).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from orchestrator.errors import InputError
 from orchestrator.redact import redact
 from orchestrator.wheels.execute import emulated_seconds
 from orchestrator.wheels.pipeline import BuildRun
@@ -57,11 +59,25 @@ def report_of(run: BuildRun, matrix_path: str) -> dict[str, Any]:
     }
 
 
-def write_report(report: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write next to `path`, then rename: readers see the old file or the new one.
+    An output path that cannot be written is the user's to fix: exit 2, no traceback."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(redact(json.dumps(report, indent=1)))
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise InputError(
+            f"{path}: cannot write it ({exc.strerror or exc})",
+            hint="choose a path in a folder you can write to",
+        ) from None
+
+
+def write_report(report: dict[str, Any], path: Path) -> None:
+    write_text_atomic(path, redact(json.dumps(report, indent=1)))
 
 
 def save_run_report(report: dict[str, Any], folder: Path) -> Path:
@@ -76,10 +92,10 @@ def save_run_report(report: dict[str, Any], folder: Path) -> Path:
 
 
 def load_report(path: Path) -> dict[str, Any]:
-    from orchestrator.errors import InputError
-
     try:
         data = json.loads(path.read_text())
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read the report ({exc})") from None
     except FileNotFoundError:
         raise InputError(
             f"{path}: no such report", hint="run `orchestrate build` first, or pass --report"

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
+from orchestrator.errors import InputError
 from orchestrator.redact import redact
+from orchestrator.report.data import write_text_atomic
 
 OUTCOMES = (
     "built",
@@ -64,8 +68,16 @@ def cells(report: dict[str, Any], html_path: Path) -> dict[tuple[str, str], Cell
 
 
 def _relative(log: str, html_path: Path) -> str:
-    """Links work wherever the report folder and logs are copied together."""
-    return os.path.relpath(Path(log).resolve(), html_path.resolve().parent)
+    """A link only to a log inside the run's folder (reports/ and logs/ side by side),
+    as a relative path, so it works wherever the folder is copied; anything else
+    (another place, a `javascript:` or other URL) gets no link."""
+    if not isinstance(log, str) or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", log):
+        return ""
+    workdir = html_path.resolve().parent.parent
+    target = Path(log).resolve()
+    if workdir not in target.parents:
+        return ""
+    return urllib.parse.quote(os.path.relpath(target, html_path.resolve().parent))
 
 
 def render_html(report: dict[str, Any], html_path: Path) -> str:
@@ -87,6 +99,12 @@ def render_html(report: dict[str, Any], html_path: Path) -> str:
 
 
 def write_html(report: dict[str, Any], html_path: Path) -> Path:
-    html_path.parent.mkdir(parents=True, exist_ok=True)
-    html_path.write_text(redact(render_html(report, html_path)))
+    try:
+        page = render_html(report, html_path)
+    except (KeyError, TypeError, ValueError, AttributeError, jinja2.TemplateError) as exc:
+        raise InputError(
+            f"the report does not have the shape of an orchestrate build report: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+    write_text_atomic(html_path, redact(page))
     return html_path

@@ -42,6 +42,7 @@ ACCEPT = (
 )
 CACHE_FORMAT = 2
 RETRY_STATUS = {429, 500, 502, 503, 504}
+MAX_PAGE = 64 << 20  # bytes; PyPI's largest project pages are a few MiB
 
 
 @dataclass(frozen=True)
@@ -96,19 +97,28 @@ def parse_html(text: str, base: str) -> list[IndexFile]:
 
 
 def parse_json(data: Mapping[str, object], base: str) -> list[IndexFile]:
-    files = data.get("files")
+    """PEP 691 files; a field of the wrong type is an unreadable answer (ValueError)."""
+    files = data.get("files") if isinstance(data, Mapping) else None
     if not isinstance(files, list):
         raise ValueError("PEP 691 answer without a files list")
-    return [
-        IndexFile(
-            filename=str(f["filename"]),
-            url=urllib.parse.urljoin(base, str(f["url"])),
-            sha256=(f.get("hashes") or {}).get("sha256"),
-            requires_python=f.get("requires-python") or None,
-            yanked=bool(f.get("yanked")),
-        )
-        for f in files
-    ]
+    return [_json_file(f, base) for f in files]
+
+
+def _json_file(entry: object, base: str) -> IndexFile:
+    if not isinstance(entry, Mapping):
+        raise ValueError(f"a file entry is not an object: {str(entry)[:80]!r}")
+    hashes = entry.get("hashes") or {}
+    if not isinstance(hashes, Mapping):
+        raise ValueError(f"{entry.get('filename')!r}: hashes is not an object")
+    requires = entry.get("requires-python")
+    sha256 = hashes.get("sha256")
+    return IndexFile(
+        filename=str(entry["filename"]),
+        url=urllib.parse.urljoin(base, str(entry["url"])),
+        sha256=sha256 if isinstance(sha256, str) else None,
+        requires_python=requires if isinstance(requires, str) and requires else None,
+        yanked=bool(entry.get("yanked")),
+    )
 
 
 def file_version(filename: str) -> str | None:
@@ -253,7 +263,10 @@ class Upstream:
                 time.sleep(self.backoff * 2 ** (attempt - 1))
             try:
                 self._count("requests")
-                response = self._session().get(url, headers=headers, timeout=self.timeout)
+                response = self._session().get(
+                    url, headers=headers, timeout=self.timeout, stream=True
+                )
+                _read_capped(response, url)
             except requests.RequestException as exc:
                 last = f"{type(exc).__name__}: {exc}"
                 continue
@@ -274,7 +287,7 @@ class Upstream:
             if "json" in kind:
                 return parse_json(response.json(), url)
             return parse_html(response.text, url)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise IndexUnavailable(
                 f"{url}: the index answered something unreadable: {exc}"
             ) from None
@@ -309,6 +322,21 @@ class Upstream:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
         tmp.write_text(json.dumps(entry, separators=(",", ":")))
         tmp.replace(path)
+
+
+def _read_capped(response: requests.Response, url: str) -> None:
+    """Read the body, refusing one over MAX_PAGE (a hostile or broken index)."""
+    chunks, size = [], 0
+    for chunk in response.iter_content(1 << 16):
+        size += len(chunk)
+        if size > MAX_PAGE:
+            response.close()
+            raise IndexUnavailable(
+                f"{url}: the index answered over {MAX_PAGE >> 20} MiB for one project page; "
+                "refusing it"
+            )
+        chunks.append(chunk)
+    response._content = b"".join(chunks)
 
 
 def _page(entry: dict[str, object]) -> ProjectPage | None:

@@ -1,0 +1,144 @@
+"""Bad input and environment faults through the CLI: exit 2, 3 or 4 with a clear
+message, never 70, never a traceback. A hostile index, malformed reports,
+unwritable output paths, SIGTERM, and log links that are not local paths."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator.report.html import render_html
+from tests.conftest import CliRunner
+from tests.matrices import local_matrix_copy
+
+
+class Hostile(http.server.BaseHTTPRequestHandler):
+    """A PEP 691 index whose answers are odd: hashes as a list, a huge page."""
+
+    def do_GET(self) -> None:
+        if "/huge/" in self.path:
+            body = b'{"files": [' + b" " * (70 << 20) + b"]}"
+        else:
+            entry = {"filename": "odd-1.0.tar.gz", "url": "odd-1.0.tar.gz", "hashes": ["x"]}
+            body = json.dumps({"meta": {"api-version": "1.0"}, "files": [entry]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/vnd.pypi.simple.v1+json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # the client hanging up on the huge page is the point
+
+
+@pytest.fixture
+def hostile_matrix(tmp_path: Path) -> Iterator[Path]:
+    server = QuietServer(("127.0.0.1", 0), Hostile)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/simple/"
+    yield local_matrix_copy(
+        tmp_path / "m.yaml",
+        tmp_path / "w",
+        {"upstream: https://pypi.org/simple/": f"upstream: {url}"},
+    )
+    server.shutdown()
+
+
+@pytest.mark.parametrize(("pin", "words"), [("odd==1.0", "unreadable"), ("huge==1.0", "MiB")])
+def test_a_hostile_index_is_exit_3(
+    cli: CliRunner, hostile_matrix: Path, tmp_path: Path, pin: str, words: str
+) -> None:
+    (tmp_path / "r.txt").write_text(pin + "\n")
+    result = cli("plan", "-m", str(hostile_matrix), "-r", str(tmp_path / "r.txt"))
+    assert result.code == 3, result.err
+    assert words in result.err
+    assert "Traceback" not in result.err
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        {"schema_version": 1, "run_id": "x", "jobs": {"not": "a list"}},
+        {"schema_version": 1, "run_id": "x", "jobs": [{"platform": 1}]},
+        {"schema_version": 1, "run_id": "x", "jobs": ["text"]},
+    ],
+)
+def test_malformed_reports_are_exit_2(cli: CliRunner, tmp_path: Path, report: object) -> None:
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(report))
+    for args in (
+        ("reproduce", "debian-bookworm-amd64", "crcmod", "--report", str(path)),
+        ("report", str(path), "--html", str(tmp_path / "out.html")),
+    ):
+        result = cli(*args)
+        assert result.code == 2, (args, result.err)
+        assert "Traceback" not in result.err
+        assert "internal error" not in result.err
+
+
+def minimal_report(jobs: list[dict[str, object]]) -> dict[str, object]:
+    return {
+        "schema_version": 1, "run_id": "x", "started": "", "finished": "", "matrix": "m",
+        "platforms": ["p"],
+        "summary": {"built": 0, "shared": 0, "failed": len(jobs), "timeout": 0, "upstream": 0,
+                    "cached": 0, "emulated_seconds": 0},
+        "plan": [], "jobs": jobs, "images": [],
+    }  # fmt: skip
+
+
+def test_unwritable_output_paths_are_exit_2(cli: CliRunner, tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    report.write_text(json.dumps(minimal_report([])))
+    for target in ("/proc/nope/out.html", str(tmp_path)):
+        result = cli("report", str(report), "--html", target)
+        assert result.code == 2, result.err
+        assert "cannot write" in result.err or "directory" in result.err
+
+
+def test_sigterm_is_exit_130(tmp_path: Path) -> None:
+    matrix = local_matrix_copy(tmp_path / "m.yaml", tmp_path / "w")
+    server = subprocess.Popen(
+        ["orchestrate", "serve", "-m", str(matrix), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None
+    server.stdout.readline()  # serving ...
+    time.sleep(0.2)
+    server.send_signal(signal.SIGTERM)
+    _, err = server.communicate(timeout=10)
+    assert server.returncode == 130, err
+    assert "Traceback" not in err
+
+
+def test_log_links_are_only_local_relative_paths(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    (work / "logs").mkdir(parents=True)
+    (work / "logs" / "ok.log").write_text("log")
+    job = {
+        "job": "p/a==1", "platform": "p", "name": "a", "version": "1", "status": "failed",
+        "duration": 1.0, "engine": "local", "emulated": False, "detail": "", "kind": "wheel",
+    }  # fmt: skip
+    jobs = [
+        {**job, "name": "a", "log": str(work / "logs" / "ok.log")},
+        {**job, "name": "b", "log": "javascript:alert(1)"},
+        {**job, "name": "c", "log": "/etc/passwd"},
+    ]
+    page = render_html(minimal_report(jobs), work / "reports" / "r.html")
+    assert 'href="../logs/ok.log"' in page
+    assert "javascript:" not in page
+    assert "/etc/passwd" not in page
