@@ -3,6 +3,7 @@ real pip as the client, inside each platform's own builder."""
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -17,8 +18,10 @@ from orchestrator.images.pipeline import ImagesReport
 from orchestrator.matrix import expand
 from orchestrator.wheels.builder import LABEL_JOB
 from orchestrator.wheels.serve import make_server
+from orchestrator.wheels.store import Provenance, Store
 from tests.conftest import REPO
 from tests.matrices import local_matrix_copy
+from tests.wheelfactory import make_wheel
 
 from .conftest import Local
 
@@ -169,8 +172,37 @@ def test_pip_installs_from_our_index_with_and_without_hashes(
     assert "HASHES" in wrong.stderr.upper()
 
 
-def test_failed_compile_is_isolated_and_logged(
+def test_no_container_is_left_after_a_successful_run(
+    build_report: dict[str, Any], engine: DockerEngine
+) -> None:
+    assert engine.containers(f"org.orchestrate.run={build_report['run_id']}") == []
+
+
+def test_a_rebuild_that_differs_is_exit_4_and_replace_takes_it(
     built_images: ImagesReport, local: Local, tmp_path: Path
+) -> None:
+    """A pure wheel of that name is already published (for arm64) with other bytes;
+    building it for amd64 gives different bytes: reported, kept, exit 4; --replace."""
+    root = tmp_path / "wheels"
+    matrix = local_matrix_copy(tmp_path / "m.yaml", root)
+    fake = make_wheel(tmp_path / "fake", "simplegeneric", "0.8.1", body="NOT = 'the real one'\n")
+    store = Store(root)
+    with store.locked() as records:
+        store.add(records, fake, [ARM], Provenance())
+    other = Local(matrix, local.matrix, tmp_path / "work")
+    built = other.build("simplegeneric==0.8.1\n", tmp_path / "a", "-p", "*-amd64")
+    assert built.process.returncode == 4, built.process.stderr
+    assert "NOT REPRODUCIBLE simplegeneric-0.8.1-py3-none-any.whl" in built.process.stderr
+    assert Store(root).records()["any/simplegeneric-0.8.1-py3-none-any.whl"].sha256 == (
+        hashlib.sha256(fake.read_bytes()).hexdigest()
+    )  # the published one stays
+    again = other.build("simplegeneric==0.8.1\n", tmp_path / "b", "-p", "*-amd64", "--replace")
+    assert again.process.returncode == 0, again.process.stderr
+    assert [s["outcome"] for s in again.report["store"]] == ["replaced"]
+
+
+def test_failed_compile_is_isolated_and_logged(
+    built_images: ImagesReport, local: Local, tmp_path: Path, engine: DockerEngine
 ) -> None:
     # python-ldap needs libldap headers, which this matrix's builders lack; netifaces builds.
     built = local.build("python-ldap==3.4.4\nnetifaces==0.11.0\n", tmp_path, "-p", "*-amd64")
@@ -183,6 +215,7 @@ def test_failed_compile_is_isolated_and_logged(
     assert failed["attempts"] == 1  # compile errors are not retried
     assert failed["category"] == "missing-system-library"
     assert failed["error"] == "missing header lber.h"
+    assert engine.containers(f"org.orchestrate.run={built.report['run_id']}") == []
     assert "FAILED debian-bookworm-amd64/python-ldap==3.4.4" in built.process.stderr
 
 

@@ -72,6 +72,20 @@ def test_unchanged_inputs_build_nothing(
         assert "fresh:" in log
 
 
+def test_noop_refresh_through_the_cli_keeps_the_manifest_list(
+    built_images: ImagesReport, local: Local, cli: CliRunner, tmp_path: Path
+) -> None:
+    client = RegistryClient(Registry(local.matrix.registry.url, insecure=True))
+    repository = local.matrix.registry.repository
+    before = client.manifest(repository, "debian-bookworm")
+    assert before is not None
+    result = cli("images", "refresh", "-m", str(local.path), "--workdir", str(tmp_path))
+    assert result.code == 0, result.err
+    after = client.manifest(repository, "debian-bookworm")
+    assert after is not None
+    assert after.digest == before.digest
+
+
 def test_changed_template_rebuilds_only_what_it_affects(
     built_images: ImagesReport, local: Local, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
