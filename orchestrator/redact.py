@@ -25,6 +25,11 @@ def _mask(match: re.Match[str]) -> str:
     return f"{scheme}{user}:{MASK}@"
 
 
+def strip_credentials(url: str) -> str:
+    """The URL with no user part at all: for what is stored, such as an image's pip.conf."""
+    return _USERINFO.sub(lambda m: m.group("scheme"), url)
+
+
 def redact(text: str) -> str:
     return _USERINFO.sub(_mask, text) if "@" in text else text
 

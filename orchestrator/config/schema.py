@@ -189,6 +189,15 @@ class Proxy(Model):
     https: Url | None = None
     no_proxy: NoProxy | None = None
 
+    def environment(self) -> dict[str, str]:
+        """Both spellings, as tools differ in which one they read."""
+        out = {}
+        for name, value in (("http_proxy", self.http), ("https_proxy", self.https),
+                            ("no_proxy", self.no_proxy)):  # fmt: skip
+            if value:
+                out[name] = out[name.upper()] = value
+        return out
+
 
 class BuilderSpec(Model):
     ca_certificates: tuple[Path, ...] = ()
@@ -198,6 +207,16 @@ class BuilderSpec(Model):
     job_timeout: Annotated[StrictInt, Field(ge=10)] = 3600
     # A constraints file for build tools (e.g. `Cython<3`), relative to the matrix file.
     build_constraints: Path | None = None
+
+    def fetch_environment(self) -> dict[str, str]:
+        """What a job's fetch container gets at run time, credentials included: never
+        baked into an image, never recorded in a report."""
+        out = self.proxy.environment()
+        if self.pip.index_url:
+            out["PIP_INDEX_URL"] = self.pip.index_url
+        if self.pip.extra_index_urls:
+            out["PIP_EXTRA_INDEX_URL"] = " ".join(self.pip.extra_index_urls)
+        return out
 
 
 class DistroSpec(Model):

@@ -48,6 +48,9 @@ class BuildRequest:
     labels: Mapping[str, str] = field(default_factory=dict)
     pull: bool = False
     nocache: bool = False
+    # Only Docker's predefined proxy args belong here: the engine keeps them out of
+    # the image and its history, so they may carry credentials.
+    buildargs: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,7 @@ class DockerEngine:
                 platform=request.platform.oci_platform,
                 pull=request.pull,
                 nocache=request.nocache,
+                buildargs=dict(request.buildargs) or None,
                 rm=True,
                 forcerm=True,
                 decode=True,

@@ -96,7 +96,9 @@ def build_image(
             status, image_id, why = "fresh", existing.id, "inputs unchanged"
         else:
             line(f"building {tag}: {why}")
-            status, image_id = "built", _build(rendered, engine, tag, base_id, inputs, now, line)
+            proxies = matrix.builder.proxy.environment()
+            image_id = _build(rendered, engine, tag, base_id, inputs, now, line, proxies)
+            status = "built"
         tags, glibc = _probe(platform, engine, tag, image_id, probes)
     return ImageResult(
         platform.name,
@@ -119,11 +121,16 @@ def _build(
     inputs: str,
     now: datetime,
     line: object,
+    proxies: dict[str, str],
 ) -> str:
     assert callable(line)
     labels = build_labels(rendered.platform.name, inputs, base_id, source_revision(), now)
     request = BuildRequest(
-        tag=tag, context=rendered.context(), platform=rendered.platform.arch, labels=labels
+        tag=tag,
+        context=rendered.context(),
+        platform=rendered.platform.arch,
+        labels=labels,
+        buildargs=proxies,
     )
     return engine.build(request, line)
 

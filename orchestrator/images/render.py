@@ -24,6 +24,7 @@ import jinja2
 from orchestrator.config import Bootstrap, Matrix, PipSettings
 from orchestrator.errors import TemplateError
 from orchestrator.matrix import Platform
+from orchestrator.redact import strip_credentials
 
 # Tools every builder's venvs get; pinned so that the same inputs give the same image.
 TOOLS = ("pip==24.3.1", "packaging==24.2", "build==1.2.2.post1", "wheel==0.45.1")
@@ -101,11 +102,13 @@ def bootstrap_tag(spec: Bootstrap, arch: str) -> str:
 
 
 def pip_conf(pip: PipSettings) -> str | None:
+    """The builder's pip.conf, without credentials: jobs get the full URLs at run time."""
     lines = ["[global]"]
     if pip.index_url:
-        lines.append(f"index-url = {pip.index_url}")
+        lines.append(f"index-url = {strip_credentials(pip.index_url)}")
     if pip.extra_index_urls:
-        lines.append("extra-index-url = " + " ".join(pip.extra_index_urls))
+        urls = " ".join(strip_credentials(u) for u in pip.extra_index_urls)
+        lines.append(f"extra-index-url = {urls}")
     if pip.trusted_hosts:
         lines.append("trusted-host = " + " ".join(pip.trusted_hosts))
     lines.append(f"timeout = {pip.timeout}")

@@ -202,6 +202,9 @@ class JobContext:
     out_dir: Path
     log_path: Path
     cancel: Cancel
+    # Proxies and pip index URLs with their credentials: added to the fetch phase at
+    # run time only (never in the recorded phases, the report or an image).
+    fetch_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 def run_job(job: WheelJob, inputs: JobInputs, ctx: JobContext) -> WheelRecord:
@@ -272,7 +275,7 @@ def _run_phase(
         image=job.image,
         command=phase.command,
         platform=job.platform.arch,
-        env=phase.env,
+        env={**phase.env, **(ctx.fetch_env if phase.network else {})},
         network=phase.network,
         user=BUILD_USER,
         workdir="/job",

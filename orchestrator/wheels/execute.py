@@ -201,6 +201,7 @@ class Executor:
             self.layout.job_dir(job.id),
             self.layout.job_log(job.id),
             token,
+            self.matrix.builder.fetch_environment(),
         )
 
     def _from_dependencies(self, job: Job[WheelJob]) -> WheelRecord | None:

@@ -53,3 +53,40 @@ def test_cli_errors_never_print_the_password(cli: CliRunner, write: Write) -> No
     assert result.code == 3, result.err
     assert "s3cret-pass" not in result.out + result.err
     assert "ci:****@127.0.0.1:9" in result.err
+
+
+def test_no_credential_is_baked_into_an_image_and_fetch_gets_them_at_run_time(
+    write: Write,
+) -> None:
+    from orchestrator.config import load_matrix
+    from orchestrator.images.render import render
+    from orchestrator.matrix import expand
+
+    matrix = load_matrix(
+        write(
+            "m.yaml",
+            """
+            version: 1
+            registry: {url: 127.0.0.1:5000, repository: orchestrate/builder}
+            builder:
+              proxy: {http: "http://bob:proxy-pw@proxy:3128", https: "http://bob:proxy-pw@proxy:3128",
+                      no_proxy: "localhost,127.0.0.1"}
+              pip: {index_url: "https://ci:pip-pw@pypi.example/simple/",
+                    extra_index_urls: ["https://token-pw@extra.example/simple/"]}
+            distros:
+              - {name: debian, release: bookworm, family: deb, base: "debian:bookworm",
+                 python: ["3.11"], glibc: "2.36", arches: [amd64]}
+            """,
+        )
+    )
+    rendered = render(expand(matrix)[0], matrix)
+    baked = rendered.dockerfile + "".join(
+        d.decode(errors="replace") for d in rendered.files.values()
+    )
+    for secret in ("proxy-pw", "pip-pw", "token-pw", "proxy:3128"):
+        assert secret not in baked
+    assert "index-url = https://pypi.example/simple/" in rendered.files["pip.conf"].decode()
+    env = matrix.builder.fetch_environment()
+    assert env["HTTPS_PROXY"] == env["https_proxy"] == "http://bob:proxy-pw@proxy:3128"
+    assert env["PIP_INDEX_URL"] == "https://ci:pip-pw@pypi.example/simple/"
+    assert env["no_proxy"] == "localhost,127.0.0.1"
