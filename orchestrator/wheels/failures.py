@@ -31,6 +31,7 @@ class Category(StrEnum):
     BUILD_DEPS = "build-deps"  # a build requirement could not be downloaded
     ENGINE = "engine"
     HASH_MISMATCH = "hash-mismatch"
+    BAD_SDIST = "bad-sdist"  # the index named a file we refuse (a path in its name)
     UNRESOLVABLE = "build-deps-unresolvable"  # no version satisfies a build requirement
     DEPENDENCY_FAILED = "build-dep-failed"  # a build-dependency job this needs failed
     METADATA = "metadata"

@@ -23,6 +23,7 @@ from packaging.utils import NormalizedName, canonicalize_name
 
 from orchestrator.config import Matrix
 from orchestrator.engines.pool import EnginePool
+from orchestrator.errors import UnsafeName
 from orchestrator.images.facts import ProbeCache
 from orchestrator.images.pipeline import ImagesReport, run_images
 from orchestrator.layout import RunLayout
@@ -202,6 +203,8 @@ def fetch_sdists(
             return facts(ref, cache.get(ref))
         except HashMismatch as exc:
             return Failure(Category.HASH_MISMATCH, exc.message, exc.hint or "")
+        except UnsafeName as exc:
+            return Failure(Category.BAD_SDIST, exc.message, "the index's page is wrong or hostile")
         except SdistDownloadError as exc:
             return Failure(Category.SDIST_DOWNLOAD, exc.message, "a network fault")
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import requests
 
-from orchestrator.errors import EnvironmentProblem, StoreConflict
+from orchestrator.errors import EnvironmentProblem, StoreConflict, UnsafeName
 
 COMPILED = (".c", ".cc", ".cpp", ".cxx", ".pyx", ".pxd", ".f", ".f90", ".rs", ".go", ".m")
 BUILD_FILES = ("meson.build", "Cargo.toml", "CMakeLists.txt")
@@ -166,8 +166,14 @@ def _chunks(url: str, timeout: float) -> Iterator[bytes]:
 
 
 def _safe_name(filename: str) -> str:
-    if "/" in filename or "\\" in filename or filename.startswith(".") or "\0" in filename:
-        raise HashMismatch(f"refusing sdist file name {filename!r} from the index")
+    if (
+        "/" in filename
+        or "\\" in filename
+        or filename.startswith(".")
+        or "\0" in filename
+        or len(filename) > 255
+    ):
+        raise UnsafeName(f"refusing sdist file name {filename!r} from the index")
     return filename
 
 

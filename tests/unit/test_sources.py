@@ -81,3 +81,12 @@ def test_facts_read_build_requirements_and_purity(tmp_path: Path, sdist: Path) -
     assert old.build_requires == LEGACY_REQUIRES  # no pyproject: setuptools, as pip assumes
     assert old.pure is True
     assert old.expected_native < got.expected_native  # compiled code takes longer
+
+
+@pytest.mark.parametrize("name", ["../../evil.tar.gz", ".hidden.tar.gz", "a\0b.tar.gz", "x" * 300])
+def test_crafted_sdist_names_are_refused(tmp_path: Path, sdist: Path, name: str) -> None:
+    from orchestrator.errors import UnsafeName
+
+    with pytest.raises(UnsafeName):
+        SdistCache(tmp_path / "cache").get(SdistRef(name, sdist.as_uri(), None))
+    assert not (tmp_path / "evil.tar.gz").exists()
