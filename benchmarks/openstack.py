@@ -13,6 +13,8 @@ import json
 import os
 import shutil
 import time
+from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -76,12 +78,17 @@ def openstack() -> list[Row]:
     matrix = _matrix(root)
     wall, report, tail = _build(matrix, "first", cache)
     print(tail, flush=True)
+    again, second, _ = _build(matrix, "second", cache)
+    return rows_of(wall, report, again, second)
+
+
+def rows_of(wall: float, report: dict[str, Any], again: float, second: dict[str, Any]) -> list[Row]:
+    """The table's rows from the two runs' wall times and reports."""
     fig = figures(report)
     counts = report["summary"]
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in report.get("stages", {}).items())
     items = sum(1 for d in report["plan"] if d["action"] == "build")
     categories = ", ".join(f"{k} {v}" for k, v in sorted(counts.get("categories", {}).items()))
-    again, second, _ = _build(matrix, "second", cache)
     ratio = fig["jobs_wall"] / fig["bound"] if fig["bound"] else None
     return [
         Row(
@@ -129,8 +136,34 @@ def openstack() -> list[Row]:
     ]
 
 
+SAVED = OUT / "openstack-rows.json"
+
+
+def save_rows(rows: list[Row]) -> None:
+    SAVED.write_text(
+        json.dumps(
+            {
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "rows": [asdict(r) for r in rows],
+            },
+            indent=1,
+        )
+    )
+
+
+def saved_rows() -> list[Row]:
+    """The rows of the last standalone run (`python -m benchmarks.openstack`), noted as such."""
+    data = json.loads(SAVED.read_text())
+    rows = [Row(**r) for r in data["rows"]]
+    for row in rows:
+        row.note = f"{row.note} [from the OpenStack run of {data['date']}]".strip()
+    return rows
+
+
 if __name__ == "__main__":
     from benchmarks.common import print_table
 
     OUT.mkdir(parents=True, exist_ok=True)
-    print_table(openstack())
+    measured = openstack()
+    save_rows(measured)
+    print_table(measured)
