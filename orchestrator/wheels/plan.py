@@ -209,35 +209,44 @@ def _decide_one(
     all_files = page.files(pin.version)
     if not all_files:
         return make(Action.UNAVAILABLE, f"no version {pin.version} on the index")
-    files, dropped = usable(all_files, python)
+    # An exact pin installs a yanked release all the same (PEP 592): so do we.
+    files, dropped = usable(all_files, python, exact=True)
     wheels = [f for f in files if f.filename.endswith(".whl")]
     best = best_wheel(wheels, tags)
     if best is not None:
-        return make(
-            Action.UPSTREAM,
-            f"compatible wheel on the index ({tags.source} tags)",
-            wheel=best.filename,
-        )
+        why = f"compatible wheel on the index ({tags.source} tags){_yanked(best)}"
+        return make(Action.UPSTREAM, why, wheel=best.filename)
     mine = cached.get((pin.name, canonicalize_version(pin.version)))
     if mine is not None:
         return make(Action.CACHED, "our index holds it", wheel=mine)
     why = _why_no_wheel(wheels, tags, platform) if files else dropped
-    sdists = [f for f in files if not f.filename.endswith(".whl")]
-    if pin.hashes and sdists:  # pip would accept only a file with one of these hashes
-        allowed = {h.removeprefix("sha256:") for h in pin.hashes}
-        sdists = [f for f in sdists if f.sha256 in allowed]
-        if not sdists:
-            return make(Action.UNAVAILABLE, f"{why}, and no sdist matches the pin's --hash values")
+    sdists = _hashed([f for f in files if not f.filename.endswith(".whl")], pin)
     if sdists:
-        return make(Action.BUILD, why, sdist=_prefer_targz(sdists))
+        sdist = _prefer_targz(sdists)
+        return make(Action.BUILD, why + _yanked(sdist), sdist=sdist)
+    if pin.hashes and any(not f.filename.endswith(".whl") for f in files):
+        return make(Action.UNAVAILABLE, f"{why}, and no sdist matches the pin's --hash values")
     return make(Action.UNAVAILABLE, f"no sdist and {why}")
 
 
-def usable(files: list[IndexFile], python: str) -> tuple[list[IndexFile], str]:
-    """Files that are not yanked and whose requires-python admits `python`."""
+def _hashed(sdists: list[IndexFile], pin: Pin) -> list[IndexFile]:
+    """With --hash values, only a file with one of them (as pip would accept)."""
+    if not pin.hashes:
+        return sdists
+    allowed = {h.removeprefix("sha256:") for h in pin.hashes}
+    return [f for f in sdists if f.sha256 in allowed]
+
+
+def _yanked(chosen: IndexFile) -> str:
+    return " (yanked, but pip installs it for an exact pin: PEP 592)" if chosen.yanked else ""
+
+
+def usable(files: list[IndexFile], python: str, exact: bool = False) -> tuple[list[IndexFile], str]:
+    """Files whose requires-python admits `python`, and that are not yanked unless the
+    requirement pins this exact version (PEP 592: pip then installs them all the same)."""
     kept, yanked, excluded = [], 0, ""
     for f in files:
-        if f.yanked:
+        if f.yanked and not exact:
             yanked += 1
             continue
         if f.requires_python and not _admits(f.requires_python, python):

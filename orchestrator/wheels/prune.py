@@ -42,7 +42,7 @@ def prune_candidates(
             if platform.name not in record.platforms or page is None:
                 continue
             for python in platform.python:
-                files, _ = usable(page.files(record.version), python)
+                files, _ = usable(page.files(record.version), python, exact=True)
                 wheels = [f for f in files if f.filename.endswith(".whl")]
                 best = best_wheel(wheels, tagsets[(platform.name, python)])
                 if best is not None:

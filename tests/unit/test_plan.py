@@ -110,8 +110,27 @@ def test_unavailable_cases(write: Write) -> None:
     assert got[("arm64", "protobuf")].reason == "no sdist and wheels only for x86_64"
     assert got[("arm64", "ghost")].reason == "project not found on the index"
     assert got[("arm64", "six")].reason == "no version 9.9 on the index"
-    assert got[("arm64", "gone")].reason == "no sdist and all 1 files are yanked"
     assert got[("arm64", "future")].reason == "no sdist and requires-python >=3.12 excludes 3.11"
+
+
+def test_an_exact_pin_of_a_yanked_release_is_planned_as_pip_installs_it(write: Write) -> None:
+    """PEP 592: pip installs a yanked file when the pin is exact (numpy==2.4.0's case)."""
+    pages: dict[str, ProjectPage | None] = {
+        "gone": page("gone-1.0.tar.gz", yanked=("gone-1.0.tar.gz",)),
+        "numpy": page(
+            "numpy-2.4.0-cp311-cp311-manylinux_2_27_aarch64.manylinux_2_28_aarch64.whl",
+            "numpy-2.4.0-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl",
+            yanked=(
+                "numpy-2.4.0-cp311-cp311-manylinux_2_27_aarch64.manylinux_2_28_aarch64.whl",
+                "numpy-2.4.0-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl",
+            ),
+        ),
+    }
+    got = plan(write, "gone==1.0\nnumpy==2.4.0\n", pages)
+    assert got[("arm64", "gone")].action == Action.BUILD
+    assert "PEP 592" in got[("arm64", "gone")].reason
+    assert got[("arm64", "numpy")].action == Action.UPSTREAM
+    assert "yanked" in got[("arm64", "numpy")].reason
 
 
 def test_cached_excluded_and_upstream_beats_cache(write: Write) -> None:
