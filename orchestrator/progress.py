@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from types import TracebackType
@@ -25,6 +26,7 @@ class Progress:
         self._running: dict[str, tuple[str, bool, float]] = {}
         self._lock = threading.Lock()
         self._live: Live | None = None
+        self._closed = False
 
     def __enter__(self) -> Progress:
         if self.console.is_terminal:
@@ -59,11 +61,19 @@ class Progress:
                 self.failed += 0 if info.ok else 1
                 state = "ok" if info.ok else ("cancelled" if info.cancelled else "FAILED")
                 self._line(f"{state:<6} {job.id} [{self.done}/{self.total}] {info.detail}")
-            if self._live is not None:
-                self._live.update(self._table())
+            if self._live is not None and not self._closed:
+                with contextlib.suppress(OSError, ValueError):
+                    self._live.update(self._table())
 
     def _line(self, text: str) -> None:
-        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+        if self._closed:
+            return
+        try:
+            self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+        except (OSError, ValueError):
+            # The terminal or pipe went away (a closed ssh session, a killed parent):
+            # the run goes on, its log files and report are what count.
+            self._closed = True
 
     def _table(self) -> Table:
         table = Table(

@@ -6,21 +6,25 @@ fetch   (with network) /job/src holds the pinned sdist, put there by orchestrate
         $ORCHESTRATE_SDIST_URL and checked against $ORCHESTRATE_SDIST_SHA256).
         /job/deps holds the platform's cached build-requirement wheels.
         The sdist is unpacked to /job/build, a build environment is made at
-        /job/env, and the static build requirements (build-system.requires)
-        and then the dynamic ones (get_requires_for_build_wheel) are
-        downloaded into /job/deps, preferring wheels (never --no-binary), and
-        installed into it; a file the cache holds is not downloaded again.
-        /job/build-constraints.txt and /job/build-pins.txt (the exact versions
-        an earlier run resolved, which then come from the cache without
-        asking the index), when present, constrain every step. /job/fetch.json
-        records what was installed.
-build   (with --network none) build the wheel from /job/build with the
-        environment the fetch phase prepared, into /job/out; the build folder
-        is mapped out of compiled code so that two builds give the same bytes.
+        /job/env and its static build requirements (build-system.requires),
+        plus any dynamic ones a build phase asked for (/job/build-needs.txt),
+        are installed into it, preferring wheels (never --no-binary); a file
+        the cache holds is not downloaded again. /job/build-constraints.txt
+        and /job/build-pins.txt (the exact versions an earlier run resolved,
+        which then come from the cache without asking the index), when
+        present, constrain every step. /job/fetch.json records what was
+        installed. The build backend is not run here.
+build   (with --network none) ask the backend for its dynamic build
+        requirements (get_requires_for_build_wheel); if the environment lacks
+        some, list them in /job/out/needs.txt and exit 13 (orchestrate fetches
+        them and runs this phase again); else build the wheel from /job/build
+        into /job/out, with the build folder mapped out of compiled code so
+        that two builds give the same bytes.
 
 Exit codes: 0 ok, 10 the sdist is missing, does not match or does not unpack,
 11 build requirements could not be downloaded or installed, 12 the build
-backend failed while computing requirements or metadata, 20 the build failed.
+backend failed while computing requirements or metadata, 13 dynamic build
+requirements are missing (see needs.txt), 20 the build failed.
 """
 
 import hashlib
@@ -36,8 +40,9 @@ from pathlib import Path
 JOB = Path(os.environ.get("ORCHESTRATE_JOB_DIR", "/job"))
 SRC, DEPS, OUT, BUILD, ENV = (JOB / n for n in ("src", "deps", "out", "build", "env"))
 CONSTRAINTS, PINS, RECORD = JOB / "build-constraints.txt", JOB / "build-pins.txt", JOB / "fetch.json"
+NEEDS = JOB / "build-needs.txt"  # dynamic build requirements a build phase asked for
 PIP = [sys.executable, "-m", "pip"]
-EXIT_SDIST, EXIT_DEPS, EXIT_METADATA, EXIT_BUILD = 10, 11, 12, 20
+EXIT_SDIST, EXIT_DEPS, EXIT_METADATA, EXIT_NEEDS, EXIT_BUILD = 10, 11, 12, 13, 20
 
 
 def say(text):
@@ -158,6 +163,9 @@ def installed():
 
 
 def fetch():
+    """Network on: the sdist unpacked, a build environment with its static build
+    requirements (and any the build phase asked for), and nothing of the backend run:
+    the backend's work (cythonizing, compiling) all happens in the build phase."""
     for folder in (DEPS, OUT):
         folder.mkdir(parents=True, exist_ok=True)
     try:
@@ -165,7 +173,7 @@ def fetch():
     except (OSError, tarfile.TarError, zipfile.BadZipFile) as exc:
         say(f"error: the sdist does not unpack: {exc}")
         sys.exit(EXIT_SDIST)
-    from build import BuildBackendException, ProjectBuilder
+    from build import ProjectBuilder
 
     try:
         static = sorted(ProjectBuilder(source).build_system_requires)
@@ -173,30 +181,52 @@ def fetch():
         say(f"error: build-system table: {type(exc).__name__}: {exc}")
         sys.exit(EXIT_METADATA)
     say(f"static build requirements: {static}")
+    needed = NEEDS.read_text().split("\n") if NEEDS.is_file() else []
+    needed = [n for n in needed if n.strip()]
+    if needed:
+        say(f"dynamic build requirements, from the build phase: {needed}")
     step([sys.executable, "-m", "venv", "--without-pip", str(ENV)], EXIT_DEPS)
-    provide(static)
-    builder = ProjectBuilder(source, python_executable=str(ENV / "bin" / "python"),
-                             runner=runner(compiler_env()))
-    try:
-        dynamic = sorted(builder.get_requires_for_build("wheel"))
-    except BuildBackendException as exc:
-        say(f"error: the build backend failed computing build requirements: {exc}")
-        sys.exit(EXIT_METADATA)
-    say(f"dynamic build requirements: {dynamic}")
-    provide(unsatisfied(dynamic))
-    record = {"static": static, "dynamic": dynamic, "installed": installed(),
+    provide(static + needed + recorded_extras(static + needed))
+    record = {"static": static, "dynamic": needed, "installed": installed(),
               "source": str(source.relative_to(JOB))}
     RECORD.write_text(json.dumps(record, indent=1))
     say(f"build environment: {' '.join(record['installed'])}")
 
 
+def recorded_extras(requirements):
+    """With recorded pins, every pinned distribution, so that the dynamic build
+    requirements an earlier run found are there without another round trip."""
+    if not PINS.is_file():
+        return []
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    named = {canonicalize_name(Requirement(r).name) for r in requirements}
+    pins = [p for p in PINS.read_text().split("\n") if p.strip()]
+    return [p for p in pins if canonicalize_name(p.split("==")[0]) not in named]
+
+
 def build():
+    """Network off: ask the backend for its dynamic build requirements; if the
+    environment lacks any, say which (exit 13: orchestrate fetches them and comes
+    back); else build the wheel."""
     from build import BuildBackendException, ProjectBuilder
 
     record = json.loads(RECORD.read_text())
     OUT.mkdir(parents=True, exist_ok=True)
     builder = ProjectBuilder(JOB / record["source"], python_executable=str(ENV / "bin" / "python"),
                              runner=runner(compiler_env()))
+    try:
+        dynamic = sorted(builder.get_requires_for_build("wheel"))
+    except BuildBackendException as exc:
+        say(f"error: the build backend failed computing build requirements: {exc}")
+        sys.exit(EXIT_METADATA)
+    missing = unsatisfied(dynamic)
+    if missing:
+        say(f"dynamic build requirements missing from the environment: {missing}")
+        (OUT / "needs.txt").write_text("\n".join(missing) + "\n")
+        sys.exit(EXIT_NEEDS)
+    say(f"dynamic build requirements: {dynamic} (all present)")
     try:
         wheel = builder.build("wheel", str(OUT))
     except BuildBackendException as exc:

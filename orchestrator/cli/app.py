@@ -26,14 +26,22 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_MATRIX = Path("platforms.yaml")
 
 
+class SteadyConsole(Console):
+    """A console whose reader going away (a closed ssh session, `| head`) does not end
+    the run: rich's default exits; here output just stops, and logs and reports go on."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+
+
 @dataclass
 class App:
     debug: bool = False
     matrix_path: Path = DEFAULT_MATRIX
     patterns: tuple[str, ...] = ()
     workdir: Path = Path(".orchestrate")
-    console: Console = field(default_factory=lambda: Console(highlight=False))
-    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
+    console: Console = field(default_factory=lambda: SteadyConsole(highlight=False))
+    err: Console = field(default_factory=lambda: SteadyConsole(stderr=True, highlight=False))
 
     @cached_property
     def matrix(self) -> Matrix:

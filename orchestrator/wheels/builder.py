@@ -29,7 +29,7 @@ from orchestrator.redact import redact, redact_bytes
 from orchestrator.scheduler import Cancel
 
 from .builddeps import BuildDepCache
-from .failures import Category, Failure, JobStatus, classify
+from .failures import EXIT_NEEDS, Category, Failure, JobStatus, classify
 from .jobs import JobKind, WheelJob
 from .tags import TagSet
 
@@ -41,6 +41,7 @@ LABEL_JOB = "org.orchestrate.job"
 # named explicitly so that no image can run a job as root by accident.
 BUILD_USER = "1000:1000"
 LOG_TAIL = 256 * 1024  # how much of a failed job's log classification reads
+MAX_NEEDS_ROUNDS = 3  # fetch-then-build rounds for dynamic build requirements
 
 
 @dataclass(frozen=True)
@@ -150,12 +151,17 @@ class JobInputs:
     pins_key: str  # where the resolved build requirements are recorded (per sdist + constraints)
     pins: tuple[str, ...] | None = None  # recorded by an earlier run: resolve nothing again
 
-    def tar(self, job: WheelJob) -> bytes:
-        return input_tar(self.sdist, self.deps.wheels(), job.build_constraints, self.pins or ())
+    def tar(self, job: WheelJob, needs: Sequence[str] = ()) -> bytes:
+        wheels = self.deps.wheels()
+        return input_tar(self.sdist, wheels, job.build_constraints, self.pins or (), needs)
 
 
 def input_tar(
-    sdist: Path, wheels: Sequence[Path], constraints: Sequence[str], pins: Sequence[str]
+    sdist: Path,
+    wheels: Sequence[Path],
+    constraints: Sequence[str],
+    pins: Sequence[str],
+    needs: Sequence[str] = (),
 ) -> bytes:
     """The fetch phase's /job: owned by the build user (uid 1000), who writes there."""
     buffer = io.BytesIO()
@@ -167,6 +173,8 @@ def input_tar(
             _add_file(tar, "job/build-constraints.txt", _lines(constraints))
         if pins:
             _add_file(tar, "job/build-pins.txt", _lines(pins))
+        if needs:
+            _add_file(tar, "job/build-needs.txt", _lines(needs))
     return buffer.getvalue()
 
 
@@ -245,12 +253,39 @@ def _run_phases(
     record: WheelRecord,
     started: float,
 ) -> None:
+    """Fetch, then build; when the build phase names dynamic build requirements the
+    environment lacks (exit 13), fetch them too and build again."""
+    needs: tuple[str, ...] = ()
+    for _round in range(MAX_NEEDS_ROUNDS):
+        out = _fetch_and_build(job, inputs, ctx, log, record, started, needs)
+        if out is None:
+            return  # failed, timed out or cancelled: the record says which
+        more = tuple(line for line in _needs(out) if line not in needs)
+        if not more:
+            _collect(out, ctx.tags, ctx.out_dir, record)
+            return
+        needs = (*needs, *more)
+        log.write(f"\n== the build asked for {', '.join(more)}: fetching them\n".encode())
+    why = f"the build kept asking for more build requirements: {', '.join(needs)}"
+    record.fail(Failure(Category.UNRESOLVABLE, why, "see the log"))
+
+
+def _fetch_and_build(
+    job: WheelJob,
+    inputs: JobInputs,
+    ctx: JobContext,
+    log: BinaryIO,
+    record: WheelRecord,
+    started: float,
+    needs: tuple[str, ...],
+) -> bytes | None:
+    """Both phases once; the build phase's /job/out as a tar, or None on failure."""
     fetch, build = phases(job)
-    job_tar = inputs.tar(job)
+    job_tar = inputs.tar(job, needs)
     for phase in (fetch, build):
         if ctx.cancel.event.is_set():
             record.fail(Failure(Category.CANCELLED, f"before {phase.name}"), JobStatus.CANCELLED)
-            return
+            return None
         remaining = job.timeout - (time.monotonic() - started)
         log.write(
             f"\n== phase {phase.name} ({'network' if phase.network else 'no network'}): "
@@ -259,13 +294,20 @@ def _run_phases(
         log.flush()
         outcome, job_tar = _run_phase(job, phase, ctx, job_tar, remaining, log)
         record.exit_code = outcome.exit_code
-        record.phase_seconds[phase.name] = round(outcome.duration, 2)
+        seconds = record.phase_seconds.get(phase.name, 0.0) + outcome.duration
+        record.phase_seconds[phase.name] = round(seconds, 2)
         if not _phase_ok(job, phase, outcome, ctx, record):
-            return
+            return None
         if phase is fetch:
             _after_fetch(job_tar, inputs, record)
             job_tar = without(job_tar, "job/deps/")
-    _collect(job_tar, ctx.tags, ctx.out_dir, record)
+    record.exit_code = 0
+    return job_tar
+
+
+def _needs(out_tar: bytes) -> list[str]:
+    text = read_member(out_tar, "out/needs.txt")
+    return [line.strip() for line in (text or b"").decode().splitlines() if line.strip()]
 
 
 def _run_phase(
@@ -286,7 +328,7 @@ def _run_phase(
         ctx.cancel.on_cancel(box.kill)
         box.put("/", job_tar)
         outcome = box.start_and_wait(max(remaining, 1), lambda chunk: _write(log, chunk))
-        if outcome.exit_code != 0:
+        if outcome.exit_code not in (0, EXIT_NEEDS):
             return outcome, b""
         return outcome, box.get("/job" if phase.name == "fetch" else "/job/out")
 
@@ -299,11 +341,10 @@ def _phase_ok(
         record.fail(Failure(Category.TIMEOUT, why), JobStatus.TIMEOUT)
         return False
     if ctx.cancel.event.is_set():
-        record.fail(
-            Failure(Category.CANCELLED, f"stopped during {phase.name}"), JobStatus.CANCELLED
-        )
+        stopped = Failure(Category.CANCELLED, f"stopped during {phase.name}")
+        record.fail(stopped, JobStatus.CANCELLED)
         return False
-    return outcome.exit_code == 0
+    return outcome.exit_code == 0 or (phase.name == "build" and outcome.exit_code == EXIT_NEEDS)
 
 
 def _after_fetch(job_tar: bytes, inputs: JobInputs, record: WheelRecord) -> None:

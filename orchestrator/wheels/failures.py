@@ -52,6 +52,7 @@ class Category(StrEnum):
 EXIT_SDIST = 10
 EXIT_BUILD_DEPS = 11
 EXIT_METADATA = 12
+EXIT_NEEDS = 13  # the build phase needs dynamic build requirements: fetch, build again
 EXIT_BUILD = 20
 
 

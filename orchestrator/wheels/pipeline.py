@@ -183,8 +183,12 @@ def _build_wheels(
         settings,
     )
     options_ = ExecOptions(options.emulate_when_busy, options.fail_fast, deadline)
-    with run.stage("jobs"):
-        return executor.run(graph, pool, options_, on_event)
+    try:
+        with run.stage("jobs"):
+            return executor.run(graph, pool, options_, on_event)
+    finally:
+        # Whatever stopped the run, what finished goes to the store, index and report.
+        run.jobs = list(executor.records.values())
 
 
 def _ref(decision: Decision) -> SdistRef:

@@ -173,3 +173,21 @@ def test_prune_dry_run_lists_what_pypi_now_serves(tmp_path: Path, cli: CliRunner
     assert [r.filename for r in store.records().values()] == [
         "orchestrate_only_here-1.0-py3-none-any.whl"
     ]
+
+
+def test_a_closed_output_pipe_does_not_stop_the_run(
+    built_images: ImagesReport, local: Local, tmp_path: Path
+) -> None:
+    """`orchestrate build | head -1`: the reader goes away at once; the run finishes,
+    stores and reports what it built."""
+    reqs = tmp_path / "r.txt"
+    reqs.write_text("crcmod==1.7\n")
+    matrix = local_matrix_copy(tmp_path / "m.yaml", tmp_path / "wheels")
+    work = tmp_path / "work"
+    command = (
+        f"orchestrate build -m {matrix} -r {reqs} -p '*-amd64' --workdir {work} 2>&1 | head -c 1"
+    )
+    subprocess.run(["bash", "-c", command], check=False, timeout=600)
+    report = json.loads((work / "reports" / "latest.json").read_text())
+    assert [j["status"] for j in report["jobs"]] == ["built"]
+    assert [s["outcome"] for s in report["store"]] == ["added"]
