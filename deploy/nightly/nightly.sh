@@ -11,6 +11,8 @@
 #   ORCHESTRATE_REPORTS_DIR   where reports are published; served next to the index
 #                             (default: <index root>/reports)
 #   ORCHESTRATE_MAX_AGE       rebuild images older than this many days (default: 7)
+#   ORCHESTRATE_DEADLINE      seconds after which no new wheel job starts; what finished
+#                             is still published and reported (default: 18000, 5 hours)
 #
 # Exit codes, for CI: 0 all good; 1 some image or wheel failed (the rest is
 # published: a failing platform does not hold back the others); 2 bad input;
@@ -22,6 +24,7 @@ matrix=${ORCHESTRATE_MATRIX:-platforms.yaml}
 read -r -a reqs <<<"${ORCHESTRATE_REQUIREMENTS:-upper-constraints.txt}"
 workdir=${ORCHESTRATE_WORKDIR:-/var/lib/orchestrate/work}
 max_age=${ORCHESTRATE_MAX_AGE:-7}
+deadline=${ORCHESTRATE_DEADLINE:-18000}
 req_args=()
 for r in "${reqs[@]}"; do req_args+=(-r "$r"); done
 
@@ -32,7 +35,7 @@ images_rc=$?
 case $images_rc in 2|3|130) exit $images_rc ;; esac
 
 echo "== $(date -u +%FT%TZ) build"
-orchestrate build --matrix "$matrix" "${req_args[@]}" --workdir "$workdir"
+orchestrate build --matrix "$matrix" "${req_args[@]}" --workdir "$workdir" --deadline "$deadline"
 build_rc=$?
 
 # Publish the report (JSON + HTML + logs) where people look: next to the index.

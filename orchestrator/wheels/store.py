@@ -171,12 +171,14 @@ class Store:
         new_sha = sha256_file(wheel)
         existing = records.get(key)
         if existing is not None:
-            for platform in platforms:
-                if platform not in existing.platforms:
-                    existing.platforms.append(platform)
             if existing.sha256 == new_sha:
+                for platform in platforms:
+                    if platform not in existing.platforms:
+                        existing.platforms.append(platform)
                 return AddResult(name, "identical", existing.sha256, new_sha)
             if not replace:
+                # Not listed for these platforms: their builder made other bytes. The
+                # next run builds them again and reports it again, until --replace.
                 return AddResult(name, "mismatch", existing.sha256, new_sha)
         target_dir = self.dir / folder
         target_dir.mkdir(parents=True, exist_ok=True)
