@@ -108,18 +108,27 @@ def test_sdists_are_downloaded_once_by_hash_and_tampering_is_caught(
 def test_each_phase_runs_in_the_promised_sandbox(
     built_images: ImagesReport, local: Local, tmp_path: Path, engine: DockerEngine
 ) -> None:
-    """--keep-failed keeps the failing fetch (PyYAML) and build (python-ldap: no headers)
-    containers; their configuration is read back from the engine."""
-    built = fresh(local, tmp_path).build(
-        f"{BAD_PIN}\npython-ldap==3.4.4\n", tmp_path, "-p", "*-amd64", "--keep-failed"
+    """--keep-failed keeps a failing fetch (a build constraint nothing satisfies) and a
+    failing build (python-ldap without its headers); their configuration is read back
+    from the engine."""
+    impossible = tmp_path / "impossible.txt"
+    impossible.write_text("setuptools==0.0.0\n")
+    fetch = fresh(local, tmp_path / "f").build(
+        "crcmod==1.7\n", tmp_path / "f", "-p", "*-amd64", "--keep-failed",
+        "--build-constraint", str(impossible),
+    )  # fmt: skip
+    crcmod = fetch.jobs[f"{AMD}/crcmod==1.7"]
+    assert crcmod["category"] == "build-deps-unresolvable", crcmod
+    assert crcmod["attempts"] == 1  # no version will appear by retrying
+    build = fresh(local, tmp_path / "b").build(
+        "python-ldap==3.4.4\n", tmp_path / "b", "-p", "*-amd64", "--keep-failed"
     )
-    assert built.process.returncode == 1
-    ldap = built.jobs[f"{AMD}/python-ldap==3.4.4"]
+    ldap = build.jobs[f"{AMD}/python-ldap==3.4.4"]
     assert ldap["category"] == "missing-system-library"
     assert "lber.h" in ldap["error"]
     assert "libldap2-dev" in ldap["hint"]
     kept = {
-        "fetch": _inspect(engine, f"{AMD}/pyyaml==5.4.1"),
+        "fetch": _inspect(engine, f"{AMD}/crcmod==1.7"),
         "build": _inspect(engine, f"{AMD}/python-ldap==3.4.4"),
     }
     try:
