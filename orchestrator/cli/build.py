@@ -7,7 +7,13 @@ from pathlib import Path
 
 import click
 
-from orchestrator.errors import EXIT_CONFLICT, EXIT_FAILED, InputError, OrchestrateError
+from orchestrator.errors import (
+    EXIT_CONFLICT,
+    EXIT_FAILED,
+    EnvironmentProblem,
+    InputError,
+    OrchestrateError,
+)
 from orchestrator.progress import Progress
 from orchestrator.report.data import report_of, save_run_report, write_report
 from orchestrator.report.html import write_html
@@ -110,6 +116,14 @@ def build(
             saved = _write_reports(app, run, report_path)
     _summary(app, run, saved)
     raise_if_cancelled(cancel)
+    if run.disk_error:
+        raise EnvironmentProblem(
+            f"storing or publishing under {app.matrix.index.root} failed on the disk side "
+            "(full, read-only or not permitted); what was published before is still served",
+            hint="free space or fix the permissions, then `orchestrate publish`",
+        )
+    if run.store_conflict:
+        return EXIT_CONFLICT
     if run.failed or run.publish_errors or run.images.failed:
         return EXIT_FAILED
     return EXIT_CONFLICT if run.mismatches else 0

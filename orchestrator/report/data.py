@@ -7,12 +7,13 @@ typed records (plan decisions, job records, image results, store outcomes).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import InputError
+from orchestrator.errors import EnvironmentProblem, InputError
 from orchestrator.redact import redact
 from orchestrator.wheels.execute import emulated_seconds
 from orchestrator.wheels.pipeline import BuildRun
@@ -59,6 +60,9 @@ def report_of(run: BuildRun, matrix_path: str) -> dict[str, Any]:
     }
 
 
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write next to `path`, then rename: readers see the old file or the new one.
     An output path that cannot be written is the user's to fix: exit 2, no traceback."""
@@ -70,6 +74,10 @@ def write_text_atomic(path: Path, text: str) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if exc.errno in DISK_ERRORS:  # the machine's problem, not the path's
+            raise EnvironmentProblem(
+                f"{path}: cannot write it ({exc.strerror or exc})", hint="free some space"
+            ) from None
         raise InputError(
             f"{path}: cannot write it ({exc.strerror or exc})",
             hint="choose a path in a folder you can write to",

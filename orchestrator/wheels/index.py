@@ -191,7 +191,8 @@ def verify(path: Path, wheel: StoredWheel) -> None:
     if size != wheel.size or sha256_file(path) != wheel.sha256:
         raise StoreConflict(
             f"{path} does not match its manifest record (sha256 {wheel.sha256[:16]}...)",
-            hint="the previous release stays served; rebuild it with `build --replace`",
+            hint="the previous release stays served and holds the recorded file: copy it "
+            f"back from <root>/<platform>/simple/{wheel.project}/{wheel.filename}",
         )
 
 

@@ -23,7 +23,7 @@ from packaging.utils import NormalizedName, canonicalize_name
 
 from orchestrator.config import Matrix
 from orchestrator.engines.pool import EnginePool
-from orchestrator.errors import UnsafeName
+from orchestrator.errors import OrchestrateError, StoreConflict, UnsafeName
 from orchestrator.images.facts import ProbeCache
 from orchestrator.images.pipeline import ImagesReport, run_images
 from orchestrator.layout import RunLayout
@@ -60,6 +60,8 @@ class BuildRun:
     error: str = ""  # what stopped the run early, when something did
     sdist_downloads: int = 0
     stages: dict[str, float] = field(default_factory=dict)  # seconds per stage of the run
+    disk_error: bool = False  # storing or publishing failed for the disk's sake
+    store_conflict: bool = False  # the store's manifest is unusable: nothing published
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -288,38 +290,51 @@ def _good(sdists: Mapping[tuple[str, str], SdistOutcome]) -> dict[tuple[str, str
 def _store_and_publish(
     matrix: Matrix, run: BuildRun, options: BuildOptions, layout: RunLayout
 ) -> None:
-    wheels = [j for j in run.jobs if j.kind == JobKind.WHEEL]
     store = Store(matrix.index.root)
+    try:
+        _store(store, run, options, layout)
+    except (OSError, OrchestrateError) as exc:  # e.g. a full disk: the index stays as it was
+        message = exc.message if isinstance(exc, OrchestrateError) else str(exc)
+        run.publish_errors["(store)"] = f"adding the built wheels failed: {message}"
+        run.disk_error = isinstance(exc, OSError)
+        run.store_conflict = isinstance(exc, StoreConflict)  # an unusable manifest: exit 4
+        return
+    for result in publish(store, run.platforms, keep=matrix.index.keep_releases):
+        if result.status == "failed":
+            run.publish_errors[result.platform] = result.error
+            run.disk_error = run.disk_error or result.environment
+        else:
+            run.published.append(result)
+
+
+def _store(store: Store, run: BuildRun, options: BuildOptions, layout: RunLayout) -> None:
+    wheels = [j for j in run.jobs if j.kind == JobKind.WHEEL]
     serves: dict[str, list[str]] = {}  # wheel filename -> the platforms it serves
     for job in wheels:
         if job.status.ok and job.wheel:
             serves.setdefault(job.wheel, []).append(job.platform)
     built = [j for j in wheels if j.status == "built" and j.wheel]
-    if built:
-        with store.locked() as records:
-            for job in built:
-                assert job.wheel is not None
-                platforms = serves[job.wheel]
-                ordered = [job.platform, *[p for p in platforms if p != job.platform]]
-                run.store.append(
-                    store.add(
-                        records,
-                        layout.job_dir(job.job) / job.wheel,
-                        ordered,
-                        Provenance(
-                            source_sha256=job.source_sha256,
-                            built_at=_now(),
-                            image=job.image,
-                            job=job.job,
-                        ),
-                        replace=options.replace,
-                    )
+    if not built:
+        return
+    with store.locked() as records:
+        for job in built:
+            assert job.wheel is not None
+            platforms = serves[job.wheel]
+            ordered = [job.platform, *[p for p in platforms if p != job.platform]]
+            run.store.append(
+                store.add(
+                    records,
+                    layout.job_dir(job.job) / job.wheel,
+                    ordered,
+                    Provenance(
+                        source_sha256=job.source_sha256,
+                        built_at=_now(),
+                        image=job.image,
+                        job=job.job,
+                    ),
+                    replace=options.replace,
                 )
-    for result in publish(store, run.platforms, keep=matrix.index.keep_releases):
-        if result.status == "failed":
-            run.publish_errors[result.platform] = result.error
-        else:
-            run.published.append(result)
+            )
 
 
 def _now() -> str:
