@@ -263,8 +263,9 @@ def project_json(project: str, files: list[StoredWheel]) -> str:
                 "requires-python": w.requires_python,
                 "size": w.size,
                 "yanked": False,
+                # PEP 714: only the new key. pip 23.0 (Debian 12's) crashes on the old
+                # `dist-info-metadata` key when it is a mapping, as PEP 714 explains.
                 "core-metadata": {"sha256": w.metadata_sha256},
-                "dist-info-metadata": {"sha256": w.metadata_sha256},
             }
         )
     return json.dumps(

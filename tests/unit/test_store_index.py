@@ -138,3 +138,18 @@ def test_a_failing_platform_does_not_hold_back_the_others(tmp_path: Path) -> Non
     assert results[ARM].status == "published"
     assert current_release(store.root, AMD) == before[AMD]  # still serving the old one
     assert current_release(store.root, ARM) == results[ARM].release
+
+
+def test_json_pages_follow_pep_714(tmp_path: Path) -> None:
+    """Only `core-metadata`: Debian 12's pip (23.0) crashes on `dist-info-metadata`."""
+    from orchestrator.wheels.index import project_json
+    from orchestrator.wheels.store import Provenance, Store
+    from tests.wheelfactory import make_wheel
+
+    store = Store(tmp_path)
+    with store.locked() as records:
+        store.add(records, make_wheel(tmp_path / "w", "demo", "1.0"), ["p"], Provenance())
+    page = json.loads(project_json("demo", list(store.records().values())))
+    (entry,) = page["files"]
+    assert entry["core-metadata"] == {"sha256": entry["core-metadata"]["sha256"]}
+    assert "dist-info-metadata" not in entry
