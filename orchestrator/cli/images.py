@@ -121,8 +121,8 @@ def _summary(app: App, report: ImagesReport) -> None:
                 r.platform,
                 r.status,
                 f"{r.duration:.1f}s",
-                r.engine,
-                "emulated" if r.emulated else "native",
+                r.engine or "-",
+                ("emulated" if r.emulated else "native") if r.engine else "-",
                 r.log or r.reason,
             )
             for r in report.results

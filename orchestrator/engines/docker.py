@@ -76,7 +76,7 @@ class DockerEngine:
             client.api.ping()
         except _TRANSPORT_ERRORS as exc:
             raise EngineError(
-                f"engine {self.name!r} ({self.url}) is not reachable: {_reason(exc)}",
+                f"engine {self.name} at {self.url} does not answer: {_reason(exc)}",
                 hint=_UNREACHABLE_HINT,
             ) from None
         return client

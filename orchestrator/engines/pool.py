@@ -125,6 +125,22 @@ class EnginePool:
             self._info[engine.name] = engine.info()
         return self._info[engine.name]
 
+    def require_reachable(self) -> None:
+        """Raise EngineError (exit 3) naming each engine, when none of them answers."""
+        problems = []
+        for engine in self.engines:
+            try:
+                self.info(engine)
+            except EngineError as exc:
+                problems.append(exc.message)
+            else:
+                return
+        raise EngineError(
+            "; ".join(problems) or "the matrix lists no engine",
+            hint="start the engine (on this host: sudo scripts/setup-host) or fix its url; "
+            "`orchestrate doctor` checks each one",
+        )
+
     def can_run(self, engine: Engine, arch: Arch) -> bool:
         """True when `engine` runs `arch`: natively, or by a probe that ran."""
         info = self.info(engine)

@@ -49,6 +49,7 @@ def run_images(
     probes: ProbeCache | None = None,
 ) -> ImagesReport:
     by_name = {p.name: p for p in platforms}
+    pool.require_reachable()
 
     def job_fn(job: Job[Platform], placement: Placement, _cancel: Cancel) -> Outcome:
         log = logs / "images" / f"{job.id}.log"

@@ -142,3 +142,21 @@ def test_log_links_are_only_local_relative_paths(tmp_path: Path) -> None:
     assert 'href="../logs/ok.log"' in page
     assert "javascript:" not in page
     assert "/etc/passwd" not in page
+
+
+@pytest.mark.parametrize("command", [("build", "-r", "REQS"), ("images", "build")])
+def test_an_unreachable_engine_is_exit_3_naming_it(
+    cli: CliRunner, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    matrix = local_matrix_copy(
+        tmp_path / "m.yaml",
+        tmp_path / "w",
+        {"url: unix:///var/run/docker.sock": "url: tcp://127.0.0.1:9"},
+    )
+    (tmp_path / "r.txt").write_text("six==1.16.0\n")
+    args = [str(tmp_path / "r.txt") if a == "REQS" else a for a in command]
+    result = cli(*args, "-m", str(matrix), "--workdir", str(tmp_path / "work"))
+    assert result.code == 3, result.out + result.err
+    assert "engine local at tcp://127.0.0.1:9 does not answer" in result.err
+    assert "QEMU" not in result.out + result.err
+    assert "Traceback" not in result.err
