@@ -35,7 +35,7 @@ from .app import (
     signals_cancel,
     workdir_option,
 )
-from .plan import FILE, requirement_options
+from .plan import FILE, missing_exit, requirement_options
 
 
 @click.command()
@@ -74,6 +74,7 @@ def build(
     requirements: tuple[Path, ...],
     constraints: tuple[Path, ...],
     resolve_latest: bool,
+    allow_unavailable: bool,
     report_path: Path | None,
     emulate_when_busy: bool,
     fail_fast: bool,
@@ -124,6 +125,8 @@ def build(
         )
     if run.store_conflict:
         return EXIT_CONFLICT
+    if missing_exit(run.plan, allow_unavailable):
+        return EXIT_FAILED
     if run.failed or run.publish_errors or run.images.failed:
         return EXIT_FAILED
     return EXIT_CONFLICT if run.mismatches else 0

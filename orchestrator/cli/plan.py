@@ -8,9 +8,10 @@ from pathlib import Path
 
 import click
 
+from orchestrator.errors import EXIT_FAILED
 from orchestrator.report.data import write_text_atomic
 from orchestrator.wheels.inputs import make_plan
-from orchestrator.wheels.plan import Action, Decision
+from orchestrator.wheels.plan import Action, Decision, missing_pins
 from orchestrator.wheels.upstream import Upstream
 
 from .app import App, F, matrix_options, pass_app, print_rows
@@ -19,6 +20,12 @@ FILE = click.Path(path_type=Path, dir_okay=False)
 
 
 def requirement_options(func: F) -> F:
+    func = click.option(
+        "--allow-unavailable",
+        is_flag=True,
+        help="Pins the index does not have (typos, versions that never existed) are "
+        "reported but do not make the exit code 1.",
+    )(func)
     func = click.option(
         "--resolve-latest", is_flag=True, help="Pin unpinned requirements to the latest release."
     )(func)
@@ -52,9 +59,10 @@ def plan(
     requirements: tuple[Path, ...],
     constraints: tuple[Path, ...],
     resolve_latest: bool,
+    allow_unavailable: bool,
     fmt: str,
     output: Path | None,
-) -> None:
+) -> int:
     """Decide per platform which pinned requirements need a wheel built."""
     result = make_plan(
         app.matrix,
@@ -72,13 +80,28 @@ def plan(
         _write_atomic(output, text or json.dumps([d.as_dict() for d in result.decisions]))
     if text is not None:
         click.echo(text)
-        return
+        return missing_exit(result.decisions, allow_unavailable)
     print_summary(app, result.decisions)
     stats = result.stats
     app.err.print(
         f"index: {stats.requests} requests, {stats.fresh_hits} from cache, "
         f"{stats.not_modified} not modified, {stats.retries} retries"
     )
+    return missing_exit(result.decisions, allow_unavailable)
+
+
+def missing_exit(decisions: list[Decision], allow_unavailable: bool) -> int:
+    """Exit 1 listing the pins the index does not have, unless --allow-unavailable."""
+    missing = missing_pins(decisions)
+    for d in missing:
+        click.echo(f"not on the index: {d.name}=={d.version} ({d.source}): {d.reason}", err=True)
+    if missing and not allow_unavailable:
+        click.echo(
+            f"{len(missing)} pin(s) the index does not have; fix them, or pass --allow-unavailable",
+            err=True,
+        )
+        return EXIT_FAILED
+    return 0
 
 
 def print_summary(app: App, decisions: list[Decision]) -> None:

@@ -73,6 +73,21 @@ class Decision:
         }
 
 
+NOT_ON_INDEX = "project not found on the index"
+ON_THE_INDEX = "on the index"
+
+
+def missing_pins(decisions: Sequence[Decision]) -> list[Decision]:
+    """Pins the index does not have at all (a typo, a version that never existed), once
+    each: unlike "no wheel for this platform", no platform can ever have them."""
+    seen: dict[tuple[str, str], Decision] = {}
+    for d in decisions:
+        gone = (NOT_ON_INDEX, f"no version {d.version} {ON_THE_INDEX}")
+        if d.action == Action.UNAVAILABLE and d.reason in gone:
+            seen.setdefault((d.name, d.version), d)
+    return list(seen.values())
+
+
 # (platform name, python) → tags; platform name → {(name, canonical version): wheel}
 TagSets = Mapping[tuple[str, str], TagSet]
 Cached = Mapping[str, Mapping[tuple[str, str], str]]
@@ -205,10 +220,10 @@ def _decide_one(
         ):
             return make(Action.EXCLUDED, rule.reason)
     if page is None:
-        return make(Action.UNAVAILABLE, "project not found on the index")
+        return make(Action.UNAVAILABLE, NOT_ON_INDEX)
     all_files = page.files(pin.version)
     if not all_files:
-        return make(Action.UNAVAILABLE, f"no version {pin.version} on the index")
+        return make(Action.UNAVAILABLE, f"no version {pin.version} {ON_THE_INDEX}")
     # An exact pin installs a yanked release all the same (PEP 592): so do we.
     files, dropped = usable(all_files, python, exact=True)
     wheels = [f for f in files if f.filename.endswith(".whl")]

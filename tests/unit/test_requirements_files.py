@@ -101,3 +101,17 @@ def test_nul_bytes_are_refused(tmp_path: Path) -> None:
     (tmp_path / "r.txt").write_bytes(b"demo==1.0\n\x00\x01binary")
     with pytest.raises(RequirementsError, match="NUL"):
         read([tmp_path / "r.txt"], [])
+
+
+def test_pins_the_index_does_not_have_are_exit_1(
+    cli: CliRunner, matrix: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "r.txt").write_text("demo==1.0\nthis-pkg-does-not-exist==1.0\ndemo2==9\nx==99.0\n")
+    result = cli("plan", "-m", str(matrix), "-r", str(tmp_path / "r.txt"))
+    assert result.code == 1, result.err
+    assert "not on the index: this-pkg-does-not-exist==1.0 (" in result.err
+    assert "not on the index: x==99.0" in result.err
+    assert "--allow-unavailable" in result.err
+    allowed = cli("plan", "-m", str(matrix), "-r", str(tmp_path / "r.txt"), "--allow-unavailable")
+    assert allowed.code == 0, allowed.err
+    assert "not on the index: x==99.0" in allowed.err  # still said
