@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.markers import Marker
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
@@ -19,7 +20,7 @@ from orchestrator.layout import RunLayout
 from orchestrator.matrix import Platform
 
 from . import requirements as reqs_mod
-from .plan import Cached, Decision, TagSets, decide
+from .plan import Cached, Decision, TagSets, decide, usable
 from .requirements import Pin, Requirements, Unpinned
 from .store import Store
 from .tags import TagSet, derived_tags, tags_from_probe
@@ -62,9 +63,13 @@ def store_contents(root: Path, platforms: Sequence[Platform]) -> Cached:
 
 
 def resolve_unpinned(
-    reqs: Requirements, pages: dict[str, ProjectPage | None], resolve_latest: bool
+    reqs: Requirements,
+    pages: Mapping[str, ProjectPage | None],
+    resolve_latest: bool,
+    pythons: Sequence[str] = (),
 ) -> Requirements:
-    """Pin each unpinned requirement from a constraint, or (if asked) the latest release."""
+    """Pin each unpinned requirement from a constraint, or (if asked) the latest release
+    that each of the matrix's Pythons can use (requires-python, not yanked)."""
     constraints = {c.name: c for c in reqs.constraints}
     pins = list(reqs.pins)
     for item in reqs.unpinned:
@@ -72,7 +77,7 @@ def resolve_unpinned(
             c = constraints[item.name]
             pins.append(Pin(item.name, c.version, item.marker, frozenset(), item.source))
         elif resolve_latest:
-            pins.append(_latest(item, pages.get(item.name)))
+            pins += _latest(item, pages.get(item.name), pythons or ("3",))
         else:
             raise RequirementsError(
                 f"{item.source}: {item.name} {item.specifier} is not pinned",
@@ -83,20 +88,41 @@ def resolve_unpinned(
     )
 
 
-def _latest(item: Unpinned, page: ProjectPage | None) -> Pin:
+def _latest(item: Unpinned, page: ProjectPage | None, pythons: Sequence[str]) -> list[Pin]:
+    """One pin, or one per Python (with a python_version marker) when they differ."""
     spec = SpecifierSet("" if item.specifier == "(any)" else item.specifier)
     versions = []
     for raw in page.versions() if page else []:
         try:
-            versions.append(Version(raw))
+            versions.append((Version(raw), raw))
         except InvalidVersion:
             continue
-    candidates = [v for v in versions if v in spec and not v.is_prerelease]
-    if not candidates:
-        raise RequirementsError(
-            f"{item.source}: no release of {item.name} matches {item.specifier} on the index"
-        )
-    return Pin(item.name, str(max(candidates)), item.marker, frozenset(), item.source)
+    allowed = sorted(
+        ((v, r) for v, r in versions if v in spec and not v.is_prerelease), reverse=True
+    )
+    chosen: dict[str, str] = {}
+    for python in pythons:
+        for _version, raw in allowed:
+            assert page is not None
+            if usable(page.files(raw), python)[0]:
+                chosen[python] = raw
+                break
+        else:
+            raise RequirementsError(
+                f"{item.source}: no release of {item.name} matching {item.specifier} "
+                f"on the index can be installed on python {python}"
+            )
+    if len(set(chosen.values())) == 1:
+        return [Pin(item.name, next(iter(chosen.values())), item.marker, frozenset(), item.source)]
+    return [
+        Pin(item.name, version, _and(item.marker, f'python_version == "{python}"'), frozenset(),
+            item.source)
+        for python, version in chosen.items()
+    ]  # fmt: skip
+
+
+def _and(marker: Marker | None, extra: str) -> Marker:
+    return Marker(f"({marker}) and {extra}" if marker else extra)
 
 
 def make_plan(
@@ -114,7 +140,8 @@ def make_plan(
     upstream = upstream or Upstream.of(matrix.index, RunLayout(Path()).index_cache)
     names = {p.name for p in reqs.pins} | {u.name for u in reqs.unpinned}
     pages = upstream.projects(names)
-    reqs = resolve_unpinned(reqs, pages, resolve_latest)
+    pythons = sorted({py for p in platforms for py in p.python})
+    reqs = resolve_unpinned(reqs, pages, resolve_latest, pythons)
     tagsets = tagsets_for(platforms, probed or {})
     decisions = decide(
         platforms, reqs, pages, tagsets, store_contents(matrix.index.root, platforms), matrix.skip

@@ -204,3 +204,21 @@ def test_index_parsers_html_and_json() -> None:
     assert parsed.url == "https://idx/simple/p/six.tgz"
     assert parsed.yanked
     assert parsed.sha256 == "ab"
+
+
+def test_resolve_latest_picks_what_each_python_can_install(write: Write) -> None:
+    """numpy 2.5.5 needs python >= 3.12: a 3.11 platform gets the newest that fits."""
+    reqs = read([write("r.txt", "numpy>=2\n")], [])
+    files = [
+        IndexFile("numpy-2.5.5.tar.gz", "https://f/numpy-2.5.5.tar.gz", None, ">=3.12", False),
+        IndexFile("numpy-2.3.0.tar.gz", "https://f/numpy-2.3.0.tar.gz", None, ">=3.11", False),
+        IndexFile("numpy-2.4.0.tar.gz", "https://f/numpy-2.4.0.tar.gz", None, ">=3.11", True),
+    ]
+    pages: dict[str, ProjectPage | None] = {"numpy": ProjectPage.of(files)}
+    one = resolve_unpinned(reqs, pages, resolve_latest=True, pythons=["3.11"]).pins
+    assert [(p.version, p.marker) for p in one] == [("2.3.0", None)]  # 2.4.0 is yanked
+    two = resolve_unpinned(reqs, pages, resolve_latest=True, pythons=["3.11", "3.12"]).pins
+    assert sorted((p.version, str(p.marker)) for p in two) == [
+        ("2.3.0", 'python_version == "3.11"'),
+        ("2.5.5", 'python_version == "3.12"'),
+    ]
