@@ -46,6 +46,24 @@ for command in (publish, prune, rollback, serve, reproduce, report):
     cli.add_command(command)
 
 
+def _name_envvars(command: click.Command, path: tuple[str, ...] = ()) -> None:
+    """Every option also reads ORCHESTRATE_<COMMAND>_<OPTION> (its long name, e.g.
+    ORCHESTRATE_BUILD_DEADLINE); the shared ones set their own (ORCHESTRATE_MATRIX).
+    The command line wins over the environment, which wins over the default."""
+    for param in command.params:
+        long = [o for o in param.opts if o.startswith("--")]
+        if isinstance(param, click.Option) and param.envvar is None and long and path:
+            words = [*path, long[0][2:]]
+            param.envvar = "ORCHESTRATE_" + "_".join(words).upper().replace("-", "_")
+            param.show_envvar = True
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            _name_envvars(sub, (*path, name))
+
+
+_name_envvars(cli)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Everything printed goes through the redactor: no credential reaches the terminal."""
     out, err = sys.stdout, sys.stderr
@@ -69,7 +87,12 @@ def _main(argv: list[str] | None) -> None:
     debug = "--debug" in args
     app = App(debug=debug)
     try:
-        code = cli.main(args=args, prog_name="orchestrate", standalone_mode=False, obj=app)
+        code = cli.main(
+            args=args,
+            prog_name="orchestrate",
+            standalone_mode=False,
+            obj=app,
+        )
     except OrchestrateError as exc:
         if debug:
             raise

@@ -98,6 +98,8 @@ def workdir_option(func: F) -> F:
         type=click.Path(path_type=Path, file_okay=False),
         expose_value=False,
         callback=set_workdir,
+        envvar="ORCHESTRATE_WORKDIR",
+        show_envvar=True,
         help="Logs and reports go here [default: .orchestrate].",
     )(func)
 
@@ -151,6 +153,8 @@ def matrix_options(func: F) -> F:
         multiple=True,
         expose_value=False,
         callback=set_patterns,
+        envvar="ORCHESTRATE_PLATFORM",
+        show_envvar=True,
         metavar="GLOB",
         help="Only platforms matching this glob (repeatable), e.g. 'debian-*-arm64'.",
     )(func)
@@ -160,5 +164,7 @@ def matrix_options(func: F) -> F:
         type=click.Path(path_type=Path),
         expose_value=False,
         callback=set_matrix,
-        help="The matrix file [default: platforms.yaml].",
+        envvar="ORCHESTRATE_MATRIX",
+        show_envvar=True,
+        help="The matrix file [default: platforms.yaml in the working folder].",
     )(func)

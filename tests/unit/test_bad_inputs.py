@@ -160,3 +160,19 @@ def test_an_unreachable_engine_is_exit_3_naming_it(
     assert "engine local at tcp://127.0.0.1:9 does not answer" in result.err
     assert "QEMU" not in result.out + result.err
     assert "Traceback" not in result.err
+
+
+def test_options_come_from_the_environment_and_the_command_line_wins(
+    cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    matrix = local_matrix_copy(tmp_path / "m.yaml", tmp_path / "w")
+    monkeypatch.chdir(tmp_path)  # no platforms.yaml here
+    monkeypatch.setenv("ORCHESTRATE_MATRIX", str(matrix))
+    monkeypatch.setenv("ORCHESTRATE_PLATFORM", "*-arm64")
+    shown = cli("matrix", "show", "--format", "json")
+    assert shown.code == 0, shown.err
+    assert [p["name"] for p in json.loads(shown.out)] == ["debian-bookworm-arm64"]
+    both = cli("matrix", "show", "--format", "json", "-p", "*-amd64")
+    assert [p["name"] for p in json.loads(both.out)] == ["debian-bookworm-amd64"]
+    monkeypatch.setenv("ORCHESTRATE_MATRIX_SHOW_FORMAT", "json")
+    assert json.loads(cli("matrix", "show").out)[0]["name"] == "debian-bookworm-arm64"
