@@ -74,7 +74,9 @@ def build(app: App, push: bool, force: bool, allow_partial: bool) -> int:
     metavar="DAYS",
     help="Also rebuild images older than this.",
 )
-@click.option("--allow-partial", is_flag=True)
+@click.option(
+    "--allow-partial", is_flag=True, help="Publish a manifest list even when an arch failed."
+)
 @pass_app
 def refresh(app: App, max_age: int | None, allow_partial: bool) -> int:
     """The nightly job: rebuild what is stale, push, update the manifests."""

@@ -96,8 +96,14 @@ def rollback(app: App, platform_name: str, release: str | None) -> None:
 
 @click.command()
 @matrix_options
-@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    help="TCP port (0: any free one, printed).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @pass_app
 def serve(app: App, port: int, host: str) -> None:
     """Serve the published indexes (HTML, or JSON when asked for) on loopback."""

@@ -20,7 +20,13 @@ def matrix() -> None:
 
 @matrix.command()
 @matrix_options
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    help="A table for people, or JSON for scripts.",
+)
 @click.option("--index-root", is_flag=True, help="Print only the resolved index root folder.")
 @pass_app
 def show(app: App, fmt: str, index_root: bool) -> None:
@@ -47,9 +53,15 @@ def show(app: App, fmt: str, index_root: bool) -> None:
 
 
 @matrix.command()
-@click.argument("file", type=click.Path(path_type=Path))
+@matrix_options
+@click.argument("file", type=click.Path(path_type=Path), required=False)
 @pass_app
-def validate(app: App, file: Path) -> None:
-    """Check a matrix file; exit 2 with file:line:key when it is wrong."""
-    loaded = load_matrix(file)
-    app.console.print(f"{file}: ok, {len(expand(loaded))} platforms, {len(loaded.engines)} engines")
+def validate(app: App, file: Path | None) -> None:
+    """Check a matrix file (FILE, else --matrix); exit 2 with file:line:key when wrong."""
+    path = file or app.matrix_path
+    loaded = load_matrix(path)
+    platforms, engines = len(expand(loaded)), len(loaded.engines)
+    app.console.print(
+        f"{path}: ok, {platforms} platform{'s' * (platforms != 1)}, "
+        f"{engines} engine{'s' * (engines != 1)}"
+    )

@@ -51,7 +51,13 @@ def requirement_options(func: F) -> F:
 @click.command()
 @matrix_options
 @requirement_options
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    help="A summary table for people, or one JSON object per decision for scripts.",
+)
 @click.option("--output", "-o", type=FILE, help="Write the plan here (only when it succeeds).")
 @pass_app
 def plan(

@@ -176,3 +176,22 @@ def test_options_come_from_the_environment_and_the_command_line_wins(
     assert [p["name"] for p in json.loads(both.out)] == ["debian-bookworm-amd64"]
     monkeypatch.setenv("ORCHESTRATE_MATRIX_SHOW_FORMAT", "json")
     assert json.loads(cli("matrix", "show").out)[0]["name"] == "debian-bookworm-arm64"
+
+
+def test_every_option_has_help_text() -> None:
+    import click
+
+    from orchestrator.cli import cli as root
+
+    missing = []
+
+    def walk(command: click.Command, path: tuple[str, ...]) -> None:
+        for param in command.params:
+            if isinstance(param, click.Option) and not param.help:
+                missing.append(f"{' '.join(path)} {param.opts[0]}")
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                walk(sub, (*path, name))
+
+    walk(root, ())
+    assert missing == []
