@@ -100,8 +100,14 @@ def _main(argv: list[str] | None) -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         sys.exit(EXIT_INTERRUPTED)
-    except click.ClickException as exc:
-        exc.show()
+    except click.ClickException as exc:  # one style for every error: ours, not click's
+        context = getattr(exc, "ctx", None)
+        if context is not None:
+            click.echo(context.get_usage(), err=True)
+        text = f"error: {exc.format_message()}"
+        if context is not None:
+            text += f"\n  hint: see `{context.command_path} --help`"
+        click.echo(text, err=True)
         sys.exit(exc.exit_code if exc.exit_code else EXIT_INPUT)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

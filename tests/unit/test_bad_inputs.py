@@ -195,3 +195,11 @@ def test_every_option_has_help_text() -> None:
 
     walk(root, ())
     assert missing == []
+
+
+def test_click_usage_errors_use_our_style(cli: CliRunner) -> None:
+    result = cli("build", "--nope")
+    assert result.code == 2
+    assert "error: No such option '--nope'" in result.err
+    assert "Error:" not in result.err
+    assert "hint: see `orchestrate build --help`" in result.err
