@@ -13,6 +13,8 @@
 #   ORCHESTRATE_MAX_AGE       rebuild images older than this many days (default: 7)
 #   ORCHESTRATE_DEADLINE      seconds after which no new wheel job starts; what finished
 #                             is still published and reported (default: 18000, 5 hours)
+#   ORCHESTRATE_METRICS_FILE  Prometheus metrics (default: <workdir>/orchestrate.prom);
+#                             JUnit XML goes to <workdir>/junit.xml
 #
 # Exit codes, for CI: 0 all good; 1 some image or wheel failed (the rest is
 # published: a failing platform does not hold back the others); 2 bad input;
@@ -35,7 +37,11 @@ images_rc=$?
 case $images_rc in 2|3|130) exit $images_rc ;; esac
 
 echo "== $(date -u +%FT%TZ) build"
-orchestrate build --matrix "$matrix" "${req_args[@]}" --workdir "$workdir" --deadline "$deadline"
+# JUnit XML for the CI's test view; Prometheus metrics for node_exporter's textfile
+# collector (ORCHESTRATE_METRICS_FILE, default under the workdir).
+metrics=${ORCHESTRATE_METRICS_FILE:-$workdir/orchestrate.prom}
+orchestrate build --matrix "$matrix" "${req_args[@]}" --workdir "$workdir" --deadline "$deadline" \
+  --junit-xml "$workdir/junit.xml" --metrics "$metrics"
 build_rc=$?
 
 # Publish the report (JSON + HTML + logs) where people look: next to the index.

@@ -15,6 +15,7 @@ from orchestrator.errors import (
     OrchestrateError,
 )
 from orchestrator.progress import Progress
+from orchestrator.report.ci import write_junit, write_metrics
 from orchestrator.report.data import report_of, save_run_report, write_report
 from orchestrator.report.html import write_html
 from orchestrator.wheels.builddeps import parse_constraints
@@ -25,6 +26,7 @@ from orchestrator.wheels.pipeline import (
     new_run,
     run_build,
 )
+from orchestrator.wheels.store import Store
 
 from .app import (
     App,
@@ -68,6 +70,18 @@ from .plan import FILE, missing_exit, requirement_options
     help="Constraints for build tools, e.g. 'Cython<3' (repeatable; adds to "
     "builder.build_constraints in the matrix).",
 )
+@click.option(
+    "--junit-xml",
+    "junit_path",
+    type=FILE,
+    help="Also write JUnit XML: one test case per job, failures with their log.",
+)
+@click.option(
+    "--metrics",
+    "metrics_path",
+    type=FILE,
+    help="Also write Prometheus text-format metrics (node_exporter's textfile collector).",
+)
 @pass_app
 def build(
     app: App,
@@ -83,6 +97,8 @@ def build(
     timeout: float | None,
     deadline: float | None,
     build_constraints: tuple[Path, ...],
+    junit_path: Path | None,
+    metrics_path: Path | None,
 ) -> int:
     """Build every wheel the plan says is missing, then publish the index."""
     options = BuildOptions(
@@ -114,7 +130,7 @@ def build(
             run.error = exc.message
             raise
         finally:  # a run that fails in the plan still leaves its report
-            saved = _write_reports(app, run, report_path)
+            saved = _write_reports(app, run, report_path, junit_path, metrics_path)
     _summary(app, run, saved)
     raise_if_cancelled(cancel)
     if run.disk_error:
@@ -146,13 +162,38 @@ def _constraint_lines(app: App, files: tuple[Path, ...]) -> tuple[str, ...]:
     return tuple(lines)
 
 
-def _write_reports(app: App, run: BuildRun, report_path: Path | None) -> Path:
+def _write_reports(
+    app: App,
+    run: BuildRun,
+    report_path: Path | None,
+    junit_path: Path | None = None,
+    metrics_path: Path | None = None,
+) -> Path:
     report = report_of(run, str(app.matrix_path))
     saved = save_run_report(report, app.layout.reports)
     if report_path is not None:
         write_report(report, report_path)
+    if junit_path is not None:
+        write_junit(report, junit_path)
+    if metrics_path is not None:
+        write_metrics(report, _index_sizes(app, run), metrics_path)
     write_html(report, saved.with_suffix(".html"))  # last: the JSON reports stand first
     return saved
+
+
+def _index_sizes(app: App, run: BuildRun) -> dict[str, tuple[int, int]]:
+    """(wheels, bytes) our index serves per platform, from the store's manifest."""
+    try:
+        records = Store(app.matrix.index.root).records().values()
+    except OrchestrateError:
+        return {}
+    return {
+        p: (
+            sum(1 for r in records if p in r.platforms),
+            sum(r.size for r in records if p in r.platforms),
+        )
+        for p in run.platforms
+    }
 
 
 def _summary(app: App, run: BuildRun, report: Path) -> None:

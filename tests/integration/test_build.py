@@ -205,8 +205,16 @@ def test_failed_compile_is_isolated_and_logged(
     built_images: ImagesReport, local: Local, tmp_path: Path, engine: DockerEngine
 ) -> None:
     # python-ldap needs libldap headers, which this matrix's builders lack; netifaces builds.
-    built = local.build("python-ldap==3.4.4\nnetifaces==0.11.0\n", tmp_path, "-p", "*-amd64")
+    built = local.build(
+        "python-ldap==3.4.4\nnetifaces==0.11.0\n", tmp_path, "-p", "*-amd64",
+        "--junit-xml", str(tmp_path / "junit.xml"), "--metrics", str(tmp_path / "m.prom"),
+    )  # fmt: skip
     assert built.process.returncode == 1
+    junit = (tmp_path / "junit.xml").read_text()
+    assert 'type="missing-system-library"' in junit
+    assert "lber.h" in junit
+    prom = (tmp_path / "m.prom").read_text()
+    assert f'orchestrate_jobs{{platform="{AMD}",status="failed"}} 1' in prom
     failed = built.jobs[f"{AMD}/python-ldap==3.4.4"]
     assert failed["status"] == "failed"
     assert built.jobs[f"{AMD}/netifaces==0.11.0"]["status"] == "built"
