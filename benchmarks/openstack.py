@@ -26,7 +26,7 @@ SLOTS = 2  # examples/openstack.yaml: one local engine with 2 slots
 
 def _matrix(root: Path) -> Path:
     text = MATRIX.read_text()
-    old = "root: ../.orchestrate/openstack-wheelhouse"
+    old = "root: .orchestrate/openstack-wheelhouse"
     assert old in text, f"{old!r} is not in {MATRIX}"
     path = OUT / "openstack.yaml"
     path.write_text(text.replace(old, f"root: {root}"))

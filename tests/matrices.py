@@ -21,7 +21,7 @@ def local_matrix_copy(
     replacements; each must match, so a changed example fails loudly instead of quietly."""
     text = LOCAL.read_text()
     for old, new in {
-        "root: ../.orchestrate/wheelhouse": f"root: {root}",
+        "root: .orchestrate/wheelhouse": f"root: {root}",
         **(replacements or {}),
     }.items():
         assert old in text, f"{old!r} is not in {LOCAL}"

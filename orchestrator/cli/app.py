@@ -45,7 +45,10 @@ class App:
 
     @cached_property
     def matrix(self) -> Matrix:
-        return load_matrix(self.matrix_path)
+        loaded = load_matrix(self.matrix_path)
+        for warning in loaded.warnings:
+            self.err.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
+        return loaded
 
     @cached_property
     def platforms(self) -> tuple[Platform, ...]:

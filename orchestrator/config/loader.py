@@ -369,4 +369,14 @@ def _resolve_paths(matrix: Matrix, marks: _Marks, path: Path) -> Matrix:
             hint="use a folder of its own, e.g. /srv/wheels",
         )
     index = matrix.index.model_copy(update={"root": root})
-    return matrix.model_copy(update={"builder": builder, "index": index})
+    warnings = []
+    folder = path.resolve().parent
+    if not matrix.index.root.is_absolute() and folder not in (root, *root.parents):
+        loc = ("index", "root")
+        warnings.append(
+            f"{path}:{_line(loc, marks)}: index.root {str(matrix.index.root)!r} resolves "
+            f"to {root}, outside this file's folder; write an absolute path if that is meant"
+        )
+    return matrix.model_copy(
+        update={"builder": builder, "index": index, "warnings": tuple(warnings)}
+    )

@@ -301,6 +301,7 @@ class Matrix(Model):
     skip: tuple[SkipSpec, ...] = ()
     # Filled by the loader, never by the file: relative paths resolve here.
     source: Path = Field(default=Path(), exclude=True)
+    warnings: tuple[str, ...] = Field(default=(), exclude=True)
 
     @field_validator("packages")
     @classmethod

@@ -203,3 +203,18 @@ def test_click_usage_errors_use_our_style(cli: CliRunner) -> None:
     assert "error: No such option '--nope'" in result.err
     assert "Error:" not in result.err
     assert "hint: see `orchestrate build --help`" in result.err
+
+
+def test_a_relative_index_root_outside_the_matrix_folder_is_warned_about(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    (tmp_path / "sub").mkdir()
+    inside = local_matrix_copy(tmp_path / "sub" / "m.yaml", Path("wheels"))
+    outside = local_matrix_copy(tmp_path / "sub" / "o.yaml", Path("../wheels"))
+    quiet = cli("matrix", "show", "-m", str(inside), "--index-root")
+    assert quiet.out.strip() == str(tmp_path / "sub" / "wheels")
+    assert "warning" not in quiet.err
+    loud = cli("matrix", "show", "-m", str(outside), "--index-root")
+    assert loud.out.strip() == str(tmp_path / "wheels")
+    assert "outside this file's folder" in loud.err
+    assert "o.yaml:" in loud.err

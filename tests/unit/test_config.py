@@ -51,7 +51,8 @@ def test_local_example_bootstraps_debian(write: Write) -> None:
     assert [p.arch for p in platforms] == [Arch.AMD64, Arch.ARM64]
     assert all(isinstance(p.base, Bootstrap) and p.base.suite == "bookworm" for p in platforms)
     # Relative paths resolve against the matrix file, not the working directory.
-    assert matrix.index.root == (REPO / ".orchestrate" / "wheelhouse").resolve()
+    assert matrix.index.root == (REPO / "examples" / ".orchestrate" / "wheelhouse").resolve()
+    assert matrix.warnings == ()  # the root stays beside the file
 
 
 def test_arch_aliases_and_frozen_objects(write: Write) -> None:
