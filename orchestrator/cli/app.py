@@ -73,12 +73,17 @@ class App:
 
 
 pass_app = click.make_pass_decorator(App)
+KEY_COLUMNS = 2
 
 
 def print_rows(app: App, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     """A table on a terminal; aligned plain columns in CI logs and pipes."""
     if app.console.is_terminal:
-        table = Table(*headers)
+        # The first columns name things (platform, requirement): never cut; the
+        # rest wrap within the terminal's width.
+        table = Table()
+        for i, header in enumerate(headers):
+            table.add_column(header, no_wrap=i < KEY_COLUMNS, overflow="fold")
         for row in rows:
             table.add_row(*row)
         app.console.print(table)

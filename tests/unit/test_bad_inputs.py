@@ -218,3 +218,22 @@ def test_a_relative_index_root_outside_the_matrix_folder_is_warned_about(
     assert loud.out.strip() == str(tmp_path / "wheels")
     assert "outside this file's folder" in loud.err
     assert "o.yaml:" in loud.err
+
+
+def test_tables_on_80_columns_keep_key_columns_whole() -> None:
+    import io
+
+    from orchestrator.cli.app import App, SteadyConsole, print_rows
+
+    out = io.StringIO()
+    app = App(console=SteadyConsole(file=out, width=80, force_terminal=True, color_system=None))
+    reason = "no cp311 wheel (has cp36, cp37, cp38, cp39, cp310) " * 3
+    print_rows(
+        app,
+        ("platform", "requirement", "action", "reason"),
+        [("centos-stream9-ppc64le", "oslo-concurrency==7.2.0", "build", reason)],
+    )
+    text = out.getvalue()
+    assert "centos-stream9-ppc64le" in text
+    assert "oslo-concurrency==7.2.0" in text
+    assert max(len(line) for line in text.splitlines()) <= 80
