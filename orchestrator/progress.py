@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 from rich.console import Console
@@ -17,8 +18,16 @@ from orchestrator.scheduler import Job, Outcome, Placement
 class Progress:
     """Feed it scheduler events; it shows what runs where and what finished."""
 
-    def __init__(self, console: Console, total: int, what: str) -> None:
+    def __init__(
+        self,
+        console: Console,
+        total: int,
+        what: str,
+        log_of: Callable[[str], object] | None = None,
+        quiet: bool = False,
+    ) -> None:
         self.console = console
+        self.log_of = log_of  # with -v: where each job's log streams
         self.total = total
         self.what = what
         self.done = 0
@@ -26,7 +35,7 @@ class Progress:
         self._running: dict[str, tuple[str, bool, float]] = {}
         self._lock = threading.Lock()
         self._live: Live | None = None
-        self._closed = False
+        self._closed = quiet  # -q: no progress lines at all
 
     def __enter__(self) -> Progress:
         if self.console.is_terminal:
@@ -52,6 +61,8 @@ class Progress:
                 self._running[job.id] = (info.engine.name, info.emulated, time.monotonic())
                 how = f"emulated: {info.reason}" if info.emulated else "native"
                 self._line(f"start  {job.id} on {info.engine.name} ({how})")
+                if self.log_of is not None:
+                    self._line(f"       log: {self.log_of(job.id)}")
             elif isinstance(info, Outcome):
                 self._running.pop(job.id, None)
                 if kind == "retry":

@@ -29,12 +29,22 @@ EXIT_INTERNAL = 70
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors (anywhere on the line).")
+@click.option(
+    "-q", "--quiet", is_flag=True, help="No progress lines, only results (anywhere on the line)."
+)
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Also each job's log file (anywhere on the line)."
+)
 @click.version_option(__version__, prog_name="orchestrate")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
-    """Build multi-arch builder images and per-platform Python wheel caches."""
-    ctx.ensure_object(App).debug = debug
+def cli(ctx: click.Context, debug: bool, quiet: bool, verbose: bool) -> None:
+    """Build multi-arch builder images and per-platform Python wheel caches.
+
+    Shell completion: eval "$(_ORCHESTRATE_COMPLETE=bash_source orchestrate)"
+    (zsh_source, fish_source for those shells).
+    """
+    ctx.ensure_object(App).debug = ctx.ensure_object(App).debug or debug
 
 
 cli.add_command(matrix)
@@ -82,10 +92,24 @@ def _terminate(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM ends a command like SIGINT: exit 130, no traceback
 
 
+GLOBAL_FLAGS = {"--debug": "debug", "-q": "quiet", "--quiet": "quiet", "-v": "verbose",
+                "--verbose": "verbose"}  # fmt: skip
+
+
+def _global_flags(args: list[str]) -> tuple[list[str], set[str]]:
+    """--debug, -q and -v work before or after the command: taken out here, once."""
+    if "--" in args:
+        cut = args.index("--")
+        rest, found = _global_flags(args[:cut])
+        return [*rest, *args[cut:]], found
+    found = {GLOBAL_FLAGS[a] for a in args if a in GLOBAL_FLAGS}
+    return [a for a in args if a not in GLOBAL_FLAGS], found
+
+
 def _main(argv: list[str] | None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in args
-    app = App(debug=debug)
+    args, flags = _global_flags(list(sys.argv[1:] if argv is None else argv))
+    debug = "debug" in flags
+    app = App(debug=debug, verbosity=("verbose" in flags) - ("quiet" in flags))
     try:
         code = cli.main(
             args=args,

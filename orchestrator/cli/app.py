@@ -37,6 +37,7 @@ class SteadyConsole(Console):
 @dataclass
 class App:
     debug: bool = False
+    verbosity: int = 0  # -1 with -q, 1 with -v
     matrix_path: Path = DEFAULT_MATRIX
     patterns: tuple[str, ...] = ()
     workdir: Path = Path(".orchestrate")

@@ -112,7 +112,11 @@ def build(
         _constraint_lines(app, build_constraints),
     )
     run = new_run(app.layout, app.platforms)
-    with signals_cancel() as cancel, Progress(app.console, 0, "jobs") as progress:
+    log_of = app.layout.job_log if app.verbosity > 0 else None
+    with (
+        signals_cancel() as cancel,
+        Progress(app.console, 0, "jobs", log_of, app.verbosity < 0) as progress,
+    ):
         try:
             run_build(
                 run,
@@ -197,7 +201,8 @@ def _index_sizes(app: App, run: BuildRun) -> dict[str, tuple[int, int]]:
 
 
 def _summary(app: App, run: BuildRun, report: Path) -> None:
-    click.echo("")
+    if app.verbosity >= 0:
+        click.echo("")
     rows = [
         (
             j.platform,
@@ -231,4 +236,5 @@ def _summary(app: App, run: BuildRun, report: Path) -> None:
         f"emulated time {emulated_seconds(run.jobs):.0f}s; "
         f"published {', '.join(p.platform + ':' + p.status for p in run.published)}"
     )
-    click.echo(f"report: {report} and {report.with_suffix('.html')}")
+    if app.verbosity >= 0:
+        click.echo(f"report: {report} and {report.with_suffix('.html')}")

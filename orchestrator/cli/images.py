@@ -93,7 +93,7 @@ def _run(
     app: App, *, push: bool, force: bool, allow_partial: bool, max_age: timedelta | None
 ) -> int:
     with (
-        Progress(app.console, 0, "images") as progress,
+        Progress(app.console, 0, "images", quiet=app.verbosity < 0) as progress,
         signals_cancel() as cancel,
     ):
         report = run_images(
