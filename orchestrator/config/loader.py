@@ -257,8 +257,38 @@ def _value_message(loc: Loc, error: Any) -> str:
     if field_name == "python" and isinstance(value, float):
         return f"python version {value!r} must be a quoted string, e.g. '3.11'"
     shown = repr(value)
-    msg = str(error["msg"]).removeprefix("Value error, ")
+    msg = _plain_words(error)
     return f"{msg} (got {shown[:60] + '...' if len(shown) > 60 else shown})"
+
+
+def _plain_words(error: Any) -> str:
+    """Our words for pydantic's error types: none of its own wording reaches users."""
+    kind, ctx = str(error["type"]), error.get("ctx") or {}
+    words = {
+        "too_short": f"needs at least {ctx.get('min_length', 1)} item(s)",
+        "too_long": f"takes at most {ctx.get('max_length')} item(s)",
+        "string_too_short": "must not be empty",
+        "string_too_long": f"is longer than {ctx.get('max_length')} characters",
+        "string_pattern_mismatch": "is not of the expected form",
+        "string_type": "must be a text value",
+        "int_type": "must be a whole number",
+        "int_parsing": "must be a whole number",
+        "bool_type": "must be true or false",
+        "bool_parsing": "must be true or false",
+        "greater_than_equal": f"must be at least {ctx.get('ge')}",
+        "less_than_equal": f"must be at most {ctx.get('le')}",
+        "literal_error": f"must be {ctx.get('expected')}",
+        "enum": f"must be one of {ctx.get('expected')}",
+        "dict_type": "must be a mapping of keys",
+        "model_type": "must be a mapping of keys",
+        "model_attributes_type": "must be a mapping of keys",
+        "tuple_type": "must be a list",
+        "list_type": "must be a list",
+        "path_type": "must be a file path",
+    }
+    if kind in words:
+        return words[kind]
+    return str(error["msg"]).removeprefix("Value error, ")
 
 
 def _unknown_key(loc: Loc) -> str:
