@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -93,6 +94,22 @@ def print_rows(app: App, headers: Sequence[str], rows: Sequence[Sequence[str]]) 
     for row in [headers, *rows]:
         line = "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True))
         click.echo(line.rstrip())
+
+
+def format_option(func: F) -> F:
+    """--format table|json: JSON on stdout is for scripts; progress then goes to stderr."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["table", "json"]),
+        default="table",
+        show_default=True,
+        help="A table for people, or JSON on stdout for scripts.",
+    )(func)
+
+
+def echo_json(data: object) -> None:
+    click.echo(json.dumps(data, indent=1, default=str))
 
 
 def workdir_option(func: F) -> F:

@@ -30,6 +30,8 @@ from orchestrator.wheels.store import Store
 
 from .app import (
     App,
+    echo_json,
+    format_option,
     matrix_options,
     pass_app,
     print_rows,
@@ -82,6 +84,7 @@ from .plan import FILE, missing_exit, requirement_options
     type=FILE,
     help="Also write Prometheus text-format metrics (node_exporter's textfile collector).",
 )
+@format_option
 @pass_app
 def build(
     app: App,
@@ -99,6 +102,7 @@ def build(
     build_constraints: tuple[Path, ...],
     junit_path: Path | None,
     metrics_path: Path | None,
+    fmt: str,
 ) -> int:
     """Build every wheel the plan says is missing, then publish the index."""
     options = BuildOptions(
@@ -135,7 +139,10 @@ def build(
             raise
         finally:  # a run that fails in the plan still leaves its report
             saved = _write_reports(app, run, report_path, junit_path, metrics_path)
-    _summary(app, run, saved)
+    if fmt == "json":
+        echo_json(_json_summary(run, saved))
+    else:
+        _summary(app, run, saved)
     raise_if_cancelled(cancel)
     if run.disk_error:
         raise EnvironmentProblem(
@@ -198,6 +205,23 @@ def _index_sizes(app: App, run: BuildRun) -> dict[str, tuple[int, int]]:
         )
         for p in run.platforms
     }
+
+
+def _json_summary(run: BuildRun, saved: Path) -> dict[str, object]:
+    summary = report_of(run, "")["summary"]
+    return {
+        "run_id": run.run_id,
+        "summary": summary,
+        "failed": [
+            {"job": j.job, "status": j.status, "category": j.category, "error": j.error,
+             "hint": j.hint, "log": j.log}
+            for j in run.failed
+        ],
+        "mismatches": [m.filename for m in run.mismatches],
+        "publish_errors": run.publish_errors,
+        "published": {p.platform: p.release for p in run.published},
+        "report": str(saved),
+    }  # fmt: skip
 
 
 def _summary(app: App, run: BuildRun, report: Path) -> None:

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
 from orchestrator.doctor import run_doctor
 from orchestrator.errors import EXIT_ENVIRONMENT
 
-from .app import App, matrix_options, pass_app, print_rows
+from .app import App, echo_json, format_option, matrix_options, pass_app, print_rows
 
 
 @click.command()
 @matrix_options
+@format_option
 @pass_app
-def doctor(app: App) -> int:
+def doctor(app: App, fmt: str) -> int:
     """Report engines, emulation, registry, index and tools; exit 3 if one is missing."""
     checks = run_doctor(app.matrix, app.pool, app.platforms)
+    missing = [c for c in checks if c.required and not c.ok]
+    if fmt == "json":
+        echo_json([dataclasses.asdict(c) for c in checks])
+        return EXIT_ENVIRONMENT if missing else 0
     rows = [
         (
             "ok" if c.ok else ("MISSING" if c.required else "absent"),
@@ -26,7 +33,6 @@ def doctor(app: App) -> int:
         for c in checks
     ]
     print_rows(app, ("status", "check", "detail", "fix"), rows)
-    missing = [c for c in checks if c.required and not c.ok]
     if missing:
         app.err.print(
             f"{len(missing)} required check(s) failed: " + ", ".join(c.subject for c in missing)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,9 +13,12 @@ from orchestrator.errors import EXIT_FAILED
 from orchestrator.images.pipeline import ImagesReport, run_images
 from orchestrator.images.render import render
 from orchestrator.progress import Progress
+from orchestrator.report.data import write_text_atomic
 
 from .app import (
     App,
+    echo_json,
+    format_option,
     matrix_options,
     pass_app,
     print_rows,
@@ -58,10 +62,11 @@ def render_cmd(app: App, out: Path) -> None:
 @click.option(
     "--allow-partial", is_flag=True, help="Publish a manifest list even when an arch failed."
 )
+@format_option
 @pass_app
-def build(app: App, push: bool, force: bool, allow_partial: bool) -> int:
+def build(app: App, push: bool, force: bool, allow_partial: bool, fmt: str) -> int:
     """Build the builder images that are missing or stale, in parallel."""
-    return _run(app, push=push, force=force, allow_partial=allow_partial, max_age=None)
+    return _run(app, push=push, force=force, allow_partial=allow_partial, max_age=None, fmt=fmt)
 
 
 @images.command()
@@ -77,8 +82,9 @@ def build(app: App, push: bool, force: bool, allow_partial: bool) -> int:
 @click.option(
     "--allow-partial", is_flag=True, help="Publish a manifest list even when an arch failed."
 )
+@format_option
 @pass_app
-def refresh(app: App, max_age: int | None, allow_partial: bool) -> int:
+def refresh(app: App, max_age: int | None, allow_partial: bool, fmt: str) -> int:
     """The nightly job: rebuild what is stale, push, update the manifests."""
     return _run(
         app,
@@ -86,14 +92,22 @@ def refresh(app: App, max_age: int | None, allow_partial: bool) -> int:
         force=False,
         allow_partial=allow_partial,
         max_age=timedelta(days=max_age) if max_age else None,
+        fmt=fmt,
     )
 
 
 def _run(
-    app: App, *, push: bool, force: bool, allow_partial: bool, max_age: timedelta | None
+    app: App,
+    *,
+    push: bool,
+    force: bool,
+    allow_partial: bool,
+    max_age: timedelta | None,
+    fmt: str = "table",
 ) -> int:
+    console = app.err if fmt == "json" else app.console  # stdout is the JSON's
     with (
-        Progress(app.console, 0, "images", quiet=app.verbosity < 0) as progress,
+        Progress(console, 0, "images", quiet=app.verbosity < 0) as progress,
         signals_cancel() as cancel,
     ):
         report = run_images(
@@ -108,12 +122,24 @@ def _run(
             cancel=cancel,
             on_event=progress.event,
         )
-    _summary(app, report)
+    _summary(app, report, fmt)
     raise_if_cancelled(cancel)
     return EXIT_FAILED if report.failed or any(r.status == "held" for r in report.releases) else 0
 
 
-def _summary(app: App, report: ImagesReport) -> None:
+def _summary(app: App, report: ImagesReport, fmt: str) -> None:
+    data = {
+        "images": [r.as_dict() for r in report.results],
+        "manifests": [m.as_dict() for m in report.releases],
+    }
+    if fmt == "json":
+        echo_json(data)
+    else:
+        _table(app, report)
+    _save(app, data)
+
+
+def _table(app: App, report: ImagesReport) -> None:
     click.echo("")
     print_rows(
         app,
@@ -139,14 +165,7 @@ def _summary(app: App, report: ImagesReport) -> None:
             if release.status == "held":
                 text += " (use --allow-partial to publish the others)"
         click.echo(text)
-    summary = app.workdir / "images-report.json"
-    summary.parent.mkdir(parents=True, exist_ok=True)
-    summary.write_text(
-        json.dumps(
-            {
-                "images": [r.as_dict() for r in report.results],
-                "manifests": [m.as_dict() for m in report.releases],
-            },
-            indent=1,
-        )
-    )
+
+
+def _save(app: App, data: Mapping[str, object]) -> None:
+    write_text_atomic(app.workdir / "images-report.json", json.dumps(data, indent=1))

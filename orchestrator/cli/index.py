@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
 from orchestrator.errors import EXIT_FAILED, EnvironmentProblem, SelectorError
@@ -13,13 +15,14 @@ from orchestrator.wheels.serve import serve_index
 from orchestrator.wheels.store import Store
 from orchestrator.wheels.upstream import Upstream
 
-from .app import App, matrix_options, pass_app, print_rows
+from .app import App, echo_json, format_option, matrix_options, pass_app, print_rows
 
 
 @click.command()
 @matrix_options
+@format_option
 @pass_app
-def publish(app: App) -> int:
+def publish(app: App, fmt: str) -> int:
     """Rebuild each platform's index from the store (unchanged ones are skipped).
 
     A platform that fails keeps serving its previous release; the others are
@@ -30,11 +33,14 @@ def publish(app: App) -> int:
         [p.name for p in app.platforms],
         keep=app.matrix.index.keep_releases,
     )
-    print_rows(
-        app,
-        ("platform", "status", "release", "wheels", "projects"),
-        [(r.platform, r.status, r.release, str(r.wheels), str(r.projects)) for r in results],
-    )
+    if fmt == "json":
+        echo_json([dataclasses.asdict(r) for r in results])
+    else:
+        print_rows(
+            app,
+            ("platform", "status", "release", "wheels", "projects"),
+            [(r.platform, r.status, r.release, str(r.wheels), str(r.projects)) for r in results],
+        )
     failed = [r for r in results if r.status == "failed"]
     for r in failed:
         click.echo(f"publish of {r.platform} failed: {r.error}", err=True)
@@ -50,8 +56,9 @@ def publish(app: App) -> int:
 @click.command()
 @matrix_options
 @click.option("--dry-run", is_flag=True, help="List what would go, and what replaces it.")
+@format_option
 @pass_app
-def prune(app: App, dry_run: bool) -> None:
+def prune(app: App, dry_run: bool, fmt: str) -> None:
     """Remove wheels whose exact version the upstream index now serves."""
     store = Store(app.matrix.index.root)
     found = prune_candidates(
@@ -61,19 +68,24 @@ def prune(app: App, dry_run: bool) -> None:
         Upstream.of(app.matrix.index, app.layout.index_cache),
         app.probed(),
     )
-    print_rows(
-        app,
-        ("platform", "our wheel", "upstream replacement"),
-        [(c.platform, c.filename, c.upstream) for c in found],
-    )
+    if fmt == "json":
+        echo_json({"dry_run": dry_run, "wheels": [dataclasses.asdict(c) for c in found]})
+    else:
+        print_rows(
+            app,
+            ("platform", "our wheel", "upstream replacement"),
+            [(c.platform, c.filename, c.upstream) for c in found],
+        )
     if dry_run or not found:
-        click.echo(f"{len(found)} wheel(s) {'would be' if dry_run else 'to be'} pruned")
+        if fmt != "json":
+            click.echo(f"{len(found)} wheel(s) {'would be' if dry_run else 'to be'} pruned")
         return
     with store.locked() as records:
         for c in found:
             store.remove_platform(records, c.key, c.platform)
     publish_index(store, sorted({c.platform for c in found}), keep=app.matrix.index.keep_releases)
-    click.echo(f"pruned {len(found)} wheel(s) and republished")
+    if fmt != "json":
+        click.echo(f"pruned {len(found)} wheel(s) and republished")
 
 
 @click.command()

@@ -251,3 +251,76 @@ def test_global_flags_work_after_the_command(cli: CliRunner, tmp_path: Path) -> 
     quiet = cli("matrix", "show", "-m", str(local_matrix_copy(tmp_path / "m.yaml", tmp_path)), "-q")
     assert quiet.code == 0
     assert "debian-bookworm-amd64" in quiet.out  # results stay; progress lines go
+
+
+def test_format_json_for_scripts(cli: CliRunner, tmp_path: Path) -> None:
+    from orchestrator.wheels.store import Provenance, Store
+    from tests.wheelfactory import make_wheel
+
+    unreachable = local_matrix_copy(
+        tmp_path / "u.yaml",
+        tmp_path / "w",
+        {"url: unix:///var/run/docker.sock": "url: tcp://127.0.0.1:9"},
+    )
+    doctor = cli("doctor", "-m", str(unreachable), "--format", "json")
+    assert doctor.code == 3
+    checks = json.loads(doctor.out)
+    engine = next(c for c in checks if c["subject"].startswith("engine"))
+    assert engine["ok"] is False
+    assert "does not answer" in engine["detail"]
+
+    root = tmp_path / "index"
+    matrix = local_matrix_copy(tmp_path / "m.yaml", root)
+    store = Store(root)
+    with store.locked() as records:
+        wheel = make_wheel(tmp_path / "made", "demo", "1.0")
+        store.add(records, wheel, ["debian-bookworm-amd64"], Provenance())
+    published = cli("publish", "-m", str(matrix), "--format", "json")
+    assert published.code == 0, published.err
+    rows = {r["platform"]: r for r in json.loads(published.out)}
+    assert rows["debian-bookworm-amd64"]["status"] == "published"
+    assert rows["debian-bookworm-amd64"]["wheels"] == 1
+
+
+def test_the_readme_cli_reference_matches_help() -> None:
+    """Every command and option that `--help` shows is in the README's CLI reference,
+    and every option the reference names for a command exists."""
+    import re
+
+    import click
+
+    from orchestrator.cli import cli as root
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    reference = readme.split("## CLI reference", 1)[1].split("\n## ", 1)[0]
+    bullets = {}
+    for block in re.split(r"\n- (?=`orchestrate )", reference):
+        head = re.match(r"`orchestrate ([a-z -]+?)(?: [A-Z\[\-`]|`)", block.lstrip("- "))
+        if head:
+            bullets[head.group(1).strip()] = block
+    problems = []
+
+    def walk(command: click.Command, path: tuple[str, ...]) -> None:
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                walk(sub, (*path, name))
+            return
+        name = " ".join(path)
+        text = bullets.get(name)
+        if text is None:
+            problems.append(f"`orchestrate {name}` is not in the CLI reference")
+            return
+        shared = {"--matrix", "--platform", "--workdir", "--help"}
+        for param in command.params:
+            longs = [o for o in param.opts if o.startswith("--")]
+            wanted = isinstance(param, click.Option) and longs and longs[0] not in shared
+            if wanted and longs[0] not in text:
+                problems.append(f"{name}: {longs[0]} is not in the README")
+        named = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]+)", text))
+        known = {o for p in command.params for o in p.opts} | shared
+        problems.extend(f"{name}: README names {o}, --help has no such option"
+                        for o in sorted(named - known))  # fmt: skip
+
+    walk(root, ())
+    assert problems == []
