@@ -14,7 +14,7 @@ from orchestrator.errors import RegistryError
 from orchestrator.matrix import Platform
 from orchestrator.registry import Registry, ping
 
-SETUP = "sudo scripts/setup-host"
+SETUP = "sudo orchestrate setup-host"
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ def ping(registry: Registry, timeout: float = 5.0) -> str:
     except requests.RequestException as exc:
         raise RegistryError(
             f"registry {registry.host} is not reachable: {type(exc).__name__}",
-            hint="start the local one with: sudo scripts/setup-host; or fix registry.url",
+            hint="start the local one with: sudo orchestrate setup-host; or fix registry.url",
         ) from None
     if response.status_code == 401:
         return "auth required"
@@ -111,7 +111,7 @@ class RegistryClient:
             except requests.RequestException as exc:
                 raise RegistryError(
                     f"registry {self.registry.host} is not reachable: {type(exc).__name__}",
-                    hint="check registry.url; start the local one with sudo scripts/setup-host",
+                    hint="check registry.url; start the local one with sudo orchestrate setup-host",
                 ) from None
             if response.status_code != 401 or attempt:
                 return response

@@ -197,7 +197,7 @@ class Scheduler:
             outcome = Outcome(
                 ok=False,
                 detail=f"no engine runs {job.arch.value}, natively or emulated "
-                "(run `orchestrate doctor`; install QEMU with scripts/setup-host)",
+                "(run `orchestrate doctor`; install QEMU with `sudo orchestrate setup-host`)",
             )
             state.finish(job, outcome)
             self.on_event("done", job, outcome)

@@ -18,7 +18,7 @@ from orchestrator.redact import RedactingStream
 
 from .app import App
 from .build import build
-from .doctor import doctor
+from .doctor import doctor, setup_host
 from .images import images
 from .index import prune, publish, rollback, serve
 from .matrix import matrix
@@ -49,6 +49,7 @@ def cli(ctx: click.Context, debug: bool, quiet: bool, verbose: bool) -> None:
 
 cli.add_command(matrix)
 cli.add_command(doctor)
+cli.add_command(setup_host)
 cli.add_command(plan)
 cli.add_command(images)
 cli.add_command(build)

@@ -3,13 +3,33 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+from pathlib import Path
 
 import click
 
 from orchestrator.doctor import run_doctor
-from orchestrator.errors import EXIT_ENVIRONMENT
+from orchestrator.errors import EXIT_ENVIRONMENT, EnvironmentProblem
 
 from .app import App, echo_json, format_option, matrix_options, pass_app, print_rows
+
+
+@click.command(
+    "setup-host",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def setup_host(args: tuple[str, ...]) -> int:
+    """Set up this Debian or Ubuntu host (as root): Docker, QEMU, debootstrap, a registry.
+
+    The same script as the repository's scripts/setup-host, shipped in the
+    package: `orchestrate setup-host -- --test` passes --test on to it, and
+    `orchestrate setup-host -- --help` shows its options.
+    """
+    script = Path(__file__).resolve().parents[1] / "setup-host.sh"
+    if not script.is_file():
+        raise EnvironmentProblem(f"{script} is missing from this installation")
+    return subprocess.run(["bash", str(script), *args], check=False).returncode
 
 
 @click.command()

@@ -33,7 +33,7 @@ _MACHINE_TO_ARCH = {
 }
 _TRANSPORT_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
 _UNREACHABLE_HINT = (
-    "is the engine running? On this host: sudo scripts/setup-host; "
+    "is the engine running? On this host: sudo orchestrate setup-host; "
     "for a remote engine check the url, ssh access and that dockerd runs there"
 )
 

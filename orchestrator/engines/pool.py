@@ -137,7 +137,7 @@ class EnginePool:
                 return
         raise EngineError(
             "; ".join(problems) or "the matrix lists no engine",
-            hint="start the engine (on this host: sudo scripts/setup-host) or fix its url; "
+            hint="start the engine (on this host: sudo orchestrate setup-host) or fix its url; "
             "`orchestrate doctor` checks each one",
         )
 

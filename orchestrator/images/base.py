@@ -100,7 +100,7 @@ def bootstrap_rootfs(spec: Bootstrap, arch: str, log: Path) -> Path:
                 raise EnvironmentProblem(
                     f"debootstrap of {spec.suite} for {arch} failed (exit {done.returncode}); "
                     f"log: {log}\n{done.tail}",
-                    hint="a foreign arch needs QEMU user emulation: sudo scripts/setup-host",
+                    hint="a foreign arch needs QEMU user emulation: sudo orchestrate setup-host",
                 )
             for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
                 shutil.rmtree(root / cache, ignore_errors=True)

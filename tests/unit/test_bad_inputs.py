@@ -324,3 +324,19 @@ def test_the_readme_cli_reference_matches_help() -> None:
 
     walk(root, ())
     assert problems == []
+
+
+def test_setup_host_ships_with_the_package(cli: CliRunner) -> None:
+    from pathlib import Path as P
+
+    import orchestrator
+
+    script = P(orchestrator.__file__).parent / "setup-host.sh"
+    assert script.is_file()
+    assert "qemu-user-static" in script.read_text()
+    # `--help` of the script itself, through the command (it prints and exits 0).
+    done = subprocess.run(
+        ["orchestrate", "setup-host", "--", "--help"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--test" in done.stdout
