@@ -32,7 +32,7 @@ class Progress:
         self.what = what
         self.done = 0
         self.failed = 0
-        self._running: dict[str, tuple[str, bool, float]] = {}
+        self._running: dict[str, tuple[str, bool, float, str]] = {}  # engine, mode, start, phase
         self._lock = threading.Lock()
         self._live: Live | None = None
         self._closed = quiet  # -q: no progress lines at all
@@ -55,10 +55,13 @@ class Progress:
         with self._lock:
             if kind == "notice" or job is None:
                 self._line(f"notice: {info}")
+            elif kind == "phase" and job.id in self._running:
+                engine, emulated, started, _ = self._running[job.id]
+                self._running[job.id] = (engine, emulated, started, str(info))
             elif kind == "queued":
                 self.total += 1
             elif kind == "start" and isinstance(info, Placement):
-                self._running[job.id] = (info.engine.name, info.emulated, time.monotonic())
+                self._running[job.id] = (info.engine.name, info.emulated, time.monotonic(), "")
                 how = f"emulated: {info.reason}" if info.emulated else "native"
                 self._line(f"start  {job.id} on {info.engine.name} ({how})")
                 if self.log_of is not None:
@@ -91,11 +94,10 @@ class Progress:
             title=f"{self.what}: {self.done}/{self.total} done, "
             f"{self.failed} failed, {len(self._running)} running"
         )
-        for name in ("job", "engine", "mode", "elapsed"):
+        for name in ("job", "engine", "mode", "phase", "elapsed"):
             table.add_column(name)
         now = time.monotonic()
-        for job_id, (engine, emulated, started) in sorted(self._running.items()):
-            table.add_row(
-                job_id, engine, "emulated" if emulated else "native", f"{now - started:.0f}s"
-            )
+        for job_id, (engine, emulated, started, phase) in sorted(self._running.items()):
+            mode = "emulated" if emulated else "native"
+            table.add_row(job_id, engine, mode, phase, f"{now - started:.0f}s")
         return table

@@ -15,7 +15,7 @@ import json
 import shlex
 import tarfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -213,6 +213,7 @@ class JobContext:
     # Proxies and pip index URLs with their credentials: added to the fetch phase at
     # run time only (never in the recorded phases, the report or an image).
     fetch_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    on_phase: Callable[[str], None] = lambda _phase: None  # for the live progress table
 
 
 def run_job(job: WheelJob, inputs: JobInputs, ctx: JobContext) -> WheelRecord:
@@ -287,6 +288,7 @@ def _fetch_and_build(
             record.fail(Failure(Category.CANCELLED, f"before {phase.name}"), JobStatus.CANCELLED)
             return None
         remaining = job.timeout - (time.monotonic() - started)
+        ctx.on_phase(phase.name)
         log.write(
             f"\n== phase {phase.name} ({'network' if phase.network else 'no network'}): "
             f"{shlex.join(phase.command)}\n".encode()

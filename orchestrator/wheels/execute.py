@@ -126,6 +126,7 @@ class Executor:
         self.durations = Durations(layout.durations)
         self.records: dict[str, WheelRecord] = {}
         self._lock = threading.Lock()
+        self.on_event: Callable[..., None] = lambda *_: None
 
     def run(
         self,
@@ -134,6 +135,7 @@ class Executor:
         options: ExecOptions,
         on_event: Callable[..., None],
     ) -> list[WheelRecord]:
+        self.on_event = on_event
         scheduler = Scheduler(
             pool,
             emulate_when_busy=options.emulate_when_busy,
@@ -202,6 +204,7 @@ class Executor:
             self.layout.job_log(job.id),
             token,
             self.matrix.builder.fetch_environment(),
+            lambda phase: self.on_event("phase", job, phase),
         )
 
     def _from_dependencies(self, job: Job[WheelJob]) -> WheelRecord | None:

@@ -60,3 +60,26 @@ def test_metrics_are_prometheus_text(tmp_path: Path) -> None:
             name_labels, value = line.rsplit(" ", 1)
             float(value)
             assert name_labels.startswith("orchestrate_")
+
+
+def test_progress_shows_each_running_jobs_phase_and_elapsed_time() -> None:
+    import io
+
+    from rich.console import Console
+
+    from orchestrator.config import Arch
+    from orchestrator.progress import Progress
+    from orchestrator.scheduler import Job, Placement
+    from tests.unit.fakes import FakeEngine
+
+    progress = Progress(Console(file=io.StringIO(), width=120), 0, "jobs")
+    job: Job[object] = Job("p-arm64/crcmod==1.7", Arch.ARM64, 1.0, None)
+    progress.event("queued", job, None)
+    progress.event("start", job, Placement(FakeEngine("local", Arch.AMD64), True, "no arm64"))
+    progress.event("phase", job, "build")
+    out = io.StringIO()
+    Console(file=out, width=120).print(progress._table())
+    row = next(line for line in out.getvalue().splitlines() if "crcmod" in line)
+    assert "build" in row
+    assert "emulated" in row
+    assert "0s" in row
