@@ -12,7 +12,7 @@ from packaging.utils import canonicalize_name
 from orchestrator.config import Arch
 from orchestrator.engines import Engine, RunRequest
 from orchestrator.errors import InputError, RegistryError
-from orchestrator.wheels.builder import input_tar
+from orchestrator.wheels.builder import BUILD_USER, input_tar
 from orchestrator.wheels.sources import SdistCache, SdistRef
 
 
@@ -31,6 +31,7 @@ class JobSpec:
     sdist: SdistRef | None = None  # the verified sdist the job was built from
     build_requires: tuple[str, ...] = ()  # the exact versions its build environment had
     build_constraints: tuple[str, ...] = ()
+    image_pull: str = ""  # repo@sha256:... of the builder, when it was pushed
 
     @classmethod
     def of(cls, record: Mapping[str, Any]) -> JobSpec:
@@ -49,6 +50,7 @@ class JobSpec:
             else None,
             tuple(str(p) for p in record.get("build_requires") or ()),
             tuple(str(c) for c in record.get("build_constraints") or ()),
+            str(record.get("image_pull") or ""),
         )
 
     def inputs(self, sdists: SdistCache) -> bytes:
@@ -91,24 +93,56 @@ def _find_job(report: Mapping[str, Any], platform: str, requirement: str) -> Job
     return JobSpec.of(matches[0])
 
 
-def docker_run_line(spec: JobSpec) -> str:
-    """One `docker run` doing both phases; it runs anywhere and fails the same way
-    (the fetch phase downloads the recorded sdist and checks its sha256 itself)."""
-    env = {k: v for p in spec.phases for k, v in dict(p["env"]).items()}
-    flags = " ".join(f"-e {shlex.quote(f'{k}={v}')}" for k, v in sorted(env.items()))
-    files = [
-        f"printf '%s\\n' {' '.join(shlex.quote(line) for line in lines)} > /job/{name}"
-        for name, lines in (
-            ("build-constraints.txt", spec.build_constraints),
-            ("build-pins.txt", spec.build_requires),
-        )
-        if lines
+def print_script(spec: JobSpec) -> str:
+    """The job's two phases as a shell script that runs anywhere with a Docker CLI:
+    the fetch with network, then the build with `--network none` as the build user,
+    the job folder carried between them, the builder by digest when it was pushed.
+    It exits with the build's own status, so it fails the same way the job did."""
+    image = spec.image_pull or spec.image
+    lines = [
+        "#!/bin/sh",
+        f"# {spec.job}: reproduce both phases (was {spec.status}, exit {spec.exit_code})",
+        f"image={shlex.quote(image)}"
+        + ("" if spec.image_pull else "  # not pushed: this ID exists on the job's engine only"),
+        "job=$(mktemp -d) && trap 'rm -rf \"$job\"' EXIT",
     ]
-    script = " && ".join([*files, *(shlex.join(p["command"]) for p in spec.phases)])
-    return (
-        f"docker run --rm --platform {spec.arch.oci_platform} {flags} "
-        f"{spec.image_ref} sh -c {shlex.quote(script)}"
-    )
+    for phase in spec.phases:
+        lines += _phase_lines(spec, phase)
+    lines.append('exit "$rc"')
+    return "\n".join(lines) + "\n"
+
+
+def _phase_lines(spec: JobSpec, phase: Mapping[str, Any]) -> list[str]:
+    name, network = str(phase["name"]), bool(phase["network"])
+    flags = [f"--platform {spec.arch.oci_platform}", f"--user {BUILD_USER}", "--workdir /job"]
+    flags += [] if network else ["--network none"]
+    flags += [f"-e {shlex.quote(f'{k}={v}')}" for k, v in sorted(dict(phase["env"]).items())]
+    command = shlex.join(phase["command"])
+    if network:  # the recorded constraints and pins, written where the job script reads them
+        files = [
+            f"printf '%s\\n' {' '.join(shlex.quote(x) for x in lines)} > /job/{target}"
+            for target, lines in (
+                ("build-constraints.txt", spec.build_constraints),
+                ("build-pins.txt", spec.build_requires),
+            )
+            if lines
+        ]
+        command = "sh -c " + shlex.quote(" && ".join([*files, f"exec {command}"]))
+    take = "/job" if network else "/job/out"
+    out = "job.tar" if network else "out.tar"
+    lines = [
+        f"# phase {name} ({'network' if network else 'no network'})",
+        f'c=$(docker create {" ".join(flags)} "$image" {command})',
+    ]
+    if not network:
+        lines.append('docker cp - "$c":/ < "$job/job.tar"')
+    lines += [
+        'rc=0; docker start -a "$c" || rc=$?',
+        f'docker cp "$c":{take} - > "$job/{out}" 2>/dev/null; docker rm "$c" > /dev/null',
+    ]
+    if network:
+        lines.append('[ "$rc" -eq 0 ] || exit "$rc"')
+    return lines
 
 
 def ensure_image(engine: Engine, spec: JobSpec, on_line: Callable[[str], None]) -> str:

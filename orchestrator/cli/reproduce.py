@@ -15,7 +15,7 @@ from orchestrator.engines import Engine
 from orchestrator.errors import EnvironmentProblem
 from orchestrator.report.data import load_report
 from orchestrator.report.html import write_html
-from orchestrator.reproduce import JobSpec, docker_run_line, ensure_image, find_job, run_phases
+from orchestrator.reproduce import JobSpec, ensure_image, find_job, print_script, run_phases
 from orchestrator.wheels.sources import SdistCache
 
 from .app import App, pass_app, workdir_option
@@ -41,7 +41,10 @@ REPORT = click.Path(path_type=Path, dir_okay=False)
 )
 @click.option("--shell", is_flag=True, help="Open a shell in the offline build container.")
 @click.option(
-    "--print", "print_only", is_flag=True, help="Print an equivalent `docker run` command and exit."
+    "--print",
+    "print_only",
+    is_flag=True,
+    help="Print the job's two phases as a shell script that runs anywhere, and exit.",
 )
 @pass_app
 def reproduce(
@@ -60,7 +63,7 @@ def reproduce(
     report = load_report(report_path or app.workdir / "reports" / "latest.json")
     spec = find_job(report, platform, requirement)
     if print_only:
-        click.echo(docker_run_line(spec))
+        click.echo(print_script(spec), nl=False)
         return 0
     from orchestrator.engines.docker import DockerEngine
 

@@ -31,6 +31,7 @@ class ImageResult:
     image_id: str = ""
     reason: str = ""
     digest: str = ""  # after push
+    pull_ref: str = ""  # repo@sha256:... when this image is in the registry (pushed or pulled)
     # What the image's probe measured inside it (not in the report: see ImageFacts).
     tags: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
     glibc: str = ""
@@ -110,6 +111,7 @@ def build_image(
         reason=why or "",
         tags=tags,
         glibc=glibc,
+        pull_ref=pull_ref(engine, tag, image_id),
     )
 
 
@@ -155,6 +157,14 @@ def _probe(
     if probes is not None:  # for `orchestrate plan`, which builds no image
         probes.write(platform.name, image_id, {"tags": tags, "glibc": glibc})
     return tags, glibc
+
+
+def pull_ref(engine: Engine, tag: str, image_id: str) -> str:
+    """`repo@sha256:...` of this very image in the registry, if it was pushed or pulled."""
+    info = engine.image(image_id)
+    repo = tag.rsplit(":", 1)[0]
+    found = [d for d in (info.repo_digests if info else ()) if d.startswith(repo + "@")]
+    return found[0] if found else ""
 
 
 def _since(started: float) -> float:

@@ -20,6 +20,7 @@ class ImageFacts:
     ids: Mapping[str, str]  # engine name -> image ID
     tags: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # python -> sys_tags()
     glibc: str = ""
+    pull_ref: str = ""  # repo@sha256:... when the registry has this image
 
     def as_probe(self) -> dict[str, object]:
         return {"tags": {k: list(v) for k, v in self.tags.items()}, "glibc": self.glibc}

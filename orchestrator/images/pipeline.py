@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -90,12 +91,20 @@ def run_images(
             {r.engine: r.image_id},
             r.tags,
             r.glibc,
+            r.pull_ref,
         )
         for r in report.results
         if r.status in ("built", "fresh")
     }
     if push:
         report.releases = _push_all(matrix, pool, by_name, report, allow_partial, logs)
+        for result in report.results:
+            if result.digest and result.platform in report.facts:
+                ref = f"{image_tag(matrix, by_name[result.platform]).rsplit(':', 1)[0]}"
+                result.pull_ref = f"{ref}@{result.digest}"
+                report.facts[result.platform] = dataclasses.replace(
+                    report.facts[result.platform], pull_ref=result.pull_ref
+                )
     return report
 
 

@@ -80,6 +80,7 @@ class WheelRecord:
     log: str = ""
     image: str = ""
     image_ref: str = ""
+    image_pull: str = ""  # repo@sha256:... to pull the exact builder anywhere, if pushed
     arch: str = ""
     phases: list[dict[str, object]] = field(default_factory=list)
     detail: str = ""
@@ -110,6 +111,7 @@ class WheelRecord:
             "kind": job.kind,
             "image": job.image,
             "image_ref": job.image_ref,
+            "image_pull": job.image_pull,
             "arch": job.platform.arch.value,
             "phases": [p.as_dict() for p in phases(job)],
             "sdist": job.sdist.as_dict(),

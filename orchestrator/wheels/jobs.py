@@ -52,6 +52,7 @@ class WheelJob:
     keep_failed: bool = False
     run_id: str = ""
     image: str = ""  # the builder's image ID on the engine the job was placed on
+    image_pull: str = ""  # repo@sha256:... of the builder, pullable anywhere (if pushed)
 
     @property
     def id(self) -> str:
@@ -203,6 +204,7 @@ def _job(
         settings.build_constraints,
         settings.keep_failed,
         settings.run_id,
+        image_pull=image.pull_ref if image else "",
     )
 
 

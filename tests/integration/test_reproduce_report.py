@@ -54,13 +54,25 @@ def test_reproduce_fails_the_same_way(failed_run: Path, cli: CliRunner) -> None:
     assert match.group(0) in original
 
 
-def test_printed_command_fails_the_same_way_by_itself(failed_run: Path, cli: CliRunner) -> None:
+def test_printed_phases_fail_the_same_way_by_themselves(failed_run: Path, cli: CliRunner) -> None:
+    """The printed script is the job: fetch with network, then the build with no
+    network as the build user; run as it is, it fails as the job did."""
     result = cli("reproduce", AMD, "python-ldap==3.4.4", "--print", "--workdir", str(failed_run))
     assert result.code == 0
-    command = result.out.strip()
-    assert command.startswith("docker run --rm --platform linux/amd64 ")
-    done = subprocess.run(command, shell=True, capture_output=True, text=True, check=False)
-    assert done.returncode == 20
+    script = result.out
+    fetch, build = script.split("# phase build", 1)
+    assert "--network none" in build
+    assert "--network none" not in fetch
+    assert "--user 1000:1000" in build
+    report = json.loads((failed_run / "reports" / "latest.json").read_text())
+    job = next(j for j in report["jobs"] if j["name"] == "python-ldap")
+    pinned = [r for r in job["build_requires"] if r.startswith("setuptools==")]
+    assert pinned
+    assert pinned[0] in fetch  # the recorded versions, not whatever is newest today
+    assert "/orchestrate/builder@sha256:" in job["image_pull"]  # pushed: by digest
+    assert f"image={job['image_pull']}" in script
+    done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=False)
+    assert done.returncode == job["exit_code"] == 20, done.stdout[-2000:] + done.stderr[-2000:]
     assert ERROR_LINE.search(done.stdout + done.stderr)
 
 

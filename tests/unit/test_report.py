@@ -12,7 +12,7 @@ import pytest
 from orchestrator.errors import InputError
 from orchestrator.report.data import SCHEMA_PATH, SCHEMA_VERSION, load_report
 from orchestrator.report.html import cells, render_html
-from orchestrator.reproduce import docker_run_line, find_job
+from orchestrator.reproduce import find_job, print_script
 
 
 def _report(tmp_path: Path) -> dict[str, Any]:
@@ -135,9 +135,14 @@ def test_find_job_and_print_line(tmp_path: Path) -> None:
     report = _report(tmp_path)
     spec = find_job(report, "debian-bookworm-arm64", "Bad==1.0")
     assert spec.exit_code == 20
-    line = docker_run_line(spec)
-    assert line.startswith("docker run --rm --platform linux/arm64 -e SOURCE_DATE_EPOCH=315532800")
-    assert "py job.py fetch bad==1.0 && py job.py build" in line
+    script = print_script(spec)
+    fetch, build = script.split("# phase build", 1)
+    assert "docker create --platform linux/arm64 --user 1000:1000 --workdir /job" in fetch
+    assert "--network none" not in fetch
+    assert "--network none" in build
+    assert "-e SOURCE_DATE_EPOCH=315532800" in build
+    assert 'docker cp - "$c":/ < "$job/job.tar"' in build
+    assert script.rstrip().endswith('exit "$rc"')
     with pytest.raises(InputError, match="no job for"):
         find_job(report, "debian-bookworm-amd64", "bad")
 
