@@ -16,7 +16,7 @@ from orchestrator.errors import (
 )
 from orchestrator.progress import Progress
 from orchestrator.report.ci import write_junit, write_metrics
-from orchestrator.report.data import report_of, save_run_report, write_report
+from orchestrator.report.data import report_of, save_run_report, with_previous, write_report
 from orchestrator.report.html import write_html
 from orchestrator.wheels.builddeps import parse_constraints
 from orchestrator.wheels.pipeline import (
@@ -180,7 +180,7 @@ def _write_reports(
     junit_path: Path | None = None,
     metrics_path: Path | None = None,
 ) -> Path:
-    report = report_of(run, str(app.matrix_path))
+    report = with_previous(report_of(run, str(app.matrix_path)), app.layout.reports)
     saved = save_run_report(report, app.layout.reports)
     if report_path is not None:
         write_report(report, report_path)

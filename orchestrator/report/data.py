@@ -84,6 +84,32 @@ def write_text_atomic(path: Path, text: str) -> None:
         ) from None
 
 
+def with_previous(report: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The report, linked to the previous one in `folder` and saying what changed:
+    jobs failing now that did not before, and jobs built now that failed before."""
+    try:
+        previous = load_report(folder / "latest.json")
+    except InputError:
+        return report
+    if previous.get("run_id") == report["run_id"]:
+        return report
+    before = {str(j["job"]): str(j["status"]) for j in previous.get("jobs") or []}
+    bad = ("failed", "timeout")
+    now = {str(j["job"]): str(j["status"]) for j in report["jobs"]}
+    return {
+        **report,
+        "previous": {"run_id": previous["run_id"], "html": f"{previous['run_id']}.html"},
+        "changes": {
+            "newly_failing": sorted(
+                j for j, s in now.items() if s in bad and before.get(j) not in bad
+            ),
+            "newly_fixed": sorted(
+                j for j, s in now.items() if s == "built" and before.get(j) in bad
+            ),
+        },
+    }
+
+
 def write_report(report: dict[str, Any], path: Path) -> None:
     write_text_atomic(path, redact(json.dumps(report, indent=1)))
 

@@ -1,10 +1,20 @@
-"""The build report as one static HTML page: a view of the JSON report."""
+"""The build report as one static HTML page: a view of the JSON report.
+
+Built for production scale (575 requirements x 15 platforms, ~8,600 cells) in
+one file with no network: a per-platform summary first, then the failures with
+their category, first error line, log and the exact reproduce command, what
+changed since the previous report, and the requirements x platforms matrix
+with a filter, a search box and each cell's details (wheel, sha256, reason)
+on click.
+"""
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import urllib.parse
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +37,7 @@ OUTCOMES = (
     "unavailable",
     "unsupported",
 )
+INTERESTING = frozenset({"built", "shared", "failed", "timeout", "cancelled"})
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,8 @@ class Cell:
     category: str = ""  # why it failed, with the first error line and a hint
     error: str = ""
     hint: str = ""
+    wheel: str = ""
+    sha256: str = ""
 
 
 def cells(report: dict[str, Any], html_path: Path) -> dict[tuple[str, str], Cell]:
@@ -46,25 +59,35 @@ def cells(report: dict[str, Any], html_path: Path) -> dict[tuple[str, str], Cell
     out: dict[tuple[str, str], Cell] = {}
     for d in report["plan"]:
         req = f"{d['name']}=={d['version']}" if d["version"] else d["name"]
-        out[(req, d["platform"])] = Cell(d["action"], d["reason"], None, "", "")
-    for j in report["jobs"]:
-        mode = "emulated" if j["emulated"] else ("native" if j["engine"] else "")
-        if j["status"] == "shared":
-            mode = "shared build"
-        req = f"{j['name']}=={j['version']}"
-        if j.get("kind") == "build-dep":
-            req += " (build dependency)"
-        out[(req, j["platform"])] = Cell(
-            j["status"],
-            j.get("detail") or "",
-            j["duration"],
-            f"{mode} on {j['engine']}" if j["engine"] else mode,
-            _relative(j["log"], html_path) if j["log"] else "",
-            j.get("category") or "",
-            j.get("error") or "",
-            j.get("hint") or "",
+        out[(req, d["platform"])] = Cell(
+            d["action"], d["reason"], None, "", "", wheel=d.get("wheel") or ""
         )
+    for j in report["jobs"]:
+        out[(_requirement(j), j["platform"])] = _job_cell(j, html_path)
     return out
+
+
+def _requirement(job: dict[str, Any]) -> str:
+    req = f"{job['name']}=={job['version']}"
+    return req + " (build dependency)" if job.get("kind") == "build-dep" else req
+
+
+def _job_cell(j: dict[str, Any], html_path: Path) -> Cell:
+    mode = "emulated" if j["emulated"] else ("native" if j["engine"] else "")
+    if j["status"] == "shared":
+        mode = "shared build"
+    return Cell(
+        j["status"],
+        j.get("detail") or "",
+        j["duration"],
+        f"{mode} on {j['engine']}" if j["engine"] else mode,
+        _relative(j["log"], html_path) if j["log"] else "",
+        j.get("category") or "",
+        j.get("error") or "",
+        j.get("hint") or "",
+        j.get("wheel") or "",
+        j.get("sha256") or "",
+    )
 
 
 def _relative(log: str, html_path: Path) -> str:
@@ -80,6 +103,48 @@ def _relative(log: str, html_path: Path) -> str:
     return urllib.parse.quote(os.path.relpath(target, html_path.resolve().parent))
 
 
+def platform_rows(
+    report: dict[str, Any], grid: dict[tuple[str, str], Cell]
+) -> list[dict[str, Any]]:
+    """Per platform: counts by outcome, emulated job time, the published release."""
+    counts = Counter((platform, c.outcome) for (_req, platform), c in grid.items())
+    emulated: dict[str, float] = {}
+    for j in report["jobs"]:
+        if j["emulated"] and j["status"] != "shared":
+            emulated[j["platform"]] = emulated.get(j["platform"], 0.0) + float(j["duration"])
+    releases = {p["platform"]: p["release"] for p in report.get("published") or []}
+    return [
+        {
+            "platform": p,
+            "counts": {o: counts[(p, o)] for o in OUTCOMES},
+            "emulated": emulated.get(p, 0.0),
+            "release": releases.get(p, ""),
+            "error": (report.get("publish_errors") or {}).get(p, ""),
+        }
+        for p in report["platforms"]
+    ]
+
+
+def failures(report: dict[str, Any], html_path: Path) -> list[dict[str, str]]:
+    """Each failed job with what to do next: its log and the reproduce command."""
+    out = []
+    for j in report["jobs"]:
+        if j["status"] not in ("failed", "timeout"):
+            continue
+        requirement = f"{j['name']}=={j['version']}"
+        out.append(
+            {
+                "job": j["job"],
+                "category": j.get("category") or j["status"],
+                "error": j.get("error") or j.get("detail") or "",
+                "hint": j.get("hint") or "",
+                "log": _relative(j["log"], html_path) if j.get("log") else "",
+                "reproduce": shlex.join(["orchestrate", "reproduce", j["platform"], requirement]),
+            }
+        )
+    return out
+
+
 def render_html(report: dict[str, Any], html_path: Path) -> str:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(Path(__file__).with_name("templates"))),
@@ -88,13 +153,20 @@ def render_html(report: dict[str, Any], html_path: Path) -> str:
     )
     grid = cells(report, html_path)
     requirements = sorted({req for req, _ in grid})
+    present = {c.outcome for c in grid.values()}
+    interesting = {req for (req, _p), c in grid.items() if c.outcome in INTERESTING}
     return env.get_template("report.html.j2").render(
         r=report,
         s=report["summary"],
         platforms=report["platforms"],
         requirements=requirements,
+        interesting=interesting,
         cells=grid,
-        outcomes=OUTCOMES,
+        outcomes=[o for o in OUTCOMES if o in present],
+        platform_rows=platform_rows(report, grid),
+        failures=failures(report, html_path),
+        previous=report.get("previous") or {},
+        changes=report.get("changes") or {},
     )
 
 
