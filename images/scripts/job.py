@@ -41,6 +41,7 @@ JOB = Path(os.environ.get("ORCHESTRATE_JOB_DIR", "/job"))
 SRC, DEPS, OUT, BUILD, ENV = (JOB / n for n in ("src", "deps", "out", "build", "env"))
 CONSTRAINTS, PINS, RECORD = JOB / "build-constraints.txt", JOB / "build-pins.txt", JOB / "fetch.json"
 NEEDS = JOB / "build-needs.txt"  # dynamic build requirements a build phase asked for
+RESOLVED = JOB / "build-resolved.txt"  # versions another sdist resolved: constraints only
 PIP = [sys.executable, "-m", "pip"]
 EXIT_SDIST, EXIT_DEPS, EXIT_METADATA, EXIT_NEEDS, EXIT_BUILD = 10, 11, 12, 13, 20
 
@@ -106,7 +107,7 @@ def the_sdist():
 
 def pip_args():
     args = ["--prefer-binary", "--find-links", str(DEPS)]
-    for path in (CONSTRAINTS, PINS):
+    for path in (CONSTRAINTS, PINS, RESOLVED):
         if path.is_file():
             args += ["-c", str(path)]
     return args
@@ -121,7 +122,7 @@ def provide(requirements):
         return
     install = [*PIP, "--python", str(ENV / "bin" / "python"), "install", "--no-index",
                *pip_args(), *requirements]
-    if PINS.is_file():
+    if PINS.is_file() or RESOLVED.is_file():
         say("+ " + " ".join(install))
         # A miss is expected (the cache lacks a pinned file) and not the job's error:
         # its output is shown only on success, so a log's first error stays the real one.
@@ -129,7 +130,9 @@ def provide(requirements):
         if offline.returncode == 0:
             say(offline.stdout.rstrip())
             return
-        say("the recorded build requirements are not all cached: downloading")
+        say("the recorded versions do not cover these requirements: resolving them")
+        for path in (PINS, RESOLVED):  # resolve afresh, as pip would, from the index
+            path.unlink(missing_ok=True)
     step([*PIP, "download", "-d", str(DEPS), *pip_args(), *requirements], EXIT_DEPS)
     step(install, EXIT_DEPS)
 

@@ -21,6 +21,7 @@ import os
 import re
 import tarfile
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,13 @@ from pathlib import Path
 from packaging.markers import InvalidMarker
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
-from packaging.utils import NormalizedName, canonicalize_name
+from packaging.utils import (
+    InvalidWheelFilename,
+    NormalizedName,
+    canonicalize_name,
+    canonicalize_version,
+    parse_wheel_filename,
+)
 from packaging.version import InvalidVersion, Version
 
 from orchestrator.errors import RequirementsError
@@ -175,13 +182,30 @@ class BuildDepCache:
         tmp.write_bytes(data)
         tmp.replace(self.root / name)
 
-    def pins(self, key: str) -> list[str] | None:
-        """The exact build requirements an sdist resolved to last time (see `pins_key`)."""
+    def pins(self, key: str, max_age: float | None = None) -> list[str] | None:
+        """The exact build requirements recorded under `key` (see `pins_key` and
+        `requires_key`); None when there are none, or they are older than `max_age`."""
+        path = self.root / "pins" / f"{key}.txt"
         try:
-            text = (self.root / "pins" / f"{key}.txt").read_text()
+            if max_age is not None and time.time() - path.stat().st_mtime > max_age:
+                return None
+            text = path.read_text()
         except OSError:
             return None
         return [line for line in text.splitlines() if line.strip()]
+
+    def wheels_for(self, pins: Sequence[str]) -> list[Path]:
+        """The cached wheels of these exact versions: all a pinned job needs put in."""
+        wanted = {_pin_key(p) for p in pins}
+        out = []
+        for wheel in self.wheels():
+            try:
+                name, version, _build, _tags = parse_wheel_filename(wheel.name)
+            except InvalidWheelFilename:
+                continue
+            if (name, canonicalize_version(version)) in wanted:
+                out.append(wheel)
+        return out
 
     def save_pins(self, key: str, pins: Sequence[str]) -> None:
         folder = self.root / "pins"
@@ -195,6 +219,18 @@ def pins_key(sdist_sha256: str, constraints: Sequence[str]) -> str:
     """Pins are recorded per sdist and build constraints: new constraints, new resolution."""
     text = "\n".join([sdist_sha256, *constraints])
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def requires_key(requires: Sequence[str], constraints: Sequence[str]) -> str:
+    """A resolution shared by every sdist with the same static build requirements
+    (most ask for `setuptools` and little else): resolved once a night, per platform."""
+    text = "\n".join(["requires", *sorted(requires), "constraints", *constraints])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _pin_key(pin: str) -> tuple[str, str]:
+    name, _, version = pin.partition("==")
+    return canonicalize_name(name), canonicalize_version(version)
 
 
 def _plain_wheel(member: tarfile.TarInfo, name: str) -> bool:

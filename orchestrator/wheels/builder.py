@@ -146,16 +146,25 @@ def phases(job: WheelJob) -> tuple[Phase, Phase]:
 @dataclass(frozen=True)
 class JobInputs:
     """What the host puts into the fetch container: the verified sdist, the platform's
-    cached build-requirement wheels, the build constraints and any recorded pins."""
+    cached build-requirement wheels, the build constraints, and what an earlier run
+    resolved: this sdist's exact build environment (`pins`), or else the versions
+    another sdist with the same static build requirements resolved to tonight
+    (`resolved`, used as constraints only)."""
 
     sdist: Path
     deps: BuildDepCache
-    pins_key: str  # where the resolved build requirements are recorded (per sdist + constraints)
-    pins: tuple[str, ...] | None = None  # recorded by an earlier run: resolve nothing again
+    pins_key: str  # where this sdist's resolved build requirements are recorded
+    pins: tuple[str, ...] | None = None
+    requires_key: str = ""  # where the shared resolution of its static requirements goes
+    resolved: tuple[str, ...] | None = None
 
     def tar(self, job: WheelJob, needs: Sequence[str] = ()) -> bytes:
-        wheels = self.deps.wheels()
-        return input_tar(self.sdist, wheels, job.build_constraints, self.pins or (), needs)
+        known = self.pins or self.resolved
+        # With versions known, only their wheels: a cache grows, copies should not.
+        wheels = self.deps.wheels_for(known) if known else self.deps.wheels()
+        return input_tar(
+            self.sdist, wheels, job.build_constraints, self.pins or (), needs, self.resolved or ()
+        )
 
 
 def input_tar(
@@ -164,6 +173,7 @@ def input_tar(
     constraints: Sequence[str],
     pins: Sequence[str],
     needs: Sequence[str] = (),
+    resolved: Sequence[str] = (),
 ) -> bytes:
     """The fetch phase's /job: owned by the build user (uid 1000), who writes there."""
     buffer = io.BytesIO()
@@ -177,6 +187,8 @@ def input_tar(
             _add_file(tar, "job/build-pins.txt", _lines(pins))
         if needs:
             _add_file(tar, "job/build-needs.txt", _lines(needs))
+        if resolved:
+            _add_file(tar, "job/build-resolved.txt", _lines(resolved))
     return buffer.getvalue()
 
 
@@ -361,6 +373,8 @@ def _after_fetch(job_tar: bytes, inputs: JobInputs, record: WheelRecord) -> None
     record.build_requires = installed
     if installed and inputs.pins is None:
         inputs.deps.save_pins(inputs.pins_key, installed)
+    if installed and inputs.requires_key and inputs.resolved is None:
+        inputs.deps.save_pins(inputs.requires_key, installed)
 
 
 def _classify(record: WheelRecord, ctx: JobContext) -> None:

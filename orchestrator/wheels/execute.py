@@ -24,7 +24,7 @@ from orchestrator.layout import RunLayout
 from orchestrator.matrix import Platform
 from orchestrator.scheduler import Cancel, Job, Outcome, Placement, Scheduler
 
-from .builddeps import BuildDepCache, pins_key
+from .builddeps import BuildDepCache, pins_key, requires_key
 from .builder import JobContext, JobInputs, WheelRecord, is_pure, run_job
 from .failures import Category, Failure, JobStatus
 from .jobs import JobGraph, JobKind, WheelJob
@@ -36,6 +36,9 @@ DEFAULT_NATIVE_SECONDS = 60.0
 # built in that mode: 6x for QEMU on this project's hosts (the field reports
 # 5-20x; C extensions measured 7-10x in benchmarks/).
 EMULATION_FACTOR = 6.0
+# A resolution of static build requirements that other sdists share is reused for
+# this long: a night resolves `setuptools` once, and the next night looks again.
+RESOLUTION_MAX_AGE = 20 * 3600.0
 
 
 def _key(name: str, arch: str, emulated: bool) -> str:
@@ -189,7 +192,16 @@ class Executor:
         deps = self._deps(job)
         key = pins_key(facts.sha256, job.build_constraints)
         pins = deps.pins(key)
-        return JobInputs(facts.path, deps, key, tuple(pins) if pins else None)
+        shared = requires_key(facts.build_requires, job.build_constraints)
+        resolved = None if pins else deps.pins(shared, max_age=RESOLUTION_MAX_AGE)
+        return JobInputs(
+            facts.path,
+            deps,
+            key,
+            tuple(pins) if pins else None,
+            shared,
+            tuple(resolved) if resolved else None,
+        )
 
     def _deps(self, job: WheelJob) -> BuildDepCache:
         return BuildDepCache(self.layout.build_deps(job.platform.name, job.python))

@@ -22,11 +22,14 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config import load_matrix
+from orchestrator.images.pipeline import ImagesReport
 from orchestrator.matrix import Platform, expand, select
 from orchestrator.wheels.inputs import make_plan
 from orchestrator.wheels.plan import Action
 from orchestrator.wheels.tags import platform_tags
 from tests.conftest import REPO
+
+from .conftest import Local
 
 PINS = [
     "six==1.16.0",
@@ -148,3 +151,46 @@ def write_reqs(tmp_path: Path) -> Path:
     path = tmp_path / "oracle-requirements.txt"
     path.write_text("\n".join(PINS) + "\n")
     return path
+
+
+def builder_oracle(image: str, arch: str, pins: list[str]) -> dict[str, str | None]:
+    """What pip inside the platform's own builder downloads, with its own tags (no
+    --platform flags): one container per platform, one pip run per pin."""
+    pip = "/opt/orchestrate/py3.11/bin/pip"
+    lines = " ".join(
+        f"rm -rf /tmp/d; {pip} download -q --no-deps --only-binary=:all: -d /tmp/d "
+        f"'{pin}' >/dev/null 2>&1 && echo \"{pin} $(ls /tmp/d)\" || echo '{pin} NONE';"
+        for pin in pins
+    )
+    done = subprocess.run(
+        ["docker", "run", "--rm", "--platform", f"linux/{arch}", image, "sh", "-c", lines],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1800,
+    )
+    assert done.returncode == 0, done.stderr[-1000:]
+    answers = dict(line.split(" ", 1) for line in done.stdout.splitlines() if " " in line)
+    return {pin: None if answers[pin] == "NONE" else answers[pin] for pin in pins}
+
+
+def test_plan_agrees_with_pip_inside_each_builder(
+    built_images: ImagesReport, local: Local, write_reqs: Path
+) -> None:
+    platforms = expand(local.matrix)
+    probed = {p: f.tags for p, f in built_images.facts.items()}
+    decisions = make_plan(local.matrix, platforms, [write_reqs], probed=probed).decisions
+    ours = {(d.platform, d.name): d for d in decisions}
+    disagreements = []
+    for platform in platforms:
+        facts = built_images.facts[platform.name]
+        oracle = builder_oracle(facts.ref, platform.arch.value, PINS)
+        for pin, wheel in oracle.items():
+            name = pin.split("==")[0].lower().replace(".", "-").replace("_", "-")
+            decision = ours[(platform.name, name)]
+            upstream = decision.action == Action.UPSTREAM
+            if upstream != (wheel is not None) or (upstream and decision.wheel != wheel):
+                disagreements.append((platform.name, pin, wheel, decision.action, decision.wheel))
+    assert disagreements == []
+    assert any(d.action == Action.UPSTREAM for d in decisions)
+    assert any(d.action == Action.BUILD for d in decisions)

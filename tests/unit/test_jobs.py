@@ -188,3 +188,23 @@ def test_needs_for_applies_markers_and_build_constraints() -> None:
     pinned = parse_constraints(["Cython<0.29.37  # old sdist"], "bc.txt")
     found = needs_for(requires, "x==1", arm, "3.11", pages, ARM_TAGS, pinned)
     assert [(n.name, n.version, n.needed_by) for n in found] == [("cython", "0.29.36", "x==1")]
+
+
+def test_build_dep_cache_puts_in_only_the_pinned_wheels(tmp_path: Path) -> None:
+    from orchestrator.wheels.builddeps import BuildDepCache, requires_key
+    from tests.wheelfactory import make_wheel
+
+    cache = BuildDepCache(tmp_path / "deps")
+    for name, version in (("setuptools", "80.0.0"), ("setuptools", "75.0.0"), ("Cython", "3.1.0")):
+        cache.add_wheel(make_wheel(tmp_path / "made", name, version))
+    chosen = cache.wheels_for(["setuptools==80.0", "cython==3.1.0"])
+    assert sorted(p.name for p in chosen) == [
+        "Cython-3.1.0-py3-none-any.whl",
+        "setuptools-80.0.0-py3-none-any.whl",
+    ]
+    # One resolution serves every sdist with the same static requirements, in any order.
+    assert requires_key(["wheel", "setuptools"], []) == requires_key(["setuptools", "wheel"], [])
+    assert requires_key(["setuptools"], []) != requires_key(["setuptools"], ["Cython<3"])
+    cache.save_pins("k", ["setuptools==80.0.0"])
+    assert cache.pins("k", max_age=3600) == ["setuptools==80.0.0"]
+    assert cache.pins("k", max_age=-1) is None  # too old: resolved again
