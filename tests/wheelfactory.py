@@ -79,15 +79,33 @@ def make_sdist(
     return path
 
 
-def simple_index(root: Path, files: list[Path]) -> str:
-    """A PEP 503 folder index (`<root>/<project>/index.html`) of `files`; its file:// URL."""
-    from packaging.utils import canonicalize_name, parse_sdist_filename
+def simple_index(
+    root: Path,
+    files: list[Path],
+    yanked: tuple[str, ...] = (),
+    requires_python: dict[str, str] | None = None,
+) -> str:
+    """A PEP 503 folder index (`<root>/<project>/index.html`) of `files` (sdists or
+    wheels), with PEP 592 yanked files and data-requires-python; its file:// URL."""
+    import html
 
+    from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
+
+    links: dict[str, list[str]] = {}
     for path in files:
-        project = canonicalize_name(parse_sdist_filename(path.name)[0])
-        folder = root / project
-        folder.mkdir(parents=True, exist_ok=True)
+        parse = parse_wheel_filename if path.name.endswith(".whl") else parse_sdist_filename
+        project = canonicalize_name(parse(path.name)[0])
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        link = f'<a href="{path.as_uri()}#sha256={digest}">{path.name}</a>'
-        (folder / "index.html").write_text(f"<!DOCTYPE html><html><body>{link}</body></html>\n")
+        attrs = ' data-yanked=""' if path.name in yanked else ""
+        needs = (requires_python or {}).get(path.name)
+        if needs:
+            attrs += f' data-requires-python="{html.escape(needs)}"'
+        links.setdefault(project, []).append(
+            f'<a href="{path.as_uri()}#sha256={digest}"{attrs}>{path.name}</a>'
+        )
+    for name, anchors in links.items():
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        body = "<br/>".join(anchors)
+        (folder / "index.html").write_text(f"<!DOCTYPE html><html><body>{body}</body></html>\n")
     return root.as_uri() + "/"

@@ -115,3 +115,39 @@ def test_pins_the_index_does_not_have_are_exit_1(
     allowed = cli("plan", "-m", str(matrix), "-r", str(tmp_path / "r.txt"), "--allow-unavailable")
     assert allowed.code == 0, allowed.err
     assert "not on the index: x==99.0" in allowed.err  # still said
+
+
+def test_yanked_exact_pins_and_resolve_latest_through_the_cli(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    """PEP 592: an exact pin of a yanked release is planned as pip installs it; and
+    --resolve-latest skips yanked releases and those the Python cannot install."""
+    made = tmp_path / "made"
+    files = [
+        make_sdist(made, "demo", "1.0"),
+        make_sdist(made, "demo", "2.0"),
+        make_sdist(made, "demo", "3.0"),
+    ]
+    index = simple_index(
+        tmp_path / "simple",
+        files,
+        yanked=("demo-2.0.tar.gz",),
+        requires_python={"demo-3.0.tar.gz": ">=3.13"},
+    )
+    matrix = local_matrix_copy(
+        tmp_path / "m.yaml",
+        tmp_path / "wheels",
+        {"upstream: https://pypi.org/simple/": f"upstream: {index}"},
+    )
+    (tmp_path / "pinned.txt").write_text("demo==2.0\n")
+    code, rows, err = plan(cli, matrix, tmp_path / "pinned.txt")
+    assert code == 0, err
+    assert {r["action"] for r in rows} == {"build"}
+    assert "PEP 592" in rows[0]["reason"]
+    (tmp_path / "open.txt").write_text("demo>=1\n")
+    result = cli(
+        "plan", "-m", str(matrix), "-r", str(tmp_path / "open.txt"), "--resolve-latest",
+        "--format", "json",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    assert {r["version"] for r in json.loads(result.out)} == {"1.0"}  # 3.0 needs 3.13, 2.0 yanked
