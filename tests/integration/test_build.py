@@ -37,6 +37,8 @@ def build_report(
         (REPO / "examples" / "requirements.txt").read_text(), tmp_path_factory.mktemp("example")
     )
     assert built.process.returncode == 0, built.process.stdout + built.process.stderr
+    # `shared` is not `built`: three builds (crcmod twice, simplegeneric once), one share.
+    assert "built 3, shared 1, failed 0, upstream 2" in built.process.stdout
     return built.report
 
 
