@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.common import CONSTRAINTS, OUT, Row, sh
+from benchmarks.common import CONSTRAINTS, OUT, Row, orchestrate_build, sh
 from orchestrator.wheels.serve import make_server
 from tests.matrices import local_matrix_copy
 
@@ -33,19 +33,7 @@ def fill_cache(matrix: Path, requirements: list[str]) -> dict[str, object]:
     reqs = OUT / "headline-requirements.txt"
     reqs.write_text("\n".join(requirements) + "\n")
     report = OUT / "headline-report.json"
-    done = sh(
-        "orchestrate",
-        "build",
-        "-m",
-        str(matrix),
-        "-r",
-        str(reqs),
-        "--workdir",
-        str(OUT / "work"),
-        "--report",
-        str(report),
-        check=False,
-    )
+    done = orchestrate_build(matrix, reqs, OUT / "work", report)
     if done.returncode not in (0, 4):
         raise RuntimeError(f"filling the cache failed:\n{done.stdout}\n{done.stderr}")
     data: dict[str, object] = json.loads(report.read_text())
@@ -157,11 +145,7 @@ def work_avoided(images: dict[str, str]) -> Row:
     matrix = local_matrix_copy(OUT / "sample.yaml", OUT / "index-sample")
     sh("rm", "-rf", str(OUT / "index-sample"))
     started = time.perf_counter()
-    done = sh(
-        "orchestrate", "build", "-m", str(matrix), "-r", str(reqs),
-        "--workdir", str(OUT / "work-sample"), "--report", str(OUT / "sample-report.json"),
-        check=False,
-    )  # fmt: skip
+    done = orchestrate_build(matrix, reqs, OUT / "work-sample", OUT / "sample-report.json")
     ours = time.perf_counter() - started
     report = json.loads((OUT / "sample-report.json").read_text())
     built = sum(1 for j in report["jobs"] if j["status"] in ("built", "shared"))
@@ -185,21 +169,7 @@ def reproducibility(requirements: list[str], first: dict[str, object]) -> Row:
     reqs.write_text("\n".join(requirements) + "\n")
     report = OUT / "rebuild-report.json"
     sh("rm", "-rf", str(OUT / "index-rebuild"))
-    sh(
-        "orchestrate",
-        "build",
-        "-m",
-        str(again),
-        "-r",
-        str(reqs),
-        "-p",
-        "*-amd64",
-        "--workdir",
-        str(OUT / "work-rebuild"),
-        "--report",
-        str(report),
-        check=False,
-    )
+    orchestrate_build(again, reqs, OUT / "work-rebuild", report, "-p", "*-amd64")
     second = json.loads(report.read_text())
 
     def hashes(data: dict[str, object]) -> dict[str, str]:

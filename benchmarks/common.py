@@ -34,6 +34,22 @@ def sh(*args: str, check: bool = True, **kwargs: object) -> subprocess.Completed
     return subprocess.run(list(args), capture_output=True, text=True, check=check, **kwargs)  # type: ignore[call-overload,no-any-return]
 
 
+def orchestrate_build(
+    matrix: Path,
+    requirements: Path,
+    workdir: Path,
+    report: Path,
+    *options: str,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`orchestrate build` as a user runs it, with its JSON report at `report`."""
+    return sh(
+        "orchestrate", "build", "-m", str(matrix), "-r", str(requirements),
+        "--workdir", str(workdir), "--report", str(report), *options,
+        check=False, env=env,
+    )  # fmt: skip
+
+
 def machine() -> str:
     cpu = "unknown cpu"
     try:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import CONSTRAINTS, OUT, REPO, Row, sh
+from benchmarks.common import CONSTRAINTS, OUT, REPO, Row, orchestrate_build
 
 MATRIX = REPO / "examples" / "openstack.yaml"
 SLOTS = 2  # examples/openstack.yaml: one local engine with 2 slots
@@ -36,20 +36,8 @@ def _matrix(root: Path) -> Path:
 def _build(matrix: Path, name: str, cache: Path) -> tuple[float, dict[str, Any], str]:
     report = OUT / f"openstack-{name}.json"
     started = time.perf_counter()
-    done = sh(
-        "orchestrate",
-        "build",
-        "-m",
-        str(matrix),
-        "-r",
-        str(CONSTRAINTS),
-        "--workdir",
-        str(OUT / "openstack-work"),
-        "--report",
-        str(report),
-        check=False,
-        env={**os.environ, "ORCHESTRATE_CACHE_DIR": str(cache)},
-    )
+    env = {**os.environ, "ORCHESTRATE_CACHE_DIR": str(cache)}
+    done = orchestrate_build(matrix, CONSTRAINTS, OUT / "openstack-work", report, env=env)
     took = time.perf_counter() - started
     if not report.is_file():
         raise RuntimeError(f"the OpenStack build left no report:\n{done.stdout}\n{done.stderr}")

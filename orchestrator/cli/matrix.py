@@ -10,7 +10,7 @@ import click
 from orchestrator.config import load_matrix
 from orchestrator.matrix import expand
 
-from .app import App, matrix_options, pass_app, print_rows
+from .app import App, format_option, matrix_options, pass_app, print_rows
 
 
 @click.group()
@@ -20,13 +20,7 @@ def matrix() -> None:
 
 @matrix.command()
 @matrix_options
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    help="A table for people, or JSON for scripts.",
-)
+@format_option
 @click.option("--index-root", is_flag=True, help="Print only the resolved index root folder.")
 @pass_app
 def show(app: App, fmt: str, index_root: bool) -> None:

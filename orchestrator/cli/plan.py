@@ -14,7 +14,7 @@ from orchestrator.wheels.inputs import make_plan
 from orchestrator.wheels.plan import Action, Decision, missing_pins
 from orchestrator.wheels.upstream import Upstream
 
-from .app import App, F, matrix_options, pass_app, print_rows
+from .app import App, F, format_option, matrix_options, pass_app, print_rows
 
 FILE = click.Path(path_type=Path, dir_okay=False)
 
@@ -51,13 +51,7 @@ def requirement_options(func: F) -> F:
 @click.command()
 @matrix_options
 @requirement_options
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    help="A summary table for people, or one JSON object per decision for scripts.",
-)
+@format_option
 @click.option("--output", "-o", type=FILE, help="Write the plan here (only when it succeeds).")
 @pass_app
 def plan(
