@@ -120,13 +120,16 @@ def provide(requirements):
     versions recorded by an earlier run, from the cache alone when it has them."""
     if not requirements:
         return
-    install = [*PIP, "--python", str(ENV / "bin" / "python"), "install", "--no-index",
-               *pip_args(), *requirements]
+
+    def install():
+        return [*PIP, "--python", str(ENV / "bin" / "python"), "install", "--no-index",
+                *pip_args(), *requirements]
+
     if PINS.is_file() or RESOLVED.is_file():
-        say("+ " + " ".join(install))
+        say("+ " + " ".join(install()))
         # A miss is expected (the cache lacks a pinned file) and not the job's error:
         # its output is shown only on success, so a log's first error stays the real one.
-        offline = subprocess.run(install, check=False, capture_output=True, text=True)
+        offline = subprocess.run(install(), check=False, capture_output=True, text=True)
         if offline.returncode == 0:
             say(offline.stdout.rstrip())
             return
@@ -134,7 +137,7 @@ def provide(requirements):
         for path in (PINS, RESOLVED):  # resolve afresh, as pip would, from the index
             path.unlink(missing_ok=True)
     step([*PIP, "download", "-d", str(DEPS), *pip_args(), *requirements], EXIT_DEPS)
-    step(install, EXIT_DEPS)
+    step(install(), EXIT_DEPS)
 
 
 def unsatisfied(requirements):

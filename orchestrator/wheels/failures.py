@@ -184,15 +184,15 @@ def _exception_after(lines: list[str]) -> str | None:
 def classify(exit_code: int | None, log: str, family: Family) -> Failure:
     """The category of a job whose container exited `exit_code` with `log` as output."""
     if exit_code == EXIT_BUILD_DEPS:
-        if UNRESOLVABLE.search(log) and not NETWORK.search(log):
-            found = UNRESOLVABLE.search(log)
-            line = found.group(0) if found else first_error_line(log)
-            return Failure(
-                Category.UNRESOLVABLE,
-                line[:300],
-                "pin a build tool that fits with a build constraint (--build-constraint)",
-            )
-        return Failure(Category.BUILD_DEPS, _network_line(log), "a network fault: retried")
+        if NETWORK.search(log):  # only a network fault is worth another try
+            return Failure(Category.BUILD_DEPS, _network_line(log), "a network fault: retried")
+        found = UNRESOLVABLE.search(log)
+        line = found.group(0) if found else first_error_line(log)
+        return Failure(
+            Category.UNRESOLVABLE,
+            line[:300],
+            "pin a build tool that fits with a build constraint (--build-constraint)",
+        )
     if exit_code == EXIT_METADATA:
         return Failure(
             Category.METADATA,

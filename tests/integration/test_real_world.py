@@ -151,3 +151,26 @@ def _inspect(engine: DockerEngine, job: str) -> dict[str, Any]:
     (found,) = engine.containers(f"{LABEL_JOB}={job}")
     data: dict[str, Any] = engine.api.inspect_container(found)
     return data
+
+
+def test_a_shared_resolution_and_a_dynamic_round_trip_together(
+    built_images: ImagesReport, local: Local, tmp_path: Path
+) -> None:
+    """netifaces resolves `setuptools>=40.8.0` (the setup.py-only default) for the night;
+    confspirator, with the same static requirements, installs that resolution offline,
+    then its build asks for pbr (setup_requires): a second fetch round gets it."""
+    env = {"ORCHESTRATE_CACHE_DIR": str(tmp_path / "cache")}
+    first = fresh(local, tmp_path / "a").build(
+        "netifaces==0.11.0\n", tmp_path / "a", "-p", "*-amd64", env=env
+    )
+    assert first.process.returncode == 0, first.process.stderr
+    second = fresh(local, tmp_path / "b").build(
+        "confspirator==0.3.0\n", tmp_path / "b", "-p", "*-amd64", env=env
+    )
+    assert second.process.returncode == 0, second.process.stderr
+    job = second.jobs[f"{AMD}/confspirator==0.3.0"]
+    assert job["status"] == "built"
+    assert any(r.startswith("pbr==") for r in job["build_requires"])
+    log = Path(job["log"]).read_text()
+    assert "build-resolved.txt" in log  # the night's resolution was used
+    assert "the build asked for pbr" in log

@@ -118,6 +118,14 @@ def test_network_faults_are_retried_and_resolution_failures_are_not() -> None:
     assert not stuck.category.retryable
 
 
+def test_a_pip_failure_that_is_not_the_network_is_not_retried() -> None:
+    log = "ERROR: Could not open requirements file: [Errno 2] No such file or directory\n"
+    failure = classify(EXIT_BUILD_DEPS, log, Family.DEB)
+    assert failure.category == Category.UNRESOLVABLE
+    assert not failure.category.retryable
+    assert failure.first_line.startswith("ERROR: Could not open requirements file")
+
+
 def test_only_network_and_engine_categories_are_retryable() -> None:
     assert {c for c in Category if c.retryable} == {
         Category.SDIST_DOWNLOAD,
