@@ -27,7 +27,14 @@ ERROR_LINE = re.compile(r"fatal error: (lber|ldap)\.h: No such file or directory
 def failed_run(
     built_images: ImagesReport, local: Local, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
-    """A build that fails on purpose; returns its workdir (reports/latest.json in it)."""
+    """A build that fails on purpose; returns its workdir (reports/latest.json in it).
+    The builder is pushed first, so the job can name it by its registry digest."""
+    pushed = subprocess.run(
+        ["orchestrate", "images", "build", "--push", "-m", str(local.path), "-p", "*-amd64",
+         "--workdir", str(tmp_path_factory.mktemp("push"))],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
     built = local.build(
         "python-ldap==3.4.4\nsix==1.16.0\n", tmp_path_factory.mktemp("failing"), "-p", "*-amd64"
     )
