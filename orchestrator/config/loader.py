@@ -362,34 +362,23 @@ SYSTEM_FOLDERS = frozenset(
 
 
 def _resolve_paths(matrix: Matrix, marks: _Marks, path: Path) -> Matrix:
-    """Make file paths absolute, relative to the matrix, and check CA files exist."""
+    """Make file paths absolute, relative to the matrix; check that files exist and
+    that the index root is a folder of its own."""
     certs = tuple(matrix.resolve(p) for p in matrix.builder.ca_certificates)
     for i, cert in enumerate(certs):
-        if not cert.is_file():
-            loc: Loc = ("builder", "ca_certificates", i)
-            raise ConfigError(
-                f"CA certificate {str(cert)!r} does not exist",
-                path=str(path),
-                line=_line(loc, marks),
-                key=_dotted(loc),
-            )
+        _exists(cert, "CA certificate", ("builder", "ca_certificates", i), marks, path)
     constraints = matrix.builder.build_constraints
     if constraints is not None:
         constraints = matrix.resolve(constraints)
-        if not constraints.is_file():
-            loc = ("builder", "build_constraints")
-            raise ConfigError(
-                f"build constraints file {str(constraints)!r} does not exist",
-                path=str(path),
-                line=_line(loc, marks),
-                key=_dotted(loc),
-            )
+        _exists(
+            constraints, "build constraints file", ("builder", "build_constraints"), marks, path
+        )
     builder = matrix.builder.model_copy(
         update={"ca_certificates": certs, "build_constraints": constraints}
     )
     root = matrix.resolve(matrix.index.root)
+    loc: Loc = ("index", "root")
     if root in SYSTEM_FOLDERS or root == Path.home():
-        loc = ("index", "root")
         raise ConfigError(
             f"index root {str(root)!r} is a system folder; publishing there would "
             "mix the index with the system's files",
@@ -398,15 +387,23 @@ def _resolve_paths(matrix: Matrix, marks: _Marks, path: Path) -> Matrix:
             key=_dotted(loc),
             hint="use a folder of its own, e.g. /srv/wheels",
         )
-    index = matrix.index.model_copy(update={"root": root})
     warnings = []
-    folder = path.resolve().parent
-    if not matrix.index.root.is_absolute() and folder not in (root, *root.parents):
-        loc = ("index", "root")
+    if not matrix.index.root.is_absolute() and path.resolve().parent not in (root, *root.parents):
         warnings.append(
             f"{path}:{_line(loc, marks)}: index.root {str(matrix.index.root)!r} resolves "
             f"to {root}, outside this file's folder; write an absolute path if that is meant"
         )
+    index = matrix.index.model_copy(update={"root": root})
     return matrix.model_copy(
         update={"builder": builder, "index": index, "warnings": tuple(warnings)}
     )
+
+
+def _exists(file: Path, what: str, loc: Loc, marks: _Marks, path: Path) -> None:
+    if not file.is_file():
+        raise ConfigError(
+            f"{what} {str(file)!r} does not exist",
+            path=str(path),
+            line=_line(loc, marks),
+            key=_dotted(loc),
+        )

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -84,28 +83,27 @@ def run_images(
             status = "cancelled" if outcome.cancelled else "failed"
             report.results.append(ImageResult(name, status, reason=outcome.detail))
     report.results.sort(key=lambda r: list(by_name).index(r.platform))
-    report.facts = {
-        r.platform: ImageFacts(
-            r.platform,
-            image_tag(matrix, by_name[r.platform]),
-            {r.engine: r.image_id},
-            r.tags,
-            r.glibc,
-            r.pull_ref,
-        )
-        for r in report.results
-        if r.status in ("built", "fresh")
-    }
     if push:
         report.releases = _push_all(matrix, pool, by_name, report, allow_partial, logs)
-        for result in report.results:
-            if result.digest and result.platform in report.facts:
-                ref = f"{image_tag(matrix, by_name[result.platform]).rsplit(':', 1)[0]}"
-                result.pull_ref = f"{ref}@{result.digest}"
-                report.facts[result.platform] = dataclasses.replace(
-                    report.facts[result.platform], pull_ref=result.pull_ref
-                )
+    report.facts = _facts(matrix, by_name, report.results)
     return report
+
+
+def _facts(
+    matrix: Matrix, by_name: Mapping[str, Platform], results: Sequence[ImageResult]
+) -> dict[str, ImageFacts]:
+    """What the wheels stage takes from the images stage, per usable builder."""
+    facts = {}
+    for r in results:
+        if r.status not in ("built", "fresh"):
+            continue
+        tag = image_tag(matrix, by_name[r.platform])
+        if r.digest:  # pushed in this run: pullable by digest
+            r.pull_ref = f"{tag.rsplit(':', 1)[0]}@{r.digest}"
+        facts[r.platform] = ImageFacts(
+            r.platform, tag, {r.engine: r.image_id}, r.tags, r.glibc, r.pull_ref
+        )
+    return facts
 
 
 def _expected(platform: Platform, pool: EnginePool) -> float:
