@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
@@ -30,117 +30,16 @@ from orchestrator.scheduler import Cancel
 
 from .builddeps import BuildDepCache
 from .failures import EXIT_NEEDS, Category, Failure, JobStatus, classify
-from .jobs import JobKind, WheelJob
+from .jobs import WheelJob
+from .records import Phase, WheelRecord, phases
 from .tags import TagSet
 
-JOB_SCRIPT = "/usr/local/lib/orchestrate/job.py"
-# Wheels store zip timestamps, which cannot predate 1980: a fixed epoch there.
-SOURCE_DATE_EPOCH = "315532800"
 LABEL_JOB = "org.orchestrate.job"
 # The builder images' build user (images/_common.j2 creates it with this uid):
 # named explicitly so that no image can run a job as root by accident.
 BUILD_USER = "1000:1000"
 LOG_TAIL = 256 * 1024  # how much of a failed job's log classification reads
 MAX_NEEDS_ROUNDS = 3  # fetch-then-build rounds for dynamic build requirements
-
-
-@dataclass(frozen=True)
-class Phase:
-    """One container of a job, as a value that can be run again anywhere."""
-
-    name: str
-    command: tuple[str, ...]
-    network: bool
-    env: Mapping[str, str] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "command": list(self.command),
-            "network": self.network,
-            "env": dict(self.env),
-        }
-
-
-@dataclass
-class WheelRecord:
-    job: str
-    platform: str
-    python: str
-    name: str
-    version: str
-    status: JobStatus
-    kind: JobKind = JobKind.WHEEL
-    duration: float = 0.0
-    engine: str = ""
-    emulated: bool = False
-    wheel: str | None = None
-    sha256: str | None = None
-    size: int = 0
-    log: str = ""
-    image: str = ""
-    image_ref: str = ""
-    image_pull: str = ""  # repo@sha256:... to pull the exact builder anywhere, if pushed
-    arch: str = ""
-    phases: list[dict[str, object]] = field(default_factory=list)
-    detail: str = ""
-    exit_code: int | None = None
-    attempts: int = 1
-    category: Category | None = None  # why it failed
-    error: str = ""  # the first error line of its log
-    hint: str = ""
-    sdist: dict[str, object] | None = None  # filename, url and sha256 it was built from
-    source_sha256: str | None = None  # the sdist's sha256, as verified
-    build_requires: list[str] = field(default_factory=list)  # exact versions in its build env
-    build_constraints: list[str] = field(default_factory=list)
-    depends: list[str] = field(default_factory=list)  # jobs it waited for
-    phase_seconds: dict[str, float] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, object]:
-        return dict(self.__dict__)
-
-    def fail(self, failure: Failure, status: JobStatus = JobStatus.FAILED) -> None:
-        self.status, self.category = status, failure.category
-        self.error, self.hint = failure.first_line, failure.hint
-        self.detail = f"{failure.category}: {failure.first_line}"
-
-    @classmethod
-    def for_job(cls, job: WheelJob, status: JobStatus, **fields: Any) -> WheelRecord:
-        """A record naming `job`, with its image, sdist and recorded phases."""
-        base: dict[str, Any] = {
-            "kind": job.kind,
-            "image": job.image,
-            "image_ref": job.image_ref,
-            "image_pull": job.image_pull,
-            "arch": job.platform.arch.value,
-            "phases": [p.as_dict() for p in phases(job)],
-            "sdist": job.sdist.as_dict(),
-            "build_constraints": list(job.build_constraints),
-        }
-        return cls(
-            job.id,
-            job.platform.name,
-            job.python,
-            job.name,
-            job.version,
-            status,
-            **{**base, **fields},
-        )
-
-
-def phases(job: WheelJob) -> tuple[Phase, Phase]:
-    python = f"/opt/orchestrate/py{job.python}/bin/python"
-    env = {"SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, "PYTHONHASHSEED": "0"}
-    where = {
-        # Only for a fetch run by hand (`reproduce --print`): orchestrate puts the
-        # verified sdist into /job/src itself.
-        "ORCHESTRATE_SDIST_URL": job.sdist.url,
-        "ORCHESTRATE_SDIST_SHA256": job.sdist.sha256 or "",
-    }
-    return (
-        Phase("fetch", (python, JOB_SCRIPT, "fetch"), network=True, env={**env, **where}),
-        Phase("build", (python, JOB_SCRIPT, "build"), network=False, env=env),
-    )
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,11 @@ from orchestrator.matrix import Platform
 from orchestrator.scheduler import Cancel, Job, Outcome, Placement, Scheduler
 
 from .builddeps import BuildDepCache, pins_key, requires_key
-from .builder import JobContext, JobInputs, WheelRecord, is_pure, run_job
+from .builder import JobContext, JobInputs, is_pure, run_job
 from .failures import Category, Failure, JobStatus
 from .jobs import JobGraph, JobKind, WheelJob
 from .plan import TagSets
+from .records import WheelRecord
 from .sources import SdistFacts
 
 DEFAULT_NATIVE_SECONDS = 60.0

@@ -31,13 +31,13 @@ from orchestrator.matrix import Platform
 from orchestrator.scheduler import Cancel
 
 from .builddeps import BuildDepNeed, needs_for, parse_constraints
-from .builder import WheelRecord
 from .execute import ExecOptions, Executor, emulated_seconds
 from .failures import Category, Failure
 from .index import PublishResult, publish
 from .inputs import PlanResult, make_plan
 from .jobs import JobKind, JobSettings, PoolSnapshot, SdistOutcome, job_graph
 from .plan import Action, Decision
+from .records import WheelRecord
 from .sources import HashMismatch, SdistCache, SdistDownloadError, SdistFacts, SdistRef, facts
 from .store import AddResult, Provenance, Store
 from .upstream import Upstream
