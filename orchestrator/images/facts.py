@@ -22,9 +22,6 @@ class ImageFacts:
     glibc: str = ""
     pull_ref: str = ""  # repo@sha256:... when the registry has this image
 
-    def as_probe(self) -> dict[str, object]:
-        return {"tags": {k: list(v) for k, v in self.tags.items()}, "glibc": self.glibc}
-
 
 def parse_probe(text: str | bytes) -> tuple[dict[str, tuple[str, ...]], str]:
     """The builder's /etc/orchestrate/probe.json: tags per Python, and glibc."""
@@ -45,12 +42,6 @@ class ProbeCache:
         except (OSError, ValueError, AttributeError):
             return {}
         return tags
-
-    def image_of(self, platform: str) -> str | None:
-        try:
-            return str(json.loads((self.folder / f"{platform}.json").read_text())["image"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
 
     def write(self, platform: str, image_id: str, probe: Mapping[str, object]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
