@@ -41,21 +41,18 @@ def fill_cache(matrix: Path, requirements: list[str]) -> dict[str, object]:
 
 
 def _install(image: str, args: str) -> float:
-    started = time.perf_counter()
-    sh(
-        "docker",
-        "run",
-        "--rm",
-        "--network",
-        "host",
-        "--platform",
-        "linux/arm64",
-        image,
-        "sh",
-        "-c",
-        f"{PIP} install -q --no-deps --target /tmp/t {args}",
+    """Seconds of the pip install alone, with Debian 12's own pip (23.0.1) as a user of
+    that platform has it: a fresh `python3 -m venv`, made before the timing starts."""
+    script = (
+        f"python3.11 -m venv /tmp/v >/dev/null && t0=$(date +%s%N) && "
+        f"/tmp/v/bin/pip install -q --no-deps --target /tmp/t {args} && "
+        'echo "elapsed-ns $(( $(date +%s%N) - t0 ))"'
     )
-    return time.perf_counter() - started
+    done = sh(
+        *("docker", "run", "--rm", "--network", "host", "--platform", "linux/arm64"),
+        *(image, "sh", "-c", script),
+    )
+    return int(done.stdout.split("elapsed-ns")[-1]) / 1e9
 
 
 def headline(matrix: Path, image: str, index_root: Path, requirements: list[str]) -> Row:
@@ -63,7 +60,8 @@ def headline(matrix: Path, image: str, index_root: Path, requirements: list[str]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     index = f"http://127.0.0.1:{server.server_address[1]}/{ARM}/simple/"
     try:
-        wheels = _install(image, f"--index-url {index} {' '.join(requirements)}")
+        # As a user does: our index as an extra one, beside PyPI.
+        wheels = _install(image, f"--extra-index-url {index} {' '.join(requirements)}")
         # What a user does without the cache: pip's defaults (build requirements
         # come as wheels), from the upstream index, which has sdists only for these.
         sdists = _install(image, " ".join(requirements))
@@ -78,9 +76,10 @@ def headline(matrix: Path, image: str, index_root: Path, requirements: list[str]
         ratio,
         ">= 10x",
         ratio >= 10,
-        "ours = from our published index; alternative = plain `pip install --no-deps PIN` "
-        "from PyPI with pip's defaults (compiles the sdists), same builder, same pins; "
-        "OpenStack measured 4.5x on Kolla",
+        "Debian 12's own pip (23.0.1, a fresh `python3 -m venv`) on both sides; ours = "
+        "with our index as --extra-index-url; alternative = plain `pip install --no-deps "
+        "PIN` from PyPI (compiles the sdists), same builder, same pins; OpenStack "
+        "measured 4.5x on Kolla",
     )
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 
 from orchestrator.doctor import run_doctor
-from orchestrator.errors import EXIT_ENVIRONMENT, EnvironmentProblem
+from orchestrator.errors import EXIT_ENVIRONMENT, EXIT_FAILED, EnvironmentProblem
+from orchestrator.indexcheck import check_index, reachable
 
 from .app import App, echo_json, format_option, matrix_options, pass_app, print_rows
 
@@ -34,15 +35,28 @@ def setup_host(args: tuple[str, ...]) -> int:
 
 @click.command()
 @matrix_options
+@click.option(
+    "--index",
+    "index_url",
+    metavar="URL",
+    help="Check a published index as a client reads it, instead of this host: an index "
+    "root (all its platforms) or one <platform>/simple/ URL. Exit 1 when a client would "
+    "fail on it, 3 when it cannot be read.",
+)
 @format_option
 @pass_app
-def doctor(app: App, fmt: str) -> int:
+def doctor(app: App, index_url: str | None, fmt: str) -> int:
     """Report engines, emulation, registry, index and tools; exit 3 if one is missing."""
-    checks = run_doctor(app.matrix, app.pool, app.platforms)
+    if index_url is not None:
+        checks = check_index(index_url)
+        failed = EXIT_ENVIRONMENT if not reachable(checks) else EXIT_FAILED
+    else:
+        checks = run_doctor(app.matrix, app.pool, app.platforms)
+        failed = EXIT_ENVIRONMENT
     missing = [c for c in checks if c.required and not c.ok]
     if fmt == "json":
         echo_json([dataclasses.asdict(c) for c in checks])
-        return EXIT_ENVIRONMENT if missing else 0
+        return failed if missing else 0
     rows = [
         (
             "ok" if c.ok else ("MISSING" if c.required else "absent"),
@@ -57,5 +71,5 @@ def doctor(app: App, fmt: str) -> int:
         app.err.print(
             f"{len(missing)} required check(s) failed: " + ", ".join(c.subject for c in missing)
         )
-        return EXIT_ENVIRONMENT
+        return failed
     return 0

@@ -62,9 +62,10 @@ class IndexServer(http.server.ThreadingHTTPServer):
     request_queue_size = 1024
 
 
-def make_server(root: Path, host: str, port: int) -> IndexServer:
-    handler = functools.partial(IndexHandler, directory=str(root))
-    return IndexServer((host, port), handler)
+def make_server(
+    root: Path, host: str, port: int, handler: type[IndexHandler] = IndexHandler
+) -> IndexServer:
+    return IndexServer((host, port), functools.partial(handler, directory=str(root)))
 
 
 def serve_index(root: Path, host: str, port: int, announce: Callable[[str], None]) -> None:

@@ -266,7 +266,7 @@ class Upstream:
                 response = self._session().get(
                     url, headers=headers, timeout=self.timeout, stream=True
                 )
-                _read_capped(response, url)
+                read_capped(response, url)
             except requests.RequestException as exc:
                 last = f"{type(exc).__name__}: {exc}"
                 continue
@@ -324,7 +324,7 @@ class Upstream:
         tmp.replace(path)
 
 
-def _read_capped(response: requests.Response, url: str) -> None:
+def read_capped(response: requests.Response, url: str) -> None:
     """Read the body, refusing one over MAX_PAGE (a hostile or broken index)."""
     chunks, size = [], 0
     for chunk in response.iter_content(1 << 16):

@@ -19,6 +19,7 @@ from orchestrator.engines.pool import EnginePool, ProbeCache
 from orchestrator.errors import EngineError
 from orchestrator.images.pipeline import ImagesReport, run_images
 from orchestrator.matrix import expand
+from tests.conftest import REPO
 from tests.matrices import local_matrix_copy
 
 from .services import registry_context
@@ -178,3 +179,17 @@ def built_images(local: Local, engine: DockerEngine) -> ImagesReport:
     )
     assert not report.failed, [r.reason for r in report.failed]
     return report
+
+
+@pytest.fixture(scope="session")
+def build_report(
+    built_images: ImagesReport, local: Local, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """One real `orchestrate build` of examples/requirements.txt."""
+    built = local.build(
+        (REPO / "examples" / "requirements.txt").read_text(), tmp_path_factory.mktemp("example")
+    )
+    assert built.process.returncode == 0, built.process.stdout + built.process.stderr
+    # `shared` is not `built`: three builds (crcmod twice, simplegeneric once), one share.
+    assert "built 3, shared 1, failed 0, upstream 2" in built.process.stdout
+    return built.report

@@ -19,27 +19,12 @@ from orchestrator.matrix import expand
 from orchestrator.wheels.builder import LABEL_JOB
 from orchestrator.wheels.serve import make_server
 from orchestrator.wheels.store import Provenance, Store
-from tests.conftest import REPO
 from tests.matrices import local_matrix_copy
 from tests.wheelfactory import make_wheel
 
 from .conftest import Local
 
 AMD, ARM = "debian-bookworm-amd64", "debian-bookworm-arm64"
-
-
-@pytest.fixture(scope="session")
-def build_report(
-    built_images: ImagesReport, local: Local, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Any]:
-    """One real `orchestrate build` of examples/requirements.txt."""
-    built = local.build(
-        (REPO / "examples" / "requirements.txt").read_text(), tmp_path_factory.mktemp("example")
-    )
-    assert built.process.returncode == 0, built.process.stdout + built.process.stderr
-    # `shared` is not `built`: three builds (crcmod twice, simplegeneric once), one share.
-    assert "built 3, shared 1, failed 0, upstream 2" in built.process.stdout
-    return built.report
 
 
 def _jobs(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
