@@ -140,8 +140,17 @@ def save_rows(rows: list[Row]) -> None:
 
 
 def saved_rows() -> list[Row]:
-    """The rows of the last standalone run (`python -m benchmarks.openstack`), noted as such."""
-    data = json.loads(SAVED.read_text())
+    """The rows of the last standalone run (`python -m benchmarks.openstack`), noted as such;
+    on a fresh clone, which has no such file, the OpenStack rows of the committed
+    benchmarks/results.json."""
+    if SAVED.is_file():
+        data = json.loads(SAVED.read_text())
+    else:
+        last = json.loads((REPO / "benchmarks" / "results.json").read_text())
+        rows = [r for r in last["rows"] if str(r["name"]).startswith("OpenStack:")]
+        if not rows:
+            raise SystemExit("--openstack-from-last: no earlier OpenStack run to take rows from")
+        data = {"date": last["date"], "rows": rows}
     rows = [Row(**r) for r in data["rows"]]
     for row in rows:
         row.note = f"{row.note} [from the OpenStack run of {data['date']}]".strip()

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import cache, freshness, openstack, scheduling
+from benchmarks import cache, compilers, freshness, openstack, scheduling
 from benchmarks.common import OUT, Row, machine, plot, print_table, save
 from orchestrator.config import load_matrix
 from orchestrator.images.build import image_tag
@@ -34,6 +34,8 @@ def main() -> int:
     matrix = load_matrix(matrix_path)
     amd, arm = (image_tag(matrix, p) for p in expand(matrix))
     rows: list[Row] = []
+    # Read first: a missing earlier run stops here, not after every other benchmark.
+    from_last = openstack.saved_rows() if "--openstack-from-last" in sys.argv[1:] else None
 
     print("== images (no-op refresh)", flush=True)
     rows.append(freshness.refresh_noop(matrix_path))
@@ -54,10 +56,12 @@ def main() -> int:
         scheduling.overhead(amd, matrix_path),
         scheduling.native_first(emulation.ratio),
     ]
+    print("== native compiler under emulation (long: libsass fully emulated)", flush=True)
+    rows += compilers.compilers()
     print("== publish", flush=True)
     rows += list(freshness.publish_store())
-    if "--openstack-from-last" in sys.argv[1:]:  # the long run, done on its own before
-        rows += openstack.saved_rows()
+    if from_last is not None:  # the long run, done on its own before
+        rows += from_last
     elif "--skip-openstack" not in sys.argv[1:]:
         print("== OpenStack's constraints, end to end (long)", flush=True)
         measured = openstack.openstack()

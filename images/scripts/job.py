@@ -43,6 +43,7 @@ CONSTRAINTS, PINS, RECORD = JOB / "build-constraints.txt", JOB / "build-pins.txt
 NEEDS = JOB / "build-needs.txt"  # dynamic build requirements a build phase asked for
 RESOLVED = JOB / "build-resolved.txt"  # versions another sdist resolved: constraints only
 PIP = [sys.executable, "-m", "pip"]
+CROSS = Path("/opt/orchestrate/cross")  # the native cross toolchain, in emulated builders
 EXIT_SDIST, EXIT_DEPS, EXIT_METADATA, EXIT_NEEDS, EXIT_BUILD = 10, 11, 12, 13, 20
 
 
@@ -62,7 +63,43 @@ def compiler_env():
     env = dict(os.environ)
     for var in ("CFLAGS", "CXXFLAGS"):
         env[var] = (env.get(var, "") + f" -ffile-prefix-map={BUILD}=.").strip()
-    return env
+    return native_compiler(env)
+
+
+def native_compiler(env):
+    """With ORCHESTRATE_NATIVE_COMPILER=1 (an emulated job on an engine that runs this
+    builder's cross toolchain natively), its wrappers go first on PATH: cc, gcc, c++,
+    g++, cpp, ld and the target-triplet names that Python's sysconfig CC, CXX and
+    LDSHARED use, all with --sysroot=/ (#17). It is checked first; on any problem the
+    build falls back to the emulated compiler. /job/out/compiler.json says which."""
+    if env.get("ORCHESTRATE_NATIVE_COMPILER") != "1":
+        return env
+    said = check_native_compiler()
+    (OUT / "compiler.json").write_text(json.dumps(said))
+    if not said["used"]:
+        say(f"native compiler not used ({said['reason']}): compiling under emulation")
+        return env
+    say(f"compiling with the native cross compiler: gcc {said['gcc']} on {said['host']}")
+    return {**env, "PATH": f"{CROSS / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"}
+
+
+def check_native_compiler():
+    """The toolchain runs, and is the GCC major.minor the image's probe recorded for the
+    builder's own compiler (no emulated gcc is started for this)."""
+    try:
+        info = json.loads((CROSS / "toolchain.json").read_text())
+        probe = json.loads(Path("/etc/orchestrate/probe.json").read_text())
+        expected = probe["native_compiler"]["builder_gcc"]
+        ran = subprocess.run([str(CROSS / "bin" / "gcc"), "-dumpfullversion"],
+                             capture_output=True, text=True, check=False, timeout=60)
+    except (OSError, ValueError, KeyError, TypeError, subprocess.SubprocessError) as exc:
+        return {"used": False, "reason": f"no usable toolchain: {type(exc).__name__}: {exc}"}
+    version = ran.stdout.strip()
+    if ran.returncode != 0 or not version:
+        return {"used": False, "reason": f"the cross gcc does not run: {ran.stderr.strip()[:200]}"}
+    if version.split(".")[:2] != str(expected).split(".")[:2]:
+        return {"used": False, "reason": f"cross gcc {version}, builder gcc {expected}"}
+    return {"used": True, "gcc": version, "host": info.get("host", "?")}
 
 
 def unpack(sdist, into):

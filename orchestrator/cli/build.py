@@ -233,7 +233,7 @@ def _summary(app: App, run: BuildRun, report: Path) -> None:
             j.job.split("/", 1)[1],
             j.status,
             f"{j.duration:.1f}s",
-            j.engine + (" (emulated)" if j.emulated else ""),
+            j.engine + (f" ({j.mode or 'emulated'})" if j.emulated else ""),
             j.wheel or (j.category or ""),
         )
         for j in run.jobs

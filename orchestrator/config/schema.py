@@ -43,6 +43,11 @@ class Arch(StrEnum):
         """What `uname -m` prints and what wheel tags use."""
         return {"amd64": "x86_64", "arm64": "aarch64"}[self.value]
 
+    @property
+    def triplet(self) -> str:
+        """The GNU target triplet Debian names its cross compilers after."""
+        return f"{self.machine}-linux-gnu"
+
     @classmethod
     def parse(cls, value: str) -> Arch:
         return cls(ARCH_ALIASES.get(value, value))
@@ -78,6 +83,7 @@ PACKAGE_RE = {  # Debian policy 5.6.1; RPM names as Fedora's guidelines allow
     "deb": r"^[a-z0-9][a-z0-9+.-]+$",
     "rpm": r"^[A-Za-z0-9_][A-Za-z0-9._+-]*$",
 }
+PROJECT_RE = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"  # a normalized project name (PEP 503)
 URL_RE = r"^(https?|socks5h?)://[^\s\"'\\`$;|&<>(){}]+$"
 NO_PROXY_RE = r"^[A-Za-z0-9.,:*_/\[\]-]+$"
 
@@ -95,6 +101,10 @@ def _grammar(pattern: str, what: str, max_length: int) -> Any:
 ImageRef = Annotated[
     str,
     _grammar(IMAGE_REF_RE, "an image reference (e.g. debian:bookworm, host:5000/repo:tag)", 255),
+]
+ProjectName = Annotated[
+    str,
+    _grammar(PROJECT_RE, "a normalized project name (lower case, '-' between parts)", 200),
 ]
 Url = Annotated[
     str,
@@ -207,6 +217,10 @@ class BuilderSpec(Model):
     job_timeout: Annotated[StrictInt, Field(ge=10)] = 3600
     # A constraints file for build tools (e.g. `Cython<3`), relative to the matrix file.
     build_constraints: Path | None = None
+    # Emulated jobs compile with the builder's native cross compiler (#17), except for
+    # the projects listed here (normalized names), which compile under emulation.
+    native_compiler: StrictBool = True
+    native_compiler_except: tuple[ProjectName, ...] = ()
 
     def fetch_environment(self) -> dict[str, str]:
         """What a job's fetch container gets at run time, credentials included: never
@@ -299,6 +313,9 @@ class Matrix(Model):
     packages: dict[Family, tuple[str, ...]] = Field(default_factory=lambda: dict(DEFAULT_PACKAGES))
     distros: tuple[DistroSpec, ...] = Field(min_length=1)
     skip: tuple[SkipSpec, ...] = ()
+    # Projects built from their sdists even where the index has a wheel that fits, as
+    # pip's --no-binary does: to have them built against this distro, or to check them.
+    from_source: tuple[ProjectName, ...] = ()
     # Filled by the loader, never by the file: relative paths resolve here.
     source: Path = Field(default=Path(), exclude=True)
     warnings: tuple[str, ...] = Field(default=(), exclude=True)

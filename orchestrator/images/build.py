@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,9 +16,10 @@ from orchestrator.errors import OrchestrateError
 from orchestrator.matrix import Platform
 
 from .base import ensure_base
-from .facts import ProbeCache, parse_probe
+from .cross import ensure_toolchain, unavailable_reason
+from .facts import NativeCompiler, ProbeCache, parse_native_compiler, parse_probe
 from .plan import build_labels, stale_reason
-from .render import Rendered, render, templates_dir
+from .render import CrossToolchain, Rendered, render, templates_dir
 
 
 @dataclass
@@ -35,9 +37,12 @@ class ImageResult:
     # What the image's probe measured inside it (not in the report: see ImageFacts).
     tags: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
     glibc: str = ""
+    native_compiler: NativeCompiler | None = None
 
     def as_dict(self) -> dict[str, object]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("tags", "glibc")}
+        out = {k: v for k, v in self.__dict__.items() if k not in ("tags", "glibc")}
+        out["native_compiler"] = self.native_compiler.as_dict() if self.native_compiler else None
+        return out
 
 
 def image_tag(matrix: Matrix, platform: Platform) -> str:
@@ -86,7 +91,8 @@ def build_image(
             log.flush()
 
         base_id = ensure_base(platform, engine, log_path, line)
-        rendered = render(platform, matrix)
+        toolchain = _toolchain(platform, matrix, engine, log_path, line)
+        rendered = render(platform, matrix, toolchain=toolchain)
         inputs = rendered.inputs_hash(base_id)
         tag = image_tag(matrix, platform)
         existing = engine.image(tag)
@@ -100,7 +106,7 @@ def build_image(
             proxies = matrix.builder.proxy.environment()
             image_id = _build(rendered, engine, tag, base_id, inputs, now, line, proxies)
             status = "built"
-        tags, glibc = _probe(platform, engine, tag, image_id, probes)
+        tags, glibc, compiler = _probe(platform, engine, tag, image_id, probes)
     return ImageResult(
         platform.name,
         status,
@@ -111,8 +117,24 @@ def build_image(
         reason=why or "",
         tags=tags,
         glibc=glibc,
+        native_compiler=compiler,
         pull_ref=pull_ref(engine, tag, image_id),
     )
+
+
+def _toolchain(
+    platform: Platform, matrix: Matrix, engine: Engine, log: Path, line: Callable[[str], None]
+) -> CrossToolchain | None:
+    """The native cross toolchain a builder made under emulation carries (#17), or None
+    (the log says why: a native engine, an rpm release, or the matrix turns it off)."""
+    host = engine.info().arch
+    why = unavailable_reason(platform, host)
+    if why is None and not matrix.builder.native_compiler:
+        why = "builder.native_compiler is false in the matrix"
+    if why is not None or host is None:
+        line(f"no native cross compiler: {why}")
+        return None
+    return ensure_toolchain(platform, engine, host, log, line)
 
 
 def _build(
@@ -139,8 +161,9 @@ def _build(
 
 def _probe(
     platform: Platform, engine: Engine, tag: str, image_id: str, probes: ProbeCache | None
-) -> tuple[dict[str, tuple[str, ...]], str]:
-    """What the image's probe measured at build time: tags per Python, and glibc."""
+) -> tuple[dict[str, tuple[str, ...]], str, NativeCompiler | None]:
+    """What the image's probe measured at build time: tags per Python, glibc, and the
+    native cross compiler if the builder has one."""
     outcome, output = run_to_end(
         engine,
         RunRequest(
@@ -154,9 +177,10 @@ def _probe(
     if outcome.exit_code != 0:
         raise OrchestrateError(f"{platform.name}: the image's probe output is missing")
     tags, glibc = parse_probe(output)
+    compiler = parse_native_compiler(output)
     if probes is not None:  # for `orchestrate plan`, which builds no image
         probes.write(platform.name, image_id, {"tags": tags, "glibc": glibc})
-    return tags, glibc
+    return tags, glibc, compiler
 
 
 def pull_ref(engine: Engine, tag: str, image_id: str) -> str:

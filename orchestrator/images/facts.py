@@ -14,6 +14,34 @@ from pathlib import Path
 
 
 @dataclass(frozen=True)
+class NativeCompiler:
+    """The builder's native cross toolchain (#17), as its probe found it at build time."""
+
+    host: str  # the machine it runs on (`uname -m`), e.g. x86_64
+    gcc: str  # its GCC version
+    builder_gcc: str  # the builder's own GCC version
+    usable: bool  # it compiled a test file, and the versions agree in major.minor
+    reason: str = ""  # why it is not usable
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+def parse_native_compiler(text: str | bytes) -> NativeCompiler | None:
+    """The probe's `native_compiler` entry; None for a builder without a toolchain."""
+    entry = json.loads(text).get("native_compiler")
+    if not isinstance(entry, dict):
+        return None
+    return NativeCompiler(
+        str(entry.get("host", "")),
+        str(entry.get("gcc", "")),
+        str(entry.get("builder_gcc", "")),
+        entry.get("usable") is True,
+        str(entry.get("reason", "")),
+    )
+
+
+@dataclass(frozen=True)
 class ImageFacts:
     platform: str
     ref: str  # registry/repository:platform
@@ -21,6 +49,7 @@ class ImageFacts:
     tags: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # python -> sys_tags()
     glibc: str = ""
     pull_ref: str = ""  # repo@sha256:... when the registry has this image
+    native_compiler: NativeCompiler | None = None
 
 
 def parse_probe(text: str | bytes) -> tuple[dict[str, tuple[str, ...]], str]:

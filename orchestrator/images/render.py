@@ -21,7 +21,7 @@ from pathlib import Path
 
 import jinja2
 
-from orchestrator.config import Bootstrap, Matrix, PipSettings
+from orchestrator.config import Arch, Bootstrap, Matrix, PipSettings
 from orchestrator.errors import TemplateError
 from orchestrator.matrix import Platform
 from orchestrator.redact import strip_credentials
@@ -45,6 +45,26 @@ def _environment(root: Path) -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,  # noqa: S701 - Dockerfiles, not HTML
     )
+
+
+@dataclass(frozen=True)
+class CrossToolchain:
+    """A native cross toolchain for a builder made under emulation (see cross.py)."""
+
+    host: Arch  # where it runs: the engine's arch
+    target: Arch
+    archive: bytes  # gzip'd tar of cross/, unpacked under /opt/orchestrate/
+    gcc: str  # its GCC version, e.g. 12.2.0
+    loader: str  # the host arch's dynamic loader path, linked in the builder
+    context_name: str = "cross-toolchain.tar.gz"
+
+    @property
+    def loader_dir(self) -> str:
+        return self.loader.rsplit("/", 1)[0] or "/"
+
+    @property
+    def loader_name(self) -> str:
+        return self.loader.rsplit("/", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -115,7 +135,14 @@ def pip_conf(pip: PipSettings) -> str | None:
     return "\n".join(lines) + "\n" if len(lines) > 2 or pip.timeout != 60 else None
 
 
-def render(platform: Platform, matrix: Matrix, root: Path | None = None) -> Rendered:
+def render(
+    platform: Platform,
+    matrix: Matrix,
+    root: Path | None = None,
+    toolchain: CrossToolchain | None = None,
+) -> Rendered:
+    """The Dockerfile and context; with `toolchain` (a builder made under emulation),
+    the native cross compiler's archive too (#17)."""
     root = root or templates_dir()
     files: dict[str, bytes] = {}
     ca_names = []
@@ -130,7 +157,10 @@ def render(platform: Platform, matrix: Matrix, root: Path | None = None) -> Rend
         files[f"scripts/{script.name}"] = script.read_bytes()
     template_name = f"{platform.family.value}.Dockerfile.j2"
     base = base_reference(platform)
-    variables = {
+    if toolchain is not None:
+        files[toolchain.context_name] = toolchain.archive
+    variables: dict[str, object] = {
+        "cross": toolchain,
         "platform": platform,
         "base": base,
         "builder": matrix.builder,

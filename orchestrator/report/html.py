@@ -73,7 +73,7 @@ def _requirement(job: dict[str, Any]) -> str:
 
 
 def _job_cell(j: dict[str, Any], html_path: Path) -> Cell:
-    mode = "emulated" if j["emulated"] else ("native" if j["engine"] else "")
+    mode = j.get("mode") or ("emulated" if j["emulated"] else ("native" if j["engine"] else ""))
     if j["status"] == "shared":
         mode = "shared build"
     return Cell(

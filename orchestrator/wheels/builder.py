@@ -31,7 +31,7 @@ from orchestrator.scheduler import Cancel
 from .builddeps import BuildDepCache
 from .failures import EXIT_NEEDS, Category, Failure, JobStatus, classify
 from .jobs import WheelJob
-from .records import Phase, WheelRecord, phases
+from .records import Mode, Phase, WheelRecord, phases
 from .tags import TagSet
 
 LABEL_JOB = "org.orchestrate.job"
@@ -127,12 +127,25 @@ class JobContext:
     # run time only (never in the recorded phases, the report or an image).
     fetch_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     on_phase: Callable[[str], None] = lambda _phase: None  # for the live progress table
+    mode: Mode = Mode.NATIVE  # emulated jobs: with the builder's native compiler or not
+    compiler_note: str = ""  # why an emulated job goes without the native compiler
+
+    @property
+    def native_compiler(self) -> bool:
+        return self.mode is Mode.NATIVE_COMPILER
 
 
 def run_job(job: WheelJob, inputs: JobInputs, ctx: JobContext) -> WheelRecord:
     started = time.monotonic()
     record = WheelRecord.for_job(
-        job, JobStatus.FAILED, engine=ctx.engine.name, emulated=ctx.emulated, log=str(ctx.log_path)
+        job,
+        JobStatus.FAILED,
+        ctx.native_compiler,
+        engine=ctx.engine.name,
+        emulated=ctx.emulated,
+        log=str(ctx.log_path),
+        mode=ctx.mode.value,
+        compiler=ctx.compiler_note,
     )
     record.source_sha256 = job.sdist.sha256
     ctx.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,7 +162,7 @@ def run_job(job: WheelJob, inputs: JobInputs, ctx: JobContext) -> WheelRecord:
 
 
 def _header(log: BinaryIO, job: WheelJob, ctx: JobContext) -> None:
-    mode = "emulated" if ctx.emulated else "native"
+    mode = ctx.mode.value + (f": {ctx.compiler_note}" if ctx.compiler_note else "")
     log.write(
         redact(
             f"== {job.id} on {ctx.engine.name} ({mode}), image {job.image_ref} "
@@ -176,6 +189,7 @@ def _run_phases(
             return  # failed, timed out or cancelled: the record says which
         more = tuple(line for line in _needs(out) if line not in needs)
         if not more:
+            _compiler_used(out, record)
             _collect(out, ctx.tags, ctx.out_dir, record)
             return
         needs = (*needs, *more)
@@ -194,7 +208,7 @@ def _fetch_and_build(
     needs: tuple[str, ...],
 ) -> bytes | None:
     """Both phases once; the build phase's /job/out as a tar, or None on failure."""
-    fetch, build = phases(job)
+    fetch, build = phases(job, ctx.native_compiler)
     job_tar = inputs.tar(job, needs)
     for phase in (fetch, build):
         if ctx.cancel.event.is_set():
@@ -218,6 +232,19 @@ def _fetch_and_build(
             job_tar = without(job_tar, "job/deps/")
     record.exit_code = 0
     return job_tar
+
+
+def _compiler_used(out_tar: bytes, record: WheelRecord) -> None:
+    """What the build phase says of the native compiler: used (its version), or why
+    it fell back to the emulated one."""
+    text = read_member(out_tar, "out/compiler.json")
+    if record.mode != Mode.NATIVE_COMPILER or text is None:
+        return
+    said = json.loads(text)
+    if said.get("used") is True:
+        record.compiler = f"gcc {said.get('gcc', '?')} for {said.get('host', '?')}"
+    else:
+        record.mode, record.compiler = Mode.EMULATED.value, str(said.get("reason", ""))
 
 
 def _needs(out_tar: bytes) -> list[str]:

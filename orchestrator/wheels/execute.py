@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from packaging.utils import canonicalize_name
+
 from orchestrator.config import Matrix
 from orchestrator.engines import Engine
 from orchestrator.engines.pool import EnginePool
@@ -29,7 +31,7 @@ from .builder import JobContext, JobInputs, is_pure, run_job
 from .failures import Category, Failure, JobStatus
 from .jobs import JobGraph, JobKind, WheelJob
 from .plan import TagSets
-from .records import WheelRecord
+from .records import Mode, WheelRecord, compiler_mode
 from .sources import SdistFacts
 
 DEFAULT_NATIVE_SECONDS = 60.0
@@ -125,8 +127,9 @@ class Executor:
         cancel: Cancel,
     ) -> None:
         self.matrix, self.layout, self.tagsets, self.cancel = matrix, layout, tagsets, cancel
-        self.sdists = sdists
+        self.sdists, self.facts = sdists, facts
         self.builders = Builders(matrix, layout.image_logs, facts)
+        self._machines: dict[str, str] = {}  # engine name -> `uname -m` of its host
         self.durations = Durations(layout.durations)
         self.records: dict[str, WheelRecord] = {}
         self._lock = threading.Lock()
@@ -208,6 +211,7 @@ class Executor:
         return BuildDepCache(self.layout.build_deps(job.platform.name, job.python))
 
     def _context(self, job: WheelJob, placement: Placement, token: Cancel) -> JobContext:
+        mode, note = self._mode(job, placement)
         return JobContext(
             placement.engine,
             placement.emulated,
@@ -218,7 +222,26 @@ class Executor:
             token,
             self.matrix.builder.fetch_environment(),
             lambda phase: self.on_event("phase", job, phase),
+            mode,
+            note,
         )
+
+    def _mode(self, job: WheelJob, placement: Placement) -> tuple[Mode, str]:
+        builder = self.matrix.builder
+        excepted = canonicalize_name(job.name) in builder.native_compiler_except
+        allowed = builder.native_compiler and not excepted
+        facts = self.facts.get(job.platform.name)
+        compiler = facts.native_compiler if facts else None
+        return compiler_mode(placement.emulated, self._machine(placement.engine), compiler, allowed)
+
+    def _machine(self, engine: Engine) -> str:
+        with self._lock:
+            known = self._machines.get(engine.name)
+        if known is None:
+            known = engine.info().machine
+            with self._lock:
+                self._machines[engine.name] = known
+        return known
 
     def _from_dependencies(self, job: Job[WheelJob]) -> WheelRecord | None:
         """A shared pure wheel from the lead, or a failure a build dependency caused."""

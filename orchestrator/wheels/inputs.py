@@ -143,7 +143,8 @@ def make_plan(
     pythons = sorted({py for p in platforms for py in p.python})
     reqs = resolve_unpinned(reqs, pages, resolve_latest, pythons)
     tagsets = tagsets_for(platforms, probed or {})
+    cached = store_contents(matrix.index.root, platforms)
     decisions = decide(
-        platforms, reqs, pages, tagsets, store_contents(matrix.index.root, platforms), matrix.skip
+        platforms, reqs, pages, tagsets, cached, matrix.skip, frozenset(matrix.from_source)
     )
     return PlanResult(decisions, upstream.stats, pages, tagsets, upstream, reqs.notices)

@@ -136,6 +136,7 @@ def decide(
     tagsets: TagSets,
     cached: Cached,
     skip: Sequence[SkipSpec] = (),
+    from_source: frozenset[str] = frozenset(),
 ) -> list[Decision]:
     out: list[Decision] = []
     for platform in platforms:
@@ -151,6 +152,7 @@ def decide(
                         tags,
                         cached.get(platform.name, {}),
                         skip,
+                        from_source,
                     )
                 )
             out.extend(
@@ -196,6 +198,7 @@ def _decide_one(
     tags: TagSet,
     cached: Mapping[tuple[str, str], str],
     skip: Sequence[SkipSpec],
+    from_source: frozenset[str] = frozenset(),
 ) -> Decision:
     def make(
         action: Action, reason: str, wheel: str | None = None, sdist: IndexFile | None = None
@@ -228,13 +231,17 @@ def _decide_one(
     files, dropped = usable(all_files, python, exact=True)
     wheels = [f for f in files if f.filename.endswith(".whl")]
     best = best_wheel(wheels, tags)
-    if best is not None:
+    own = pin.name in from_source
+    if best is not None and not own:
         why = f"compatible wheel on the index ({tags.source} tags){_yanked(best)}"
         return make(Action.UPSTREAM, why, wheel=best.filename)
     mine = cached.get((pin.name, canonicalize_version(pin.version)))
     if mine is not None:
         return make(Action.CACHED, "our index holds it", wheel=mine)
-    why = _why_no_wheel(wheels, tags, platform) if files else dropped
+    if own:
+        why = "from source, as the matrix asks (from_source)"
+    else:
+        why = _why_no_wheel(wheels, tags, platform) if files else dropped
     sdists = _hashed([f for f in files if not f.filename.endswith(".whl")], pin)
     if sdists:
         sdist = _prefer_targz(sdists)

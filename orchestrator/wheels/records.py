@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
+
+from orchestrator.images.facts import NativeCompiler
 
 from .failures import Category, Failure, JobStatus
 from .jobs import JobKind, WheelJob
@@ -18,6 +21,36 @@ from .jobs import JobKind, WheelJob
 JOB_SCRIPT = "/usr/local/lib/orchestrate/job.py"
 # Wheels store zip timestamps, which cannot predate 1980: a fixed epoch there.
 SOURCE_DATE_EPOCH = "315532800"
+
+
+class Mode(StrEnum):
+    """How a job's code ran: on its own arch, or under QEMU with or without the
+    builder's native cross compiler (#17)."""
+
+    NATIVE = "native"
+    NATIVE_COMPILER = "emulated (native compiler)"
+    EMULATED = "emulated"
+
+
+def compiler_mode(
+    emulated: bool, engine_machine: str, compiler: NativeCompiler | None, allowed: bool
+) -> tuple[Mode, str]:
+    """The mode of a job placed on an engine of `engine_machine`, and why not the native
+    compiler when it runs emulated without it."""
+    if not emulated:
+        return Mode.NATIVE, ""
+    if not allowed:
+        return Mode.EMULATED, "the matrix turns the native compiler off for this project"
+    if compiler is None:
+        return Mode.EMULATED, "the builder has no native cross compiler"
+    if not compiler.usable:
+        return Mode.EMULATED, compiler.reason
+    if compiler.host != engine_machine:
+        return Mode.EMULATED, (
+            f"the builder's cross compiler runs on {compiler.host}, the engine is "
+            f"{engine_machine or 'of unknown arch'}"
+        )
+    return Mode.NATIVE_COMPILER, ""
 
 
 @dataclass(frozen=True)
@@ -71,6 +104,8 @@ class WheelRecord:
     build_constraints: list[str] = field(default_factory=list)
     depends: list[str] = field(default_factory=list)  # jobs it waited for
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    mode: str = ""  # a Mode: native, emulated (native compiler) or emulated
+    compiler: str = ""  # with the native compiler, its version; else why not
 
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -81,7 +116,9 @@ class WheelRecord:
         self.detail = f"{failure.category}: {failure.first_line}"
 
     @classmethod
-    def for_job(cls, job: WheelJob, status: JobStatus, **fields: Any) -> WheelRecord:
+    def for_job(
+        cls, job: WheelJob, status: JobStatus, native_compiler: bool = False, **fields: Any
+    ) -> WheelRecord:
         """A record naming `job`, with its image, sdist and recorded phases."""
         base: dict[str, Any] = {
             "kind": job.kind,
@@ -89,7 +126,7 @@ class WheelRecord:
             "image_ref": job.image_ref,
             "image_pull": job.image_pull,
             "arch": job.platform.arch.value,
-            "phases": [p.as_dict() for p in phases(job)],
+            "phases": [p.as_dict() for p in phases(job, native_compiler)],
             "sdist": job.sdist.as_dict(),
             "build_constraints": list(job.build_constraints),
         }
@@ -104,9 +141,12 @@ class WheelRecord:
         )
 
 
-def phases(job: WheelJob) -> tuple[Phase, Phase]:
+def phases(job: WheelJob, native_compiler: bool = False) -> tuple[Phase, Phase]:
+    """Fetch and build; with `native_compiler`, the build phase puts the builder's
+    native cross compiler first on PATH (job.py checks it, and falls back)."""
     python = f"/opt/orchestrate/py{job.python}/bin/python"
     env = {"SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, "PYTHONHASHSEED": "0"}
+    build_env = {**env, "ORCHESTRATE_NATIVE_COMPILER": "1"} if native_compiler else env
     where = {
         # Only for a fetch run by hand (`reproduce --print`): orchestrate puts the
         # verified sdist into /job/src itself.
@@ -115,5 +155,5 @@ def phases(job: WheelJob) -> tuple[Phase, Phase]:
     }
     return (
         Phase("fetch", (python, JOB_SCRIPT, "fetch"), network=True, env={**env, **where}),
-        Phase("build", (python, JOB_SCRIPT, "build"), network=False, env=env),
+        Phase("build", (python, JOB_SCRIPT, "build"), network=False, env=build_env),
     )

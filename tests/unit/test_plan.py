@@ -36,9 +36,10 @@ def plan(
     pages: Mapping[str, ProjectPage | None],
     cached: dict[str, dict[tuple[str, str], str]] | None = None,
     skip: tuple[SkipSpec, ...] = (),
+    from_source: frozenset[str] = frozenset(),
 ) -> dict[tuple[str, str], Decision]:
     reqs = read([write("r.txt", text)], [])
-    out = decide(PLATFORMS, reqs, pages, TAGS, cached or {}, skip)
+    out = decide(PLATFORMS, reqs, pages, TAGS, cached or {}, skip, from_source)
     return {(d.platform.rsplit("-", 1)[1], d.name): d for d in out}
 
 
@@ -150,6 +151,25 @@ def test_cached_excluded_and_upstream_beats_cache(write: Write) -> None:
     assert got[("arm64", "six")].action == Action.UPSTREAM
     assert got[("amd64", "python-ldap")].action == Action.EXCLUDED
     assert got[("amd64", "python-ldap")].reason == "built by distro"
+
+
+def test_from_source_builds_what_the_index_has_a_wheel_for(write: Write) -> None:
+    pages = {
+        "greenlet": page(
+            "greenlet-3.5.5.tar.gz",
+            "greenlet-3.5.5-cp311-cp311-manylinux_2_24_aarch64.manylinux_2_28_aarch64.whl",
+            "greenlet-3.5.5-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",
+        )
+    }
+    text = "greenlet==3.5.5\n"
+    assert plan(write, text, pages)[("arm64", "greenlet")].action == Action.UPSTREAM
+    got = plan(write, text, pages, from_source=frozenset({"greenlet"}))
+    assert got[("arm64", "greenlet")].action == Action.BUILD
+    assert got[("arm64", "greenlet")].sdist == "greenlet-3.5.5.tar.gz"
+    assert "from_source" in got[("amd64", "greenlet")].reason
+    cached = {"debian-bookworm-arm64": {("greenlet", "3.5.5"): "greenlet-3.5.5-x.whl"}}
+    again = plan(write, text, pages, cached, from_source=frozenset({"greenlet"}))
+    assert again[("arm64", "greenlet")].action == Action.CACHED  # built once, then reused
 
 
 def test_markers_per_platform(write: Write) -> None:

@@ -1,0 +1,109 @@
+"""Native cross toolchains for builders that run under emulation (#17).
+
+Most of an emulated wheel build is the C/C++ compiler, and the compiler need
+not be emulated: a compiler built for the engine's arch that targets the
+platform's arch runs natively inside the emulated container (the kernel runs
+an engine-arch program directly, whatever the container's rootfs is).
+
+For a Debian-family builder made on an engine of another arch, the distro's
+default cross gcc/g++ is installed in a container of the *engine's* arch, from
+the same release's base (`images/scripts/cross-toolchain.sh`), gathered into a
+relocatable prefix, and added to the builder's context as an archive. The
+builder unpacks it under /opt/orchestrate/cross, in a layer of its own; jobs
+put its wrappers first on PATH only when they run emulated on an engine of the
+toolchain's arch. The archive is cached per (platform, engine arch, engine-arch
+base image, script), so it is made once.
+
+Red Hat-family releases ship no cross compiler for user space (Fedora's
+gcc-<arch>-linux-gnu packages are for kernels only, with no target libc), so
+their builders fall back to the emulated compiler, and say so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import io
+import json
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+from orchestrator.config import Arch, Family
+from orchestrator.engines import Engine, RunRequest
+from orchestrator.errors import OrchestrateError
+from orchestrator.matrix import Platform
+from orchestrator.paths import cache_dir
+
+from .base import ensure_base
+from .render import CrossToolchain, deterministic_tar, templates_dir
+
+PREFIX = "/opt/orchestrate/cross"
+SCRIPT = "cross-toolchain.sh"
+TIMEOUT = 1800.0  # seconds; it downloads about 60 MB of packages
+
+
+def unavailable_reason(platform: Platform, host: Arch | None) -> str | None:
+    """Why a builder of `platform` made on an engine of `host` gets no cross toolchain;
+    None when it gets one."""
+    if host is None or host == platform.arch:
+        return "the engine runs this arch natively"
+    if platform.family is not Family.DEB:
+        return (
+            f"{platform.family.value} releases ship no user-space cross compiler: "
+            "jobs compile under emulation"
+        )
+    return None
+
+
+def ensure_toolchain(
+    platform: Platform, engine: Engine, host: Arch, log: Path, line: Callable[[str], None]
+) -> CrossToolchain:
+    """The cached toolchain for `platform` on `host`, made in a container when missing."""
+    host_platform = dataclasses.replace(platform, arch=host)
+    base_id = ensure_base(host_platform, engine, log, line)
+    script = (templates_dir() / "scripts" / SCRIPT).read_bytes()
+    key = hashlib.sha256(base_id.encode() + b"\0" + script).hexdigest()[:16]
+    path = cache_dir() / "cross" / f"{platform.name}-on-{host.value}-{key}.tar.gz"
+    if not path.is_file():
+        line(f"making a native {host.value} cross toolchain for {platform.arch.value}")
+        archive = _make(engine, base_id, host, platform.arch, script, line)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(archive)
+        tmp.replace(path)
+    return read_toolchain(path.read_bytes(), host, platform.arch)
+
+
+def _make(
+    engine: Engine, base_id: str, host: Arch, target: Arch, script: bytes,
+    line: Callable[[str], None],
+) -> bytes:  # fmt: skip
+    request = RunRequest(
+        image=base_id,
+        command=("sh", f"/{SCRIPT}", target.triplet, PREFIX),
+        platform=host,
+        user="root",
+    )
+    with engine.container(request) as box:
+        box.put("/", deterministic_tar({SCRIPT: script}))
+        outcome = box.start_and_wait(TIMEOUT, lambda b: line(b.decode(errors="replace")))
+        if outcome.exit_code != 0:
+            raise OrchestrateError(
+                f"making the {host.value} cross toolchain for {target.value} failed "
+                f"(exit {outcome.exit_code})",
+                hint="see the image log; the builder is still made, and its jobs then "
+                "compile under emulation if you set builder.native_compiler: false",
+            )
+        tar = box.get(PREFIX)
+    return gzip.compress(tar, mtime=0)
+
+
+def read_toolchain(archive: bytes, host: Arch, target: Arch) -> CrossToolchain:
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(archive))) as tar:
+        member = tar.extractfile("cross/toolchain.json")
+        if member is None:
+            raise OrchestrateError("the cross toolchain archive has no cross/toolchain.json")
+        info = json.loads(member.read())
+    return CrossToolchain(host, target, archive, str(info["gcc"]), str(info["loader"]))

@@ -1,0 +1,147 @@
+"""The native compiler under emulation (#17), without Docker: which builders get a cross
+toolchain, how its layer renders, and which mode a job placed on an engine gets."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import Arch, load_matrix
+from orchestrator.errors import EXIT_INPUT
+from orchestrator.images.cross import read_toolchain, unavailable_reason
+from orchestrator.images.facts import NativeCompiler, parse_native_compiler
+from orchestrator.images.render import CrossToolchain, render
+from orchestrator.matrix import expand
+from orchestrator.wheels.failures import JobStatus
+from orchestrator.wheels.jobs import JobKind, WheelJob
+from orchestrator.wheels.records import Mode, WheelRecord, compiler_mode
+from orchestrator.wheels.sources import SdistRef
+from tests.conftest import REPO, CliRunner
+
+PRODUCTION = load_matrix(REPO / "platforms.yaml")
+PLATFORMS = {p.name: p for p in expand(PRODUCTION)}
+USABLE = NativeCompiler("x86_64", "12.2.0", "12.2.0", True)
+
+
+def _archive(info: dict[str, object]) -> bytes:
+    data = json.dumps(info).encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        member = tarfile.TarInfo("cross/toolchain.json")
+        member.size = len(data)
+        tar.addfile(member, io.BytesIO(data))
+    return gzip.compress(buf.getvalue(), mtime=0)
+
+
+TOOLCHAIN = read_toolchain(
+    _archive({"gcc": "12.2.0", "loader": "/lib64/ld-linux-x86-64.so.2", "host": "x86_64"}),
+    Arch.AMD64,
+    Arch.ARM64,
+)
+
+
+def test_only_foreign_debian_family_builders_get_a_toolchain() -> None:
+    arm = PLATFORMS["debian-bookworm-arm64"]
+    assert unavailable_reason(arm, Arch.AMD64) is None
+    assert unavailable_reason(PLATFORMS["ubuntu-noble-arm64"], Arch.AMD64) is None
+    assert "natively" in str(unavailable_reason(arm, Arch.ARM64))
+    centos = unavailable_reason(PLATFORMS["centos-stream9-arm64"], Arch.AMD64)
+    assert centos is not None
+    assert "no user-space cross compiler" in centos
+
+
+def test_the_toolchain_renders_as_its_own_layer_before_the_probe() -> None:
+    arm = PLATFORMS["debian-bookworm-arm64"]
+    plain = render(arm, PRODUCTION)
+    crossed = render(arm, PRODUCTION, toolchain=TOOLCHAIN)
+    assert "cross" not in plain.dockerfile
+    assert "cross-toolchain.tar.gz" not in plain.files
+    text = crossed.dockerfile
+    assert "ADD cross-toolchain.tar.gz /opt/orchestrate/" in text
+    assert (
+        "ln -sf /opt/orchestrate/cross/lib/ld-linux-x86-64.so.2 /lib64/ld-linux-x86-64.so.2" in text
+    )
+    assert text.index("cross-toolchain.tar.gz") < text.index("orchestrate-probe")
+    assert text.index("apt-get install") < text.index("cross-toolchain.tar.gz")
+    assert crossed.files["cross-toolchain.tar.gz"] == TOOLCHAIN.archive
+    assert crossed.inputs_hash("base") != plain.inputs_hash("base")  # a new toolchain rebuilds
+
+
+def test_the_mode_of_a_job() -> None:
+    assert compiler_mode(False, "x86_64", USABLE, True) == (Mode.NATIVE, "")
+    assert compiler_mode(True, "x86_64", USABLE, True) == (Mode.NATIVE_COMPILER, "")
+    mode, why = compiler_mode(True, "x86_64", None, True)
+    assert mode is Mode.EMULATED
+    assert "no native cross compiler" in why
+    mode, why = compiler_mode(True, "ppc64le", USABLE, True)
+    assert mode is Mode.EMULATED
+    assert "runs on x86_64, the engine is ppc64le" in why
+    mode, why = compiler_mode(True, "x86_64", USABLE, False)
+    assert (mode, "turns the native compiler off" in why) == (Mode.EMULATED, True)
+    stale = NativeCompiler("x86_64", "12.2.0", "13.1.0", False, "cross gcc 12.2 != gcc 13.1")
+    assert compiler_mode(True, "x86_64", stale, True) == (
+        Mode.EMULATED,
+        "cross gcc 12.2 != gcc 13.1",
+    )
+
+
+def test_a_native_engine_never_gets_the_wrappers() -> None:
+    """The same arm64 image on a native arm64 engine: mode native, no wrapper variable."""
+    arm = PLATFORMS["debian-bookworm-arm64"]
+    job = WheelJob(JobKind.WHEEL, arm, "3.11", "crcmod", "1.7", SdistRef("c.tar.gz", "u", "0"), "i")
+    mode, _ = compiler_mode(False, "aarch64", USABLE, True)
+    record = WheelRecord.for_job(job, JobStatus.BUILT, mode is Mode.NATIVE_COMPILER)
+    build = record.phases[1]
+    assert isinstance(build["env"], dict)
+    assert "ORCHESTRATE_NATIVE_COMPILER" not in build["env"]
+    emulated = WheelRecord.for_job(job, JobStatus.BUILT, True)
+    env = emulated.phases[1]["env"]
+    assert isinstance(env, dict)
+    assert env["ORCHESTRATE_NATIVE_COMPILER"] == "1"
+    assert "ORCHESTRATE_NATIVE_COMPILER" not in dict(emulated.phases[0]["env"])  # type: ignore[call-overload]
+
+
+def test_probe_entries() -> None:
+    assert parse_native_compiler('{"tags": {}}') is None
+    found = parse_native_compiler(
+        json.dumps({"native_compiler": {"host": "x86_64", "gcc": "12.2.0",
+                                        "builder_gcc": "12.2.0", "usable": True}})
+    )  # fmt: skip
+    assert found == USABLE
+
+
+def test_the_matrix_switches(tmp_path: Path, cli: CliRunner) -> None:
+    text = (REPO / "examples" / "local.yaml").read_text()
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        text.replace(
+            "builder:\n",
+            "builder:\n  native_compiler: true\n  native_compiler_except: [pyzmq, libsass]\n",
+        )
+    )
+    assert load_matrix(good).builder.native_compiler_except == ("pyzmq", "libsass")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace("builder:\n", "builder:\n  native_compiler_except: [PyZMQ]\n"))
+    result = cli("matrix", "validate", "-m", str(bad))
+    assert result.code == EXIT_INPUT
+    assert "normalized project name" in result.err
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(text.replace("builder:\n", "builder:\n  native_compilers: false\n"))
+    result = cli("matrix", "validate", "-m", str(typo))
+    assert result.code == EXIT_INPUT
+    assert "native_compiler" in result.err
+
+
+@pytest.mark.parametrize("arch", list(Arch))
+def test_triplets(arch: Arch) -> None:
+    assert arch.triplet == {"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}[arch]
+
+
+def test_crosstoolchain_paths() -> None:
+    assert isinstance(TOOLCHAIN, CrossToolchain)
+    assert (TOOLCHAIN.loader_dir, TOOLCHAIN.loader_name) == ("/lib64", "ld-linux-x86-64.so.2")
