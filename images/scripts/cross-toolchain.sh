@@ -22,6 +22,12 @@ set -eu
 triplet=$1
 dest=$2
 export DEBIAN_FRONTEND=noninteractive
+# The release's updates suite too, so that a cross compiler rebuilt to match the
+# builder's point-release gcc is found (apt takes the newest version).
+main=$(grep -m1 '^deb ' /etc/apt/sources.list 2>/dev/null || true)
+if [ -n "$main" ] && ! grep -q -- '-updates' /etc/apt/sources.list; then
+  echo "$main" | awk '{ $3 = $3 "-updates"; print }' >>/etc/apt/sources.list
+fi
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "gcc-$triplet" "g++-$triplet" >/dev/null
 
