@@ -22,6 +22,7 @@ from orchestrator.wheels.builddeps import parse_constraints
 from orchestrator.wheels.pipeline import (
     BuildOptions,
     BuildRun,
+    emulated_by_arch,
     emulated_seconds,
     new_run,
     run_build,
@@ -254,10 +255,12 @@ def _summary(app: App, run: BuildRun, report: Path) -> None:
         click.echo(f"publish of {platform} failed: {error}", err=True)
     count = {a: sum(1 for d in run.plan if d.action.value == a) for a in ("upstream", "cached")}
     status = Counter(str(j.status) for j in run.jobs)
+    by_arch = emulated_by_arch(run.jobs)
+    arches = f" ({', '.join(f'{a} {s:.0f}s' for a, s in by_arch.items())})" if by_arch else ""
     click.echo(
         f"built {status['built']}, shared {status['shared']}, failed {len(run.failed)}, "
         f"upstream {count['upstream']}, cached {count['cached']}, "
-        f"emulated time {emulated_seconds(run.jobs):.0f}s; "
+        f"emulated time {emulated_seconds(run.jobs):.0f}s{arches}; "
         f"published {', '.join(p.platform + ':' + p.status for p in run.published)}"
     )
     if app.verbosity >= 0:

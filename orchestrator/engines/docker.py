@@ -25,11 +25,11 @@ from orchestrator.errors import BuildStepFailed, EngineError, RegistryError
 
 from . import BuildRequest, EngineInfo, ImageInfo, RunOutcome, RunRequest
 
+# What engines report as their Architecture (uname -m, or Go's name), to OCI names.
 _MACHINE_TO_ARCH = {
-    "x86_64": Arch.AMD64,
-    "amd64": Arch.AMD64,
-    "aarch64": Arch.ARM64,
-    "arm64": Arch.ARM64,
+    **{a.machine: a for a in Arch},
+    **{a.value: a for a in Arch},
+    "ppc64el": Arch.PPC64LE,
 }
 _TRANSPORT_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
 _UNREACHABLE_HINT = (

@@ -75,7 +75,7 @@ def probe_arch(engine: Engine, arch: Arch) -> ProbeResult:
     if outcome.exit_code != 0:
         return ProbeResult(False, None, f"probe exited {outcome.exit_code}: {output[:200]!r}")
     try:
-        return ProbeResult(True, parse_statfs(output), "ran")
+        return ProbeResult(True, parse_statfs(output, arch), "ran")
     except ValueError as exc:
         return ProbeResult(True, None, str(exc))
 

@@ -44,7 +44,7 @@ def ensure_base(
         if found is not None and found.arch == platform.arch.value:
             return found.id
         if isinstance(platform.base, Bootstrap):
-            rootfs = bootstrap_rootfs(platform.base, platform.arch.value, log)
+            rootfs = bootstrap_rootfs(platform.base, platform.arch.debian, log)
             context = _scratch_context(rootfs)
             return engine.build(
                 BuildRequest(tag=ref, context=context, platform=platform.arch), on_line

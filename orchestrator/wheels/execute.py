@@ -44,12 +44,28 @@ EMULATION_FACTOR = 6.0
 RESOLUTION_MAX_AGE = 20 * 3600.0
 
 
+FACTOR = "factor|"  # durations keys of the learned factors: factor|<engine>|<arch>
+LEARNING = 0.3  # weight of each new observation in a learned factor
+MAX_FACTOR = 50.0  # an observation above this is a stall, not emulation's cost
+
+
 def _key(name: str, arch: str, emulated: bool) -> str:
     return f"{name}|{arch}|{'emulated' if emulated else 'native'}"
 
 
+def _factor(engine: str, arch: str) -> str:
+    return f"{FACTOR}{engine}|{arch}"
+
+
 class Durations:
-    """How long each package took per arch last time: the scheduler's expectations."""
+    """How long each package took per arch last time, and how much slower each engine
+    emulates each arch: the scheduler's expectations.
+
+    The emulation factor is learned per (engine, arch) (#16): when a package built
+    natively on any arch is built emulated for another, the ratio of the two times
+    moves that factor (an exponential moving average), so s390x and riscv64, slower
+    under QEMU than arm64, get their own. Until then it is EMULATION_FACTOR.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -66,15 +82,41 @@ class Durations:
         (native seconds, from the sdist's contents), converted."""
         native = self.data.get(_key(name, arch, False))
         slow = self.data.get(_key(name, arch, True))
+        factor = self.factor(arch)
         if emulated:
-            return slow if slow is not None else (native or guess) * EMULATION_FACTOR
+            return slow if slow is not None else (native or self.native(name) or guess) * factor
         if native is not None:
             return native
-        return slow / EMULATION_FACTOR if slow is not None else guess
+        return slow / factor if slow is not None else guess
 
-    def record(self, name: str, arch: str, seconds: float, emulated: bool) -> None:
+    def factor(self, arch: str, engine: str | None = None) -> float:
+        """The learned emulation factor for `arch` on `engine` (on average over the
+        engines that emulated it, without one)."""
+        found = [
+            v
+            for k, v in self.data.items()
+            if k.startswith(FACTOR) and k.endswith(f"|{arch}") and (engine is None or
+                                                                   k == _factor(engine, arch))
+        ]  # fmt: skip
+        return sum(found) / len(found) if found else EMULATION_FACTOR
+
+    def native(self, name: str) -> float | None:
+        """The package's native time on any arch (a C build costs about the same)."""
+        found = [v for k, v in self.data.items() if k.startswith(f"{name}|")
+                 and k.endswith("|native")]  # fmt: skip
+        return min(found) if found else None
+
+    def record(
+        self, name: str, arch: str, seconds: float, emulated: bool, engine: str = ""
+    ) -> None:
         with self._lock:
             self.data[_key(name, arch, emulated)] = round(seconds, 1)
+            native = self.native(name) if emulated and engine else None
+            if native:
+                ratio = min(max(seconds / native, 1.0), MAX_FACTOR)
+                old = self.data.get(_factor(engine, arch))
+                new = ratio if old is None else (1 - LEARNING) * old + LEARNING * ratio
+                self.data[_factor(engine, arch)] = round(new, 2)
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -174,7 +216,11 @@ class Executor:
         record = run_job(work, self._inputs(work), self._context(work, placement, token))
         if record.status == JobStatus.BUILT:
             self.durations.record(
-                work.name, work.platform.arch.value, record.duration, placement.emulated
+                work.name,
+                work.platform.arch.value,
+                record.duration,
+                placement.emulated,
+                placement.engine.name,
             )
             if work.kind == JobKind.BUILD_DEP and record.wheel:
                 self._deps(work).add_wheel(self.layout.job_dir(work.id) / record.wheel)
@@ -296,4 +342,13 @@ def _unrun(job: Job[WheelJob], outcome: Outcome) -> WheelRecord:
 
 
 def emulated_seconds(records: list[WheelRecord]) -> float:
-    return sum(j.duration for j in records if j.emulated and j.status != JobStatus.SHARED)
+    return sum(emulated_by_arch(records).values())
+
+
+def emulated_by_arch(records: list[WheelRecord]) -> dict[str, float]:
+    """Job time spent under emulation, per arch: where QEMU's cost goes (#16)."""
+    out: dict[str, float] = {}
+    for j in records:
+        if j.emulated and j.status != JobStatus.SHARED:
+            out[j.arch] = out.get(j.arch, 0.0) + j.duration
+    return dict(sorted(out.items()))

@@ -31,7 +31,7 @@ from orchestrator.matrix import Platform
 from orchestrator.scheduler import Cancel
 
 from .builddeps import BuildDepNeed, needs_for, parse_constraints
-from .execute import ExecOptions, Executor, emulated_seconds
+from .execute import ExecOptions, Executor, emulated_by_arch, emulated_seconds
 from .failures import Category, Failure
 from .index import PublishResult, publish
 from .inputs import PlanResult, make_plan
@@ -341,4 +341,11 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-__all__ = ["BuildOptions", "BuildRun", "emulated_seconds", "new_run", "run_build"]
+__all__ = [
+    "BuildOptions",
+    "BuildRun",
+    "emulated_by_arch",
+    "emulated_seconds",
+    "new_run",
+    "run_build",
+]

@@ -17,8 +17,16 @@ from packaging.tags import Tag, compatible_tags, cpython_tags
 
 from orchestrator.config import Arch
 
-# The oldest glibc each arch has a manylinux tag for (PEP 600 / manylinux1).
-_OLDEST_GLIBC = {Arch.AMD64: 5, Arch.ARM64: 17}
+# The oldest glibc each arch has a manylinux tag for (PEP 600; auditwheel's policies):
+# manylinux1 (2.5) on x86_64; manylinux2014 (2.17) for aarch64, ppc64le and s390x;
+# riscv64 from manylinux_2_31 on.
+_OLDEST_GLIBC = {
+    Arch.AMD64: 5,
+    Arch.ARM64: 17,
+    Arch.PPC64LE: 17,
+    Arch.S390X: 17,
+    Arch.RISCV64: 31,
+}
 _LEGACY = {(2, 17): "manylinux2014", (2, 12): "manylinux2010", (2, 5): "manylinux1"}
 
 

@@ -34,6 +34,20 @@ def test_doctor_reports_native_amd64_and_emulated_arm64(
     assert re.search(r"Docker \S+ \(API 1\.\d+\)", engine_line)
 
 
+def test_doctor_reports_the_five_arches(engine: DockerEngine, cli: CliRunner) -> None:
+    """examples/multiarch.yaml: each foreign arch really runs (a probe ELF of that arch,
+    in a FROM scratch image), and its free disk is decoded in that arch's layout."""
+    result = cli("doctor", "--matrix", str(REPO / "examples" / "multiarch.yaml"), "--format",
+                 "json")  # fmt: skip
+    checks = {c["subject"]: c for c in json.loads(result.out)}
+    detail = str(checks["engine local"]["detail"])
+    assert "native amd64" in detail
+    assert "emulated arm64, ppc64le, s390x, riscv64" in detail
+    for arch in ("arm64", "ppc64le", "s390x", "riscv64"):
+        assert checks[f"arch {arch}"]["ok"] is True
+        assert "emulated on local" in str(checks[f"arch {arch}"]["detail"])
+
+
 def test_probe_results_are_cached_per_engine(
     engine: DockerEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -56,6 +56,26 @@ PINS = [
     "setproctitle==1.3.3",
 ]
 RECORD = Path(__file__).parent / "data" / "plan_oracle.json"
+# The new arches (#16): 48 pins from OpenStack's constraints that PyPI serves as compiled
+# wheels for x86_64, and 6 compiled ones it has as sdists only.
+COMPILED = [
+    "aiohttp==3.14.3", "ast-serialize==0.8.0", "autobahn==26.7.1", "bcrypt==5.0.0",
+    "cassandra-driver==3.30.1", "cbor2==6.1.4", "cffi==2.1.1", "charset-normalizer==3.5.0",
+    "confluent-kafka==2.15.0", "coverage==7.15.4", "cryptography==43.0.3", "dulwich==1.2.12",
+    "falcon==4.3.1", "frozenlist==1.8.0", "greenlet==3.5.5", "grpcio==1.83.0",
+    "libsass==0.23.0", "logbook==1.10.1", "lxml==6.1.1", "markupsafe==3.0.3",
+    "msgpack==1.2.1", "multidict==6.7.1", "pcre2==0.7.1", "pillow==12.3.0",
+    "propcache==0.5.2", "protobuf==7.35.1", "psutil==7.2.2", "psycopg2-binary==2.9.12",
+    "pydantic-core==2.46.4", "pyeclib==1.8.0", "pymongo==4.17.0", "pynacl==1.6.2",
+    "pyyaml==6.0.3", "pyzmq==27.1.0", "rcssmin==1.2.2", "rjsmin==1.2.5",
+    "rpds-py==2026.6.3", "setproctitle==1.3.7", "simplejson==4.1.1", "sqlalchemy==2.0.52",
+    "sysv-ipc==1.2.0", "ujson==5.13.0", "wrapt==2.3.0", "xattr==1.3.0",
+    "yappi==1.7.6", "yarl==1.24.5", "zeroconf==0.150.0", "zstd==1.5.7.2",
+    "netifaces==0.11.0", "psycopg2==2.9.12", "systemd-python==235", "python-ldap==3.4.7",
+    "gssapi==1.11.1", "libvirt-python==12.6.0",
+]  # fmt: skip
+ARCHES_RECORD = Path(__file__).parent / "data" / "plan_oracle_arches.json"
+MULTIARCH = REPO / "examples" / "multiarch.yaml"
 ARTIFACTS = REPO / "tests" / "artifacts"
 
 
@@ -144,6 +164,44 @@ def test_plan_agrees_with_pip(tmp_path: Path, write_reqs: Path) -> None:
     # Both answers appear in the record: the test exercises upstream and build verdicts.
     assert any(v is None for v in recorded.values())
     assert any(v is not None for v in recorded.values())
+
+
+def test_plan_agrees_with_pip_on_the_new_arches(tmp_path: Path) -> None:
+    """ppc64le and s390x (bookworm, glibc 2.36, cp311) and riscv64 (trixie, glibc 2.41,
+    cp313, manylinux from 2_31 on): our verdict against pip's, pin by pin."""
+    matrix = load_matrix(MULTIARCH)
+    platforms = select(expand(matrix), ["*-ppc64le", "*-s390x", "*-riscv64"])
+    jobs = [(pin, p) for p in platforms for pin in COMPILED]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(
+            pool.map(
+                lambda job: pip_oracle(
+                    job[0], job[1], job[1].python[0], tmp_path / f"{job[1].name}-{job[0]}"
+                ),
+                jobs,
+            )
+        )
+    reqs = tmp_path / "compiled.txt"
+    reqs.write_text("\n".join(COMPILED) + "\n")
+    decisions = make_plan(matrix, platforms, [reqs]).decisions
+    ours = {(d.platform, d.name): d for d in decisions}
+    disagreements = []
+    for (pin, platform), wheel in zip(jobs, answers, strict=True):
+        decision = ours[(platform.name, pin.split("==")[0])]
+        upstream = decision.action == Action.UPSTREAM
+        if upstream != (wheel is not None) or (upstream and decision.wheel != wheel):
+            disagreements.append((platform.name, pin, wheel, decision.action, decision.wheel))
+    assert disagreements == []
+    oracle = {f"{p.name} {pin}": w for (pin, p), w in zip(jobs, answers, strict=True)}
+    if os.environ.get("ORCHESTRATE_RECORD_ORACLE"):
+        ARCHES_RECORD.write_text(json.dumps(oracle, indent=1, sort_keys=True) + "\n")
+    recorded = json.loads(ARCHES_RECORD.read_text())
+    changed = {k: (recorded.get(k), v) for k, v in oracle.items() if recorded.get(k) != v}
+    assert not changed, f"the index changed since the oracle was recorded: {changed}"
+    for arch in ("ppc64le", "s390x", "riscv64"):  # each arch has both verdicts
+        answers_of = [v for k, v in recorded.items() if k.split()[0].endswith(arch)]
+        assert None in answers_of
+        assert any(answers_of)
 
 
 @pytest.fixture

@@ -62,6 +62,33 @@ def test_arch_aliases_and_frozen_objects(write: Write) -> None:
         matrix.distros[0].release = "trixie"  # type: ignore[misc]
 
 
+@pytest.mark.parametrize(
+    ("given", "arch", "debian", "triplet"),
+    [
+        ("ppc64el", Arch.PPC64LE, "ppc64el", "powerpc64le-linux-gnu"),
+        ("powerpc64le", Arch.PPC64LE, "ppc64el", "powerpc64le-linux-gnu"),
+        ("ppc64le", Arch.PPC64LE, "ppc64el", "powerpc64le-linux-gnu"),
+        ("s390x", Arch.S390X, "s390x", "s390x-linux-gnu"),
+        ("riscv64", Arch.RISCV64, "riscv64", "riscv64-linux-gnu"),
+        ("aarch64", Arch.ARM64, "arm64", "aarch64-linux-gnu"),
+    ],
+)
+def test_the_five_arches_and_their_names(
+    write: Write, given: str, arch: Arch, debian: str, triplet: str
+) -> None:
+    matrix = load_matrix(write("m.yaml", VALID.replace("[x86_64, aarch64]", f"[{given}]")))
+    assert matrix.distros[0].arches == (arch,)
+    assert (arch.debian, arch.triplet) == (debian, triplet)
+
+
+def test_an_unknown_arch_names_the_five(write: Write, cli: CliRunner) -> None:
+    path = write("m.yaml", VALID.replace("[x86_64, aarch64]", "[mips64el]"))
+    result = cli("matrix", "validate", "-m", str(path))
+    assert result.code == 2
+    for arch in ("amd64", "arm64", "ppc64le", "s390x", "riscv64"):
+        assert arch in result.err
+
+
 def test_matrix_show_json_lists_the_six_platforms(cli: CliRunner) -> None:
     import json
 
@@ -102,10 +129,10 @@ BAD_CASES = {
         "did you mean 'suite'",
     ),
     "unknown arch": (
-        VALID.replace("aarch64]", "ppc64le]"),
+        VALID.replace("aarch64]", "mips64el]"),
         12,
         "distros[0].arches[1]",
-        "unknown arch 'ppc64le'",
+        "unknown arch 'mips64el'",
     ),
     "unknown family": (
         VALID.replace("family: deb", "family: apk"),

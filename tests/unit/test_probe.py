@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
 import platform
+import shutil
 import struct
 import subprocess
 import tarfile
@@ -14,17 +16,43 @@ import pytest
 from orchestrator.config import Arch
 from orchestrator.engines.probe import parse_statfs, probe_context, probe_elf
 
+MACHINES = {Arch.AMD64: 62, Arch.ARM64: 183, Arch.PPC64LE: 21, Arch.S390X: 22, Arch.RISCV64: 243}
 
-@pytest.mark.parametrize(("arch", "machine"), [(Arch.AMD64, 62), (Arch.ARM64, 183)])
-def test_elf_header(arch: Arch, machine: int) -> None:
+
+@pytest.mark.parametrize("arch", list(Arch))
+def test_elf_header(arch: Arch) -> None:
     elf = probe_elf(arch)
+    order = ">" if arch is Arch.S390X else "<"
     assert elf[:4] == b"\x7fELF"
     assert elf[4] == 2  # 64-bit
-    e_type, e_machine = struct.unpack_from("<HH", elf, 16)
-    assert (e_type, e_machine) == (2, machine)
-    entry = struct.unpack_from("<Q", elf, 24)[0]
+    assert elf[5] == (2 if arch is Arch.S390X else 1)  # s390x is big-endian
+    e_type, e_machine = struct.unpack_from(f"{order}HH", elf, 16)
+    assert (e_type, e_machine) == (2, MACHINES[arch])
+    entry = struct.unpack_from(f"{order}Q", elf, 24)[0]
     assert entry == 0x400000 + 64 + 56
-    assert elf.endswith(b"/\0")
+    assert b"/\0" in elf[-4:]
+
+
+@pytest.mark.parametrize("arch", [Arch.ARM64, Arch.PPC64LE, Arch.S390X, Arch.RISCV64])
+def test_foreign_probes_run_under_qemu_and_report_this_disk(arch: Arch, tmp_path: Path) -> None:
+    """Each probe run by QEMU user emulation itself (no engine): the disk it reports is
+    this host's, decoded with that arch's statfs layout."""
+    qemu = shutil.which(f"qemu-{arch.machine}-static")
+    if qemu is None or platform.machine() == arch.machine:
+        pytest.skip(f"qemu-{arch.machine}-static is not installed (scripts/setup-host does)")
+    exe = tmp_path / "probe"
+    exe.write_bytes(probe_elf(arch))
+    exe.chmod(0o755)
+    out = subprocess.run([qemu, str(exe)], capture_output=True, check=True).stdout
+    stat = os.statvfs("/")
+    assert parse_statfs(out, arch).total_bytes == stat.f_blocks * stat.f_frsize
+
+
+def test_parse_statfs_s390x() -> None:
+    raw = struct.pack(">IIQQQQQQIII", 0x794C7630, 1024, 1000, 600, 500, 0, 0, 0, 255, 4096, 7)
+    raw += bytes(120 - len(raw))
+    space = parse_statfs(raw, Arch.S390X)
+    assert (space.free_bytes, space.total_bytes) == (500 * 4096, 1000 * 4096)
 
 
 def test_context_is_scratch_image_with_executable_probe() -> None:
@@ -50,7 +78,5 @@ def test_native_probe_runs_and_reports_this_disk(tmp_path: Path) -> None:
     exe.write_bytes(probe_elf(Arch.AMD64))
     exe.chmod(0o755)
     out = subprocess.run([str(exe)], capture_output=True, check=True).stdout
-    import os
-
     stat = os.statvfs("/")
     assert parse_statfs(out).total_bytes == stat.f_blocks * stat.f_frsize

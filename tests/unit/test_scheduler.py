@@ -197,3 +197,27 @@ def test_expected_durations_scale_for_emulation(tmp_path: Path) -> None:
     assert again.expected("unknown", "arm64", emulated=True) > again.expected(
         "unknown", "arm64", emulated=False
     )
+
+
+def test_the_emulation_factor_is_learned_per_engine_and_arch(tmp_path: Path) -> None:
+    """s390x and riscv64 are slower under QEMU than arm64: each (engine, arch) learns
+    its own factor from packages built both natively and emulated (#16)."""
+    from orchestrator.wheels.execute import EMULATION_FACTOR, Durations
+
+    durations = Durations(tmp_path / "d.json")
+    for name in ("a", "b"):
+        durations.record(name, "amd64", 10.0, emulated=False)
+    durations.record("a", "s390x", 200.0, emulated=True, engine="local")
+    durations.record("a", "arm64", 70.0, emulated=True, engine="local")
+    assert durations.factor("s390x", "local") == 20.0
+    assert durations.factor("arm64") == 7.0
+    assert durations.factor("riscv64") == EMULATION_FACTOR  # nothing learned yet
+    # A package never built for s390x is expected at its amd64 time times s390x's factor.
+    assert durations.expected("b", "s390x", emulated=True) == 200.0
+    assert durations.expected("b", "arm64", emulated=True) == 70.0
+    durations.record("b", "s390x", 100.0, emulated=True, engine="local")  # 10x this time
+    assert durations.factor("s390x", "local") == round(0.7 * 20.0 + 0.3 * 10.0, 2)
+    durations.record("c", "s390x", 5000.0, emulated=True, engine="local")  # no native time
+    assert durations.factor("s390x", "local") == round(0.7 * 20.0 + 0.3 * 10.0, 2)
+    durations.save()
+    assert Durations(tmp_path / "d.json").factor("s390x") == durations.factor("s390x")

@@ -94,3 +94,26 @@ def test_probe_tags_take_the_probe_order() -> None:
     assert tags.source == "probe"
     assert tags.accepts([Tag("py3", "none", "any")])
     assert not tags.accepts([Tag("cp311", "cp311", "manylinux_2_17_aarch64")])
+
+
+@pytest.mark.parametrize(
+    ("arch", "glibc", "newest", "oldest"),
+    [
+        (Arch.PPC64LE, "2.36", "manylinux_2_36_ppc64le", "manylinux_2_17_ppc64le"),
+        (Arch.S390X, "2.36", "manylinux_2_36_s390x", "manylinux_2_17_s390x"),
+        # riscv64 has manylinux tags from glibc 2.31 on only (auditwheel's policies).
+        (Arch.RISCV64, "2.41", "manylinux_2_41_riscv64", "manylinux_2_31_riscv64"),
+    ],
+)
+def test_the_new_arches(arch: Arch, glibc: str, newest: str, oldest: str) -> None:
+    tags = platform_tags(arch, glibc)
+    manylinux = [t for t in tags if t.startswith("manylinux_")]
+    assert (manylinux[0], manylinux[-1]) == (newest, oldest)
+    assert tags[-1] == f"linux_{arch.machine}"
+    legacy = "manylinux2014_" + arch.machine
+    assert (legacy in tags) == (arch is not Arch.RISCV64)
+    assert not any("manylinux1" in t or "2010" in t for t in tags)
+
+
+def test_riscv64_before_glibc_231_has_no_manylinux_tag() -> None:
+    assert platform_tags(Arch.RISCV64, "2.28") == ["linux_riscv64"]
