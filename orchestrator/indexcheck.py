@@ -173,19 +173,20 @@ class Reader:
         response.raise_for_status()
         return response
 
-    def digest(self, url: str) -> tuple[str, int, bytes]:
-        """sha256, size and (for small files) the bytes, without holding a big file."""
+    def digest(self, url: str, keep: bool = False) -> tuple[str, int, bytes]:
+        """sha256 and size, streamed; with `keep` (a metadata file) also the bytes, up
+        to MAX_PAGE. A wheel is never held in memory."""
         with self.session.get(url, timeout=self.timeout, stream=True) as response:
             response.raise_for_status()
-            digest, size, head = hashlib.sha256(), 0, bytearray()
+            digest, size, body = hashlib.sha256(), 0, bytearray()
             for chunk in response.iter_content(1 << 20):
                 size += len(chunk)
                 if size > MAX_FILE:
                     raise ValueError(f"{url} is over {MAX_FILE >> 30} GiB")
                 digest.update(chunk)
-                if len(head) < MAX_PAGE:
-                    head += chunk
-        return digest.hexdigest(), size, bytes(head)
+                if keep and len(body) < MAX_PAGE:
+                    body += chunk
+        return digest.hexdigest(), size, bytes(body)
 
 
 def simple_roots(reader: Reader, url: str) -> list[str]:
@@ -299,7 +300,7 @@ def _mismatch(name: str, got: str, expected: str) -> str:
 def _metadata(reader: Reader, package: pypi_simple.DistributionPackage, found: Findings) -> None:
     url = package.metadata_url
     try:
-        sha256, _, body = reader.digest(url)
+        sha256, _, body = reader.digest(url, keep=True)
     except READ_ERRORS as exc:
         found.metadata_problems.append(f"{url}: {type(exc).__name__}: {str(exc)[:160]}")
         return

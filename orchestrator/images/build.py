@@ -134,7 +134,11 @@ def _toolchain(
     if why is not None or host is None:
         line(f"no native cross compiler: {why}")
         return None
-    return ensure_toolchain(platform, engine, host, log, line)
+    try:
+        return ensure_toolchain(platform, engine, host, log, line)
+    except OrchestrateError as exc:  # the builder stands without it: jobs compile emulated
+        line(f"no native cross compiler: {exc.message}")
+        return None
 
 
 def _build(

@@ -73,7 +73,16 @@ def ensure_toolchain(
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(archive)
         tmp.replace(path)
-    return read_toolchain(path.read_bytes(), host, platform.arch)
+    archive = path.read_bytes()
+    # Its toolchain.json beside it: every freshness check reads the archive, and
+    # unpacking ~200 MB to find one small file would cost more than the check.
+    sidecar = path.with_name(path.name + ".json")
+    try:
+        info = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        info = toolchain_info(archive)
+        sidecar.write_text(json.dumps(info))
+    return CrossToolchain(host, platform.arch, archive, str(info["gcc"]), str(info["loader"]))
 
 
 def _make(
@@ -93,17 +102,23 @@ def _make(
             raise OrchestrateError(
                 f"making the {host.value} cross toolchain for {target.value} failed "
                 f"(exit {outcome.exit_code})",
-                hint="see the image log; the builder is still made, and its jobs then "
-                "compile under emulation if you set builder.native_compiler: false",
+                hint="see the image log; the builder is made without it, and its jobs "
+                "compile under emulation",
             )
         tar = box.get(PREFIX)
     return gzip.compress(tar, mtime=0)
 
 
-def read_toolchain(archive: bytes, host: Arch, target: Arch) -> CrossToolchain:
+def toolchain_info(archive: bytes) -> dict[str, object]:
+    """The archive's cross/toolchain.json."""
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(archive))) as tar:
         member = tar.extractfile("cross/toolchain.json")
         if member is None:
             raise OrchestrateError("the cross toolchain archive has no cross/toolchain.json")
-        info = json.loads(member.read())
+        info: dict[str, object] = json.loads(member.read())
+    return info
+
+
+def read_toolchain(archive: bytes, host: Arch, target: Arch) -> CrossToolchain:
+    info = toolchain_info(archive)
     return CrossToolchain(host, target, archive, str(info["gcc"]), str(info["loader"]))

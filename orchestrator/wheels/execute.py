@@ -17,7 +17,7 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
-from orchestrator.config import Matrix
+from orchestrator.config import Arch, Matrix
 from orchestrator.engines import Engine
 from orchestrator.engines.pool import EnginePool
 from orchestrator.images.build import build_image
@@ -53,10 +53,6 @@ def _key(name: str, arch: str, emulated: bool) -> str:
     return f"{name}|{arch}|{'emulated' if emulated else 'native'}"
 
 
-def _factor(engine: str, arch: str) -> str:
-    return f"{FACTOR}{engine}|{arch}"
-
-
 class Durations:
     """How long each package took per arch last time, and how much slower each engine
     emulates each arch: the scheduler's expectations.
@@ -70,9 +66,13 @@ class Durations:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            self.data: dict[str, float] = json.loads(path.read_text())
+            loaded: dict[str, float] = json.loads(path.read_text())
         except (OSError, ValueError):
-            self.data = {}
+            loaded = {}
+        # Learned factors apart (engine|arch -> factor): a lookup, not a scan of every
+        # package's times, on each expectation the job graph asks for.
+        self.factors = {k[len(FACTOR) :]: v for k, v in loaded.items() if k.startswith(FACTOR)}
+        self.data = {k: v for k, v in loaded.items() if not k.startswith(FACTOR)}
         self._lock = threading.Lock()
 
     def expected(
@@ -94,17 +94,16 @@ class Durations:
         engines that emulated it, without one)."""
         found = [
             v
-            for k, v in self.data.items()
-            if k.startswith(FACTOR) and k.endswith(f"|{arch}") and (engine is None or
-                                                                   k == _factor(engine, arch))
-        ]  # fmt: skip
+            for k, v in self.factors.items()
+            if k == f"{engine}|{arch}" or (engine is None and k.endswith(f"|{arch}"))
+        ]
         return sum(found) / len(found) if found else EMULATION_FACTOR
 
     def native(self, name: str) -> float | None:
         """The package's native time on any arch (a C build costs about the same)."""
-        found = [v for k, v in self.data.items() if k.startswith(f"{name}|")
-                 and k.endswith("|native")]  # fmt: skip
-        return min(found) if found else None
+        found = [self.data.get(_key(name, a.value, False)) for a in Arch]
+        times = [t for t in found if t is not None]
+        return min(times) if times else None
 
     def record(
         self, name: str, arch: str, seconds: float, emulated: bool, engine: str = ""
@@ -114,13 +113,14 @@ class Durations:
             native = self.native(name) if emulated and engine else None
             if native:
                 ratio = min(max(seconds / native, 1.0), MAX_FACTOR)
-                old = self.data.get(_factor(engine, arch))
+                old = self.factors.get(f"{engine}|{arch}")
                 new = ratio if old is None else (1 - LEARNING) * old + LEARNING * ratio
-                self.data[_factor(engine, arch)] = round(new, 2)
+                self.factors[f"{engine}|{arch}"] = round(new, 2)
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(self.data, indent=1, sort_keys=True))
+        factors = {f"{FACTOR}{k}": v for k, v in self.factors.items()}
+        self.path.write_text(json.dumps({**self.data, **factors}, indent=1, sort_keys=True))
 
 
 class Builders:
