@@ -12,8 +12,10 @@ from packaging.utils import canonicalize_name
 from orchestrator.config import Arch
 from orchestrator.engines import Engine, RunRequest
 from orchestrator.errors import InputError, RegistryError
+from orchestrator.sysdeps import install_dockerfile
 from orchestrator.wheels.builder import BUILD_USER, input_tar
 from orchestrator.wheels.sources import SdistCache, SdistRef
+from orchestrator.wheels.system import system_image
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class JobSpec:
     build_requires: tuple[str, ...] = ()  # the exact versions its build environment had
     build_constraints: tuple[str, ...] = ()
     image_pull: str = ""  # repo@sha256:... of the builder, when it was pushed
+    family: str = "deb"  # of the extra system packages' package manager
+    system_packages: tuple[str, ...] = ()  # installed before the fetch phase (#15)
 
     @classmethod
     def of(cls, record: Mapping[str, Any]) -> JobSpec:
@@ -51,6 +55,7 @@ class JobSpec:
             tuple(str(p) for p in record.get("build_requires") or ()),
             tuple(str(c) for c in record.get("build_constraints") or ()),
             str(record.get("image_pull") or ""),
+            *_system(record.get("system_packages")),
         )
 
     def inputs(self, sdists: SdistCache) -> bytes:
@@ -59,6 +64,12 @@ class JobSpec:
         if self.sdist is None:
             return b""
         return input_tar(sdists.get(self.sdist), (), self.build_constraints, self.build_requires)
+
+
+def _system(said: object) -> tuple[str, tuple[str, ...]]:
+    if not isinstance(said, Mapping):
+        return "deb", ()
+    return str(said.get("family", "deb")), tuple(str(p) for p in said.get("packages") or ())
 
 
 def find_job(report: Mapping[str, Any], platform: str, requirement: str) -> JobSpec:
@@ -106,10 +117,24 @@ def print_script(spec: JobSpec) -> str:
         + ("" if spec.image_pull else "  # not pushed: this ID exists on the job's engine only"),
         "job=$(mktemp -d) && trap 'rm -rf \"$job\"' EXIT",
     ]
+    if spec.system_packages:
+        lines += _system_lines(spec, image)
     for phase in spec.phases:
         lines += _phase_lines(spec, phase)
     lines.append('exit "$rc"')
     return "\n".join(lines) + "\n"
+
+
+def _system_lines(spec: JobSpec, image: str) -> list[str]:
+    """The job's extra system packages installed into the builder first, as the job did."""
+    dockerfile = install_dockerfile(image, spec.family, spec.system_packages)
+    return [
+        f"# system packages: {' '.join(spec.system_packages)}",
+        f"image=$(docker build -q --platform {spec.arch.oci_platform} - <<'DOCKERFILE'",
+        dockerfile.rstrip("\n"),
+        "DOCKERFILE",
+        ") || exit $?",
+    ]
 
 
 def _phase_lines(spec: JobSpec, phase: Mapping[str, Any]) -> list[str]:
@@ -178,6 +203,12 @@ def run_phases(
 ) -> tuple[int, bytes]:
     """Run the recorded phases in order; returns the first failing exit code (or 0)."""
     job_tar = spec.inputs(sdists)
+    if spec.system_packages:
+        on_output(f"\n== system packages: {' '.join(spec.system_packages)}\n".encode())
+        image = system_image(
+            engine, image, spec.arch, spec.family, spec.system_packages, {},
+            lambda line: on_output(f"{line}\n".encode()),
+        )  # fmt: skip
     for phase in spec.phases:
         request = RunRequest(
             image=image,

@@ -43,6 +43,7 @@ CONSTRAINTS, PINS, RECORD = JOB / "build-constraints.txt", JOB / "build-pins.txt
 NEEDS = JOB / "build-needs.txt"  # dynamic build requirements a build phase asked for
 RESOLVED = JOB / "build-resolved.txt"  # versions another sdist resolved: constraints only
 PIP = [sys.executable, "-m", "pip"]
+SYSTEM_PACKAGES = Path("/etc/orchestrate/job-packages.txt")  # written by the system step
 CROSS = Path("/opt/orchestrate/cross")  # the native cross toolchain, in emulated builders
 EXIT_SDIST, EXIT_DEPS, EXIT_METADATA, EXIT_NEEDS, EXIT_BUILD = 10, 11, 12, 13, 20
 
@@ -144,6 +145,8 @@ def the_sdist():
 
 def pip_args():
     args = ["--prefer-binary", "--find-links", str(DEPS)]
+    # The matrix's per-package pip options (#15), e.g. --pre.
+    args += json.loads(os.environ.get("ORCHESTRATE_PIP_OPTIONS") or "[]")
     for path in (CONSTRAINTS, PINS, RESOLVED):
         if path.is_file():
             args += ["-c", str(path)]
@@ -231,9 +234,17 @@ def fetch():
     step([sys.executable, "-m", "venv", "--without-pip", str(ENV)], EXIT_DEPS)
     provide(static + needed + recorded_extras(static + needed))
     record = {"static": static, "dynamic": needed, "installed": installed(),
-              "source": str(source.relative_to(JOB))}
+              "source": str(source.relative_to(JOB)), "system_packages": system_packages()}
     RECORD.write_text(json.dumps(record, indent=1))
     say(f"build environment: {' '.join(record['installed'])}")
+
+
+def system_packages():
+    """name=version of the extra system packages installed for this job (#15), if any."""
+    try:
+        return sorted(l for l in SYSTEM_PACKAGES.read_text().splitlines() if l.strip())
+    except OSError:
+        return []
 
 
 def recorded_extras(requirements):

@@ -19,8 +19,9 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from orchestrator.errors import ConfigError
+from orchestrator.sysdeps import BindepError, parse_bindep
 
-from .schema import ARCH_ALIASES, Arch, DuplicateError, Family, Matrix
+from .schema import ARCH_ALIASES, Arch, DuplicateError, Family, Matrix, OverrideSpec
 
 Loc = tuple[str | int, ...]
 
@@ -376,6 +377,9 @@ def _resolve_paths(matrix: Matrix, marks: _Marks, path: Path) -> Matrix:
     builder = matrix.builder.model_copy(
         update={"ca_certificates": certs, "build_constraints": constraints}
     )
+    overrides = tuple(
+        _resolve_bindep(matrix, i, o, marks, path) for i, o in enumerate(matrix.overrides)
+    )
     root = matrix.resolve(matrix.index.root)
     loc: Loc = ("index", "root")
     if root in SYSTEM_FOLDERS or root == Path.home():
@@ -395,8 +399,31 @@ def _resolve_paths(matrix: Matrix, marks: _Marks, path: Path) -> Matrix:
         )
     index = matrix.index.model_copy(update={"root": root})
     return matrix.model_copy(
-        update={"builder": builder, "index": index, "warnings": tuple(warnings)}
+        update={
+            "builder": builder,
+            "index": index,
+            "overrides": overrides,
+            "warnings": tuple(warnings),
+        }
     )
+
+
+def _resolve_bindep(
+    matrix: Matrix, i: int, override: OverrideSpec, marks: _Marks, path: Path
+) -> OverrideSpec:
+    """A bindep.txt path made absolute and checked to exist and parse, at load time."""
+    if override.bindep is None:
+        return override
+    file = matrix.resolve(override.bindep)
+    loc: Loc = ("overrides", i, "bindep")
+    _exists(file, "bindep file", loc, marks, path)
+    try:
+        parse_bindep(file.read_text(errors="replace"), str(file))
+    except BindepError as exc:
+        raise ConfigError(
+            str(exc), path=str(path), line=_line(loc, marks), key=_dotted(loc)
+        ) from None
+    return override.model_copy(update={"bindep": file})
 
 
 def _exists(file: Path, what: str, loc: Loc, marks: _Marks, path: Path) -> None:

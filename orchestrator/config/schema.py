@@ -8,10 +8,13 @@ did-you-mean. Nothing after loading sees a raw dict.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -280,6 +283,84 @@ class DistroSpec(Model):
         return value
 
 
+ENV_NAME_RE = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+# Set by orchestrate itself for every job: an override may not change them.
+RESERVED_ENV = ("ORCHESTRATE_", "SOURCE_DATE_EPOCH", "PYTHONHASHSEED", "PATH", "HOME")
+
+
+def _parses(parse: Callable[[str], object], error: type[Exception], text: str, what: str) -> None:
+    try:
+        parse(text)
+    except error:
+        raise ValueError(f"{text!r} is not {what}") from None
+
+
+class OverridePackages(Model):
+    """Extra system packages per family, installed for the job only."""
+
+    deb: tuple[str, ...] = ()
+    rpm: tuple[str, ...] = ()
+
+    @field_validator("deb", "rpm")
+    @classmethod
+    def _names(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        return check_packages(str(info.field_name), value)
+
+    def of(self, family: Family) -> tuple[str, ...]:
+        return self.deb if family is Family.DEB else self.rpm
+
+
+class OverrideSpec(Model):
+    """Per-package build settings (#15), like fromager's per-package settings: for one
+    normalized project name, narrowed by a platform glob and a version specifier."""
+
+    name: ProjectName
+    platforms: Annotated[str, Field(pattern=r"^[A-Za-z0-9*?\[\]._-]+$", max_length=200)] = "*"
+    versions: str = ""  # a PEP 440 specifier, e.g. ">=3,<4"; empty: every version
+    packages: OverridePackages = OverridePackages()
+    bindep: Path | None = None  # a bindep.txt, relative to the matrix file
+    bindep_profiles: tuple[Name, ...] = ("default", "compile")
+    sdist_bindep: StrictBool = True  # use the sdist's own bindep.txt when it ships one
+    env: dict[str, str] = Field(default_factory=dict)
+    build_constraints: tuple[str, ...] = ()  # requirement lines, e.g. "Cython<3"
+    pip_options: tuple[str, ...] = ()  # for the fetch phase's pip, e.g. "--pre"
+    timeout: Annotated[StrictInt, Field(ge=10)] | None = None
+    skip: Annotated[str, Field(min_length=1, max_length=500)] | None = None  # the reason
+
+    @field_validator("versions")
+    @classmethod
+    def _specifier(cls, value: str) -> str:
+        _parses(SpecifierSet, InvalidSpecifier, value, "a version specifier (e.g. '>=3,<4')")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, text in value.items():
+            if not re.match(ENV_NAME_RE, key):
+                raise ValueError(f"{key!r} is not an environment variable name")
+            if key.startswith(RESERVED_ENV):
+                raise ValueError(f"{key} is set by orchestrate for every job")
+            if "\0" in text or len(text) > 4096:
+                raise ValueError(f"the value of {key} has a NUL byte or is too long")
+        return value
+
+    @field_validator("build_constraints")
+    @classmethod
+    def _constraints(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for line in value:
+            _parses(Requirement, InvalidRequirement, line, "a requirement (e.g. 'Cython<3')")
+        return value
+
+    @field_validator("pip_options")
+    @classmethod
+    def _pip_options(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for option in value:
+            if not option.startswith("-") or any(c in option for c in "\n\r\0"):
+                raise ValueError(f"{option!r} is not a pip option (one per item, e.g. '--pre')")
+        return value
+
+
 class SkipSpec(Model):
     platform: str = "*"
     name: str
@@ -334,6 +415,7 @@ class Matrix(Model):
     # Projects built from their sdists even where the index has a wheel that fits, as
     # pip's --no-binary does: to have them built against this distro, or to check them.
     from_source: tuple[ProjectName, ...] = ()
+    overrides: tuple[OverrideSpec, ...] = ()
     # Filled by the loader, never by the file: relative paths resolve here.
     source: Path = Field(default=Path(), exclude=True)
     warnings: tuple[str, ...] = Field(default=(), exclude=True)

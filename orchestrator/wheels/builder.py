@@ -16,7 +16,7 @@ import shlex
 import tarfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -24,7 +24,7 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from orchestrator.config import Family
 from orchestrator.engines import Engine, RunOutcome, RunRequest
-from orchestrator.errors import UnsafeName
+from orchestrator.errors import BuildStepFailed, UnsafeName
 from orchestrator.redact import redact, redact_bytes
 from orchestrator.scheduler import Cancel
 
@@ -32,6 +32,7 @@ from .builddeps import BuildDepCache
 from .failures import EXIT_NEEDS, Category, Failure, JobStatus, classify
 from .jobs import WheelJob
 from .records import Mode, Phase, WheelRecord, phases
+from .system import system_image
 from .tags import TagSet
 
 LABEL_JOB = "org.orchestrate.job"
@@ -148,17 +149,58 @@ def run_job(job: WheelJob, inputs: JobInputs, ctx: JobContext) -> WheelRecord:
         compiler=ctx.compiler_note,
     )
     record.source_sha256 = job.sdist.sha256
+    record.system_packages = _system_record(job)
     ctx.log_path.parent.mkdir(parents=True, exist_ok=True)
     with ctx.log_path.open("ab") as log:
         _header(log, job, ctx)
         try:
-            _run_phases(job, inputs, ctx, log, record, started)
+            run = _with_system_packages(job, ctx, log, record)
+            if run is not None:
+                _run_phases(run, inputs, ctx, log, record, started)
         finally:
             record.duration = round(time.monotonic() - started, 2)
             log.write(f"\n== {record.status} after {record.duration}s {record.detail}\n".encode())
     if record.status == JobStatus.FAILED and record.category is None:
         _classify(record, ctx)
     return record
+
+
+def _system_record(job: WheelJob) -> dict[str, object] | None:
+    extras = job.extras
+    if not extras.packages:
+        return None
+    family = job.platform.family.value
+    return {"family": family, "packages": list(extras.packages),
+            "sources": list(extras.sources), "installed": []}  # fmt: skip
+
+
+def _with_system_packages(
+    job: WheelJob, ctx: JobContext, log: BinaryIO, record: WheelRecord
+) -> WheelJob | None:
+    """The job to run: itself, or, when it needs extra system packages, the same job
+    in its builder plus those packages (None if they could not be installed)."""
+    packages = job.extras.packages
+    if not packages:
+        return job
+    log.write(
+        f"\n== system packages ({', '.join(job.extras.sources)}): {' '.join(packages)}\n".encode()
+    )
+    ctx.on_phase("system")
+    started = time.monotonic()
+    try:
+        image = system_image(
+            ctx.engine, job.image, job.platform.arch, job.platform.family.value, packages,
+            ctx.fetch_env, lambda line: _write(log, f"{line}\n".encode()),
+        )  # fmt: skip
+    except BuildStepFailed as exc:
+        hint = "check the names for this distro release (overrides or bindep.txt)"
+        record.fail(Failure(Category.SYSTEM_PACKAGES, exc.message, hint))
+        return None
+    finally:
+        record.phase_seconds["system"] = round(time.monotonic() - started, 2)
+    assert record.system_packages is not None
+    record.system_packages["image"] = image
+    return replace(job, image=image)
 
 
 def _header(log: BinaryIO, job: WheelJob, ctx: JobContext) -> None:
@@ -295,8 +337,11 @@ def _after_fetch(job_tar: bytes, inputs: JobInputs, record: WheelRecord) -> None
     fetched = read_member(job_tar, "job/fetch.json")
     if fetched is None:
         return
-    installed = [str(p) for p in json.loads(fetched).get("installed", [])]
+    said = json.loads(fetched)
+    installed = [str(p) for p in said.get("installed", [])]
     record.build_requires = installed
+    if record.system_packages is not None:
+        record.system_packages["installed"] = [str(p) for p in said.get("system_packages", [])]
     if installed and inputs.pins is None:
         inputs.deps.save_pins(inputs.pins_key, installed)
     if installed and inputs.requires_key and inputs.resolved is None:

@@ -36,6 +36,7 @@ class Category(StrEnum):
     DEPENDENCY_FAILED = "build-dep-failed"  # a build-dependency job this needs failed
     METADATA = "metadata"
     MISSING_SYSTEM_LIBRARY = "missing-system-library"
+    SYSTEM_PACKAGES = "system-packages"  # a job's extra system packages (#15) not installed
     COMPILE = "compile"
     BAD_WHEEL = "bad-wheel"  # no wheel, several, or tags that do not fit the platform
     NO_BUILDER = "no-builder"

@@ -20,6 +20,7 @@ from orchestrator.layout import RunLayout
 from orchestrator.matrix import Platform
 
 from . import requirements as reqs_mod
+from .overrides import Overrides
 from .plan import Cached, Decision, TagSets, decide, usable
 from .requirements import Pin, Requirements, Unpinned
 from .store import Store
@@ -145,6 +146,13 @@ def make_plan(
     tagsets = tagsets_for(platforms, probed or {})
     cached = store_contents(matrix.index.root, platforms)
     decisions = decide(
-        platforms, reqs, pages, tagsets, cached, matrix.skip, frozenset(matrix.from_source)
+        platforms,
+        reqs,
+        pages,
+        tagsets,
+        cached,
+        matrix.skip,
+        frozenset(matrix.from_source),
+        Overrides(matrix.overrides),
     )
     return PlanResult(decisions, upstream.stats, pages, tagsets, upstream, reqs.notices)

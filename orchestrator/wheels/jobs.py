@@ -15,7 +15,7 @@ checks the graph the way cibuildwheel's unit tests check `get_build_steps`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from packaging.utils import canonicalize_name
@@ -27,6 +27,7 @@ from orchestrator.scheduler import Job
 
 from .builddeps import BuildDepNeed
 from .failures import Category, Failure
+from .overrides import JobExtras, Overrides
 from .plan import Action, Decision
 from .sources import SdistFacts, SdistRef
 
@@ -53,6 +54,8 @@ class WheelJob:
     run_id: str = ""
     image: str = ""  # the builder's image ID on the engine the job was placed on
     image_pull: str = ""  # repo@sha256:... of the builder, pullable anywhere (if pushed)
+    # What the matrix's overrides and bindep add (#15).
+    extras: JobExtras = field(default_factory=JobExtras)
 
     @property
     def id(self) -> str:
@@ -83,6 +86,7 @@ class JobSettings:
     build_constraints: tuple[str, ...] = ()
     keep_failed: bool = False
     run_id: str = ""
+    overrides: Overrides = field(default_factory=Overrides)
 
 
 @dataclass(frozen=True)
@@ -115,8 +119,8 @@ def job_graph(
     blocked: list[Blocked] = []
     leads: dict[tuple[str, str], str] = {}
     for decision in builds:
-        job = _job(JobKind.WHEEL, decision, platforms, images, settings)
         outcome = sdists.get(_key(decision.name, decision.version))
+        job = _job(JobKind.WHEEL, decision, platforms, images, settings, outcome)
         problem = _problem(job, images, outcome)
         if problem is not None:
             blocked.append(Blocked(job, problem))
@@ -145,20 +149,24 @@ def _add_build_deps(
         if need.platform not in images:
             continue  # the wheel job itself is blocked for want of a builder
         ref = SdistRef(need.sdist.filename, need.sdist.url, need.sdist.sha256)
+        outcome = sdists.get(_key(need.name, need.version))
+        platform = platforms[need.platform]
+        extras = _extras(settings, platform, need.name, need.version, outcome)
         dep = WheelJob(
             JobKind.BUILD_DEP,
-            platforms[need.platform],
+            platform,
             need.python,
             need.name,
             need.version,
             ref,
             images[need.platform].ref,
-            settings.timeout,
-            settings.build_constraints,
+            extras.timeout or settings.timeout,
+            _constraints(settings, extras),
             settings.keep_failed,
             settings.run_id,
+            extras=extras,
         )
-        guess = _guess(sdists.get(_key(need.name, need.version)))
+        guess = _guess(outcome)
         jobs.setdefault(dep.id, _node(dep, pool, expected, (), guess))
         for parent_id in _parents(need, jobs):
             parent = jobs[parent_id]
@@ -188,24 +196,41 @@ def _job(
     platforms: Mapping[str, Platform],
     images: Mapping[str, ImageFacts],
     settings: JobSettings,
+    outcome: SdistOutcome | None,
 ) -> WheelJob:
     image = images.get(decision.platform)
     assert decision.sdist is not None
     assert decision.sdist_url is not None
+    platform = platforms[decision.platform]
+    extras = _extras(settings, platform, decision.name, decision.version, outcome)
     return WheelJob(
         kind,
-        platforms[decision.platform],
+        platform,
         decision.python,
         decision.name,
         decision.version,
         SdistRef(decision.sdist, decision.sdist_url, decision.sdist_sha256),
         image.ref if image else "",
-        settings.timeout,
-        settings.build_constraints,
+        extras.timeout or settings.timeout,
+        _constraints(settings, extras),
         settings.keep_failed,
         settings.run_id,
         image_pull=image.pull_ref if image else "",
+        extras=extras,
     )
+
+
+def _extras(
+    settings: JobSettings, platform: Platform, name: str, version: str, outcome: SdistOutcome | None
+) -> JobExtras:
+    facts = outcome if isinstance(outcome, SdistFacts) else None
+    if facts is not None and facts.bindep_problem:
+        return JobExtras(problem=facts.bindep_problem)
+    return settings.overrides.extras(platform, name, version, facts.bindep if facts else None)
+
+
+def _constraints(settings: JobSettings, extras: JobExtras) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((*settings.build_constraints, *extras.build_constraints)))
 
 
 def _problem(
@@ -217,6 +242,9 @@ def _problem(
         return outcome
     if outcome is None:
         return Failure(Category.SDIST_DOWNLOAD, "the sdist was not fetched")
+    if job.extras.problem:
+        hint = "fix the file, or set sdist_bindep: false in an overrides entry"
+        return Failure(Category.SYSTEM_PACKAGES, job.extras.problem, hint)
     return None
 
 

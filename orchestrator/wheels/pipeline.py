@@ -36,6 +36,7 @@ from .failures import Category, Failure
 from .index import PublishResult, publish
 from .inputs import PlanResult, make_plan
 from .jobs import JobKind, JobSettings, PoolSnapshot, SdistOutcome, job_graph
+from .overrides import Overrides
 from .plan import Action, Decision
 from .records import WheelRecord
 from .sources import HashMismatch, SdistCache, SdistDownloadError, SdistFacts, SdistRef, facts
@@ -170,6 +171,7 @@ def _build_wheels(
         options.build_constraints,
         options.keep_failed,
         run.run_id,
+        Overrides.of(matrix),
     )
     executor = Executor(matrix, layout, run.images.facts, _good(sdists), plan.tagsets, cancel)
     graph = job_graph(

@@ -29,6 +29,7 @@ from orchestrator.config import SkipSpec
 from orchestrator.errors import RequirementsError
 from orchestrator.matrix import Platform
 
+from .overrides import Overrides
 from .requirements import Pin, Requirements
 from .tags import TagSet
 from .upstream import IndexFile, ProjectPage
@@ -137,6 +138,7 @@ def decide(
     cached: Cached,
     skip: Sequence[SkipSpec] = (),
     from_source: frozenset[str] = frozenset(),
+    overrides: Overrides | None = None,
 ) -> list[Decision]:
     out: list[Decision] = []
     for platform in platforms:
@@ -153,6 +155,7 @@ def decide(
                         cached.get(platform.name, {}),
                         skip,
                         from_source,
+                        overrides,
                     )
                 )
             out.extend(
@@ -199,6 +202,7 @@ def _decide_one(
     cached: Mapping[tuple[str, str], str],
     skip: Sequence[SkipSpec],
     from_source: frozenset[str] = frozenset(),
+    overrides: Overrides | None = None,
 ) -> Decision:
     def make(
         action: Action, reason: str, wheel: str | None = None, sdist: IndexFile | None = None
@@ -222,6 +226,9 @@ def _decide_one(
             pin.name, canonicalize_name(rule.name)
         ):
             return make(Action.EXCLUDED, rule.reason)
+    skipped = overrides.skip_reason(platform.name, pin.name, pin.version) if overrides else None
+    if skipped:
+        return make(Action.EXCLUDED, skipped)
     if page is None:
         return make(Action.UNAVAILABLE, NOT_ON_INDEX)
     all_files = page.files(pin.version)

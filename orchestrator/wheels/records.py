@@ -8,6 +8,7 @@ category, first error line and hint.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -106,6 +107,9 @@ class WheelRecord:
     phase_seconds: dict[str, float] = field(default_factory=dict)
     mode: str = ""  # a Mode: native, emulated (native compiler) or emulated
     compiler: str = ""  # with the native compiler, its version; else why not
+    # Extra system packages (#15): family, packages, sources, installed (name=version)
+    # and the image they were installed into; None for a job that needs none.
+    system_packages: dict[str, object] | None = None
 
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -146,13 +150,17 @@ def phases(job: WheelJob, native_compiler: bool = False) -> tuple[Phase, Phase]:
     native cross compiler first on PATH (job.py checks it, and falls back)."""
     python = f"/opt/orchestrate/py{job.python}/bin/python"
     env = {"SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, "PYTHONHASHSEED": "0"}
-    build_env = {**env, "ORCHESTRATE_NATIVE_COMPILER": "1"} if native_compiler else env
+    build_env = {**env, **dict(job.extras.env)}
+    if native_compiler:
+        build_env["ORCHESTRATE_NATIVE_COMPILER"] = "1"
     where = {
         # Only for a fetch run by hand (`reproduce --print`): orchestrate puts the
         # verified sdist into /job/src itself.
         "ORCHESTRATE_SDIST_URL": job.sdist.url,
         "ORCHESTRATE_SDIST_SHA256": job.sdist.sha256 or "",
     }
+    if job.extras.pip_options:  # the overrides' options for the fetch phase's pip
+        where["ORCHESTRATE_PIP_OPTIONS"] = json.dumps(list(job.extras.pip_options))
     return (
         Phase("fetch", (python, JOB_SCRIPT, "fetch"), network=True, env={**env, **where}),
         Phase("build", (python, JOB_SCRIPT, "build"), network=False, env=build_env),

@@ -29,6 +29,7 @@ from pathlib import Path
 import requests
 
 from orchestrator.errors import EnvironmentProblem, StoreConflict, UnsafeName
+from orchestrator.sysdeps import Bindep, BindepError, parse_bindep
 
 COMPILED = (".c", ".cc", ".cpp", ".cxx", ".pyx", ".pxd", ".f", ".f90", ".rs", ".go", ".m")
 BUILD_FILES = ("meson.build", "Cargo.toml", "CMakeLists.txt")
@@ -67,6 +68,8 @@ class SdistFacts:
     pure: bool
     build_requires: tuple[str, ...]
     compiled: int = 0  # compiled source files (C, C++, Cython, Fortran, Rust, Go)
+    bindep: Bindep | None = None  # its own bindep.txt, if it ships one
+    bindep_problem: str = ""  # why that bindep.txt could not be read
 
     @property
     def expected_native(self) -> float:
@@ -188,15 +191,28 @@ def sha256_file(path: Path) -> str:
 # -- what the sdist says -------------------------------------------------------------
 def facts(ref: SdistRef, path: Path) -> SdistFacts:
     data = path.read_bytes()
-    names, pyproject = _members(data, ref.filename)
+    names, top = _members(data, ref.filename)
+    bindep, problem = _bindep(top.get("bindep.txt"), ref.filename)
     return SdistFacts(
         ref=ref,
         path=path,
         sha256=hashlib.sha256(data).hexdigest(),
         pure=names_look_pure(names),
-        build_requires=build_requires(pyproject),
+        build_requires=build_requires(top.get("pyproject.toml")),
         compiled=sum(1 for n in names if n.lower().endswith(COMPILED)),
+        bindep=bindep,
+        bindep_problem=problem,
     )
+
+
+def _bindep(text: bytes | None, filename: str) -> tuple[Bindep | None, str]:
+    """The sdist's own bindep.txt, parsed once for every platform (#15)."""
+    if text is None:
+        return None, ""
+    try:
+        return parse_bindep(text.decode("utf-8", errors="replace"), f"bindep.txt in {filename}"), ""
+    except BindepError as exc:
+        return None, str(exc)
 
 
 def names_look_pure(names: list[str]) -> bool:
@@ -223,23 +239,36 @@ def build_requires(pyproject: bytes | None) -> tuple[str, ...]:
     return tuple(str(r) for r in requires) if isinstance(requires, list) else ()
 
 
-def _members(data: bytes, filename: str) -> tuple[list[str], bytes | None]:
-    """Member names and the top-level pyproject.toml (the shallowest one)."""
+TOP_FILES = ("pyproject.toml", "bindep.txt")  # read from the sdist's top folder
+MAX_TOP_FILE = 256 * 1024
+
+
+def _members(data: bytes, filename: str) -> tuple[list[str], dict[str, bytes]]:
+    """Member names, and the top-level files of TOP_FILES that it has (the shallowest)."""
     try:
         if filename.endswith(".zip"):
             with zipfile.ZipFile(io.BytesIO(data)) as archive:
                 names = archive.namelist()
-                top = _top_pyproject(names)
-                return names, archive.read(top) if top else None
+                return names, {
+                    base: archive.open(member).read(MAX_TOP_FILE)
+                    for base, member in _top_files(names).items()
+                }
         with tarfile.open(fileobj=io.BytesIO(data)) as archive:
             members = {m.name: m for m in archive.getmembers()}
-            top = _top_pyproject(list(members))
-            handle = archive.extractfile(members[top]) if top else None
-            return list(members), handle.read() if handle else None
+            found = {}
+            for base, member in _top_files(list(members)).items():
+                handle = archive.extractfile(members[member])
+                if handle is not None:
+                    found[base] = handle.read(MAX_TOP_FILE)
+            return list(members), found
     except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError):
-        return [], None  # unreadable here: the job says why, in its metadata step
+        return [], {}  # unreadable here: the job says why, in its metadata step
 
 
-def _top_pyproject(names: list[str]) -> str | None:
-    found = [n for n in names if n.rsplit("/", 1)[-1] == "pyproject.toml" and n.count("/") <= 1]
-    return min(found, key=lambda n: n.count("/")) if found else None
+def _top_files(names: list[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for base in TOP_FILES:
+        candidates = [n for n in names if n.rsplit("/", 1)[-1] == base and n.count("/") <= 1]
+        if candidates:
+            found[base] = min(candidates, key=lambda n: n.count("/"))
+    return found

@@ -1,0 +1,48 @@
+"""A job's extra system packages (#15): the builder plus those packages, as an image.
+
+The builder image keeps the common package list. A job whose overrides or
+bindep name more gets them in one step before its fetch phase, with network
+and as root: a tiny `FROM <builder ID>` build on the job's engine (so it
+works the same on an ssh:// engine). The engine's layer cache makes that
+image once per (builder, package set), however many jobs or nights need it.
+The fetch and build phases then run in it as the build user, unchanged, and
+the network-off build phase sees the packages. `reproduce` repeats the step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+
+from orchestrator.config import Arch
+from orchestrator.engines import BuildRequest, Engine
+from orchestrator.images.render import deterministic_tar
+from orchestrator.sysdeps import install_dockerfile
+
+LABEL_PACKAGES = "org.orchestrate.job-packages"
+# Docker's predefined proxy build args: kept out of the image and its history.
+PROXY_ARGS = frozenset(
+    n for name in ("http_proxy", "https_proxy", "no_proxy") for n in (name, name.upper())
+)
+
+
+def system_image(
+    engine: Engine,
+    builder: str,
+    arch: Arch,
+    family: str,
+    packages: tuple[str, ...],
+    env: Mapping[str, str],
+    on_line: Callable[[str], None],
+) -> str:
+    """The ID of `builder` (an image ID on `engine`) with `packages` installed."""
+    dockerfile = install_dockerfile(builder, family, packages)
+    key = hashlib.sha256(dockerfile.encode()).hexdigest()[:16]
+    request = BuildRequest(
+        tag=f"orchestrate-job-packages:{key}",
+        context=deterministic_tar({"Dockerfile": dockerfile.encode()}),
+        platform=arch,
+        labels={LABEL_PACKAGES: " ".join(packages)},
+        buildargs={k: v for k, v in env.items() if k in PROXY_ARGS},
+    )
+    return engine.build(request, on_line)
