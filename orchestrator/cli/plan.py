@@ -43,8 +43,8 @@ def requirement_options(func: F) -> F:
         "requirements",
         multiple=True,
         type=FILE,
-        required=True,
-        help="A requirements file (repeatable).",
+        help="A requirements file (repeatable). Without one, the matrix's branches: "
+        "every branch on the platforms it names, in one run.",
     )(func)
 
 
@@ -90,6 +90,15 @@ def plan(
     return missing_exit(result.decisions, allow_unavailable)
 
 
+def branch_rows(decisions: list[Decision]) -> list[tuple[str, ...]]:
+    """Per branch and platform, how many of its pins are in each action: a pin that
+    several branches share counts in each (it is still built once)."""
+    counts = Counter((b, d.platform, d.python, d.action) for d in decisions for b in d.branches)
+    order = list(dict.fromkeys(b for d in decisions for b in d.branches))
+    keys = sorted({k[:3] for k in counts}, key=lambda k: (order.index(k[0]), k[1], k[2]))
+    return [(*k, *(str(counts[(*k, a)]) for a in Action)) for k in keys]
+
+
 def missing_exit(decisions: list[Decision], allow_unavailable: bool) -> int:
     """Exit 1 listing the pins the index does not have, unless --allow-unavailable."""
     missing = missing_pins(decisions)
@@ -110,14 +119,20 @@ def print_summary(app: App, decisions: list[Decision]) -> None:
     actions = list(Action)
     rows = [(p, py, *(str(counts[(p, py, a)]) for a in actions)) for p, py in keys]
     print_rows(app, ("platform", "python", *(a.value for a in actions)), rows)
+    if any(d.branches for d in decisions):
+        click.echo("")
+        print_rows(app, ("branch", "platform", "python", *(a.value for a in actions)),
+                   branch_rows(decisions))  # fmt: skip
     todo = [
         d for d in decisions if d.action in (Action.BUILD, Action.UNAVAILABLE, Action.UNSUPPORTED)
     ]
     if todo:
         click.echo("")
+        branched = any(d.branches for d in todo)
         print_rows(
             app,
-            ("platform", "python", "requirement", "action", "reason"),
+            ("platform", "python", "requirement", "action", "reason")
+            + (("branches",) if branched else ()),
             [
                 (
                     d.platform,
@@ -126,6 +141,7 @@ def print_summary(app: App, decisions: list[Decision]) -> None:
                     d.action.value,
                     d.reason,
                 )
+                + ((" ".join(d.branches),) if branched else ())
                 for d in todo
             ],
         )

@@ -4,6 +4,7 @@ from .loader import load_matrix
 from .schema import (
     Arch,
     Bootstrap,
+    BranchSpec,
     BuilderSpec,
     DistroSpec,
     EngineSpec,
@@ -20,6 +21,7 @@ from .schema import (
 __all__ = [
     "Arch",
     "Bootstrap",
+    "BranchSpec",
     "BuilderSpec",
     "DistroSpec",
     "EngineSpec",

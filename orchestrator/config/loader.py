@@ -8,6 +8,7 @@ pydantic, and map each validation error's location back to a node.
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import types
 import typing
 from collections.abc import Iterator
@@ -21,7 +22,15 @@ from pydantic import BaseModel, ValidationError
 from orchestrator.errors import ConfigError
 from orchestrator.sysdeps import BindepError, parse_bindep
 
-from .schema import ARCH_ALIASES, Arch, DuplicateError, Family, Matrix, OverrideSpec
+from .schema import (
+    ARCH_ALIASES,
+    Arch,
+    BranchSpec,
+    DuplicateError,
+    Family,
+    Matrix,
+    OverrideSpec,
+)
 
 Loc = tuple[str | int, ...]
 
@@ -377,6 +386,9 @@ def _resolve_paths(matrix: Matrix, marks: _Marks, path: Path) -> Matrix:
     builder = matrix.builder.model_copy(
         update={"ca_certificates": certs, "build_constraints": constraints}
     )
+    branches = tuple(
+        _resolve_branch(matrix, i, b, marks, path) for i, b in enumerate(matrix.branches)
+    )
     overrides = tuple(
         _resolve_bindep(matrix, i, o, marks, path) for i, o in enumerate(matrix.overrides)
     )
@@ -403,9 +415,37 @@ def _resolve_paths(matrix: Matrix, marks: _Marks, path: Path) -> Matrix:
             "builder": builder,
             "index": index,
             "overrides": overrides,
+            "branches": branches,
             "warnings": tuple(warnings),
         }
     )
+
+
+def _resolve_branch(
+    matrix: Matrix, i: int, branch: BranchSpec, marks: _Marks, path: Path
+) -> BranchSpec:
+    """Local files made absolute and checked; each platform glob must match a platform."""
+    update: dict[str, object] = {}
+    if not branch.remote:
+        constraints = matrix.resolve(Path(branch.constraints))
+        _exists(constraints, "constraints file", ("branches", i, "constraints"), marks, path)
+        update["constraints"] = str(constraints)
+    if branch.packages is not None:
+        packages = matrix.resolve(branch.packages)
+        _exists(packages, "packages file", ("branches", i, "packages"), marks, path)
+        update["packages"] = packages
+    names = [f"{d.name}-{d.release}-{a.value}" for d in matrix.distros for a in d.arches]
+    for j, glob in enumerate(branch.platforms):
+        if not fnmatch.filter(names, glob):
+            loc: Loc = ("branches", i, "platforms", j)
+            raise ConfigError(
+                f"branch {branch.name!r}: platform glob {glob!r} matches no platform",
+                path=str(path),
+                line=_line(loc, marks),
+                key=_dotted(loc),
+                hint="platforms: " + ", ".join(names),
+            )
+    return branch.model_copy(update=update)
 
 
 def _resolve_bindep(

@@ -361,6 +361,23 @@ class OverrideSpec(Model):
         return value
 
 
+class BranchSpec(Model):
+    """One constraints source (#15), e.g. OpenStack's master or a stable branch, and the
+    platforms that build it: the explicit platform x branch mapping."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$", max_length=100)]
+    # A constraints file (relative to the matrix file) or an http(s):// URL.
+    constraints: Annotated[str, Field(min_length=1, max_length=2048)]
+    # A plain requirements list ("the packages we care about"), names possibly unpinned,
+    # resolved against this branch's constraints; without it every pin is wanted.
+    packages: Path | None = None
+    platforms: tuple[Annotated[str, Field(pattern=r"^[A-Za-z0-9*?\[\]._-]+$")], ...] = ("*",)
+
+    @property
+    def remote(self) -> bool:
+        return self.constraints.startswith(("http://", "https://"))
+
+
 class SkipSpec(Model):
     platform: str = "*"
     name: str
@@ -416,6 +433,7 @@ class Matrix(Model):
     # pip's --no-binary does: to have them built against this distro, or to check them.
     from_source: tuple[ProjectName, ...] = ()
     overrides: tuple[OverrideSpec, ...] = ()
+    branches: tuple[BranchSpec, ...] = ()
     # Filled by the loader, never by the file: relative paths resolve here.
     source: Path = Field(default=Path(), exclude=True)
     warnings: tuple[str, ...] = Field(default=(), exclude=True)
@@ -431,6 +449,7 @@ class Matrix(Model):
     def _unique_names(self) -> Matrix:
         _no_duplicates([e.name for e in self.engines], "engines", "engine name")
         _no_duplicates([f"{d.name}-{d.release}" for d in self.distros], "distros", "platform")
+        _no_duplicates([b.name for b in self.branches], "branches", "branch name")
         return self
 
     def resolve(self, path: Path) -> Path:

@@ -67,6 +67,18 @@ def cells(report: dict[str, Any], html_path: Path) -> dict[tuple[str, str], Cell
     return out
 
 
+def branches_of(report: dict[str, Any]) -> dict[str, str]:
+    """requirement -> the branches that want it (on any platform), for its row's name."""
+    out: dict[str, list[str]] = {}
+    for d in report["plan"]:
+        req = f"{d['name']}=={d['version']}" if d["version"] else d["name"]
+        for branch in d.get("branches") or ():
+            out.setdefault(req, [])
+            if branch not in out[req]:
+                out[req].append(branch)
+    return {req: ", ".join(names) for req, names in out.items()}
+
+
 def _requirement(job: dict[str, Any]) -> str:
     req = f"{job['name']}=={job['version']}"
     return req + " (build dependency)" if job.get("kind") == "build-dep" else req
@@ -164,6 +176,7 @@ def render_html(report: dict[str, Any], html_path: Path) -> str:
         cells=grid,
         outcomes=[o for o in OUTCOMES if o in present],
         platform_rows=platform_rows(report, grid),
+        branches=branches_of(report),
         failures=failures(report, html_path),
         previous=report.get("previous") or {},
         changes=report.get("changes") or {},

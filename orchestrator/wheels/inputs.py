@@ -6,26 +6,29 @@ the cache) and the probe results of builder images.
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import requests
 from packaging.markers import Marker
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from orchestrator.config import Matrix
-from orchestrator.errors import RequirementsError
+from orchestrator.config import BranchSpec, Matrix
+from orchestrator.errors import IndexUnavailable, RequirementsError
 from orchestrator.layout import RunLayout
 from orchestrator.matrix import Platform
 
 from . import requirements as reqs_mod
 from .overrides import Overrides
-from .plan import Cached, Decision, TagSets, decide, usable
+from .plan import Cached, Decision, TagSets, decide, merge_branches, usable
 from .requirements import Pin, Requirements, Unpinned
 from .store import Store
 from .tags import TagSet, derived_tags, tags_from_probe
-from .upstream import ProjectPage, Stats, Upstream
+from .upstream import ProjectPage, Stats, Upstream, read_capped
 
 
 @dataclass
@@ -126,6 +129,73 @@ def _and(marker: Marker | None, extra: str) -> Marker:
     return Marker(f"({marker}) and {extra}" if marker else extra)
 
 
+@dataclass(frozen=True)
+class BranchInput:
+    """What one branch plans: its files and the platforms that build it. The unnamed
+    branch is the command line's -r/-c files on every selected platform."""
+
+    name: str
+    requirements: tuple[Path, ...]
+    constraints: tuple[Path, ...]
+    platforms: tuple[Platform, ...]
+
+
+def branch_inputs(
+    matrix: Matrix,
+    platforms: Sequence[Platform],
+    requirement_files: Sequence[Path],
+    constraint_files: Sequence[Path],
+    cache: Path,
+) -> list[BranchInput]:
+    """-r files when given; else the matrix's branches (#15), each on the selected
+    platforms its globs match, its constraints fetched when they are a URL."""
+    if requirement_files:
+        return [
+            BranchInput("", tuple(requirement_files), tuple(constraint_files), tuple(platforms))
+        ]
+    if not matrix.branches:
+        raise RequirementsError(
+            "nothing to plan: no requirements file and no branches in the matrix",
+            hint="pass -r FILE, or name constraints sources under branches: in the matrix",
+        )
+    out = []
+    for branch in matrix.branches:
+        chosen = tuple(
+            p for p in platforms if any(fnmatch.fnmatchcase(p.name, g) for g in branch.platforms)
+        )
+        if not chosen:
+            continue  # none of its platforms is selected in this run
+        constraints = (
+            fetch_constraints(branch, cache) if branch.remote else Path(branch.constraints)
+        )
+        if branch.packages is not None:
+            reqs, cons = (branch.packages,), (constraints, *constraint_files)
+        else:
+            reqs, cons = (constraints,), tuple(constraint_files)
+        out.append(BranchInput(branch.name, reqs, cons, chosen))
+    return out
+
+
+def fetch_constraints(branch: BranchSpec, cache: Path) -> Path:
+    """A branch's constraints URL, downloaded (capped) into the cache for this run."""
+    url = branch.constraints
+    target = cache / "branches" / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}.txt"
+    try:
+        response = requests.get(url, timeout=60, stream=True)
+        response.raise_for_status()
+        read_capped(response, url)
+        data = response.content
+    except (requests.RequestException, OSError, IndexUnavailable) as exc:
+        reason = exc.message if isinstance(exc, IndexUnavailable) else str(exc)
+        raise RequirementsError(
+            f"branch {branch.name!r}: cannot fetch its constraints {url}: {reason}",
+            hint="check the URL, or point constraints: at a local copy",
+        ) from None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    return target
+
+
 def make_plan(
     matrix: Matrix,
     platforms: Sequence[Platform],
@@ -135,24 +205,35 @@ def make_plan(
     upstream: Upstream | None = None,
     probed: Probed | None = None,
 ) -> PlanResult:
-    reqs = reqs_mod.read(list(requirement_files), list(constraint_files))
-    if not reqs.pins and not reqs.unpinned and not reqs.unsupported:
-        raise RequirementsError(f"no requirements in {', '.join(map(str, requirement_files))}")
     upstream = upstream or Upstream.of(matrix.index, RunLayout(Path()).index_cache)
-    names = {p.name for p in reqs.pins} | {u.name for u in reqs.unpinned}
+    branches = branch_inputs(
+        matrix, platforms, requirement_files, constraint_files, upstream.cache_dir
+    )
+    read = [(b, _read(b)) for b in branches]
+    names = {p.name for _, r in read for p in r.pins} | {
+        u.name for _, r in read for u in r.unpinned
+    }
     pages = upstream.projects(names)
     pythons = sorted({py for p in platforms for py in p.python})
-    reqs = resolve_unpinned(reqs, pages, resolve_latest, pythons)
     tagsets = tagsets_for(platforms, probed or {})
     cached = store_contents(matrix.index.root, platforms)
-    decisions = decide(
-        platforms,
-        reqs,
-        pages,
-        tagsets,
-        cached,
-        matrix.skip,
-        frozenset(matrix.from_source),
-        Overrides(matrix.overrides),
-    )
-    return PlanResult(decisions, upstream.stats, pages, tagsets, upstream, reqs.notices)
+    per_branch = []
+    for branch, found in read:
+        pinned = resolve_unpinned(found, pages, resolve_latest, pythons)
+        decisions = decide(
+            branch.platforms, pinned, pages, tagsets, cached, matrix.skip,
+            frozenset(matrix.from_source), Overrides(matrix.overrides),
+        )  # fmt: skip
+        per_branch.append((branch.name, decisions))
+    notices = list(dict.fromkeys(n for _, r in read for n in r.notices))
+    return PlanResult(merge_branches(per_branch), upstream.stats, pages, tagsets, upstream, notices)
+
+
+def _read(branch: BranchInput) -> Requirements:
+    reqs = reqs_mod.read(list(branch.requirements), list(branch.constraints))
+    if not reqs.pins and not reqs.unpinned and not reqs.unsupported:
+        named = f"branch {branch.name!r}: " if branch.name else ""
+        raise RequirementsError(
+            f"{named}no requirements in {', '.join(map(str, branch.requirements))}"
+        )
+    return reqs

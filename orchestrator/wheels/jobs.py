@@ -56,6 +56,7 @@ class WheelJob:
     image_pull: str = ""  # repo@sha256:... of the builder, pullable anywhere (if pushed)
     # What the matrix's overrides and bindep add (#15).
     extras: JobExtras = field(default_factory=JobExtras)
+    branches: tuple[str, ...] = ()  # the matrix's branches that want this pin
 
     @property
     def id(self) -> str:
@@ -217,6 +218,7 @@ def _job(
         settings.run_id,
         image_pull=image.pull_ref if image else "",
         extras=extras,
+        branches=decision.branches,
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -57,9 +57,11 @@ class Decision:
     source: str = ""  # requirements file:line
     sdist_url: str | None = None  # where that sdist is, and its sha256 from the index
     sdist_sha256: str | None = None
+    branches: tuple[str, ...] = ()  # the matrix's branches that want this pin (#15)
 
     def as_dict(self) -> dict[str, object]:
         return {
+            "branches": list(self.branches),
             "platform": self.platform,
             "python": self.python,
             "name": self.name,
@@ -72,6 +74,23 @@ class Decision:
             "sdist_url": self.sdist_url,
             "sdist_sha256": self.sdist_sha256,
         }
+
+
+def merge_branches(per_branch: Sequence[tuple[str, Sequence[Decision]]]) -> list[Decision]:
+    """One decision per (platform, python, project, version) whichever branches want it,
+    naming them all: a pin that several branches share is planned and built once per
+    platform. Each branch's plan is its own, so two versions of one project (one per
+    branch) are two decisions."""
+    merged: dict[tuple[str, str, str, str], Decision] = {}
+    for branch, decisions in per_branch:
+        for d in decisions:
+            key = (d.platform, d.python, canonicalize_name(d.name), canonicalize_version(d.version))
+            have = merged.get(key)
+            if have is None:
+                merged[key] = replace(d, branches=(branch,) if branch else ())
+            elif branch and branch not in have.branches:
+                merged[key] = replace(have, branches=(*have.branches, branch))
+    return list(merged.values())
 
 
 NOT_ON_INDEX = "project not found on the index"

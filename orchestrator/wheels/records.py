@@ -110,6 +110,7 @@ class WheelRecord:
     # Extra system packages (#15): family, packages, sources, installed (name=version)
     # and the image they were installed into; None for a job that needs none.
     system_packages: dict[str, object] | None = None
+    branches: list[str] = field(default_factory=list)  # the branches that want this pin
 
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -133,6 +134,7 @@ class WheelRecord:
             "phases": [p.as_dict() for p in phases(job, native_compiler)],
             "sdist": job.sdist.as_dict(),
             "build_constraints": list(job.build_constraints),
+            "branches": list(job.branches),
         }
         return cls(
             job.id,
