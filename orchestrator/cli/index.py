@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 
 import click
+from packaging.utils import canonicalize_name, canonicalize_version
 
-from orchestrator.errors import EXIT_FAILED, EnvironmentProblem, SelectorError
+from orchestrator.errors import EXIT_FAILED, EnvironmentProblem, InputError, SelectorError
 from orchestrator.matrix import expand
 from orchestrator.wheels.index import publish as publish_index
 from orchestrator.wheels.index import rollback as rollback_index
-from orchestrator.wheels.prune import prune_candidates
+from orchestrator.wheels.inputs import make_plan
+from orchestrator.wheels.prune import PruneCandidate, prune_candidates, unwanted_candidates
 from orchestrator.wheels.serve import serve_index
 from orchestrator.wheels.store import Store
 from orchestrator.wheels.upstream import Upstream
@@ -56,25 +58,28 @@ def publish(app: App, fmt: str) -> int:
 @click.command()
 @matrix_options
 @click.option("--dry-run", is_flag=True, help="List what would go, and what replaces it.")
+@click.option(
+    "--unwanted",
+    is_flag=True,
+    help="Instead: remove wheels that no branch of the matrix wants on their platform any more.",
+)
 @format_option
 @pass_app
-def prune(app: App, dry_run: bool, fmt: str) -> None:
+def prune(app: App, dry_run: bool, unwanted: bool, fmt: str) -> None:
     """Remove wheels whose exact version the upstream index now serves."""
     store = Store(app.matrix.index.root)
-    found = prune_candidates(
-        app.matrix,
-        store,
-        app.platforms,
-        Upstream.of(app.matrix.index, app.layout.index_cache),
-        app.probed(),
-    )
+    upstream = Upstream.of(app.matrix.index, app.layout.index_cache)
+    if unwanted:
+        found = _unwanted(app, store, upstream)
+    else:
+        found = prune_candidates(app.matrix, store, app.platforms, upstream, app.probed())
     if fmt == "json":
         echo_json({"dry_run": dry_run, "wheels": [dataclasses.asdict(c) for c in found]})
     else:
         print_rows(
             app,
-            ("platform", "our wheel", "upstream replacement"),
-            [(c.platform, c.filename, c.upstream) for c in found],
+            ("platform", "our wheel", "why", "upstream replacement"),
+            [(c.platform, c.filename, c.reason, c.upstream) for c in found],
         )
     if dry_run or not found:
         if fmt != "json":
@@ -86,6 +91,21 @@ def prune(app: App, dry_run: bool, fmt: str) -> None:
     publish_index(store, sorted({c.platform for c in found}), keep=app.matrix.index.keep_releases)
     if fmt != "json":
         click.echo(f"pruned {len(found)} wheel(s) and republished")
+
+
+def _unwanted(app: App, store: Store, upstream: Upstream) -> list[PruneCandidate]:
+    """What the branches' plan (every branch, on its platforms) no longer has."""
+    if not app.matrix.branches:
+        raise InputError(
+            "--unwanted needs branches: in the matrix, to know what is still wanted",
+            hint="add the constraints sources under branches:, or prune without --unwanted",
+        )
+    plan = make_plan(app.matrix, app.platforms, (), (), False, upstream, app.probed())
+    wanted = {
+        (d.platform, canonicalize_name(d.name), canonicalize_version(d.version))
+        for d in plan.decisions
+    }
+    return unwanted_candidates(store.records(), app.platforms, wanted)
 
 
 @click.command()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +12,7 @@ from orchestrator.matrix import Platform
 
 from .inputs import Probed, tagsets_for
 from .plan import best_wheel, usable
-from .store import Store
+from .store import Store, StoredWheel
 from .upstream import Upstream
 
 
@@ -21,7 +21,8 @@ class PruneCandidate:
     platform: str
     key: str
     filename: str
-    upstream: str
+    upstream: str  # the upstream file that replaces it ("" for an unwanted one)
+    reason: str = "the upstream index serves it"
 
 
 def prune_candidates(
@@ -48,4 +49,25 @@ def prune_candidates(
                 if best is not None:
                     found.append(PruneCandidate(platform.name, key, record.filename, best.filename))
                     break
+    return found
+
+
+UNWANTED = "no branch wants it on this platform"
+
+
+def unwanted_candidates(
+    records: Mapping[str, StoredWheel],
+    platforms: Sequence[Platform],
+    wanted: Collection[tuple[str, str, str]],
+) -> list[PruneCandidate]:
+    """Our wheels whose (platform, project, version) no branch's plan has any more: what
+    a platform that dropped a branch (or a pin a branch dropped) left published.
+    `wanted` holds (platform, normalized name, canonical version)."""
+    found = []
+    for platform in platforms:
+        for key, record in sorted(records.items()):
+            if platform.name in record.platforms and (
+                (platform.name, record.project, record.version) not in wanted
+            ):
+                found.append(PruneCandidate(platform.name, key, record.filename, "", UNWANTED))
     return found

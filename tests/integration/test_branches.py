@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 
+from orchestrator.wheels.store import Provenance, Store
 from tests.conftest import REPO
 from tests.matrices import local_matrix_copy
+from tests.wheelfactory import make_wheel
 
 UPPER = REPO.parent / "shared" / "data" / "openstack-upper-constraints.txt"
 MOVED = {  # name -> (master's pin, the stable branch's)
@@ -133,3 +135,40 @@ def test_the_per_branch_table_equals_each_branch_planned_alone(
     for branch, decisions in alone.items():
         for (platform, _python, action), n in _counts(decisions).items():
             assert by_branch[(branch, platform)][action] == str(n), (branch, platform, action)
+
+
+def test_prune_unwanted_removes_what_no_branch_wants_any_more(tmp_path: Path) -> None:
+    """A platform that drops a branch keeps its wheels published until this prune."""
+    (tmp_path / "upper.txt").write_text("crcmod===1.7\n")
+    matrix = local_matrix_copy(tmp_path / "m.yaml", tmp_path / "wheels")
+    base = matrix.read_text()
+    matrix.write_text(base + "branches:\n  - {name: master, constraints: upper.txt}\n")
+    store = Store(tmp_path / "wheels")
+    with store.locked() as records:
+        for name, version in (("crcmod", "1.7"), ("dropped", "1.0")):
+            wheel = make_wheel(tmp_path / "w", name, version)
+            store.add(records, wheel, [AMD], Provenance())
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["orchestrate", *args, "-m", str(matrix), "-p", AMD],
+            capture_output=True, text=True, check=False, cwd=tmp_path,
+        )  # fmt: skip
+
+    assert cli("publish").returncode == 0
+    dry = cli("prune", "--unwanted", "--dry-run", "--format", "json")
+    assert dry.returncode == 0, dry.stderr
+    listed = json.loads(dry.stdout)["wheels"]
+    assert [(w["filename"], w["reason"]) for w in listed] == [
+        ("dropped-1.0-py3-none-any.whl", "no branch wants it on this platform")
+    ]
+    assert "dropped" in (tmp_path / "wheels" / AMD / "simple" / "index.html").read_text()
+    done = cli("prune", "--unwanted")
+    assert done.returncode == 0, done.stderr
+    served = (tmp_path / "wheels" / AMD / "simple" / "index.html").read_text()
+    assert "dropped" not in served
+    assert "crcmod" in served
+    matrix.write_text(base)  # no branches: nothing says what is wanted
+    refused = cli("prune", "--unwanted")
+    assert refused.returncode == 2
+    assert "--unwanted needs branches" in refused.stderr

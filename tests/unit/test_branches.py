@@ -14,6 +14,9 @@ from orchestrator.errors import ConfigError, RequirementsError
 from orchestrator.matrix import expand
 from orchestrator.wheels.inputs import branch_inputs
 from orchestrator.wheels.plan import Action, Decision, merge_branches
+from orchestrator.wheels.prune import UNWANTED, unwanted_candidates
+from orchestrator.wheels.store import StoredWheel
+from tests.conftest import REPO
 
 from .test_config import VALID
 
@@ -132,3 +135,18 @@ def test_bad_branches_name_the_line(write: Write, change: tuple[str, str], expec
     assert expected in str(caught.value)
     assert caught.value.line is not None
     assert caught.value.line > VALID.count("\n")
+
+
+def test_unwanted_wheels_are_those_no_branch_plans_on_their_platform() -> None:
+    platforms = list(expand(load_matrix(REPO / "examples" / "local.yaml")))
+
+    def stored(filename: str, *on: str) -> StoredWheel:
+        return StoredWheel(filename, "any", "0" * 64, 1, "", None, list(on))
+
+    records = {
+        "a": stored("crcmod-1.7-cp311-cp311-linux_x86_64.whl", AMD),
+        "b": stored("Old_Pkg-1.0.0-py3-none-any.whl", AMD, ARM),
+    }
+    wanted = {(AMD, "crcmod", "1.7"), (ARM, "old-pkg", "1")}  # versions canonical
+    found = unwanted_candidates(records, platforms, wanted)
+    assert [(c.platform, c.key, c.reason) for c in found] == [(AMD, "b", UNWANTED)]
