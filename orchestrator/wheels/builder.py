@@ -41,6 +41,8 @@ LABEL_JOB = "org.orchestrate.job"
 BUILD_USER = "1000:1000"
 LOG_TAIL = 256 * 1024  # how much of a failed job's log classification reads
 MAX_NEEDS_ROUNDS = 3  # fetch-then-build rounds for dynamic build requirements
+# How apt and dnf say that a package cannot be installed.
+PACKAGE_ERRORS = ("E: ", "No match for argument", "Error: Unable to find a match")
 
 
 @dataclass(frozen=True)
@@ -187,14 +189,21 @@ def _with_system_packages(
     )
     ctx.on_phase("system")
     started = time.monotonic()
+    errors: list[str] = []  # the package manager's own words, for the record
+
+    def line(text: str) -> None:
+        _write(log, f"{text}\n".encode())
+        if text.startswith(PACKAGE_ERRORS) and len(errors) < 10:
+            errors.append(text.strip())
+
     try:
         image = system_image(
             ctx.engine, job.image, job.platform.arch, job.platform.family.value, packages,
-            ctx.fetch_env, lambda line: _write(log, f"{line}\n".encode()),
+            ctx.fetch_env, line,
         )  # fmt: skip
     except BuildStepFailed as exc:
         hint = "check the names for this distro release (overrides or bindep.txt)"
-        record.fail(Failure(Category.SYSTEM_PACKAGES, exc.message, hint))
+        record.fail(Failure(Category.SYSTEM_PACKAGES, (errors or [exc.message])[0], hint))
         return None
     finally:
         record.phase_seconds["system"] = round(time.monotonic() - started, 2)

@@ -13,9 +13,10 @@ import pytest
 
 from orchestrator.config import load_matrix
 from orchestrator.images.pipeline import ImagesReport
+from tests.conftest import CliRunner
 from tests.matrices import local_matrix_copy
 
-from .conftest import Local
+from .conftest import Built, Local
 
 PIN = "python-ldap==3.4.7"
 PLATFORMS = ("debian-bookworm-amd64", "debian-bookworm-arm64")
@@ -60,11 +61,16 @@ def with_bindep(built_images: ImagesReport, tmp_path_factory: pytest.TempPathFac
     return _matrix(folder, overrides)
 
 
+@pytest.fixture(scope="module")
+def built(with_bindep: Local, tmp_path_factory: pytest.TempPathFactory) -> Built:
+    return with_bindep.build(f"{PIN}\n", tmp_path_factory.mktemp("built"))
+
+
 @pytest.mark.parametrize("platform", PLATFORMS)
 def test_with_a_bindep_file_each_arch_builds_with_its_packages(
-    with_bindep: Local, platform: str, tmp_path: Path
+    with_bindep: Local, built: Built, platform: str
 ) -> None:
-    done = with_bindep.build(f"{PIN}\n", tmp_path, "-p", platform)
+    done = built
     assert done.process.returncode == 0, done.process.stdout + done.process.stderr
     job = done.jobs[f"{platform}/{PIN}"]
     assert job["status"] == "built"
@@ -76,3 +82,23 @@ def test_with_a_bindep_file_each_arch_builds_with_its_packages(
     assert set(installed) == {"libldap2-dev", "libsasl2-dev"}
     assert all(installed.values())  # versions, as dpkg has them
     assert job["phase_seconds"]["system"] > 0
+
+
+def test_reproduce_installs_them_again(built: Built, cli: CliRunner) -> None:
+    result = cli("reproduce", PLATFORMS[0], PIN, "--workdir", str(built.workdir))
+    assert result.code == 0, result.out[-3000:] + result.err[-2000:]
+    assert "== system packages: libldap2-dev libsasl2-dev" in result.out
+    assert "built python_ldap-3.4.7-" in result.out
+
+
+def test_a_package_the_distro_lacks_fails_the_job_naming_it(
+    built_images: ImagesReport, tmp_path: Path
+) -> None:
+    overrides = "\noverrides:\n  - {name: crcmod, packages: {deb: [libnosuchthing-dev]}}\n"
+    done = _matrix(tmp_path, overrides).build("crcmod==1.7\n", tmp_path / "run", "-p", PLATFORMS[0])
+    assert done.process.returncode == 1, done.process.stdout + done.process.stderr
+    job = done.jobs[f"{PLATFORMS[0]}/crcmod==1.7"]
+    assert job["category"] == "system-packages"
+    assert job["error"] == "E: Unable to locate package libnosuchthing-dev"
+    assert job["system_packages"]["packages"] == ["libnosuchthing-dev"]
+    assert "fetch" not in job["phase_seconds"]  # nothing ran without its packages
