@@ -166,3 +166,15 @@ def test_templates_ship_with_the_package() -> None:
     assert root.resolve() == (REPO / "images").resolve()
     for name in ("_common.j2", "deb.Dockerfile.j2", "rpm.Dockerfile.j2", "scripts/job.py"):
         assert (root / name).is_file()
+
+
+def test_the_five_arch_example_shares_the_defaults_bookworm_builders() -> None:
+    """examples/multiarch.yaml's bookworm amd64 and arm64 builders are the embedded
+    default's, byte for byte, so a host (CI) that has those reuses them."""
+    local, multi = (load_matrix(REPO / "examples" / n) for n in ("local.yaml", "multiarch.yaml"))
+    for name in ("debian-bookworm-amd64", "debian-bookworm-arm64"):
+        ours = render(next(p for p in expand(local) if p.name == name), local)
+        theirs = render(next(p for p in expand(multi) if p.name == name), multi)
+        assert ours.base == theirs.base, name
+        assert ours.inputs_hash("sha256:x") == theirs.inputs_hash("sha256:x"), name
+        assert ours.context() == theirs.context(), name
