@@ -19,6 +19,7 @@ from orchestrator.report.ci import write_junit, write_metrics
 from orchestrator.report.data import report_of, save_run_report, with_previous, write_report
 from orchestrator.report.html import write_html
 from orchestrator.wheels.builddeps import parse_constraints
+from orchestrator.wheels.inputs import check_something_to_plan
 from orchestrator.wheels.pipeline import (
     BuildOptions,
     BuildRun,
@@ -106,6 +107,7 @@ def build(
     fmt: str,
 ) -> int:
     """Build every wheel the plan says is missing, then publish the index."""
+    check_something_to_plan(app.matrix, requirements)
     options = BuildOptions(
         emulate_when_busy,
         fail_fast,

@@ -140,6 +140,15 @@ class BranchInput:
     platforms: tuple[Platform, ...]
 
 
+def check_something_to_plan(matrix: Matrix, requirement_files: Sequence[Path]) -> None:
+    """-r files or the matrix's branches: checked before a build makes any image."""
+    if not requirement_files and not matrix.branches:
+        raise RequirementsError(
+            "nothing to plan: no requirements file and no branches in the matrix",
+            hint="pass -r FILE, or name constraints sources under branches: in the matrix",
+        )
+
+
 def branch_inputs(
     matrix: Matrix,
     platforms: Sequence[Platform],
@@ -149,15 +158,11 @@ def branch_inputs(
 ) -> list[BranchInput]:
     """-r files when given; else the matrix's branches (#15), each on the selected
     platforms its globs match, its constraints fetched when they are a URL."""
+    check_something_to_plan(matrix, requirement_files)
     if requirement_files:
         return [
             BranchInput("", tuple(requirement_files), tuple(constraint_files), tuple(platforms))
         ]
-    if not matrix.branches:
-        raise RequirementsError(
-            "nothing to plan: no requirements file and no branches in the matrix",
-            hint="pass -r FILE, or name constraints sources under branches: in the matrix",
-        )
     out = []
     for branch in matrix.branches:
         chosen = tuple(

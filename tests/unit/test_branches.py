@@ -16,7 +16,7 @@ from orchestrator.wheels.inputs import branch_inputs
 from orchestrator.wheels.plan import Action, Decision, merge_branches
 from orchestrator.wheels.prune import UNWANTED, unwanted_candidates
 from orchestrator.wheels.store import StoredWheel
-from tests.conftest import REPO
+from tests.conftest import REPO, CliRunner
 
 from .test_config import VALID
 
@@ -150,3 +150,13 @@ def test_unwanted_wheels_are_those_no_branch_plans_on_their_platform() -> None:
     wanted = {(AMD, "crcmod", "1.7"), (ARM, "old-pkg", "1")}  # versions canonical
     found = unwanted_candidates(records, platforms, wanted)
     assert [(c.platform, c.key, c.reason) for c in found] == [(AMD, "b", UNWANTED)]
+
+
+@pytest.mark.parametrize("command", ["plan", "build"])
+def test_without_r_or_branches_plan_and_build_stop_before_anything(
+    write: Write, cli: CliRunner, command: str
+) -> None:
+    result = cli(command, "-m", str(write("m.yaml", VALID)))
+    assert result.code == 2
+    assert "no requirements file and no branches in the matrix" in result.err
+    assert "Traceback" not in result.err
