@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import shlex
 import tarfile
 import time
@@ -43,6 +44,7 @@ LOG_TAIL = 256 * 1024  # how much of a failed job's log classification reads
 MAX_NEEDS_ROUNDS = 3  # fetch-then-build rounds for dynamic build requirements
 # How apt and dnf say that a package cannot be installed.
 PACKAGE_ERRORS = ("E: ", "No match for argument", "Error: Unable to find a match")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,7 @@ def _with_system_packages(
     errors: list[str] = []  # the package manager's own words, for the record
 
     def line(text: str) -> None:
+        text = ANSI.sub("", text)  # the classic builder colours a step's stderr
         _write(log, f"{text}\n".encode())
         if text.startswith(PACKAGE_ERRORS) and len(errors) < 10:
             errors.append(text.strip())

@@ -3,10 +3,12 @@
 The builder image keeps the common package list. A job whose overrides or
 bindep name more gets them in one step before its fetch phase, with network
 and as root: a tiny `FROM <builder ID>` build on the job's engine (so it
-works the same on an ssh:// engine). The engine's layer cache makes that
-image once per (builder, package set), however many jobs or nights need it.
+works the same on an ssh:// engine). That image is made once per
+(builder, package set), however many jobs or nights need it.
 The fetch and build phases then run in it as the build user, unchanged, and
 the network-off build phase sees the packages. `reproduce` repeats the step.
+The image is tagged with a hash of its Dockerfile (builder ID and packages), so
+a later job finds it by that tag and does not build it again.
 """
 
 from __future__ import annotations
@@ -37,9 +39,16 @@ def system_image(
 ) -> str:
     """The ID of `builder` (an image ID on `engine`) with `packages` installed."""
     dockerfile = install_dockerfile(builder, family, packages)
-    key = hashlib.sha256(dockerfile.encode()).hexdigest()[:16]
+    tag = f"orchestrate-job-packages:{hashlib.sha256(dockerfile.encode()).hexdigest()[:16]}"
+    # The tag names the builder ID and the packages: made once, found by its tag. (The
+    # classic builder probes its layer cache with the host platform and misses for a
+    # foreign-arch parent: https://github.com/moby/moby/issues/49947, fixed in 2026.)
+    made = engine.image(tag)
+    if made is not None:
+        on_line(f"{tag}: made before ({made.id[:19]}), reused")
+        return made.id
     request = BuildRequest(
-        tag=f"orchestrate-job-packages:{key}",
+        tag=tag,
         context=deterministic_tar({"Dockerfile": dockerfile.encode()}),
         platform=arch,
         labels={LABEL_PACKAGES: " ".join(packages)},

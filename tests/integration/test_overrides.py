@@ -81,13 +81,14 @@ def test_with_a_bindep_file_each_arch_builds_with_its_packages(
     installed = dict(p.split("=", 1) for p in system["installed"])
     assert set(installed) == {"libldap2-dev", "libsasl2-dev"}
     assert all(installed.values())  # versions, as dpkg has them
-    assert job["phase_seconds"]["system"] > 0
+    assert "system" in job["phase_seconds"]  # timed (0 when the image was made before)
 
 
 def test_reproduce_installs_them_again(built: Built, cli: CliRunner) -> None:
     result = cli("reproduce", PLATFORMS[0], PIN, "--workdir", str(built.workdir))
     assert result.code == 0, result.out[-3000:] + result.err[-2000:]
     assert "== system packages: libldap2-dev libsasl2-dev" in result.out
+    assert "made before" in result.out  # the job's image, found by its tag, not rebuilt
     assert "built python_ldap-3.4.7-" in result.out
 
 
