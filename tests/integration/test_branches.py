@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from orchestrator.wheels.store import Provenance, Store
-from tests.conftest import REPO
+from tests.conftest import CONSTRAINTS
 from tests.matrices import local_matrix_copy
 from tests.wheelfactory import make_wheel
 
-UPPER = REPO.parent / "shared" / "data" / "openstack-upper-constraints.txt"
+UPPER = CONSTRAINTS  # ../shared/data/openstack-upper-constraints.txt, committed
 MOVED = {  # name -> (master's pin, the stable branch's)
     "PyYAML": ("6.0.3", "6.0.1"),
     "lxml": ("6.1.1", "5.3.0"),
