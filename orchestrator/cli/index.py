@@ -76,10 +76,10 @@ def prune(app: App, dry_run: bool, unwanted: bool, fmt: str) -> None:
     if fmt == "json":
         echo_json({"dry_run": dry_run, "wheels": [dataclasses.asdict(c) for c in found]})
     else:
-        print_rows(
+        print_rows(  # the default columns stay as they were: scripts read them
             app,
-            ("platform", "our wheel", "why", "upstream replacement"),
-            [(c.platform, c.filename, c.reason, c.upstream) for c in found],
+            ("platform", "our wheel", "why" if unwanted else "upstream replacement"),
+            [(c.platform, c.filename, c.reason if unwanted else c.upstream) for c in found],
         )
     if dry_run or not found:
         if fmt != "json":
