@@ -47,15 +47,31 @@ class Bindep:
     origin: str
     depends: Any = field(compare=False, repr=False)  # bindep.depends.Depends
 
-    def packages(self, atoms: tuple[str, ...], profiles: tuple[str, ...]) -> tuple[str, ...]:
+    def packages(
+        self, atoms: tuple[str, ...], profiles: tuple[str, ...], explicit: bool = False
+    ) -> tuple[str, ...]:
         """The packages whose selectors the platform and profiles satisfy, in file order
-        (version constraints on a line are bindep's `check`, not ours: names only)."""
+        (version constraints on a line are bindep's `check`, not ours: names only).
+        With `explicit`, only lines that name one of `profiles` themselves (bindep
+        counts a line without any profile in every profile)."""
         rules = self.depends.active_rules([*atoms, *profiles])
+        if explicit:
+            rules = [r for r in rules if _named_profiles(r) & set(profiles)]
         names = tuple(dict.fromkeys(str(rule[0]) for rule in rules))
         bad = [n for n in names if not PACKAGE_NAME.match(n)]
         if bad:
             raise BindepError(f"{self.origin}: {bad[0]!r} is not a package name")
         return names
+
+
+def _named_profiles(rule: Any) -> set[str]:
+    """The user profiles a bindep rule selects positively (`[compile]`, `[(compile)]`)."""
+    named: set[str] = set()
+    for group in rule[1]:
+        for sense, profile in group if isinstance(group, list) else [group]:
+            if sense and not profile.startswith("platform:"):
+                named.add(profile)
+    return named
 
 
 def parse_bindep(text: str, origin: str) -> Bindep:

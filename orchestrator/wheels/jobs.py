@@ -226,9 +226,9 @@ def _extras(
     settings: JobSettings, platform: Platform, name: str, version: str, outcome: SdistOutcome | None
 ) -> JobExtras:
     facts = outcome if isinstance(outcome, SdistFacts) else None
-    if facts is not None and facts.bindep_problem:
-        return JobExtras(problem=facts.bindep_problem)
-    return settings.overrides.extras(platform, name, version, facts.bindep if facts else None)
+    if facts is None:
+        return settings.overrides.extras(platform, name, version)
+    return settings.overrides.extras(platform, name, version, facts.bindep, facts.bindep_problem)
 
 
 def _constraints(settings: JobSettings, extras: JobExtras) -> tuple[str, ...]:

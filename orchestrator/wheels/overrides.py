@@ -5,8 +5,9 @@ platform glob and a version specifier. Every entry that matches applies, in
 file order: lists add up (duplicates dropped), `env` keys and `timeout` are
 taken from the last entry that sets them, and any `skip` excludes the pin.
 System packages come from the entries' `packages` for the platform's family,
-their bindep files, and the sdist's own bindep.txt (unless an entry says
-`sdist_bindep: false`), each evaluated for the platform; packages the
+their bindep files, and the lines of the sdist's own bindep.txt that name a
+build profile (unless an entry says `sdist_bindep: false`), each evaluated
+for the platform; packages the
 builder already has from the common list are left out.
 """
 
@@ -81,9 +82,16 @@ class Overrides:
         return reasons[-1] if reasons else None
 
     def extras(
-        self, platform: Platform, name: str, version: str, sdist_bindep: Bindep | None = None
+        self,
+        platform: Platform,
+        name: str,
+        version: str,
+        sdist_bindep: Bindep | None = None,
+        sdist_problem: str = "",  # why the sdist's bindep.txt could not be read
     ) -> JobExtras:
         specs = self.matching(platform.name, name, version)
+        if sdist_problem and all(s.sdist_bindep for s in specs):
+            return JobExtras(problem=sdist_problem)  # `sdist_bindep: false` gets past it
         try:
             packages, sources = self._packages(specs, platform, sdist_bindep)
         except BindepError as exc:
@@ -114,7 +122,11 @@ class Overrides:
                 bindep = self.bindeps[spec.bindep]
                 found.append((bindep.origin, bindep.packages(atoms, spec.bindep_profiles)))
         if sdist_bindep is not None and all(s.sdist_bindep for s in specs):
-            found.append((SDIST_BINDEP, sdist_bindep.packages(atoms, profiles)))
+            # Only its lines marked for a build profile: OpenStack's files list test
+            # services (mariadb-server, postgresql, open-iscsi) with no profile, and a
+            # build image must not get those. A bindep file the matrix names is the
+            # operator's choice and counts whole, as bindep reads it.
+            found.append((SDIST_BINDEP, sdist_bindep.packages(atoms, profiles, explicit=True)))
         common = set(platform.packages)
         packages = _unique(p for _, names in found for p in names if p not in common)
         sources = _unique(origin for origin, names in found if set(names) - common)

@@ -41,7 +41,7 @@ libldap2-dev [platform:dpkg compile]
 libsasl2-dev [platform:dpkg compile]
 openldap-devel [platform:rpm compile]
 cyrus-sasl-devel [platform:rpm compile]
-gcc
+gcc [compile]
 mysql-server [platform:dpkg test]
 libffi-dev [platform:debian-bookworm]
 libffi8-only-in-13 [platform:debian-13]
@@ -195,7 +195,7 @@ def test_entries_combine_in_file_order(write: Write) -> None:
 
 def test_the_sdists_bindep_adds_packages_but_not_the_common_ones(write: Write) -> None:
     overrides = Overrides.of(load_matrix(matrix_with(write, "  - {name: crcmod}\n", None)))
-    bindep = parse_bindep("libldap2-dev [platform:dpkg]\nlibffi-dev\n", "b")
+    bindep = parse_bindep("libldap2-dev [platform:dpkg compile]\nlibffi-dev [compile]\n", "b")
     platform = PLATFORMS[AMD]  # its common list has libffi-dev
     extras = overrides.extras(platform, "python-ldap", "3.4.7", bindep)
     assert extras.packages == ("libldap2-dev",)
@@ -264,3 +264,43 @@ def test_reproduce_repeats_the_system_step() -> None:
     assert "docker build -q --platform linux/amd64 - <<'DOCKERFILE'" in script
     assert "FROM sha256:" + "c" * 64 in script
     assert script.index("apt-get install") < script.index("# phase fetch")
+
+
+# oslo.db 18.1.1's bindep.txt, as its sdist ships it: test services, no build profile.
+OSLO_DB = """\
+mariadb [platform:rpm]
+mariadb-server [platform:redhat platform:debian]
+mariadb-devel [platform:redhat]
+libmariadb-dev-compat [platform:debian]
+libmysqlclient-dev [platform:ubuntu]
+mysql-client [platform:dpkg !platform:debian]
+mysql-server [platform:dpkg !platform:debian]
+postgresql
+postgresql-client [platform:dpkg]
+libpq-dev [platform:dpkg]
+"""
+
+
+def test_a_real_sdist_bindep_adds_no_test_services(write: Write) -> None:
+    """From an sdist only lines naming a build profile count; the same file named in the
+    matrix counts whole, as bindep reads it."""
+    bindep = parse_bindep(OSLO_DB, "bindep.txt in oslo_db-18.1.1.tar.gz")
+    platform = PLATFORMS[AMD]
+    none = Overrides.of(load_matrix(matrix_with(write, "  - {name: crcmod}\n", None)))
+    assert none.extras(platform, "oslo-db", "18.1.1", bindep).packages == ()
+    whole = Overrides.of(
+        load_matrix(matrix_with(write, "  - {name: oslo-db, bindep: deps/bindep.txt}\n", OSLO_DB))
+    )
+    assert whole.extras(platform, "oslo-db", "18.1.1").packages == (
+        "mariadb-server", "libmariadb-dev-compat", "postgresql", "postgresql-client"
+    )  # fmt: skip
+
+
+def test_sdist_bindep_false_gets_past_an_unreadable_one(write: Write) -> None:
+    path = matrix_with(write, "  - {name: python-ldap, sdist_bindep: false}\n", None)
+    extras = Overrides.of(load_matrix(path)).extras(
+        PLATFORMS[AMD], "python-ldap", "3.4.7", None, "bindep.txt in x.tar.gz: not a bindep file"
+    )
+    assert extras.problem == ""
+    blocked = Overrides().extras(PLATFORMS[AMD], "python-ldap", "3.4.7", None, "bad")
+    assert blocked.problem == "bad"
