@@ -42,16 +42,6 @@ class JobExtras:
     timeout: float | None = None
     problem: str = ""
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "packages": list(self.packages),
-            "sources": list(self.sources),
-            "env": dict(self.env),
-            "build_constraints": list(self.build_constraints),
-            "pip_options": list(self.pip_options),
-            "timeout": self.timeout,
-        }
-
 
 @dataclass(frozen=True)
 class Overrides:
