@@ -22,6 +22,7 @@ class Platform:
     python: tuple[str, ...]
     glibc: str
     packages: tuple[str, ...]
+    apt_sources: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -62,6 +63,7 @@ def expand(matrix: Matrix) -> tuple[Platform, ...]:
                     python=distro.python,
                     glibc=distro.glibc,
                     packages=tuple(dict.fromkeys(packages)),
+                    apt_sources=distro.apt_sources,
                 )
             )
     return tuple(out)

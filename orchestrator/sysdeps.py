@@ -100,6 +100,7 @@ def platform_atoms(distro: str, release: str, family: str) -> tuple[str, ...]:
     return tuple(f"platform:{a}" for a in sorted(atoms))
 
 
+RUNTIME_FACTS = "/etc/orchestrate/runtime.json"  # the probe's --runtime output (#12)
 JOB_PACKAGES = "/etc/orchestrate/job-packages.txt"  # name=version of each, read by job.py
 
 
@@ -109,20 +110,46 @@ def install_dockerfile(image: str, family: str, packages: tuple[str, ...]) -> st
     JOB_PACKAGES (a virtual package has no line there, hence `|| true`). The fetch
     and build phases then run in the result as the build user; the engine's layer
     cache makes it once per builder and package set."""
-    for name in packages:
-        if not PACKAGE_NAME.match(name):
-            raise BindepError(f"{name!r} is not a package name")
     names = " ".join(packages)
     if family == "deb":
         run = (
-            "export DEBIAN_FRONTEND=noninteractive; apt-get update -q; "
-            f"apt-get install -y -q --no-install-recommends {names}; "
-            "rm -rf /var/lib/apt/lists/*; "
+            f"{install_command(family, packages)}; "
             f"dpkg-query -W -f '${{Package}}=${{Version}}\\n' {names} > {JOB_PACKAGES} || true"
         )
     else:
         run = (
-            f"dnf install -y --setopt=install_weak_deps=False {names}; dnf clean all; "
+            f"{install_command(family, packages)}; "
             f"rpm -q --qf '%{{NAME}}=%{{VERSION}}-%{{RELEASE}}\\n' {names} > {JOB_PACKAGES} || true"
         )
-    return f"FROM {image}\nUSER root\nRUN set -eux; {run}\n"
+    # What wheels built here link against, with these packages in (#12).
+    probe = (
+        "set -- $ORCHESTRATE_PYTHONS; /opt/orchestrate/py$1/bin/python "
+        f'/usr/local/bin/orchestrate-probe --runtime "$@" > {RUNTIME_FACTS}'
+    )
+    return f"FROM {image}\nUSER root\nRUN set -eux; {run}; {probe}\n"
+
+
+def install_command(family: str, packages: tuple[str, ...], sources: tuple[str, ...] = ()) -> str:
+    """The shell command that installs `packages` as root (with `sources`, extra apt
+    lines, added first), leaving no package lists behind."""
+    for name in packages:
+        if not PACKAGE_NAME.match(name):
+            raise BindepError(f"{name!r} is not a package name")
+    names = " ".join(packages)
+    if family != "deb":
+        return f"dnf install -y --setopt=install_weak_deps=False {names}; dnf clean all"
+    added = "".join(f"echo '{line}' >> {APT_LIST}; " for line in sources)
+    return (
+        f"export DEBIAN_FRONTEND=noninteractive; {added}apt-get update -q; "
+        f"apt-get install -y -q --no-install-recommends {names}; rm -rf /var/lib/apt/lists/*"
+    )
+
+
+APT_LIST = "/etc/apt/sources.list.d/orchestrate.list"  # the matrix's apt_sources
+
+
+def base_dockerfile(
+    base: str, family: str, packages: tuple[str, ...], sources: tuple[str, ...] = ()
+) -> str:
+    """The smoke test's image (#12): the platform's bare base plus `packages` only."""
+    return f"FROM {base}\nUSER root\nRUN set -eux; {install_command(family, packages, sources)}\n"

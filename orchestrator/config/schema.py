@@ -263,6 +263,23 @@ class DistroSpec(Model):
     glibc: GlibcVersion
     arches: tuple[Arch, ...] = Field(min_length=1)
     packages: tuple[str, ...] = ()
+    # Extra apt lines (deb family), e.g. the security or backports suite: builders,
+    # job system steps and smoke-test images all install from them.
+    apt_sources: tuple[str, ...] = ()
+
+    @field_validator("apt_sources")
+    @classmethod
+    def _apt_lines(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        family = info.data.get("family")
+        if value and family is not Family.DEB:
+            raise ValueError("apt_sources is for the deb family only")
+        for line in value:
+            if not re.match(APT_LINE_RE, line):
+                raise ValueError(
+                    f"{line!r} is not a one-line apt source "
+                    "(e.g. 'deb http://deb.debian.org/debian-security bookworm-security main')"
+                )
+        return value
 
     @field_validator("packages")
     @classmethod
@@ -284,6 +301,9 @@ class DistroSpec(Model):
 
 
 ENV_NAME_RE = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+APT_LINE_RE = (
+    r"^deb (\[[A-Za-z0-9=,._/ -]+\] )?https?://[A-Za-z0-9._~:/%@+-]+( [A-Za-z0-9._/-]+){2,20}$"
+)
 # Set by orchestrate itself for every job: an override may not change them.
 RESERVED_ENV = ("ORCHESTRATE_", "SOURCE_DATE_EPOCH", "PYTHONHASHSEED", "PATH", "HOME")
 
@@ -326,6 +346,19 @@ class OverrideSpec(Model):
     pip_options: tuple[str, ...] = ()  # for the fetch phase's pip, e.g. "--pre"
     timeout: Annotated[StrictInt, Field(ge=10)] | None = None
     skip: Annotated[str, Field(min_length=1, max_length=500)] | None = None  # the reason
+    # The smoke test (#12): a command run after the imports (like cibuildwheel's
+    # test-command), with `python` on PATH and the wheel importable; runtime packages
+    # the ELF analysis cannot see (libraries loaded with dlopen or ctypes); or none.
+    test_command: Annotated[str, Field(min_length=1, max_length=2000)] | None = None
+    runtime_packages: OverridePackages = OverridePackages()
+    smoke: StrictBool = True
+
+    @field_validator("test_command")
+    @classmethod
+    def _command(cls, value: str | None) -> str | None:
+        if value is not None and any(c in value for c in "\n\r\0"):
+            raise ValueError("test_command is one line")
+        return value
 
     @field_validator("versions")
     @classmethod

@@ -10,14 +10,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from orchestrator.config import Matrix
+from orchestrator.config import Arch, Matrix
 from orchestrator.engines import BuildRequest, Engine, RunRequest, run_to_end
 from orchestrator.errors import OrchestrateError
 from orchestrator.matrix import Platform
+from orchestrator.sysdeps import RUNTIME_FACTS
 
 from .base import ensure_base
 from .cross import ensure_toolchain, unavailable_reason
-from .facts import NativeCompiler, ProbeCache, parse_native_compiler, parse_probe
+from .facts import (
+    NativeCompiler,
+    ProbeCache,
+    RuntimeFacts,
+    parse_native_compiler,
+    parse_probe,
+    parse_runtime,
+)
 from .plan import build_labels, stale_reason
 from .render import CrossToolchain, Rendered, render, templates_dir
 
@@ -38,9 +46,10 @@ class ImageResult:
     tags: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
     glibc: str = ""
     native_compiler: NativeCompiler | None = None
+    runtime: RuntimeFacts | None = field(default=None, repr=False)  # #12: in ImageFacts only
 
     def as_dict(self) -> dict[str, object]:
-        out = {k: v for k, v in self.__dict__.items() if k not in ("tags", "glibc")}
+        out = {k: v for k, v in self.__dict__.items() if k not in ("tags", "glibc", "runtime")}
         out["native_compiler"] = self.native_compiler.as_dict() if self.native_compiler else None
         return out
 
@@ -106,7 +115,7 @@ def build_image(
             proxies = matrix.builder.proxy.environment()
             image_id = _build(rendered, engine, tag, base_id, inputs, now, line, proxies)
             status = "built"
-        tags, glibc, compiler = _probe(platform, engine, tag, image_id, probes)
+        tags, glibc, compiler, runtime = _probe(platform, engine, tag, image_id, probes)
     return ImageResult(
         platform.name,
         status,
@@ -119,6 +128,7 @@ def build_image(
         glibc=glibc,
         native_compiler=compiler,
         pull_ref=pull_ref(engine, tag, image_id),
+        runtime=runtime,
     )
 
 
@@ -165,26 +175,41 @@ def _build(
 
 def _probe(
     platform: Platform, engine: Engine, tag: str, image_id: str, probes: ProbeCache | None
-) -> tuple[dict[str, tuple[str, ...]], str, NativeCompiler | None]:
-    """What the image's probe measured at build time: tags per Python, glibc, and the
-    native cross compiler if the builder has one."""
-    outcome, output = run_to_end(
-        engine,
-        RunRequest(
-            image=image_id,
-            command=("cat", "/etc/orchestrate/probe.json"),
-            platform=platform.arch,
-            network=False,
-        ),
-        timeout=120,
-    )
-    if outcome.exit_code != 0:
+) -> tuple[dict[str, tuple[str, ...]], str, NativeCompiler | None, RuntimeFacts | None]:
+    """What the image's probe measured at build time: tags per Python, glibc, the
+    native cross compiler if the builder has one, and its runtime facts (#12)."""
+    output = _image_file(platform, engine, image_id, "/etc/orchestrate/probe.json")
+    if output is None:
         raise OrchestrateError(f"{platform.name}: the image's probe output is missing")
     tags, glibc = parse_probe(output)
     compiler = parse_native_compiler(output)
+    runtime = read_runtime(engine, image_id, platform.arch)
     if probes is not None:  # for `orchestrate plan`, which builds no image
-        probes.write(platform.name, image_id, {"tags": tags, "glibc": glibc})
-    return tags, glibc, compiler
+        probe: dict[str, object] = {"tags": tags, "glibc": glibc}
+        if runtime is not None:
+            probe["runtime"] = runtime.as_dict()
+        probes.write(platform.name, image_id, probe)
+    return tags, glibc, compiler, runtime
+
+
+def read_runtime(engine: Engine, image_id: str, arch: Arch) -> RuntimeFacts | None:
+    """The image's /etc/orchestrate/runtime.json; None when it has none (made before #12)
+    or it is unreadable."""
+    output = _image_file(arch, engine, image_id, RUNTIME_FACTS)
+    try:
+        return parse_runtime(output) if output is not None else None
+    except ValueError:
+        return None
+
+
+def _image_file(where: Platform | Arch, engine: Engine, image_id: str, path: str) -> bytes | None:
+    arch = where.arch if isinstance(where, Platform) else where
+    outcome, output = run_to_end(
+        engine,
+        RunRequest(image=image_id, command=("cat", path), platform=arch, network=False),
+        timeout=120,
+    )
+    return output if outcome.exit_code == 0 else None
 
 
 def pull_ref(engine: Engine, tag: str, image_id: str) -> str:

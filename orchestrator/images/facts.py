@@ -42,6 +42,45 @@ def parse_native_compiler(text: str | bytes) -> NativeCompiler | None:
 
 
 @dataclass(frozen=True)
+class RuntimeFacts:
+    """What wheels built in an image link against (#12), from the probe's --runtime:
+    each Python's full version, the installed packages with versions, and, for each
+    shared library the loader's cache knows, its path and owning package."""
+
+    family: str
+    python: Mapping[str, str]  # "3.11" -> "3.11.2"
+    packages: Mapping[str, str]  # installed package -> version
+    libraries: Mapping[str, tuple[str, str]]  # soname -> (path, package or "")
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "family": self.family,
+            "python": dict(self.python),
+            "packages": dict(self.packages),
+            "libraries": {k: {"path": p, "package": o} for k, (p, o) in self.libraries.items()},
+        }
+
+
+def parse_runtime(text: str | bytes) -> RuntimeFacts:
+    """/etc/orchestrate/runtime.json (or its copy in the probe cache); ValueError if it
+    is not one."""
+    data = json.loads(text)
+    if not isinstance(data, dict) or not isinstance(data.get("libraries"), dict):
+        raise ValueError("not a runtime probe")
+    libraries = {
+        str(soname): (str(entry.get("path", "")), str(entry.get("package", "")))
+        for soname, entry in data["libraries"].items()
+        if isinstance(entry, dict)
+    }
+    return RuntimeFacts(
+        str(data.get("family", "")),
+        {str(k): str(v) for k, v in dict(data.get("python", {})).items()},
+        {str(k): str(v) for k, v in dict(data.get("packages", {})).items()},
+        libraries,
+    )
+
+
+@dataclass(frozen=True)
 class ImageFacts:
     platform: str
     ref: str  # registry/repository:platform
@@ -50,6 +89,7 @@ class ImageFacts:
     glibc: str = ""
     pull_ref: str = ""  # repo@sha256:... when the registry has this image
     native_compiler: NativeCompiler | None = None
+    runtime: RuntimeFacts | None = None  # None for a builder made before #12
 
 
 def parse_probe(text: str | bytes) -> tuple[dict[str, tuple[str, ...]], str]:
@@ -71,6 +111,13 @@ class ProbeCache:
         except (OSError, ValueError, AttributeError):
             return {}
         return tags
+
+    def runtime(self, platform: str) -> RuntimeFacts | None:
+        try:
+            data = json.loads((self.folder / f"{platform}.json").read_text())
+            return parse_runtime(json.dumps(data["runtime"]))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
 
     def write(self, platform: str, image_id: str, probe: Mapping[str, object]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)

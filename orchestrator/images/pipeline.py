@@ -101,8 +101,9 @@ def _facts(
         if r.digest:  # pushed in this run: pullable by digest
             r.pull_ref = f"{tag.rsplit(':', 1)[0]}@{r.digest}"
         facts[r.platform] = ImageFacts(
-            r.platform, tag, {r.engine: r.image_id}, r.tags, r.glibc, r.pull_ref, r.native_compiler
-        )
+            r.platform, tag, {r.engine: r.image_id}, r.tags, r.glibc, r.pull_ref, r.native_compiler,
+            r.runtime,
+        )  # fmt: skip
     return facts
 
 

@@ -26,6 +26,8 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from orchestrator.config import Family
 from orchestrator.engines import Engine, RunOutcome, RunRequest
 from orchestrator.errors import BuildStepFailed, UnsafeName
+from orchestrator.images.build import read_runtime
+from orchestrator.images.facts import RuntimeFacts
 from orchestrator.redact import redact, redact_bytes
 from orchestrator.scheduler import Cancel
 
@@ -33,6 +35,8 @@ from .builddeps import BuildDepCache
 from .failures import EXIT_NEEDS, Category, Failure, JobStatus, classify
 from .jobs import WheelJob
 from .records import Mode, Phase, WheelRecord, phases
+from .runtime import Runtime, analyse, resolve
+from .smoke import SmokeResult, smoke_plan, smoke_test
 from .system import system_image
 from .tags import TagSet
 
@@ -134,6 +138,8 @@ class JobContext:
     on_phase: Callable[[str], None] = lambda _phase: None  # for the live progress table
     mode: Mode = Mode.NATIVE  # emulated jobs: with the builder's native compiler or not
     compiler_note: str = ""  # why an emulated job goes without the native compiler
+    runtime: RuntimeFacts | None = None  # the builder's runtime facts (#12)
+    builder_image: str = ""  # the builder's image ID on this engine
 
     @property
     def native_compiler(self) -> bool:
@@ -161,12 +167,60 @@ def run_job(job: WheelJob, inputs: JobInputs, ctx: JobContext) -> WheelRecord:
             run = _with_system_packages(job, ctx, log, record)
             if run is not None:
                 _run_phases(run, inputs, ctx, log, record, started)
+            if run is not None and record.status == JobStatus.BUILT:
+                _check_runtime(run, ctx, log, record)
         finally:
             record.duration = round(time.monotonic() - started, 2)
             log.write(f"\n== {record.status} after {record.duration}s {record.detail}\n".encode())
     if record.status == JobStatus.FAILED and record.category is None:
         _classify(record, ctx)
     return record
+
+
+def _check_runtime(job: WheelJob, ctx: JobContext, log: BinaryIO, record: WheelRecord) -> None:
+    """What the new wheel links against, resolved in the image it was built in, then
+    the smoke test: a wheel that does not load there is held back (#12)."""
+    assert record.wheel is not None
+    wheel = ctx.out_dir / record.wheel
+    started = time.monotonic()
+    ctx.on_phase("smoke")
+    facts = ctx.runtime
+    if job.image != ctx.builder_image:  # a system step's image: its own runtime facts
+        facts = read_runtime(ctx.engine, job.image, job.platform.arch)
+    empty = RuntimeFacts(job.platform.family.value, {}, {}, {})
+    runtime = resolve(analyse(str(wheel)), facts or empty, job.python, ctx.runtime)
+    record.runtime = runtime.as_dict()
+    log.write(f"\n== runtime: {_runtime_line(runtime)}\n".encode())
+    extras = job.extras
+    if not extras.smoke:
+        log.write(b"== smoke test: off for this project (overrides: smoke: false)\n")
+        return
+    plan = smoke_plan(job.python, runtime, extras.runtime_packages, extras.test_command)
+    log.write(
+        f"== smoke test in {job.platform.name}'s base with {' '.join(plan.packages)}\n".encode()
+    )
+
+    def line(text: str) -> None:
+        _write(log, f"{ANSI.sub('', text)}\n".encode())
+
+    try:
+        result = smoke_test(ctx.engine, job.platform, wheel, runtime, plan, ctx.fetch_env,
+                            ctx.log_path, line)  # fmt: skip
+    except BuildStepFailed as exc:
+        result = SmokeResult(False, f"the smoke image could not be made: {exc.message}")
+    finally:
+        record.phase_seconds["smoke"] = round(time.monotonic() - started, 2)
+    record.smoke = result.as_dict()
+    if not result.passed:
+        hint = "the runtime list misses a library (overrides: runtime_packages), or see the log"
+        record.fail(Failure(Category.SMOKE, result.error, hint), JobStatus.SMOKE_FAILED)
+
+
+def _runtime_line(runtime: Runtime) -> str:
+    libs = [f"{lib['soname']} ({lib['package']} {lib['version']})" for lib in runtime.libraries]
+    missing = [f"{soname} (no package)" for soname in runtime.unresolved]
+    needs = ", ".join(libs + missing) or "no shared library"
+    return f"{needs}; glibc {runtime.glibc or '-'}; python {runtime.python or '?'}"
 
 
 def _system_record(job: WheelJob) -> dict[str, object] | None:

@@ -270,6 +270,8 @@ class Executor:
             lambda phase: self.on_event("phase", job, phase),
             mode,
             note,
+            facts.runtime if (facts := self.facts.get(job.platform.name)) else None,
+            job.image,
         )
 
     def _mode(self, job: WheelJob, placement: Placement) -> tuple[Mode, str]:

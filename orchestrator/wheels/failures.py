@@ -20,6 +20,7 @@ class JobStatus(StrEnum):
     FAILED = "failed"
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
+    SMOKE_FAILED = "smoke-failed"  # built, but does not load where its runtime packages are
 
     @property
     def ok(self) -> bool:
@@ -40,6 +41,7 @@ class Category(StrEnum):
     COMPILE = "compile"
     BAD_WHEEL = "bad-wheel"  # no wheel, several, or tags that do not fit the platform
     NO_BUILDER = "no-builder"
+    SMOKE = "smoke-test"  # the wheel does not load in a bare base container (#12)
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
     INTERNAL = "internal"

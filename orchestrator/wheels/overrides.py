@@ -41,6 +41,9 @@ class JobExtras:
     pip_options: tuple[str, ...] = ()
     timeout: float | None = None
     problem: str = ""
+    test_command: str | None = None  # the smoke test's (#12), from the last entry setting one
+    runtime_packages: tuple[str, ...] = ()  # for the smoke test, beyond what ELF shows
+    smoke: bool = True
 
 
 @dataclass(frozen=True)
@@ -88,9 +91,11 @@ class Overrides:
             return JobExtras(problem=str(exc))
         env: dict[str, str] = {}
         timeout: float | None = None
+        command: str | None = None
         for spec in specs:
             env.update(spec.env)
             timeout = float(spec.timeout) if spec.timeout is not None else timeout
+            command = spec.test_command or command
         return JobExtras(
             packages,
             sources,
@@ -98,6 +103,11 @@ class Overrides:
             _unique(line for s in specs for line in s.build_constraints),
             tuple(option for s in specs for option in s.pip_options),
             timeout,
+            test_command=command,
+            runtime_packages=_unique(
+                p for s in specs for p in s.runtime_packages.of(platform.family)
+            ),
+            smoke=all(s.smoke for s in specs),
         )
 
     def _packages(

@@ -111,6 +111,11 @@ class WheelRecord:
     # and the image they were installed into; None for a job that needs none.
     system_packages: dict[str, object] | None = None
     branches: list[str] = field(default_factory=list)  # the branches that want this pin
+    # #12: what the wheel needs at run time (runtime.Runtime.as_dict), its smoke test
+    # (smoke.SmokeResult.as_dict), and why the plan rebuilt it, when it did.
+    runtime: dict[str, object] | None = None
+    smoke: dict[str, object] | None = None
+    rebuild: str = ""
 
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)

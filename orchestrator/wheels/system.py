@@ -39,8 +39,23 @@ def system_image(
 ) -> str:
     """The ID of `builder` (an image ID on `engine`) with `packages` installed."""
     dockerfile = install_dockerfile(builder, family, packages)
-    tag = f"orchestrate-job-packages:{hashlib.sha256(dockerfile.encode()).hexdigest()[:16]}"
-    # The tag names the builder ID and the packages: made once, found by its tag. (The
+    return derived_image(engine, dockerfile, "orchestrate-job-packages", arch, packages, env,
+                         on_line)  # fmt: skip
+
+
+def derived_image(
+    engine: Engine,
+    dockerfile: str,
+    name: str,
+    arch: Arch,
+    packages: tuple[str, ...],
+    env: Mapping[str, str],
+    on_line: Callable[[str], None],
+) -> str:
+    """The ID of the image `dockerfile` makes (one FROM, packages installed), found by
+    a tag of its hash when made before."""
+    tag = f"{name}:{hashlib.sha256(dockerfile.encode()).hexdigest()[:16]}"
+    # The tag names the parent image and the packages: made once, found by its tag. (The
     # classic builder probes its layer cache with the host platform and misses for a
     # foreign-arch parent: https://github.com/moby/moby/issues/49947, fixed in 2026.)
     made = engine.image(tag)

@@ -1,0 +1,79 @@
+"""The smoke test's check, run inside a bare base container (#12) by its Python.
+
+Standard library only: the container has the distro's interpreter and the
+wheel's runtime packages, nothing else (no pip, no -dev packages, no network).
+/smoke/smoke.json names the wheel, its extension modules, its top-level
+names and an optional test command. The wheel is unpacked to /smoke/site,
+which goes first on sys.path. Every extension module must import; each
+top-level name must import unless what is missing is another distribution
+(its Python dependencies are not installed here). The verdict goes to
+/smoke/result.json and the exit code: 0 passed, 1 failed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+SMOKE = Path("/smoke")
+
+
+def check(module: str, own: set[str]) -> dict[str, str]:
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if missing and missing not in own:
+            return {"module": module, "status": "skipped", "error": f"needs {missing}"}
+        return {"module": module, "status": "failed", "error": str(exc)}
+    except Exception as exc:  # an ImportError from the loader says which library
+        return {"module": module, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+    return {"module": module, "status": "ok", "error": ""}
+
+
+def run_command(command: str, site: str, timeout: float) -> dict[str, object]:
+    """The matrix's test command, with `python` on PATH and the wheel importable."""
+    bin_dir = SMOKE / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    link = bin_dir / "python"
+    if not link.exists():
+        link.symlink_to(sys.executable)
+    env = dict(os.environ, PYTHONPATH=site, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    print(f"+ {command}", flush=True)
+    try:
+        done = subprocess.run(["sh", "-c", command], env=env, cwd=SMOKE, timeout=timeout,
+                              check=False)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return {"command": command, "exit_code": None, "error": f"timed out after {timeout}s"}
+    error = "" if done.returncode == 0 else f"exit code {done.returncode}"
+    return {"command": command, "exit_code": done.returncode, "error": error}
+
+
+def main() -> int:
+    config = json.loads((SMOKE / "smoke.json").read_text())
+    site = str(SMOKE / "site")
+    with zipfile.ZipFile(SMOKE / config["wheel"]) as archive:
+        archive.extractall(site)
+    sys.path.insert(0, site)
+    own = set(config["top_level"]) | {m.split(".")[0] for m in config["extensions"]}
+    checks = [check(m, own) for m in [*config["extensions"], *config["top_level"]]]
+    for c in checks:
+        print(f"{c['status']:8} {c['module']} {c['error']}".rstrip(), flush=True)
+    result: dict[str, object] = {"checks": checks}
+    failed = [c for c in checks if c["status"] == "failed"]
+    if config.get("command") and not failed:
+        result["command"] = run_command(config["command"], site, float(config["timeout"]))
+    said = result.get("command")
+    passed = not failed and not (isinstance(said, dict) and said["error"])
+    result["passed"] = passed
+    (SMOKE / "result.json").write_text(json.dumps(result))
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
