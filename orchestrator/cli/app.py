@@ -22,6 +22,7 @@ from orchestrator.images.facts import ProbeCache
 from orchestrator.layout import RunLayout
 from orchestrator.matrix import Platform, expand, select
 from orchestrator.scheduler import Cancel
+from orchestrator.wheels.inputs import Builder
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_MATRIX = Path("platforms.yaml")
@@ -67,6 +68,12 @@ class App:
         from orchestrator.engines.docker import DockerEngine
 
         return EnginePool.from_matrix(self.matrix, DockerEngine, self.layout.engines)
+
+    def builders(self) -> dict[str, Builder]:
+        """The builders' last probed runtime facts (#12), for the plan's ABI check."""
+        probes = ProbeCache(self.layout.probes)
+        found = {p.name: probes.runtime(p.name) for p in self.platforms}
+        return {p: Builder(r[0], frozenset([r[1]])) for p, r in found.items() if r is not None}
 
     def probed(self) -> dict[str, dict[str, tuple[str, ...]]]:
         """The builders' last probed tags, for commands that build no image."""

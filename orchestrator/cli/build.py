@@ -253,6 +253,9 @@ def _summary(app: App, run: BuildRun, report: Path) -> None:
             f"rebuilt {m.new_sha256}; the published wheel stays (--replace to change)",
             err=True,
         )
+    for r in run.store:
+        if r.outcome == "rebuilt":  # what moved is in the plan's reason and the report
+            click.echo(f"rebuilt: {r.filename} (new bytes: the next build tag)")
     for platform, error in run.publish_errors.items():
         click.echo(f"publish of {platform} failed: {error}", err=True)
     count = {a: sum(1 for d in run.plan if d.action.value == a) for a in ("upstream", "cached")}

@@ -72,6 +72,7 @@ def plan(
         resolve_latest,
         Upstream.of(app.matrix.index, app.layout.index_cache),
         app.probed(),
+        app.builders(),
     )
     for notice in result.notices:
         click.echo(f"notice: {notice}", err=True)
@@ -124,7 +125,9 @@ def print_summary(app: App, decisions: list[Decision]) -> None:
         print_rows(app, ("branch", "platform", "python", *(a.value for a in actions)),
                    branch_rows(decisions))  # fmt: skip
     todo = [
-        d for d in decisions if d.action in (Action.BUILD, Action.UNAVAILABLE, Action.UNSUPPORTED)
+        d
+        for d in decisions
+        if d.action in (Action.BUILD, Action.REBUILD, Action.UNAVAILABLE, Action.UNSUPPORTED)
     ]
     if todo:
         click.echo("")

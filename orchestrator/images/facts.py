@@ -112,10 +112,11 @@ class ProbeCache:
             return {}
         return tags
 
-    def runtime(self, platform: str) -> RuntimeFacts | None:
+    def runtime(self, platform: str) -> tuple[RuntimeFacts, str] | None:
+        """The builder's runtime facts (#12) and its image ID, as last probed."""
         try:
             data = json.loads((self.folder / f"{platform}.json").read_text())
-            return parse_runtime(json.dumps(data["runtime"]))
+            return parse_runtime(json.dumps(data["runtime"])), str(data.get("image", ""))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 

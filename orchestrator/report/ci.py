@@ -20,7 +20,7 @@ LOG_TAIL = 64 * 1024
 
 def junit_xml(report: dict[str, Any]) -> str:
     jobs = report["jobs"]
-    failed = [j for j in jobs if j["status"] in ("failed", "timeout")]
+    failed = [j for j in jobs if j["status"] in ("failed", "timeout", "smoke-failed")]
     skipped = [j for j in jobs if j["status"] == "cancelled"]
     suite = ET.Element(
         "testsuite",
@@ -39,7 +39,7 @@ def junit_xml(report: dict[str, Any]) -> str:
             name=str(job["job"]).split("/", 1)[-1],
             time=f"{float(job['duration']):.2f}",
         )
-        if job["status"] in ("failed", "timeout"):
+        if job["status"] in ("failed", "timeout", "smoke-failed"):
             failure = ET.SubElement(
                 case,
                 "failure",

@@ -40,8 +40,10 @@ def report_of(run: BuildRun, matrix_path: str) -> dict[str, Any]:
             "failed": statuses.get("failed", 0),
             "timeout": statuses.get("timeout", 0),
             "cancelled": statuses.get("cancelled", 0),
+            "smoke_failed": statuses.get("smoke-failed", 0),
             "upstream": actions.get("upstream", 0),
             "cached": actions.get("cached", 0),
+            "rebuild": actions.get("rebuild", 0),
             "unavailable": actions.get("unavailable", 0),
             "excluded": actions.get("excluded", 0),
             "emulated_seconds": round(emulated_seconds(run.jobs), 1),
@@ -94,7 +96,7 @@ def with_previous(report: dict[str, Any], folder: Path) -> dict[str, Any]:
     if previous.get("run_id") == report["run_id"]:
         return report
     before = {str(j["job"]): str(j["status"]) for j in previous.get("jobs") or []}
-    bad = ("failed", "timeout")
+    bad = ("failed", "timeout", "smoke-failed")
     now = {str(j["job"]): str(j["status"]) for j in report["jobs"]}
     return {
         **report,

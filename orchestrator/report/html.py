@@ -30,14 +30,16 @@ OUTCOMES = (
     "shared",
     "upstream",
     "cached",
+    "rebuild",
     "failed",
+    "smoke-failed",
     "timeout",
     "cancelled",
     "excluded",
     "unavailable",
     "unsupported",
 )
-INTERESTING = frozenset({"built", "shared", "failed", "timeout", "cancelled"})
+INTERESTING = frozenset({"built", "shared", "failed", "smoke-failed", "timeout", "cancelled"})
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,7 @@ def failures(report: dict[str, Any], html_path: Path) -> list[dict[str, str]]:
     """Each failed job with what to do next: its log and the reproduce command."""
     out = []
     for j in report["jobs"]:
-        if j["status"] not in ("failed", "timeout"):
+        if j["status"] not in ("failed", "timeout", "smoke-failed"):
             continue
         requirement = f"{j['name']}=={j['version']}"
         out.append(

@@ -189,16 +189,30 @@ def _check_runtime(job: WheelJob, ctx: JobContext, log: BinaryIO, record: WheelR
         facts = read_runtime(ctx.engine, job.image, job.platform.arch)
     empty = RuntimeFacts(job.platform.family.value, {}, {}, {})
     runtime = resolve(analyse(str(wheel)), facts or empty, job.python, ctx.runtime)
-    record.runtime = runtime.as_dict()
+    pure = is_pure(record.wheel)
+    # A pure wheel links nothing and fits any Python 3: no ABI key to record.
+    record.runtime = None if pure else runtime.as_dict()
     log.write(f"\n== runtime: {_runtime_line(runtime)}\n".encode())
+    try:
+        if job.extras.smoke:
+            _smoke(job, ctx, log, record, wheel, runtime)
+        else:
+            log.write(b"== smoke test: off for this project (overrides: smoke: false)\n")
+    finally:
+        record.phase_seconds["smoke"] = round(time.monotonic() - started, 2)
+    if record.status == JobStatus.BUILT and not pure:
+        packages = ", ".join(f"{k} {v}" for k, v in runtime.packages.items())
+        record.detail = f"runtime packages: {packages or 'none beyond the C library'}"
+
+
+def _smoke(
+    job: WheelJob, ctx: JobContext, log: BinaryIO, record: WheelRecord, wheel: Path,
+    runtime: Runtime,
+) -> None:  # fmt: skip
     extras = job.extras
-    if not extras.smoke:
-        log.write(b"== smoke test: off for this project (overrides: smoke: false)\n")
-        return
     plan = smoke_plan(job.python, runtime, extras.runtime_packages, extras.test_command)
-    log.write(
-        f"== smoke test in {job.platform.name}'s base with {' '.join(plan.packages)}\n".encode()
-    )
+    where = f"{job.platform.name}'s base with {' '.join(plan.packages)}"
+    log.write(f"== smoke test in {where}\n".encode())
 
     def line(text: str) -> None:
         _write(log, f"{ANSI.sub('', text)}\n".encode())
@@ -208,9 +222,10 @@ def _check_runtime(job: WheelJob, ctx: JobContext, log: BinaryIO, record: WheelR
                             ctx.log_path, line)  # fmt: skip
     except BuildStepFailed as exc:
         result = SmokeResult(False, f"the smoke image could not be made: {exc.message}")
-    finally:
-        record.phase_seconds["smoke"] = round(time.monotonic() - started, 2)
     record.smoke = result.as_dict()
+    log.write(
+        f"== smoke test {'passed' if result.passed else 'FAILED: ' + result.error}\n".encode()
+    )
     if not result.passed:
         hint = "the runtime list misses a library (overrides: runtime_packages), or see the log"
         record.fail(Failure(Category.SMOKE, result.error, hint), JobStatus.SMOKE_FAILED)

@@ -3,8 +3,13 @@
     <root>/index.html                        the platforms
     <root>/<platform> -> releases/<platform>/<id>   one symlink per platform
     <root>/releases/<platform>/<id>/simple/  PEP 503 HTML + PEP 691 JSON,
-                                             wheels and PEP 658 .metadata as
+                                             wheels, PEP 658 .metadata and
+                                             .intoto.json provenance (#12) as
                                              hard links into the store
+
+Each file's runtime packages (what to install beside it) are on its project
+page: as text after its link in HTML (clients read only the links), and as
+the private `_runtime` key in JSON (PEP 691 leaves `_` keys to the index).
 
 A release is written in full under a staging name, fsync'd, renamed to its
 id, and switched in by renaming a new symlink over the old one: a reader
@@ -63,6 +68,8 @@ def content_digest(wheels: Sequence[StoredWheel]) -> str:
     digest = hashlib.sha256()
     for w in sorted(wheels, key=lambda w: w.filename):
         digest.update(f"{w.filename}\0{w.sha256}\0{w.requires_python}\n".encode())
+        if w.runtime is not None or w.attestation:  # what a project page shows of it (#12)
+            digest.update(f"{runtime_text(w)}\0{w.attestation}\n".encode())
     return digest.hexdigest()
 
 
@@ -174,6 +181,8 @@ def write_tree(store: Store, simple: Path, wheels: list[StoredWheel]) -> None:
                 source.with_name(wheel.filename + ".metadata"),
                 folder / f"{wheel.filename}.metadata",
             )
+            if wheel.attestation:
+                _link(source.with_name(wheel.attestation), folder / wheel.attestation)
         (folder / "index.html").write_text(project_html(project, files), encoding="utf-8")
         (folder / "index.json").write_text(project_json(project, files), encoding="utf-8")
     names = sorted(by_project)
@@ -241,7 +250,9 @@ def project_html(project: str, files: list[StoredWheel]) -> str:
         if w.requires_python:
             attrs += f' data-requires-python="{html.escape(w.requires_python)}"'
         href = html.escape(f"{w.filename}#sha256={w.sha256}")
-        rows.append(f'    <a href="{href}"{attrs}>{html.escape(w.filename)}</a><br/>')
+        about = runtime_text(w)
+        note = f' <span class="runtime">{html.escape(about)}</span>' if about else ""
+        rows.append(f'    <a href="{href}"{attrs}>{html.escape(w.filename)}</a>{note}<br/>')
     body = "\n".join(rows)
     return (
         f'<!DOCTYPE html>\n<html>\n  <head>\n    <meta name="pypi:repository-version" '
@@ -251,7 +262,7 @@ def project_html(project: str, files: list[StoredWheel]) -> str:
 
 
 def project_json(project: str, files: list[StoredWheel]) -> str:
-    entries = []
+    entries: list[dict[str, object]] = []
     versions = set()
     for w in sorted(files, key=lambda w: w.filename):
         versions.add(str(parse_wheel_filename(w.filename)[1]))
@@ -268,6 +279,14 @@ def project_json(project: str, files: list[StoredWheel]) -> str:
                 "core-metadata": {"sha256": w.metadata_sha256},
             }
         )
+        if w.runtime is not None:  # private keys (PEP 691): what to install beside it
+            entries[-1]["_runtime"] = {
+                "packages": w.runtime_packages,
+                "glibc": w.runtime.get("glibc", ""),
+                "python": w.runtime.get("python", ""),
+            }
+        if w.attestation:
+            entries[-1]["_provenance"] = w.attestation
     return json.dumps(
         {
             "meta": {"api-version": API_VERSION},
@@ -277,6 +296,21 @@ def project_json(project: str, files: list[StoredWheel]) -> str:
         },
         indent=1,
     )
+
+
+def runtime_text(wheel: StoredWheel) -> str:
+    """What a person reads beside a file: the runtime packages it needs, the newest
+    glibc symbol version, and its provenance file."""
+    parts = []
+    if wheel.runtime is not None:
+        packages = wheel.runtime_packages
+        listed = ", ".join(f"{k} {v}" for k, v in packages.items()) or "none beyond the C library"
+        parts.append(f"runtime packages: {listed}")
+        if wheel.runtime.get("glibc"):
+            parts.append(f"glibc >= {wheel.runtime['glibc']}")
+    if wheel.attestation:
+        parts.append(f"provenance: {wheel.attestation}")
+    return "; ".join(parts)
 
 
 def root_html(projects: list[str]) -> str:

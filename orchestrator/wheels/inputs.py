@@ -19,13 +19,15 @@ from packaging.version import InvalidVersion, Version
 
 from orchestrator.config import BranchSpec, Matrix
 from orchestrator.errors import IndexUnavailable, RequirementsError
+from orchestrator.images.facts import RuntimeFacts
 from orchestrator.layout import RunLayout
 from orchestrator.matrix import Platform
 
 from . import requirements as reqs_mod
 from .overrides import Overrides
-from .plan import Cached, Decision, TagSets, decide, merge_branches, usable
+from .plan import AbiCheck, Cached, Decision, TagSets, decide, merge_branches, usable
 from .requirements import Pin, Requirements, Unpinned
+from .runtime import abi_changes
 from .store import Store
 from .tags import TagSet, derived_tags, tags_from_probe
 from .upstream import ProjectPage, Stats, Upstream, read_capped
@@ -64,6 +66,34 @@ def tagsets_for(platforms: Sequence[Platform], probed: Probed) -> TagSets:
 def store_contents(root: Path, platforms: Sequence[Platform]) -> Cached:
     """(name, version) → wheel filename per platform, from the store's manifest."""
     return Store(root).contents([p.name for p in platforms])
+
+
+@dataclass(frozen=True)
+class Builder:
+    """What the plan knows of a platform's current builder (#12): its runtime facts and
+    its image IDs (one per engine that holds it)."""
+
+    runtime: RuntimeFacts
+    images: frozenset[str] = frozenset()
+
+
+def abi_check(
+    root: Path, platforms: Sequence[Platform], builders: Mapping[str, Builder]
+) -> AbiCheck:
+    """What moved, per cached wheel, between the builder it was built in and the
+    current one; nothing for a wheel stored without runtime facts (before #12)."""
+    newest = Store(root).newest([p.name for p in platforms])
+    by_file = {(p, r.filename): r for p, found in newest.items() for r in found.values()}
+
+    def check(platform: str, python: str, filename: str) -> list[str]:
+        builder = builders.get(platform)
+        record = by_file.get((platform, filename))
+        if builder is None or record is None or record.runtime is None:
+            return []
+        same = record.image in builder.images
+        return abi_changes(record.runtime, builder.runtime, python, same)
+
+    return check
 
 
 def resolve_unpinned(
@@ -209,6 +239,7 @@ def make_plan(
     resolve_latest: bool = False,
     upstream: Upstream | None = None,
     probed: Probed | None = None,
+    builders: Mapping[str, Builder] | None = None,
 ) -> PlanResult:
     upstream = upstream or Upstream.of(matrix.index, RunLayout(Path()).index_cache)
     branches = branch_inputs(
@@ -222,12 +253,13 @@ def make_plan(
     pythons = sorted({py for p in platforms for py in p.python})
     tagsets = tagsets_for(platforms, probed or {})
     cached = store_contents(matrix.index.root, platforms)
+    abi = abi_check(matrix.index.root, platforms, builders or {})
     per_branch = []
     for branch, found in read:
         pinned = resolve_unpinned(found, pages, resolve_latest, pythons)
         decisions = decide(
             branch.platforms, pinned, pages, tagsets, cached, matrix.skip,
-            frozenset(matrix.from_source), Overrides(matrix.overrides),
+            frozenset(matrix.from_source), Overrides(matrix.overrides), abi,
         )  # fmt: skip
         per_branch.append((branch.name, decisions))
     notices = list(dict.fromkeys(n for _, r in read for n in r.notices))

@@ -57,6 +57,7 @@ class WheelJob:
     # What the matrix's overrides and bindep add (#15).
     extras: JobExtras = field(default_factory=JobExtras)
     branches: tuple[str, ...] = ()  # the matrix's branches that want this pin
+    rebuild: str = ""  # why the plan builds a cached wheel again (#12)
 
     @property
     def id(self) -> str:
@@ -114,7 +115,7 @@ def job_graph(
     expected: Expected,
     settings: JobSettings,
 ) -> JobGraph:
-    builds = [d for d in decisions if d.action == Action.BUILD and d.sdist_url]
+    builds = [d for d in decisions if d.action.builds and d.sdist_url]
     builds.sort(key=lambda d: (platforms[d.platform].arch not in pool.native, d.platform))
     jobs: dict[str, Job[WheelJob]] = {}
     blocked: list[Blocked] = []
@@ -219,6 +220,7 @@ def _job(
         image_pull=image.pull_ref if image else "",
         extras=extras,
         branches=decision.branches,
+        rebuild=decision.reason if decision.action == Action.REBUILD else "",
     )
 
 

@@ -10,6 +10,7 @@ can write a report of whatever finished, even when a stage raises.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +25,7 @@ from packaging.utils import NormalizedName, canonicalize_name
 from orchestrator.config import Matrix
 from orchestrator.engines.pool import EnginePool
 from orchestrator.errors import OrchestrateError, StoreConflict, UnsafeName
-from orchestrator.images.facts import ProbeCache
+from orchestrator.images.facts import ImageFacts, ProbeCache
 from orchestrator.images.pipeline import ImagesReport, run_images
 from orchestrator.layout import RunLayout
 from orchestrator.matrix import Platform
@@ -34,10 +35,11 @@ from .builddeps import BuildDepNeed, needs_for, parse_constraints
 from .execute import ExecOptions, Executor, emulated_by_arch, emulated_seconds
 from .failures import Category, Failure
 from .index import PublishResult, publish
-from .inputs import PlanResult, make_plan
+from .inputs import Builder, PlanResult, make_plan
 from .jobs import JobKind, JobSettings, PoolSnapshot, SdistOutcome, job_graph
 from .overrides import Overrides
-from .plan import Action, Decision
+from .plan import Decision
+from .provenance import statement
 from .records import WheelRecord
 from .sources import HashMismatch, SdistCache, SdistDownloadError, SdistFacts, SdistRef, facts
 from .store import AddResult, Provenance, Store
@@ -132,6 +134,7 @@ def run_build(
                 options.resolve_latest,
                 Upstream.of(matrix.index, layout.index_cache),
                 probed,
+                builders_of(run.images.facts),
             )
         run.plan = plan.decisions
         for notice in plan.notices:
@@ -144,6 +147,15 @@ def run_build(
         with run.stage("publish"):
             _store_and_publish(matrix, run, options, layout)
         run.finished = _now()
+
+
+def builders_of(facts: Mapping[str, ImageFacts]) -> dict[str, Builder]:
+    """The current builders' runtime facts, for the plan's ABI check (#12)."""
+    return {
+        p: Builder(f.runtime, frozenset(f.ids.values()))
+        for p, f in facts.items()
+        if f.runtime is not None
+    }
 
 
 def _build_wheels(
@@ -160,7 +172,7 @@ def _build_wheels(
 ) -> list[WheelRecord]:
     by_name = {p.name: p for p in platforms}
     cache = SdistCache(layout.sdists)
-    todo = [d for d in plan.decisions if d.action == Action.BUILD and d.sdist_url]
+    todo = [d for d in plan.decisions if d.action.builds and d.sdist_url]
     with run.stage("sdists"):
         sdists = fetch_sdists(cache, {(d.name, d.version): _ref(d) for d in todo})
         pins = parse_constraints(options.build_constraints, "build constraints")
@@ -333,6 +345,10 @@ def _store(store: Store, run: BuildRun, options: BuildOptions, layout: RunLayout
                         built_at=_now(),
                         image=job.image,
                         job=job.job,
+                        runtime=job.runtime,
+                        smoke=job.smoke,
+                        rebuild=job.rebuild,
+                        statement=functools.partial(statement, job),
                     ),
                     replace=options.replace,
                 )

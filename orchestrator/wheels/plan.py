@@ -5,13 +5,16 @@ list go in; decisions come out. Nothing here touches the network or Docker.
 
 Precedence: excluded > upstream > cached > build > unavailable. Upstream
 wins over our own cache because a wheel PyPI serves is the one to use (and
-ours becomes a candidate for `prune`).
+ours becomes a candidate for `prune`). A cached wheel is reused only while
+the builder still matches what it was built against (#12): the versions of
+the packages that provide its runtime libraries, and the Python; otherwise
+the decision is `rebuild`, with what moved as the reason.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -38,10 +41,15 @@ from .upstream import IndexFile, ProjectPage
 class Action(StrEnum):
     UPSTREAM = "upstream"
     BUILD = "build"
+    REBUILD = "rebuild"  # cached, but what it links against (or Python) moved (#12)
     CACHED = "cached"
     UNAVAILABLE = "unavailable"
     EXCLUDED = "excluded"
     UNSUPPORTED = "unsupported"
+
+    @property
+    def builds(self) -> bool:
+        return self in (Action.BUILD, Action.REBUILD)
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,8 @@ def missing_pins(decisions: Sequence[Decision]) -> list[Decision]:
 # (platform name, python) → tags; platform name → {(name, canonical version): wheel}
 TagSets = Mapping[tuple[str, str], TagSet]
 Cached = Mapping[str, Mapping[tuple[str, str], str]]
+# (platform, python, cached wheel filename) -> what moved since it was built (#12)
+AbiCheck = Callable[[str, str, str], list[str]]
 
 
 def marker_environment(platform: Platform, python: str) -> dict[str, str]:
@@ -158,6 +168,7 @@ def decide(
     skip: Sequence[SkipSpec] = (),
     from_source: frozenset[str] = frozenset(),
     overrides: Overrides | None = None,
+    abi: AbiCheck | None = None,
 ) -> list[Decision]:
     out: list[Decision] = []
     for platform in platforms:
@@ -175,6 +186,7 @@ def decide(
                         skip,
                         from_source,
                         overrides,
+                        abi,
                     )
                 )
             out.extend(
@@ -222,6 +234,7 @@ def _decide_one(
     skip: Sequence[SkipSpec],
     from_source: frozenset[str] = frozenset(),
     overrides: Overrides | None = None,
+    abi: AbiCheck | None = None,
 ) -> Decision:
     def make(
         action: Action, reason: str, wheel: str | None = None, sdist: IndexFile | None = None
@@ -240,12 +253,7 @@ def _decide_one(
             sdist.sha256 if sdist else None,
         )
 
-    for rule in skip:
-        if fnmatch.fnmatchcase(platform.name, rule.platform) and fnmatch.fnmatchcase(
-            pin.name, canonicalize_name(rule.name)
-        ):
-            return make(Action.EXCLUDED, rule.reason)
-    skipped = overrides.skip_reason(platform.name, pin.name, pin.version) if overrides else None
+    skipped = _skipped(platform, pin, skip, overrides)
     if skipped:
         return make(Action.EXCLUDED, skipped)
     if page is None:
@@ -262,19 +270,37 @@ def _decide_one(
         why = f"compatible wheel on the index ({tags.source} tags){_yanked(best)}"
         return make(Action.UPSTREAM, why, wheel=best.filename)
     mine = cached.get((pin.name, canonicalize_version(pin.version)))
-    if mine is not None:
+    moved = abi(platform.name, python, mine) if abi is not None and mine is not None else []
+    if mine is not None and not moved:
         return make(Action.CACHED, "our index holds it", wheel=mine)
     if own:
         why = "from source, as the matrix asks (from_source)"
     else:
         why = _why_no_wheel(wheels, tags, platform) if files else dropped
     sdists = _hashed([f for f in files if not f.filename.endswith(".whl")], pin)
+    if sdists and moved:
+        sdist = _prefer_targz(sdists)
+        return make(Action.REBUILD, f"{mine} was built against " + "; ".join(moved), mine, sdist)
     if sdists:
         sdist = _prefer_targz(sdists)
         return make(Action.BUILD, why + _yanked(sdist), sdist=sdist)
+    if mine is not None:  # moved, but nothing to build it again from: keep serving it
+        return make(Action.CACHED, "our index holds it; " + "; ".join(moved), wheel=mine)
     if pin.hashes and any(not f.filename.endswith(".whl") for f in files):
         return make(Action.UNAVAILABLE, f"{why}, and no sdist matches the pin's --hash values")
     return make(Action.UNAVAILABLE, f"no sdist and {why}")
+
+
+def _skipped(
+    platform: Platform, pin: Pin, skip: Sequence[SkipSpec], overrides: Overrides | None
+) -> str | None:
+    """The reason the matrix gives for not building this pin here, if it gives one."""
+    for rule in skip:
+        if fnmatch.fnmatchcase(platform.name, rule.platform) and fnmatch.fnmatchcase(
+            pin.name, canonicalize_name(rule.name)
+        ):
+            return rule.reason
+    return overrides.skip_reason(platform.name, pin.name, pin.version) if overrides else None
 
 
 def _hashed(sdists: list[IndexFile], pin: Pin) -> list[IndexFile]:

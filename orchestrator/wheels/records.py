@@ -140,6 +140,7 @@ class WheelRecord:
             "sdist": job.sdist.as_dict(),
             "build_constraints": list(job.build_constraints),
             "branches": list(job.branches),
+            "rebuild": job.rebuild,
         }
         return cls(
             job.id,

@@ -5,12 +5,18 @@ Layout under the index root:
     store/<platform>/<wheel>            platform wheels
     store/any/<wheel>                   pure-Python wheels, stored once
     store/<dir>/<wheel>.metadata        its core metadata (PEP 658), extracted once
+    store/<dir>/<wheel>.intoto.json     its provenance: an in-toto statement (#12)
     store/manifest.json                 one record per wheel (sha256, size, source,
-                                        build time, builder image, job, platforms)
+                                        build time, builder image, job, platforms,
+                                        runtime packages, smoke test)
 
 Adding a wheel whose name is taken: identical bytes do nothing (the platform
 is added to the record); different bytes keep the published one and report
-a reproducibility mismatch, unless replace is asked for. Every file is
+a reproducibility mismatch, unless replace is asked for. A *rebuild* (the
+plan found the builder's runtime libraries or Python moved, #12) whose bytes
+differ gets the next PEP 427 build tag (`name-1.0-1-cp311-...`), so no file
+name ever stands for two different files; the older file stays listed and
+pip prefers the higher build tag. Every file is
 written to a temporary name, fsync'd and renamed, and the manifest last, so
 a crash at any point leaves the store consistent.
 """
@@ -24,17 +30,22 @@ import hashlib
 import json
 import os
 import zipfile
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from packaging.utils import canonicalize_name, canonicalize_version, parse_wheel_filename
+from packaging.utils import (
+    canonicalize_name,
+    canonicalize_version,
+    parse_wheel_filename,
+)
 
 from orchestrator.errors import StoreConflict
 
 from .builder import is_pure, safe_wheel_name
 
 SHARED = "any"
+ATTESTATION = ".intoto.json"  # beside each wheel: its in-toto provenance statement (#12)
 
 
 @dataclass
@@ -50,6 +61,21 @@ class StoredWheel:
     built_at: str = ""
     image: str = ""
     job: str = ""
+    runtime: dict[str, object] | None = None  # runtime.Runtime.as_dict() (#12)
+    smoke: dict[str, object] | None = None  # the smoke test's verdict, packages, checks
+    attestation: str = ""  # the provenance statement's file name, beside the wheel
+    rebuild: str = ""  # why the plan rebuilt it (what moved), for a build-tagged file
+
+    @property
+    def build(self) -> int:
+        """Its PEP 427 build number (0 without one)."""
+        tag = parse_wheel_filename(self.filename)[2]
+        return tag[0] if tag else 0
+
+    @property
+    def runtime_packages(self) -> dict[str, str]:
+        packages = (self.runtime or {}).get("packages")
+        return {str(k): str(v) for k, v in packages.items()} if isinstance(packages, dict) else {}
 
     @property
     def project(self) -> str:
@@ -66,6 +92,11 @@ class Provenance:
     built_at: str = ""
     image: str = ""
     job: str = ""
+    runtime: dict[str, object] | None = None
+    smoke: dict[str, object] | None = None
+    rebuild: str = ""  # the plan's reason, when it rebuilt a cached wheel (#12)
+    # The in-toto statement for the file as published: (file name, sha256) -> JSON.
+    statement: Callable[[str, str], bytes] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -134,7 +165,12 @@ class Store:
         one, is refused: publishing it would wipe the index."""
         try:
             raw = json.loads(self.manifest_path.read_bytes())
-            return {key: StoredWheel(**value) for key, value in raw["wheels"].items()}
+            known = {f.name for f in fields(StoredWheel)}
+            # A newer orchestrate's fields are dropped, not fatal: the store stays usable.
+            return {
+                key: StoredWheel(**{k: v for k, v in value.items() if k in known})
+                for key, value in raw["wheels"].items()
+            }
         except FileNotFoundError:
             if any(self.dir.glob("*/*.whl")):
                 raise self._unusable("is missing, but the store holds wheels") from None
@@ -167,45 +203,76 @@ class Store:
         """Add a built wheel for `platforms` (a pure wheel may serve several)."""
         name = safe_wheel_name(wheel.name)
         folder = SHARED if is_pure(name) else platforms[0]
-        key = f"{folder}/{name}"
         new_sha = sha256_file(wheel)
+        if provenance.rebuild and not replace:
+            latest = self.latest_variant(records, folder, name)
+            if latest is not None:  # the same bytes keep their name; new bytes, a new one
+                same = latest.sha256 == new_sha
+                name = latest.filename if same else with_build_tag(name, latest.build + 1)
+        key = f"{folder}/{name}"
         existing = records.get(key)
         if existing is not None:
             if existing.sha256 == new_sha:
                 for platform in platforms:
                     if platform not in existing.platforms:
                         existing.platforms.append(platform)
+                _refresh(existing, provenance)
                 return AddResult(name, "identical", existing.sha256, new_sha)
             if not replace:
                 # Not listed for these platforms: their builder made other bytes. The
                 # next run builds them again and reports it again, until --replace.
                 return AddResult(name, "mismatch", existing.sha256, new_sha)
+        records[key] = self._write(wheel, folder, name, new_sha, provenance)
+        records[key].platforms = sorted(
+            set(platforms) | set(existing.platforms if existing else [])
+        )
+        outcome = "replaced" if existing else "rebuilt" if name != wheel.name else "added"
+        return AddResult(name, outcome, existing.sha256 if existing else new_sha, new_sha)
+
+    def _write(
+        self, wheel: Path, folder: str, name: str, sha: str, provenance: Provenance
+    ) -> StoredWheel:
+        """The wheel (under `name`), its metadata and its statement, each written
+        atomically; the record that names them."""
         target_dir = self.dir / folder
         target_dir.mkdir(parents=True, exist_ok=True)
         metadata = core_metadata(wheel)
         write_atomic(target_dir / f"{name}.metadata", metadata)
+        attestation = ""
+        if provenance.statement is not None:
+            attestation = f"{name}{ATTESTATION}"
+            write_atomic(target_dir / attestation, provenance.statement(name, sha))
         write_atomic(target_dir / name, wheel.read_bytes())
         fsync_dir(target_dir)
         parsed = email.parser.BytesParser().parsebytes(metadata, headersonly=True)
-        records[key] = StoredWheel(
+        return StoredWheel(
             filename=name,
             folder=folder,
-            sha256=new_sha,
+            sha256=sha,
             size=wheel.stat().st_size,
             metadata_sha256=hashlib.sha256(metadata).hexdigest(),
             requires_python=parsed.get("Requires-Python"),
-            platforms=sorted(set(platforms) | set(existing.platforms if existing else [])),
             source_sha256=provenance.source_sha256,
             built_at=provenance.built_at,
             image=provenance.image,
             job=provenance.job,
+            runtime=provenance.runtime,
+            smoke=provenance.smoke,
+            attestation=attestation,
+            rebuild=provenance.rebuild,
         )
-        return AddResult(
-            name,
-            "replaced" if existing else "added",
-            existing.sha256 if existing else new_sha,
-            new_sha,
-        )
+
+    @staticmethod
+    def latest_variant(
+        records: dict[str, StoredWheel], folder: str, name: str
+    ) -> StoredWheel | None:
+        """The stored file with the highest build tag among those that differ from
+        `name` in their build tag only."""
+        same = _without_build(name)
+        found = [
+            r for r in records.values() if r.folder == folder and _without_build(r.filename) == same
+        ]
+        return max(found, key=lambda r: r.build) if found else None
 
     def remove_platform(self, records: dict[str, StoredWheel], key: str, platform: str) -> bool:
         """Stop listing a wheel for `platform`; delete it when no platform is left."""
@@ -219,6 +286,7 @@ class Store:
         for path in (
             self.path_of(record),
             self.path_of(record).with_name(record.filename + ".metadata"),
+            self.path_of(record).with_name(record.filename + ATTESTATION),
         ):
             path.unlink(missing_ok=True)
         return True
@@ -227,10 +295,40 @@ class Store:
         return [r for r in self.records().values() if platform in r.platforms]
 
     def contents(self, platforms: list[str]) -> dict[str, dict[tuple[str, str], str]]:
-        """What the planner needs: (project, version) → wheel, per platform."""
-        out: dict[str, dict[tuple[str, str], str]] = {p: {} for p in platforms}
+        """What the planner needs: (project, version) → wheel, per platform; of files
+        that differ in their build tag only, the highest (the one pip picks)."""
+        return {
+            p: {k: r.filename for k, r in found.items()}
+            for p, found in self.newest(platforms).items()
+        }
+
+    def newest(self, platforms: list[str]) -> dict[str, dict[tuple[str, str], StoredWheel]]:
+        out: dict[str, dict[tuple[str, str], StoredWheel]] = {p: {} for p in platforms}
         for record in self.records().values():
             for platform in record.platforms:
-                if platform in out:
-                    out[platform][(record.project, record.version)] = record.filename
+                have = out.get(platform, {}).get((record.project, record.version))
+                if platform in out and (have is None or have.build < record.build):
+                    out[platform][(record.project, record.version)] = record
         return out
+
+
+def with_build_tag(filename: str, build: int) -> str:
+    """`name-1.0-cp311-...whl` as `name-1.0-<build>-cp311-...whl` (PEP 427). Only the
+    file name carries it: the bytes (and so the sha256 the job recorded) stay as built."""
+    parts = filename[: -len(".whl")].split("-")
+    head = parts[:2]
+    tags = parts[-3:]
+    return "-".join([*head, str(build), *tags]) + ".whl"
+
+
+def _without_build(filename: str) -> tuple[str, str, frozenset[object]]:
+    name, version, _build, tags = parse_wheel_filename(filename)
+    return str(name), str(version), frozenset(tags)
+
+
+def _refresh(record: StoredWheel, provenance: Provenance) -> None:
+    """The same bytes built again: what we know of them now (runtime, smoke) wins."""
+    if provenance.runtime is not None:
+        record.runtime = provenance.runtime
+    if provenance.smoke is not None:
+        record.smoke = provenance.smoke
