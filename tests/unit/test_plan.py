@@ -11,7 +11,7 @@ from orchestrator.config import SkipSpec, load_matrix
 from orchestrator.errors import RequirementsError
 from orchestrator.matrix import expand, select
 from orchestrator.wheels.inputs import resolve_unpinned
-from orchestrator.wheels.plan import Action, Decision, decide
+from orchestrator.wheels.plan import AbiCheck, Action, Decision, decide
 from orchestrator.wheels.requirements import read
 from orchestrator.wheels.tags import TagSet, derived_tags
 from orchestrator.wheels.upstream import IndexFile, ProjectPage, parse_html, parse_json
@@ -37,9 +37,10 @@ def plan(
     cached: dict[str, dict[tuple[str, str], str]] | None = None,
     skip: tuple[SkipSpec, ...] = (),
     from_source: frozenset[str] = frozenset(),
+    abi: AbiCheck | None = None,
 ) -> dict[tuple[str, str], Decision]:
     reqs = read([write("r.txt", text)], [])
-    out = decide(PLATFORMS, reqs, pages, TAGS, cached or {}, skip, from_source)
+    out = decide(PLATFORMS, reqs, pages, TAGS, cached or {}, skip, from_source, None, abi)
     return {(d.platform.rsplit("-", 1)[1], d.name): d for d in out}
 
 
