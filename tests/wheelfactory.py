@@ -50,9 +50,11 @@ def make_sdist(
     requires: tuple[str, ...] = ("setuptools>=61",),
     setup_py: str | None = None,
     body: str = "VALUE = 1\n",
+    extra: dict[str, str] | None = None,
 ) -> Path:
     """A pure-Python setuptools sdist `<name>-<version>.tar.gz` with the given
-    `build-system.requires`; `setup_py` replaces the (empty) setup.py, e.g. to fail."""
+    `build-system.requires`; `setup_py` replaces the (empty) setup.py, e.g. to fail;
+    `extra` adds files (e.g. C sources for an extension)."""
     import io
     import tarfile
 
@@ -67,6 +69,7 @@ def make_sdist(
         "setup.py": setup_py or "from setuptools import setup\nsetup()\n",
         f"{module}/__init__.py": body,
         "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        **(extra or {}),
     }
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{root}.tar.gz"

@@ -280,7 +280,8 @@ def _decide_one(
     sdists = _hashed([f for f in files if not f.filename.endswith(".whl")], pin)
     if sdists and moved:
         sdist = _prefer_targz(sdists)
-        return make(Action.REBUILD, f"{mine} was built against " + "; ".join(moved), mine, sdist)
+        why = f"the builder moved since {mine} was built: {'; '.join(moved)}"
+        return make(Action.REBUILD, why, mine, sdist)
     if sdists:
         sdist = _prefer_targz(sdists)
         return make(Action.BUILD, why + _yanked(sdist), sdist=sdist)

@@ -191,7 +191,7 @@ def test_plan_says_rebuild_with_what_moved(write: Write) -> None:
     decision = got[("amd64", "psycopg2")]
     assert decision.action == Action.REBUILD
     assert decision.action.builds
-    assert decision.reason == f"{wheel} was built against {why[0]}"
+    assert decision.reason == f"the builder moved since {wheel} was built: {why[0]}"
     assert decision.wheel == wheel
     assert decision.sdist == "psycopg2-2.9.12.tar.gz"
     assert (AMD, "3.11", wheel) in asked
