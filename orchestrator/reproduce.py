@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import shlex
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from packaging.utils import canonicalize_name
@@ -12,8 +14,11 @@ from packaging.utils import canonicalize_name
 from orchestrator.config import Arch
 from orchestrator.engines import Engine, RunRequest
 from orchestrator.errors import InputError, RegistryError
+from orchestrator.matrix import Platform
 from orchestrator.sysdeps import install_dockerfile
-from orchestrator.wheels.builder import BUILD_USER, input_tar
+from orchestrator.wheels.builder import BUILD_USER, extract_wheels, input_tar, without
+from orchestrator.wheels.runtime import Runtime, analyse
+from orchestrator.wheels.smoke import SmokePlan, smoke_test
 from orchestrator.wheels.sources import SdistCache, SdistRef
 from orchestrator.wheels.system import system_image
 
@@ -36,6 +41,8 @@ class JobSpec:
     image_pull: str = ""  # repo@sha256:... of the builder, when it was pushed
     family: str = "deb"  # of the extra system packages' package manager
     system_packages: tuple[str, ...] = ()  # installed before the fetch phase (#15)
+    smoke_packages: tuple[str, ...] = ()  # the smoke test's image packages (#12), if it ran
+    test_command: str | None = None
 
     @classmethod
     def of(cls, record: Mapping[str, Any]) -> JobSpec:
@@ -56,6 +63,7 @@ class JobSpec:
             tuple(str(c) for c in record.get("build_constraints") or ()),
             str(record.get("image_pull") or ""),
             *_system(record.get("system_packages")),
+            *_smoke(record.get("smoke")),
         )
 
     def inputs(self, sdists: SdistCache) -> bytes:
@@ -70,6 +78,43 @@ def _system(said: object) -> tuple[str, tuple[str, ...]]:
     if not isinstance(said, Mapping):
         return "deb", ()
     return str(said.get("family", "deb")), tuple(str(p) for p in said.get("packages") or ())
+
+
+def _smoke(said: object) -> tuple[tuple[str, ...], str | None]:
+    if not isinstance(said, Mapping):
+        return (), None
+    command = said.get("command")
+    text = command.get("command") if isinstance(command, Mapping) else None
+    return tuple(str(p) for p in said.get("packages") or ()), str(text) if text else None
+
+
+def run_smoke(
+    engine: Engine,
+    spec: JobSpec,
+    platform: Platform,
+    job_tar: bytes,
+    log: Path,
+    on_line: Callable[[str], None],
+) -> int:
+    """The job's smoke test again (#12), on the wheel the phases just built: the same
+    base image and packages. 0 when it passes, 1 when it does not."""
+    with tempfile.TemporaryDirectory() as tmp:
+        wheels = extract_wheels(without_deps(job_tar), Path(tmp))
+        if len(wheels) != 1:
+            on_line(f"== smoke test: expected one built wheel, found {len(wheels)}")
+            return 1
+        elf = analyse(str(wheels[0]))
+        runtime = Runtime("", elf.glibc, (), {}, (), elf.extensions, elf.top_level)
+        plan = SmokePlan(spec.smoke_packages, spec.test_command)
+        on_line(f"\n== smoke test in {platform.name}'s base with {' '.join(plan.packages)}")
+        result = smoke_test(engine, platform, wheels[0], runtime, plan, {}, log, on_line)
+    on_line(f"== smoke test {'passed' if result.passed else 'FAILED: ' + result.error}")
+    return 0 if result.passed else 1
+
+
+def without_deps(job_tar: bytes) -> bytes:
+    """/job as the build phase left it, without the fetched build requirements' wheels."""
+    return without(job_tar, "job/deps/")
 
 
 def find_job(report: Mapping[str, Any], platform: str, requirement: str) -> JobSpec:

@@ -171,10 +171,6 @@ def raise_if_cancelled(cancel: Cancel) -> None:
 def matrix_options(func: F) -> F:
     """--matrix and --platform, shared by every command that reads the matrix."""
 
-    def set_matrix(ctx: click.Context, _p: click.Parameter, value: Path | None) -> None:
-        if value is not None:
-            ctx.ensure_object(App).matrix_path = value
-
     def set_patterns(ctx: click.Context, _p: click.Parameter, value: Sequence[str]) -> None:
         if value:
             ctx.ensure_object(App).patterns = tuple(value)
@@ -191,6 +187,16 @@ def matrix_options(func: F) -> F:
         metavar="GLOB",
         help="Only platforms matching this glob (repeatable), e.g. 'debian-*-arm64'.",
     )(func)
+    return matrix_option(func)
+
+
+def matrix_option(func: F) -> F:
+    """--matrix alone (for `reproduce`, whose platform is an argument)."""
+
+    def set_matrix(ctx: click.Context, _p: click.Parameter, value: Path | None) -> None:
+        if value is not None:
+            ctx.ensure_object(App).matrix_path = value
+
     return click.option(
         "--matrix",
         "-m",

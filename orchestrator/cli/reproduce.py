@@ -12,19 +12,28 @@ import click
 
 from orchestrator.config import EngineSpec
 from orchestrator.engines import Engine
-from orchestrator.errors import EnvironmentProblem
+from orchestrator.errors import ConfigError, EnvironmentProblem
+from orchestrator.matrix import expand
 from orchestrator.report.data import load_report
 from orchestrator.report.html import write_html
-from orchestrator.reproduce import JobSpec, ensure_image, find_job, print_script, run_phases
+from orchestrator.reproduce import (
+    JobSpec,
+    ensure_image,
+    find_job,
+    print_script,
+    run_phases,
+    run_smoke,
+)
 from orchestrator.wheels.sources import SdistCache
 
-from .app import App, pass_app, workdir_option
+from .app import App, matrix_option, pass_app, workdir_option
 
 REPORT = click.Path(path_type=Path, dir_okay=False)
 
 
 @click.command()
 @workdir_option
+@matrix_option
 @click.argument("platform")
 @click.argument("requirement", metavar="NAME[==VERSION]")
 @click.option(
@@ -83,9 +92,28 @@ def reproduce(
     image = ensure_image(engine, spec, lambda line: click.echo(line, err=True))
     if shell:
         return _shell(engine, spec, image, url, SdistCache(app.layout.sdists))
-    code, _ = run_phases(engine, spec, image, _stdout, SdistCache(app.layout.sdists))
+    code, job_tar = run_phases(engine, spec, image, _stdout, SdistCache(app.layout.sdists))
+    if code == 0 and spec.smoke_packages:
+        code = _smoke_again(app, engine, spec, job_tar)
     click.echo(f"\n== exit status {code} (the job had {spec.exit_code})", err=True)
     return code
+
+
+def _smoke_again(app: App, engine: Engine, spec: JobSpec, job_tar: bytes) -> int:
+    """The job's smoke test (#12) too: its base image comes from the matrix."""
+    try:
+        where = next((p for p in expand(app.matrix) if p.name == spec.platform), None)
+    except ConfigError as exc:
+        click.echo(f"== smoke test not repeated: {exc.message} (pass --matrix)", err=True)
+        return 0
+    if where is None:
+        click.echo(f"== smoke test not repeated: {spec.platform} is not in the matrix", err=True)
+        return 0
+    return run_smoke(engine, spec, where, job_tar, app.layout.logs / "reproduce-smoke.log", _echo)
+
+
+def _echo(line: str) -> None:
+    click.echo(line)
 
 
 def _stdout(chunk: bytes) -> None:

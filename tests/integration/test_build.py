@@ -46,7 +46,9 @@ def test_wheels_built_with_the_right_tags(build_report: dict[str, object]) -> No
     assert amd["source_sha256"] == sdist["sha256"] == arm["source_sha256"]
     assert any(r.startswith("setuptools==") for r in amd["build_requires"])  # exact versions
     assert amd["kind"] == "wheel"
-    assert set(amd["phase_seconds"]) == {"fetch", "build"}
+    assert set(amd["phase_seconds"]) == {"fetch", "build", "smoke"}
+    assert (amd["smoke"]["passed"], arm["smoke"]["passed"]) == (True, True)
+    assert amd["runtime"]["packages"] == {}  # crcmod links only the C library
     plan = build_report["plan"]
     assert isinstance(plan, list)
     assert {d["action"] for d in plan if d["name"] == "six"} == {"upstream"}

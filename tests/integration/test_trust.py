@@ -170,6 +170,15 @@ def test_a_wheel_that_cannot_load_is_never_published(
     assert "libohelper.so" in Path(job["log"]).read_text()
     assert not list((tmp_path / "wheels").rglob("*.whl"))  # neither stored nor published
     assert built.report["summary"]["smoke_failed"] == 1
+    # One command reproduces it: the same build, then the same smoke test, failing.
+    again = subprocess.run(
+        ["orchestrate", "reproduce", AMD, f"{name}==1.0", "--matrix", str(matrix),
+         "--workdir", str(tmp_path / "work")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert "smoke test FAILED" in again.stdout
+    assert "libohelper.so: cannot open shared object file" in again.stdout
 
 
 def _installed_in(engine: DockerEngine, image: str, simple: Path) -> str:
