@@ -183,7 +183,7 @@ def _write_reports(
     junit_path: Path | None = None,
     metrics_path: Path | None = None,
 ) -> Path:
-    report = with_previous(report_of(run, str(app.matrix_path)), app.layout.reports)
+    report = with_previous(report_of(run, str(app.matrix_path.resolve())), app.layout.reports)
     saved = save_run_report(report, app.layout.reports)
     if report_path is not None:
         write_report(report, report_path)

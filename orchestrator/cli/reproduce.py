@@ -6,13 +6,15 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 
-from orchestrator.config import EngineSpec
+from orchestrator.config import EngineSpec, load_matrix
 from orchestrator.engines import Engine
-from orchestrator.errors import ConfigError, EnvironmentProblem
+from orchestrator.errors import EnvironmentProblem, InputError, RegistryError
 from orchestrator.matrix import expand
 from orchestrator.report.data import load_report
 from orchestrator.report.html import write_html
@@ -26,7 +28,7 @@ from orchestrator.reproduce import (
 )
 from orchestrator.wheels.sources import SdistCache
 
-from .app import App, matrix_option, pass_app, workdir_option
+from .app import DEFAULT_MATRIX, App, matrix_option, pass_app, workdir_option
 
 REPORT = click.Path(path_type=Path, dir_okay=False)
 
@@ -94,22 +96,30 @@ def reproduce(
         return _shell(engine, spec, image, url, SdistCache(app.layout.sdists))
     code, job_tar = run_phases(engine, spec, image, _stdout, SdistCache(app.layout.sdists))
     if code == 0 and spec.smoke_packages:
-        code = _smoke_again(app, engine, spec, job_tar)
+        code = _smoke_again(app, engine, spec, job_tar, report)
     click.echo(f"\n== exit status {code} (the job had {spec.exit_code})", err=True)
     return code
 
 
-def _smoke_again(app: App, engine: Engine, spec: JobSpec, job_tar: bytes) -> int:
-    """The job's smoke test (#12) too: its base image comes from the matrix."""
+def _smoke_again(
+    app: App, engine: Engine, spec: JobSpec, job_tar: bytes, report: Mapping[str, Any]
+) -> int:
+    """The job's smoke test (#12) too. Its base image comes from the matrix: the one
+    given, else the one the report's run used."""
+    path = app.matrix_path
+    if path == DEFAULT_MATRIX and report.get("matrix"):
+        path = Path(str(report["matrix"]))
     try:
-        where = next((p for p in expand(app.matrix) if p.name == spec.platform), None)
-    except ConfigError as exc:
-        click.echo(f"== smoke test not repeated: {exc.message} (pass --matrix)", err=True)
+        where = next((p for p in expand(load_matrix(path)) if p.name == spec.platform), None)
+        if where is None:
+            raise InputError(f"{spec.platform} is not in {path}")
+        log = app.layout.logs / "reproduce-smoke.log"
+        return run_smoke(engine, spec, where, job_tar, log, _echo)
+    except (InputError, RegistryError) as exc:
+        click.echo(f"== smoke test not repeated: {exc.message}", err=True)
+        if exc.hint:
+            click.echo(f"  hint: {exc.hint}", err=True)
         return 0
-    if where is None:
-        click.echo(f"== smoke test not repeated: {spec.platform} is not in the matrix", err=True)
-        return 0
-    return run_smoke(engine, spec, where, job_tar, app.layout.logs / "reproduce-smoke.log", _echo)
 
 
 def _echo(line: str) -> None:

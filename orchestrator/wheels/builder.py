@@ -25,7 +25,7 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from orchestrator.config import Family
 from orchestrator.engines import Engine, RunOutcome, RunRequest
-from orchestrator.errors import BuildStepFailed, UnsafeName
+from orchestrator.errors import BuildStepFailed, RegistryError, UnsafeName
 from orchestrator.images.build import read_runtime
 from orchestrator.images.facts import RuntimeFacts
 from orchestrator.redact import redact, redact_bytes
@@ -33,7 +33,7 @@ from orchestrator.scheduler import Cancel
 
 from .builddeps import BuildDepCache
 from .failures import EXIT_NEEDS, Category, Failure, JobStatus, classify
-from .jobs import WheelJob
+from .jobs import JobKind, WheelJob
 from .records import Mode, Phase, WheelRecord, phases
 from .runtime import Runtime, analyse, resolve
 from .smoke import SmokeResult, smoke_plan, smoke_test
@@ -167,7 +167,8 @@ def run_job(job: WheelJob, inputs: JobInputs, ctx: JobContext) -> WheelRecord:
             run = _with_system_packages(job, ctx, log, record)
             if run is not None:
                 _run_phases(run, inputs, ctx, log, record, started)
-            if run is not None and record.status == JobStatus.BUILT:
+            # Build dependencies only ever run in the builder: nothing to publish or check.
+            if run is not None and record.status == JobStatus.BUILT and job.kind == JobKind.WHEEL:
                 _check_runtime(run, ctx, log, record)
         finally:
             record.duration = round(time.monotonic() - started, 2)
@@ -220,7 +221,7 @@ def _smoke(
     try:
         result = smoke_test(ctx.engine, job.platform, wheel, runtime, plan, ctx.fetch_env,
                             ctx.log_path, line)  # fmt: skip
-    except BuildStepFailed as exc:
+    except (BuildStepFailed, RegistryError) as exc:  # an engine fault propagates: retried
         result = SmokeResult(False, f"the smoke image could not be made: {exc.message}")
     record.smoke = result.as_dict()
     log.write(
