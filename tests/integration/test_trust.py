@@ -41,6 +41,7 @@ from .conftest import Built, Local
 PIN = "psycopg2==2.9.12"
 AMD, ARM = "debian-bookworm-amd64", "debian-bookworm-arm64"
 SECURITY = "deb http://deb.debian.org/debian-security bookworm-security main"
+TEST_COMMAND = 'python -c "import psycopg2; print(psycopg2.__libpq_version__)"'
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +50,8 @@ def first(
 ) -> tuple[Built, Path]:
     root = tmp_path_factory.mktemp("trust")
     matrix = local_matrix_copy(root / "m.yaml", root / "wheels")
+    with matrix.open("a") as f:  # the smoke test's per-package command (like cibuildwheel's)
+        f.write(f"overrides:\n  - name: psycopg2\n    test_command: '{TEST_COMMAND}'\n")
     built = Local(matrix, local.matrix, root / "work").build(f"{PIN}\n", root / "first")
     assert built.process.returncode == 0, built.process.stdout + built.process.stderr
     return built, root
@@ -69,6 +72,11 @@ def test_runtime_package_recorded_published_and_smoke_tested(first: tuple[Built,
         assert smoke["passed"] is True
         assert smoke["packages"] == ["python3.11", "libpq5"]  # the bare base, nothing else
         assert {c["module"]: c["status"] for c in smoke["checks"]}["psycopg2._psycopg"] == "ok"
+        assert smoke["command"] == {"command": TEST_COMMAND, "exit_code": 0, "error": ""}
+        major, minor = runtime["packages"]["libpq5"].split("-")[0].split(".")[:2]
+        log = Path(job["log"]).read_text()
+        said = log.split(f"+ {TEST_COMMAND}", 1)[1]  # what the command printed, after it
+        assert str(int(major) * 10000 + int(minor)) in said
         assert job["detail"] == f"runtime packages: libpq5 {runtime['packages']['libpq5']}"
         # The project page says what to install beside each file; its provenance is there.
         folder = root / "wheels" / platform / "simple" / "psycopg2"
