@@ -220,13 +220,15 @@ def _smoke(
 
     try:
         result = smoke_test(ctx.engine, job.platform, wheel, runtime, plan, ctx.fetch_env,
-                            ctx.log_path, line)  # fmt: skip
+                            ctx.log_path, line, ctx.cancel.on_cancel)  # fmt: skip
     except (BuildStepFailed, RegistryError) as exc:  # an engine fault propagates: retried
         result = SmokeResult(False, f"the smoke image could not be made: {exc.message}")
+    if ctx.cancel.event.is_set() and not result.passed:  # killed: not the wheel's fault
+        record.fail(Failure(Category.CANCELLED, "stopped during smoke"), JobStatus.CANCELLED)
+        return
     record.smoke = result.as_dict()
-    log.write(
-        f"== smoke test {'passed' if result.passed else 'FAILED: ' + result.error}\n".encode()
-    )
+    said = "passed" if result.passed else f"FAILED: {result.error}"
+    log.write(f"== smoke test {said}\n".encode())
     if not result.passed:
         hint = "the runtime list misses a library (overrides: runtime_packages), or see the log"
         record.fail(Failure(Category.SMOKE, result.error, hint), JobStatus.SMOKE_FAILED)

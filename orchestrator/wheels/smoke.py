@@ -70,8 +70,10 @@ def smoke_test(
     env: Mapping[str, str],
     log: Path,
     on_line: Callable[[str], None],
+    on_start: Callable[[Callable[[], None]], None] = lambda _kill: None,
 ) -> SmokeResult:
-    """Make (or find) the smoke image on `engine` and check `wheel` in it."""
+    """Make (or find) the smoke image on `engine` and check `wheel` in it; `on_start`
+    gets the container's kill, so that a cancelled run stops it."""
     started = time.monotonic()
     base = ensure_base(platform, engine, log, on_line)
     dockerfile = base_dockerfile(base, platform.family.value, plan.packages, platform.apt_sources)
@@ -88,6 +90,7 @@ def smoke_test(
         labels={"org.orchestrate.smoke": wheel.name},
     )
     with engine.container(request) as box:
+        on_start(box.kill)
         box.put("/", smoke_tar(wheel, runtime, plan))
         outcome = box.start_and_wait(
             plan.timeout, lambda chunk: on_line(chunk.decode(errors="replace").rstrip("\n"))
