@@ -16,6 +16,7 @@ import re
 import shlex
 import tarfile
 import time
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -189,7 +190,12 @@ def _check_runtime(job: WheelJob, ctx: JobContext, log: BinaryIO, record: WheelR
     if job.image != ctx.builder_image:  # a system step's image: its own runtime facts
         facts = read_runtime(ctx.engine, job.image, job.platform.arch)
     empty = RuntimeFacts(job.platform.family.value, {}, {}, {})
-    runtime = resolve(analyse(str(wheel)), facts or empty, job.python, ctx.runtime)
+    try:
+        elf = analyse(str(wheel))
+    except (zipfile.BadZipFile, OSError) as exc:
+        record.fail(Failure(Category.BAD_WHEEL, f"{record.wheel}: not a readable zip ({exc})"))
+        return
+    runtime = resolve(elf, facts or empty, job.python, ctx.runtime)
     pure = is_pure(record.wheel)
     # A pure wheel links nothing and fits any Python 3: no ABI key to record.
     record.runtime = None if pure else runtime.as_dict()
