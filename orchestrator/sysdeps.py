@@ -111,16 +111,12 @@ def install_dockerfile(image: str, family: str, packages: tuple[str, ...]) -> st
     and build phases then run in the result as the build user; the engine's layer
     cache makes it once per builder and package set."""
     names = " ".join(packages)
-    if family == "deb":
-        run = (
-            f"{install_command(family, packages)}; "
-            f"dpkg-query -W -f '${{Package}}=${{Version}}\\n' {names} > {JOB_PACKAGES} || true"
-        )
-    else:
-        run = (
-            f"{install_command(family, packages)}; "
-            f"rpm -q --qf '%{{NAME}}=%{{VERSION}}-%{{RELEASE}}\\n' {names} > {JOB_PACKAGES} || true"
-        )
+    query = (
+        f"dpkg-query -W -f '${{Package}}=${{Version}}\\n' {names}"
+        if family == "deb"
+        else f"rpm -q --qf '%{{NAME}}=%{{VERSION}}-%{{RELEASE}}\\n' {names}"
+    )
+    run = f"{install_command(family, packages)}; {query} > {JOB_PACKAGES} || true"
     # What wheels built here link against, with these packages in (#12).
     probe = (
         "set -- $ORCHESTRATE_PYTHONS; /opt/orchestrate/py$1/bin/python "

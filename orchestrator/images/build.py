@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
+import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from orchestrator.config import Arch, Matrix
-from orchestrator.engines import BuildRequest, Engine, RunRequest, run_to_end
-from orchestrator.errors import OrchestrateError
+from orchestrator.engines import BuildRequest, Engine, RunRequest
+from orchestrator.errors import EngineError, OrchestrateError
 from orchestrator.matrix import Platform
 from orchestrator.sysdeps import RUNTIME_FACTS
 
@@ -28,6 +30,10 @@ from .facts import (
 )
 from .plan import build_labels, stale_reason
 from .render import CrossToolchain, Rendered, render, templates_dir
+
+PROBE_DIR = "/etc/orchestrate"
+PROBE_FILE = "probe.json"
+RUNTIME_FILE = RUNTIME_FACTS.rsplit("/", 1)[-1]
 
 
 @dataclass
@@ -178,12 +184,13 @@ def _probe(
 ) -> tuple[dict[str, tuple[str, ...]], str, NativeCompiler | None, RuntimeFacts | None]:
     """What the image's probe measured at build time: tags per Python, glibc, the
     native cross compiler if the builder has one, and its runtime facts (#12)."""
-    output = _image_file(platform, engine, image_id, "/etc/orchestrate/probe.json")
+    files = probe_files(engine, image_id, platform.arch)
+    output = files.get(PROBE_FILE)
     if output is None:
         raise OrchestrateError(f"{platform.name}: the image's probe output is missing")
     tags, glibc = parse_probe(output)
     compiler = parse_native_compiler(output)
-    runtime = read_runtime(engine, image_id, platform.arch)
+    runtime = _runtime(files.get(RUNTIME_FILE))
     if probes is not None:  # for `orchestrate plan`, which builds no image
         probe: dict[str, object] = {"tags": tags, "glibc": glibc}
         if runtime is not None:
@@ -193,23 +200,34 @@ def _probe(
 
 
 def read_runtime(engine: Engine, image_id: str, arch: Arch) -> RuntimeFacts | None:
-    """The image's /etc/orchestrate/runtime.json; None when it has none (made before #12)
-    or it is unreadable."""
-    output = _image_file(arch, engine, image_id, RUNTIME_FACTS)
+    """The image's runtime facts (#12); None when it has none (made before #12) or
+    they are unreadable."""
+    return _runtime(probe_files(engine, image_id, arch).get(RUNTIME_FILE))
+
+
+def _runtime(text: bytes | None) -> RuntimeFacts | None:
     try:
-        return parse_runtime(output) if output is not None else None
+        return parse_runtime(text) if text is not None else None
     except ValueError:
         return None
 
 
-def _image_file(where: Platform | Arch, engine: Engine, image_id: str, path: str) -> bytes | None:
-    arch = where.arch if isinstance(where, Platform) else where
-    outcome, output = run_to_end(
-        engine,
-        RunRequest(image=image_id, command=("cat", path), platform=arch, network=False),
-        timeout=120,
-    )
-    return output if outcome.exit_code == 0 else None
+def probe_files(engine: Engine, image_id: str, arch: Arch) -> dict[str, bytes]:
+    """The files the image build's probes wrote, by name, copied out of a container
+    that is created and never started: no process, no QEMU, one engine round trip."""
+    request = RunRequest(image=image_id, command=("true",), platform=arch, network=False)
+    try:
+        with engine.container(request) as box:
+            data = box.get(PROBE_DIR)
+    except EngineError:  # no such folder: an image that is not one of our builders
+        return {}
+    out = {}
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        for member in tar.getmembers():
+            handle = tar.extractfile(member) if member.isfile() else None
+            if handle is not None:
+                out[member.name.rsplit("/", 1)[-1]] = handle.read()
+    return out
 
 
 def pull_ref(engine: Engine, tag: str, image_id: str) -> str:

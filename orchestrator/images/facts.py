@@ -62,9 +62,12 @@ class RuntimeFacts:
 
 
 def parse_runtime(text: str | bytes) -> RuntimeFacts:
-    """/etc/orchestrate/runtime.json (or its copy in the probe cache); ValueError if it
-    is not one."""
-    data = json.loads(text)
+    """/etc/orchestrate/runtime.json; ValueError if it is not one."""
+    return runtime_of(json.loads(text))
+
+
+def runtime_of(data: object) -> RuntimeFacts:
+    """Runtime facts from their JSON form (the image's file, or the probe cache's copy)."""
     if not isinstance(data, dict) or not isinstance(data.get("libraries"), dict):
         raise ValueError("not a runtime probe")
     libraries = {
@@ -116,7 +119,7 @@ class ProbeCache:
         """The builder's runtime facts (#12) and its image ID, as last probed."""
         try:
             data = json.loads((self.folder / f"{platform}.json").read_text())
-            return parse_runtime(json.dumps(data["runtime"])), str(data.get("image", ""))
+            return runtime_of(data["runtime"]), str(data.get("image", ""))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 

@@ -25,10 +25,10 @@ from orchestrator.matrix import Platform
 
 from . import requirements as reqs_mod
 from .overrides import Overrides
-from .plan import AbiCheck, Cached, Decision, TagSets, decide, merge_branches, usable
+from .plan import AbiCheck, Decision, TagSets, decide, merge_branches, usable
 from .requirements import Pin, Requirements, Unpinned
 from .runtime import abi_changes
-from .store import Store
+from .store import Newest, Store
 from .tags import TagSet, derived_tags, tags_from_probe
 from .upstream import ProjectPage, Stats, Upstream, read_capped
 
@@ -63,11 +63,6 @@ def tagsets_for(platforms: Sequence[Platform], probed: Probed) -> TagSets:
     return out
 
 
-def store_contents(root: Path, platforms: Sequence[Platform]) -> Cached:
-    """(name, version) → wheel filename per platform, from the store's manifest."""
-    return Store(root).contents([p.name for p in platforms])
-
-
 @dataclass(frozen=True)
 class Builder:
     """What the plan knows of a platform's current builder (#12): its runtime facts and
@@ -77,12 +72,9 @@ class Builder:
     images: frozenset[str] = frozenset()
 
 
-def abi_check(
-    root: Path, platforms: Sequence[Platform], builders: Mapping[str, Builder]
-) -> AbiCheck:
+def abi_check(newest: Newest, builders: Mapping[str, Builder]) -> AbiCheck:
     """What moved, per cached wheel, between the builder it was built in and the
     current one; nothing for a wheel stored without runtime facts (before #12)."""
-    newest = Store(root).newest([p.name for p in platforms])
     by_file = {(p, r.filename): r for p, found in newest.items() for r in found.values()}
 
     def check(platform: str, python: str, filename: str) -> list[str]:
@@ -252,8 +244,9 @@ def make_plan(
     pages = upstream.projects(names)
     pythons = sorted({py for p in platforms for py in p.python})
     tagsets = tagsets_for(platforms, probed or {})
-    cached = store_contents(matrix.index.root, platforms)
-    abi = abi_check(matrix.index.root, platforms, builders or {})
+    newest = Store(matrix.index.root).newest([p.name for p in platforms])  # read once
+    cached = {p: {k: r.filename for k, r in found.items()} for p, found in newest.items()}
+    abi = abi_check(newest, builders or {})
     per_branch = []
     for branch, found in read:
         pinned = resolve_unpinned(found, pages, resolve_latest, pythons)

@@ -86,6 +86,10 @@ class StoredWheel:
         return canonicalize_version(parse_wheel_filename(self.filename)[1])
 
 
+# platform → (project, version) → the stored record pip would pick
+Newest = dict[str, dict[tuple[str, str], StoredWheel]]
+
+
 @dataclass(frozen=True)
 class Provenance:
     source_sha256: str | None = None
@@ -302,8 +306,9 @@ class Store:
             for p, found in self.newest(platforms).items()
         }
 
-    def newest(self, platforms: list[str]) -> dict[str, dict[tuple[str, str], StoredWheel]]:
-        out: dict[str, dict[tuple[str, str], StoredWheel]] = {p: {} for p in platforms}
+    def newest(self, platforms: list[str]) -> Newest:
+        """Per platform, (project, version) → the record with the highest build tag."""
+        out: Newest = {p: {} for p in platforms}
         for record in self.records().values():
             for platform in record.platforms:
                 have = out.get(platform, {}).get((record.project, record.version))
