@@ -15,6 +15,8 @@ from orchestrator.config import Arch
 from orchestrator.engines import Engine, RunRequest
 from orchestrator.errors import InputError, RegistryError
 from orchestrator.matrix import Platform
+from orchestrator.quoting import comment, shell_word, shown
+from orchestrator.report.data import checked_job
 from orchestrator.sysdeps import install_dockerfile
 from orchestrator.wheels.builder import BUILD_USER, extract_wheels, input_tar, without
 from orchestrator.wheels.runtime import Runtime, analyse
@@ -117,19 +119,24 @@ def without_deps(job_tar: bytes) -> bytes:
     return without(job_tar, "job/deps/")
 
 
-def find_job(report: Mapping[str, Any], platform: str, requirement: str) -> JobSpec:
-    """The job for PLATFORM and NAME[==VERSION]; a failed one first if several match."""
+def find_job(
+    report: Mapping[str, Any], platform: str, requirement: str, *, origin: str = "the report"
+) -> JobSpec:
+    """The job for PLATFORM and NAME[==VERSION]; a failed one first if several match.
+    The job's record is checked against the report schema before anything uses it:
+    `origin` (the report's file) is what an error names."""
     try:
-        return _find_job(report, platform, requirement)
+        record = _find_job(report, platform, requirement)
+        return JobSpec.of(checked_job(record, origin))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InputError(
-            f"the report's jobs do not have the shape orchestrate writes "
-            f"({type(exc).__name__}: {exc})",
+            f"{origin}: the report's jobs do not have the shape orchestrate writes "
+            f"({type(exc).__name__}: {shown(str(exc))})",
             hint="pass a report written by `orchestrate build`",
         ) from None
 
 
-def _find_job(report: Mapping[str, Any], platform: str, requirement: str) -> JobSpec:
+def _find_job(report: Mapping[str, Any], platform: str, requirement: str) -> Mapping[str, Any]:
     name, _, version = requirement.partition("==")
     matches = [
         j
@@ -141,24 +148,33 @@ def _find_job(report: Mapping[str, Any], platform: str, requirement: str) -> Job
     ]
     if not matches:
         known = sorted({f"{j['platform']} {j['name']}=={j['version']}" for j in report["jobs"]})
+        listed = ", ".join(comment(k)[:120] for k in known[:MAX_LISTED]) or "none"
+        more = f" and {len(known) - MAX_LISTED} more" if len(known) > MAX_LISTED else ""
         raise InputError(
-            f"no job for {platform} {requirement} in report {report['run_id']}",
-            hint="jobs in it: " + (", ".join(known) or "none"),
+            f"no job for {shown(platform)} {shown(requirement)} in report "
+            f"{shown(str(report['run_id']))}",
+            hint=f"jobs in it: {listed}{more}",
         )
     matches.sort(key=lambda j: j["status"] == "built")
-    return JobSpec.of(matches[0])
+    first: Mapping[str, Any] = matches[0]
+    return first
+
+
+MAX_LISTED = 20  # jobs a "no such job" hint names: a night has thousands
 
 
 def print_script(spec: JobSpec) -> str:
     """The job's two phases as a shell script that runs anywhere with a Docker CLI:
     the fetch with network, then the build with `--network none` as the build user,
     the job folder carried between them, the builder by digest when it was pushed.
-    It exits with the build's own status, so it fails the same way the job did."""
+    It exits with the build's own status, so it fails the same way the job did.
+    Every value from the report is one quoted shell word: a report is a shared file."""
     image = spec.image_pull or spec.image
     lines = [
         "#!/bin/sh",
-        f"# {spec.job}: reproduce both phases (was {spec.status}, exit {spec.exit_code})",
-        f"image={shlex.quote(image)}"
+        f"# {comment(spec.job)}: reproduce both phases "
+        f"(was {comment(spec.status)}, exit {comment(spec.exit_code)})",
+        f"image={shell_word(image, 'image')}"
         + ("" if spec.image_pull else "  # not pushed: this ID exists on the job's engine only"),
         "job=$(mktemp -d) && trap 'rm -rf \"$job\"' EXIT",
     ]
@@ -171,26 +187,30 @@ def print_script(spec: JobSpec) -> str:
 
 
 def _system_lines(spec: JobSpec, image: str) -> list[str]:
-    """The job's extra system packages installed into the builder first, as the job did."""
+    """The job's extra system packages installed into the builder first, as the job did.
+    The Dockerfile goes in as one quoted word (no here-document for a value to end)."""
     dockerfile = install_dockerfile(image, spec.family, spec.system_packages)
+    platform = shell_word(spec.arch.oci_platform, "platform")
     return [
-        f"# system packages: {' '.join(spec.system_packages)}",
-        f"image=$(docker build -q --platform {spec.arch.oci_platform} - <<'DOCKERFILE'",
-        dockerfile.rstrip("\n"),
-        "DOCKERFILE",
-        ") || exit $?",
+        f"# system packages: {comment(' '.join(spec.system_packages))}",
+        f"image=$(printf '%s' {shlex.quote(dockerfile)} | docker build -q --platform {platform} -)"
+        " || exit $?",
     ]
 
 
 def _phase_lines(spec: JobSpec, phase: Mapping[str, Any]) -> list[str]:
     name, network = str(phase["name"]), bool(phase["network"])
-    flags = [f"--platform {spec.arch.oci_platform}", f"--user {BUILD_USER}", "--workdir /job"]
+    flags = [
+        f"--platform {shell_word(spec.arch.oci_platform, 'platform')}",
+        f"--user {BUILD_USER}",
+        "--workdir /job",
+    ]
     flags += [] if network else ["--network none"]
-    flags += [f"-e {shlex.quote(f'{k}={v}')}" for k, v in sorted(dict(phase["env"]).items())]
-    command = shlex.join(phase["command"])
+    flags += [f"-e {shell_word(f'{k}={v}', 'env')}" for k, v in sorted(dict(phase["env"]).items())]
+    command = " ".join(shell_word(str(word), "command") for word in phase["command"])
     if network:  # the recorded constraints and pins, written where the job script reads them
         files = [
-            f"printf '%s\\n' {' '.join(shlex.quote(x) for x in lines)} > /job/{target}"
+            f"printf '%s\\n' {' '.join(shell_word(x, 'pin') for x in lines)} > /job/{target}"
             for target, lines in (
                 ("build-constraints.txt", spec.build_constraints),
                 ("build-pins.txt", spec.build_requires),
@@ -201,7 +221,7 @@ def _phase_lines(spec: JobSpec, phase: Mapping[str, Any]) -> list[str]:
     take = "/job" if network else "/job/out"
     out = "job.tar" if network else "out.tar"
     lines = [
-        f"# phase {name} ({'network' if network else 'no network'})",
+        f"# phase {comment(name)} ({'network' if network else 'no network'})",
         f'c=$(docker create {" ".join(flags)} "$image" {command})',
     ]
     if not network:

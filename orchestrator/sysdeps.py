@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.quoting import one_line, shell_word
+
 # Release names to the version numbers os-release gives (bindep's `releasebits`).
 RELEASE_VERSIONS = {
     ("debian", "bullseye"): "11",
@@ -58,7 +60,7 @@ class Bindep:
         if explicit:
             rules = [r for r in rules if _named_profiles(r) & set(profiles)]
         names = tuple(dict.fromkeys(str(rule[0]) for rule in rules))
-        bad = [n for n in names if not PACKAGE_NAME.match(n)]
+        bad = [n for n in names if not PACKAGE_NAME.fullmatch(n)]
         if bad:
             raise BindepError(f"{self.origin}: {bad[0]!r} is not a package name")
         return names
@@ -122,19 +124,19 @@ def install_dockerfile(image: str, family: str, packages: tuple[str, ...]) -> st
         "set -- $ORCHESTRATE_PYTHONS; /opt/orchestrate/py$1/bin/python "
         f'/usr/local/bin/orchestrate-probe --runtime "$@" > {RUNTIME_FACTS}'
     )
-    return f"FROM {image}\nUSER root\nRUN set -eux; {run}; {probe}\n"
+    return f"FROM {one_line(image, 'image')}\nUSER root\nRUN set -eux; {run}; {probe}\n"
 
 
 def install_command(family: str, packages: tuple[str, ...], sources: tuple[str, ...] = ()) -> str:
     """The shell command that installs `packages` as root (with `sources`, extra apt
     lines, added first), leaving no package lists behind."""
     for name in packages:
-        if not PACKAGE_NAME.match(name):
+        if not PACKAGE_NAME.fullmatch(name):
             raise BindepError(f"{name!r} is not a package name")
     names = " ".join(packages)
     if family != "deb":
         return f"dnf install -y --setopt=install_weak_deps=False {names}; dnf clean all"
-    added = "".join(f"echo '{line}' >> {APT_LIST}; " for line in sources)
+    added = "".join(f"echo {shell_word(line, 'apt source')} >> {APT_LIST}; " for line in sources)
     return (
         f"export DEBIAN_FRONTEND=noninteractive; {added}apt-get update -q; "
         f"apt-get install -y -q --no-install-recommends {names}; rm -rf /var/lib/apt/lists/*"
@@ -148,4 +150,5 @@ def base_dockerfile(
     base: str, family: str, packages: tuple[str, ...], sources: tuple[str, ...] = ()
 ) -> str:
     """The smoke test's image (#12): the platform's bare base plus `packages` only."""
-    return f"FROM {base}\nUSER root\nRUN set -eux; {install_command(family, packages, sources)}\n"
+    install = install_command(family, packages, sources)
+    return f"FROM {one_line(base, 'image')}\nUSER root\nRUN set -eux; {install}\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -71,8 +72,9 @@ def reproduce(
 
     Exits with the reproduced job's own exit status (0 when it now succeeds).
     """
-    report = load_report(report_path or app.workdir / "reports" / "latest.json")
-    spec = find_job(report, platform, requirement)
+    path = report_path or app.layout.reports / "latest.json"
+    report = load_report(path)
+    spec = find_job(report, platform, requirement, origin=str(path))
     if print_only:
         click.echo(print_script(spec), nl=False)
         return 0
@@ -144,10 +146,10 @@ def _shell(engine: Engine, spec: JobSpec, image: str, url: str, sdists: SdistCac
         raise EnvironmentProblem("--shell needs the docker CLI", hint="apt-get install docker.io")
     build = spec.phases[-1]
     env = [f"--env={k}={v}" for k, v in dict(build["env"]).items()]
-    hint = " ".join(build["command"])
+    hint = shlex.quote("  " + shlex.join(build["command"]))
     script = (
         "cd /job && echo && echo 'sdist unpacked in /job/build, build environment in "
-        f"/job/env; the build phase runs:' && echo '  {hint}' && exec bash"
+        f"/job/env; the build phase runs:' && echo {hint} && exec bash"
     )
     base = [docker, "-H", url]
     created = subprocess.run(

@@ -111,7 +111,7 @@ NO_PROXY_RE = r"^[A-Za-z0-9.,:*_/\[\]-]+$"
 
 def _grammar(pattern: str, what: str, max_length: int) -> Any:
     def check(value: str) -> str:
-        if len(value) > max_length or not re.match(pattern, value):
+        if len(value) > max_length or not re.fullmatch(pattern, value):
             shown = value if len(value) <= 60 else value[:60] + "..."
             raise ValueError(f"{shown!r} is not {what}")
         return value
@@ -141,7 +141,7 @@ Host = Annotated[str, _grammar(r"^[A-Za-z0-9.-]+(:[0-9]+)?$", "a host name", 255
 
 def check_packages(family: str, names: tuple[str, ...]) -> tuple[str, ...]:
     for name in names:
-        if not re.match(PACKAGE_RE[family], name) or len(name) > 128:
+        if not re.fullmatch(PACKAGE_RE[family], name) or len(name) > 128:
             raise ValueError(f"{name!r} is not a valid {family} package name")
     return names
 
@@ -274,7 +274,7 @@ class DistroSpec(Model):
         if value and family is not Family.DEB:
             raise ValueError("apt_sources is for the deb family only")
         for line in value:
-            if not re.match(APT_LINE_RE, line):
+            if not re.fullmatch(APT_LINE_RE, line):
                 raise ValueError(
                     f"{line!r} is not a one-line apt source "
                     "(e.g. 'deb http://deb.debian.org/debian-security bookworm-security main')"
@@ -370,12 +370,12 @@ class OverrideSpec(Model):
     @classmethod
     def _env(cls, value: dict[str, str]) -> dict[str, str]:
         for key, text in value.items():
-            if not re.match(ENV_NAME_RE, key):
+            if not re.fullmatch(ENV_NAME_RE, key):
                 raise ValueError(f"{key!r} is not an environment variable name")
             if key.startswith(RESERVED_ENV):
                 raise ValueError(f"{key} is set by orchestrate for every job")
-            if "\0" in text or len(text) > 4096:
-                raise ValueError(f"the value of {key} has a NUL byte or is too long")
+            if any(c in text for c in "\n\r\0") or len(text) > 4096:
+                raise ValueError(f"the value of {key} spans lines, has a NUL byte or is too long")
         return value
 
     @field_validator("build_constraints")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import tarfile
 import traceback
 from collections.abc import Mapping
@@ -24,6 +25,7 @@ import jinja2
 from orchestrator.config import Arch, Bootstrap, Matrix, PipSettings
 from orchestrator.errors import TemplateError
 from orchestrator.matrix import Platform
+from orchestrator.quoting import one_line, shell_word
 from orchestrator.redact import strip_credentials
 
 # Tools every builder's venvs get; pinned so that the same inputs give the same image.
@@ -39,12 +41,17 @@ def templates_dir() -> Path:
 
 @cache
 def _environment(root: Path) -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(root)),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,  # noqa: S701 - Dockerfiles, not HTML
     )
+    # Every matrix value a template prints goes through one of these: a newline in
+    # one would start a new Dockerfile instruction.
+    env.filters["shell"] = lambda value: shell_word(str(value), "a matrix value")
+    env.filters["line"] = lambda value: one_line(str(value), "a matrix value")
+    return env
 
 
 @dataclass(frozen=True)
@@ -147,7 +154,7 @@ def render(
     files: dict[str, bytes] = {}
     ca_names = []
     for i, cert in enumerate(matrix.builder.ca_certificates):
-        name = f"extra-{i}-{cert.stem}.crt"
+        name = f"extra-{i}-{re.sub(r'[^A-Za-z0-9._-]', '_', cert.stem)}.crt"
         files[f"ca/{name}"] = cert.read_bytes()
         ca_names.append(name)
     conf = pip_conf(matrix.builder.pip)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 from collections import Counter
 from pathlib import Path
@@ -128,6 +129,8 @@ def save_run_report(report: dict[str, Any], folder: Path) -> Path:
 
 
 def load_report(path: Path) -> dict[str, Any]:
+    """A report read back and checked against the published schema: its top level
+    here (cheap for a report of any size), each job before it is used (`checked_job`)."""
     try:
         data = json.loads(path.read_text())
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
@@ -136,8 +139,48 @@ def load_report(path: Path) -> dict[str, Any]:
         raise InputError(
             f"{path}: no such report", hint="run `orchestrate build` first, or pass --report"
         ) from None
-    except ValueError as exc:
-        raise InputError(f"{path}: not a JSON report: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        raise InputError(f"{path}: not a JSON report: {str(exc)[:200]}") from None
     if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
         raise InputError(f"{path}: not an orchestrate build report (schema {SCHEMA_VERSION})")
+    _validate(data, _top_level_schema(), path)
     return data
+
+
+def checked_job(record: object, path: Path | str) -> dict[str, Any]:
+    """One job record of a report, checked against the schema's job definition: a
+    report is a file people share, and its fields reach scripts and Dockerfiles."""
+    schema = _schema()
+    _validate(record, {**schema["properties"]["jobs"]["items"], "$defs": schema["$defs"]}, path)
+    assert isinstance(record, dict)
+    return record
+
+
+@functools.cache
+def _schema() -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())
+    return schema
+
+
+@functools.cache
+def _top_level_schema() -> dict[str, Any]:
+    """The schema with its long lists' items unchecked: those are checked one by one."""
+    schema = _schema()
+    properties = dict(schema["properties"])
+    for name in ("jobs", "plan", "images", "store", "published"):
+        properties[name] = {"type": "array", "items": {"type": "object"}}
+    return {**schema, "properties": properties}
+
+
+def _validate(data: object, schema: dict[str, Any], path: Path | str) -> None:
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(schema).iter_errors(data)
+    )
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise InputError(
+            f"{path}: not a valid orchestrate report at {where}: {error.message[:200]}",
+            hint="pass a report written by `orchestrate build`",
+        )

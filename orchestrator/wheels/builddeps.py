@@ -234,4 +234,4 @@ def _pin_key(pin: str) -> tuple[str, str]:
 
 
 def _plain_wheel(member: tarfile.TarInfo, name: str) -> bool:
-    return member.isfile() and "/" not in name and bool(WHEEL_NAME.match(name))
+    return member.isfile() and "/" not in name and bool(WHEEL_NAME.fullmatch(name))

@@ -107,7 +107,7 @@ def _elf(data: bytes) -> tuple[str, list[str], set[tuple[int, ...]]]:
         elif isinstance(section, GNUVerNeedSection):
             for _verneed, auxiliaries in section.iter_versions():
                 for aux in auxiliaries:
-                    found = GLIBC_VERSION.match(str(aux.name))
+                    found = GLIBC_VERSION.fullmatch(str(aux.name))
                     if found:
                         glibc.add(tuple(int(p) for p in found.groups() if p is not None))
     return soname, wants, glibc

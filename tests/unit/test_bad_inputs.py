@@ -95,7 +95,7 @@ def minimal_report(jobs: list[dict[str, object]]) -> dict[str, object]:
         "platforms": ["p"],
         "summary": {"built": 0, "shared": 0, "failed": len(jobs), "timeout": 0, "upstream": 0,
                     "cached": 0, "emulated_seconds": 0},
-        "plan": [], "jobs": jobs, "images": [],
+        "plan": [], "jobs": jobs, "images": [], "store": [], "published": [],
     }  # fmt: skip
 
 

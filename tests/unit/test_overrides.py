@@ -261,7 +261,8 @@ def test_reproduce_repeats_the_system_step() -> None:
                             "installed": []},
     }  # fmt: skip
     script = print_script(JobSpec.of(record))
-    assert "docker build -q --platform linux/amd64 - <<'DOCKERFILE'" in script
+    # the Dockerfile goes to docker build as one quoted word, not a here-document
+    assert "| docker build -q --platform linux/amd64 -) || exit $?" in script
     assert "FROM sha256:" + "c" * 64 in script
     assert script.index("apt-get install") < script.index("# phase fetch")
 
