@@ -15,7 +15,6 @@ import email.parser
 import hashlib
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pypi_simple
@@ -29,13 +28,21 @@ from packaging.utils import (
 
 from orchestrator.doctor import Check
 from orchestrator.errors import IndexUnavailable
+from orchestrator.net import FILE_DEADLINE, deadline_seconds, pieces, thread_pool
 from orchestrator.wheels.upstream import MAX_PAGE, read_capped
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 MAX_FILE = 4 << 30  # bytes; a wheel over this is not something a cache serves
 SHOWN = 3  # problems named in a check's detail; the count says how many there are
 # What a broken, hostile or absent page can raise while it is read and parsed.
-READ_ERRORS = (requests.RequestException, ValueError, KeyError, TypeError, IndexUnavailable)
+READ_ERRORS = (
+    requests.RequestException,
+    ValueError,
+    KeyError,
+    TypeError,
+    IndexUnavailable,
+    pypi_simple.UnsupportedRepoVersionError,  # a repository version newer than we read
+)
 
 
 @dataclass(frozen=True)
@@ -179,10 +186,9 @@ class Reader:
         with self.session.get(url, timeout=self.timeout, stream=True) as response:
             response.raise_for_status()
             digest, size, body = hashlib.sha256(), 0, bytearray()
-            for chunk in response.iter_content(1 << 20):
+            deadline = deadline_seconds(FILE_DEADLINE)
+            for chunk in pieces(response, url, limit=MAX_FILE, deadline=deadline):
                 size += len(chunk)
-                if size > MAX_FILE:
-                    raise ValueError(f"{url} is over {MAX_FILE >> 30} GiB")
                 digest.update(chunk)
                 if keep and len(body) < MAX_PAGE:
                     body += chunk
@@ -216,7 +222,7 @@ def examine(reader: Reader, root: str, workers: int) -> Findings:
             f"{root}: JSON served as {answer.headers['Content-Type']!r}: pip skips the page "
             f"and uv fails; PEP 691 needs {JSON_TYPE}"
         )
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with thread_pool(workers) as pool:
         packages = [
             p
             for page in pool.map(lambda n: _project(reader, root, n, found), projects)

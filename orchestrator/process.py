@@ -8,11 +8,16 @@ so that an error can quote it.
 from __future__ import annotations
 
 import shlex
+import signal
 import subprocess
+import threading
 import time
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from orchestrator.redact import MASK, RedactingLog, redact
 
 
 @dataclass(frozen=True)
@@ -24,11 +29,23 @@ class Command:
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
     def display(self) -> str:
-        """The command as a shell line, with secrets replaced."""
-        text = shlex.join(self.argv)
+        """The command as a shell line, with secrets and URL credentials masked."""
+        return self.clean(shlex.join(self.argv))
+
+    def clean(self, text: str) -> str:
         for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
+            if secret:
+                text = text.replace(secret, MASK)
+        return redact(text)
+
+
+def url_secrets(*urls: str) -> tuple[str, ...]:
+    """The passwords (or lone tokens) in `urls`, for `Command.secrets`."""
+    found = []
+    for url in urls:
+        parts = urllib.parse.urlsplit(url)
+        found += [s for s in (parts.password, parts.username if not parts.password else None) if s]
+    return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -44,27 +61,41 @@ class Completed:
 
 
 def run(command: Command, log: Path) -> Completed:
+    """Run on the host; its output goes to `log` line by line, with secrets masked."""
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with log.open("a") as out:
-        out.write(f"$ {command.display()}\n")
-        out.flush()
-        try:
-            proc = subprocess.run(
-                command.argv,
-                cwd=command.cwd,
-                env=command.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                timeout=command.timeout,
-                check=False,
-            )
-            code = proc.returncode
-        except subprocess.TimeoutExpired:
-            code = -9
-            out.write(f"\n[timed out after {command.timeout}s]\n")
-        except FileNotFoundError:
-            code = 127
-            out.write(f"\n[{command.argv[0]}: command not found]\n")
+    with log.open("ab") as raw:
+        out = RedactingLog(raw, command.secrets)
+        out.write(f"$ {command.display()}\n".encode())
+        code = _run(command, out)
+        out.close()
     tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
     return Completed(command, code, time.monotonic() - started, tail)
+
+
+def _run(command: Command, out: RedactingLog) -> int:
+    try:
+        proc = subprocess.Popen(
+            command.argv,
+            cwd=command.cwd,
+            env=command.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+    except FileNotFoundError:
+        out.write(f"\n[{command.argv[0]}: command not found]\n".encode())
+        return 127
+    killer = threading.Timer(command.timeout, proc.kill) if command.timeout else None
+    if killer is not None:
+        killer.start()
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.write(line)
+        code = proc.wait()
+    finally:
+        if killer is not None:
+            killer.cancel()
+    if code == -signal.SIGKILL and command.timeout:
+        out.write(f"\n[timed out after {command.timeout}s]\n".encode())
+    return code

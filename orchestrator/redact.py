@@ -10,10 +10,17 @@ are redacted where they are written.
 from __future__ import annotations
 
 import re
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
+# The password runs to the *last* @ of the authority (`user:Sec@ret@host`): requests
+# sends all of it, so all of it is masked.
 _USERINFO = re.compile(
-    r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^\s/@:'\"<>]*)(?::(?P<secret>[^\s/@'\"<>]*))?@"
+    r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^\s/@:'\"<>]*)(?::(?P<secret>[^\s/'\"<>]*))?@"
+)
+# `user:password@host[:port]` without a scheme, as a registry URL is written; not an
+# image's `name:tag@sha256:...` digest.
+_BARE_USERINFO = re.compile(
+    r"(?<![\w.+/:@-])(?P<user>[A-Za-z0-9._~%+-]+):(?P<secret>[^\s/'\"<>]+)@(?!sha\d+:)(?=[A-Za-z0-9\[])"
 )
 MASK = "****"
 
@@ -31,7 +38,10 @@ def strip_credentials(url: str) -> str:
 
 
 def redact(text: str) -> str:
-    return _USERINFO.sub(_mask, text) if "@" in text else text
+    if "@" not in text:
+        return text
+    text = _USERINFO.sub(_mask, text)
+    return _BARE_USERINFO.sub(lambda m: f"{m.group('user')}:{MASK}@", text)
 
 
 def redact_bytes(data: bytes) -> bytes:
@@ -52,3 +62,41 @@ class RedactingStream:
 
     def __getattr__(self, name: str) -> object:  # flush, isatty, fileno, encoding, ...
         return getattr(self._inner, name)
+
+
+class RedactingLog:
+    """A binary log that redacts whole lines: a credential split across two chunks of a
+    stream is joined before it is looked at. A line longer than LONG_LINE is written
+    in parts (a stream with no newline still reaches the file)."""
+
+    LONG_LINE = 1 << 16
+
+    def __init__(self, inner: BinaryIO, secrets: tuple[str, ...] = ()) -> None:
+        self._inner = inner
+        self._pending = b""
+        self._secrets = tuple(s.encode() for s in secrets if s)
+
+    def write(self, chunk: bytes) -> int:
+        data = self._pending + chunk
+        cut = data.rfind(b"\n") + 1
+        if cut == 0 and len(data) > self.LONG_LINE:
+            cut = len(data)
+        self._pending = data[cut:]
+        if cut:
+            self._inner.write(self._clean(data[:cut]))
+        return len(chunk)
+
+    def flush(self) -> None:
+        self._inner.flush()
+
+    def close(self) -> None:
+        """Write what is left of the last line (the stream ended without a newline)."""
+        if self._pending:
+            self._inner.write(self._clean(self._pending))
+            self._pending = b""
+        self._inner.flush()
+
+    def _clean(self, data: bytes) -> bytes:
+        for secret in self._secrets:
+            data = data.replace(secret, MASK.encode())
+        return redact_bytes(data) if b"@" in data else data

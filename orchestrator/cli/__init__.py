@@ -6,9 +6,11 @@ exit code; tracebacks appear only with --debug.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
+import traceback
 
 import click
 
@@ -83,10 +85,25 @@ def main(argv: list[str] | None = None) -> None:
     previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         _main(argv)
+    except SystemExit as exc:
+        if exc.code == EXIT_INTERRUPTED and _stuck_workers():
+            # A worker blocked in a read would hold the interpreter's exit (it joins
+            # every worker thread): what had to be written was written on the way here.
+            out.flush()
+            err.flush()
+            os._exit(EXIT_INTERRUPTED)
+        raise
     finally:
         sys.stdout, sys.stderr = out, err
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _stuck_workers() -> bool:
+    return any(
+        t is not threading.current_thread() and t.is_alive() and not t.daemon
+        for t in threading.enumerate()
+    )
 
 
 def _terminate(_signum: int, _frame: object) -> None:
@@ -119,8 +136,8 @@ def _main(argv: list[str] | None) -> None:
             obj=app,
         )
     except OrchestrateError as exc:
-        if debug:
-            raise
+        if debug:  # the traceback too, but the same exit code: scripts branch on it
+            traceback.print_exc()
         click.echo(exc.render(), err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:

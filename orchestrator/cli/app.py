@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,19 @@ from orchestrator.wheels.inputs import Builder
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_MATRIX = Path("platforms.yaml")
+
+
+class Seconds(click.FloatRange):
+    """A number of seconds: finite, at least `min` (click's FloatRange lets NaN and
+    infinity through, since every comparison with NaN is false)."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        return number
 
 
 class SteadyConsole(Console):

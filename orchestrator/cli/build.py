@@ -32,6 +32,7 @@ from orchestrator.wheels.store import Store
 
 from .app import (
     App,
+    Seconds,
     echo_json,
     format_option,
     matrix_options,
@@ -59,10 +60,10 @@ from .plan import FILE, missing_exit, requirement_options
 @click.option(
     "--replace", is_flag=True, help="Replace a published wheel whose rebuild gave different bytes."
 )
-@click.option("--timeout", type=click.FloatRange(min=1), help="Seconds per job.")
+@click.option("--timeout", type=Seconds(min=1), help="Seconds per job.")
 @click.option(
     "--deadline",
-    type=click.FloatRange(min=1),
+    type=Seconds(min=1),
     help="Seconds from the start after which no new job starts; what finished is still "
     "stored, published and reported.",
 )

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from orchestrator.errors import ConfigError
+from orchestrator.files import read_bounded
 from orchestrator.sysdeps import BindepError, parse_bindep
 
 from .schema import (
@@ -77,17 +78,18 @@ def load_matrix(path: Path) -> Matrix:
 
 def _read(path: Path) -> str:
     try:
-        if path.stat().st_size > MAX_BYTES:
-            raise ConfigError(
-                f"the file is over {MAX_BYTES // 1024} KiB; a matrix is a few KiB",
-                path=str(path),
-            )
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_bounded(path, MAX_BYTES).decode("utf-8-sig")
     except FileNotFoundError:
         raise ConfigError(
             "file does not exist", path=str(path), hint="pass --matrix with an existing file"
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the file: {exc.strerror or exc}",
+            path=str(path),
+            hint="a matrix is a regular YAML file of a few KiB",
+        ) from None
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"cannot read the file: {exc}", path=str(path)) from None
     if "\0" in text:
         line = text.count("\n", 0, text.index("\0")) + 1
@@ -98,6 +100,11 @@ def _read(path: Path) -> str:
 def _compose(text: str, name: str) -> tuple[Any, _Marks]:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:  # PyYAML's composer recurses once per level of nesting
+        raise ConfigError(
+            f"the file is nested too deep (a matrix needs fewer than {MAX_DEPTH} levels)",
+            path=name,
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None

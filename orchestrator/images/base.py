@@ -21,7 +21,7 @@ from orchestrator.engines import BuildRequest, Engine
 from orchestrator.errors import EnvironmentProblem, RegistryError
 from orchestrator.matrix import Platform
 from orchestrator.paths import cache_dir
-from orchestrator.process import Command, run
+from orchestrator.process import Command, run, url_secrets
 
 from .render import base_reference, deterministic_tar
 
@@ -93,6 +93,7 @@ def bootstrap_rootfs(spec: Bootstrap, arch: str, log: Path) -> Path:
                         spec.mirror,
                     ),
                     timeout=3600,
+                    secrets=url_secrets(spec.mirror),
                 ),
                 log,
             )

@@ -16,6 +16,7 @@ from orchestrator.config import Arch, Matrix
 from orchestrator.engines import BuildRequest, Engine, RunRequest
 from orchestrator.errors import EngineError, OrchestrateError
 from orchestrator.matrix import Platform
+from orchestrator.redact import redact
 from orchestrator.sysdeps import RUNTIME_FACTS
 
 from .base import ensure_base
@@ -101,8 +102,8 @@ def build_image(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("a") as log:
 
-        def line(text: str) -> None:
-            log.write(text.rstrip("\n") + "\n")
+        def line(text: str) -> None:  # a build log quotes URLs (mirrors, indexes)
+            log.write(redact(text.rstrip("\n")) + "\n")
             log.flush()
 
         base_id = ensure_base(platform, engine, log_path, line)

@@ -180,9 +180,25 @@ def render_html(report: dict[str, Any], html_path: Path) -> str:
         platform_rows=platform_rows(report, grid),
         branches=branches_of(report),
         failures=failures(report, html_path),
-        previous=report.get("previous") or {},
+        previous=_previous(report.get("previous")),
         changes=report.get("changes") or {},
     )
+
+
+def _previous(said: object) -> dict[str, str]:
+    """The previous report's link: a relative path or an http(s) URL, nothing else (a
+    report is a shared file, and `javascript:` in an href runs when clicked)."""
+    if not isinstance(said, dict):
+        return {}
+    return {"html": safe_href(str(said.get("html") or "")), "run_id": str(said.get("run_id", ""))}
+
+
+def safe_href(link: str) -> str:
+    """`link` when it is a relative path or an http(s) URL, else ""."""
+    scheme = urllib.parse.urlsplit(link).scheme.lower() if link.isprintable() else "bad"
+    if scheme in ("http", "https"):
+        return link
+    return "" if scheme or link.startswith(("/", "\\")) else link
 
 
 def write_html(report: dict[str, Any], html_path: Path) -> Path:

@@ -20,7 +20,6 @@ import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO
 
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
@@ -29,7 +28,7 @@ from orchestrator.engines import Engine, RunOutcome, RunRequest
 from orchestrator.errors import BuildStepFailed, RegistryError, UnsafeName
 from orchestrator.images.build import read_runtime
 from orchestrator.images.facts import RuntimeFacts
-from orchestrator.redact import redact, redact_bytes
+from orchestrator.redact import RedactingLog, redact
 from orchestrator.scheduler import Cancel
 
 from .builddeps import BuildDepCache
@@ -162,7 +161,8 @@ def run_job(job: WheelJob, inputs: JobInputs, ctx: JobContext) -> WheelRecord:
     record.source_sha256 = job.sdist.sha256
     record.system_packages = _system_record(job)
     ctx.log_path.parent.mkdir(parents=True, exist_ok=True)
-    with ctx.log_path.open("ab") as log:
+    with ctx.log_path.open("ab") as raw:
+        log = RedactingLog(raw)
         _header(log, job, ctx)
         try:
             run = _with_system_packages(job, ctx, log, record)
@@ -174,12 +174,13 @@ def run_job(job: WheelJob, inputs: JobInputs, ctx: JobContext) -> WheelRecord:
         finally:
             record.duration = round(time.monotonic() - started, 2)
             log.write(f"\n== {record.status} after {record.duration}s {record.detail}\n".encode())
+            log.close()
     if record.status == JobStatus.FAILED and record.category is None:
         _classify(record, ctx)
     return record
 
 
-def _check_runtime(job: WheelJob, ctx: JobContext, log: BinaryIO, record: WheelRecord) -> None:
+def _check_runtime(job: WheelJob, ctx: JobContext, log: RedactingLog, record: WheelRecord) -> None:
     """What the new wheel links against, resolved in the image it was built in, then
     the smoke test: a wheel that does not load there is held back (#12)."""
     assert record.wheel is not None
@@ -213,7 +214,7 @@ def _check_runtime(job: WheelJob, ctx: JobContext, log: BinaryIO, record: WheelR
 
 
 def _smoke(
-    job: WheelJob, ctx: JobContext, log: BinaryIO, record: WheelRecord, wheel: Path,
+    job: WheelJob, ctx: JobContext, log: RedactingLog, record: WheelRecord, wheel: Path,
     runtime: Runtime,
 ) -> None:  # fmt: skip
     extras = job.extras
@@ -257,7 +258,7 @@ def _system_record(job: WheelJob) -> dict[str, object] | None:
 
 
 def _with_system_packages(
-    job: WheelJob, ctx: JobContext, log: BinaryIO, record: WheelRecord
+    job: WheelJob, ctx: JobContext, log: RedactingLog, record: WheelRecord
 ) -> WheelJob | None:
     """The job to run: itself, or, when it needs extra system packages, the same job
     in its builder plus those packages (None if they could not be installed)."""
@@ -293,7 +294,7 @@ def _with_system_packages(
     return replace(job, image=image)
 
 
-def _header(log: BinaryIO, job: WheelJob, ctx: JobContext) -> None:
+def _header(log: RedactingLog, job: WheelJob, ctx: JobContext) -> None:
     mode = ctx.mode.value + (f": {ctx.compiler_note}" if ctx.compiler_note else "")
     log.write(
         redact(
@@ -308,7 +309,7 @@ def _run_phases(
     job: WheelJob,
     inputs: JobInputs,
     ctx: JobContext,
-    log: BinaryIO,
+    log: RedactingLog,
     record: WheelRecord,
     started: float,
 ) -> None:
@@ -334,7 +335,7 @@ def _fetch_and_build(
     job: WheelJob,
     inputs: JobInputs,
     ctx: JobContext,
-    log: BinaryIO,
+    log: RedactingLog,
     record: WheelRecord,
     started: float,
     needs: tuple[str, ...],
@@ -385,7 +386,12 @@ def _needs(out_tar: bytes) -> list[str]:
 
 
 def _run_phase(
-    job: WheelJob, phase: Phase, ctx: JobContext, job_tar: bytes, remaining: float, log: BinaryIO
+    job: WheelJob,
+    phase: Phase,
+    ctx: JobContext,
+    job_tar: bytes,
+    remaining: float,
+    log: RedactingLog,
 ) -> tuple[RunOutcome, bytes]:
     request = RunRequest(
         image=job.image,
@@ -445,8 +451,8 @@ def _classify(record: WheelRecord, ctx: JobContext) -> None:
     record.fail(classify(record.exit_code, text, ctx.family))
 
 
-def _write(log: BinaryIO, chunk: bytes) -> None:
-    log.write(redact_bytes(chunk) if b"@" in chunk else chunk)
+def _write(log: RedactingLog, chunk: bytes) -> None:
+    log.write(chunk)  # redacted by line in RedactingLog
     log.flush()  # so that `tail -f` of a job's log shows it as it runs
 
 

@@ -160,6 +160,7 @@ class BranchInput:
     requirements: tuple[Path, ...]
     constraints: tuple[Path, ...]
     platforms: tuple[Platform, ...]
+    remote: tuple[Path, ...] = ()  # downloaded files: they may not include local ones
 
 
 def check_something_to_plan(matrix: Matrix, requirement_files: Sequence[Path]) -> None:
@@ -199,7 +200,8 @@ def branch_inputs(
             reqs, cons = (branch.packages,), (constraints, *constraint_files)
         else:
             reqs, cons = (constraints,), tuple(constraint_files)
-        out.append(BranchInput(branch.name, reqs, cons, chosen))
+        fetched = (constraints,) if branch.remote else ()
+        out.append(BranchInput(branch.name, reqs, cons, chosen, remote=fetched))
     return out
 
 
@@ -260,7 +262,9 @@ def make_plan(
 
 
 def _read(branch: BranchInput) -> Requirements:
-    reqs = reqs_mod.read(list(branch.requirements), list(branch.constraints))
+    reqs = reqs_mod.read(
+        list(branch.requirements), list(branch.constraints), remote=frozenset(branch.remote)
+    )
     if not reqs.pins and not reqs.unpinned and not reqs.unsupported:
         named = f"branch {branch.name!r}: " if branch.name else ""
         raise RequirementsError(

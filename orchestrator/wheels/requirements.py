@@ -15,11 +15,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from packaging.markers import Marker
+from packaging.markers import (
+    InvalidMarker,
+    Marker,
+    UndefinedComparison,
+    UndefinedEnvironmentName,
+    default_environment,
+)
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import NormalizedName, canonicalize_name
 
 from orchestrator.errors import RequirementsError
+from orchestrator.files import read_bounded
+from orchestrator.quoting import shown
+
+MAX_FILE = 16 << 20  # bytes: OpenStack's 575 pins are 15 KiB
+MAX_NAME = 200  # characters; PyPI's longest names are under 100
 
 # pip's own options, with why a wheel-cache plan does not follow them: each is
 # accepted and ignored with a notice (never an error, never silence).
@@ -78,7 +89,18 @@ class Pin:
     hashes: tuple[str, ...] = ()
 
     def applies(self, environment: dict[str, str]) -> bool:
-        return self.marker is None or self.marker.evaluate(environment)
+        return self.marker is None or evaluate(self.marker, environment, self.source)
+
+
+def evaluate(marker: Marker, environment: dict[str, str], source: Source) -> bool:
+    """The marker on one platform; one pip could not evaluate either is the file's fault."""
+    try:
+        return marker.evaluate(environment)
+    except (UndefinedComparison, UndefinedEnvironmentName, InvalidMarker) as exc:
+        raise RequirementsError(
+            f"{source}: the marker {shown(str(marker))} cannot be evaluated: {str(exc)[:200]}",
+            hint="compare versions with ==, <, >=...; `===` only fits version strings",
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -127,7 +149,7 @@ def decode(data: bytes) -> str:
 def _logical_lines(path: Path) -> Iterator[tuple[int, str]]:
     """Lines with comments removed and `\\` continuations joined, with line numbers."""
     try:
-        text = decode(path.read_bytes())
+        text = decode(read_bounded(path, MAX_FILE))
     except OSError as exc:
         raise RequirementsError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
@@ -150,14 +172,17 @@ def _logical_lines(path: Path) -> Iterator[tuple[int, str]]:
         yield start, buf.strip()
 
 
-def read(requirements: list[Path], constraints: list[Path]) -> Requirements:
-    """Parse every file (following includes once each) into one `Requirements`."""
+def read(
+    requirements: list[Path], constraints: list[Path], *, remote: frozenset[Path] = frozenset()
+) -> Requirements:
+    """Parse every file (following includes once each) into one `Requirements`. A file
+    in `remote` was downloaded: it may not pull in a file of this host."""
     out = Requirements()
     seen: set[Path] = set()
     for path in requirements:
-        _read_file(path, out, seen, as_constraint=False)
+        _read_file(path, out, seen, as_constraint=False, remote=remote)
     for path in constraints:
-        _read_file(path, out, seen, as_constraint=True)
+        _read_file(path, out, seen, as_constraint=True, remote=remote)
     if out.require_hashes:
         for pin in out.pins:
             if not pin.hashes:
@@ -169,23 +194,31 @@ def read(requirements: list[Path], constraints: list[Path]) -> Requirements:
     return out
 
 
-def _read_file(path: Path, out: Requirements, seen: set[Path], as_constraint: bool) -> None:
+def _read_file(
+    path: Path, out: Requirements, seen: set[Path], *, as_constraint: bool, remote: frozenset[Path]
+) -> None:
     key = path.resolve()
     if key in seen:
         return
     seen.add(key)
-    if not path.is_file():
+    if not path.exists():
         raise RequirementsError(f"{path}: file does not exist")
     for number, line in _logical_lines(path):
         source = Source(str(path), number)
         include = re.match(r"^(-r|--requirement|-c|--constraint)(?:\s+|=)(.+)$", line)
         option = _OPTION.match(line)
+        if include and path in remote:
+            raise RequirementsError(
+                f"{source}: a downloaded file includes {shown(include.group(2))}; refused",
+                hint="a remote constraints file must stand alone: a path in it would be "
+                "read from this host (pip resolves it against the URL)",
+            )
         if include:
             target = path.parent / _unquote(include.group(2), source)
             nested_constraint = as_constraint or include.group(1) in ("-c", "--constraint")
-            if not target.is_file():
+            if not target.exists():
                 raise RequirementsError(f"{source}: included file {target} does not exist")
-            _read_file(target, out, seen, nested_constraint)
+            _read_file(target, out, seen, as_constraint=nested_constraint, remote=remote)
         elif line == "--require-hashes":
             out.require_hashes = True
         elif option and option.group(1) in _IGNORED_OPTIONS:
@@ -197,7 +230,7 @@ def _read_file(path: Path, out: Requirements, seen: set[Path], as_constraint: bo
                 Unsupported(line, f"{why} requirements cannot be planned against an index", source)
             )
         elif line.startswith("-"):
-            raise RequirementsError(f"{source}: unknown option {line.split()[0]!r}")
+            raise RequirementsError(f"{source}: unknown option {shown(line.split()[0])}")
         else:
             _add(_parse_line(line, source), out, as_constraint)
 
@@ -209,7 +242,7 @@ def _unquote(text: str, source: Source) -> str:
     except ValueError as exc:
         raise RequirementsError(f"{source}: cannot read the included path: {exc}") from None
     if len(parts) != 1:
-        raise RequirementsError(f"{source}: expected one path after the option, got {text!r}")
+        raise RequirementsError(f"{source}: expected one path after the option, got {shown(text)}")
     return parts[0]
 
 
@@ -218,10 +251,19 @@ def _parse_line(line: str, source: Source) -> Pin | Unpinned:
     try:
         req = Requirement(spec)
     except InvalidRequirement as exc:
-        raise RequirementsError(f"{source}: not a valid requirement: {spec!r} ({exc})") from None
+        raise RequirementsError(
+            f"{source}: not a valid requirement: {shown(spec)} ({str(exc)[:200]})"
+        ) from None
     if req.url:
-        raise RequirementsError(f"{source}: URL requirements are not supported: {spec!r}")
+        raise RequirementsError(f"{source}: URL requirements are not supported: {shown(spec)}")
     name = canonicalize_name(req.name)
+    if len(name) > MAX_NAME:
+        raise RequirementsError(
+            f"{source}: a project name of {len(name)} characters ({shown(name)}); "
+            f"no index serves one over {MAX_NAME}"
+        )
+    if req.marker is not None:  # refused here, with its line, rather than mid-plan
+        evaluate(req.marker, {k: str(v) for k, v in default_environment().items()}, source)
     specs = list(req.specifier)
     if len(specs) == 1 and specs[0].operator in ("==", "===") and "*" not in specs[0].version:
         return Pin(name, specs[0].version, req.marker, frozenset(req.extras), source, hashes)
@@ -233,7 +275,7 @@ def _split_hashes(line: str, source: Source) -> tuple[str, tuple[str, ...]]:
     hashes = tuple(h.strip() for h in parts[1:])
     for value in hashes:
         if not re.fullmatch(r"(sha256|sha384|sha512):[0-9a-f]+", value):
-            raise RequirementsError(f"{source}: malformed --hash {value!r}")
+            raise RequirementsError(f"{source}: malformed --hash {shown(value)}")
     return parts[0].strip(), hashes
 
 

@@ -18,7 +18,6 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -35,6 +34,7 @@ from packaging.version import InvalidVersion
 
 from orchestrator.config import IndexSpec
 from orchestrator.errors import IndexUnavailable
+from orchestrator.net import deadline_seconds, read_body, thread_pool
 
 ACCEPT = (
     "application/vnd.pypi.simple.v1+json, "
@@ -216,7 +216,7 @@ class Upstream:
     def projects(self, names: Iterable[str]) -> dict[str, ProjectPage | None]:
         """Files of each project (None when the index does not have it)."""
         unique = sorted(set(names))
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+        with thread_pool(self.concurrency) as pool:
             return dict(zip(unique, pool.map(self.project, unique), strict=True))
 
     def project(self, name: str) -> ProjectPage | None:
@@ -325,18 +325,9 @@ class Upstream:
 
 
 def read_capped(response: requests.Response, url: str) -> None:
-    """Read the body, refusing one over MAX_PAGE (a hostile or broken index)."""
-    chunks, size = [], 0
-    for chunk in response.iter_content(1 << 16):
-        size += len(chunk)
-        if size > MAX_PAGE:
-            response.close()
-            raise IndexUnavailable(
-                f"{url}: the index answered over {MAX_PAGE >> 20} MiB for one project page; "
-                "refusing it"
-            )
-        chunks.append(chunk)
-    response._content = b"".join(chunks)
+    """Read the body, refusing one over MAX_PAGE or slower than the download deadline
+    (a hostile or broken index)."""
+    read_body(response, url, limit=MAX_PAGE, deadline=deadline_seconds())
 
 
 def _page(entry: dict[str, object]) -> ProjectPage | None:

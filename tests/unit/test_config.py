@@ -250,9 +250,13 @@ def test_missing_ca_certificate_is_named(write: Write, cli: CliRunner) -> None:
     assert "corp-ca.pem" in result.err
 
 
-def test_debug_shows_traceback(write: Write) -> None:
+def test_debug_shows_traceback(write: Write, capsys: pytest.CaptureFixture[str]) -> None:
     from orchestrator.cli import main
 
     path = write("m.yaml", "distros: []\n")
-    with pytest.raises(ConfigError):
+    with pytest.raises(SystemExit) as exited:
         main(["--debug", "matrix", "validate", str(path)])
+    assert exited.value.code == 2  # --debug adds the traceback, not another exit code
+    err = capsys.readouterr().err
+    assert "Traceback" in err
+    assert "ConfigError" in err

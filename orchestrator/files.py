@@ -1,0 +1,57 @@
+"""Files on the host: read within bounds, written atomically.
+
+A path from the user may name a FIFO (`<(...)`), a device (`/dev/zero`) or a
+huge file. Opening a FIFO blocks until a writer comes and a device never ends,
+so the file is opened without blocking and must be a regular file under a size
+limit. Writes go to a temporary file beside the target, are synced, and are
+renamed over it: a reader sees the old file or the new one, never half.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from pathlib import Path
+
+
+def read_bounded(path: Path, limit: int) -> bytes:
+    """The bytes of regular file `path`; OSError for anything else or over `limit`."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a FIFO, device or socket)")
+        if info.st_size > limit:
+            raise OSError(errno.EFBIG, f"larger than {_size(limit)}")
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            data = handle.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:  # it grew while we read it
+        raise OSError(errno.EFBIG, f"larger than {_size(limit)}")
+    return data
+
+
+def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Write `data` to `path` through a synced temporary file and a rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if mode is not None:
+            tmp.chmod(mode)
+        tmp.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _size(limit: int) -> str:
+    return f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit >> 10} KiB"

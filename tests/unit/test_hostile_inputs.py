@@ -1,0 +1,297 @@
+"""Inputs that never end, nest too deep, hide secrets or point somewhere they should
+not: each gets exit 2 or 3 naming the file or thing, quickly, through the CLI, with
+real files, FIFOs, devices, processes and local HTTP servers."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator.process import Command, run, url_secrets
+from orchestrator.redact import RedactingLog, redact
+from orchestrator.report.html import render_html
+from tests.conftest import CliRunner
+from tests.matrices import local_matrix_copy
+from tests.unit.test_report import _report
+
+# -- endless and deep matrices ---------------------------------------------------------
+
+
+def _deep_flow(levels: int) -> str:
+    return "version: " + "[" * levels + "]" * levels + "\n"
+
+
+def _deep_block(levels: int) -> str:
+    return "version:\n" + "".join("  " * (i + 1) + "a:\n" for i in range(levels))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: p.write_text(_deep_flow(900)),
+        lambda p: p.write_text(_deep_flow(20_000)),
+        lambda p: p.write_text(_deep_block(900)),
+        os.mkfifo,
+    ],
+    ids=["flow-900", "flow-20000", "block-900", "fifo"],
+)
+def test_endless_or_deep_matrices_are_exit_2_quickly(
+    cli: CliRunner, tmp_path: Path, make: object
+) -> None:
+    path = tmp_path / "m.yaml"
+    make(path)  # type: ignore[operator]
+    started = time.monotonic()
+    result = cli("matrix", "validate", str(path))
+    assert time.monotonic() - started < 10
+    assert result.code == 2, result.err
+    assert str(path) in result.err
+    assert "Traceback" not in result.err
+
+
+def test_a_device_as_the_matrix_is_exit_2(cli: CliRunner) -> None:
+    result = cli("matrix", "validate", "/dev/zero")
+    assert result.code == 2
+    assert "/dev/zero: cannot read the file: not a regular file" in result.err
+
+
+def test_a_fifo_as_requirements_is_exit_2(cli: CliRunner, tmp_path: Path) -> None:
+    matrix = local_matrix_copy(tmp_path / "m.yaml", tmp_path / "w")
+    os.mkfifo(tmp_path / "r.txt")
+    result = cli("plan", "-m", str(matrix), "-r", str(tmp_path / "r.txt"))
+    assert result.code == 2, result.err
+    assert "r.txt: cannot read: not a regular file" in result.err
+
+
+# -- servers that never finish ----------------------------------------------------------
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    body: bytes = b""
+    drip: bool = False
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: _Server
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        extra = 10_000 if self.server.drip else 0
+        self.send_header("Content-Length", str(len(self.server.body) + extra))
+        self.end_headers()
+        self.wfile.write(self.server.body)
+        for _ in range(10_000 if self.server.drip else 0):  # one byte a second
+            try:
+                self.wfile.write(b"#")
+                self.wfile.flush()
+            except OSError:
+                return
+            time.sleep(1)
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[_Server]:
+    httpd = _Server(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+
+
+def _url(httpd: _Server, path: str = "/") -> str:
+    return f"http://127.0.0.1:{httpd.server_address[1]}{path}"
+
+
+def _branch_matrix(tmp_path: Path, constraints: str) -> Path:
+    matrix = local_matrix_copy(tmp_path / "m.yaml", tmp_path / "w")
+    text = matrix.read_text() + f"branches:\n  - name: master\n    constraints: {constraints}\n"
+    matrix.write_text(text)
+    return matrix
+
+
+def test_a_dripping_constraints_url_ends_at_the_deadline(
+    cli: CliRunner, tmp_path: Path, server: _Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.drip = True
+    monkeypatch.setenv("ORCHESTRATE_DOWNLOAD_DEADLINE", "2")
+    monkeypatch.setenv("ORCHESTRATE_CACHE_DIR", str(tmp_path / "cache"))
+    matrix = _branch_matrix(tmp_path, _url(server, "/upper-constraints.txt"))
+    started = time.monotonic()
+    result = cli("plan", "-m", str(matrix))
+    assert time.monotonic() - started < 15
+    assert result.code == 2, result.err
+    assert "did not finish within 2 s" in result.err
+    assert "upper-constraints.txt" in result.err
+
+
+def test_a_remote_constraints_file_never_reads_a_local_one(
+    cli: CliRunner, tmp_path: Path, server: _Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-LINE\n")
+    server.body = f"six===1.16.0\n-r {secret}\n".encode()
+    monkeypatch.setenv("ORCHESTRATE_CACHE_DIR", str(tmp_path / "cache"))
+    matrix = _branch_matrix(tmp_path, _url(server, "/upper-constraints.txt"))
+    result = cli("plan", "-m", str(matrix))
+    assert result.code == 2, result.err
+    assert "a downloaded file includes" in result.err
+    assert "TOP-SECRET-LINE" not in result.out + result.err
+
+
+def _doctor(url: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "doctor", "--index", url],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_doctor_index_on_a_dripping_server_ends_at_the_deadline(server: _Server) -> None:
+    server.drip = True
+    started = time.monotonic()
+    proc = _doctor(_url(server), {"ORCHESTRATE_DOWNLOAD_DEADLINE": "2"})
+    out, err = proc.communicate(timeout=60)
+    assert time.monotonic() - started < 20
+    assert proc.returncode == 3, err
+    assert "did not finish within 2 s" in out + err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_doctor_index_ends_on_a_signal_while_a_read_hangs(server: _Server, signum: int) -> None:
+    server.drip = True
+    proc = _doctor(_url(server), {})
+    time.sleep(3)  # in the middle of reading the page
+    assert proc.poll() is None
+    proc.send_signal(signum)
+    _out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+
+
+# -- secrets ------------------------------------------------------------------------
+
+
+def test_a_registry_password_never_reaches_the_validation_error(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    matrix = local_matrix_copy(
+        tmp_path / "m.yaml", tmp_path / "w", {"url: 127.0.0.1:5000": 'url: "ci:S3cr3t@host:5000"'}
+    )
+    result = cli("matrix", "validate", str(matrix))
+    assert result.code == 2
+    assert "registry.url" in result.err
+    assert "S3cr3t" not in result.err
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("https://ci:Sec@ret@pypi.example/simple/", "https://ci:****@pypi.example/simple/"),
+        ("got 'ci:S3cr3t@host:5000'", "got 'ci:****@host:5000'"),
+        ("debian:bookworm@sha256:" + "a" * 8, "debian:bookworm@sha256:" + "a" * 8),
+        ("mail ci@example.org", "mail ci@example.org"),
+    ],
+)
+def test_redact_whole_passwords(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+def test_a_secret_split_across_chunks_is_redacted(tmp_path: Path) -> None:
+    path = tmp_path / "job.log"
+    with path.open("wb") as raw:
+        log = RedactingLog(raw)
+        for chunk in (b"Looking in https://ci:hunt", b"er2@pypi.example/simple\nnext ", b"line"):
+            log.write(chunk)
+        log.close()
+    text = path.read_text()
+    assert "hunter2" not in text
+    assert "hunt" not in text
+    assert text.endswith("next line")
+
+
+def test_host_commands_log_no_mirror_password(tmp_path: Path) -> None:
+    mirror = "http://apt:Mirr0rPass@mirror.example/debian"
+    command = Command(
+        ("sh", "-c", f"echo fetching {mirror}/dists; echo token Mirr0rPass", mirror),
+        secrets=url_secrets(mirror),
+    )
+    done = run(command, tmp_path / "debootstrap.log")
+    assert done.ok
+    text = (tmp_path / "debootstrap.log").read_text()
+    assert "Mirr0rPass" not in text
+    assert "fetching http://apt:****@mirror.example/debian/dists" in text
+    assert "Mirr0rPass" not in command.display()
+
+
+# -- odd values ---------------------------------------------------------------------
+
+
+def test_only_relative_or_http_links_in_the_html_report(tmp_path: Path) -> None:
+    report = _report(tmp_path)
+    report["previous"] = {"run_id": "old", "html": "javascript:alert(document.cookie)"}
+    page = render_html(report, tmp_path / "reports" / "run.html")
+    assert "javascript:" not in page
+    report["previous"] = {"run_id": "old", "html": "old.html"}
+    assert 'href="old.html"' in render_html(report, tmp_path / "reports" / "run.html")
+
+
+def test_a_report_with_a_script_link_is_refused(cli: CliRunner, tmp_path: Path) -> None:
+    import json
+
+    report = _report(tmp_path)
+    report["previous"] = {"run_id": "old", "html": "javascript:alert(1)"}
+    (tmp_path / "r.json").write_text(json.dumps(report))
+    result = cli("report", str(tmp_path / "r.json"), "--html", str(tmp_path / "r.html"))
+    assert result.code == 2
+    assert "previous/html" in result.err
+    assert not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf"])
+def test_seconds_must_be_finite(
+    cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    matrix = local_matrix_copy(tmp_path / "m.yaml", tmp_path / "w")
+    for args in (("--timeout", value), ("--deadline", value)):
+        result = cli("build", "-m", str(matrix), "-r", "x.txt", *args)
+        assert result.code == 2
+        assert args[0] in result.err
+    monkeypatch.setenv("ORCHESTRATE_BUILD_DEADLINE", value)
+    result = cli("build", "-m", str(matrix), "-r", "x.txt")
+    assert result.code == 2
+    assert "ORCHESTRATE_BUILD_DEADLINE" in result.err
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ('six==1.16.0; platform_machine === "x86_64"', "cannot be evaluated"),
+        ("a" * 300 + "==1.0", "a project name of 300 characters"),
+        ("b" * 1_000_000 + "==1.0", "a project name of 1000000 characters"),
+    ],
+)
+def test_odd_requirement_lines_name_the_line(
+    cli: CliRunner, tmp_path: Path, line: str, words: str
+) -> None:
+    matrix = local_matrix_copy(tmp_path / "m.yaml", tmp_path / "w")
+    (tmp_path / "r.txt").write_text(line + "\n")
+    result = cli("plan", "-m", str(matrix), "-r", str(tmp_path / "r.txt"))
+    assert result.code == 2, result.err
+    assert f"{tmp_path / 'r.txt'}:1" in result.err
+    assert words in result.err
+    assert len(result.err) < 1000
