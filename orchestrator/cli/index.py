@@ -23,8 +23,14 @@ from .app import App, echo_json, format_option, matrix_options, pass_app, print_
 @click.command()
 @matrix_options
 @format_option
+@click.option(
+    "--adopt-root",
+    is_flag=True,
+    help="Publish into an index root that holds files orchestrate did not write "
+    "(its index.html is replaced).",
+)
 @pass_app
-def publish(app: App, fmt: str) -> int:
+def publish(app: App, fmt: str, adopt_root: bool) -> int:
     """Rebuild each platform's index from the store (unchanged ones are skipped).
 
     A platform that fails keeps serving its previous release; the others are
@@ -34,6 +40,7 @@ def publish(app: App, fmt: str) -> int:
         Store(app.matrix.index.root),
         [p.name for p in app.platforms],
         keep=app.matrix.index.keep_releases,
+        adopt=adopt_root,
     )
     if fmt == "json":
         echo_json([dataclasses.asdict(r) for r in results])

@@ -200,6 +200,13 @@ class IndexSpec(Model):
     concurrency: Annotated[StrictInt, Field(ge=1, le=128)] = 32
     keep_releases: Annotated[StrictInt, Field(ge=1, le=100)] = 3
 
+    @field_validator("root")
+    @classmethod
+    def _root(cls, value: Path) -> Path:
+        if re.search(r"[\x00-\x1f]", str(value)):
+            raise ValueError("the index root's path holds a NUL byte or a control character")
+        return value
+
     @field_validator("upstream")
     @classmethod
     def _url(cls, value: str) -> str:

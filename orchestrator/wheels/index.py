@@ -94,9 +94,13 @@ def index_lock(root: Path) -> Iterator[None]:
         yield
 
 
-def publish(store: Store, platforms: Sequence[str], keep: int = 3) -> list[PublishResult]:
+def publish(
+    store: Store, platforms: Sequence[str], keep: int = 3, *, adopt: bool = False
+) -> list[PublishResult]:
     """Publish each platform on its own: one failing does not hold back the others.
-    Raises StoreConflict (exit 4) when the manifest is unusable: nothing is touched."""
+    Raises StoreConflict (exit 4) when the manifest is unusable, and InputError when
+    the root holds files we did not write (unless `adopt`): nothing is touched."""
+    check_root(store.root, adopt=adopt)
     with index_lock(store.root):
         records = store.records()
         results = []
@@ -112,7 +116,36 @@ def publish(store: Store, platforms: Sequence[str], keep: int = 3) -> list[Publi
                 )
         with contextlib.suppress(OSError):  # a read-only root keeps its page; said above
             write_root_page(store.root)
+            (store.root / MARKER).touch()
     return results
+
+
+MARKER = ".orchestrate-index"  # in a root we publish to: its index.html is ours to write
+OURS = frozenset({"store", RELEASES, "index.html", ".publish.lock", MARKER, ".index.html.tmp"})
+
+
+def check_root(root: Path, *, adopt: bool) -> None:
+    """Refuse to publish into a folder that holds someone else's files (a web site's
+    index.html would be overwritten), unless told to adopt it."""
+    if adopt or (root / MARKER).exists() or not root.is_dir():
+        return
+    if (root / RELEASES).is_dir():  # published by an orchestrate from before the marker
+        return
+    foreign = sorted(
+        p.name
+        for p in root.iterdir()
+        if p.name not in OURS and not p.is_symlink() and not p.name.startswith(".")
+    )
+    if (root / "index.html").exists():
+        foreign.insert(0, "index.html")
+    if foreign:
+        raise InputError(
+            f"index root {root} holds files orchestrate did not write "
+            f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); "
+            "refusing to publish over them",
+            hint="point index.root at an empty folder, or run `orchestrate publish "
+            "--adopt-root` once to take it over (its index.html is replaced)",
+        )
 
 
 def publish_platform(
@@ -132,7 +165,8 @@ def publish_platform(
     release = f"{sequence:06d}-{stamp}-{secrets.token_hex(3)}-{digest[:16]}"
     staging = releases / f".staging-{release}"
     try:
-        write_tree(store, staging / "simple", wheels)
+        previous = root / platform / "simple" if current is not None else None
+        write_tree(store, staging / "simple", wheels, previous)
         # One flush of the whole filesystem, instead of an fsync per file: the
         # tree must be durable before anything points at it, not file by file.
         sync_filesystem(staging)
@@ -164,8 +198,13 @@ def switch(root: Path, platform: str, target: Path) -> None:
     fsync_dir(root)
 
 
-def write_tree(store: Store, simple: Path, wheels: list[StoredWheel]) -> None:
-    """The whole tree, unsynced: the caller makes it durable in one go."""
+def write_tree(
+    store: Store, simple: Path, wheels: list[StoredWheel], previous: Path | None = None
+) -> None:
+    """The whole tree, unsynced: the caller makes it durable in one go. Every file is
+    checked against its record first. A release shares no file with the store (an
+    edit of the store in place cannot reach what is served): a wheel is linked from
+    the `previous` release when that copy checks out, else copied from the store."""
     by_project: dict[str, list[StoredWheel]] = {}
     for wheel in wheels:
         by_project.setdefault(wheel.project, []).append(wheel)
@@ -174,15 +213,7 @@ def write_tree(store: Store, simple: Path, wheels: list[StoredWheel]) -> None:
         folder = simple / project
         folder.mkdir()
         for wheel in files:
-            source = store.path_of(wheel)
-            verify(source, wheel)
-            _link(source, folder / wheel.filename)
-            _link(
-                source.with_name(wheel.filename + ".metadata"),
-                folder / f"{wheel.filename}.metadata",
-            )
-            if wheel.attestation:
-                _link(source.with_name(wheel.attestation), folder / wheel.attestation)
+            _place_files(store, wheel, folder, previous)
         (folder / "index.html").write_text(project_html(project, files), encoding="utf-8")
         (folder / "index.json").write_text(project_json(project, files), encoding="utf-8")
     names = sorted(by_project)
@@ -191,17 +222,61 @@ def write_tree(store: Store, simple: Path, wheels: list[StoredWheel]) -> None:
     (simple / "index.json").write_text(json.dumps(projects), encoding="utf-8")
 
 
-def verify(path: Path, wheel: StoredWheel) -> None:
+def _place_files(store: Store, wheel: StoredWheel, folder: Path, previous: Path | None) -> None:
+    source = store.path_of(wheel)
+    verify(source, wheel.size, wheel.sha256)
+    metadata = source.with_name(wheel.filename + ".metadata")
+    verify(metadata, None, wheel.metadata_sha256)
+    earlier = previous / folder.name / wheel.filename if previous is not None else None
+    if earlier is not None and _same_bytes_apart(earlier, source, wheel):
+        os.link(earlier, folder / wheel.filename)
+    else:
+        private_copy(source, folder / wheel.filename)
+    private_copy(metadata, folder / f"{wheel.filename}.metadata")
+    if wheel.attestation:
+        attestation = source.with_name(wheel.attestation)
+        if not attestation.is_file() or attestation.is_symlink():
+            raise StoreConflict(f"{attestation} is listed in the manifest but missing")
+        private_copy(attestation, folder / wheel.attestation)
+
+
+def _same_bytes_apart(earlier: Path, source: Path, wheel: StoredWheel) -> bool:
+    """`earlier` (a published copy) holds the recorded bytes in a file of its own."""
+    try:
+        seen = earlier.stat()
+        if seen.st_ino == source.stat().st_ino or seen.st_size != wheel.size:
+            return False
+        return sha256_file(earlier) == wheel.sha256
+    except OSError:
+        return False
+
+
+def private_copy(source: Path, target: Path) -> None:
+    """A copy with its own inode: a reflink where the filesystem offers one (no extra
+    space), else the bytes."""
+    with source.open("rb") as src, target.open("wb") as dst:
+        try:
+            fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
+        except OSError:
+            shutil.copyfileobj(src, dst, 1 << 20)
+
+
+FICLONE = 0x40049409  # linux/fs.h: share the extents of another file (btrfs, xfs)
+
+
+def verify(path: Path, size: int | None, sha256: str) -> None:
     """The stored file is the one the manifest (and so its #sha256 link) names."""
     try:
-        size = path.stat().st_size
+        if path.is_symlink() or not path.is_file():
+            raise FileNotFoundError(path)
+        actual = path.stat().st_size
     except FileNotFoundError:
         raise StoreConflict(f"{path} is listed in the manifest but missing") from None
-    if size != wheel.size or sha256_file(path) != wheel.sha256:
+    if (size is not None and actual != size) or sha256_file(path) != sha256:
         raise StoreConflict(
-            f"{path} does not match its manifest record (sha256 {wheel.sha256[:16]}...)",
-            hint="the previous release stays served and holds the recorded file: copy it "
-            f"back from <root>/<platform>/simple/{wheel.project}/{wheel.filename}",
+            f"{path} does not match its manifest record (sha256 {sha256[:16]}...); not published",
+            hint="the platform keeps serving its last good release, which holds its own "
+            "copy of the recorded file: copy it back from <root>/<platform>/simple/...",
         )
 
 
@@ -224,13 +299,6 @@ def _libc() -> ctypes.CDLL | None:
 
 
 _LIBC = _libc()
-
-
-def _link(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)  # another filesystem: a copy is still immutable here
 
 
 def _write(path: Path, text: str) -> None:

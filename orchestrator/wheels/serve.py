@@ -13,6 +13,8 @@ import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
+from orchestrator.errors import InputError
+
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 
 
@@ -70,7 +72,15 @@ def make_server(
 
 def serve_index(root: Path, host: str, port: int, announce: Callable[[str], None]) -> None:
     root.mkdir(parents=True, exist_ok=True)
-    server = make_server(root, host, port)
+    try:
+        server = make_server(root, host, port)
+    except OSError as exc:  # in use, or an address this host does not have
+        raise InputError(
+            f"cannot serve on {host}:{port}: {exc.strerror or exc}",
+            hint="choose another --port (0 picks a free one) or a --host this machine has",
+        ) from None
+    except (UnicodeError, ValueError, OverflowError) as exc:
+        raise InputError(f"cannot serve on {host!r}:{port}: {exc}") from None
     announce(f"http://{host}:{server.server_address[1]}/")
     try:
         server.serve_forever()

@@ -29,6 +29,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
@@ -40,7 +41,8 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 
-from orchestrator.errors import StoreConflict
+from orchestrator.errors import InputError, StoreConflict, UnsafeName
+from orchestrator.quoting import shown
 
 from .builder import is_pure, safe_wheel_name
 
@@ -111,6 +113,33 @@ class AddResult:
     new_sha256: str
 
 
+FOLDER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def record_problem(key: object, record: StoredWheel) -> str:
+    """Why a manifest record cannot be used as it is ("" when it can): the store is a
+    folder on disk, and a hand or another process may have edited its manifest."""
+    name, folder = record.filename, record.folder
+    if not isinstance(name, str) or not isinstance(folder, str):
+        return "has a file name or folder that is not text"
+    try:
+        safe_wheel_name(name)
+    except UnsafeName as exc:
+        return f"names no wheel file of ours ({exc.message})"
+    if not FOLDER.fullmatch(folder) or key != f"{folder}/{name}":
+        return f"points outside the store (folder {shown(folder)})"
+    if not isinstance(record.sha256, str) or not SHA256.fullmatch(record.sha256):
+        return "has no sha256"
+    if not isinstance(record.size, int) or not isinstance(record.platforms, list):
+        return "has a size or platform list of the wrong type"
+    if not isinstance(record.metadata_sha256, str) or not SHA256.fullmatch(record.metadata_sha256):
+        return "has no metadata sha256"
+    if record.attestation not in ("", f"{name}{ATTESTATION}"):
+        return f"names a provenance file {shown(str(record.attestation))} not beside its wheel"
+    return ""
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -149,6 +178,11 @@ def core_metadata(wheel: Path) -> bytes:
 
 class Store:
     def __init__(self, root: Path) -> None:
+        if "\0" in str(root) or (root.exists() and not root.is_dir()):
+            raise InputError(
+                f"index.root {shown(str(root))} is not a folder (a file, or a NUL byte)",
+                hint="point index.root in the matrix at a folder",
+            )
         self.root = root
         self.dir = root / "store"
         self.manifest_path = self.dir / "manifest.json"
@@ -171,7 +205,7 @@ class Store:
             raw = json.loads(self.manifest_path.read_bytes())
             known = {f.name for f in fields(StoredWheel)}
             # A newer orchestrate's fields are dropped, not fatal: the store stays usable.
-            return {
+            records = {
                 key: StoredWheel(**{k: v for k, v in value.items() if k in known})
                 for key, value in raw["wheels"].items()
             }
@@ -179,8 +213,13 @@ class Store:
             if any(self.dir.glob("*/*.whl")):
                 raise self._unusable("is missing, but the store holds wheels") from None
             return {}
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             raise self._unusable(f"is unreadable ({type(exc).__name__}: {exc})") from None
+        for key, record in records.items():
+            problem = record_problem(key, record)
+            if problem:
+                raise self._unusable(f"has a record {shown(key)} that {problem}")
+        return records
 
     def _unusable(self, why: str) -> StoreConflict:
         return StoreConflict(

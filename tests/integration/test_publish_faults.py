@@ -231,3 +231,117 @@ def test_a_read_only_root_is_exit_3_with_a_table(tmp_path: Path, cli: CliRunner)
     assert result.code == 3, result.out + result.err
     assert "Traceback" not in result.err
     assert served_complete(root) == 2
+
+
+# -- a store changed behind our back ----------------------------------------------------
+
+
+def _edit_manifest(root: Path, change: object) -> None:
+    import json
+
+    path = root / "store" / "manifest.json"
+    data = json.loads(path.read_text())
+    key = sorted(data["wheels"])[0]
+    change(data["wheels"], key)  # type: ignore[operator]
+    path.write_text(json.dumps(data))
+
+
+def _rename(wheels: dict[str, dict[str, object]], key: str, name: str) -> None:
+    record = wheels.pop(key)
+    record["filename"] = name
+    wheels[f"{record['folder']}/{name}"] = record
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda w, k: _rename(w, k, "../../../../etc/passwd"),
+        lambda w, k: _rename(w, k, "not-a-wheel.whl"),
+        lambda w, k: w[k].update(folder="../../outside"),
+        lambda w, k: w[k].update(attestation="../../../etc/shadow"),
+        lambda w, k: w[k].update(attestation=["not", "a", "string"]),
+        lambda w, k: w[k].update(sha256=None),
+    ],
+    ids=[
+        "path-name",
+        "not-a-wheel",
+        "folder-outside",
+        "attestation-outside",
+        "attestation-list",
+        "no-sha256",
+    ],
+)
+@pytest.mark.parametrize("command", ["publish", "plan", "prune"])
+def test_a_tampered_manifest_record_is_refused_by_name(
+    index: tuple[Path, Path], tmp_path: Path, cli: CliRunner, change: object, command: str
+) -> None:
+    matrix, root = index
+    before = {p: (root / p).readlink() for p in PLATFORMS}
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    _edit_manifest(root, change)
+    args = {
+        "publish": ("publish", "-m", str(matrix)),
+        "plan": ("plan", "-m", str(matrix), "-r", str(_reqs(tmp_path))),
+        "prune": ("prune", "--unwanted", "--dry-run", "-m", str(_with_branch(matrix, tmp_path))),
+    }[command]
+    result = cli(*args)
+    assert result.code == 4, result.err
+    assert "manifest.json has a record" in result.err
+    assert "Traceback" not in result.err
+    assert {p: (root / p).readlink() for p in PLATFORMS} == before
+    assert served_complete(root) == 2 * 5
+
+
+def _with_branch(matrix: Path, tmp_path: Path) -> Path:
+    text = f"branches:\n  - name: master\n    constraints: {_reqs(tmp_path)}\n"
+    matrix.write_text(matrix.read_text() + text)
+    return matrix
+
+
+def _reqs(tmp_path: Path) -> Path:
+    path = tmp_path / "r.txt"
+    path.write_text("pkg0==1.0\n")
+    return path
+
+
+@pytest.mark.parametrize("suffix", ["", ".metadata"])
+def test_a_store_file_edited_in_place_never_reaches_the_served_index(
+    index: tuple[Path, Path], tmp_path: Path, cli: CliRunner, suffix: str
+) -> None:
+    """Edited in place (same inode): the served release holds its own copy, so it still
+    matches its #sha256 (and pip's metadata hash), and the next publish refuses the file."""
+    matrix, root = index
+    stored = next((root / "store" / "any").glob("pkg0-*.whl"))
+    target = stored.with_name(stored.name + suffix)
+    with target.open("r+b") as handle:
+        handle.seek(10)
+        handle.write(b"TAMPERED")
+    assert served_complete(root) == 2 * 5
+    served = root / PLATFORMS[0] / "simple" / "pkg0" / (stored.name + suffix)
+    assert b"TAMPERED" not in served.read_bytes()
+    add(root, tmp_path, "later", "1.0")  # something new to publish
+    result = cli("publish", "-m", str(matrix))
+    assert result.code == 1
+    assert f"{target}" in result.err
+    assert "does not match its manifest record" in result.err
+    assert served_complete(root) == 2 * 5
+
+
+def test_a_root_holding_a_web_site_is_not_overwritten(tmp_path: Path, cli: CliRunner) -> None:
+    root = tmp_path / "site"
+    root.mkdir()
+    (root / "index.html").write_text("<h1>our project's home page</h1>")
+    (root / "about.html").write_text("about")
+    matrix = local_matrix_copy(tmp_path / "m.yaml", root)
+    add(root, tmp_path, "pkg0", "1.0")
+    result = cli("publish", "-m", str(matrix))
+    assert result.code == 2
+    assert "holds files orchestrate did not write (index.html, about.html)" in result.err
+    assert (root / "index.html").read_text() == "<h1>our project's home page</h1>"
+    assert not (root / PLATFORMS[0]).exists()
+    adopted = cli("publish", "-m", str(matrix), "--adopt-root")
+    assert adopted.code == 0, adopted.err
+    assert (root / ".orchestrate-index").exists()
+    assert served_complete(root) == 2
+    assert cli("publish", "-m", str(matrix)).code == 0  # adopted once, ours from then on
