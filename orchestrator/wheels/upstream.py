@@ -26,11 +26,12 @@ import requests
 from packaging.utils import (
     InvalidSdistFilename,
     InvalidWheelFilename,
+    canonicalize_name,
     canonicalize_version,
     parse_sdist_filename,
     parse_wheel_filename,
 )
-from packaging.version import InvalidVersion
+from packaging.version import InvalidVersion, Version
 
 from orchestrator.config import IndexSpec
 from orchestrator.errors import IndexUnavailable
@@ -40,7 +41,7 @@ ACCEPT = (
     "application/vnd.pypi.simple.v1+json, "
     "application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
 )
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3  # 3: sdist versions read after the project name (hyphenated versions)
 RETRY_STATUS = {429, 500, 502, 503, 504}
 MAX_PAGE = 64 << 20  # bytes; PyPI's largest project pages are a few MiB
 
@@ -121,17 +122,37 @@ def _json_file(entry: object, base: str) -> IndexFile:
     )
 
 
-def file_version(filename: str) -> str | None:
+SDIST_EXTENSIONS = (".tar.gz", ".zip", ".tar.bz2", ".tgz")
+
+
+def file_version(filename: str, project: str | None = None) -> str | None:
     """The canonical version in a wheel or sdist filename, or None if it does not parse."""
     try:
         if filename.endswith(".whl"):
             return canonicalize_version(parse_wheel_filename(filename)[1])
-        for ext in (".tar.gz", ".zip", ".tar.bz2", ".tgz"):
-            if filename.endswith(ext):
-                return canonicalize_version(parse_sdist_filename(filename)[1])
+        spelled = sdist_version(filename, project)
+        return canonicalize_version(Version(spelled)) if spelled else None
     except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
         return None
-    return None
+
+
+def sdist_version(filename: str, project: str | None = None) -> str | None:
+    """The version as an sdist's file name spells it. With the project's name, as pip
+    reads it: the name first, then all that follows its hyphen, so that a version
+    with a hyphen of its own (`pybbox-0.0.5-alpha.zip`) is read whole."""
+    ext = next((e for e in SDIST_EXTENSIONS if filename.endswith(e)), None)
+    if ext is None:
+        return None
+    stem = filename[: -len(ext)]
+    if project is not None:
+        wanted = canonicalize_name(project)
+        for at, char in enumerate(stem):
+            if char == "-" and canonicalize_name(stem[:at]) == wanted:
+                return stem[at + 1 :]
+    try:
+        return str(parse_sdist_filename(filename)[1])
+    except (InvalidSdistFilename, InvalidVersion):
+        return None
 
 
 class ProjectPage:
@@ -146,10 +167,10 @@ class ProjectPage:
         self._groups = groups
 
     @classmethod
-    def of(cls, files: Iterable[IndexFile]) -> ProjectPage:
+    def of(cls, files: Iterable[IndexFile], project: str | None = None) -> ProjectPage:
         grouped: dict[str, list[list[object]]] = {}
         for f in files:
-            version = file_version(f.filename)
+            version = file_version(f.filename, project)
             if version is not None:
                 grouped.setdefault(version, []).append(
                     [f.filename, f.url, f.sha256, f.requires_python, f.yanked]
@@ -163,14 +184,17 @@ class ProjectPage:
     def versions(self) -> list[str]:
         """Versions as their files spell them (1.16.0, not the canonical 1.16)."""
         out = []
-        for raw in self._groups.values():
+        for canonical, raw in self._groups.items():
             name = json.loads(raw)[0][0]
-            parsed = (
-                parse_wheel_filename(name)[1]
-                if name.endswith(".whl")
-                else parse_sdist_filename(name)[1]
-            )
-            out.append(str(parsed))
+            if name.endswith(".whl"):
+                out.append(str(parse_wheel_filename(name)[1]))
+                continue
+            spelled = sdist_version(name)
+            try:  # a hyphenated version is read whole only with the project's name
+                same = spelled is not None and canonicalize_version(Version(spelled)) == canonical
+            except InvalidVersion:
+                same = False
+            out.append(spelled if same and spelled else canonical)
         return out
 
 
@@ -243,7 +267,7 @@ class Upstream:
         if response.status_code == 404:
             self._write_cache(name, {"fetched": time.time(), "missing": True})
             return None
-        page = ProjectPage.of(self._parse(response, url))
+        page = ProjectPage.of(self._parse(response, url), name)
         entry: dict[str, object] = {
             "fetched": time.time(),
             "etag": response.headers.get("ETag"),

@@ -139,3 +139,27 @@ def test_pep691_json_from_our_own_index(tmp_path: Path) -> None:
         assert "<a href=" in html  # plain clients still get PEP 503 HTML
     finally:
         server.shutdown()
+
+
+def test_hyphenated_sdist_versions_are_planned_from_the_real_index(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    """Pins whose sdist spells its version with a hyphen (a legacy .zip, a .tar.gz):
+    pip downloads and builds both, so the plan must build them, not call them
+    unavailable."""
+    from tests.matrices import local_matrix_copy
+
+    matrix = local_matrix_copy(tmp_path / "m.yaml", tmp_path / "w")
+    reqs = tmp_path / "r.txt"
+    reqs.write_text("pybbox==0.0.5-alpha\npyyeelight==1.0-beta\n")
+    result = cli("plan", "-m", str(matrix), "-r", str(reqs), "--format", "json")
+    assert result.code == 0, result.err
+    import json
+
+    rows = json.loads(result.out)
+    assert rows, result.out
+    by_name = {(r["name"], r["platform"]): r for r in rows}
+    for name in ("pybbox", "pyyeelight"):
+        row = by_name[(name, "debian-bookworm-amd64")]
+        assert row["action"] == "build", row
+        assert row["sdist"].endswith((".zip", ".tar.gz"))

@@ -243,3 +243,25 @@ def test_resolve_latest_picks_what_each_python_can_install(write: Write) -> None
         ("2.3.0", 'python_version == "3.11"'),
         ("2.5.5", 'python_version == "3.12"'),
     ]
+
+
+@pytest.mark.parametrize(
+    ("project", "filename", "version"),
+    [
+        ("pybbox", "pybbox-0.0.5-alpha.zip", "0.0.5a0"),
+        ("pyyeelight", "pyyeelight-1.0-beta.tar.gz", "1b0"),
+        ("Zope.Interface", "zope_interface-5.5.2.tar.gz", "5.5.2"),
+        ("python-ldap", "python-ldap-3.4.7.tar.gz", "3.4.7"),
+    ],
+)
+def test_sdist_versions_are_read_after_the_project_name(
+    project: str, filename: str, version: str
+) -> None:
+    """As pip reads them: a version with a hyphen of its own is not cut at its last one."""
+    from orchestrator.wheels.upstream import file_version
+
+    assert file_version(filename, project) == version
+    files = [IndexFile(filename, f"https://files/{filename}", None, None, False)]
+    found = ProjectPage.of(files, project)
+    assert [f.filename for f in found.files(version)] == [filename]
+    assert len(found.versions()) == 1
