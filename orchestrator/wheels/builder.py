@@ -32,7 +32,15 @@ from orchestrator.redact import RedactingLog, redact
 from orchestrator.scheduler import Cancel
 
 from .builddeps import BuildDepCache
-from .failures import EXIT_NEEDS, Category, Failure, JobStatus, classify
+from .failures import (
+    EXIT_NEEDS,
+    PYTHON_VERSION_HINT,
+    Category,
+    Failure,
+    JobStatus,
+    classify,
+    python_version_sign,
+)
 from .jobs import JobKind, WheelJob
 from .records import Mode, Phase, WheelRecord, phases
 from .runtime import Runtime, analyse, resolve
@@ -237,8 +245,16 @@ def _smoke(
     said = "passed" if result.passed else f"FAILED: {result.error}"
     log.write(f"== smoke test {said}\n".encode())
     if not result.passed:
-        hint = "the runtime list misses a library (overrides: runtime_packages), or see the log"
-        record.fail(Failure(Category.SMOKE, result.error, hint), JobStatus.SMOKE_FAILED)
+        record.fail(_smoke_failure(result.error), JobStatus.SMOKE_FAILED)
+
+
+def _smoke_failure(error: str) -> Failure:
+    """An import that fails for the Python's sake (e.g. `collections.Mapping`) says so;
+    anything else is the runtime list's or the wheel's."""
+    if python_version_sign(error):
+        return Failure(Category.PYTHON_VERSION, error, PYTHON_VERSION_HINT)
+    hint = "the runtime list misses a library (overrides: runtime_packages), or see the log"
+    return Failure(Category.SMOKE, error, hint)
 
 
 def _runtime_line(runtime: Runtime) -> str:

@@ -36,6 +36,7 @@ class Category(StrEnum):
     UNRESOLVABLE = "build-deps-unresolvable"  # no version satisfies a build requirement
     DEPENDENCY_FAILED = "build-dep-failed"  # a build-dependency job this needs failed
     METADATA = "metadata"
+    PYTHON_VERSION = "python-version"  # the release predates the builder's Python
     MISSING_SYSTEM_LIBRARY = "missing-system-library"
     SYSTEM_PACKAGES = "system-packages"  # a job's extra system packages (#15) not installed
     COMPILE = "compile"
@@ -76,13 +77,62 @@ UNRESOLVABLE = re.compile(
     r"|ResolutionImpossible.*|conflicting dependencies.*)"
 )
 ERROR_LINE = re.compile(
-    r"(.*: (?:fatal )?error: .*|fatal error:.*|error:.*|Error:.*|ERROR:.*"
+    r"(.*: (?:fatal )?error: .*|fatal error:.*|error:.*|Error:.*|ERROR:.*|error in .*: .*"
     r"|Traceback \(most recent call last\)|.*Exception:.*|.*Error: .*|.*not found.*)"
 )
 _NOISE = re.compile(
     r"(error: subprocess-exited-with-error|ERROR: Failed building wheel|note: This error"
+    r"|Backend subprocess exited when trying to invoke"  # pypa/build's wrapper, not the cause
     r"|error: metadata-generation-failed|ERROR: Could not build wheels|╰─>|^\s*$)"
 )
+
+
+# Headers CPython no longer installs: old generated C (Cython < 0.29.24 includes
+# longintrepr.h, which 3.11 moved into cpython/) asks for them. No -dev package has
+# them, so the fix is a newer release of the project, or regenerating its C sources.
+GONE_HEADERS = frozenset({"longintrepr.h", "eval.h", "pyfpe.h"})
+# The signs of a release older than the interpreter that builds or imports it.
+OLDER_THAN_PYTHON = re.compile(
+    r"(cannot import name '\w+' from 'collections'"
+    r"|module 'collections' has no attribute '\w+'"
+    r"|collections\.(?:Mutable)?(?:Mapping|Sequence|Set|Callable|Iterable)\b.*(?:Error|attribute)"
+    r"|use_2to3 is invalid"
+    r"|No module named '(?:distutils|imp|asynchat|asyncore|smtpd)'"
+    r"|module 'inspect' has no attribute 'getargspec'"
+    r"|has no member named '(?:ob_digit|f_lasti|f_back|f_code|tp_print)'"
+    r"|PyFrameObject|_PyUnicode_get_wstr_length|PyUnicode_AS_UNICODE"
+    r"|SyntaxError: .*"
+    r"|invalid syntax)"
+)
+
+
+def python_version_sign(log: str) -> str | None:
+    """The line that shows a release older than the builder's Python, if one does."""
+    found = OLDER_THAN_PYTHON.search(log)
+    if found is None:
+        return None
+    start = log.rfind("\n", 0, found.start()) + 1
+    end = log.find("\n", found.end())
+    return log[start : end if end != -1 else None].strip()[:300]
+
+
+PYTHON_VERSION_HINT = (
+    "this release predates the builder's Python; pin a newer release of the project "
+    "(or build this branch on an older distro)"
+)
+
+
+def python_version_hint(python: str, project: str, newer: str | None) -> str:
+    if newer is None:
+        return (
+            f"this release predates Python {python}, the platform's; no newer release of "
+            f"{project} says it supports {python}: build this branch on an older distro"
+        )
+    return (
+        f"this release predates Python {python}, the platform's; the oldest release of "
+        f"{project} that says it supports {python} is {newer}: pin {project}=={newer}, or "
+        "build this branch on an older distro"
+    )
 
 
 @dataclass(frozen=True)
@@ -196,6 +246,9 @@ def classify(exit_code: int | None, log: str, family: Family) -> Failure:
             line[:300],
             "pin a build tool that fits with a build constraint (--build-constraint)",
         )
+    old = python_version_sign(log)
+    if old is not None:
+        return Failure(Category.PYTHON_VERSION, old, PYTHON_VERSION_HINT)
     if exit_code == EXIT_METADATA:
         return Failure(
             Category.METADATA,
@@ -206,6 +259,14 @@ def classify(exit_code: int | None, log: str, family: Family) -> Failure:
     if exit_code == EXIT_SDIST:
         return Failure(Category.METADATA, first_error_line(log), "the sdist does not unpack")
     missing = missing_piece(log)
+    if missing is not None and missing.name.rsplit("/", 1)[-1] in GONE_HEADERS:
+        return Failure(
+            Category.PYTHON_VERSION,
+            f"missing header {missing.name}: the interpreter no longer has it",
+            "the C sources were generated for an older Python (e.g. by Cython < 0.29.24): "
+            "pin a newer release of the project, or regenerate its C sources "
+            "(`Cython<3` in a build constraint)",
+        )
     if missing is not None:
         package = provider(missing, family)
         hint = (

@@ -33,7 +33,7 @@ from orchestrator.scheduler import Cancel
 
 from .builddeps import BuildDepNeed, needs_for, parse_constraints
 from .execute import ExecOptions, Executor, emulated_by_arch, emulated_seconds
-from .failures import Category, Failure
+from .failures import Category, Failure, python_version_hint
 from .index import PublishResult, publish
 from .inputs import Builder, PlanResult, make_plan
 from .jobs import JobKind, JobSettings, PoolSnapshot, SdistOutcome, job_graph
@@ -43,7 +43,7 @@ from .provenance import statement
 from .records import WheelRecord
 from .sources import HashMismatch, SdistCache, SdistDownloadError, SdistFacts, SdistRef, facts
 from .store import AddResult, Provenance, Store
-from .upstream import Upstream
+from .upstream import ProjectPage, Upstream, oldest_supporting
 
 MAX_BUILD_DEP_DEPTH = 3  # build requirements of build requirements, and so on
 
@@ -205,6 +205,18 @@ def _build_wheels(
     finally:
         # Whatever stopped the run, what finished goes to the store, index and report.
         run.jobs = list(executor.records.values())
+        for record in run.jobs:
+            _name_supporting_release(record, plan.pages)
+
+
+def _name_supporting_release(record: WheelRecord, pages: Mapping[str, ProjectPage | None]) -> None:
+    """A release older than the builder's Python: its hint names the oldest release
+    of the project that says it fits that Python."""
+    if record.category is not Category.PYTHON_VERSION:
+        return
+    page = pages.get(record.name)
+    newer = oldest_supporting(page, record.python, record.version) if page else None
+    record.hint = python_version_hint(record.python, record.name, newer)
 
 
 def _ref(decision: Decision) -> SdistRef:

@@ -23,6 +23,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import requests
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import (
     InvalidSdistFilename,
     InvalidWheelFilename,
@@ -196,6 +197,35 @@ class ProjectPage:
                 same = False
             out.append(spelled if same and spelled else canonical)
         return out
+
+
+def oldest_supporting(page: ProjectPage, python: str, after: str) -> str | None:
+    """The oldest final release newer than `after` that says it fits `python` (X.Y): a
+    wheel tagged for it, or a Requires-Python that admits it; None if none does."""
+    wanted = Version(f"{python}.0")
+    tag = f"cp{python.replace('.', '')}"
+    newer = []
+    for spelled in page.versions():
+        try:
+            version = Version(spelled)
+        except InvalidVersion:
+            continue
+        if version > Version(after) and not version.is_prerelease:
+            newer.append((version, spelled))
+    for _version, spelled in sorted(newer):
+        files = [f for f in page.files(spelled) if not f.yanked]
+        if any(f"-{tag}-" in f.filename for f in files) or any(
+            f.requires_python and _admits(f.requires_python, wanted) for f in files
+        ):
+            return spelled
+    return None
+
+
+def _admits(requires_python: str, python: Version) -> bool:
+    try:
+        return python in SpecifierSet(requires_python)
+    except InvalidSpecifier:
+        return False
 
 
 @dataclass

@@ -58,6 +58,21 @@ def test_known_bad_pin_fails_once_as_metadata_without_compiling_build_tools(
     assert f"FAILED {platform}/pyyaml==5.4.1 [metadata]" in bad_pin.process.stderr
 
 
+def test_a_release_older_than_the_python_is_named_so(
+    built_images: ImagesReport, local: Local, tmp_path: Path
+) -> None:
+    """feedparser 5.2.1 (use_2to3) on bookworm's Python 3.11: the category says so, the
+    error is the backend's own line, the hint names the first release that fits."""
+    built = fresh(local, tmp_path).build("feedparser==5.2.1\n", tmp_path, "-p", "*-amd64")
+    assert built.process.returncode == 1, built.process.stderr
+    job = built.jobs[f"{AMD}/feedparser==5.2.1"]
+    assert job["category"] == "python-version", job
+    assert job["error"] == "error in feedparser setup command: use_2to3 is invalid."
+    assert "Python 3.11" in job["hint"]
+    assert "feedparser==6.0.0" in job["hint"], job["hint"]
+    assert job["attempts"] == 1
+
+
 def test_a_build_constraint_fixes_the_known_bad_pin(
     built_images: ImagesReport, local: Local, tmp_path: Path
 ) -> None:

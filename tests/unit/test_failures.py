@@ -137,3 +137,84 @@ def test_only_network_and_engine_categories_are_retryable() -> None:
 def test_first_error_line_skips_pips_wrappers() -> None:
     log = "error: subprocess-exited-with-error\n  ╰─> [3 lines of output]\nValueError: bad\n"
     assert first_error_line(log) == "ValueError: bad"
+
+
+# feedparser 5.2.1 on Python 3.11: setuptools 58 dropped use_2to3; pypa/build's wrapper
+# line comes after the backend's own, and is not what a person should read.
+FEEDPARSER = """\
+* Getting build dependencies for wheel...
+error in feedparser setup command: use_2to3 is invalid.
+
+ERROR Backend subprocess exited when trying to invoke get_requires_for_build_wheel
+"""
+
+# Old Cython output (before 0.29.24) on Python 3.11, which moved longintrepr.h.
+LONGINTREPR = """\
+x86_64-linux-gnu-gcc -fPIC -I/job/env/include -I/usr/include/python3.11 -c src/_speedups.c
+src/_speedups.c:198:12: fatal error: longintrepr.h: No such file or directory
+  198 |   #include "longintrepr.h"
+compilation terminated.
+error: command '/usr/bin/x86_64-linux-gnu-gcc' failed with exit code 1
+"""
+
+OLD_IMPORTS = [
+    "ImportError: cannot import name 'Callable' from 'collections' (/usr/lib/python3.11/"
+    "collections/__init__.py)",
+    "AttributeError: module 'collections' has no attribute 'MutableMapping'",
+    "ModuleNotFoundError: No module named 'distutils'",
+    '  File "/job/build/setup.py", line 12\n    print "hello"\n    ^\nSyntaxError: Missing '
+    "parentheses in call to 'print'. Did you mean print(...)?",
+]
+
+
+def test_the_backend_line_is_shown_not_the_wrapper() -> None:
+    failure = classify(EXIT_METADATA, FEEDPARSER, Family.DEB)
+    assert failure.first_line == "error in feedparser setup command: use_2to3 is invalid."
+    assert failure.category == Category.PYTHON_VERSION
+    assert "Cython<3" not in failure.hint  # not the metadata hint: it points the wrong way
+
+
+def test_a_header_the_interpreter_dropped_is_not_a_missing_package() -> None:
+    failure = classify(EXIT_BUILD, LONGINTREPR, Family.DEB)
+    assert failure.category == Category.PYTHON_VERSION
+    assert "longintrepr.h" in failure.first_line
+    assert "newer release" in failure.hint
+    assert "Cython<3" in failure.hint
+    assert "-dev" not in failure.hint
+    # a real missing -dev header stays what it was
+    assert classify(EXIT_BUILD, PYTHON_LDAP, Family.DEB).category == (
+        Category.MISSING_SYSTEM_LIBRARY
+    )
+
+
+@pytest.mark.parametrize("line", OLD_IMPORTS)
+def test_releases_older_than_the_python_have_their_own_category(line: str) -> None:
+    for code in (EXIT_METADATA, EXIT_BUILD):
+        failure = classify(code, f"running egg_info\n{line}\n", Family.DEB)
+        assert failure.category == Category.PYTHON_VERSION, (code, line)
+    # the Cython 3 failure keeps its own category and hint
+    assert classify(EXIT_METADATA, PYYAML_CYTHON3, Family.DEB).category == Category.METADATA
+
+
+def test_the_hint_names_the_oldest_release_that_fits_the_python() -> None:
+    from orchestrator.wheels.failures import python_version_hint
+    from orchestrator.wheels.upstream import IndexFile, ProjectPage, oldest_supporting
+
+    files = [
+        ("feedparser-5.2.1.tar.gz", None),
+        ("feedparser-5.2.1.zip", None),
+        ("feedparser-6.0.0b1.tar.gz", ">=3.6"),  # a pre-release is never suggested
+        ("feedparser-6.0.0-py3-none-any.whl", ">=3.6"),
+        ("feedparser-6.0.11-py3-none-any.whl", ">=3.6"),
+        ("feedparser-9.0-cp311-cp311-manylinux_2_17_x86_64.whl", None),  # by its tag
+    ]
+    page = ProjectPage.of(
+        (IndexFile(n, f"https://f/{n}", None, rp, False) for n, rp in files), "feedparser"
+    )
+    assert oldest_supporting(page, "3.11", "5.2.1") == "6.0.0"
+    assert oldest_supporting(page, "3.11", "6.0.11") == "9.0"
+    assert oldest_supporting(page, "3.12", "6.0.11") is None
+    assert oldest_supporting(page, "3.11", "9.0") is None
+    hint = python_version_hint("3.11", "feedparser", "6.0.0")
+    assert "Python 3.11" in hint
+    assert "feedparser==6.0.0" in hint
