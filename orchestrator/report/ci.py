@@ -8,49 +8,50 @@ textfile collector, written atomically so it never reads half a file.
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .data import write_text_atomic
+import junit_xml as junit
+from prometheus_client import CollectorRegistry, Gauge, generate_latest, write_to_textfile
+
+from .data import unwritable, write_text_atomic
 
 LOG_TAIL = 64 * 1024
+BAD = ("failed", "timeout", "smoke-failed")
+# Colour and cursor codes: junit-xml drops the bytes XML cannot hold, this drops the
+# rest of each sequence, so a CI page shows the log's words, not `[31m`.
+ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|[@-Z\\-_])")
 
 
 def junit_xml(report: dict[str, Any]) -> str:
-    jobs = report["jobs"]
-    failed = [j for j in jobs if j["status"] in ("failed", "timeout", "smoke-failed")]
-    skipped = [j for j in jobs if j["status"] == "cancelled"]
-    suite = ET.Element(
-        "testsuite",
-        name=f"orchestrate build {report['run_id']}",
-        tests=str(len(jobs)),
-        failures=str(len(failed)),
-        skipped=str(len(skipped)),
-        time=f"{sum(float(j['duration']) for j in jobs):.2f}",
-        timestamp=str(report.get("started", "")),
-    )
-    for job in jobs:
-        case = ET.SubElement(
-            suite,
-            "testcase",
-            classname=str(job["platform"]),
-            name=str(job["job"]).split("/", 1)[-1],
-            time=f"{float(job['duration']):.2f}",
+    """One test case per job, built and escaped by junit-xml (which also removes the
+    characters XML 1.0 forbids, such as ESC and NUL from a log's tail)."""
+    cases = []
+    for job in report["jobs"]:
+        case = junit.TestCase(
+            _plain(str(job["job"]).split("/", 1)[-1]),
+            classname=_plain(str(job["platform"])),
+            elapsed_sec=float(job["duration"]),
         )
-        if job["status"] in ("failed", "timeout", "smoke-failed"):
-            failure = ET.SubElement(
-                case,
-                "failure",
-                message=str(job.get("error") or job.get("detail") or job["status"]),
-                type=str(job.get("category") or job["status"]),
+        if job["status"] in BAD:
+            case.add_failure_info(
+                message=_plain(str(job.get("error") or job.get("detail") or job["status"])),
+                output=_plain(_log_tail(str(job.get("log") or ""))),
+                failure_type=str(job.get("category") or job["status"]),
             )
-            failure.text = _log_tail(str(job.get("log") or ""))
         elif job["status"] == "cancelled":
-            ET.SubElement(case, "skipped", message=str(job.get("detail") or "cancelled"))
-    ET.indent(suite)
-    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suite, encoding="unicode")
+            case.add_skipped_info(message=_plain(str(job.get("detail") or "cancelled")))
+        cases.append(case)
+    suite = junit.TestSuite(
+        f"orchestrate build {report['run_id']}", cases, timestamp=str(report.get("started", ""))
+    )
+    return str(junit.to_xml_report_string([suite], prettyprint=True, encoding="utf-8"))
+
+
+def _plain(text: str) -> str:
+    return ANSI.sub("", text)
 
 
 def _log_tail(path: str) -> str:
@@ -63,75 +64,72 @@ def _log_tail(path: str) -> str:
         return f"(log not readable: {path})"
 
 
-Sample = tuple[dict[str, str], float]
-
-
 def metrics(report: dict[str, Any], index: dict[str, tuple[int, int]]) -> str:
+    """The metrics in Prometheus' text format."""
+    return generate_latest(metrics_registry(report, index)).decode()
+
+
+def metrics_registry(
+    report: dict[str, Any], index: dict[str, tuple[int, int]]
+) -> CollectorRegistry:
     """`index`: platform -> (wheels, bytes) our index serves for it."""
+    registry = CollectorRegistry()
     jobs = report["jobs"]
-    statuses = Counter((j["platform"], j["status"]) for j in jobs)
+    _jobs_by_status(registry, jobs)
+    seconds = Gauge(
+        "orchestrate_job_seconds",
+        "Wall time of each wheel job of the last build.",
+        ["platform", "job", "emulated"],
+        registry=registry,
+    )
     emulated: dict[str, float] = {}
     for j in jobs:
-        if j["emulated"] and j["status"] != "shared":
+        if j["status"] == "shared":
+            continue
+        seconds.labels(j["platform"], j["job"], str(j["emulated"]).lower()).set(j["duration"])
+        if j["emulated"]:
             arch = str(j.get("arch") or j["platform"].rsplit("-", 1)[-1])
             emulated[arch] = emulated.get(arch, 0.0) + float(j["duration"])
-    ran = [j for j in jobs if j["status"] != "shared"]
-    return "".join(
-        [
-            _gauge(
-                "orchestrate_jobs",
-                "Wheel jobs of the last build, by status.",
-                [({"platform": p, "status": st}, n) for (p, st), n in sorted(statuses.items())],
-            ),
-            _gauge(
-                "orchestrate_job_seconds",
-                "Wall time of each wheel job of the last build.",
-                [
-                    (
-                        {
-                            "platform": j["platform"],
-                            "job": j["job"],
-                            "emulated": str(j["emulated"]).lower(),
-                        },
-                        float(j["duration"]),
-                    )
-                    for j in ran
-                ],
-            ),
-            _gauge(
-                "orchestrate_emulated_seconds",
-                "Job time spent under emulation, per arch.",
-                [({"arch": a}, sec) for a, sec in sorted(emulated.items())],
-            ),
-            _gauge(
-                "orchestrate_index_wheels",
-                "Wheels our index serves, per platform.",
-                [({"platform": p}, w) for p, (w, _b) in sorted(index.items())],
-            ),
-            _gauge(
-                "orchestrate_index_bytes",
-                "Bytes of wheels our index serves, per platform.",
-                [({"platform": p}, b) for p, (_w, b) in sorted(index.items())],
-            ),
-            _gauge(
-                "orchestrate_last_run_ok",
-                "1 when the last build had no failed job.",
-                [({}, 0 if report["summary"].get("failed") else 1)],
-            ),
-        ]
+    by_arch = Gauge(
+        "orchestrate_emulated_seconds",
+        "Job time spent under emulation, per arch.",
+        ["arch"],
+        registry=registry,
     )
+    for arch, total in sorted(emulated.items()):
+        by_arch.labels(arch).set(total)
+    _index_gauges(registry, index)
+    Gauge(
+        "orchestrate_last_run_ok", "1 when the last build had no failed job.", registry=registry
+    ).set(0 if report["summary"].get("failed") else 1)
+    return registry
 
 
-def _gauge(name: str, text: str, samples: list[Sample]) -> str:
-    lines = [f"# HELP {name} {text}", f"# TYPE {name} gauge"]
-    for labels, value in samples:
-        inner = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
-        lines.append(f"{name}{{{inner}}} {value:g}" if inner else f"{name} {value:g}")
-    return "\n".join(lines) + "\n"
+def _jobs_by_status(registry: CollectorRegistry, jobs: list[dict[str, Any]]) -> None:
+    gauge = Gauge(
+        "orchestrate_jobs",
+        "Wheel jobs of the last build, by status.",
+        ["platform", "status"],
+        registry=registry,
+    )
+    for (platform, status), n in sorted(
+        Counter((j["platform"], j["status"]) for j in jobs).items()
+    ):
+        gauge.labels(platform, status).set(n)
 
 
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+def _index_gauges(registry: CollectorRegistry, index: dict[str, tuple[int, int]]) -> None:
+    wheels = Gauge(
+        "orchestrate_index_wheels", "Wheels our index serves, per platform.", ["platform"],
+        registry=registry,
+    )  # fmt: skip
+    size = Gauge(
+        "orchestrate_index_bytes", "Bytes of wheels our index serves, per platform.",
+        ["platform"], registry=registry,
+    )  # fmt: skip
+    for platform, (count, total) in sorted(index.items()):
+        wheels.labels(platform).set(count)
+        size.labels(platform).set(total)
 
 
 def write_junit(report: dict[str, Any], path: Path) -> None:
@@ -139,4 +137,10 @@ def write_junit(report: dict[str, Any], path: Path) -> None:
 
 
 def write_metrics(report: dict[str, Any], index: dict[str, tuple[int, int]], path: Path) -> None:
-    write_text_atomic(path, metrics(report, index))
+    """prometheus_client's own writer: a temporary file renamed into place, which is how
+    node_exporter's textfile collector expects a file to appear."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_to_textfile(str(path), metrics_registry(report, index))
+    except OSError as exc:
+        raise unwritable(path, exc) from None

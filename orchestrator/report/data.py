@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import EnvironmentProblem, InputError
+from orchestrator.errors import EnvironmentProblem, InputError, OrchestrateError
 from orchestrator.redact import redact
 from orchestrator.wheels.execute import emulated_seconds
 from orchestrator.wheels.pipeline import BuildRun
@@ -77,14 +77,19 @@ def write_text_atomic(path: Path, text: str) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        if exc.errno in DISK_ERRORS:  # the machine's problem, not the path's
-            raise EnvironmentProblem(
-                f"{path}: cannot write it ({exc.strerror or exc})", hint="free some space"
-            ) from None
-        raise InputError(
-            f"{path}: cannot write it ({exc.strerror or exc})",
-            hint="choose a path in a folder you can write to",
-        ) from None
+        raise unwritable(path, exc) from None
+
+
+def unwritable(path: Path, exc: OSError) -> OrchestrateError:
+    """An output that cannot be written: the machine's problem (exit 3) or the path's (2)."""
+    if exc.errno in DISK_ERRORS:
+        return EnvironmentProblem(
+            f"{path}: cannot write it ({exc.strerror or exc})", hint="free some space"
+        )
+    return InputError(
+        f"{path}: cannot write it ({exc.strerror or exc})",
+        hint="choose a path in a folder you can write to",
+    )
 
 
 def with_previous(report: dict[str, Any], folder: Path) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from orchestrator.report.ci import junit_xml, metrics
+from orchestrator.report.ci import junit_xml, metrics, write_junit, write_metrics
 
 
 def report(tmp_path: Path) -> dict[str, Any]:
@@ -30,8 +30,15 @@ def report(tmp_path: Path) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _suite(text: str) -> ET.Element:
+    root = ET.fromstring(text)
+    suite = root if root.tag == "testsuite" else root.find("testsuite")
+    assert suite is not None
+    return suite
+
+
 def test_junit_has_a_case_per_job_with_failures_and_logs(tmp_path: Path) -> None:
-    suite = ET.fromstring(junit_xml(report(tmp_path)))
+    suite = _suite(junit_xml(report(tmp_path)))
     assert suite.get("tests") == "4"
     assert suite.get("failures") == "1"
     assert suite.get("skipped") == "1"
@@ -48,18 +55,54 @@ def test_junit_has_a_case_per_job_with_failures_and_logs(tmp_path: Path) -> None
 
 
 def test_metrics_are_prometheus_text(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
     text = metrics(report(tmp_path), {"p-amd64": (3, 4096), "p-arm64": (1, 100)})
-    lines = text.splitlines()
-    assert 'orchestrate_jobs{platform="p-amd64",status="failed"} 1' in lines
-    assert 'orchestrate_emulated_seconds{arch="arm64"} 30.5' in lines
-    assert 'orchestrate_index_bytes{platform="p-amd64"} 4096' in lines
-    assert "orchestrate_last_run_ok 0" in lines
-    assert "# TYPE orchestrate_job_seconds gauge" in lines
-    for line in lines:  # every sample line: name{labels} value
-        if not line.startswith("#"):
-            name_labels, value = line.rsplit(" ", 1)
-            float(value)
-            assert name_labels.startswith("orchestrate_")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("orchestrate_jobs", (("platform", "p-amd64"), ("status", "failed")))] == 1
+    assert samples[("orchestrate_emulated_seconds", (("arch", "arm64"),))] == 30.5
+    assert samples[("orchestrate_index_bytes", (("platform", "p-amd64"),))] == 4096
+    assert samples[("orchestrate_last_run_ok", ())] == 0
+    assert "# TYPE orchestrate_job_seconds gauge" in text.splitlines()
+    assert all(name.startswith("orchestrate_") for name, _ in samples)
+
+
+# The worst log tails we have: colour codes, cursor moves, a bell, NUL, a form feed,
+# bytes that are not UTF-8, and XML's own characters.
+WORST_TAIL = (
+    b"\x1b[31merror:\x1b[0m fatal \x1b[1;33m<lber.h>\x1b[K & ]]> \x07\x00\x0c\x1b]0;title\x07"
+    b"\xff\xfe not utf-8 \x1bc\r\n"
+)
+
+
+def test_the_worst_log_tails_still_make_valid_junit_and_metrics(tmp_path: Path) -> None:
+    """Parsed with real parsers: xml.etree for JUnit (CI systems drop a malformed
+    file and with it the whole night's results), prometheus_client's for metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    data = report(tmp_path)
+    Path(data["jobs"][2]["log"]).write_bytes(WORST_TAIL)
+    data["jobs"][2]["error"] = "\x1b[31merror:\x1b[0m <lber.h> \x00 & more"
+    data["jobs"][2]["job"] = 'p-amd64/we"ird\x1b[0m==1'
+    out = tmp_path / "junit.xml"
+    write_junit(data, out)
+    suite = _suite(out.read_text(encoding="utf-8"))
+    failed = [c for c in suite.iter("testcase") if c.find("failure") is not None]
+    assert len(failed) == 1
+    failure = failed[0].find("failure")
+    assert failure is not None
+    assert failure.get("message") == "error: <lber.h>  & more"
+    assert "fatal <lber.h> & ]]>" in (failure.text or "")
+    assert "\x1b" not in (failure.text or "")
+    path = tmp_path / "metrics.prom"
+    write_metrics(data, {"p-amd64": (1, 1)}, path)
+    families = list(text_string_to_metric_families(path.read_text()))
+    labels = [s.labels.get("job") for f in families for s in f.samples if s.labels.get("job")]
+    assert 'p-amd64/we"ird\x1b[0m==1' in labels
 
 
 def test_progress_shows_each_running_jobs_phase_and_elapsed_time() -> None:
