@@ -242,7 +242,10 @@ def test_json_goes_to_the_clients_that_ask_for_it(
         for agent, path, kind in servers.served()
         if "/simple/crcmod/" in path and not path.endswith((".whl", ".metadata"))
     ]
-    for client, version in {r["client"]: r["version"] for r in runs}.items():
+    clients = {r["client"]: r["version"] for r in runs}
+    assert len(clients) >= 2, runs  # a loop over nothing would pass by accident
+    assert pages, "no client asked for a crcmod page"
+    for client, version in clients.items():
         agent = f"uv/{version}" if client == "uv" else f"pip/{version}"
         kinds = {kind for a, kind in pages if a.startswith(agent)}
         want = "application/vnd.pypi.simple.v1+json" if client in ASKS_JSON else "text/html"
