@@ -180,7 +180,7 @@ class Store:
     def __init__(self, root: Path) -> None:
         if "\0" in str(root) or (root.exists() and not root.is_dir()):
             raise InputError(
-                f"index.root {shown(str(root))} is not a folder (a file, or a NUL byte)",
+                f"index.root {shown(str(root), 300)} is not a folder (a file, or a NUL byte)",
                 hint="point index.root in the matrix at a folder",
             )
         self.root = root

@@ -78,6 +78,7 @@ class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     body: bytes = b""
     drip: bool = False
+    content_type: str = "text/plain"
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -85,7 +86,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.send_response(200)
-        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Type", self.server.content_type)
         extra = 10_000 if self.server.drip else 0
         self.send_header("Content-Length", str(len(self.server.body) + extra))
         self.end_headers()
@@ -295,3 +296,86 @@ def test_odd_requirement_lines_name_the_line(
     assert f"{tmp_path / 'r.txt'}:1" in result.err
     assert words in result.err
     assert len(result.err) < 1000
+
+
+def test_an_index_root_that_is_a_file_is_exit_2(cli: CliRunner, tmp_path: Path) -> None:
+    root = tmp_path / "wheels"
+    root.write_text("not a folder")
+    matrix = local_matrix_copy(tmp_path / "m.yaml", root)
+    (tmp_path / "r.txt").write_text("six==1.16.0\n")
+    for args in (("publish",), ("plan", "-r", str(tmp_path / "r.txt"))):
+        result = cli(*args, "-m", str(matrix))
+        assert result.code == 2, result.err
+        assert f"index.root '{root}' is not a folder" in result.err
+    assert root.read_text() == "not a folder"
+
+
+def test_an_index_root_with_a_nul_byte_is_exit_2(cli: CliRunner, tmp_path: Path) -> None:
+    matrix = local_matrix_copy(tmp_path / "m.yaml", tmp_path / "w")
+    matrix.write_text(matrix.read_text().replace(f"root: {tmp_path / 'w'}", 'root: "w\\0x"'))
+    result = cli("matrix", "validate", str(matrix))
+    assert result.code == 2, result.err
+    assert "index.root" in result.err
+    assert "NUL byte" in result.err
+
+
+@pytest.mark.parametrize("kind", ["file", "uncreatable"])
+def test_an_unusable_cache_dir_is_exit_2(
+    cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    path = tmp_path / "cache"
+    if kind == "file":
+        path.write_text("x")
+    else:
+        path = Path("/proc/no-such-process/cache")
+    monkeypatch.setenv("ORCHESTRATE_CACHE_DIR", str(path))
+    matrix = local_matrix_copy(tmp_path / "m.yaml", tmp_path / "w")
+    (tmp_path / "r.txt").write_text("six==1.16.0\n")
+    result = cli("plan", "-m", str(matrix), "-r", str(tmp_path / "r.txt"))
+    assert result.code == 2, result.err
+    assert f"ORCHESTRATE_CACHE_DIR='{path}'" in result.err
+
+
+def test_serve_on_a_busy_port_or_a_foreign_address_is_exit_2(
+    cli: CliRunner, tmp_path: Path, server: _Server
+) -> None:
+    matrix = local_matrix_copy(tmp_path / "m.yaml", tmp_path / "w")
+    busy = str(server.server_address[1])
+    result = cli("serve", "-m", str(matrix), "--port", busy)
+    assert result.code == 2, result.err
+    assert f"cannot serve on 127.0.0.1:{busy}" in result.err
+    result = cli("serve", "-m", str(matrix), "--port", "0", "--host", "192.0.2.77")
+    assert result.code == 2, result.err
+    assert "cannot serve on 192.0.2.77:0" in result.err
+
+
+def test_doctor_index_on_an_unsupported_repository_version_is_exit_3(
+    server: _Server,
+) -> None:
+    server.body = (
+        b'<html><head><meta name="pypi:repository-version" content="2.0"></head>'
+        b'<body><a href="demo/">demo</a></body></html>'
+    )
+    server.content_type = "text/html"
+    proc = _doctor(_url(server), {})
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, out + err
+    assert "UnsupportedRepoVersionError" in out + err
+    assert "Traceback" not in err
+
+
+def test_a_huge_report_with_an_unknown_job_gets_a_short_hint(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    import json
+
+    report = _report(tmp_path)
+    template = report["jobs"][0]
+    report["jobs"] = [{**template, "job": f"x/p{i}==1.0", "name": f"p{i}"} for i in range(50_000)]
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps(report))
+    result = cli("reproduce", "--print", "--report", str(path), "debian-bookworm-arm64", "nope")
+    assert result.code == 2
+    assert "no job for" in result.err
+    assert "and 49980 more" in result.err
+    assert len(result.err) < 5_000
