@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import CONSTRAINTS, OUT, Row, orchestrate_build, sh
-from orchestrator.wheels.serve import make_server
+from orchestrator.publish.serve import make_server
 from tests.matrices import local_matrix_copy
 
 ARM = "debian-bookworm-arm64"

@@ -12,11 +12,11 @@ from pathlib import Path
 
 from benchmarks.common import CONSTRAINTS, OUT, Row, sh
 from orchestrator.config import load_matrix
-from orchestrator.matrix import expand, select
-from orchestrator.wheels.index import publish
-from orchestrator.wheels.inputs import make_plan
-from orchestrator.wheels.plan import Action
-from orchestrator.wheels.store import Provenance, Store
+from orchestrator.config.matrix import expand, select
+from orchestrator.model import Action
+from orchestrator.plan.gather import make_plan
+from orchestrator.publish.index import publish
+from orchestrator.store import Provenance, Store
 from tests.wheelfactory import make_wheel
 
 REPO = Path(__file__).resolve().parent.parent

@@ -15,8 +15,8 @@ from pathlib import Path
 from benchmarks import cache, compilers, freshness, openstack, scheduling
 from benchmarks.common import OUT, Row, machine, plot, print_table, save
 from orchestrator.config import load_matrix
+from orchestrator.config.matrix import expand
 from orchestrator.images.build import image_tag
-from orchestrator.matrix import expand
 from tests.matrices import local_matrix_copy
 
 

@@ -10,18 +10,19 @@ from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.common import OUT, Row, sh
-from orchestrator.config import Arch, EngineSpec, load_matrix
+from orchestrator.build.builddeps import BuildDepCache
+from orchestrator.build.graph import WheelJob
+from orchestrator.build.job import JobContext, JobInputs, input_tar, run_job
+from orchestrator.build.sources import SdistCache, SdistRef
+from orchestrator.config import EngineSpec, load_matrix
+from orchestrator.config.matrix import expand
+from orchestrator.core.layout import RunLayout
 from orchestrator.engines.docker import DockerEngine
-from orchestrator.engines.pool import EnginePool, ProbeCache
-from orchestrator.layout import RunLayout
-from orchestrator.matrix import expand
+from orchestrator.engines.pool import EngineFactsCache, EnginePool
+from orchestrator.model import Arch, JobKind
+from orchestrator.plan.gather import tagsets_for
+from orchestrator.plan.upstream import Upstream
 from orchestrator.scheduler import Cancel, Job, Outcome, Placement, Scheduler
-from orchestrator.wheels.builddeps import BuildDepCache
-from orchestrator.wheels.builder import JobContext, JobInputs, input_tar, run_job
-from orchestrator.wheels.inputs import tagsets_for
-from orchestrator.wheels.jobs import JobKind, WheelJob
-from orchestrator.wheels.sources import SdistCache, SdistRef
-from orchestrator.wheels.upstream import Upstream
 from tests.unit.fakes import FakeEngine
 
 
@@ -49,7 +50,7 @@ def makespan() -> list[Row]:
     rows = []
     for longest_first, name in ((True, "longest first"), (False, "first come, first served")):
         engines = [FakeEngine("a", Arch.AMD64, slots=2), FakeEngine("b", Arch.AMD64, slots=2)]
-        pool = EnginePool(engines, ProbeCache(None))
+        pool = EnginePool(engines, EngineFactsCache(None))
         started = time.perf_counter()
         Scheduler(pool, longest_first=longest_first).run(jobs, _sleeper(1.0))
         took = time.perf_counter() - started
@@ -81,7 +82,7 @@ def native_first(measured: float | None) -> Row:
 
     def run(engines: list[FakeEngine]) -> float:
         started = time.perf_counter()
-        Scheduler(EnginePool(engines, ProbeCache(None))).run(jobs, _sleeper(emulation))
+        Scheduler(EnginePool(engines, EngineFactsCache(None))).run(jobs, _sleeper(emulation))
         return time.perf_counter() - started
 
     ours = run(
@@ -135,7 +136,7 @@ def overhead(image: str, matrix_path: Path, jobs: int = 6) -> Row:
 
     one(Job("warm", Arch.AMD64, 1, 0), Placement(engine, False, "warm"), Cancel())  # fills deps
     started = time.perf_counter()
-    pool = EnginePool([engine], ProbeCache(None))
+    pool = EnginePool([engine], EngineFactsCache(None))
     results = Scheduler(pool).run([Job(f"t{i}", Arch.AMD64, 1, i) for i in range(jobs)], one)
     ours = time.perf_counter() - started
     assert all(r.ok for r in results.values()), [r.detail for r in results.values()]

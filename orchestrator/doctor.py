@@ -4,26 +4,17 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import requests
 
-from orchestrator.config import Arch, Bootstrap, Matrix
+from orchestrator.config import Bootstrap, Matrix
+from orchestrator.config.matrix import Platform
+from orchestrator.core.errors import RegistryError
 from orchestrator.engines.pool import EnginePool, EngineStatus
-from orchestrator.errors import RegistryError
-from orchestrator.matrix import Platform
-from orchestrator.registry import Registry, ping
+from orchestrator.images.registry import Registry, ping
+from orchestrator.model import Arch, Check
 
 SETUP = "sudo orchestrate setup-host"
-
-
-@dataclass(frozen=True)
-class Check:
-    subject: str
-    ok: bool
-    detail: str
-    fix: str = ""
-    required: bool = True
 
 
 def engine_checks(statuses: Sequence[EngineStatus], arches: Sequence[Arch]) -> list[Check]:

@@ -11,18 +11,18 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
-from orchestrator.config import Arch
+from orchestrator.build.job import BUILD_USER, extract_wheels, input_tar, without
+from orchestrator.build.sources import SdistCache, SdistRef
+from orchestrator.build.system import system_image
+from orchestrator.config.matrix import Platform
+from orchestrator.core.errors import InputError, RegistryError
+from orchestrator.core.quoting import comment, shell_word, shown
 from orchestrator.engines import Engine, RunRequest
-from orchestrator.errors import InputError, RegistryError
-from orchestrator.matrix import Platform
-from orchestrator.quoting import comment, shell_word, shown
+from orchestrator.images.sysdeps import install_dockerfile
+from orchestrator.model import Arch
 from orchestrator.report.data import checked_job
-from orchestrator.sysdeps import install_dockerfile
-from orchestrator.wheels.builder import BUILD_USER, extract_wheels, input_tar, without
-from orchestrator.wheels.runtime import Runtime, analyse
-from orchestrator.wheels.smoke import SmokePlan, smoke_test
-from orchestrator.wheels.sources import SdistCache, SdistRef
-from orchestrator.wheels.system import system_image
+from orchestrator.trust.runtime import Runtime, analyse
+from orchestrator.trust.smoke import SmokePlan, smoke_test
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from orchestrator.config import Arch
+from orchestrator.core.errors import EngineError, OrchestrateError
 from orchestrator.engines import Engine
 from orchestrator.engines.pool import EnginePool
-from orchestrator.errors import EngineError, OrchestrateError
+from orchestrator.model import Arch
 
 T = TypeVar("T")
 

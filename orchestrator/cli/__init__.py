@@ -15,17 +15,16 @@ import traceback
 import click
 
 from orchestrator import __version__
-from orchestrator.errors import EXIT_INPUT, EXIT_INTERRUPTED, OrchestrateError
-from orchestrator.redact import RedactingStream
-
-from .app import App
-from .build import build
-from .doctor import doctor, setup_host
-from .images import images
-from .index import prune, publish, rollback, serve
-from .matrix import matrix
-from .plan import plan
-from .reproduce import report, reproduce
+from orchestrator.cli.app import App
+from orchestrator.cli.build import build
+from orchestrator.cli.doctor import doctor, setup_host
+from orchestrator.cli.images import images
+from orchestrator.cli.index import prune, publish, rollback, serve
+from orchestrator.cli.matrix import matrix
+from orchestrator.cli.plan import plan
+from orchestrator.cli.reproduce import report, reproduce
+from orchestrator.core.errors import EXIT_INPUT, EXIT_INTERRUPTED, OrchestrateError
+from orchestrator.core.redact import RedactingStream
 
 EXIT_INTERNAL = 70
 

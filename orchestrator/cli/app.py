@@ -17,13 +17,13 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator.config import Matrix, load_matrix
+from orchestrator.config.matrix import Platform, expand, select
+from orchestrator.core.errors import Interrupted
+from orchestrator.core.layout import RunLayout
 from orchestrator.engines.pool import EnginePool
-from orchestrator.errors import Interrupted
 from orchestrator.images.facts import ProbeCache
-from orchestrator.layout import RunLayout
-from orchestrator.matrix import Platform, expand, select
+from orchestrator.plan.gather import Builder
 from orchestrator.scheduler import Cancel
-from orchestrator.wheels.inputs import Builder
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_MATRIX = Path("platforms.yaml")
@@ -81,7 +81,7 @@ class App:
         # Imported here so that commands which need no engine never load docker-py.
         from orchestrator.engines.docker import DockerEngine
 
-        return EnginePool.from_matrix(self.matrix, DockerEngine, self.layout.engines)
+        return EnginePool.of(self.matrix.engines, DockerEngine, self.layout.engines)
 
     def builders(self) -> dict[str, Builder]:
         """The builders' last probed runtime facts (#12), for the plan's ABI check."""

@@ -7,30 +7,8 @@ from pathlib import Path
 
 import click
 
-from orchestrator.errors import (
-    EXIT_CONFLICT,
-    EXIT_FAILED,
-    EnvironmentProblem,
-    InputError,
-    OrchestrateError,
-)
-from orchestrator.progress import Progress
-from orchestrator.report.ci import write_junit, write_metrics
-from orchestrator.report.data import report_of, save_run_report, with_previous, write_report
-from orchestrator.report.html import write_html
-from orchestrator.wheels.builddeps import parse_constraints
-from orchestrator.wheels.inputs import check_something_to_plan
-from orchestrator.wheels.pipeline import (
-    BuildOptions,
-    BuildRun,
-    emulated_by_arch,
-    emulated_seconds,
-    new_run,
-    run_build,
-)
-from orchestrator.wheels.store import Store
-
-from .app import (
+from orchestrator.build.builddeps import parse_constraints
+from orchestrator.cli.app import (
     App,
     Seconds,
     echo_json,
@@ -42,7 +20,28 @@ from .app import (
     signals_cancel,
     workdir_option,
 )
-from .plan import FILE, missing_exit, requirement_options
+from orchestrator.cli.plan import FILE, missing_exit, requirement_options
+from orchestrator.cli.progress import Progress
+from orchestrator.core.errors import (
+    EXIT_CONFLICT,
+    EXIT_FAILED,
+    EnvironmentProblem,
+    InputError,
+    OrchestrateError,
+)
+from orchestrator.plan.gather import check_something_to_plan
+from orchestrator.report.ci import write_junit, write_metrics
+from orchestrator.report.data import report_of, save_run_report, with_previous, write_report
+from orchestrator.report.html import write_html
+from orchestrator.run import (
+    BuildOptions,
+    BuildRun,
+    emulated_by_arch,
+    emulated_seconds,
+    new_run,
+    run_build,
+)
+from orchestrator.store import Store
 
 
 @click.command()

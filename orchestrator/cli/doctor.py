@@ -8,11 +8,10 @@ from pathlib import Path
 
 import click
 
+from orchestrator.cli.app import App, echo_json, format_option, matrix_options, pass_app, print_rows
+from orchestrator.core.errors import EXIT_ENVIRONMENT, EXIT_FAILED, EnvironmentProblem
 from orchestrator.doctor import run_doctor
-from orchestrator.errors import EXIT_ENVIRONMENT, EXIT_FAILED, EnvironmentProblem
-from orchestrator.indexcheck import check_index, reachable
-
-from .app import App, echo_json, format_option, matrix_options, pass_app, print_rows
+from orchestrator.publish.indexcheck import check_index, reachable
 
 
 @click.command(

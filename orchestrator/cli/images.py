@@ -9,13 +9,7 @@ from pathlib import Path
 
 import click
 
-from orchestrator.errors import EXIT_FAILED
-from orchestrator.images.pipeline import ImagesReport, run_images
-from orchestrator.images.render import render
-from orchestrator.progress import Progress
-from orchestrator.report.data import write_text_atomic
-
-from .app import (
+from orchestrator.cli.app import (
     App,
     echo_json,
     format_option,
@@ -26,6 +20,11 @@ from .app import (
     signals_cancel,
     workdir_option,
 )
+from orchestrator.cli.progress import Progress
+from orchestrator.core.errors import EXIT_FAILED
+from orchestrator.images.pipeline import ImagesReport, run_images
+from orchestrator.images.render import render
+from orchestrator.report.data import write_text_atomic
 
 
 @click.group()

@@ -7,17 +7,16 @@ import dataclasses
 import click
 from packaging.utils import canonicalize_name, canonicalize_version
 
-from orchestrator.errors import EXIT_FAILED, EnvironmentProblem, InputError, SelectorError
-from orchestrator.matrix import expand
-from orchestrator.wheels.index import publish as publish_index
-from orchestrator.wheels.index import rollback as rollback_index
-from orchestrator.wheels.inputs import make_plan
-from orchestrator.wheels.prune import PruneCandidate, prune_candidates, unwanted_candidates
-from orchestrator.wheels.serve import serve_index
-from orchestrator.wheels.store import Store
-from orchestrator.wheels.upstream import Upstream
-
-from .app import App, echo_json, format_option, matrix_options, pass_app, print_rows
+from orchestrator.cli.app import App, echo_json, format_option, matrix_options, pass_app, print_rows
+from orchestrator.config.matrix import expand
+from orchestrator.core.errors import EXIT_FAILED, EnvironmentProblem, InputError, SelectorError
+from orchestrator.plan.gather import make_plan
+from orchestrator.plan.upstream import Upstream
+from orchestrator.publish.index import publish as publish_index
+from orchestrator.publish.index import rollback as rollback_index
+from orchestrator.publish.prune import PruneCandidate, prune_candidates, unwanted_candidates
+from orchestrator.publish.serve import serve_index
+from orchestrator.store import Store
 
 
 @click.command()

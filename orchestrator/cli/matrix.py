@@ -7,10 +7,9 @@ from pathlib import Path
 
 import click
 
+from orchestrator.cli.app import App, format_option, matrix_options, pass_app, print_rows
 from orchestrator.config import load_matrix
-from orchestrator.matrix import expand
-
-from .app import App, format_option, matrix_options, pass_app, print_rows
+from orchestrator.config.matrix import expand
 
 
 @click.group()

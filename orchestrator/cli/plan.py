@@ -8,13 +8,13 @@ from pathlib import Path
 
 import click
 
-from orchestrator.errors import EXIT_FAILED
+from orchestrator.cli.app import App, F, format_option, matrix_options, pass_app, print_rows
+from orchestrator.core.errors import EXIT_FAILED
+from orchestrator.model import Action
+from orchestrator.plan.decide import Decision, missing_pins
+from orchestrator.plan.gather import make_plan
+from orchestrator.plan.upstream import Upstream
 from orchestrator.report.data import write_text_atomic
-from orchestrator.wheels.inputs import make_plan
-from orchestrator.wheels.plan import Action, Decision, missing_pins
-from orchestrator.wheels.upstream import Upstream
-
-from .app import App, F, format_option, matrix_options, pass_app, print_rows
 
 FILE = click.Path(path_type=Path, dir_okay=False)
 

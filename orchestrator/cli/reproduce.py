@@ -13,10 +13,12 @@ from typing import Any
 
 import click
 
+from orchestrator.build.sources import SdistCache
+from orchestrator.cli.app import DEFAULT_MATRIX, App, matrix_option, pass_app, workdir_option
 from orchestrator.config import EngineSpec, load_matrix
+from orchestrator.config.matrix import expand
+from orchestrator.core.errors import EnvironmentProblem, InputError, RegistryError
 from orchestrator.engines import Engine
-from orchestrator.errors import EnvironmentProblem, InputError, RegistryError
-from orchestrator.matrix import expand
 from orchestrator.report.data import load_report
 from orchestrator.report.html import write_html
 from orchestrator.reproduce import (
@@ -27,9 +29,6 @@ from orchestrator.reproduce import (
     run_phases,
     run_smoke,
 )
-from orchestrator.wheels.sources import SdistCache
-
-from .app import DEFAULT_MATRIX, App, matrix_option, pass_app, workdir_option
 
 REPORT = click.Path(path_type=Path, dir_okay=False)
 

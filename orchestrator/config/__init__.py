@@ -1,14 +1,12 @@
 """The matrix file: schema and loader."""
 
-from .loader import load_matrix
-from .schema import (
-    Arch,
+from orchestrator.config.loader import load_matrix
+from orchestrator.config.schema import (
     Bootstrap,
     BranchSpec,
     BuilderSpec,
     DistroSpec,
     EngineSpec,
-    Family,
     IndexSpec,
     Matrix,
     OverrideSpec,
@@ -19,13 +17,11 @@ from .schema import (
 )
 
 __all__ = [
-    "Arch",
     "Bootstrap",
     "BranchSpec",
     "BuilderSpec",
     "DistroSpec",
     "EngineSpec",
-    "Family",
     "IndexSpec",
     "Matrix",
     "OverrideSpec",

@@ -19,19 +19,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from orchestrator.errors import ConfigError
-from orchestrator.files import read_bounded
-from orchestrator.sysdeps import BindepError, parse_bindep
-
-from .schema import (
-    ARCH_ALIASES,
-    Arch,
-    BranchSpec,
-    DuplicateError,
-    Family,
-    Matrix,
-    OverrideSpec,
-)
+from orchestrator.config.bindep import BindepError, parse_bindep
+from orchestrator.config.schema import BranchSpec, DuplicateError, Matrix, OverrideSpec
+from orchestrator.core.errors import ConfigError
+from orchestrator.core.files import read_bounded
+from orchestrator.model import ARCH_ALIASES, Arch, Family
 
 Loc = tuple[str | int, ...]
 

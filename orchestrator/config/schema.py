@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,58 +26,9 @@ from pydantic import (
     model_validator,
 )
 
-ARCH_ALIASES = {
-    "x86_64": "amd64",
-    "aarch64": "arm64",
-    "ppc64el": "ppc64le",  # Debian's name
-    "powerpc64le": "ppc64le",
-}
+from orchestrator.model import ARCH_ALIASES, Arch, Family
+
 NAME_RE = r"^[a-z0-9][a-z0-9._-]*$"
-
-
-class Arch(StrEnum):
-    """OCI architecture names; `x86_64`, `aarch64`, `ppc64el` and `powerpc64le` are
-    accepted on input."""
-
-    AMD64 = "amd64"
-    ARM64 = "arm64"
-    PPC64LE = "ppc64le"
-    S390X = "s390x"
-    RISCV64 = "riscv64"
-
-    @property
-    def oci_platform(self) -> str:
-        return f"linux/{self.value}"
-
-    @property
-    def machine(self) -> str:
-        """What `uname -m` prints and what wheel tags use."""
-        return {"amd64": "x86_64", "arm64": "aarch64"}.get(self.value, self.value)
-
-    @property
-    def triplet(self) -> str:
-        """The GNU target triplet Debian names its cross compilers after."""
-        return {"ppc64le": "powerpc64le"}.get(self.value, self.machine) + "-linux-gnu"
-
-    @property
-    def debian(self) -> str:
-        """Debian's name for the arch (debootstrap --arch, dpkg)."""
-        return {"ppc64le": "ppc64el"}.get(self.value, self.value)
-
-    @property
-    def big_endian(self) -> bool:
-        return self is Arch.S390X
-
-    @classmethod
-    def parse(cls, value: str) -> Arch:
-        return cls(ARCH_ALIASES.get(value, value))
-
-
-class Family(StrEnum):
-    """The package family decides the template and the package manager."""
-
-    DEB = "deb"
-    RPM = "rpm"
 
 
 class Model(BaseModel):

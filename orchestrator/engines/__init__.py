@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from orchestrator.config import Arch
+from orchestrator.model import Arch
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,10 @@ import docker.errors
 import docker.tls
 import requests
 
-from orchestrator.config import Arch, EngineSpec
-from orchestrator.errors import BuildStepFailed, EngineError, RegistryError
-
-from . import BuildRequest, EngineInfo, ImageInfo, RunOutcome, RunRequest
+from orchestrator.config import EngineSpec
+from orchestrator.core.errors import BuildStepFailed, EngineError, RegistryError
+from orchestrator.engines import BuildRequest, EngineInfo, ImageInfo, RunOutcome, RunRequest
+from orchestrator.model import Arch
 
 # What engines report as their Architecture (uname -m, or Go's name), to OCI names.
 _MACHINE_TO_ARCH = {

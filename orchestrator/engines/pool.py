@@ -14,11 +14,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.config import Arch, Matrix
-from orchestrator.errors import EngineError
-
-from . import BuildRequest, Engine, EngineInfo, RunRequest, run_to_end
-from .probe import DiskSpace, parse_statfs, probe_context
+from orchestrator.core.errors import EngineError
+from orchestrator.engines import BuildRequest, Engine, EngineInfo, RunRequest, run_to_end
+from orchestrator.engines.probe import DiskSpace, parse_statfs, probe_context
+from orchestrator.model import Arch
 
 PROBE_REPO = "orchestrate-probe"
 POSITIVE_TTL = 24 * 3600.0  # binfmt entries rarely change within a day
@@ -80,7 +79,7 @@ def probe_arch(engine: Engine, arch: Arch) -> ProbeResult:
         return ProbeResult(True, None, str(exc))
 
 
-class ProbeCache:
+class EngineFactsCache:
     """Probe answers on disk, keyed by engine ID and arch, with a TTL."""
 
     def __init__(self, path: Path | None) -> None:
@@ -109,16 +108,17 @@ class ProbeCache:
 class EnginePool:
     """Engines by name, with cached facts about what each can run."""
 
-    def __init__(self, engines: Sequence[Engine], cache: ProbeCache) -> None:
+    def __init__(self, engines: Sequence[Engine], cache: EngineFactsCache) -> None:
         self.engines = tuple(engines)
         self._cache = cache
         self._info: dict[str, EngineInfo] = {}
 
     @classmethod
-    def from_matrix(
-        cls, matrix: Matrix, factory: Callable[..., Engine], cache_path: Path | None
+    def of(
+        cls, specs: Sequence[object], factory: Callable[..., Engine], cache_path: Path | None
     ) -> EnginePool:
-        return cls([factory(spec) for spec in matrix.engines], ProbeCache(cache_path))
+        """One engine per spec (a matrix's `engines:`), made by `factory`."""
+        return cls([factory(spec) for spec in specs], EngineFactsCache(cache_path))
 
     def info(self, engine: Engine) -> EngineInfo:
         if engine.name not in self._info:

@@ -56,7 +56,7 @@ import struct
 import tarfile
 from dataclasses import dataclass
 
-from orchestrator.config import Arch
+from orchestrator.model import Arch
 
 _CODE = {  # arch -> (e_machine, e_flags, code)
     Arch.AMD64: (

@@ -17,13 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from orchestrator.config import Bootstrap
+from orchestrator.config.matrix import Platform
+from orchestrator.core.errors import EnvironmentProblem, RegistryError
+from orchestrator.core.paths import cache_dir
+from orchestrator.core.process import Command, run, url_secrets
 from orchestrator.engines import BuildRequest, Engine
-from orchestrator.errors import EnvironmentProblem, RegistryError
-from orchestrator.matrix import Platform
-from orchestrator.paths import cache_dir
-from orchestrator.process import Command, run, url_secrets
-
-from .render import base_reference, deterministic_tar
+from orchestrator.images.render import base_reference, deterministic_tar
 
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()

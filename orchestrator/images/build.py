@@ -12,16 +12,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from orchestrator.config import Arch, Matrix
+from orchestrator.config import Matrix
+from orchestrator.config.matrix import Platform
+from orchestrator.core.errors import EngineError, OrchestrateError
+from orchestrator.core.redact import redact
 from orchestrator.engines import BuildRequest, Engine, RunRequest
-from orchestrator.errors import EngineError, OrchestrateError
-from orchestrator.matrix import Platform
-from orchestrator.redact import redact
-from orchestrator.sysdeps import RUNTIME_FACTS
-
-from .base import ensure_base
-from .cross import ensure_toolchain, unavailable_reason
-from .facts import (
+from orchestrator.images.base import ensure_base
+from orchestrator.images.cross import ensure_toolchain, unavailable_reason
+from orchestrator.images.facts import (
     NativeCompiler,
     ProbeCache,
     RuntimeFacts,
@@ -29,8 +27,10 @@ from .facts import (
     parse_probe,
     parse_runtime,
 )
-from .plan import build_labels, stale_reason
-from .render import CrossToolchain, Rendered, render, templates_dir
+from orchestrator.images.render import CrossToolchain, Rendered, render, templates_dir
+from orchestrator.images.stale import build_labels, stale_reason
+from orchestrator.images.sysdeps import RUNTIME_FACTS
+from orchestrator.model import Arch
 
 PROBE_DIR = "/etc/orchestrate"
 PROBE_FILE = "probe.json"

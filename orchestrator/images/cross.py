@@ -30,14 +30,13 @@ import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
-from orchestrator.config import Arch, Family
+from orchestrator.config.matrix import Platform
+from orchestrator.core.errors import OrchestrateError
+from orchestrator.core.paths import cache_dir
 from orchestrator.engines import Engine, RunRequest
-from orchestrator.errors import OrchestrateError
-from orchestrator.matrix import Platform
-from orchestrator.paths import cache_dir
-
-from .base import ensure_base
-from .render import CrossToolchain, deterministic_tar, templates_dir
+from orchestrator.images.base import ensure_base
+from orchestrator.images.render import CrossToolchain, deterministic_tar, templates_dir
+from orchestrator.model import Arch, Family
 
 PREFIX = "/opt/orchestrate/cross"
 SCRIPT = "cross-toolchain.sh"

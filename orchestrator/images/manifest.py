@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from orchestrator.config import Arch, Matrix
+from orchestrator.config import Matrix
+from orchestrator.config.matrix import Platform
 from orchestrator.engines import Engine
-from orchestrator.matrix import Platform
-from orchestrator.registry import ManifestRef, Registry, RegistryClient
-
-from .build import image_tag
+from orchestrator.images.build import image_tag
+from orchestrator.images.registry import ManifestRef, Registry, RegistryClient
+from orchestrator.model import Arch
 
 
 @dataclass

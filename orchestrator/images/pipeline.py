@@ -8,16 +8,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TextIO
 
-from orchestrator.config import Arch, Matrix
+from orchestrator.config import Matrix
+from orchestrator.config.matrix import Platform
+from orchestrator.core.errors import EngineError, OrchestrateError, RegistryError
 from orchestrator.engines.pool import EnginePool
-from orchestrator.errors import EngineError, OrchestrateError, RegistryError
-from orchestrator.matrix import Platform
-from orchestrator.registry import ManifestRef
+from orchestrator.images.build import ImageResult, build_image, image_tag
+from orchestrator.images.facts import ImageFacts, ProbeCache
+from orchestrator.images.manifest import ReleaseOutcome, client_for, publish_release, push_platform
+from orchestrator.images.registry import ManifestRef
+from orchestrator.model import Arch
 from orchestrator.scheduler import Cancel, Job, Outcome, Placement, Scheduler
-
-from .build import ImageResult, build_image, image_tag
-from .facts import ImageFacts, ProbeCache
-from .manifest import ReleaseOutcome, client_for, publish_release, push_platform
 
 EXPECTED_NATIVE = 300.0  # seconds; emulated builds are expected to take longer
 EXPECTED_EMULATED = 1500.0

@@ -22,12 +22,16 @@ from pathlib import Path
 
 import jinja2
 
-from orchestrator.config import Arch, Bootstrap, Matrix, PipSettings
-from orchestrator.errors import TemplateError
-from orchestrator.matrix import Platform
-from orchestrator.quoting import one_line, shell_word
-from orchestrator.redact import strip_credentials
+from orchestrator.config import Bootstrap, Matrix, PipSettings
+from orchestrator.config.matrix import Platform
+from orchestrator.core.errors import TemplateError
+from orchestrator.core.quoting import one_line, shell_word
+from orchestrator.core.redact import strip_credentials
+from orchestrator.model import Arch
 
+# The in-container scripts a builder image carries (smoke_check.py runs in the smoke
+# test's bare base image instead, copied in per check).
+BUILDER_SCRIPTS = ("job.py", "probe.py")
 # Tools every builder's venvs get; pinned so that the same inputs give the same image.
 TOOLS = ("pip==24.3.1", "packaging==24.2", "build==1.2.2.post1", "wheel==0.45.1")
 
@@ -160,8 +164,10 @@ def render(
     conf = pip_conf(matrix.builder.pip)
     if conf:
         files["pip.conf"] = conf.encode()
-    for script in sorted((root / "scripts").glob("*.py")):
-        files[f"scripts/{script.name}"] = script.read_bytes()
+    for name in BUILDER_SCRIPTS:
+        script = root / "scripts" / name
+        if script.is_file():  # a templates folder of one's own may hold none
+            files[f"scripts/{name}"] = script.read_bytes()
     template_name = f"{platform.family.value}.Dockerfile.j2"
     base = base_reference(platform)
     if toolchain is not None:

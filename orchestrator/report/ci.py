@@ -16,7 +16,7 @@ from typing import Any
 import junit_xml as junit
 from prometheus_client import CollectorRegistry, Gauge, generate_latest, write_to_textfile
 
-from .data import unwritable, write_text_atomic
+from orchestrator.report.data import unwritable, write_text_atomic
 
 LOG_TAIL = 64 * 1024
 BAD = ("failed", "timeout", "smoke-failed")

@@ -14,10 +14,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import EnvironmentProblem, InputError, OrchestrateError
-from orchestrator.redact import redact
-from orchestrator.wheels.execute import emulated_seconds
-from orchestrator.wheels.pipeline import BuildRun
+from orchestrator.build.execute import emulated_seconds
+from orchestrator.core.errors import EnvironmentProblem, InputError, OrchestrateError
+from orchestrator.core.redact import redact
+from orchestrator.run import BuildRun
 
 SCHEMA_VERSION = 1
 SCHEMA_ID = "https://orchestrate.invalid/schemas/build-report-1.json"

@@ -21,8 +21,8 @@ from typing import Any
 
 import jinja2
 
-from orchestrator.errors import InputError
-from orchestrator.redact import redact
+from orchestrator.core.errors import InputError
+from orchestrator.core.redact import redact
 from orchestrator.report.data import write_text_atomic
 
 OUTCOMES = (

@@ -14,11 +14,11 @@ import pytest
 import requests
 
 from orchestrator.config import EngineSpec, Matrix, load_matrix
+from orchestrator.config.matrix import expand
+from orchestrator.core.errors import EngineError
 from orchestrator.engines.docker import DockerEngine
-from orchestrator.engines.pool import EnginePool, ProbeCache
-from orchestrator.errors import EngineError
+from orchestrator.engines.pool import EngineFactsCache, EnginePool
 from orchestrator.images.pipeline import ImagesReport, run_images
-from orchestrator.matrix import expand
 from tests.conftest import REPO
 from tests.matrices import local_matrix_copy
 
@@ -116,7 +116,7 @@ class Local:
 
     @property
     def pool(self) -> EnginePool:
-        return EnginePool([DockerEngine(s) for s in self.matrix.engines], ProbeCache(None))
+        return EnginePool([DockerEngine(s) for s in self.matrix.engines], EngineFactsCache(None))
 
     def build(
         self,

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.wheels.store import Provenance, Store
+from orchestrator.store import Provenance, Store
 from tests.conftest import CONSTRAINTS
 from tests.matrices import local_matrix_copy
 from tests.wheelfactory import make_wheel

@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
+from orchestrator.build.job import LABEL_JOB
+from orchestrator.config.matrix import expand
 from orchestrator.engines.docker import DockerEngine
 from orchestrator.images.build import image_tag
 from orchestrator.images.pipeline import ImagesReport
-from orchestrator.matrix import expand
-from orchestrator.wheels.builder import LABEL_JOB
-from orchestrator.wheels.serve import make_server
-from orchestrator.wheels.store import Provenance, Store
+from orchestrator.publish.serve import make_server
+from orchestrator.store import Provenance, Store
 from tests.matrices import local_matrix_copy
 from tests.wheelfactory import make_wheel
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.images.pipeline import ImagesReport
-from orchestrator.wheels.store import Provenance, Store
+from orchestrator.store import Provenance, Store
 from tests.matrices import local_matrix_copy
 from tests.wheelfactory import make_wheel
 

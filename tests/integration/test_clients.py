@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 import requests
 
+from orchestrator.config.matrix import expand
 from orchestrator.images.build import image_tag
-from orchestrator.matrix import expand
-from orchestrator.wheels.serve import IndexHandler, make_server
+from orchestrator.publish.serve import IndexHandler, make_server
 from tests.conftest import REPO
 
 from .conftest import Local

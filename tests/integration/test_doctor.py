@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import Arch, load_matrix
+from orchestrator.config import load_matrix
+from orchestrator.core.errors import EXIT_ENVIRONMENT
 from orchestrator.doctor import registry_check
 from orchestrator.engines.docker import DockerEngine
-from orchestrator.engines.pool import EnginePool, ProbeCache
-from orchestrator.errors import EXIT_ENVIRONMENT
-from orchestrator.registry import Registry, docker_credentials, ping
+from orchestrator.engines.pool import EngineFactsCache, EnginePool
+from orchestrator.images.registry import Registry, docker_credentials, ping
+from orchestrator.model import Arch
 from tests.conftest import REPO, CliRunner
 from tests.matrices import local_matrix_copy
 
@@ -52,7 +53,7 @@ def test_probe_results_are_cached_per_engine(
     engine: DockerEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cache = tmp_path / "engines.json"
-    pool = EnginePool([engine], ProbeCache(cache))
+    pool = EnginePool([engine], EngineFactsCache(cache))
     assert pool.can_run(engine, Arch.ARM64)
     stored = json.loads(cache.read_text())
     assert stored[engine.info().engine_id]["arm64"]["runs"] is True
@@ -63,11 +64,11 @@ def test_probe_results_are_cached_per_engine(
         raise AssertionError("probed again despite a fresh cache entry")
 
     monkeypatch.setattr(pool_module, "probe_arch", no_probe)
-    again = EnginePool([engine], ProbeCache(cache))
+    again = EnginePool([engine], EngineFactsCache(cache))
     assert again.can_run(engine, Arch.ARM64)
     # Without the cache the same question does probe (so the check above can fail).
     with pytest.raises(AssertionError, match="probed again"):
-        EnginePool([engine], ProbeCache(None)).can_run(engine, Arch.ARM64)
+        EnginePool([engine], EngineFactsCache(None)).can_run(engine, Arch.ARM64)
 
 
 def test_doctor_unreachable_engine_exits_3_with_hint(tmp_path: Path, cli: CliRunner) -> None:
@@ -118,9 +119,9 @@ def test_manifest_list_through_a_registry_with_auth(
     """Push two tiny per-arch images and join them, with credentials from the Docker
     config; without them the error says what to do and never shows a password."""
     from orchestrator.config import EngineSpec
+    from orchestrator.core.errors import RegistryError
     from orchestrator.engines.pool import probe_arch
-    from orchestrator.errors import RegistryError
-    from orchestrator.registry import RegistryClient
+    from orchestrator.images.registry import RegistryClient
 
     token = base64.b64encode(f"{REGISTRY_USER}:{REGISTRY_PASSWORD}".encode()).decode()
     config = {"auths": {auth_registry.host: {"auth": token}}}

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import Arch
+from orchestrator.config.matrix import expand
 from orchestrator.engines.docker import DockerEngine
 from orchestrator.images.build import release_tag
 from orchestrator.images.pipeline import ImagesReport, run_images
-from orchestrator.matrix import expand
-from orchestrator.registry import Registry, RegistryClient
+from orchestrator.images.registry import Registry, RegistryClient
+from orchestrator.model import Arch
 from tests.conftest import REPO, CliRunner
 from tests.matrices import BASE_BLOCK, local_matrix_copy
 
@@ -111,7 +111,7 @@ def test_partial_manifest_is_held_without_allow_partial(
     built_images: ImagesReport, local: Local
 ) -> None:
     from orchestrator.images.manifest import client_for, publish_release
-    from orchestrator.registry import ManifestRef
+    from orchestrator.images.registry import ManifestRef
 
     client = client_for(local.matrix)
     partial = f"partial-{uuid.uuid4().hex[:8]}"  # the loopback registry outlives sessions

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config import load_matrix
+from orchestrator.config.matrix import Platform, expand
 from orchestrator.images.build import image_tag, release_tag
 from orchestrator.images.pipeline import ImagesReport, run_images
-from orchestrator.matrix import Platform, expand
-from orchestrator.wheels.serve import make_server
+from orchestrator.publish.serve import make_server
 from tests.conftest import REPO
 
 from .conftest import Built, Local

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from orchestrator.config import load_matrix
+from orchestrator.config.matrix import expand
 from orchestrator.images.build import image_tag
 from orchestrator.images.pipeline import ImagesReport
-from orchestrator.matrix import expand
 from tests.matrices import local_matrix_copy
 
 from .conftest import Built, Local

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config import load_matrix
-from orchestrator.errors import EXIT_ENVIRONMENT, IndexUnavailable
-from orchestrator.matrix import expand, select
-from orchestrator.wheels.inputs import make_plan
-from orchestrator.wheels.plan import Action
-from orchestrator.wheels.upstream import Upstream
+from orchestrator.config.matrix import expand, select
+from orchestrator.core.errors import EXIT_ENVIRONMENT, IndexUnavailable
+from orchestrator.model import Action
+from orchestrator.plan.gather import make_plan
+from orchestrator.plan.upstream import Upstream
 from tests.conftest import REPO, CliRunner
 
 
@@ -111,9 +111,9 @@ def test_real_index_warm_plan_makes_no_requests(
 
 def test_pep691_json_from_our_own_index(tmp_path: Path) -> None:
     """Our `serve` negotiates PEP 691 JSON: the planner's client takes that path."""
-    from orchestrator.wheels.index import publish
-    from orchestrator.wheels.serve import make_server
-    from orchestrator.wheels.store import Provenance, Store
+    from orchestrator.publish.index import publish
+    from orchestrator.publish.serve import make_server
+    from orchestrator.store import Provenance, Store
     from tests.wheelfactory import make_wheel
 
     store = Store(tmp_path / "root")

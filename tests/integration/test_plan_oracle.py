@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config import load_matrix
+from orchestrator.config.matrix import Platform, expand, select
 from orchestrator.images.pipeline import ImagesReport
-from orchestrator.matrix import Platform, expand, select
-from orchestrator.wheels.inputs import make_plan
-from orchestrator.wheels.plan import Action
-from orchestrator.wheels.tags import platform_tags
+from orchestrator.model import Action
+from orchestrator.plan.gather import make_plan
+from orchestrator.plan.tags import platform_tags
 from tests.conftest import REPO
 
 from .conftest import Local

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.build.job import LABEL_JOB
+from orchestrator.core.errors import EXIT_INTERRUPTED
 from orchestrator.engines.docker import DockerEngine
-from orchestrator.errors import EXIT_INTERRUPTED
 from orchestrator.images.pipeline import ImagesReport
-from orchestrator.wheels.builder import LABEL_JOB
-from orchestrator.wheels.index import current_release, publish
-from orchestrator.wheels.store import Provenance, Store
+from orchestrator.publish.index import current_release, publish
+from orchestrator.store import Provenance, Store
 from tests.conftest import CliRunner
 from tests.matrices import local_matrix_copy
 from tests.wheelfactory import make_wheel

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.wheels.store import Provenance, Store
+from orchestrator.store import Provenance, Store
 from tests.conftest import CliRunner
 from tests.matrices import local_matrix_copy
 from tests.wheelfactory import make_wheel

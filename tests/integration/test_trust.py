@@ -25,14 +25,15 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import Arch, load_matrix
+from orchestrator.config import load_matrix
+from orchestrator.config.matrix import expand
 from orchestrator.engines import RunRequest
 from orchestrator.engines.docker import DockerEngine
 from orchestrator.images.pipeline import ImagesReport
-from orchestrator.matrix import expand
-from orchestrator.wheels.runtime import Runtime, analyse
-from orchestrator.wheels.smoke import smoke_plan, smoke_test
-from orchestrator.wheels.store import Store
+from orchestrator.model import Arch
+from orchestrator.store import Store
+from orchestrator.trust.runtime import Runtime, analyse
+from orchestrator.trust.smoke import smoke_plan, smoke_test
 from tests.matrices import local_matrix_copy
 from tests.wheelfactory import make_sdist, simple_index
 

@@ -7,8 +7,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from orchestrator.config import Arch
 from orchestrator.engines import BuildRequest, EngineInfo, ImageInfo, RunOutcome, RunRequest
+from orchestrator.model import Arch
 
 
 class FakeContainer:

@@ -252,7 +252,7 @@ def test_global_flags_work_after_the_command(cli: CliRunner, tmp_path: Path) -> 
 
 
 def test_format_json_for_scripts(cli: CliRunner, tmp_path: Path) -> None:
-    from orchestrator.wheels.store import Provenance, Store
+    from orchestrator.store import Provenance, Store
     from tests.wheelfactory import make_wheel
 
     unreachable = local_matrix_copy(

@@ -10,12 +10,13 @@ import pytest
 
 from orchestrator.cli.plan import branch_rows
 from orchestrator.config import load_matrix
-from orchestrator.errors import ConfigError, RequirementsError
-from orchestrator.matrix import expand
-from orchestrator.wheels.inputs import branch_inputs
-from orchestrator.wheels.plan import Action, Decision, merge_branches
-from orchestrator.wheels.prune import UNWANTED, unwanted_candidates
-from orchestrator.wheels.store import StoredWheel
+from orchestrator.config.matrix import expand
+from orchestrator.core.errors import ConfigError, RequirementsError
+from orchestrator.model import Action
+from orchestrator.plan.decide import Decision, merge_branches
+from orchestrator.plan.gather import branch_inputs
+from orchestrator.publish.prune import UNWANTED, unwanted_candidates
+from orchestrator.store import StoredWheel
 from tests.conftest import REPO, CliRunner
 
 from .test_config import VALID

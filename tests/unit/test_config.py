@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import Arch, Bootstrap, Family, load_matrix
-from orchestrator.errors import EXIT_INPUT, ConfigError
-from orchestrator.matrix import expand
+from orchestrator.config import Bootstrap, load_matrix
+from orchestrator.config.matrix import expand
+from orchestrator.core.errors import EXIT_INPUT, ConfigError
+from orchestrator.model import Arch, Family
 from tests.conftest import REPO, CliRunner
 
 Write = Callable[[str, str], Path]

@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import Arch, load_matrix
-from orchestrator.errors import EXIT_INPUT
+from orchestrator.build.graph import WheelJob
+from orchestrator.build.records import WheelRecord, compiler_mode
+from orchestrator.build.sources import SdistRef
+from orchestrator.config import load_matrix
+from orchestrator.config.matrix import expand
+from orchestrator.core.errors import EXIT_INPUT
 from orchestrator.images.cross import read_toolchain, unavailable_reason
 from orchestrator.images.facts import NativeCompiler, parse_native_compiler
 from orchestrator.images.render import CrossToolchain, render
-from orchestrator.matrix import expand
-from orchestrator.wheels.failures import JobStatus
-from orchestrator.wheels.jobs import JobKind, WheelJob
-from orchestrator.wheels.records import Mode, WheelRecord, compiler_mode
-from orchestrator.wheels.sources import SdistRef
+from orchestrator.model import Arch, JobKind, JobStatus, Mode
 from tests.conftest import REPO, CliRunner
 
 PRODUCTION = load_matrix(REPO / "platforms.yaml")

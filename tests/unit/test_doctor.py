@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from orchestrator.config import Arch
+from orchestrator.config.matrix import expand
 from orchestrator.doctor import engine_checks, tool_checks
 from orchestrator.engines import EngineInfo
 from orchestrator.engines.pool import EngineStatus, ProbeResult
 from orchestrator.engines.probe import DiskSpace
-from orchestrator.matrix import expand
+from orchestrator.model import Arch
 from tests.conftest import REPO
 
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.config import Family
-from orchestrator.wheels.failures import (
+from orchestrator.build.failures import (
     EXIT_BUILD,
     EXIT_BUILD_DEPS,
     EXIT_METADATA,
-    Category,
     classify,
     first_error_line,
 )
+from orchestrator.model import Category, Family
 
 PYYAML_CYTHON3 = """\
 + /job/env/bin/python .../_in_process.py (build backend)
@@ -197,8 +196,8 @@ def test_releases_older_than_the_python_have_their_own_category(line: str) -> No
 
 
 def test_the_hint_names_the_oldest_release_that_fits_the_python() -> None:
-    from orchestrator.wheels.failures import python_version_hint
-    from orchestrator.wheels.upstream import IndexFile, ProjectPage, oldest_supporting
+    from orchestrator.build.failures import python_version_hint
+    from orchestrator.plan.upstream import IndexFile, ProjectPage, oldest_supporting
 
     files = [
         ("feedparser-5.2.1.tar.gz", None),

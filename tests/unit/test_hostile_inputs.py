@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.process import Command, run, url_secrets
-from orchestrator.redact import RedactingLog, redact
+from orchestrator.core.process import Command, run, url_secrets
+from orchestrator.core.redact import RedactingLog, redact
 from orchestrator.report.html import render_html
 from tests.conftest import CliRunner
 from tests.matrices import local_matrix_copy

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import Arch, load_matrix
-from orchestrator.errors import EXIT_INPUT, TemplateError
-from orchestrator.images.plan import LABEL_CREATED, LABEL_INPUTS, stale_reason
+from orchestrator.config import load_matrix
+from orchestrator.config.matrix import expand
+from orchestrator.core.errors import EXIT_INPUT, TemplateError
+from orchestrator.images.registry import DOCKER_LIST, DOCKER_MANIFEST, ManifestRef, index_document
 from orchestrator.images.render import bootstrap_tag, render
-from orchestrator.matrix import expand
-from orchestrator.registry import DOCKER_LIST, DOCKER_MANIFEST, ManifestRef, index_document
+from orchestrator.images.stale import LABEL_CREATED, LABEL_INPUTS, stale_reason
+from orchestrator.model import Arch
 from tests.conftest import REPO, CliRunner
 
 MATRIX = load_matrix(REPO / "platforms.yaml")

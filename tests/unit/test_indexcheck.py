@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.wheels.index import publish
-from orchestrator.wheels.serve import make_server
-from orchestrator.wheels.store import Provenance, Store
+from orchestrator.publish.index import publish
+from orchestrator.publish.serve import make_server
+from orchestrator.store import Provenance, Store
 from tests.conftest import CliRunner
 from tests.wheelfactory import make_wheel
 

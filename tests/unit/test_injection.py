@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from orchestrator.errors import InputError
-from orchestrator.sysdeps import BindepError, base_dockerfile, install_dockerfile
+from orchestrator.config.bindep import BindepError
+from orchestrator.core.errors import InputError
+from orchestrator.images.sysdeps import base_dockerfile, install_dockerfile
 from tests.conftest import CliRunner
 from tests.unit.test_config_hostile import GOOD
 from tests.unit.test_report import _report

@@ -5,25 +5,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.config import Arch, load_matrix
-from orchestrator.images.facts import ImageFacts
-from orchestrator.matrix import expand, select
-from orchestrator.scheduler import Job
-from orchestrator.wheels.builddeps import BuildDepNeed, choose, needs_for, parse_constraints
-from orchestrator.wheels.failures import Category, Failure
-from orchestrator.wheels.jobs import (
+from orchestrator.build.builddeps import BuildDepNeed, choose, needs_for, parse_constraints
+from orchestrator.build.failures import Failure
+from orchestrator.build.graph import (
     JobGraph,
-    JobKind,
     JobSettings,
     PoolSnapshot,
     SdistOutcome,
     WheelJob,
     job_graph,
 )
-from orchestrator.wheels.plan import Action, Decision
-from orchestrator.wheels.sources import SdistFacts, SdistRef
-from orchestrator.wheels.tags import TagSet, derived_tags
-from orchestrator.wheels.upstream import IndexFile, ProjectPage
+from orchestrator.build.sources import SdistFacts, SdistRef
+from orchestrator.config import load_matrix
+from orchestrator.config.matrix import expand, select
+from orchestrator.images.facts import ImageFacts
+from orchestrator.model import Action, Arch, Category, JobKind
+from orchestrator.plan.decide import Decision
+from orchestrator.plan.tags import TagSet, derived_tags
+from orchestrator.plan.upstream import IndexFile, ProjectPage
+from orchestrator.scheduler import Job
 from tests.conftest import REPO
 
 PLATFORMS = {p.name: p for p in select(expand(load_matrix(REPO / "platforms.yaml")), ["debian-*"])}
@@ -191,7 +191,7 @@ def test_needs_for_applies_markers_and_build_constraints() -> None:
 
 
 def test_build_dep_cache_puts_in_only_the_pinned_wheels(tmp_path: Path) -> None:
-    from orchestrator.wheels.builddeps import BuildDepCache, requires_key
+    from orchestrator.build.builddeps import BuildDepCache, requires_key
     from tests.wheelfactory import make_wheel
 
     cache = BuildDepCache(tmp_path / "deps")

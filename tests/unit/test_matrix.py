@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.config import load_matrix
-from orchestrator.errors import EXIT_INPUT, SelectorError
-from orchestrator.matrix import expand, select
+from orchestrator.config.matrix import expand, select
+from orchestrator.core.errors import EXIT_INPUT, SelectorError
 from tests.conftest import REPO, CliRunner
 
 PLATFORMS = expand(load_matrix(REPO / "platforms.yaml"))

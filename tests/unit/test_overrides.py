@@ -11,21 +11,17 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.build.graph import JobGraph, JobSettings, SdistOutcome, job_graph
+from orchestrator.build.records import WheelRecord
+from orchestrator.build.sources import SdistRef, facts
 from orchestrator.config import load_matrix
-from orchestrator.errors import ConfigError
-from orchestrator.matrix import Platform, expand
+from orchestrator.config.bindep import BindepError, parse_bindep, platform_atoms
+from orchestrator.config.matrix import Platform, expand
+from orchestrator.core.errors import ConfigError
+from orchestrator.images.sysdeps import install_dockerfile
+from orchestrator.model import Category, JobStatus
+from orchestrator.plan.overrides import SDIST_BINDEP, Overrides
 from orchestrator.reproduce import JobSpec, print_script
-from orchestrator.sysdeps import (
-    BindepError,
-    install_dockerfile,
-    parse_bindep,
-    platform_atoms,
-)
-from orchestrator.wheels.failures import Category, JobStatus
-from orchestrator.wheels.jobs import JobGraph, JobSettings, SdistOutcome, job_graph
-from orchestrator.wheels.overrides import SDIST_BINDEP, Overrides
-from orchestrator.wheels.records import WheelRecord
-from orchestrator.wheels.sources import SdistRef, facts
 from tests.conftest import REPO
 
 from .test_config import VALID

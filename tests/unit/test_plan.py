@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config import SkipSpec, load_matrix
-from orchestrator.errors import RequirementsError
-from orchestrator.matrix import expand, select
-from orchestrator.wheels.inputs import resolve_unpinned
-from orchestrator.wheels.plan import AbiCheck, Action, Decision, decide
-from orchestrator.wheels.requirements import read
-from orchestrator.wheels.tags import TagSet, derived_tags
-from orchestrator.wheels.upstream import IndexFile, ProjectPage, parse_html, parse_json
+from orchestrator.config.matrix import expand, select
+from orchestrator.core.errors import RequirementsError
+from orchestrator.model import Action
+from orchestrator.plan.decide import AbiCheck, Decision, decide
+from orchestrator.plan.gather import resolve_unpinned
+from orchestrator.plan.requirements import read
+from orchestrator.plan.tags import TagSet, derived_tags
+from orchestrator.plan.upstream import IndexFile, ProjectPage, parse_html, parse_json
 from tests.conftest import REPO
 
 PLATFORMS = select(expand(load_matrix(REPO / "platforms.yaml")), ["debian-*"])
@@ -258,7 +259,7 @@ def test_sdist_versions_are_read_after_the_project_name(
     project: str, filename: str, version: str
 ) -> None:
     """As pip reads them: a version with a hyphen of its own is not cut at its last one."""
-    from orchestrator.wheels.upstream import file_version
+    from orchestrator.plan.upstream import file_version
 
     assert file_version(filename, project) == version
     files = [IndexFile(filename, f"https://files/{filename}", None, None, False)]

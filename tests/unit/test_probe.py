@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import Arch
 from orchestrator.engines.probe import parse_statfs, probe_context, probe_elf
+from orchestrator.model import Arch
 
 MACHINES = {Arch.AMD64: 62, Arch.ARM64: 183, Arch.PPC64LE: 21, Arch.S390X: 22, Arch.RISCV64: 243}
 

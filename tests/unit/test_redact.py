@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.redact import redact, redact_bytes
+from orchestrator.core.redact import redact, redact_bytes
 from tests.conftest import CliRunner
 
 Write = Callable[[str, str], Path]
@@ -59,8 +59,8 @@ def test_no_credential_is_baked_into_an_image_and_fetch_gets_them_at_run_time(
     write: Write,
 ) -> None:
     from orchestrator.config import load_matrix
+    from orchestrator.config.matrix import expand
     from orchestrator.images.render import render
-    from orchestrator.matrix import expand
 
     matrix = load_matrix(
         write(

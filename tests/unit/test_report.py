@@ -9,7 +9,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from orchestrator.errors import InputError
+from orchestrator.core.errors import InputError
 from orchestrator.report.data import SCHEMA_PATH, SCHEMA_VERSION, load_report
 from orchestrator.report.html import cells, render_html
 from orchestrator.reproduce import find_job, print_script

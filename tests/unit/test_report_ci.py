@@ -110,8 +110,8 @@ def test_progress_shows_each_running_jobs_phase_and_elapsed_time() -> None:
 
     from rich.console import Console
 
-    from orchestrator.config import Arch
-    from orchestrator.progress import Progress
+    from orchestrator.cli.progress import Progress
+    from orchestrator.model import Arch
     from orchestrator.scheduler import Job, Placement
     from tests.unit.fakes import FakeEngine
 

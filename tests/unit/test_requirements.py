@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import EXIT_INPUT, RequirementsError
-from orchestrator.wheels.requirements import Pin, read
+from orchestrator.core.errors import EXIT_INPUT, RequirementsError
+from orchestrator.plan.requirements import Pin, read
 from tests.conftest import CONSTRAINTS, REPO, CliRunner
 
 Write = Callable[[str, str], Path]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.wheels.requirements import read
+from orchestrator.plan.requirements import read
 from tests.conftest import CliRunner
 from tests.matrices import local_matrix_copy
 from tests.wheelfactory import make_sdist, simple_index
@@ -96,7 +96,7 @@ def test_a_marker_that_excludes_a_pin_gives_an_excluded_row(
 
 
 def test_nul_bytes_are_refused(tmp_path: Path) -> None:
-    from orchestrator.errors import RequirementsError
+    from orchestrator.core.errors import RequirementsError
 
     (tmp_path / "r.txt").write_bytes(b"demo==1.0\n\x00\x01binary")
     with pytest.raises(RequirementsError, match="NUL"):

@@ -21,20 +21,19 @@ import pytest
 from google.protobuf import json_format
 from in_toto_attestation.predicates.provenance.v1 import provenance_pb2
 
+from orchestrator.build.records import WheelRecord
 from orchestrator.config import load_matrix
-from orchestrator.errors import ConfigError
+from orchestrator.config.matrix import expand
+from orchestrator.core.errors import ConfigError
 from orchestrator.images.facts import RuntimeFacts, parse_runtime
 from orchestrator.images.render import render
-from orchestrator.matrix import expand
-from orchestrator.sysdeps import base_dockerfile
-from orchestrator.wheels.failures import JobStatus
-from orchestrator.wheels.index import project_html, project_json, publish
-from orchestrator.wheels.plan import Action
-from orchestrator.wheels.provenance import PREDICATE_TYPE, statement
-from orchestrator.wheels.records import WheelRecord
-from orchestrator.wheels.runtime import abi_changes, analyse, extension_module, resolve, top_level
-from orchestrator.wheels.smoke import smoke_plan, verdict
-from orchestrator.wheels.store import Provenance, Store, with_build_tag
+from orchestrator.images.sysdeps import base_dockerfile
+from orchestrator.model import Action, JobStatus
+from orchestrator.publish.index import project_html, project_json, publish
+from orchestrator.publish.provenance import PREDICATE_TYPE, statement
+from orchestrator.store import Provenance, Store, with_build_tag
+from orchestrator.trust.runtime import abi_changes, analyse, extension_module, resolve, top_level
+from orchestrator.trust.smoke import smoke_plan, verdict
 from tests.conftest import REPO
 
 from .test_config import VALID
@@ -382,7 +381,7 @@ def test_the_in_container_check_tells_a_missing_dependency_from_a_broken_wheel(
         "timeout": 60,
     }
     (site / "smoke.json").write_text(json.dumps(config))
-    check = REPO / "orchestrator" / "wheels" / "smoke_check.py"
+    check = REPO / "images" / "scripts" / "smoke_check.py"
     script = check.read_text().replace('Path("/smoke")', f"Path({str(site)!r})")
     (site / "check.py").write_text(script)
     done = subprocess.run(
@@ -442,7 +441,7 @@ def test_bad_apt_sources_are_refused_with_the_line(
 
 
 def test_override_smoke_settings(write: Write) -> None:
-    from orchestrator.wheels.overrides import Overrides
+    from orchestrator.plan.overrides import Overrides
 
     matrix = load_matrix(
         write(

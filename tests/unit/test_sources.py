@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.wheels.sources import (
+from orchestrator.build.sources import (
     LEGACY_REQUIRES,
     HashMismatch,
     SdistCache,
@@ -85,7 +85,7 @@ def test_facts_read_build_requirements_and_purity(tmp_path: Path, sdist: Path) -
 
 @pytest.mark.parametrize("name", ["../../evil.tar.gz", ".hidden.tar.gz", "a\0b.tar.gz", "x" * 300])
 def test_crafted_sdist_names_are_refused(tmp_path: Path, sdist: Path, name: str) -> None:
-    from orchestrator.errors import UnsafeName
+    from orchestrator.core.errors import UnsafeName
 
     with pytest.raises(UnsafeName):
         SdistCache(tmp_path / "cache").get(SdistRef(name, sdist.as_uri(), None))

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import UnsafeName
-from orchestrator.wheels.builder import extract_wheels, safe_wheel_name
-from orchestrator.wheels.index import current_release, publish, releases_of, rollback
-from orchestrator.wheels.store import Provenance, Store
-from orchestrator.wheels.upstream import parse_html, parse_json
+from orchestrator.build.job import extract_wheels
+from orchestrator.core.errors import UnsafeName
+from orchestrator.core.wheelnames import safe_wheel_name
+from orchestrator.plan.upstream import parse_html, parse_json
+from orchestrator.publish.index import current_release, publish, releases_of, rollback
+from orchestrator.store import Provenance, Store
 from tests.wheelfactory import make_wheel
 
 AMD, ARM = "debian-bookworm-amd64", "debian-bookworm-arm64"
@@ -142,8 +143,8 @@ def test_a_failing_platform_does_not_hold_back_the_others(tmp_path: Path) -> Non
 
 def test_json_pages_follow_pep_714(tmp_path: Path) -> None:
     """Only `core-metadata`: Debian 12's pip (23.0) crashes on `dist-info-metadata`."""
-    from orchestrator.wheels.index import project_json
-    from orchestrator.wheels.store import Provenance, Store
+    from orchestrator.publish.index import project_json
+    from orchestrator.store import Provenance, Store
     from tests.wheelfactory import make_wheel
 
     store = Store(tmp_path)

@@ -8,8 +8,8 @@ import sys
 import pytest
 from packaging.tags import Tag, parse_tag, sys_tags
 
-from orchestrator.config import Arch
-from orchestrator.wheels.tags import TagSet, derived_tags, platform_tags, tags_from_probe
+from orchestrator.model import Arch
+from orchestrator.plan.tags import TagSet, derived_tags, platform_tags, tags_from_probe
 
 ARM = TagSet.of("3.11", derived_tags("3.11", Arch.ARM64, "2.36"), "derived")
 

@@ -1,0 +1,357 @@
+"""Run a job graph on the engine pool: builders per engine, inputs per job, records out.
+
+The graph is made by `jobs.job_graph` (pure); this module gives each job
+what it needs at the moment it is placed: the builder image on that engine,
+the verified sdist, the platform's build-dependency wheels and the pins an
+earlier run resolved. Failures come back classified; only network and
+engine faults are handed to the scheduler as worth retrying.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from packaging.utils import canonicalize_name
+
+from orchestrator.build.builddeps import BuildDepCache, pins_key, requires_key
+from orchestrator.build.failures import Failure
+from orchestrator.build.graph import JobGraph, WheelJob
+from orchestrator.build.job import JobContext, JobInputs, run_job
+from orchestrator.build.records import WheelRecord, compiler_mode
+from orchestrator.build.sources import SdistFacts
+from orchestrator.config import Matrix
+from orchestrator.config.matrix import Platform
+from orchestrator.core.layout import RunLayout
+from orchestrator.core.wheelnames import is_pure
+from orchestrator.engines import Engine
+from orchestrator.engines.pool import EnginePool
+from orchestrator.images.build import build_image
+from orchestrator.images.facts import ImageFacts
+from orchestrator.model import Arch, Category, JobKind, JobStatus, Mode
+from orchestrator.plan.decide import TagSets
+from orchestrator.scheduler import Cancel, Job, Outcome, Placement, Scheduler
+
+DEFAULT_NATIVE_SECONDS = 60.0
+# How much longer an emulated job takes, used only until a package has been
+# built in that mode: 6x for QEMU on this project's hosts (the field reports
+# 5-20x; C extensions measured 7-10x in benchmarks/).
+EMULATION_FACTOR = 6.0
+# A resolution of static build requirements that other sdists share is reused for
+# this long: a night resolves `setuptools` once, and the next night looks again.
+RESOLUTION_MAX_AGE = 20 * 3600.0
+
+
+FACTOR = "factor|"  # durations keys of the learned factors: factor|<engine>|<arch>
+LEARNING = 0.3  # weight of each new observation in a learned factor
+MAX_FACTOR = 50.0  # an observation above this is a stall, not emulation's cost
+
+
+def _key(name: str, arch: str, emulated: bool) -> str:
+    return f"{name}|{arch}|{'emulated' if emulated else 'native'}"
+
+
+class Durations:
+    """How long each package took per arch last time, and how much slower each engine
+    emulates each arch: the scheduler's expectations.
+
+    The emulation factor is learned per (engine, arch) (#16): when a package built
+    natively on any arch is built emulated for another, the ratio of the two times
+    moves that factor (an exponential moving average), so s390x and riscv64, slower
+    under QEMU than arm64, get their own. Until then it is EMULATION_FACTOR.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            loaded: dict[str, float] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            loaded = {}
+        # Learned factors apart (engine|arch -> factor): a lookup, not a scan of every
+        # package's times, on each expectation the job graph asks for.
+        self.factors = {k[len(FACTOR) :]: v for k, v in loaded.items() if k.startswith(FACTOR)}
+        self.data = {k: v for k, v in loaded.items() if not k.startswith(FACTOR)}
+        self._lock = threading.Lock()
+
+    def expected(
+        self, name: str, arch: str, emulated: bool, guess: float = DEFAULT_NATIVE_SECONDS
+    ) -> float:
+        """Last time in this mode; else the other mode's, converted; else `guess`
+        (native seconds, from the sdist's contents), converted."""
+        native = self.data.get(_key(name, arch, False))
+        slow = self.data.get(_key(name, arch, True))
+        factor = self.factor(arch)
+        if emulated:
+            return slow if slow is not None else (native or self.native(name) or guess) * factor
+        if native is not None:
+            return native
+        return slow / factor if slow is not None else guess
+
+    def factor(self, arch: str, engine: str | None = None) -> float:
+        """The learned emulation factor for `arch` on `engine` (on average over the
+        engines that emulated it, without one)."""
+        found = [
+            v
+            for k, v in self.factors.items()
+            if k == f"{engine}|{arch}" or (engine is None and k.endswith(f"|{arch}"))
+        ]
+        return sum(found) / len(found) if found else EMULATION_FACTOR
+
+    def native(self, name: str) -> float | None:
+        """The package's native time on any arch (a C build costs about the same)."""
+        found = [self.data.get(_key(name, a.value, False)) for a in Arch]
+        times = [t for t in found if t is not None]
+        return min(times) if times else None
+
+    def record(
+        self, name: str, arch: str, seconds: float, emulated: bool, engine: str = ""
+    ) -> None:
+        with self._lock:
+            self.data[_key(name, arch, emulated)] = round(seconds, 1)
+            native = self.native(name) if emulated and engine else None
+            if native:
+                ratio = min(max(seconds / native, 1.0), MAX_FACTOR)
+                old = self.factors.get(f"{engine}|{arch}")
+                new = ratio if old is None else (1 - LEARNING) * old + LEARNING * ratio
+                self.factors[f"{engine}|{arch}"] = round(new, 2)
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        factors = {f"{FACTOR}{k}": v for k, v in self.factors.items()}
+        self.path.write_text(json.dumps({**self.data, **factors}, indent=1, sort_keys=True))
+
+
+class Builders:
+    """The builder image of each platform on each engine, made there on first use.
+
+    `images build` puts a platform's builder on one engine; a job the
+    scheduler places on another engine needs it there too. It is built there
+    from the same inputs (so the same inputs hash), once, under a lock.
+    """
+
+    def __init__(self, matrix: Matrix, logs: Path, facts: Mapping[str, ImageFacts]) -> None:
+        self.matrix = matrix
+        self.logs = logs
+        self._ids = {(e, p): i for p, f in facts.items() for e, i in f.ids.items()}
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def image_for(self, engine: Engine, platform: Platform) -> str:
+        key = (engine.name, platform.name)
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._ids:
+                log = self.logs / f"{platform.name}@{engine.name}.log"
+                self._ids[key] = build_image(platform, self.matrix, engine, log).image_id
+            return self._ids[key]
+
+
+@dataclass(frozen=True)
+class ExecOptions:
+    emulate_when_busy: bool = False
+    fail_fast: bool = False
+    deadline: float | None = None  # time.monotonic() after which no job starts
+
+
+class Executor:
+    """Runs one graph; `records` holds each finished job's record, by job ID."""
+
+    def __init__(
+        self,
+        matrix: Matrix,
+        layout: RunLayout,
+        facts: Mapping[str, ImageFacts],
+        sdists: Mapping[tuple[str, str], SdistFacts],
+        tagsets: TagSets,
+        cancel: Cancel,
+    ) -> None:
+        self.matrix, self.layout, self.tagsets, self.cancel = matrix, layout, tagsets, cancel
+        self.sdists, self.facts = sdists, facts
+        self.builders = Builders(matrix, layout.image_logs, facts)
+        self._machines: dict[str, str] = {}  # engine name -> `uname -m` of its host
+        self.durations = Durations(layout.durations)
+        self.records: dict[str, WheelRecord] = {}
+        self._lock = threading.Lock()
+        self.on_event: Callable[..., None] = lambda *_: None
+
+    def run(
+        self,
+        graph: JobGraph,
+        pool: EnginePool,
+        options: ExecOptions,
+        on_event: Callable[..., None],
+    ) -> list[WheelRecord]:
+        self.on_event = on_event
+        scheduler = Scheduler(
+            pool,
+            emulate_when_busy=options.emulate_when_busy,
+            fail_fast=options.fail_fast,
+            cancel=self.cancel,
+            on_event=on_event,
+            deadline=options.deadline,
+        )
+        outcomes = scheduler.run(graph.jobs, self.job_fn)
+        self.durations.save()
+        out = [WheelRecord.for_job(b.job, JobStatus.FAILED) for b in graph.blocked]
+        for blocked, record in zip(graph.blocked, out, strict=True):
+            record.fail(blocked.failure)
+        for job in graph.jobs:
+            outcome = outcomes[job.id]
+            record = outcome.data if isinstance(outcome.data, WheelRecord) else _unrun(job, outcome)
+            record.attempts = max(outcome.attempts, 1)
+            record.depends = list(job.depends)
+            out.append(record)
+        return out
+
+    def job_fn(self, job: Job[WheelJob], placement: Placement, token: Cancel) -> Outcome:
+        early = self._from_dependencies(job)
+        if early is not None:
+            return self._done(job, early)
+        work = replace(
+            job.payload, image=self.builders.image_for(placement.engine, job.payload.platform)
+        )
+        record = run_job(work, self._inputs(work), self._context(work, placement, token))
+        if record.status == JobStatus.BUILT:
+            self.durations.record(
+                work.name,
+                work.platform.arch.value,
+                record.duration,
+                placement.emulated,
+                placement.engine.name,
+            )
+            if work.kind == JobKind.BUILD_DEP and record.wheel:
+                self._deps(work).add_wheel(self.layout.job_dir(work.id) / record.wheel)
+        return self._done(job, record)
+
+    def _done(self, job: Job[WheelJob], record: WheelRecord) -> Outcome:
+        with self._lock:
+            self.records[job.id] = record
+        return Outcome(
+            ok=record.status.ok,
+            transient=bool(record.category and record.category.retryable),
+            detail=record.detail or record.status,
+            data=record,
+            cancelled=record.status == JobStatus.CANCELLED,
+        )
+
+    def _inputs(self, job: WheelJob) -> JobInputs:
+        facts = self.sdists[(job.name, job.version)]
+        deps = self._deps(job)
+        key = pins_key(facts.sha256, job.build_constraints)
+        pins = deps.pins(key)
+        shared = requires_key(facts.build_requires, job.build_constraints)
+        resolved = None if pins else deps.pins(shared, max_age=RESOLUTION_MAX_AGE)
+        return JobInputs(
+            facts.path,
+            deps,
+            key,
+            tuple(pins) if pins else None,
+            shared,
+            tuple(resolved) if resolved else None,
+        )
+
+    def _deps(self, job: WheelJob) -> BuildDepCache:
+        return BuildDepCache(self.layout.build_deps(job.platform.name, job.python))
+
+    def _context(self, job: WheelJob, placement: Placement, token: Cancel) -> JobContext:
+        mode, note = self._mode(job, placement)
+        return JobContext(
+            placement.engine,
+            placement.emulated,
+            self.tagsets[(job.platform.name, job.python)],
+            job.platform.family,
+            self.layout.job_dir(job.id),
+            self.layout.job_log(job.id),
+            token,
+            self.matrix.builder.fetch_environment(),
+            lambda phase: self.on_event("phase", job, phase),
+            mode,
+            note,
+            facts.runtime if (facts := self.facts.get(job.platform.name)) else None,
+            job.image,
+        )
+
+    def _mode(self, job: WheelJob, placement: Placement) -> tuple[Mode, str]:
+        builder = self.matrix.builder
+        excepted = canonicalize_name(job.name) in builder.native_compiler_except
+        allowed = builder.native_compiler and not excepted
+        facts = self.facts.get(job.platform.name)
+        compiler = facts.native_compiler if facts else None
+        return compiler_mode(placement.emulated, self._machine(placement.engine), compiler, allowed)
+
+    def _machine(self, engine: Engine) -> str:
+        with self._lock:
+            known = self._machines.get(engine.name)
+        if known is None:
+            known = engine.info().machine
+            with self._lock:
+                self._machines[engine.name] = known
+        return known
+
+    def _from_dependencies(self, job: Job[WheelJob]) -> WheelRecord | None:
+        """A shared pure wheel from the lead, or a failure a build dependency caused."""
+        with self._lock:
+            deps = [self.records.get(d) for d in job.depends]
+        for dep in deps:
+            if dep is None or dep.kind != JobKind.BUILD_DEP or dep.status.ok:
+                continue
+            record = WheelRecord.for_job(job.payload, JobStatus.FAILED)
+            record.fail(
+                Failure(
+                    Category.DEPENDENCY_FAILED,
+                    f"build dependency {dep.name}=={dep.version} failed ({dep.category})",
+                    f"see {dep.log}",
+                )
+            )
+            return record
+        lead = next((d for d in deps if d is not None and d.kind == JobKind.WHEEL), None)
+        if lead is None or lead.status != JobStatus.BUILT or not lead.wheel:
+            return None
+        if not is_pure(lead.wheel):
+            return None
+        return _shared(job.payload, lead)
+
+
+def _shared(job: WheelJob, lead: WheelRecord) -> WheelRecord:
+    return WheelRecord.for_job(
+        job,
+        JobStatus.SHARED,
+        wheel=lead.wheel,
+        sha256=lead.sha256,
+        size=lead.size,
+        log=lead.log,
+        engine=lead.engine,
+        phases=lead.phases,
+        source_sha256=lead.source_sha256,
+        build_requires=lead.build_requires,
+        detail=f"pure-Python wheel built once by {lead.job}",
+    )
+
+
+def _unrun(job: Job[WheelJob], outcome: Outcome) -> WheelRecord:
+    if outcome.cancelled:
+        record = WheelRecord.for_job(job.payload, JobStatus.CANCELLED)
+        record.fail(Failure(Category.CANCELLED, outcome.detail), JobStatus.CANCELLED)
+        return record
+    record = WheelRecord.for_job(job.payload, JobStatus.FAILED)
+    engine_fault = outcome.transient or outcome.detail.startswith("no engine runs")
+    category = Category.ENGINE if engine_fault else Category.INTERNAL
+    record.fail(Failure(category, outcome.detail))
+    return record
+
+
+def emulated_seconds(records: list[WheelRecord]) -> float:
+    return sum(emulated_by_arch(records).values())
+
+
+def emulated_by_arch(records: list[WheelRecord]) -> dict[str, float]:
+    """Job time spent under emulation, per arch: where QEMU's cost goes (#16)."""
+    out: dict[str, float] = {}
+    for j in records:
+        if j.emulated and j.status != JobStatus.SHARED:
+            out[j.arch] = out.get(j.arch, 0.0) + j.duration
+    return dict(sorted(out.items()))

@@ -1,0 +1,265 @@
+"""Pure: plan decisions, image facts, sdist facts and a pool snapshot → a graph of jobs.
+
+Nothing here runs a container or reads a file; `tests/unit/test_jobs.py`
+checks the graph the way cibuildwheel's unit tests check `get_build_steps`.
+
+- One job per (platform, python, requirement) the plan says to build.
+- An sdist that looks pure Python is built once: the job on a platform with
+  a native engine leads, the other platforms' jobs wait for it and take its
+  `py3-none-any` wheel (or build for themselves if the guess was wrong).
+- A static build requirement with no wheel for a platform becomes a
+  build-dependency job on that platform; the jobs that need it wait for it.
+- Items whose builder image or sdist is missing are blocked, with a category.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from packaging.utils import canonicalize_name
+
+from orchestrator.build.builddeps import BuildDepNeed
+from orchestrator.build.failures import Failure
+from orchestrator.build.sources import SdistFacts, SdistRef
+from orchestrator.config.matrix import Platform
+from orchestrator.images.facts import ImageFacts
+from orchestrator.model import Action, Arch, Category, JobKind
+from orchestrator.plan.decide import Decision
+from orchestrator.plan.overrides import JobExtras, Overrides
+from orchestrator.scheduler import Job
+
+DEFAULT_GUESS = 60.0  # seconds, native, for an sdist we could not read
+
+
+@dataclass(frozen=True)
+class WheelJob:
+    kind: JobKind
+    platform: Platform
+    python: str
+    name: str
+    version: str
+    sdist: SdistRef
+    image_ref: str  # the builder's tag, for people; the ID is chosen per engine
+    timeout: float = 3600
+    build_constraints: tuple[str, ...] = ()
+    keep_failed: bool = False
+    run_id: str = ""
+    image: str = ""  # the builder's image ID on the engine the job was placed on
+    image_pull: str = ""  # repo@sha256:... of the builder, pullable anywhere (if pushed)
+    # What the matrix's overrides and bindep add (#15).
+    extras: JobExtras = field(default_factory=JobExtras)
+    branches: tuple[str, ...] = ()  # the matrix's branches that want this pin
+    rebuild: str = ""  # why the plan builds a cached wheel again (#12)
+
+    @property
+    def id(self) -> str:
+        prefix = "build-dep:" if self.kind == JobKind.BUILD_DEP else ""
+        return f"{self.platform.name}/{prefix}{self.name}=={self.version}"
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.name}=={self.version}"
+
+
+@dataclass(frozen=True)
+class PoolSnapshot:
+    """Which arches some engine runs natively: all placement the graph needs to know."""
+
+    native: frozenset[Arch]
+
+
+@dataclass(frozen=True)
+class Blocked:
+    job: WheelJob
+    failure: Failure
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    timeout: float
+    build_constraints: tuple[str, ...] = ()
+    keep_failed: bool = False
+    run_id: str = ""
+    overrides: Overrides = field(default_factory=Overrides)
+
+
+@dataclass(frozen=True)
+class JobGraph:
+    jobs: tuple[Job[WheelJob], ...]
+    blocked: tuple[Blocked, ...]
+
+    def by_id(self) -> dict[str, Job[WheelJob]]:
+        return {j.id: j for j in self.jobs}
+
+
+# (name, arch, emulated, native seconds guessed from the sdist) -> expected seconds
+Expected = Callable[[str, Arch, bool, float], float]
+SdistOutcome = SdistFacts | Failure
+
+
+def job_graph(
+    decisions: Sequence[Decision],
+    platforms: Mapping[str, Platform],
+    images: Mapping[str, ImageFacts],
+    sdists: Mapping[tuple[str, str], SdistOutcome],
+    needs: Sequence[BuildDepNeed],
+    pool: PoolSnapshot,
+    expected: Expected,
+    settings: JobSettings,
+) -> JobGraph:
+    builds = [d for d in decisions if d.action.builds and d.sdist_url]
+    builds.sort(key=lambda d: (platforms[d.platform].arch not in pool.native, d.platform))
+    jobs: dict[str, Job[WheelJob]] = {}
+    blocked: list[Blocked] = []
+    leads: dict[tuple[str, str], str] = {}
+    for decision in builds:
+        outcome = sdists.get(_key(decision.name, decision.version))
+        job = _job(JobKind.WHEEL, decision, platforms, images, settings, outcome)
+        problem = _problem(job, images, outcome)
+        if problem is not None:
+            blocked.append(Blocked(job, problem))
+            continue
+        key = _key(decision.name, decision.version)
+        pure = isinstance(outcome, SdistFacts) and outcome.pure
+        lead = leads.setdefault(key, job.id) if pure else job.id
+        guess = _guess(outcome)
+        jobs[job.id] = _node(job, pool, expected, () if lead == job.id else (lead,), guess)
+    _add_build_deps(jobs, needs, platforms, images, sdists, pool, expected, settings)
+    return JobGraph(tuple(jobs.values()), tuple(blocked))
+
+
+def _add_build_deps(
+    jobs: dict[str, Job[WheelJob]],
+    needs: Sequence[BuildDepNeed],
+    platforms: Mapping[str, Platform],
+    images: Mapping[str, ImageFacts],
+    sdists: Mapping[tuple[str, str], SdistOutcome],
+    pool: PoolSnapshot,
+    expected: Expected,
+    settings: JobSettings,
+) -> None:
+    """One job per (platform, build requirement); the jobs that need it depend on it."""
+    for need in needs:
+        if need.platform not in images:
+            continue  # the wheel job itself is blocked for want of a builder
+        ref = SdistRef(need.sdist.filename, need.sdist.url, need.sdist.sha256)
+        outcome = sdists.get(_key(need.name, need.version))
+        platform = platforms[need.platform]
+        extras = _extras(settings, platform, need.name, need.version, outcome)
+        dep = WheelJob(
+            JobKind.BUILD_DEP,
+            platform,
+            need.python,
+            need.name,
+            need.version,
+            ref,
+            images[need.platform].ref,
+            extras.timeout or settings.timeout,
+            _constraints(settings, extras),
+            settings.keep_failed,
+            settings.run_id,
+            extras=extras,
+        )
+        guess = _guess(outcome)
+        jobs.setdefault(dep.id, _node(dep, pool, expected, (), guess))
+        for parent_id in _parents(need, jobs):
+            parent = jobs[parent_id]
+            if dep.id not in parent.depends:
+                jobs[parent_id] = _with_depends(parent, (*parent.depends, dep.id))
+
+
+def _parents(need: BuildDepNeed, jobs: Mapping[str, Job[WheelJob]]) -> list[str]:
+    name, _, version = need.needed_by.partition("==")
+    wanted = _key(name, version)
+    return [
+        j.id
+        for j in jobs.values()
+        if j.payload.platform.name == need.platform
+        and j.payload.python == need.python
+        and _key(j.payload.name, j.payload.version) == wanted
+    ]
+
+
+def _with_depends(job: Job[WheelJob], depends: tuple[str, ...]) -> Job[WheelJob]:
+    return Job(job.id, job.arch, job.expected, job.payload, depends)
+
+
+def _job(
+    kind: JobKind,
+    decision: Decision,
+    platforms: Mapping[str, Platform],
+    images: Mapping[str, ImageFacts],
+    settings: JobSettings,
+    outcome: SdistOutcome | None,
+) -> WheelJob:
+    image = images.get(decision.platform)
+    assert decision.sdist is not None
+    assert decision.sdist_url is not None
+    platform = platforms[decision.platform]
+    extras = _extras(settings, platform, decision.name, decision.version, outcome)
+    return WheelJob(
+        kind,
+        platform,
+        decision.python,
+        decision.name,
+        decision.version,
+        SdistRef(decision.sdist, decision.sdist_url, decision.sdist_sha256),
+        image.ref if image else "",
+        extras.timeout or settings.timeout,
+        _constraints(settings, extras),
+        settings.keep_failed,
+        settings.run_id,
+        image_pull=image.pull_ref if image else "",
+        extras=extras,
+        branches=decision.branches,
+        rebuild=decision.reason if decision.action == Action.REBUILD else "",
+    )
+
+
+def _extras(
+    settings: JobSettings, platform: Platform, name: str, version: str, outcome: SdistOutcome | None
+) -> JobExtras:
+    facts = outcome if isinstance(outcome, SdistFacts) else None
+    if facts is None:
+        return settings.overrides.extras(platform, name, version)
+    return settings.overrides.extras(platform, name, version, facts.bindep, facts.bindep_problem)
+
+
+def _constraints(settings: JobSettings, extras: JobExtras) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((*settings.build_constraints, *extras.build_constraints)))
+
+
+def _problem(
+    job: WheelJob, images: Mapping[str, ImageFacts], outcome: SdistOutcome | None
+) -> Failure | None:
+    if job.platform.name not in images:
+        return Failure(Category.NO_BUILDER, "no builder image for this platform")
+    if isinstance(outcome, Failure):
+        return outcome
+    if outcome is None:
+        return Failure(Category.SDIST_DOWNLOAD, "the sdist was not fetched")
+    if job.extras.problem:
+        hint = "fix the file, or set sdist_bindep: false in an overrides entry"
+        return Failure(Category.SYSTEM_PACKAGES, job.extras.problem, hint)
+    return None
+
+
+def _node(
+    job: WheelJob,
+    pool: PoolSnapshot,
+    expected: Expected,
+    depends: tuple[str, ...],
+    guess: float,
+) -> Job[WheelJob]:
+    emulated = job.platform.arch not in pool.native
+    seconds = expected(job.name, job.platform.arch, emulated, guess)
+    return Job(job.id, job.platform.arch, seconds, job, depends)
+
+
+def _guess(outcome: SdistOutcome | None) -> float:
+    return outcome.expected_native if isinstance(outcome, SdistFacts) else DEFAULT_GUESS
+
+
+def _key(name: str, version: str) -> tuple[str, str]:
+    return canonicalize_name(name), version

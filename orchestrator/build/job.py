@@ -1,0 +1,528 @@
+"""One wheel job on one engine: fetch with network, build without, verify, record.
+
+The job directory travels between the two containers as a tar through the
+engine API (never a host mount), so the same code works on a remote ssh://
+engine. Containers get no Docker socket, no privileges, no host paths and no
+registry credentials, and are always removed (unless --keep-failed keeps a
+failed one). The record holds everything needed to reproduce the job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import shlex
+import tarfile
+import time
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from packaging.utils import parse_wheel_filename
+
+from orchestrator.build.builddeps import BuildDepCache
+from orchestrator.build.failures import (
+    EXIT_NEEDS,
+    PYTHON_VERSION_HINT,
+    Failure,
+    classify,
+    python_version_sign,
+)
+from orchestrator.build.graph import WheelJob
+from orchestrator.build.records import Phase, WheelRecord, phases
+from orchestrator.build.system import system_image
+from orchestrator.core.errors import BuildStepFailed, RegistryError
+from orchestrator.core.redact import RedactingLog, redact
+from orchestrator.core.wheelnames import is_pure, safe_wheel_name
+from orchestrator.engines import Engine, RunOutcome, RunRequest
+from orchestrator.images.build import read_runtime
+from orchestrator.images.facts import RuntimeFacts
+from orchestrator.model import Category, Family, JobKind, JobStatus, Mode
+from orchestrator.plan.tags import TagSet
+from orchestrator.scheduler import Cancel
+from orchestrator.trust.runtime import Runtime, analyse, resolve
+from orchestrator.trust.smoke import SmokeResult, smoke_plan, smoke_test
+
+LABEL_JOB = "org.orchestrate.job"
+# The builder images' build user (images/_common.j2 creates it with this uid):
+# named explicitly so that no image can run a job as root by accident.
+BUILD_USER = "1000:1000"
+LOG_TAIL = 256 * 1024  # how much of a failed job's log classification reads
+MAX_NEEDS_ROUNDS = 3  # fetch-then-build rounds for dynamic build requirements
+# How apt and dnf say that a package cannot be installed.
+PACKAGE_ERRORS = ("E: ", "No match for argument", "Error: Unable to find a match")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@dataclass(frozen=True)
+class JobInputs:
+    """What the host puts into the fetch container: the verified sdist, the platform's
+    cached build-requirement wheels, the build constraints, and what an earlier run
+    resolved: this sdist's exact build environment (`pins`), or else the versions
+    another sdist with the same static build requirements resolved to tonight
+    (`resolved`, used as constraints only)."""
+
+    sdist: Path
+    deps: BuildDepCache
+    pins_key: str  # where this sdist's resolved build requirements are recorded
+    pins: tuple[str, ...] | None = None
+    requires_key: str = ""  # where the shared resolution of its static requirements goes
+    resolved: tuple[str, ...] | None = None
+
+    def tar(self, job: WheelJob, needs: Sequence[str] = ()) -> bytes:
+        known = self.pins or self.resolved
+        # With versions known, only their wheels: a cache grows, copies should not.
+        wheels = self.deps.wheels_for(known) if known else self.deps.wheels()
+        return input_tar(
+            self.sdist, wheels, job.build_constraints, self.pins or (), needs, self.resolved or ()
+        )
+
+
+def input_tar(
+    sdist: Path,
+    wheels: Sequence[Path],
+    constraints: Sequence[str],
+    pins: Sequence[str],
+    needs: Sequence[str] = (),
+    resolved: Sequence[str] = (),
+) -> bytes:
+    """The fetch phase's /job: owned by the build user (uid 1000), who writes there."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for wheel in wheels:
+            _add_file(tar, f"job/deps/{wheel.name}", wheel.read_bytes())
+        _add_file(tar, f"job/src/{sdist.name}", sdist.read_bytes())
+        if constraints:
+            _add_file(tar, "job/build-constraints.txt", _lines(constraints))
+        if pins:
+            _add_file(tar, "job/build-pins.txt", _lines(pins))
+        if needs:
+            _add_file(tar, "job/build-needs.txt", _lines(needs))
+        if resolved:
+            _add_file(tar, "job/build-resolved.txt", _lines(resolved))
+    return buffer.getvalue()
+
+
+def _lines(lines: Sequence[str]) -> bytes:
+    return "".join(f"{line}\n" for line in lines).encode()
+
+
+def _add_file(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    names = set(tar.getnames())
+    for parent in _parents(name):
+        if parent not in names:
+            info = tarfile.TarInfo(parent)
+            info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, 0o755, 1000, 1000
+            tar.addfile(info)
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.uid, info.gid = len(data), 0o644, 1000, 1000
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _parents(name: str) -> list[str]:
+    parts = name.split("/")[:-1]
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """Where one job runs and writes: engine, mode, accepted tags, paths, cancel."""
+
+    engine: Engine
+    emulated: bool
+    tags: TagSet
+    family: Family
+    out_dir: Path
+    log_path: Path
+    cancel: Cancel
+    # Proxies and pip index URLs with their credentials: added to the fetch phase at
+    # run time only (never in the recorded phases, the report or an image).
+    fetch_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    on_phase: Callable[[str], None] = lambda _phase: None  # for the live progress table
+    mode: Mode = Mode.NATIVE  # emulated jobs: with the builder's native compiler or not
+    compiler_note: str = ""  # why an emulated job goes without the native compiler
+    runtime: RuntimeFacts | None = None  # the builder's runtime facts (#12)
+    builder_image: str = ""  # the builder's image ID on this engine
+
+    @property
+    def native_compiler(self) -> bool:
+        return self.mode is Mode.NATIVE_COMPILER
+
+
+def run_job(job: WheelJob, inputs: JobInputs, ctx: JobContext) -> WheelRecord:
+    started = time.monotonic()
+    record = WheelRecord.for_job(
+        job,
+        JobStatus.FAILED,
+        ctx.native_compiler,
+        engine=ctx.engine.name,
+        emulated=ctx.emulated,
+        log=str(ctx.log_path),
+        mode=ctx.mode.value,
+        compiler=ctx.compiler_note,
+    )
+    record.source_sha256 = job.sdist.sha256
+    record.system_packages = _system_record(job)
+    ctx.log_path.parent.mkdir(parents=True, exist_ok=True)
+    with ctx.log_path.open("ab") as raw:
+        log = RedactingLog(raw)
+        _header(log, job, ctx)
+        try:
+            run = _with_system_packages(job, ctx, log, record)
+            if run is not None:
+                _run_phases(run, inputs, ctx, log, record, started)
+            # Build dependencies only ever run in the builder: nothing to publish or check.
+            if run is not None and record.status == JobStatus.BUILT and job.kind == JobKind.WHEEL:
+                _check_runtime(run, ctx, log, record)
+        finally:
+            record.duration = round(time.monotonic() - started, 2)
+            log.write(f"\n== {record.status} after {record.duration}s {record.detail}\n".encode())
+            log.close()
+    if record.status == JobStatus.FAILED and record.category is None:
+        _classify(record, ctx)
+    return record
+
+
+def _check_runtime(job: WheelJob, ctx: JobContext, log: RedactingLog, record: WheelRecord) -> None:
+    """What the new wheel links against, resolved in the image it was built in, then
+    the smoke test: a wheel that does not load there is held back (#12)."""
+    assert record.wheel is not None
+    wheel = ctx.out_dir / record.wheel
+    started = time.monotonic()
+    ctx.on_phase("smoke")
+    facts = ctx.runtime
+    if job.image != ctx.builder_image:  # a system step's image: its own runtime facts
+        facts = read_runtime(ctx.engine, job.image, job.platform.arch)
+    empty = RuntimeFacts(job.platform.family.value, {}, {}, {})
+    try:
+        elf = analyse(str(wheel))
+    except (zipfile.BadZipFile, OSError) as exc:
+        record.fail(Failure(Category.BAD_WHEEL, f"{record.wheel}: not a readable zip ({exc})"))
+        return
+    runtime = resolve(elf, facts or empty, job.python, ctx.runtime)
+    pure = is_pure(record.wheel)
+    # A pure wheel links nothing and fits any Python 3: no ABI key to record.
+    record.runtime = None if pure else runtime.as_dict()
+    log.write(f"\n== runtime: {_runtime_line(runtime)}\n".encode())
+    try:
+        if job.extras.smoke:
+            _smoke(job, ctx, log, record, wheel, runtime)
+        else:
+            log.write(b"== smoke test: off for this project (overrides: smoke: false)\n")
+    finally:
+        record.phase_seconds["smoke"] = round(time.monotonic() - started, 2)
+    if record.status == JobStatus.BUILT and not pure:
+        packages = ", ".join(f"{k} {v}" for k, v in runtime.packages.items())
+        record.detail = f"runtime packages: {packages or 'none beyond the C library'}"
+
+
+def _smoke(
+    job: WheelJob, ctx: JobContext, log: RedactingLog, record: WheelRecord, wheel: Path,
+    runtime: Runtime,
+) -> None:  # fmt: skip
+    extras = job.extras
+    plan = smoke_plan(job.python, runtime, extras.runtime_packages, extras.test_command)
+    where = f"{job.platform.name}'s base with {' '.join(plan.packages)}"
+    log.write(f"== smoke test in {where}\n".encode())
+
+    def line(text: str) -> None:
+        _write(log, f"{ANSI.sub('', text)}\n".encode())
+
+    try:
+        result = smoke_test(ctx.engine, job.platform, wheel, runtime, plan, ctx.fetch_env,
+                            ctx.log_path, line, ctx.cancel.on_cancel)  # fmt: skip
+    except (BuildStepFailed, RegistryError) as exc:  # an engine fault propagates: retried
+        result = SmokeResult(False, f"the smoke image could not be made: {exc.message}")
+    if ctx.cancel.event.is_set() and not result.passed:  # killed: not the wheel's fault
+        record.fail(Failure(Category.CANCELLED, "stopped during smoke"), JobStatus.CANCELLED)
+        return
+    record.smoke = result.as_dict()
+    said = "passed" if result.passed else f"FAILED: {result.error}"
+    log.write(f"== smoke test {said}\n".encode())
+    if not result.passed:
+        record.fail(_smoke_failure(result.error), JobStatus.SMOKE_FAILED)
+
+
+def _smoke_failure(error: str) -> Failure:
+    """An import that fails for the Python's sake (e.g. `collections.Mapping`) says so;
+    anything else is the runtime list's or the wheel's."""
+    if python_version_sign(error):
+        return Failure(Category.PYTHON_VERSION, error, PYTHON_VERSION_HINT)
+    hint = "the runtime list misses a library (overrides: runtime_packages), or see the log"
+    return Failure(Category.SMOKE, error, hint)
+
+
+def _runtime_line(runtime: Runtime) -> str:
+    libs = [f"{lib['soname']} ({lib['package']} {lib['version']})" for lib in runtime.libraries]
+    missing = [f"{soname} (no package)" for soname in runtime.unresolved]
+    needs = ", ".join(libs + missing) or "no shared library"
+    return f"{needs}; glibc {runtime.glibc or '-'}; python {runtime.python or '?'}"
+
+
+def _system_record(job: WheelJob) -> dict[str, object] | None:
+    extras = job.extras
+    if not extras.packages:
+        return None
+    family = job.platform.family.value
+    return {"family": family, "packages": list(extras.packages),
+            "sources": list(extras.sources), "installed": []}  # fmt: skip
+
+
+def _with_system_packages(
+    job: WheelJob, ctx: JobContext, log: RedactingLog, record: WheelRecord
+) -> WheelJob | None:
+    """The job to run: itself, or, when it needs extra system packages, the same job
+    in its builder plus those packages (None if they could not be installed)."""
+    packages = job.extras.packages
+    if not packages:
+        return job
+    log.write(
+        f"\n== system packages ({', '.join(job.extras.sources)}): {' '.join(packages)}\n".encode()
+    )
+    ctx.on_phase("system")
+    started = time.monotonic()
+    errors: list[str] = []  # the package manager's own words, for the record
+
+    def line(text: str) -> None:
+        text = ANSI.sub("", text)  # the classic builder colours a step's stderr
+        _write(log, f"{text}\n".encode())
+        if text.startswith(PACKAGE_ERRORS) and len(errors) < 10:
+            errors.append(text.strip())
+
+    try:
+        image = system_image(
+            ctx.engine, job.image, job.platform.arch, job.platform.family.value, packages,
+            ctx.fetch_env, line,
+        )  # fmt: skip
+    except BuildStepFailed as exc:
+        hint = "check the names for this distro release (overrides or bindep.txt)"
+        record.fail(Failure(Category.SYSTEM_PACKAGES, (errors or [exc.message])[0], hint))
+        return None
+    finally:
+        record.phase_seconds["system"] = round(time.monotonic() - started, 2)
+    assert record.system_packages is not None
+    record.system_packages["image"] = image
+    return replace(job, image=image)
+
+
+def _header(log: RedactingLog, job: WheelJob, ctx: JobContext) -> None:
+    mode = ctx.mode.value + (f": {ctx.compiler_note}" if ctx.compiler_note else "")
+    log.write(
+        redact(
+            f"== {job.id} on {ctx.engine.name} ({mode}), image {job.image_ref} "
+            f"({job.image[:19]})\n== sdist {job.sdist.url} sha256 {job.sdist.sha256}\n"
+        ).encode()
+    )
+    log.flush()
+
+
+def _run_phases(
+    job: WheelJob,
+    inputs: JobInputs,
+    ctx: JobContext,
+    log: RedactingLog,
+    record: WheelRecord,
+    started: float,
+) -> None:
+    """Fetch, then build; when the build phase names dynamic build requirements the
+    environment lacks (exit 13), fetch them too and build again."""
+    needs: tuple[str, ...] = ()
+    for _round in range(MAX_NEEDS_ROUNDS):
+        out = _fetch_and_build(job, inputs, ctx, log, record, started, needs)
+        if out is None:
+            return  # failed, timed out or cancelled: the record says which
+        more = tuple(line for line in _needs(out) if line not in needs)
+        if not more:
+            _compiler_used(out, record)
+            _collect(out, ctx.tags, ctx.out_dir, record)
+            return
+        needs = (*needs, *more)
+        log.write(f"\n== the build asked for {', '.join(more)}: fetching them\n".encode())
+    why = f"the build kept asking for more build requirements: {', '.join(needs)}"
+    record.fail(Failure(Category.UNRESOLVABLE, why, "see the log"))
+
+
+def _fetch_and_build(
+    job: WheelJob,
+    inputs: JobInputs,
+    ctx: JobContext,
+    log: RedactingLog,
+    record: WheelRecord,
+    started: float,
+    needs: tuple[str, ...],
+) -> bytes | None:
+    """Both phases once; the build phase's /job/out as a tar, or None on failure."""
+    fetch, build = phases(job, ctx.native_compiler)
+    job_tar = inputs.tar(job, needs)
+    for phase in (fetch, build):
+        if ctx.cancel.event.is_set():
+            record.fail(Failure(Category.CANCELLED, f"before {phase.name}"), JobStatus.CANCELLED)
+            return None
+        remaining = job.timeout - (time.monotonic() - started)
+        ctx.on_phase(phase.name)
+        log.write(
+            f"\n== phase {phase.name} ({'network' if phase.network else 'no network'}): "
+            f"{shlex.join(phase.command)}\n".encode()
+        )
+        log.flush()
+        outcome, job_tar = _run_phase(job, phase, ctx, job_tar, remaining, log)
+        record.exit_code = outcome.exit_code
+        seconds = record.phase_seconds.get(phase.name, 0.0) + outcome.duration
+        record.phase_seconds[phase.name] = round(seconds, 2)
+        if not _phase_ok(job, phase, outcome, ctx, record):
+            return None
+        if phase is fetch:
+            _after_fetch(job_tar, inputs, record)
+            job_tar = without(job_tar, "job/deps/")
+    record.exit_code = 0
+    return job_tar
+
+
+def _compiler_used(out_tar: bytes, record: WheelRecord) -> None:
+    """What the build phase says of the native compiler: used (its version), or why
+    it fell back to the emulated one."""
+    text = read_member(out_tar, "out/compiler.json")
+    if record.mode != Mode.NATIVE_COMPILER or text is None:
+        return
+    said = json.loads(text)
+    if said.get("used") is True:
+        record.compiler = f"gcc {said.get('gcc', '?')} for {said.get('host', '?')}"
+    else:
+        record.mode, record.compiler = Mode.EMULATED.value, str(said.get("reason", ""))
+
+
+def _needs(out_tar: bytes) -> list[str]:
+    text = read_member(out_tar, "out/needs.txt")
+    return [line.strip() for line in (text or b"").decode().splitlines() if line.strip()]
+
+
+def _run_phase(
+    job: WheelJob,
+    phase: Phase,
+    ctx: JobContext,
+    job_tar: bytes,
+    remaining: float,
+    log: RedactingLog,
+) -> tuple[RunOutcome, bytes]:
+    request = RunRequest(
+        image=job.image,
+        command=phase.command,
+        platform=job.platform.arch,
+        env={**phase.env, **(ctx.fetch_env if phase.network else {})},
+        network=phase.network,
+        user=BUILD_USER,
+        workdir="/job",
+        labels={LABEL_JOB: job.id, "org.orchestrate.run": job.run_id},
+        keep=job.keep_failed,
+    )
+    with ctx.engine.container(request) as box:
+        ctx.cancel.on_cancel(box.kill)
+        box.put("/", job_tar)
+        outcome = box.start_and_wait(max(remaining, 1), lambda chunk: _write(log, chunk))
+        if outcome.exit_code not in (0, EXIT_NEEDS):
+            return outcome, b""
+        return outcome, box.get("/job" if phase.name == "fetch" else "/job/out")
+
+
+def _phase_ok(
+    job: WheelJob, phase: Phase, outcome: RunOutcome, ctx: JobContext, record: WheelRecord
+) -> bool:
+    if outcome.timed_out:
+        why = f"killed after the {job.timeout:.0f}s timeout ({phase.name})"
+        record.fail(Failure(Category.TIMEOUT, why), JobStatus.TIMEOUT)
+        return False
+    if ctx.cancel.event.is_set():
+        stopped = Failure(Category.CANCELLED, f"stopped during {phase.name}")
+        record.fail(stopped, JobStatus.CANCELLED)
+        return False
+    return outcome.exit_code == 0 or (phase.name == "build" and outcome.exit_code == EXIT_NEEDS)
+
+
+def _after_fetch(job_tar: bytes, inputs: JobInputs, record: WheelRecord) -> None:
+    """Keep new build-requirement wheels and the exact versions the sdist resolved to."""
+    inputs.deps.absorb(job_tar)
+    fetched = read_member(job_tar, "job/fetch.json")
+    if fetched is None:
+        return
+    said = json.loads(fetched)
+    installed = [str(p) for p in said.get("installed", [])]
+    record.build_requires = installed
+    if record.system_packages is not None:
+        record.system_packages["installed"] = [str(p) for p in said.get("system_packages", [])]
+    if installed and inputs.pins is None:
+        inputs.deps.save_pins(inputs.pins_key, installed)
+    if installed and inputs.requires_key and inputs.resolved is None:
+        inputs.deps.save_pins(inputs.requires_key, installed)
+
+
+def _classify(record: WheelRecord, ctx: JobContext) -> None:
+    with ctx.log_path.open("rb") as log:
+        log.seek(max(0, ctx.log_path.stat().st_size - LOG_TAIL))
+        text = log.read().decode(errors="replace")
+    record.fail(classify(record.exit_code, text, ctx.family))
+
+
+def _write(log: RedactingLog, chunk: bytes) -> None:
+    log.write(chunk)  # redacted by line in RedactingLog
+    log.flush()  # so that `tail -f` of a job's log shows it as it runs
+
+
+def read_member(tar_bytes: bytes, name: str) -> bytes | None:
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
+        try:
+            handle = tar.extractfile(name)
+        except KeyError:
+            return None
+        return handle.read() if handle else None
+
+
+def without(tar_bytes: bytes, prefix: str) -> bytes:
+    """The tar with the members under `prefix` left out (the build needs no wheel cache)."""
+    out = io.BytesIO()
+    with (
+        tarfile.open(fileobj=io.BytesIO(tar_bytes)) as src,
+        tarfile.open(fileobj=out, mode="w") as dst,
+    ):
+        for member in src.getmembers():
+            if member.name.startswith(prefix):
+                continue
+            dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+    return out.getvalue()
+
+
+def _collect(out_tar: bytes, tags: TagSet, out_dir: Path, record: WheelRecord) -> None:
+    """Take the one wheel out of the tar, checking its name and tags before writing."""
+    wheels = extract_wheels(out_tar, out_dir)
+    if len(wheels) != 1:
+        record.fail(Failure(Category.BAD_WHEEL, f"expected one wheel, got {len(wheels)}"))
+        return
+    wheel = wheels[0]
+    _name, _version, _build, wheel_tags = parse_wheel_filename(wheel.name)
+    if not tags.accepts(wheel_tags):
+        why = f"{wheel.name}: its tags do not fit {record.platform} python {tags.python}"
+        record.fail(Failure(Category.BAD_WHEEL, why))
+        return
+    data = wheel.read_bytes()
+    record.status, record.wheel = JobStatus.BUILT, wheel.name
+    record.sha256, record.size = hashlib.sha256(data).hexdigest(), len(data)
+    record.detail = "pure Python" if is_pure(wheel.name) else ""
+
+
+def extract_wheels(tar_bytes: bytes, out_dir: Path) -> list[Path]:
+    """Regular `*.whl` members only; each name is validated before a path is made."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    found = []
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
+        for member in tar.getmembers():
+            base = member.name.rsplit("/", 1)[-1]
+            if not member.isfile() or not base.endswith(".whl"):
+                continue
+            target = out_dir / safe_wheel_name(base)
+            source = tar.extractfile(member)
+            assert source is not None
+            target.write_bytes(source.read())
+            found.append(target)
+    return found

@@ -1,0 +1,165 @@
+"""A job's record and its phases as values: what reports, reproduce and the store read.
+
+The record holds everything needed to understand and re-run a job: the
+builder image, the sdist it was built from, the exact versions of its build
+requirements, the container commands, its status and, when it failed, the
+category, first error line and hint.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator.build.failures import Failure
+from orchestrator.build.graph import WheelJob
+from orchestrator.images.facts import NativeCompiler
+from orchestrator.model import Category, JobKind, JobStatus, Mode
+
+JOB_SCRIPT = "/usr/local/lib/orchestrate/job.py"
+# Wheels store zip timestamps, which cannot predate 1980: a fixed epoch there.
+SOURCE_DATE_EPOCH = "315532800"
+
+
+def compiler_mode(
+    emulated: bool, engine_machine: str, compiler: NativeCompiler | None, allowed: bool
+) -> tuple[Mode, str]:
+    """The mode of a job placed on an engine of `engine_machine`, and why not the native
+    compiler when it runs emulated without it."""
+    if not emulated:
+        return Mode.NATIVE, ""
+    if not allowed:
+        return Mode.EMULATED, "the matrix turns the native compiler off for this project"
+    if compiler is None:
+        return Mode.EMULATED, "the builder has no native cross compiler"
+    if not compiler.usable:
+        return Mode.EMULATED, compiler.reason
+    if compiler.host != engine_machine:
+        return Mode.EMULATED, (
+            f"the builder's cross compiler runs on {compiler.host}, the engine is "
+            f"{engine_machine or 'of unknown arch'}"
+        )
+    return Mode.NATIVE_COMPILER, ""
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One container of a job, as a value that can be run again anywhere."""
+
+    name: str
+    command: tuple[str, ...]
+    network: bool
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "command": list(self.command),
+            "network": self.network,
+            "env": dict(self.env),
+        }
+
+
+@dataclass
+class WheelRecord:
+    job: str
+    platform: str
+    python: str
+    name: str
+    version: str
+    status: JobStatus
+    kind: JobKind = JobKind.WHEEL
+    duration: float = 0.0
+    engine: str = ""
+    emulated: bool = False
+    wheel: str | None = None
+    sha256: str | None = None
+    size: int = 0
+    log: str = ""
+    image: str = ""
+    image_ref: str = ""
+    image_pull: str = ""  # repo@sha256:... to pull the exact builder anywhere, if pushed
+    arch: str = ""
+    phases: list[dict[str, object]] = field(default_factory=list)
+    detail: str = ""
+    exit_code: int | None = None
+    attempts: int = 1
+    category: Category | None = None  # why it failed
+    error: str = ""  # the first error line of its log
+    hint: str = ""
+    sdist: dict[str, object] | None = None  # filename, url and sha256 it was built from
+    source_sha256: str | None = None  # the sdist's sha256, as verified
+    build_requires: list[str] = field(default_factory=list)  # exact versions in its build env
+    build_constraints: list[str] = field(default_factory=list)
+    depends: list[str] = field(default_factory=list)  # jobs it waited for
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    mode: str = ""  # a Mode: native, emulated (native compiler) or emulated
+    compiler: str = ""  # with the native compiler, its version; else why not
+    # Extra system packages (#15): family, packages, sources, installed (name=version)
+    # and the image they were installed into; None for a job that needs none.
+    system_packages: dict[str, object] | None = None
+    branches: list[str] = field(default_factory=list)  # the branches that want this pin
+    # #12: what the wheel needs at run time (runtime.Runtime.as_dict), its smoke test
+    # (smoke.SmokeResult.as_dict), and why the plan rebuilt it, when it did.
+    runtime: dict[str, object] | None = None
+    smoke: dict[str, object] | None = None
+    rebuild: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+    def fail(self, failure: Failure, status: JobStatus = JobStatus.FAILED) -> None:
+        self.status, self.category = status, failure.category
+        self.error, self.hint = failure.first_line, failure.hint
+        self.detail = f"{failure.category}: {failure.first_line}"
+
+    @classmethod
+    def for_job(
+        cls, job: WheelJob, status: JobStatus, native_compiler: bool = False, **fields: Any
+    ) -> WheelRecord:
+        """A record naming `job`, with its image, sdist and recorded phases."""
+        base: dict[str, Any] = {
+            "kind": job.kind,
+            "image": job.image,
+            "image_ref": job.image_ref,
+            "image_pull": job.image_pull,
+            "arch": job.platform.arch.value,
+            "phases": [p.as_dict() for p in phases(job, native_compiler)],
+            "sdist": job.sdist.as_dict(),
+            "build_constraints": list(job.build_constraints),
+            "branches": list(job.branches),
+            "rebuild": job.rebuild,
+        }
+        return cls(
+            job.id,
+            job.platform.name,
+            job.python,
+            job.name,
+            job.version,
+            status,
+            **{**base, **fields},
+        )
+
+
+def phases(job: WheelJob, native_compiler: bool = False) -> tuple[Phase, Phase]:
+    """Fetch and build; with `native_compiler`, the build phase puts the builder's
+    native cross compiler first on PATH (job.py checks it, and falls back)."""
+    python = f"/opt/orchestrate/py{job.python}/bin/python"
+    env = {"SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, "PYTHONHASHSEED": "0"}
+    build_env = {**env, **dict(job.extras.env)}
+    if native_compiler:
+        build_env["ORCHESTRATE_NATIVE_COMPILER"] = "1"
+    where = {
+        # Only for a fetch run by hand (`reproduce --print`): orchestrate puts the
+        # verified sdist into /job/src itself.
+        "ORCHESTRATE_SDIST_URL": job.sdist.url,
+        "ORCHESTRATE_SDIST_SHA256": job.sdist.sha256 or "",
+    }
+    if job.extras.pip_options:  # the overrides' options for the fetch phase's pip
+        where["ORCHESTRATE_PIP_OPTIONS"] = json.dumps(list(job.extras.pip_options))
+    return (
+        Phase("fetch", (python, JOB_SCRIPT, "fetch"), network=True, env={**env, **where}),
+        Phase("build", (python, JOB_SCRIPT, "build"), network=False, env=build_env),
+    )

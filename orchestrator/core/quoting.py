@@ -1,0 +1,38 @@
+"""Values read from files that reach a Dockerfile or a shell line: refused or quoted.
+
+A matrix, a report or an index page is somebody else's text. Grammar checks at
+the edge keep most of it out; these are the last gate where such a value is
+written into something that runs, so that a newline can never start a new
+Dockerfile instruction or shell command.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+from orchestrator.core.errors import InputError
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def one_line(value: str, what: str) -> str:
+    """`value` unchanged when it has no control character (newline, CR, NUL...)."""
+    if _CONTROL.search(value):
+        raise InputError(f"{what} {shown(value)} holds a control character; refused")
+    return value
+
+
+def shell_word(value: str, what: str) -> str:
+    """`value` as one shell word, refused if it spans lines."""
+    return shlex.quote(one_line(value, what))
+
+
+def comment(value: object) -> str:
+    """Text for a comment line of a generated script: control characters shown, not kept."""
+    return _CONTROL.sub("?", str(value))
+
+
+def shown(value: str, limit: int = 60) -> str:
+    """A value as a message shows it: repr'd and cut, so a huge or odd value stays short."""
+    return repr(value if len(value) <= limit else value[:limit] + "...")

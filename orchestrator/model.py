@@ -1,0 +1,162 @@
+"""Closed sets: every value a status, mode, action or kind can take.
+
+Imported by every floor above (engines, scheduler, planning, jobs, the store), so it
+imports nothing but the standard library: no pydantic, no config loader.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+ARCH_ALIASES = {
+    "x86_64": "amd64",
+    "aarch64": "arm64",
+    "ppc64el": "ppc64le",  # Debian's name
+    "powerpc64le": "ppc64le",
+}
+
+
+class Arch(StrEnum):
+    """OCI architecture names; `x86_64`, `aarch64`, `ppc64el` and `powerpc64le` are
+    accepted on input."""
+
+    AMD64 = "amd64"
+    ARM64 = "arm64"
+    PPC64LE = "ppc64le"
+    S390X = "s390x"
+    RISCV64 = "riscv64"
+
+    @property
+    def oci_platform(self) -> str:
+        return f"linux/{self.value}"
+
+    @property
+    def machine(self) -> str:
+        """What `uname -m` prints and what wheel tags use."""
+        return {"amd64": "x86_64", "arm64": "aarch64"}.get(self.value, self.value)
+
+    @property
+    def triplet(self) -> str:
+        """The GNU target triplet Debian names its cross compilers after."""
+        return {"ppc64le": "powerpc64le"}.get(self.value, self.machine) + "-linux-gnu"
+
+    @property
+    def debian(self) -> str:
+        """Debian's name for the arch (debootstrap --arch, dpkg)."""
+        return {"ppc64le": "ppc64el"}.get(self.value, self.value)
+
+    @property
+    def big_endian(self) -> bool:
+        return self is Arch.S390X
+
+    @classmethod
+    def parse(cls, value: str) -> Arch:
+        return cls(ARCH_ALIASES.get(value, value))
+
+
+class Family(StrEnum):
+    """The package family decides the template and the package manager."""
+
+    DEB = "deb"
+    RPM = "rpm"
+
+
+class Action(StrEnum):
+    UPSTREAM = "upstream"
+    BUILD = "build"
+    REBUILD = "rebuild"  # cached, but what it links against (or Python) moved (#12)
+    CACHED = "cached"
+    UNAVAILABLE = "unavailable"
+    EXCLUDED = "excluded"
+    UNSUPPORTED = "unsupported"
+
+    @property
+    def builds(self) -> bool:
+        return self in (Action.BUILD, Action.REBUILD)
+
+
+class JobKind(StrEnum):
+    WHEEL = "wheel"  # a pinned requirement, published to the index
+    BUILD_DEP = "build-dep"  # a build requirement with no wheel, kept in the build-dep cache
+
+
+class Mode(StrEnum):
+    """How a job's code ran: on its own arch, or under QEMU with or without the
+    builder's native cross compiler (#17)."""
+
+    NATIVE = "native"
+    NATIVE_COMPILER = "emulated (native compiler)"
+    EMULATED = "emulated"
+
+
+class JobStatus(StrEnum):
+    BUILT = "built"
+    SHARED = "shared"  # a pure wheel built once by another platform's job
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    SMOKE_FAILED = "smoke-failed"  # built, but does not load where its runtime packages are
+
+    @property
+    def ok(self) -> bool:
+        return self in (JobStatus.BUILT, JobStatus.SHARED)
+
+
+class Category(StrEnum):
+    SDIST_DOWNLOAD = "sdist-download"
+    BUILD_DEPS = "build-deps"  # a build requirement could not be downloaded
+    ENGINE = "engine"
+    HASH_MISMATCH = "hash-mismatch"
+    BAD_SDIST = "bad-sdist"  # the index named a file we refuse (a path in its name)
+    UNRESOLVABLE = "build-deps-unresolvable"  # no version satisfies a build requirement
+    DEPENDENCY_FAILED = "build-dep-failed"  # a build-dependency job this needs failed
+    METADATA = "metadata"
+    PYTHON_VERSION = "python-version"  # the release predates the builder's Python
+    MISSING_SYSTEM_LIBRARY = "missing-system-library"
+    SYSTEM_PACKAGES = "system-packages"  # a job's extra system packages (#15) not installed
+    COMPILE = "compile"
+    BAD_WHEEL = "bad-wheel"  # no wheel, several, or tags that do not fit the platform
+    NO_BUILDER = "no-builder"
+    SMOKE = "smoke-test"  # the wheel does not load in a bare base container (#12)
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    INTERNAL = "internal"
+
+    @property
+    def retryable(self) -> bool:
+        return self in (Category.SDIST_DOWNLOAD, Category.BUILD_DEPS, Category.ENGINE)
+
+
+class StoreOutcome(StrEnum):
+    """What adding one built wheel to the store did."""
+
+    ADDED = "added"
+    IDENTICAL = "identical"  # the same bytes were there: nothing written
+    MISMATCH = "mismatch"  # other bytes under that name: kept, reported (exit 4)
+    REPLACED = "replaced"  # other bytes, overwritten because --replace was asked
+    REBUILT = "rebuilt"  # an ABI rebuild with new bytes, stored under the next build tag
+
+
+class PublishStatus(StrEnum):
+    PUBLISHED = "published"
+    UNCHANGED = "unchanged"
+    FAILED = "failed"
+
+
+class ImageStatus(StrEnum):
+    BUILT = "built"
+    FRESH = "fresh"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of `doctor`: what was checked, whether it is fine, and what to do."""
+
+    subject: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    required: bool = True

@@ -1,0 +1,171 @@
+"""The smoke test (#12): does a new wheel load where only its runtime packages are?
+
+A clean container made from the platform's *base* image (not the builder: no
+compiler, no -dev packages) plus the distro's interpreter and the wheel's
+recorded runtime packages, nothing else. That image is a `FROM <base ID>`
+build on the job's engine, made once per (base, package set) and found by
+its tag. The wheel and `smoke_check.py` go in as a tar; the container runs
+with no network as `nobody`. A wheel that fails is not published.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator.config.matrix import Platform
+from orchestrator.engines import Engine, RunRequest
+from orchestrator.images.base import ensure_base
+from orchestrator.images.derived import derived_image
+from orchestrator.images.render import templates_dir
+from orchestrator.images.sysdeps import base_dockerfile
+from orchestrator.trust.runtime import Runtime
+
+NOBODY = 65534  # Debian's and EL's `nobody`: the check runs as no one in particular
+SMOKE_TIMEOUT = 600.0
+
+
+@dataclass(frozen=True)
+class SmokePlan:
+    """What one smoke test runs: in which image packages, with what command."""
+
+    packages: tuple[str, ...]  # the interpreter, the runtime packages, the matrix's extra
+    command: str | None = None
+    timeout: float = SMOKE_TIMEOUT
+
+
+def smoke_plan(
+    python: str, runtime: Runtime, extra: Sequence[str] = (), command: str | None = None
+) -> SmokePlan:
+    packages = dict.fromkeys((f"python{python}", *runtime.packages, *extra))
+    return SmokePlan(tuple(packages), command)
+
+
+@dataclass
+class SmokeResult:
+    passed: bool
+    error: str = ""  # the first failure: module and the loader's words
+    packages: list[str] = field(default_factory=list)
+    image: str = ""
+    checks: list[dict[str, str]] = field(default_factory=list)
+    command: dict[str, object] | None = None
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+def smoke_test(
+    engine: Engine,
+    platform: Platform,
+    wheel: Path,
+    runtime: Runtime,
+    plan: SmokePlan,
+    env: Mapping[str, str],
+    log: Path,
+    on_line: Callable[[str], None],
+    on_start: Callable[[Callable[[], None]], None] = lambda _kill: None,
+) -> SmokeResult:
+    """Make (or find) the smoke image on `engine` and check `wheel` in it; `on_start`
+    gets the container's kill, so that a cancelled run stops it."""
+    started = time.monotonic()
+    base = ensure_base(platform, engine, log, on_line)
+    dockerfile = base_dockerfile(base, platform.family.value, plan.packages, platform.apt_sources)
+    image = derived_image(engine, dockerfile, "orchestrate-smoke", platform.arch, plan.packages,
+                          env, on_line)  # fmt: skip
+    python = plan.packages[0].removeprefix("python")
+    request = RunRequest(
+        image=image,
+        command=(f"/usr/bin/python{python}", "/smoke/check.py"),
+        platform=platform.arch,
+        env={"HOME": "/smoke", "PYTHONDONTWRITEBYTECODE": "1"},
+        network=False,
+        user=f"{NOBODY}:{NOBODY}",
+        labels={"org.orchestrate.smoke": wheel.name},
+    )
+    with engine.container(request) as box:
+        on_start(box.kill)
+        box.put("/", smoke_tar(wheel, runtime, plan))
+        outcome = box.start_and_wait(
+            plan.timeout, lambda chunk: on_line(chunk.decode(errors="replace").rstrip("\n"))
+        )
+        said = _result(box.get("/smoke/result.json")) if not outcome.timed_out else None
+    result = verdict(said, outcome.exit_code, outcome.timed_out, plan.timeout)
+    result.packages, result.image = list(plan.packages), image
+    result.seconds = round(time.monotonic() - started, 2)
+    return result
+
+
+def _text(chunk: bytes) -> str:
+    return chunk.decode(errors="replace").rstrip("\n")
+
+
+def verdict(
+    said: Mapping[str, object] | None, exit_code: int | None, timed_out: bool, timeout: float
+) -> SmokeResult:
+    """The check's own result file read into a SmokeResult, or why there is none."""
+    if timed_out:
+        return SmokeResult(False, f"the smoke test timed out after {timeout:.0f}s")
+    if said is None:
+        return SmokeResult(False, f"the smoke test wrote no result (exit code {exit_code})")
+    listed = said.get("checks")
+    checks = [dict(c) for c in listed if isinstance(c, dict)] if isinstance(listed, list) else []
+    command = said.get("command")
+    command = command if isinstance(command, dict) else None
+    failed = [c for c in checks if c.get("status") == "failed"]
+    if failed:
+        error = f"{failed[0].get('module')}: {failed[0].get('error')}"
+    elif command and command.get("error"):
+        error = f"test command `{command.get('command')}`: {command.get('error')}"
+    else:
+        error = ""
+    return SmokeResult(said.get("passed") is True and not error, error, checks=checks,
+                       command=command)  # fmt: skip
+
+
+def _result(tar_bytes: bytes) -> dict[str, object] | None:
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
+        member = next((m for m in tar.getmembers() if m.isfile()), None)
+        handle = tar.extractfile(member) if member else None
+        if handle is None:
+            return None
+        try:
+            data = json.loads(handle.read())
+        except ValueError:
+            return None
+    return data if isinstance(data, dict) else None
+
+
+def smoke_tar(wheel: Path, runtime: Runtime, plan: SmokePlan) -> bytes:
+    """/smoke: the check, its config and the wheel, owned by `nobody`."""
+    config = {
+        "wheel": wheel.name,
+        "extensions": list(runtime.extensions),
+        "top_level": list(runtime.top_level),
+        "command": plan.command,
+        "timeout": plan.timeout,
+    }
+    check = (templates_dir() / "scripts" / "smoke_check.py").read_bytes()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        _add(tar, "smoke", None)
+        _add(tar, "smoke/check.py", check)
+        _add(tar, "smoke/smoke.json", json.dumps(config).encode())
+        _add(tar, f"smoke/{wheel.name}", wheel.read_bytes())
+    return buffer.getvalue()
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes | None) -> None:
+    info = tarfile.TarInfo(name)
+    info.uid = info.gid = NOBODY
+    if data is None:
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(info)
+        return
+    info.size, info.mode = len(data), 0o644
+    tar.addfile(info, io.BytesIO(data))
