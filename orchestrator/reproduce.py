@@ -95,6 +95,7 @@ def run_smoke(
     spec: JobSpec,
     platform: Platform,
     job_tar: bytes,
+    *,
     log: Path,
     on_line: Callable[[str], None],
 ) -> int:
@@ -109,7 +110,9 @@ def run_smoke(
         runtime = Runtime("", elf.glibc, (), {}, (), elf.extensions, elf.top_level)
         plan = SmokePlan(spec.smoke_packages, spec.test_command)
         on_line(f"\n== smoke test in {platform.name}'s base with {' '.join(plan.packages)}")
-        result = smoke_test(engine, platform, wheels[0], runtime, plan, {}, log, on_line)
+        result = smoke_test(
+            engine, platform, wheels[0], runtime, plan=plan, env={}, log=log, on_line=on_line
+        )
     on_line(f"== smoke test {'passed' if result.passed else 'FAILED: ' + result.error}")
     return 0 if result.passed else 1
 
@@ -264,6 +267,7 @@ def run_phases(
     spec: JobSpec,
     image: str,
     on_output: Callable[[bytes], None],
+    *,
     sdists: SdistCache,
 ) -> tuple[int, bytes]:
     """Run the recorded phases in order; returns the first failing exit code (or 0)."""
@@ -271,8 +275,8 @@ def run_phases(
     if spec.system_packages:
         on_output(f"\n== system packages: {' '.join(spec.system_packages)}\n".encode())
         image = system_image(
-            engine, image, spec.arch, spec.family, spec.system_packages, {},
-            lambda line: on_output(f"{line}\n".encode()),
+            engine, image, spec.arch, spec.family, packages=spec.system_packages, env={},
+            on_line=lambda line: on_output(f"{line}\n".encode()),
         )  # fmt: skip
     for phase in spec.phases:
         request = RunRequest(

@@ -111,6 +111,7 @@ def run_build(
     matrix: Matrix,
     pool: EnginePool,
     platforms: Sequence[Platform],
+    *,
     requirements: Sequence[Path],
     constraints: Sequence[Path],
     options: BuildOptions,
@@ -138,17 +139,26 @@ def run_build(
                 platforms,
                 requirements,
                 constraints,
-                options.resolve_latest,
-                Upstream.of(matrix.index, layout.index_cache),
-                probed,
-                builders_of(run.images.facts),
+                resolve_latest=options.resolve_latest,
+                upstream=Upstream.of(matrix.index, layout.index_cache),
+                probed=probed,
+                builders=builders_of(run.images.facts),
             )
         run.plan = plan.decisions
         for notice in plan.notices:
             on_event("notice", None, notice)
         if not cancel.event.is_set():
             run.jobs = _build_wheels(
-                run, matrix, pool, platforms, plan, options, layout, cancel, on_event, deadline
+                run,
+                matrix,
+                pool,
+                platforms,
+                plan=plan,
+                options=options,
+                layout=layout,
+                cancel=cancel,
+                on_event=on_event,
+                deadline=deadline,
             )
     finally:
         with run.stage("publish"):
@@ -170,6 +180,7 @@ def _build_wheels(
     matrix: Matrix,
     pool: EnginePool,
     platforms: Sequence[Platform],
+    *,
     plan: PlanResult,
     options: BuildOptions,
     layout: RunLayout,
@@ -183,7 +194,7 @@ def _build_wheels(
     with run.stage("sdists"):
         sdists = fetch_sdists(cache, {(d.name, d.version): _ref(d) for d in todo})
         pins = parse_constraints(options.build_constraints, "build constraints")
-        needs = build_dep_needs(todo, sdists, cache, by_name, plan, pins)
+        needs = build_dep_needs(todo, sdists, cache, by_name, plan=plan, constraints=pins)
     run.sdist_downloads = cache.downloads
     settings = JobSettings(
         options.timeout or float(matrix.builder.job_timeout),
@@ -192,18 +203,20 @@ def _build_wheels(
         run.run_id,
         Overrides.of(matrix),
     )
-    executor = Executor(matrix, layout, run.images.facts, _good(sdists), plan.tagsets, cancel)
+    executor = Executor(
+        matrix, layout, run.images.facts, _good(sdists), tagsets=plan.tagsets, cancel=cancel
+    )
     graph = job_graph(
         plan.decisions,
         by_name,
         run.images.facts,
         sdists,
-        needs,
-        PoolSnapshot(frozenset(p.arch for p in platforms if pool.candidates(p.arch)[0])),
-        lambda name, arch, emulated, guess: executor.durations.expected(
+        needs=needs,
+        pool=PoolSnapshot(frozenset(p.arch for p in platforms if pool.candidates(p.arch)[0])),
+        expected=lambda name, arch, emulated, guess: executor.durations.expected(
             name, arch.value, emulated, guess
         ),
-        settings,
+        settings=settings,
     )
     options_ = ExecOptions(options.emulate_when_busy, options.fail_fast, deadline)
     try:
@@ -257,6 +270,7 @@ def build_dep_needs(
     sdists: dict[tuple[str, str], SdistOutcome],
     cache: SdistCache,
     platforms: Mapping[str, Platform],
+    *,
     plan: PlanResult,
     constraints: Mapping[NormalizedName, SpecifierSet],
 ) -> list[BuildDepNeed]:
@@ -265,7 +279,7 @@ def build_dep_needs(
     wanted = {(d.platform, d.python, d.name, d.version) for d in todo}
     found: dict[tuple[str, str, str, str], BuildDepNeed] = {}
     for _depth in range(MAX_BUILD_DEP_DEPTH):
-        new = _needs_of(wanted, sdists, platforms, plan, constraints)
+        new = _needs_of(wanted, sdists, platforms, plan, constraints=constraints)
         new = [n for n in new if (n.platform, n.python, n.name, n.version) not in found]
         if not new:
             break
@@ -285,6 +299,7 @@ def _needs_of(
     sdists: Mapping[tuple[str, str], SdistOutcome],
     platforms: Mapping[str, Platform],
     plan: PlanResult,
+    *,
     constraints: Mapping[NormalizedName, SpecifierSet],
 ) -> list[BuildDepNeed]:
     requires = {
@@ -299,9 +314,9 @@ def _needs_of(
             f"{name}=={version}",
             platforms[platform],
             python,
-            pages,
-            plan.tagsets[(platform, python)],
-            constraints,
+            pages=pages,
+            tags=plan.tagsets[(platform, python)],
+            constraints=constraints,
         )
     return out
 

@@ -106,7 +106,7 @@ class Scheduler:
             while state.pending or running:
                 stop = stop or self.cancel.event.is_set() or self._past_deadline()
                 if not stop:
-                    self._start_ready(state, free, running, threads, fn)
+                    self._start_ready(state, free, running, threads, fn=fn)
                 if not running:
                     if stop or not state.pending:
                         break
@@ -156,6 +156,7 @@ class Scheduler:
         free: dict[str, int],
         running: dict[Future[Outcome], tuple[Job[T], Placement]],
         threads: ThreadPoolExecutor,
+        *,
         fn: JobFn[T],
     ) -> None:
         now = time.monotonic()

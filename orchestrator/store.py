@@ -240,6 +240,7 @@ class Store:
         wheel: Path,
         platforms: list[str],
         provenance: Provenance,
+        *,
         replace: bool = False,
     ) -> AddResult:
         """Add a built wheel for `platforms` (a pure wheel may serve several)."""
@@ -264,7 +265,7 @@ class Store:
                 # Not listed for these platforms: their builder made other bytes. The
                 # next run builds them again and reports it again, until --replace.
                 return AddResult(name, "mismatch", existing.sha256, new_sha)
-        records[key] = self._write(wheel, folder, name, new_sha, provenance)
+        records[key] = self._write(wheel, folder, name, new_sha, provenance=provenance)
         records[key].platforms = sorted(
             set(platforms) | set(existing.platforms if existing else [])
         )
@@ -272,7 +273,7 @@ class Store:
         return AddResult(name, outcome, existing.sha256 if existing else new_sha, new_sha)
 
     def _write(
-        self, wheel: Path, folder: str, name: str, sha: str, provenance: Provenance
+        self, wheel: Path, folder: str, name: str, sha: str, *, provenance: Provenance
     ) -> StoredWheel:
         """The wheel (under `name`), its metadata and its statement, each written
         atomically; the record that names them."""

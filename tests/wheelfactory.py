@@ -13,6 +13,7 @@ def make_wheel(
     name: str,
     version: str,
     tag: str = "py3-none-any",
+    *,
     body: str = "VALUE = 1\n",
     requires_python: str | None = ">=3.8",
 ) -> Path:
@@ -48,6 +49,7 @@ def make_sdist(
     name: str,
     version: str,
     requires: tuple[str, ...] = ("setuptools>=61",),
+    *,
     setup_py: str | None = None,
     body: str = "VALUE = 1\n",
     extra: dict[str, str] | None = None,

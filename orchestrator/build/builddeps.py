@@ -80,6 +80,7 @@ def needs_for(
     needed_by: str,
     platform: Platform,
     python: str,
+    *,
     pages: Mapping[str, ProjectPage | None],
     tags: TagSet,
     constraints: Mapping[NormalizedName, SpecifierSet],

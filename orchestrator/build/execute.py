@@ -107,7 +107,7 @@ class Durations:
         return min(times) if times else None
 
     def record(
-        self, name: str, arch: str, seconds: float, emulated: bool, engine: str = ""
+        self, name: str, arch: str, seconds: float, emulated: bool, *, engine: str = ""
     ) -> None:
         with self._lock:
             self.data[_key(name, arch, emulated)] = round(seconds, 1)
@@ -166,6 +166,7 @@ class Executor:
         layout: RunLayout,
         facts: Mapping[str, ImageFacts],
         sdists: Mapping[tuple[str, str], SdistFacts],
+        *,
         tagsets: TagSets,
         cancel: Cancel,
     ) -> None:
@@ -221,7 +222,7 @@ class Executor:
                 work.platform.arch.value,
                 record.duration,
                 placement.emulated,
-                placement.engine.name,
+                engine=placement.engine.name,
             )
             if work.kind == JobKind.BUILD_DEP and record.wheel:
                 self._deps(work).add_wheel(self.layout.job_dir(work.id) / record.wheel)

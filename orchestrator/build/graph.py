@@ -103,6 +103,7 @@ def job_graph(
     platforms: Mapping[str, Platform],
     images: Mapping[str, ImageFacts],
     sdists: Mapping[tuple[str, str], SdistOutcome],
+    *,
     needs: Sequence[BuildDepNeed],
     pool: PoolSnapshot,
     expected: Expected,
@@ -115,7 +116,7 @@ def job_graph(
     leads: dict[tuple[str, str], str] = {}
     for decision in builds:
         outcome = sdists.get(_key(decision.name, decision.version))
-        job = _job(JobKind.WHEEL, decision, platforms, images, settings, outcome)
+        job = _job(JobKind.WHEEL, decision, platforms, images, settings=settings, outcome=outcome)
         problem = _problem(job, images, outcome)
         if problem is not None:
             blocked.append(Blocked(job, problem))
@@ -124,8 +125,17 @@ def job_graph(
         pure = isinstance(outcome, SdistFacts) and outcome.pure
         lead = leads.setdefault(key, job.id) if pure else job.id
         guess = _guess(outcome)
-        jobs[job.id] = _node(job, pool, expected, () if lead == job.id else (lead,), guess)
-    _add_build_deps(jobs, needs, platforms, images, sdists, pool, expected, settings)
+        jobs[job.id] = _node(job, pool, expected, () if lead == job.id else (lead,), guess=guess)
+    _add_build_deps(
+        jobs,
+        needs,
+        platforms,
+        images,
+        sdists=sdists,
+        pool=pool,
+        expected=expected,
+        settings=settings,
+    )
     return JobGraph(tuple(jobs.values()), tuple(blocked))
 
 
@@ -134,6 +144,7 @@ def _add_build_deps(
     needs: Sequence[BuildDepNeed],
     platforms: Mapping[str, Platform],
     images: Mapping[str, ImageFacts],
+    *,
     sdists: Mapping[tuple[str, str], SdistOutcome],
     pool: PoolSnapshot,
     expected: Expected,
@@ -146,7 +157,7 @@ def _add_build_deps(
         ref = SdistRef(need.sdist.filename, need.sdist.url, need.sdist.sha256)
         outcome = sdists.get(_key(need.name, need.version))
         platform = platforms[need.platform]
-        extras = _extras(settings, platform, need.name, need.version, outcome)
+        extras = _extras(settings, platform, need.name, need.version, outcome=outcome)
         dep = WheelJob(
             JobKind.BUILD_DEP,
             platform,
@@ -162,7 +173,7 @@ def _add_build_deps(
             extras=extras,
         )
         guess = _guess(outcome)
-        jobs.setdefault(dep.id, _node(dep, pool, expected, (), guess))
+        jobs.setdefault(dep.id, _node(dep, pool, expected, (), guess=guess))
         for parent_id in _parents(need, jobs):
             parent = jobs[parent_id]
             if dep.id not in parent.depends:
@@ -190,6 +201,7 @@ def _job(
     decision: Decision,
     platforms: Mapping[str, Platform],
     images: Mapping[str, ImageFacts],
+    *,
     settings: JobSettings,
     outcome: SdistOutcome | None,
 ) -> WheelJob:
@@ -197,7 +209,7 @@ def _job(
     assert decision.sdist is not None
     assert decision.sdist_url is not None
     platform = platforms[decision.platform]
-    extras = _extras(settings, platform, decision.name, decision.version, outcome)
+    extras = _extras(settings, platform, decision.name, decision.version, outcome=outcome)
     return WheelJob(
         kind,
         platform,
@@ -218,12 +230,19 @@ def _job(
 
 
 def _extras(
-    settings: JobSettings, platform: Platform, name: str, version: str, outcome: SdistOutcome | None
+    settings: JobSettings,
+    platform: Platform,
+    name: str,
+    version: str,
+    *,
+    outcome: SdistOutcome | None,
 ) -> JobExtras:
     facts = outcome if isinstance(outcome, SdistFacts) else None
     if facts is None:
         return settings.overrides.extras(platform, name, version)
-    return settings.overrides.extras(platform, name, version, facts.bindep, facts.bindep_problem)
+    return settings.overrides.extras(
+        platform, name, version, facts.bindep, sdist_problem=facts.bindep_problem
+    )
 
 
 def _constraints(settings: JobSettings, extras: JobExtras) -> tuple[str, ...]:
@@ -250,6 +269,7 @@ def _node(
     pool: PoolSnapshot,
     expected: Expected,
     depends: tuple[str, ...],
+    *,
     guess: float,
 ) -> Job[WheelJob]:
     emulated = job.platform.arch not in pool.native

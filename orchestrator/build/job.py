@@ -77,7 +77,12 @@ class JobInputs:
         # With versions known, only their wheels: a cache grows, copies should not.
         wheels = self.deps.wheels_for(known) if known else self.deps.wheels()
         return input_tar(
-            self.sdist, wheels, job.build_constraints, self.pins or (), needs, self.resolved or ()
+            self.sdist,
+            wheels,
+            job.build_constraints,
+            self.pins or (),
+            needs=needs,
+            resolved=self.resolved or (),
         )
 
 
@@ -86,6 +91,7 @@ def input_tar(
     wheels: Sequence[Path],
     constraints: Sequence[str],
     pins: Sequence[str],
+    *,
     needs: Sequence[str] = (),
     resolved: Sequence[str] = (),
 ) -> bytes:
@@ -173,7 +179,7 @@ def run_job(job: WheelJob, inputs: JobInputs, ctx: JobContext) -> WheelRecord:
         try:
             run = _with_system_packages(job, ctx, log, record)
             if run is not None:
-                _run_phases(run, inputs, ctx, log, record, started)
+                _run_phases(run, inputs, ctx, log, record=record, started=started)
             # Build dependencies only ever run in the builder: nothing to publish or check.
             if run is not None and record.status == JobStatus.BUILT and job.kind == JobKind.WHEEL:
                 _check_runtime(run, ctx, log, record)
@@ -209,7 +215,7 @@ def _check_runtime(job: WheelJob, ctx: JobContext, log: RedactingLog, record: Wh
     log.write(f"\n== runtime: {_runtime_line(runtime)}\n".encode())
     try:
         if job.extras.smoke:
-            _smoke(job, ctx, log, record, wheel, runtime)
+            _smoke(job, ctx, log, record, wheel=wheel, runtime=runtime)
         else:
             log.write(b"== smoke test: off for this project (overrides: smoke: false)\n")
     finally:
@@ -220,7 +226,7 @@ def _check_runtime(job: WheelJob, ctx: JobContext, log: RedactingLog, record: Wh
 
 
 def _smoke(
-    job: WheelJob, ctx: JobContext, log: RedactingLog, record: WheelRecord, wheel: Path,
+    job: WheelJob, ctx: JobContext, log: RedactingLog, record: WheelRecord, *, wheel: Path,
     runtime: Runtime,
 ) -> None:  # fmt: skip
     extras = job.extras
@@ -232,8 +238,8 @@ def _smoke(
         _write(log, f"{ANSI.sub('', text)}\n".encode())
 
     try:
-        result = smoke_test(ctx.engine, job.platform, wheel, runtime, plan, ctx.fetch_env,
-                            ctx.log_path, line, ctx.cancel.on_cancel)  # fmt: skip
+        result = smoke_test(ctx.engine, job.platform, wheel, runtime, plan=plan, env=ctx.fetch_env,
+                            log=ctx.log_path, on_line=line, on_start=ctx.cancel.on_cancel)  # fmt: skip
     except (BuildStepFailed, RegistryError) as exc:  # an engine fault propagates: retried
         result = SmokeResult(False, f"the smoke image could not be made: {exc.message}")
     if ctx.cancel.event.is_set() and not result.passed:  # killed: not the wheel's fault
@@ -294,8 +300,8 @@ def _with_system_packages(
 
     try:
         image = system_image(
-            ctx.engine, job.image, job.platform.arch, job.platform.family.value, packages,
-            ctx.fetch_env, line,
+            ctx.engine, job.image, job.platform.arch, job.platform.family.value, packages=packages,
+            env=ctx.fetch_env, on_line=line,
         )  # fmt: skip
     except BuildStepFailed as exc:
         hint = "check the names for this distro release (overrides or bindep.txt)"
@@ -324,6 +330,7 @@ def _run_phases(
     inputs: JobInputs,
     ctx: JobContext,
     log: RedactingLog,
+    *,
     record: WheelRecord,
     started: float,
 ) -> None:
@@ -331,7 +338,7 @@ def _run_phases(
     environment lacks (exit 13), fetch them too and build again."""
     needs: tuple[str, ...] = ()
     for _round in range(MAX_NEEDS_ROUNDS):
-        out = _fetch_and_build(job, inputs, ctx, log, record, started, needs)
+        out = _fetch_and_build(job, inputs, ctx, log, record=record, started=started, needs=needs)
         if out is None:
             return  # failed, timed out or cancelled: the record says which
         more = tuple(line for line in _needs(out) if line not in needs)
@@ -350,6 +357,7 @@ def _fetch_and_build(
     inputs: JobInputs,
     ctx: JobContext,
     log: RedactingLog,
+    *,
     record: WheelRecord,
     started: float,
     needs: tuple[str, ...],
@@ -368,11 +376,11 @@ def _fetch_and_build(
             f"{shlex.join(phase.command)}\n".encode()
         )
         log.flush()
-        outcome, job_tar = _run_phase(job, phase, ctx, job_tar, remaining, log)
+        outcome, job_tar = _run_phase(job, phase, ctx, job_tar, remaining=remaining, log=log)
         record.exit_code = outcome.exit_code
         seconds = record.phase_seconds.get(phase.name, 0.0) + outcome.duration
         record.phase_seconds[phase.name] = round(seconds, 2)
-        if not _phase_ok(job, phase, outcome, ctx, record):
+        if not _phase_ok(job, phase, outcome, ctx, record=record):
             return None
         if phase is fetch:
             _after_fetch(job_tar, inputs, record)
@@ -404,6 +412,7 @@ def _run_phase(
     phase: Phase,
     ctx: JobContext,
     job_tar: bytes,
+    *,
     remaining: float,
     log: RedactingLog,
 ) -> tuple[RunOutcome, bytes]:
@@ -428,7 +437,7 @@ def _run_phase(
 
 
 def _phase_ok(
-    job: WheelJob, phase: Phase, outcome: RunOutcome, ctx: JobContext, record: WheelRecord
+    job: WheelJob, phase: Phase, outcome: RunOutcome, ctx: JobContext, *, record: WheelRecord
 ) -> bool:
     if outcome.timed_out:
         why = f"killed after the {job.timeout:.0f}s timeout ({phase.name})"

@@ -28,11 +28,12 @@ def system_image(
     builder: str,
     arch: Arch,
     family: str,
+    *,
     packages: tuple[str, ...],
     env: Mapping[str, str],
     on_line: Callable[[str], None],
 ) -> str:
     """The ID of `builder` (an image ID on `engine`) with `packages` installed."""
     dockerfile = install_dockerfile(builder, family, packages)
-    return derived_image(engine, dockerfile, "orchestrate-job-packages", arch, packages, env,
-                         on_line)  # fmt: skip
+    return derived_image(engine, dockerfile, "orchestrate-job-packages", arch, packages=packages, env=env,
+                         on_line=on_line)  # fmt: skip

@@ -93,6 +93,7 @@ def build(
     requirements: tuple[Path, ...],
     constraints: tuple[Path, ...],
     resolve_latest: bool,
+    *,
     allow_unavailable: bool,
     report_path: Path | None,
     emulate_when_busy: bool,
@@ -122,7 +123,7 @@ def build(
     log_of = app.layout.job_log if app.verbosity > 0 else None
     with (
         signals_cancel() as cancel,
-        Progress(app.console, 0, "jobs", log_of, app.verbosity < 0) as progress,
+        Progress(app.console, 0, "jobs", log_of, quiet=app.verbosity < 0) as progress,
     ):
         try:
             run_build(
@@ -130,18 +131,18 @@ def build(
                 app.matrix,
                 app.pool,
                 app.platforms,
-                requirements,
-                constraints,
-                options,
-                app.layout,
-                cancel,
-                progress.event,
+                requirements=requirements,
+                constraints=constraints,
+                options=options,
+                layout=app.layout,
+                cancel=cancel,
+                on_event=progress.event,
             )
         except OrchestrateError as exc:
             run.error = exc.message
             raise
         finally:  # a run that fails in the plan still leaves its report
-            saved = _write_reports(app, run, report_path, junit_path, metrics_path)
+            saved = _write_reports(app, run, report_path, junit_path, metrics_path=metrics_path)
     if fmt == "json":
         echo_json(_json_summary(run, saved))
     else:
@@ -181,6 +182,7 @@ def _write_reports(
     run: BuildRun,
     report_path: Path | None,
     junit_path: Path | None = None,
+    *,
     metrics_path: Path | None = None,
 ) -> Path:
     report = with_previous(report_of(run, str(app.matrix_path.resolve())), app.layout.reports)

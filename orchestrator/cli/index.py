@@ -78,7 +78,7 @@ def prune(app: App, dry_run: bool, unwanted: bool, fmt: str) -> None:
     if unwanted:
         found = _unwanted(app, store, upstream)
     else:
-        found = prune_candidates(app.matrix, store, app.platforms, upstream, app.probed())
+        found = prune_candidates(app.matrix, store, app.platforms, upstream, probed=app.probed())
     if fmt == "json":
         echo_json({"dry_run": dry_run, "wheels": [dataclasses.asdict(c) for c in found]})
     else:
@@ -106,7 +106,15 @@ def _unwanted(app: App, store: Store, upstream: Upstream) -> list[PruneCandidate
             "--unwanted needs branches: in the matrix, to know what is still wanted",
             hint="add the constraints sources under branches:, or prune without --unwanted",
         )
-    plan = make_plan(app.matrix, app.platforms, (), (), False, upstream, app.probed())
+    plan = make_plan(
+        app.matrix,
+        app.platforms,
+        (),
+        (),
+        resolve_latest=False,
+        upstream=upstream,
+        probed=app.probed(),
+    )
     wanted = {
         (d.platform, canonicalize_name(d.name), canonicalize_version(d.version))
         for d in plan.decisions

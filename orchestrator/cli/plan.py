@@ -59,6 +59,7 @@ def plan(
     requirements: tuple[Path, ...],
     constraints: tuple[Path, ...],
     resolve_latest: bool,
+    *,
     allow_unavailable: bool,
     fmt: str,
     output: Path | None,
@@ -69,10 +70,10 @@ def plan(
         app.platforms,
         requirements,
         constraints,
-        resolve_latest,
-        Upstream.of(app.matrix.index, app.layout.index_cache),
-        app.probed(),
-        app.builders(),
+        resolve_latest=resolve_latest,
+        upstream=Upstream.of(app.matrix.index, app.layout.index_cache),
+        probed=app.probed(),
+        builders=app.builders(),
     )
     for notice in result.notices:
         click.echo(f"notice: {notice}", err=True)

@@ -24,6 +24,7 @@ class Progress:
         total: int,
         what: str,
         log_of: Callable[[str], object] | None = None,
+        *,
         quiet: bool = False,
     ) -> None:
         self.console = console

@@ -63,6 +63,7 @@ def reproduce(
     platform: str,
     requirement: str,
     report_path: Path | None,
+    *,
     engine_url: str | None,
     shell: bool,
     print_only: bool,
@@ -94,16 +95,16 @@ def reproduce(
     )
     image = ensure_image(engine, spec, lambda line: click.echo(line, err=True))
     if shell:
-        return _shell(engine, spec, image, url, SdistCache(app.layout.sdists))
-    code, job_tar = run_phases(engine, spec, image, _stdout, SdistCache(app.layout.sdists))
+        return _shell(engine, spec, image, url, sdists=SdistCache(app.layout.sdists))
+    code, job_tar = run_phases(engine, spec, image, _stdout, sdists=SdistCache(app.layout.sdists))
     if code == 0 and spec.smoke_packages:
-        code = _smoke_again(app, engine, spec, job_tar, report)
+        code = _smoke_again(app, engine, spec, job_tar, report=report)
     click.echo(f"\n== exit status {code} (the job had {spec.exit_code})", err=True)
     return code
 
 
 def _smoke_again(
-    app: App, engine: Engine, spec: JobSpec, job_tar: bytes, report: Mapping[str, Any]
+    app: App, engine: Engine, spec: JobSpec, job_tar: bytes, *, report: Mapping[str, Any]
 ) -> int:
     """The job's smoke test (#12) too. Its base image comes from the matrix: the one
     given, else the one the report's run used."""
@@ -115,7 +116,7 @@ def _smoke_again(
         if where is None:
             raise InputError(f"{spec.platform} is not in {path}")
         log = app.layout.logs / "reproduce-smoke.log"
-        return run_smoke(engine, spec, where, job_tar, log, _echo)
+        return run_smoke(engine, spec, where, job_tar, log=log, on_line=_echo)
     except (InputError, RegistryError) as exc:
         click.echo(f"== smoke test not repeated: {exc.message}", err=True)
         if exc.hint:
@@ -132,11 +133,11 @@ def _stdout(chunk: bytes) -> None:
     sys.stdout.buffer.flush()
 
 
-def _shell(engine: Engine, spec: JobSpec, image: str, url: str, sdists: SdistCache) -> int:
+def _shell(engine: Engine, spec: JobSpec, image: str, url: str, *, sdists: SdistCache) -> int:
     """Fetch with network, then an interactive shell offline, as phase 2 runs."""
     fetch = (spec.phases[0],)
     code, job_tar = run_phases(
-        engine, JobSpec(**{**spec.__dict__, "phases": fetch}), image, _stdout, sdists
+        engine, JobSpec(**{**spec.__dict__, "phases": fetch}), image, _stdout, sdists=sdists
     )
     if code != 0:
         return code

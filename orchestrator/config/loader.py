@@ -106,10 +106,10 @@ def _compose(text: str, name: str) -> tuple[Any, _Marks]:
     if node is None:
         return None, _Marks()
     marks = _Marks()
-    return _build(node, (), marks, name, ()), marks
+    return _build(node, (), marks, name, seen=()), marks
 
 
-def _guard(node: yaml.Node, loc: Loc, marks: _Marks, name: str, seen: tuple[int, ...]) -> None:
+def _guard(node: yaml.Node, loc: Loc, marks: _Marks, name: str, *, seen: tuple[int, ...]) -> None:
     """Bounds on what aliases can do: no cycles, no explosion, no endless depth."""
     line = node.start_mark.line + 1
     marks.nodes += 1
@@ -140,8 +140,8 @@ def _key_of(key_node: yaml.Node, loc: Loc, name: str) -> Any:
     return _scalar(key_node)
 
 
-def _build(node: yaml.Node, loc: Loc, marks: _Marks, name: str, seen: tuple[int, ...]) -> Any:
-    _guard(node, loc, marks, name, seen)
+def _build(node: yaml.Node, loc: Loc, marks: _Marks, name: str, *, seen: tuple[int, ...]) -> Any:
+    _guard(node, loc, marks, name, seen=seen)
     seen = (*seen, id(node))
     marks.values[loc] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
@@ -156,10 +156,12 @@ def _build(node: yaml.Node, loc: Loc, marks: _Marks, name: str, seen: tuple[int,
                     key=_dotted((*loc, str(key))),
                 )
             marks.keys[(*loc, str(key))] = key_node.start_mark.line + 1
-            out[key] = _build(value_node, (*loc, str(key)), marks, name, seen)
+            out[key] = _build(value_node, (*loc, str(key)), marks, name, seen=seen)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_build(item, (*loc, i), marks, name, seen) for i, item in enumerate(node.value)]
+        return [
+            _build(item, (*loc, i), marks, name, seen=seen) for i, item in enumerate(node.value)
+        ]
     return _scalar(node)
 
 
@@ -375,21 +377,25 @@ def _resolve_paths(matrix: Matrix, marks: _Marks, path: Path) -> Matrix:
     that the index root is a folder of its own."""
     certs = tuple(matrix.resolve(p) for p in matrix.builder.ca_certificates)
     for i, cert in enumerate(certs):
-        _exists(cert, "CA certificate", ("builder", "ca_certificates", i), marks, path)
+        _exists(cert, "CA certificate", ("builder", "ca_certificates", i), marks, path=path)
     constraints = matrix.builder.build_constraints
     if constraints is not None:
         constraints = matrix.resolve(constraints)
         _exists(
-            constraints, "build constraints file", ("builder", "build_constraints"), marks, path
+            constraints,
+            "build constraints file",
+            ("builder", "build_constraints"),
+            marks,
+            path=path,
         )
     builder = matrix.builder.model_copy(
         update={"ca_certificates": certs, "build_constraints": constraints}
     )
     branches = tuple(
-        _resolve_branch(matrix, i, b, marks, path) for i, b in enumerate(matrix.branches)
+        _resolve_branch(matrix, i, b, marks, path=path) for i, b in enumerate(matrix.branches)
     )
     overrides = tuple(
-        _resolve_bindep(matrix, i, o, marks, path) for i, o in enumerate(matrix.overrides)
+        _resolve_bindep(matrix, i, o, marks, path=path) for i, o in enumerate(matrix.overrides)
     )
     root = matrix.resolve(matrix.index.root)
     loc: Loc = ("index", "root")
@@ -421,17 +427,17 @@ def _resolve_paths(matrix: Matrix, marks: _Marks, path: Path) -> Matrix:
 
 
 def _resolve_branch(
-    matrix: Matrix, i: int, branch: BranchSpec, marks: _Marks, path: Path
+    matrix: Matrix, i: int, branch: BranchSpec, marks: _Marks, *, path: Path
 ) -> BranchSpec:
     """Local files made absolute and checked; each platform glob must match a platform."""
     update: dict[str, object] = {}
     if not branch.remote:
         constraints = matrix.resolve(Path(branch.constraints))
-        _exists(constraints, "constraints file", ("branches", i, "constraints"), marks, path)
+        _exists(constraints, "constraints file", ("branches", i, "constraints"), marks, path=path)
         update["constraints"] = str(constraints)
     if branch.packages is not None:
         packages = matrix.resolve(branch.packages)
-        _exists(packages, "packages file", ("branches", i, "packages"), marks, path)
+        _exists(packages, "packages file", ("branches", i, "packages"), marks, path=path)
         update["packages"] = packages
     names = [f"{d.name}-{d.release}-{a.value}" for d in matrix.distros for a in d.arches]
     for j, glob in enumerate(branch.platforms):
@@ -448,14 +454,14 @@ def _resolve_branch(
 
 
 def _resolve_bindep(
-    matrix: Matrix, i: int, override: OverrideSpec, marks: _Marks, path: Path
+    matrix: Matrix, i: int, override: OverrideSpec, marks: _Marks, *, path: Path
 ) -> OverrideSpec:
     """A bindep.txt path made absolute and checked to exist and parse, at load time."""
     if override.bindep is None:
         return override
     file = matrix.resolve(override.bindep)
     loc: Loc = ("overrides", i, "bindep")
-    _exists(file, "bindep file", loc, marks, path)
+    _exists(file, "bindep file", loc, marks, path=path)
     try:
         parse_bindep(file.read_text(errors="replace"), str(file))
     except BindepError as exc:
@@ -465,7 +471,7 @@ def _resolve_bindep(
     return override.model_copy(update={"bindep": file})
 
 
-def _exists(file: Path, what: str, loc: Loc, marks: _Marks, path: Path) -> None:
+def _exists(file: Path, what: str, loc: Loc, marks: _Marks, *, path: Path) -> None:
     if not file.is_file():
         raise ConfigError(
             f"{what} {str(file)!r} does not exist",

@@ -107,22 +107,24 @@ def build_image(
             log.flush()
 
         base_id = ensure_base(platform, engine, log_path, line)
-        toolchain = _toolchain(platform, matrix, engine, log_path, line)
+        toolchain = _toolchain(platform, matrix, engine, log_path, line=line)
         rendered = render(platform, matrix, toolchain=toolchain)
         inputs = rendered.inputs_hash(base_id)
         tag = image_tag(matrix, platform)
         existing = engine.image(tag)
         now = datetime.now(UTC)
-        why = stale_reason(existing.labels if existing else None, inputs, now, max_age, force)
+        why = stale_reason(existing.labels if existing else None, inputs, now, max_age, force=force)
         if why is None and existing is not None:
             line(f"fresh: {tag} ({existing.id[:19]}) has inputs {inputs[:12]}")
             status, image_id, why = "fresh", existing.id, "inputs unchanged"
         else:
             line(f"building {tag}: {why}")
             proxies = matrix.builder.proxy.environment()
-            image_id = _build(rendered, engine, tag, base_id, inputs, now, line, proxies)
+            image_id = _build(
+                rendered, engine, tag, base_id, inputs=inputs, now=now, line=line, proxies=proxies
+            )
             status = "built"
-        tags, glibc, compiler, runtime = _probe(platform, engine, tag, image_id, probes)
+        tags, glibc, compiler, runtime = _probe(platform, engine, tag, image_id, probes=probes)
     return ImageResult(
         platform.name,
         status,
@@ -140,7 +142,7 @@ def build_image(
 
 
 def _toolchain(
-    platform: Platform, matrix: Matrix, engine: Engine, log: Path, line: Callable[[str], None]
+    platform: Platform, matrix: Matrix, engine: Engine, log: Path, *, line: Callable[[str], None]
 ) -> CrossToolchain | None:
     """The native cross toolchain a builder made under emulation carries (#17), or None
     (the log says why: a native engine, an rpm release, or the matrix turns it off)."""
@@ -152,7 +154,7 @@ def _toolchain(
         line(f"no native cross compiler: {why}")
         return None
     try:
-        return ensure_toolchain(platform, engine, host, log, line)
+        return ensure_toolchain(platform, engine, host, log, line=line)
     except OrchestrateError as exc:  # the builder stands without it: jobs compile emulated
         line(f"no native cross compiler: {exc.message}")
         return None
@@ -163,13 +165,14 @@ def _build(
     engine: Engine,
     tag: str,
     base_id: str,
+    *,
     inputs: str,
     now: datetime,
     line: object,
     proxies: dict[str, str],
 ) -> str:
     assert callable(line)
-    labels = build_labels(rendered.platform.name, inputs, base_id, source_revision(), now)
+    labels = build_labels(rendered.platform.name, inputs, base_id, source_revision(), now=now)
     request = BuildRequest(
         tag=tag,
         context=rendered.context(),
@@ -181,7 +184,7 @@ def _build(
 
 
 def _probe(
-    platform: Platform, engine: Engine, tag: str, image_id: str, probes: ProbeCache | None
+    platform: Platform, engine: Engine, tag: str, image_id: str, *, probes: ProbeCache | None
 ) -> tuple[dict[str, tuple[str, ...]], str, NativeCompiler | None, RuntimeFacts | None]:
     """What the image's probe measured at build time: tags per Python, glibc, the
     native cross compiler if the builder has one, and its runtime facts (#12)."""

@@ -57,7 +57,7 @@ def unavailable_reason(platform: Platform, host: Arch | None) -> str | None:
 
 
 def ensure_toolchain(
-    platform: Platform, engine: Engine, host: Arch, log: Path, line: Callable[[str], None]
+    platform: Platform, engine: Engine, host: Arch, log: Path, *, line: Callable[[str], None]
 ) -> CrossToolchain:
     """The cached toolchain for `platform` on `host`, made in a container when missing."""
     host_platform = dataclasses.replace(platform, arch=host)
@@ -67,7 +67,7 @@ def ensure_toolchain(
     path = cache_dir() / "cross" / f"{platform.name}-on-{host.value}-{key}.tar.gz"
     if not path.is_file():
         line(f"making a native {host.value} cross toolchain for {platform.arch.value}")
-        archive = _make(engine, base_id, host, platform.arch, script, line)
+        archive = _make(engine, base_id, host, platform.arch, script=script, line=line)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(archive)
@@ -85,7 +85,7 @@ def ensure_toolchain(
 
 
 def _make(
-    engine: Engine, base_id: str, host: Arch, target: Arch, script: bytes,
+    engine: Engine, base_id: str, host: Arch, target: Arch, *, script: bytes,
     line: Callable[[str], None],
 ) -> bytes:  # fmt: skip
     request = RunRequest(

@@ -22,6 +22,7 @@ def derived_image(
     dockerfile: str,
     name: str,
     arch: Arch,
+    *,
     packages: tuple[str, ...],
     env: Mapping[str, str],
     on_line: Callable[[str], None],

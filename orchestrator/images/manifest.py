@@ -35,6 +35,7 @@ def push_platform(
     matrix: Matrix,
     platform: Platform,
     engine: Engine,
+    *,
     on_line: Callable[[str], None],
 ) -> ManifestRef:
     """Push the per-arch tag unless the registry already has this exact image."""
@@ -57,6 +58,7 @@ def publish_release(
     matrix: Matrix,
     release: str,
     arches: Sequence[Arch],
+    *,
     pushed: dict[Arch, ManifestRef],
     allow_partial: bool,
 ) -> ReleaseOutcome:

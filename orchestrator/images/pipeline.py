@@ -84,7 +84,9 @@ def run_images(
             report.results.append(ImageResult(name, status, reason=outcome.detail))
     report.results.sort(key=lambda r: list(by_name).index(r.platform))
     if push:
-        report.releases = _push_all(matrix, pool, by_name, report, allow_partial, logs)
+        report.releases = _push_all(
+            matrix, pool, by_name, report, allow_partial=allow_partial, logs=logs
+        )
     report.facts = _facts(matrix, by_name, report.results)
     return report
 
@@ -135,6 +137,7 @@ def _push_all(
     pool: EnginePool,
     by_name: dict[str, Platform],
     report: ImagesReport,
+    *,
     allow_partial: bool,
     logs: Path,
 ) -> list[ReleaseOutcome]:
@@ -154,7 +157,7 @@ def _push_all(
                     matrix,
                     platform,
                     engines[result.engine],
-                    _writer(out),
+                    on_line=_writer(out),
                 )
             except RegistryError as exc:
                 result.status, result.reason = "failed", f"push failed: {exc.message}"
@@ -164,5 +167,9 @@ def _push_all(
     releases = []
     for release, refs in pushed.items():
         arches = [p.arch for p in by_name.values() if p.release_name == release]
-        releases.append(publish_release(client, matrix, release, arches, refs, allow_partial))
+        releases.append(
+            publish_release(
+                client, matrix, release, arches, pushed=refs, allow_partial=allow_partial
+            )
+        )
     return releases

@@ -97,6 +97,7 @@ class RegistryClient:
         path: str,
         repo: str,
         headers: dict[str, str] | None = None,
+        *,
         data: bytes | None = None,
     ) -> requests.Response:
         url = self.registry.base + path

@@ -17,6 +17,7 @@ def stale_reason(
     inputs: str,
     now: datetime,
     max_age: timedelta | None = None,
+    *,
     force: bool = False,
 ) -> str | None:
     """None when the existing image is fresh; otherwise why it must be rebuilt."""
@@ -42,7 +43,7 @@ def _parse_time(text: str) -> datetime | None:
 
 
 def build_labels(
-    platform: str, inputs: str, base: str, revision: str, now: datetime
+    platform: str, inputs: str, base: str, revision: str, *, now: datetime
 ) -> dict[str, str]:
     return {
         LABEL_PLATFORM: platform,

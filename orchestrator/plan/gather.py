@@ -176,6 +176,7 @@ def branch_inputs(
     platforms: Sequence[Platform],
     requirement_files: Sequence[Path],
     constraint_files: Sequence[Path],
+    *,
     cache: Path,
 ) -> list[BranchInput]:
     """-r files when given; else the matrix's branches (#15), each on the selected
@@ -229,6 +230,7 @@ def make_plan(
     platforms: Sequence[Platform],
     requirement_files: Sequence[Path],
     constraint_files: Sequence[Path] = (),
+    *,
     resolve_latest: bool = False,
     upstream: Upstream | None = None,
     probed: Probed | None = None,
@@ -236,7 +238,7 @@ def make_plan(
 ) -> PlanResult:
     upstream = upstream or Upstream.of(matrix.index, RunLayout(Path()).index_cache)
     branches = branch_inputs(
-        matrix, platforms, requirement_files, constraint_files, upstream.cache_dir
+        matrix, platforms, requirement_files, constraint_files, cache=upstream.cache_dir
     )
     read = [(b, _read(b)) for b in branches]
     names = {p.name for _, r in read for p in r.pins} | {
@@ -252,8 +254,8 @@ def make_plan(
     for branch, found in read:
         pinned = resolve_unpinned(found, pages, resolve_latest, pythons)
         decisions = decide(
-            branch.platforms, pinned, pages, tagsets, cached, matrix.skip,
-            frozenset(matrix.from_source), Overrides(matrix.overrides), abi,
+            branch.platforms, pinned, pages, tagsets, cached=cached, skip=matrix.skip,
+            from_source=frozenset(matrix.from_source), overrides=Overrides(matrix.overrides), abi=abi,
         )  # fmt: skip
         per_branch.append((branch.name, decisions))
     notices = list(dict.fromkeys(n for _, r in read for n in r.notices))

@@ -86,6 +86,7 @@ class Overrides:
         name: str,
         version: str,
         sdist_bindep: Bindep | None = None,
+        *,
         sdist_problem: str = "",  # why the sdist's bindep.txt could not be read
     ) -> JobExtras:
         specs = self.matching(platform.name, name, version)

@@ -247,6 +247,7 @@ class Upstream:
         cache_dir: Path,
         ttl: float = 600,
         concurrency: int = 32,
+        *,
         retries: int = 4,
         backoff: float = 0.5,
         timeout: float = 30,

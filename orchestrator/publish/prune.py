@@ -29,6 +29,7 @@ def prune_candidates(
     store: Store,
     platforms: Sequence[Platform],
     upstream: Upstream | None = None,
+    *,
     probed: Probed | None = None,
 ) -> list[PruneCandidate]:
     upstream = upstream or Upstream.of(matrix.index, RunLayout(Path()).index_cache)

@@ -65,6 +65,7 @@ def smoke_test(
     platform: Platform,
     wheel: Path,
     runtime: Runtime,
+    *,
     plan: SmokePlan,
     env: Mapping[str, str],
     log: Path,
@@ -76,8 +77,8 @@ def smoke_test(
     started = time.monotonic()
     base = ensure_base(platform, engine, log, on_line)
     dockerfile = base_dockerfile(base, platform.family.value, plan.packages, platform.apt_sources)
-    image = derived_image(engine, dockerfile, "orchestrate-smoke", platform.arch, plan.packages,
-                          env, on_line)  # fmt: skip
+    image = derived_image(engine, dockerfile, "orchestrate-smoke", platform.arch, packages=plan.packages,
+                          env=env, on_line=on_line)  # fmt: skip
     python = plan.packages[0].removeprefix("python")
     request = RunRequest(
         image=image,

@@ -123,7 +123,7 @@ def test_partial_manifest_is_held_without_allow_partial(
         local.matrix,
         partial,
         [Arch.AMD64, Arch.ARM64],
-        {Arch.AMD64: ref},
+        pushed={Arch.AMD64: ref},
         allow_partial=False,
     )
     assert held.status == "held"
@@ -134,7 +134,7 @@ def test_partial_manifest_is_held_without_allow_partial(
         local.matrix,
         partial,
         [Arch.AMD64, Arch.ARM64],
-        {Arch.AMD64: ref},
+        pushed={Arch.AMD64: ref},
         allow_partial=True,
     )
     assert outcome.status == "partial"

@@ -40,7 +40,7 @@ def index(tmp_path: Path) -> tuple[Path, Path]:
     return matrix, root
 
 
-def add(root: Path, tmp: Path, name: str, version: str, body: str = "VALUE = 1\n") -> None:
+def add(root: Path, tmp: Path, name: str, version: str, *, body: str = "VALUE = 1\n") -> None:
     wheel = make_wheel(tmp / "made", name, version, body=body)
     store = Store(root)
     with store.locked() as records:
@@ -273,7 +273,7 @@ def _rename(wheels: dict[str, dict[str, object]], key: str, name: str) -> None:
 )
 @pytest.mark.parametrize("command", ["publish", "plan", "prune"])
 def test_a_tampered_manifest_record_is_refused_by_name(
-    index: tuple[Path, Path], tmp_path: Path, cli: CliRunner, change: object, command: str
+    index: tuple[Path, Path], tmp_path: Path, cli: CliRunner, change: object, *, command: str
 ) -> None:
     matrix, root = index
     before = {p: (root / p).readlink() for p in PLATFORMS}

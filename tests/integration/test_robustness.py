@@ -37,6 +37,7 @@ def test_a_signal_mid_build_keeps_what_finished_and_leaves_no_container(
     local: Local,
     tmp_path: Path,
     engine: DockerEngine,
+    *,
     sig: signal.Signals,
 ) -> None:
     """Several jobs; once one has finished, the signal: exit 130, the finished job is in

@@ -117,14 +117,28 @@ def test_the_smoke_test_fails_with_the_runtime_list_emptied(
         assert emptied.packages == ("python3.11",)
         lines: list[str] = []
         result = smoke_test(
-            engine, platform, wheel, runtime, emptied, {}, tmp_path / "log", lines.append
+            engine,
+            platform,
+            wheel,
+            runtime,
+            plan=emptied,
+            env={},
+            log=tmp_path / "log",
+            on_line=lines.append,
         )
         assert not result.passed
         assert result.error.startswith("psycopg2._psycopg: ImportError: libpq.so.5: cannot open")
         # The recorded list, in the same base: it loads.
         full = replace(emptied, packages=tuple(job["smoke"]["packages"]))
         assert smoke_test(
-            engine, platform, wheel, runtime, full, {}, tmp_path / "log", lines.append
+            engine,
+            platform,
+            wheel,
+            runtime,
+            plan=full,
+            env={},
+            log=tmp_path / "log",
+            on_line=lines.append,
         ).passed
 
 

@@ -59,7 +59,7 @@ def hostile_matrix(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.mark.parametrize(("pin", "words"), [("odd==1.0", "unreadable"), ("huge==1.0", "MiB")])
 def test_a_hostile_index_is_exit_3(
-    cli: CliRunner, hostile_matrix: Path, tmp_path: Path, pin: str, words: str
+    cli: CliRunner, hostile_matrix: Path, tmp_path: Path, pin: str, *, words: str
 ) -> None:
     (tmp_path / "r.txt").write_text(pin + "\n")
     result = cli("plan", "-m", str(hostile_matrix), "-r", str(tmp_path / "r.txt"))

@@ -93,7 +93,7 @@ def _files(write: Write) -> None:
 def test_each_branch_plans_its_files_on_its_platforms(write: Write, tmp_path: Path) -> None:
     _files(write)
     matrix = load_matrix(write("m.yaml", VALID + BRANCHES))
-    inputs = branch_inputs(matrix, expand(matrix), (), (), tmp_path)
+    inputs = branch_inputs(matrix, expand(matrix), (), (), cache=tmp_path)
     master, stable = inputs
     assert master.requirements == (tmp_path / "upper.txt",)
     assert master.constraints == ()
@@ -103,16 +103,16 @@ def test_each_branch_plans_its_files_on_its_platforms(write: Write, tmp_path: Pa
     assert [p.name for p in stable.platforms] == [AMD]
     # Selecting arm64 only leaves out the branch no arm64 platform builds.
     arm = [p for p in expand(matrix) if p.name == ARM]
-    assert [b.name for b in branch_inputs(matrix, arm, (), (), tmp_path)] == ["master"]
+    assert [b.name for b in branch_inputs(matrix, arm, (), (), cache=tmp_path)] == ["master"]
     # -r on the command line plans those files instead, on every selected platform.
-    cli = branch_inputs(matrix, expand(matrix), (Path("r.txt"),), (), tmp_path)
+    cli = branch_inputs(matrix, expand(matrix), (Path("r.txt"),), (), cache=tmp_path)
     assert [(b.name, b.requirements) for b in cli] == [("", (Path("r.txt"),))]
 
 
 def test_no_requirements_and_no_branches_is_a_clear_error(write: Write, tmp_path: Path) -> None:
     matrix = load_matrix(write("m.yaml", VALID))
     with pytest.raises(RequirementsError, match="no requirements file and no branches"):
-        branch_inputs(matrix, expand(matrix), (), (), tmp_path)
+        branch_inputs(matrix, expand(matrix), (), (), cache=tmp_path)
 
 
 @pytest.mark.parametrize(

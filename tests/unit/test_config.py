@@ -75,7 +75,7 @@ def test_arch_aliases_and_frozen_objects(write: Write) -> None:
     ],
 )
 def test_the_five_arches_and_their_names(
-    write: Write, given: str, arch: Arch, debian: str, triplet: str
+    write: Write, given: str, arch: Arch, debian: str, *, triplet: str
 ) -> None:
     matrix = load_matrix(write("m.yaml", VALID.replace("[x86_64, aarch64]", f"[{given}]")))
     assert matrix.distros[0].arches == (arch,)

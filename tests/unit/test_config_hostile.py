@@ -59,7 +59,7 @@ def test_the_good_file_is_good(cli: CliRunner, tmp_path: Path) -> None:
     ],
 )
 def test_strings_cannot_inject_instructions(
-    cli: CliRunner, tmp_path: Path, old: str, new: str, line: int, words: str
+    cli: CliRunner, tmp_path: Path, old: str, new: str, *, line: int, words: str
 ) -> None:
     assert old in GOOD
     path = tmp_path / "m.yaml"

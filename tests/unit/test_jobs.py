@@ -42,7 +42,7 @@ def build(name: str, version: str, platform: str) -> Decision:
 
 
 def facts(
-    name: str, version: str, pure: bool, requires: tuple[str, ...] = (), compiled: int = 0
+    name: str, version: str, pure: bool, requires: tuple[str, ...] = (), *, compiled: int = 0
 ) -> SdistFacts:
     ref = SdistRef(f"{name}-{version}.tar.gz", f"https://files/{name}-{version}.tar.gz", "0" * 64)
     return SdistFacts(ref, Path("/nowhere"), "0" * 64, pure, requires, compiled)
@@ -57,6 +57,7 @@ def graph(
     sdists: dict[tuple[str, str], SdistOutcome],
     needs: list[BuildDepNeed] | None = None,
     pool: PoolSnapshot = AMD_NATIVE,
+    *,
     images: dict[str, ImageFacts] | None = None,
 ) -> JobGraph:
     return job_graph(
@@ -64,10 +65,10 @@ def graph(
         PLATFORMS,
         IMAGES if images is None else images,
         sdists,
-        needs or [],
-        pool,
-        expected,
-        SETTINGS,
+        needs=needs or [],
+        pool=pool,
+        expected=expected,
+        settings=SETTINGS,
     )
 
 
@@ -184,9 +185,11 @@ def test_needs_for_applies_markers_and_build_constraints() -> None:
     arm = PLATFORMS[ARM]
     pages = {"cython": CYTHON, "setuptools": page("setuptools-80.0.0-py3-none-any.whl")}
     requires = ["setuptools>=40", "Cython", "Cython<1; python_version<'3'"]
-    assert needs_for(requires, "x==1", arm, "3.11", pages, ARM_TAGS, {}) == []
+    assert (
+        needs_for(requires, "x==1", arm, "3.11", pages=pages, tags=ARM_TAGS, constraints={}) == []
+    )
     pinned = parse_constraints(["Cython<0.29.37  # old sdist"], "bc.txt")
-    found = needs_for(requires, "x==1", arm, "3.11", pages, ARM_TAGS, pinned)
+    found = needs_for(requires, "x==1", arm, "3.11", pages=pages, tags=ARM_TAGS, constraints=pinned)
     assert [(n.name, n.version, n.needed_by) for n in found] == [("cython", "0.29.36", "x==1")]
 
 

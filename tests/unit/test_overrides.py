@@ -227,7 +227,16 @@ def test_jobs_carry_their_extras_and_a_bad_sdist_bindep_blocks_the_job(
     def one(outcome: SdistOutcome) -> JobGraph:
         sdists = {("python-ldap", "3.4.7"): outcome, ("crcmod", "1.7"): crcmod}
         decisions = [build("python-ldap", "3.4.7", AMD), build("crcmod", "1.7", AMD)]
-        return job_graph(decisions, PLATFORMS, IMAGES, sdists, [], AMD_NATIVE, expected, settings)
+        return job_graph(
+            decisions,
+            PLATFORMS,
+            IMAGES,
+            sdists,
+            needs=[],
+            pool=AMD_NATIVE,
+            expected=expected,
+            settings=settings,
+        )
 
     graph = one(good)
     jobs = {j.payload.name: j.payload for j in graph.jobs}
@@ -296,8 +305,12 @@ def test_a_real_sdist_bindep_adds_no_test_services(write: Write) -> None:
 def test_sdist_bindep_false_gets_past_an_unreadable_one(write: Write) -> None:
     path = matrix_with(write, "  - {name: python-ldap, sdist_bindep: false}\n", None)
     extras = Overrides.of(load_matrix(path)).extras(
-        PLATFORMS[AMD], "python-ldap", "3.4.7", None, "bindep.txt in x.tar.gz: not a bindep file"
+        PLATFORMS[AMD],
+        "python-ldap",
+        "3.4.7",
+        None,
+        sdist_problem="bindep.txt in x.tar.gz: not a bindep file",
     )
     assert extras.problem == ""
-    blocked = Overrides().extras(PLATFORMS[AMD], "python-ldap", "3.4.7", None, "bad")
+    blocked = Overrides().extras(PLATFORMS[AMD], "python-ldap", "3.4.7", None, sdist_problem="bad")
     assert blocked.problem == "bad"

@@ -36,12 +36,23 @@ def plan(
     text: str,
     pages: Mapping[str, ProjectPage | None],
     cached: dict[str, dict[tuple[str, str], str]] | None = None,
+    *,
     skip: tuple[SkipSpec, ...] = (),
     from_source: frozenset[str] = frozenset(),
     abi: AbiCheck | None = None,
 ) -> dict[tuple[str, str], Decision]:
     reqs = read([write("r.txt", text)], [])
-    out = decide(PLATFORMS, reqs, pages, TAGS, cached or {}, skip, from_source, None, abi)
+    out = decide(
+        PLATFORMS,
+        reqs,
+        pages,
+        TAGS,
+        cached=cached or {},
+        skip=skip,
+        from_source=from_source,
+        overrides=None,
+        abi=abi,
+    )
     return {(d.platform.rsplit("-", 1)[1], d.name): d for d in out}
 
 
@@ -148,7 +159,7 @@ def test_cached_excluded_and_upstream_beats_cache(write: Write) -> None:
         }
     }
     skip = (SkipSpec(platform="*-amd64", name="Python_LDAP", reason="built by distro"),)
-    got = plan(write, "python-ldap==3.4.7\nsix==1.16.0\n", pages, cached, skip)
+    got = plan(write, "python-ldap==3.4.7\nsix==1.16.0\n", pages, cached, skip=skip)
     assert got[("arm64", "python-ldap")].action == Action.CACHED
     assert got[("arm64", "six")].action == Action.UPSTREAM
     assert got[("amd64", "python-ldap")].action == Action.EXCLUDED

@@ -221,7 +221,7 @@ def _add(store: Store, wheel: Path, rebuild: str = "", replace: bool = False) ->
                 runtime=recorded(libpq5="15.20"),
                 statement=lambda n, s: json.dumps([n, s]).encode(),
             ),
-            replace,
+            replace=replace,
         )
     return made.filename, made.outcome
 

@@ -22,7 +22,7 @@ AMD, ARM = "debian-bookworm-amd64", "debian-bookworm-arm64"
 
 def _add(store: Store, wheel: Path, platforms: list[str], replace: bool = False) -> str:
     with store.locked() as records:
-        return store.add(records, wheel, platforms, Provenance(job="t"), replace).outcome
+        return store.add(records, wheel, platforms, Provenance(job="t"), replace=replace).outcome
 
 
 def test_identical_mismatch_replace(tmp_path: Path) -> None:
