@@ -13,7 +13,7 @@ from pathlib import Path
 from benchmarks.common import CONSTRAINTS, OUT, Row, sh
 from orchestrator.config import load_matrix
 from orchestrator.config.matrix import expand, select
-from orchestrator.model import Action
+from orchestrator.model import Action, PublishStatus
 from orchestrator.plan.gather import make_plan
 from orchestrator.publish.index import publish
 from orchestrator.store import Provenance, Store
@@ -138,7 +138,7 @@ def publish_store() -> tuple[Row, Row]:
     started = time.perf_counter()
     results = publish(store, platforms)
     one = time.perf_counter() - started
-    assert [r.status for r in results].count("published") == 1
+    assert [r.status for r in results].count(PublishStatus.PUBLISHED) == 1
     return (
         Row(
             "full publish, 5,000 wheels x 6 platforms",

@@ -1,96 +1,50 @@
-"""`orchestrate build`: images → plan → sdists → job graph → jobs on the pool → store → index.
+"""`orchestrate build`: images → plan → sources → job graph → jobs → store and publish.
 
-Each stage hands the next typed values: the images stage returns image facts
-(IDs per engine, probed tags), the plan its decisions and the index pages it
-read, the sources stage verified sdists and their facts, the pure job-graph
-module the graph. `run_build` fills a `BuildRun` as it goes, so the caller
-can write a report of whatever finished, even when a stage raises.
+A night is a chain of values. Each stage takes what the ones before it returned and
+returns a frozen value of its own: image facts, the plan, the sources (sdists and
+the build dependencies they need), the job records, the publish outcome. The store
+and publish stage runs whatever stopped the night, with what finished. `run_build`
+returns one `BuildOutcome`; the CLI turns it into the report, the output and one
+exit code.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
-from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
-from packaging.utils import NormalizedName, canonicalize_name
+from packaging.utils import NormalizedName
 
-from orchestrator.build.builddeps import BuildDepNeed, needs_for, parse_constraints
-from orchestrator.build.execute import ExecOptions, Executor, emulated_by_arch, emulated_seconds
-from orchestrator.build.failures import Failure, python_version_hint
-from orchestrator.build.graph import JobSettings, PoolSnapshot, SdistOutcome, job_graph
+from orchestrator.build.builddeps import parse_constraints
+from orchestrator.build.execute import Durations, ExecOptions, Executor
+from orchestrator.build.failures import python_version_hint
+from orchestrator.build.graph import JobGraph, JobSettings, PoolSnapshot, job_graph
+from orchestrator.build.needs import Sources, gather_sources
 from orchestrator.build.records import WheelRecord
-from orchestrator.build.sources import (
-    HashMismatch,
-    SdistCache,
-    SdistDownloadError,
-    SdistFacts,
-    SdistRef,
-    facts,
-)
+from orchestrator.build.sources import SdistCache
 from orchestrator.config import Matrix
 from orchestrator.config.matrix import Platform
-from orchestrator.core.errors import OrchestrateError, StoreConflict, UnsafeName
+from orchestrator.core.errors import OrchestrateError
 from orchestrator.core.layout import RunLayout
 from orchestrator.engines.pool import EnginePool
 from orchestrator.images.facts import ImageFacts, ProbeCache
 from orchestrator.images.pipeline import ImagesReport, run_images
-from orchestrator.model import Category, JobKind
+from orchestrator.model import Category
 from orchestrator.plan.decide import Decision
 from orchestrator.plan.gather import Builder, PlanResult, make_plan
 from orchestrator.plan.overrides import Overrides
 from orchestrator.plan.upstream import ProjectPage, Upstream, oldest_supporting
-from orchestrator.publish.index import PublishResult, publish
-from orchestrator.publish.provenance import statement
+from orchestrator.publish.index import PublishResult
+from orchestrator.publish.release import PublishOutcome, now, store_and_publish
 from orchestrator.scheduler import Cancel
-from orchestrator.store import AddResult, Provenance, Store
-
-MAX_BUILD_DEP_DEPTH = 3  # build requirements of build requirements, and so on
+from orchestrator.store import AddResult
 
 
-@dataclass
-class BuildRun:
-    run_id: str
-    started: str
-    platforms: list[str]
-    images: ImagesReport = field(default_factory=ImagesReport)
-    plan: list[Decision] = field(default_factory=list)
-    jobs: list[WheelRecord] = field(default_factory=list)
-    store: list[AddResult] = field(default_factory=list)
-    published: list[PublishResult] = field(default_factory=list)
-    publish_errors: dict[str, str] = field(default_factory=dict)
-    finished: str = ""
-    error: str = ""  # what stopped the run early, when something did
-    sdist_downloads: int = 0
-    stages: dict[str, float] = field(default_factory=dict)  # seconds per stage of the run
-    disk_error: bool = False  # storing or publishing failed for the disk's sake
-    store_conflict: bool = False  # the store's manifest is unusable: nothing published
-
-    @contextlib.contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        started = time.monotonic()
-        try:
-            yield
-        finally:
-            self.stages[name] = round(self.stages.get(name, 0) + time.monotonic() - started, 2)
-
-    @property
-    def failed(self) -> list[WheelRecord]:
-        return [j for j in self.jobs if not j.status.ok]
-
-    @property
-    def mismatches(self) -> list[AddResult]:
-        return [s for s in self.store if s.outcome == "mismatch"]
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BuildOptions:
     emulate_when_busy: bool = False
     fail_fast: bool = False
@@ -102,72 +56,145 @@ class BuildOptions:
     build_constraints: tuple[str, ...] = ()
 
 
-def new_run(layout: RunLayout, platforms: Sequence[Platform]) -> BuildRun:
-    return BuildRun(layout.run_id, _now(), [p.name for p in platforms])
+@dataclass(frozen=True, kw_only=True)
+class BuildRequest:
+    """One night: what to build, for which platforms, where its files go."""
+
+    matrix: Matrix
+    platforms: tuple[Platform, ...]
+    requirements: tuple[Path, ...] = ()
+    constraints: tuple[Path, ...] = ()
+    options: BuildOptions = BuildOptions()
+    layout: RunLayout
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildOutcome:
+    """What one night did, stage by stage, as far as it got."""
+
+    run_id: str
+    started: str
+    finished: str
+    platforms: tuple[str, ...]
+    images: ImagesReport
+    plan: tuple[Decision, ...] = ()
+    jobs: tuple[WheelRecord, ...] = ()
+    sdist_downloads: int = 0
+    publish: PublishOutcome = field(default_factory=PublishOutcome)
+    stages: Mapping[str, float] = field(default_factory=dict)
+    stopped: BaseException | None = None  # what ended the night early, if anything did
+
+    @property
+    def error(self) -> str:
+        if self.stopped is None:
+            return ""
+        if isinstance(self.stopped, OrchestrateError):
+            return self.stopped.message
+        return f"{type(self.stopped).__name__}: {self.stopped}"
+
+    @property
+    def failed(self) -> list[WheelRecord]:
+        return [j for j in self.jobs if not j.status.ok]
+
+    @property
+    def store(self) -> tuple[AddResult, ...]:
+        return self.publish.added
+
+    @property
+    def published(self) -> tuple[PublishResult, ...]:
+        return self.publish.published
+
+    @property
+    def publish_errors(self) -> Mapping[str, str]:
+        return self.publish.errors
+
+    @property
+    def mismatches(self) -> list[AddResult]:
+        return self.publish.mismatches
+
+
+class StageClock:
+    """Seconds per stage: the one thing a night measures as it goes."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.monotonic() - started, 2)
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobsOutcome:
+    jobs: tuple[WheelRecord, ...] = ()
+    sdist_downloads: int = 0
+    stopped: BaseException | None = None
 
 
 def run_build(
-    run: BuildRun,
-    matrix: Matrix,
-    pool: EnginePool,
-    platforms: Sequence[Platform],
-    *,
-    requirements: Sequence[Path],
-    constraints: Sequence[Path],
-    options: BuildOptions,
-    layout: RunLayout,
-    cancel: Cancel,
-    on_event: Callable[..., None],
-) -> None:
-    """Fill `run` stage by stage; exceptions propagate with `run` holding what finished."""
-    deadline = time.monotonic() + options.deadline if options.deadline else None
+    request: BuildRequest, *, pool: EnginePool, cancel: Cancel, on_event: Callable[..., None]
+) -> BuildOutcome:
+    """The night's stages in order. An error in one is kept in the outcome, and what
+    finished before it is stored, published and reported all the same."""
+    # Bad build constraints are the user's to fix before anything runs.
+    pins = parse_constraints(request.options.build_constraints, "build constraints")
+    started, clock = now(), StageClock()
+    images, plan, built = ImagesReport(), None, JobsOutcome()
     try:
-        with run.stage("images"):
-            run.images = run_images(
-                matrix,
-                pool,
-                platforms,
-                layout.logs,
-                cancel=cancel,
-                on_event=on_event,
-                probes=ProbeCache(layout.probes),
-            )
-        probed = {p: f.tags for p, f in run.images.facts.items()}
-        with run.stage("plan"):
-            plan = make_plan(
-                matrix,
-                platforms,
-                requirements,
-                constraints,
-                resolve_latest=options.resolve_latest,
-                upstream=Upstream.of(matrix.index, layout.index_cache),
-                probed=probed,
-                builders=builders_of(run.images.facts),
-            )
-        run.plan = plan.decisions
+        with clock.stage("images"):
+            images = _images(request, pool=pool, cancel=cancel, on_event=on_event)
+        with clock.stage("plan"):
+            plan = _plan(request, images)
         for notice in plan.notices:
             on_event("notice", None, notice)
         if not cancel.event.is_set():
-            run.jobs = _build_wheels(
-                run,
-                matrix,
-                pool,
-                platforms,
-                plan=plan,
-                options=options,
-                layout=layout,
-                cancel=cancel,
-                on_event=on_event,
-                deadline=deadline,
-            )
-    finally:
-        with run.stage("publish"):
-            _store_and_publish(matrix, run, options, layout)
-        run.finished = _now()
+            built = _wheels(request, images, plan, pins, pool=pool, cancel=cancel,
+                            on_event=on_event, clock=clock)  # fmt: skip
+    except Exception as exc:  # kept in the outcome; the CLI raises it
+        built = JobsOutcome(jobs=built.jobs, stopped=exc)
+    with clock.stage("publish"):
+        published = store_and_publish(
+            built.jobs, matrix=request.matrix, platforms=[p.name for p in request.platforms],
+            layout=request.layout, replace=request.options.replace,
+        )  # fmt: skip
+    return BuildOutcome(
+        run_id=request.layout.run_id, started=started, finished=now(),
+        platforms=tuple(p.name for p in request.platforms), images=images,
+        plan=tuple(plan.decisions) if plan else (), jobs=built.jobs,
+        sdist_downloads=built.sdist_downloads, publish=published,
+        stages=dict(clock.seconds), stopped=built.stopped,
+    )  # fmt: skip
+
+
+def _images(
+    request: BuildRequest, *, pool: EnginePool, cancel: Cancel, on_event: Callable[..., None]
+) -> ImagesReport:
+    layout = request.layout
+    return run_images(
+        request.matrix, pool, request.platforms, layout.logs,
+        cancel=cancel, on_event=on_event, probes=ProbeCache(layout.probes),
+    )  # fmt: skip
+
+
+def _plan(request: BuildRequest, images: ImagesReport) -> PlanResult:
+    return make_plan(
+        request.matrix,
+        request.platforms,
+        request.requirements,
+        request.constraints,
+        resolve_latest=request.options.resolve_latest,
+        upstream=Upstream.of(request.matrix.index, request.layout.index_cache),
+        probed={p: f.tags for p, f in images.facts.items()},
+        builders=builders_of(images.facts),
+    )
 
 
 def builders_of(facts: Mapping[str, ImageFacts]) -> dict[str, Builder]:
-    """The current builders' runtime facts, for the plan's ABI check (#12)."""
+    """The current builders' runtime facts, for the plan's ABI check."""
     return {
         p: Builder(f.runtime, frozenset(f.ids.values()))
         for p, f in facts.items()
@@ -175,229 +202,73 @@ def builders_of(facts: Mapping[str, ImageFacts]) -> dict[str, Builder]:
     }
 
 
-def _build_wheels(
-    run: BuildRun,
-    matrix: Matrix,
-    pool: EnginePool,
-    platforms: Sequence[Platform],
-    *,
-    plan: PlanResult,
-    options: BuildOptions,
-    layout: RunLayout,
-    cancel: Cancel,
-    on_event: Callable[..., None],
-    deadline: float | None,
-) -> list[WheelRecord]:
-    by_name = {p.name: p for p in platforms}
-    cache = SdistCache(layout.sdists)
-    todo = [d for d in plan.decisions if d.action.builds and d.sdist_url]
-    with run.stage("sdists"):
-        sdists = fetch_sdists(cache, {(d.name, d.version): _ref(d) for d in todo})
-        pins = parse_constraints(options.build_constraints, "build constraints")
-        needs = build_dep_needs(todo, sdists, cache, by_name, plan=plan, constraints=pins)
-    run.sdist_downloads = cache.downloads
+def _wheels(
+    request: BuildRequest, images: ImagesReport, plan: PlanResult,
+    pins: Mapping[NormalizedName, SpecifierSet], *, pool: EnginePool,
+    cancel: Cancel, on_event: Callable[..., None], clock: StageClock,
+) -> JobsOutcome:  # fmt: skip
+    """Sources, the job graph, and the jobs on the pool; what finished is kept even
+    when the jobs stage is stopped."""
+    options, matrix = request.options, request.matrix
+    with clock.stage("sdists"):
+        sources = gather_sources(
+            plan, request.platforms, cache=SdistCache(request.layout.sdists),
+            constraints=pins,
+        )  # fmt: skip
+    durations = Durations(request.layout.durations)
+    executor = Executor(
+        matrix, request.layout, images.facts, sources.good,
+        tagsets=plan.tagsets, cancel=cancel, durations=durations,
+    )  # fmt: skip
+    graph = _graph(request, images, plan, sources, pool=pool, durations=durations)
+    deadline = time.monotonic() + options.deadline if options.deadline else None
+    stopped: BaseException | None = None
+    try:
+        with clock.stage("jobs"):
+            executor.run(
+                graph, pool, ExecOptions(options.emulate_when_busy, options.fail_fast, deadline),
+                on_event,
+            )  # fmt: skip
+    except Exception as exc:  # what finished is stored all the same
+        stopped = exc
+    jobs = tuple(_with_release_hint(r, plan.pages) for r in executor.records.values())
+    return JobsOutcome(jobs=jobs, sdist_downloads=sources.downloads, stopped=stopped)
+
+
+def _graph(
+    request: BuildRequest, images: ImagesReport, plan: PlanResult, sources: Sources, *,
+    pool: EnginePool, durations: Durations,
+) -> JobGraph:  # fmt: skip
+    options, matrix = request.options, request.matrix
     settings = JobSettings(
         options.timeout or float(matrix.builder.job_timeout),
         options.build_constraints,
         options.keep_failed,
-        run.run_id,
+        request.layout.run_id,
         Overrides.of(matrix),
     )
-    executor = Executor(
-        matrix, layout, run.images.facts, _good(sdists), tagsets=plan.tagsets, cancel=cancel
-    )
-    graph = job_graph(
+    native = frozenset(p.arch for p in request.platforms if pool.candidates(p.arch)[0])
+    return job_graph(
         plan.decisions,
-        by_name,
-        run.images.facts,
-        sdists,
-        needs=needs,
-        pool=PoolSnapshot(frozenset(p.arch for p in platforms if pool.candidates(p.arch)[0])),
-        expected=lambda name, arch, emulated, guess: executor.durations.expected(
-            name, arch.value, emulated, guess
-        ),
+        {p.name: p for p in request.platforms},
+        images.facts,
+        sources.sdists,
+        needs=list(sources.needs),
+        pool=PoolSnapshot(native),
+        expected=durations.expected,
         settings=settings,
     )
-    options_ = ExecOptions(options.emulate_when_busy, options.fail_fast, deadline)
-    try:
-        with run.stage("jobs"):
-            return executor.run(graph, pool, options_, on_event)
-    finally:
-        # Whatever stopped the run, what finished goes to the store, index and report.
-        run.jobs = list(executor.records.values())
-        for record in run.jobs:
-            _name_supporting_release(record, plan.pages)
 
 
-def _name_supporting_release(record: WheelRecord, pages: Mapping[str, ProjectPage | None]) -> None:
+def _with_release_hint(record: WheelRecord, pages: Mapping[str, ProjectPage | None]) -> WheelRecord:
     """A release older than the builder's Python: its hint names the oldest release
     of the project that says it fits that Python."""
     if record.category is not Category.PYTHON_VERSION:
-        return
+        return record
     page = pages.get(record.name)
     newer = oldest_supporting(page, record.python, record.version) if page else None
     record.hint = python_version_hint(record.python, record.name, newer)
+    return record
 
 
-def _ref(decision: Decision) -> SdistRef:
-    assert decision.sdist
-    assert decision.sdist_url
-    return SdistRef(decision.sdist, decision.sdist_url, decision.sdist_sha256)
-
-
-def fetch_sdists(
-    cache: SdistCache, refs: Mapping[tuple[str, str], SdistRef], workers: int = 8
-) -> dict[tuple[str, str], SdistOutcome]:
-    """Each sdist once, verified, in parallel; a failure is that item's, not the run's."""
-
-    def one(ref: SdistRef) -> SdistOutcome:
-        try:
-            return facts(ref, cache.get(ref))
-        except HashMismatch as exc:
-            return Failure(Category.HASH_MISMATCH, exc.message, exc.hint or "")
-        except UnsafeName as exc:
-            return Failure(Category.BAD_SDIST, exc.message, "the index's page is wrong or hostile")
-        except SdistDownloadError as exc:
-            return Failure(Category.SDIST_DOWNLOAD, exc.message, "a network fault")
-
-    keys = list(refs)
-    with ThreadPoolExecutor(max_workers=workers) as threads:
-        return dict(zip(keys, threads.map(one, [refs[k] for k in keys]), strict=True))
-
-
-def build_dep_needs(
-    todo: Sequence[Decision],
-    sdists: dict[tuple[str, str], SdistOutcome],
-    cache: SdistCache,
-    platforms: Mapping[str, Platform],
-    *,
-    plan: PlanResult,
-    constraints: Mapping[NormalizedName, SpecifierSet],
-) -> list[BuildDepNeed]:
-    """Static build requirements that need a wheel built first, to a fixed depth.
-    Their sdists are fetched into `sdists` as well: their jobs need them."""
-    wanted = {(d.platform, d.python, d.name, d.version) for d in todo}
-    found: dict[tuple[str, str, str, str], BuildDepNeed] = {}
-    for _depth in range(MAX_BUILD_DEP_DEPTH):
-        new = _needs_of(wanted, sdists, platforms, plan, constraints=constraints)
-        new = [n for n in new if (n.platform, n.python, n.name, n.version) not in found]
-        if not new:
-            break
-        for need in new:
-            found[(need.platform, need.python, need.name, need.version)] = need
-        refs = {
-            (n.name, n.version): SdistRef(n.sdist.filename, n.sdist.url, n.sdist.sha256)
-            for n in new
-        }
-        sdists.update(fetch_sdists(cache, {k: v for k, v in refs.items() if k not in sdists}))
-        wanted = {(n.platform, n.python, n.name, n.version) for n in new}
-    return list(found.values())
-
-
-def _needs_of(
-    wanted: set[tuple[str, str, str, str]],
-    sdists: Mapping[tuple[str, str], SdistOutcome],
-    platforms: Mapping[str, Platform],
-    plan: PlanResult,
-    *,
-    constraints: Mapping[NormalizedName, SpecifierSet],
-) -> list[BuildDepNeed]:
-    requires = {
-        key: item.build_requires for key, item in sdists.items() if not isinstance(item, Failure)
-    }
-    names = {r.split(";")[0] for reqs in requires.values() for r in reqs}
-    pages = {**plan.pages, **plan.upstream.projects(_names(names) - set(plan.pages))}
-    out: list[BuildDepNeed] = []
-    for platform, python, name, version in sorted(wanted):
-        out += needs_for(
-            requires.get((name, version), ()),
-            f"{name}=={version}",
-            platforms[platform],
-            python,
-            pages=pages,
-            tags=plan.tagsets[(platform, python)],
-            constraints=constraints,
-        )
-    return out
-
-
-def _names(requirements: set[str]) -> set[str]:
-    out: set[str] = set()
-    for text in requirements:
-        try:
-            out.add(canonicalize_name(Requirement(text).name))
-        except InvalidRequirement:
-            continue
-    return out
-
-
-def _good(sdists: Mapping[tuple[str, str], SdistOutcome]) -> dict[tuple[str, str], SdistFacts]:
-    return {k: v for k, v in sdists.items() if isinstance(v, SdistFacts)}
-
-
-def _store_and_publish(
-    matrix: Matrix, run: BuildRun, options: BuildOptions, layout: RunLayout
-) -> None:
-    store = Store(matrix.index.root)
-    try:
-        _store(store, run, options, layout)
-    except (OSError, OrchestrateError) as exc:  # e.g. a full disk: the index stays as it was
-        message = exc.message if isinstance(exc, OrchestrateError) else str(exc)
-        run.publish_errors["(store)"] = f"adding the built wheels failed: {message}"
-        run.disk_error = isinstance(exc, OSError)
-        run.store_conflict = isinstance(exc, StoreConflict)  # an unusable manifest: exit 4
-        return
-    for result in publish(store, run.platforms, keep=matrix.index.keep_releases):
-        if result.status == "failed":
-            run.publish_errors[result.platform] = result.error
-            run.disk_error = run.disk_error or result.environment
-        else:
-            run.published.append(result)
-
-
-def _store(store: Store, run: BuildRun, options: BuildOptions, layout: RunLayout) -> None:
-    wheels = [j for j in run.jobs if j.kind == JobKind.WHEEL]
-    serves: dict[str, list[str]] = {}  # wheel filename -> the platforms it serves
-    for job in wheels:
-        if job.status.ok and job.wheel:
-            serves.setdefault(job.wheel, []).append(job.platform)
-    built = [j for j in wheels if j.status == "built" and j.wheel]
-    if not built:
-        return
-    with store.locked() as records:
-        for job in built:
-            assert job.wheel is not None
-            platforms = serves[job.wheel]
-            ordered = [job.platform, *[p for p in platforms if p != job.platform]]
-            run.store.append(
-                store.add(
-                    records,
-                    layout.job_dir(job.job) / job.wheel,
-                    ordered,
-                    Provenance(
-                        source_sha256=job.source_sha256,
-                        built_at=_now(),
-                        image=job.image,
-                        job=job.job,
-                        runtime=job.runtime,
-                        smoke=job.smoke,
-                        rebuild=job.rebuild,
-                        statement=functools.partial(statement, job),
-                    ),
-                    replace=options.replace,
-                )
-            )
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-__all__ = [
-    "BuildOptions",
-    "BuildRun",
-    "emulated_by_arch",
-    "emulated_seconds",
-    "new_run",
-    "run_build",
-]
+__all__ = ["BuildOptions", "BuildOutcome", "BuildRequest", "run_build"]

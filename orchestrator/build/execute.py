@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -169,12 +169,13 @@ class Executor:
         *,
         tagsets: TagSets,
         cancel: Cancel,
+        durations: Durations,
     ) -> None:
         self.matrix, self.layout, self.tagsets, self.cancel = matrix, layout, tagsets, cancel
         self.sdists, self.facts = sdists, facts
         self.builders = Builders(matrix, layout.image_logs, facts)
         self._machines: dict[str, str] = {}  # engine name -> `uname -m` of its host
-        self.durations = Durations(layout.durations)
+        self.durations = durations
         self.records: dict[str, WheelRecord] = {}
         self._lock = threading.Lock()
         self.on_event: Callable[..., None] = lambda *_: None
@@ -345,11 +346,11 @@ def _unrun(job: Job[WheelJob], outcome: Outcome) -> WheelRecord:
     return record
 
 
-def emulated_seconds(records: list[WheelRecord]) -> float:
+def emulated_seconds(records: Sequence[WheelRecord]) -> float:
     return sum(emulated_by_arch(records).values())
 
 
-def emulated_by_arch(records: list[WheelRecord]) -> dict[str, float]:
+def emulated_by_arch(records: Sequence[WheelRecord]) -> dict[str, float]:
     """Job time spent under emulation, per arch: where QEMU's cost goes (#16)."""
     out: dict[str, float] = {}
     for j in records:

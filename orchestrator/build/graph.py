@@ -94,7 +94,7 @@ class JobGraph:
 
 
 # (name, arch, emulated, native seconds guessed from the sdist) -> expected seconds
-Expected = Callable[[str, Arch, bool, float], float]
+Expected = Callable[[str, str, bool, float], float]  # Durations.expected
 SdistOutcome = SdistFacts | Failure
 
 
@@ -273,7 +273,7 @@ def _node(
     guess: float,
 ) -> Job[WheelJob]:
     emulated = job.platform.arch not in pool.native
-    seconds = expected(job.name, job.platform.arch, emulated, guess)
+    seconds = expected(job.name, job.platform.arch.value, emulated, guess)
     return Job(job.id, job.platform.arch, seconds, job, depends)
 
 

@@ -167,7 +167,7 @@ def run_job(job: WheelJob, inputs: JobInputs, ctx: JobContext) -> WheelRecord:
         engine=ctx.engine.name,
         emulated=ctx.emulated,
         log=str(ctx.log_path),
-        mode=ctx.mode.value,
+        mode=ctx.mode,
         compiler=ctx.compiler_note,
     )
     record.source_sha256 = job.sdist.sha256
@@ -238,8 +238,17 @@ def _smoke(
         _write(log, f"{ANSI.sub('', text)}\n".encode())
 
     try:
-        result = smoke_test(ctx.engine, job.platform, wheel, runtime, plan=plan, env=ctx.fetch_env,
-                            log=ctx.log_path, on_line=line, on_start=ctx.cancel.on_cancel)  # fmt: skip
+        result = smoke_test(
+            ctx.engine,
+            job.platform,
+            wheel,
+            runtime,
+            plan=plan,
+            env=ctx.fetch_env,
+            log=ctx.log_path,
+            on_line=line,
+            on_start=ctx.cancel.on_cancel,
+        )
     except (BuildStepFailed, RegistryError) as exc:  # an engine fault propagates: retried
         result = SmokeResult(False, f"the smoke image could not be made: {exc.message}")
     if ctx.cancel.event.is_set() and not result.passed:  # killed: not the wheel's fault
@@ -399,7 +408,7 @@ def _compiler_used(out_tar: bytes, record: WheelRecord) -> None:
     if said.get("used") is True:
         record.compiler = f"gcc {said.get('gcc', '?')} for {said.get('host', '?')}"
     else:
-        record.mode, record.compiler = Mode.EMULATED.value, str(said.get("reason", ""))
+        record.mode, record.compiler = Mode.EMULATED, str(said.get("reason", ""))
 
 
 def _needs(out_tar: bytes) -> list[str]:

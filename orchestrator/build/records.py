@@ -95,7 +95,7 @@ class WheelRecord:
     build_constraints: list[str] = field(default_factory=list)
     depends: list[str] = field(default_factory=list)  # jobs it waited for
     phase_seconds: dict[str, float] = field(default_factory=dict)
-    mode: str = ""  # a Mode: native, emulated (native compiler) or emulated
+    mode: Mode | None = None  # None: the job never reached an engine
     compiler: str = ""  # with the native compiler, its version; else why not
     # Extra system packages (#15): family, packages, sources, installed (name=version)
     # and the image they were installed into; None for a job that needs none.
@@ -108,7 +108,7 @@ class WheelRecord:
     rebuild: str = ""
 
     def as_dict(self) -> dict[str, object]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "mode": self.mode or ""}  # the report's schema: a string
 
     def fail(self, failure: Failure, status: JobStatus = JobStatus.FAILED) -> None:
         self.status, self.category = status, failure.category

@@ -35,5 +35,12 @@ def system_image(
 ) -> str:
     """The ID of `builder` (an image ID on `engine`) with `packages` installed."""
     dockerfile = install_dockerfile(builder, family, packages)
-    return derived_image(engine, dockerfile, "orchestrate-job-packages", arch, packages=packages, env=env,
-                         on_line=on_line)  # fmt: skip
+    return derived_image(
+        engine,
+        dockerfile,
+        "orchestrate-job-packages",
+        arch,
+        packages=packages,
+        env=env,
+        on_line=on_line,
+    )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
-from orchestrator.build.builddeps import parse_constraints
+from orchestrator.build.execute import emulated_by_arch, emulated_seconds
 from orchestrator.cli.app import (
     App,
     Seconds,
@@ -25,7 +27,6 @@ from orchestrator.cli.progress import Progress
 from orchestrator.core.errors import (
     EXIT_CONFLICT,
     EXIT_FAILED,
-    EnvironmentProblem,
     InputError,
     OrchestrateError,
 )
@@ -33,14 +34,7 @@ from orchestrator.plan.gather import check_something_to_plan
 from orchestrator.report.ci import write_junit, write_metrics
 from orchestrator.report.data import report_of, save_run_report, with_previous, write_report
 from orchestrator.report.html import write_html
-from orchestrator.run import (
-    BuildOptions,
-    BuildRun,
-    emulated_by_arch,
-    emulated_seconds,
-    new_run,
-    run_build,
-)
+from orchestrator.run import BuildOptions, BuildOutcome, BuildRequest, run_build
 from orchestrator.store import Store
 
 
@@ -109,61 +103,58 @@ def build(
 ) -> int:
     """Build every wheel the plan says is missing, then publish the index."""
     check_something_to_plan(app.matrix, requirements)
-    options = BuildOptions(
-        emulate_when_busy,
-        fail_fast,
-        keep_failed,
-        replace,
-        timeout,
-        resolve_latest,
-        deadline,
-        _constraint_lines(app, build_constraints),
+    request = BuildRequest(
+        matrix=app.matrix,
+        platforms=app.platforms,
+        requirements=requirements,
+        constraints=constraints,
+        options=BuildOptions(
+            emulate_when_busy=emulate_when_busy,
+            fail_fast=fail_fast,
+            keep_failed=keep_failed,
+            replace=replace,
+            timeout=timeout,
+            resolve_latest=resolve_latest,
+            deadline=deadline,
+            build_constraints=_constraint_lines(app, build_constraints),
+        ),
+        layout=app.layout,
     )
-    run = new_run(app.layout, app.platforms)
     log_of = app.layout.job_log if app.verbosity > 0 else None
     with (
         signals_cancel() as cancel,
         Progress(app.console, 0, "jobs", log_of, quiet=app.verbosity < 0) as progress,
     ):
-        try:
-            run_build(
-                run,
-                app.matrix,
-                app.pool,
-                app.platforms,
-                requirements=requirements,
-                constraints=constraints,
-                options=options,
-                layout=app.layout,
-                cancel=cancel,
-                on_event=progress.event,
-            )
-        except OrchestrateError as exc:
-            run.error = exc.message
-            raise
-        finally:  # a run that fails in the plan still leaves its report
-            saved = _write_reports(app, run, report_path, junit_path, metrics_path=metrics_path)
+        outcome = run_build(request, pool=app.pool, cancel=cancel, on_event=progress.event)
+    report = report_of(outcome, str(app.matrix_path.resolve()))
+    saved = _write_reports(
+        app, outcome, report, ReportPaths(json=report_path, junit=junit_path, metrics=metrics_path)
+    )
+    if outcome.stopped is not None:  # what stopped the night says why, with its exit code
+        raise outcome.stopped
     if fmt == "json":
-        echo_json(_json_summary(run, saved))
+        echo_json(_json_summary(outcome, report, saved))
     else:
-        _summary(app, run, saved)
+        _summary(app, outcome, saved)
     raise_if_cancelled(cancel)
-    if run.disk_error:
-        raise EnvironmentProblem(
-            f"storing or publishing under {app.matrix.index.root} failed on the disk side "
-            "(full, read-only or not permitted); what was published before is still served",
-            hint="free space or fix the permissions, then `orchestrate publish`",
-        )
-    if run.store_conflict:
-        return EXIT_CONFLICT
-    if missing_exit(run.plan, allow_unavailable):
+    return exit_code(outcome, allow_unavailable=allow_unavailable)
+
+
+def exit_code(outcome: BuildOutcome, *, allow_unavailable: bool) -> int:
+    """The night's one exit code: the store's or the disk's error first (4 or 3), then
+    pins the index lacks, failed jobs, images or platforms (1), then mismatches (4)."""
+    if outcome.publish.error is not None:
+        raise outcome.publish.error
+    if missing_exit(list(outcome.plan), allow_unavailable):
         return EXIT_FAILED
-    if run.failed or run.publish_errors or run.images.failed:
+    if outcome.failed or outcome.publish_errors or outcome.images.failed:
         return EXIT_FAILED
-    return EXIT_CONFLICT if run.mismatches else 0
+    return EXIT_CONFLICT if outcome.mismatches else 0
 
 
 def _constraint_lines(app: App, files: tuple[Path, ...]) -> tuple[str, ...]:
+    """The build constraint lines of the matrix's file and of --build-constraint files
+    (checked once, when the night starts)."""
     configured = app.matrix.builder.build_constraints
     paths = [configured] if configured else []
     lines: list[str] = []
@@ -173,31 +164,32 @@ def _constraint_lines(app: App, files: tuple[Path, ...]) -> tuple[str, ...]:
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"{path}: cannot read the build constraints: {exc}") from None
         lines += [line.strip() for line in text.splitlines() if line.split("#")[0].strip()]
-    parse_constraints(lines, ", ".join(str(p) for p in [*paths, *files]))  # refuse bad lines now
     return tuple(lines)
 
 
+@dataclass(frozen=True, kw_only=True)
+class ReportPaths:
+    json: Path | None = None
+    junit: Path | None = None
+    metrics: Path | None = None
+
+
 def _write_reports(
-    app: App,
-    run: BuildRun,
-    report_path: Path | None,
-    junit_path: Path | None = None,
-    *,
-    metrics_path: Path | None = None,
+    app: App, outcome: BuildOutcome, report: dict[str, Any], paths: ReportPaths
 ) -> Path:
-    report = with_previous(report_of(run, str(app.matrix_path.resolve())), app.layout.reports)
+    report = with_previous(report, app.layout.reports)
     saved = save_run_report(report, app.layout.reports)
-    if report_path is not None:
-        write_report(report, report_path)
-    if junit_path is not None:
-        write_junit(report, junit_path)
-    if metrics_path is not None:
-        write_metrics(report, _index_sizes(app, run), metrics_path)
+    if paths.json is not None:
+        write_report(report, paths.json)
+    if paths.junit is not None:
+        write_junit(report, paths.junit)
+    if paths.metrics is not None:
+        write_metrics(report, _index_sizes(app, outcome), paths.metrics)
     write_html(report, saved.with_suffix(".html"))  # last: the JSON reports stand first
     return saved
 
 
-def _index_sizes(app: App, run: BuildRun) -> dict[str, tuple[int, int]]:
+def _index_sizes(app: App, run: BuildOutcome) -> dict[str, tuple[int, int]]:
     """(wheels, bytes) our index serves per platform, from the store's manifest."""
     try:
         records = Store(app.matrix.index.root).records().values()
@@ -212,11 +204,10 @@ def _index_sizes(app: App, run: BuildRun) -> dict[str, tuple[int, int]]:
     }
 
 
-def _json_summary(run: BuildRun, saved: Path) -> dict[str, object]:
-    summary = report_of(run, "")["summary"]
+def _json_summary(run: BuildOutcome, report: dict[str, Any], saved: Path) -> dict[str, object]:
     return {
         "run_id": run.run_id,
-        "summary": summary,
+        "summary": report["summary"],
         "failed": [
             {"job": j.job, "status": j.status, "category": j.category, "error": j.error,
              "hint": j.hint, "log": j.log}
@@ -229,7 +220,7 @@ def _json_summary(run: BuildRun, saved: Path) -> dict[str, object]:
     }  # fmt: skip
 
 
-def _summary(app: App, run: BuildRun, report: Path) -> None:
+def _summary(app: App, run: BuildOutcome, report: Path) -> None:
     if app.verbosity >= 0:
         click.echo("")
     rows = [

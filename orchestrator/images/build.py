@@ -30,7 +30,7 @@ from orchestrator.images.facts import (
 from orchestrator.images.render import CrossToolchain, Rendered, render, templates_dir
 from orchestrator.images.stale import build_labels, stale_reason
 from orchestrator.images.sysdeps import RUNTIME_FACTS
-from orchestrator.model import Arch
+from orchestrator.model import Arch, ImageStatus
 
 PROBE_DIR = "/etc/orchestrate"
 PROBE_FILE = "probe.json"
@@ -40,7 +40,7 @@ RUNTIME_FILE = RUNTIME_FACTS.rsplit("/", 1)[-1]
 @dataclass
 class ImageResult:
     platform: str
-    status: str  # built | fresh | failed | cancelled
+    status: ImageStatus
     engine: str = ""
     emulated: bool = False
     duration: float = 0.0
@@ -116,14 +116,14 @@ def build_image(
         why = stale_reason(existing.labels if existing else None, inputs, now, max_age, force=force)
         if why is None and existing is not None:
             line(f"fresh: {tag} ({existing.id[:19]}) has inputs {inputs[:12]}")
-            status, image_id, why = "fresh", existing.id, "inputs unchanged"
+            status, image_id, why = ImageStatus.FRESH, existing.id, "inputs unchanged"
         else:
             line(f"building {tag}: {why}")
             proxies = matrix.builder.proxy.environment()
             image_id = _build(
                 rendered, engine, tag, base_id, inputs=inputs, now=now, line=line, proxies=proxies
             )
-            status = "built"
+            status = ImageStatus.BUILT
         tags, glibc, compiler, runtime = _probe(platform, engine, tag, image_id, probes=probes)
     return ImageResult(
         platform.name,

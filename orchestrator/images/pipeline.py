@@ -16,7 +16,7 @@ from orchestrator.images.build import ImageResult, build_image, image_tag
 from orchestrator.images.facts import ImageFacts, ProbeCache
 from orchestrator.images.manifest import ReleaseOutcome, client_for, publish_release, push_platform
 from orchestrator.images.registry import ManifestRef
-from orchestrator.model import Arch
+from orchestrator.model import Arch, ImageStatus
 from orchestrator.scheduler import Cancel, Job, Outcome, Placement, Scheduler
 
 EXPECTED_NATIVE = 300.0  # seconds; emulated builds are expected to take longer
@@ -80,7 +80,7 @@ def run_images(
         if isinstance(outcome.data, ImageResult):
             report.results.append(outcome.data)
         else:
-            status = "cancelled" if outcome.cancelled else "failed"
+            status = ImageStatus.CANCELLED if outcome.cancelled else ImageStatus.FAILED
             report.results.append(ImageResult(name, status, reason=outcome.detail))
     report.results.sort(key=lambda r: list(by_name).index(r.platform))
     if push:
@@ -120,7 +120,7 @@ def _failed(
     reason = f"{exc.message}; {exc.hint}" if exc.hint else exc.message
     return ImageResult(
         job.id,
-        "failed",
+        ImageStatus.FAILED,
         placement.engine.name,
         placement.emulated,
         log=str(log),
@@ -160,7 +160,7 @@ def _push_all(
                     on_line=_writer(out),
                 )
             except RegistryError as exc:
-                result.status, result.reason = "failed", f"push failed: {exc.message}"
+                result.status, result.reason = ImageStatus.FAILED, f"push failed: {exc.message}"
                 continue
         result.digest = ref.digest
         pushed[platform.release_name][platform.arch] = ref

@@ -254,9 +254,16 @@ def make_plan(
     for branch, found in read:
         pinned = resolve_unpinned(found, pages, resolve_latest, pythons)
         decisions = decide(
-            branch.platforms, pinned, pages, tagsets, cached=cached, skip=matrix.skip,
-            from_source=frozenset(matrix.from_source), overrides=Overrides(matrix.overrides), abi=abi,
-        )  # fmt: skip
+            branch.platforms,
+            pinned,
+            pages,
+            tagsets,
+            cached=cached,
+            skip=matrix.skip,
+            from_source=frozenset(matrix.from_source),
+            overrides=Overrides(matrix.overrides),
+            abi=abi,
+        )
         per_branch.append((branch.name, decisions))
     notices = list(dict.fromkeys(n for _, r in read for n in r.notices))
     return PlanResult(merge_branches(per_branch), upstream.stats, pages, tagsets, upstream, notices)

@@ -40,21 +40,29 @@ from pathlib import Path
 from packaging.utils import parse_wheel_filename
 
 from orchestrator.core.errors import InputError, OrchestrateError, StoreConflict
+from orchestrator.model import PublishStatus
 from orchestrator.store import Store, StoredWheel, fsync_dir, sha256_file
 
 API_VERSION = "1.1"
 RELEASES = "releases"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PublishResult:
     platform: str
-    status: str  # published | unchanged | failed
+    status: PublishStatus
     release: str
     wheels: int
     projects: int
     error: str = ""
     environment: bool = False  # failed for the disk's sake (full, read-only, no access)
+
+
+def _failed(platform: str, wheels: int, error: str, *, environment: bool = False) -> PublishResult:
+    return PublishResult(
+        platform=platform, status=PublishStatus.FAILED, release="", wheels=wheels, projects=0,
+        error=error, environment=environment,
+    )  # fmt: skip
 
 
 def crash_point(name: str) -> None:
@@ -108,11 +116,9 @@ def publish(
             try:
                 results.append(publish_platform(store, platform, wheels, keep))
             except OrchestrateError as exc:  # its previous release stays served
-                results.append(PublishResult(platform, "failed", "", len(wheels), 0, exc.message))
+                results.append(_failed(platform, len(wheels), exc.message))
             except OSError as exc:
-                results.append(
-                    PublishResult(platform, "failed", "", len(wheels), 0, str(exc), True)
-                )
+                results.append(_failed(platform, len(wheels), str(exc), environment=True))
         with contextlib.suppress(OSError):  # a read-only root keeps its page; said above
             write_root_page(store.root)
             (store.root / MARKER).touch()
@@ -155,7 +161,10 @@ def publish_platform(
     projects = len({w.project for w in wheels})
     current = current_release(root, platform)
     if current is not None and current.endswith(digest[:16]):
-        return PublishResult(platform, "unchanged", current, len(wheels), projects)
+        return PublishResult(
+            platform=platform, status=PublishStatus.UNCHANGED, release=current,
+            wheels=len(wheels), projects=projects,
+        )  # fmt: skip
     releases = root / RELEASES / platform
     # A sequence number first, so that names sort in publish order; a random part
     # so that no two publishers (or a crashed one) ever share a name.
@@ -179,7 +188,10 @@ def publish_platform(
     switch(root, platform, final)
     crash_point("switched")
     prune_releases(releases, keep, keep_name=release)
-    return PublishResult(platform, "published", release, len(wheels), projects)
+    return PublishResult(
+        platform=platform, status=PublishStatus.PUBLISHED, release=release,
+        wheels=len(wheels), projects=projects,
+    )  # fmt: skip
 
 
 def _sequence(name: str) -> int:

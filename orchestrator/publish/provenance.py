@@ -47,7 +47,7 @@ def _predicate(record: WheelRecord) -> dict[str, object]:
     internal: dict[str, object] = {
         "build_constraints": list(record.build_constraints),
         "phases": record.phases,
-        "mode": record.mode,
+        "mode": record.mode or "",
     }
     if record.rebuild:
         internal["rebuild"] = record.rebuild

@@ -17,14 +17,14 @@ from typing import Any
 from orchestrator.build.execute import emulated_seconds
 from orchestrator.core.errors import EnvironmentProblem, InputError, OrchestrateError
 from orchestrator.core.redact import redact
-from orchestrator.run import BuildRun
+from orchestrator.run import BuildOutcome
 
 SCHEMA_VERSION = 1
 SCHEMA_ID = "https://orchestrate.invalid/schemas/build-report-1.json"
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
 
 
-def report_of(run: BuildRun, matrix_path: str) -> dict[str, Any]:
+def report_of(run: BuildOutcome, matrix_path: str) -> dict[str, Any]:
     actions = Counter(d.action.value for d in run.plan)
     statuses = Counter(str(j.status) for j in run.jobs)
     return {
@@ -34,7 +34,7 @@ def report_of(run: BuildRun, matrix_path: str) -> dict[str, Any]:
         "started": run.started,
         "finished": run.finished,
         "matrix": matrix_path,
-        "platforms": run.platforms,
+        "platforms": list(run.platforms),
         "summary": {
             "built": statuses.get("built", 0),
             "shared": statuses.get("shared", 0),
@@ -53,13 +53,13 @@ def report_of(run: BuildRun, matrix_path: str) -> dict[str, Any]:
             "sdist_downloads": run.sdist_downloads,
         },
         "error": run.error,
-        "stages": run.stages,
+        "stages": dict(run.stages),
         "images": [r.as_dict() for r in run.images.results],
         "plan": [d.as_dict() for d in run.plan],
         "jobs": [j.as_dict() for j in run.jobs],
         "store": [s.__dict__ for s in run.store],
         "published": [p.__dict__ for p in run.published],
-        "publish_errors": run.publish_errors,
+        "publish_errors": dict(run.publish_errors),
     }
 
 

@@ -77,8 +77,15 @@ def smoke_test(
     started = time.monotonic()
     base = ensure_base(platform, engine, log, on_line)
     dockerfile = base_dockerfile(base, platform.family.value, plan.packages, platform.apt_sources)
-    image = derived_image(engine, dockerfile, "orchestrate-smoke", platform.arch, packages=plan.packages,
-                          env=env, on_line=on_line)  # fmt: skip
+    image = derived_image(
+        engine,
+        dockerfile,
+        "orchestrate-smoke",
+        platform.arch,
+        packages=plan.packages,
+        env=env,
+        on_line=on_line,
+    )
     python = plan.packages[0].removeprefix("python")
     request = RunRequest(
         image=image,

@@ -1,0 +1,120 @@
+"""The store-and-publish stage: the night's built wheels into the store, then each
+platform's index released. Returns what happened; never raises for the store's or the
+disk's sake, so the report always says what was kept and what was published."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from orchestrator.build.records import WheelRecord
+from orchestrator.config import Matrix
+from orchestrator.core.errors import (
+    EnvironmentProblem,
+    OrchestrateError,
+    StoreConflict,
+)
+from orchestrator.core.layout import RunLayout
+from orchestrator.model import JobKind, JobStatus, PublishStatus, StoreOutcome
+from orchestrator.publish.index import PublishResult, publish
+from orchestrator.publish.provenance import statement
+from orchestrator.store import AddResult, Provenance, Store
+
+
+@dataclass(frozen=True, kw_only=True)
+class PublishOutcome:
+    """Each wheel's store outcome, each platform's release, and what failed: a platform's
+    publish (by platform), or the store as a whole (`error`, with its exit code)."""
+
+    added: tuple[AddResult, ...] = ()
+    published: tuple[PublishResult, ...] = ()
+    errors: Mapping[str, str] = field(default_factory=dict)
+    error: OrchestrateError | None = None
+
+    @property
+    def mismatches(self) -> list[AddResult]:
+        return [a for a in self.added if a.outcome is StoreOutcome.MISMATCH]
+
+
+def store_and_publish(
+    jobs: Sequence[WheelRecord], *, matrix: Matrix, platforms: Sequence[str],
+    layout: RunLayout, replace: bool,
+) -> PublishOutcome:  # fmt: skip
+    store = Store(matrix.index.root)
+    try:
+        added = _store(store, jobs, layout=layout, replace=replace)
+    except StoreConflict as exc:  # an unusable manifest: nothing is published (exit 4)
+        return PublishOutcome(errors={"(store)": _failed(exc.message)}, error=exc)
+    except (OSError, OrchestrateError) as exc:  # e.g. a full disk: the index stays as it was
+        message = exc.message if isinstance(exc, OrchestrateError) else str(exc)
+        return PublishOutcome(errors={"(store)": _failed(message)}, error=_disk(matrix, exc))
+    results = publish(store, platforms, keep=matrix.index.keep_releases)
+    failed = [r for r in results if r.status is PublishStatus.FAILED]
+    on_disk = any(r.environment for r in failed)
+    return PublishOutcome(
+        added=added,
+        published=tuple(r for r in results if r.status is not PublishStatus.FAILED),
+        errors={r.platform: r.error for r in failed},
+        error=_disk(matrix, None) if on_disk else None,
+    )
+
+
+def _failed(message: str) -> str:
+    return f"adding the built wheels failed: {message}"
+
+
+def _disk(matrix: Matrix, exc: Exception | None) -> OrchestrateError:
+    if isinstance(exc, OrchestrateError):  # e.g. an index root that is a file: exit 2
+        return exc
+    return EnvironmentProblem(
+        f"storing or publishing under {matrix.index.root} failed on the disk side "
+        "(full, read-only or not permitted); what was published before is still served",
+        hint="free space or fix the permissions, then `orchestrate publish`",
+    )
+
+
+def _store(
+    store: Store, jobs: Sequence[WheelRecord], *, layout: RunLayout, replace: bool
+) -> tuple[AddResult, ...]:
+    wheels = [j for j in jobs if j.kind is JobKind.WHEEL]
+    serves: dict[str, list[str]] = {}  # wheel filename -> the platforms it serves
+    for job in wheels:
+        if job.status.ok and job.wheel:
+            serves.setdefault(job.wheel, []).append(job.platform)
+    built = [j for j in wheels if j.status is JobStatus.BUILT and j.wheel]
+    if not built:
+        return ()
+    added = []
+    with store.locked() as records:
+        for job in built:
+            assert job.wheel is not None
+            ordered = [job.platform, *[p for p in serves[job.wheel] if p != job.platform]]
+            added.append(
+                store.add(
+                    records,
+                    layout.job_dir(job.job) / job.wheel,
+                    ordered,
+                    _provenance(job),
+                    replace=replace,
+                )
+            )
+    return tuple(added)
+
+
+def _provenance(job: WheelRecord) -> Provenance:
+    return Provenance(
+        source_sha256=job.source_sha256,
+        built_at=now(),
+        image=job.image,
+        job=job.job,
+        runtime=job.runtime,
+        smoke=job.smoke,
+        rebuild=job.rebuild,
+        statement=functools.partial(statement, job),
+    )
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
