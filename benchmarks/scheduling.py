@@ -119,7 +119,16 @@ def overhead(image: str, matrix_path: Path, jobs: int = 6) -> Row:
     ref = SdistRef(found.filename, found.url, found.sha256)
     sdist = SdistCache(layout.sdists).get(ref)
     deps = BuildDepCache(layout.build_deps(platform.name, "3.11"))
-    job = WheelJob(JobKind.WHEEL, platform, "3.11", "simplegeneric", "0.8.1", ref, image, 600)
+    job = WheelJob(
+        kind=JobKind.WHEEL,
+        platform=platform,
+        python="3.11",
+        name="simplegeneric",
+        version="0.8.1",
+        sdist=ref,
+        image_ref=image,
+        timeout=600,
+    )
     engine = DockerEngine(EngineSpec(name="local", slots=1))
     image_id = engine.image(image)
     assert image_id is not None
@@ -128,10 +137,15 @@ def overhead(image: str, matrix_path: Path, jobs: int = 6) -> Row:
     def one(node: Job[int], placement: Placement, cancel: Cancel) -> Outcome:
         work = replace(job, image=image_id.id)
         ctx = JobContext(
-            placement.engine, False, tags, platform.family, layout.job_dir(node.id),
-            layout.job_log(node.id), cancel,
-        )  # fmt: skip
-        record = run_job(work, JobInputs(sdist, deps, "bench"), ctx)
+            engine=placement.engine,
+            emulated=False,
+            tags=tags,
+            family=platform.family,
+            out_dir=layout.job_dir(node.id),
+            log_path=layout.job_log(node.id),
+            cancel=cancel,
+        )
+        record = run_job(work, JobInputs(sdist=sdist, deps=deps, pins_key="bench"), ctx)
         return Outcome(ok=record.status == "built", detail=record.detail)
 
     one(Job("warm", Arch.AMD64, 1, 0), Placement(engine, False, "warm"), Cancel())  # fills deps

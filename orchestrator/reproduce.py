@@ -25,7 +25,7 @@ from orchestrator.trust.runtime import Runtime, analyse
 from orchestrator.trust.smoke import SmokePlan, smoke_test
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class JobSpec:
     """What a report records about one job, enough to run it again."""
 
@@ -49,23 +49,27 @@ class JobSpec:
     @classmethod
     def of(cls, record: Mapping[str, Any]) -> JobSpec:
         sdist = record.get("sdist")
+        family, system = _system(record.get("system_packages"))
+        smoke, command = _smoke(record.get("smoke"))
         return cls(
-            str(record["job"]),
-            str(record["platform"]),
-            Arch(record["arch"]),
-            str(record["image"]),
-            str(record["image_ref"]),
-            tuple(record["phases"]),
-            str(record["status"]),
-            record.get("exit_code"),
-            SdistRef(str(sdist["filename"]), str(sdist["url"]), sdist.get("sha256"))
+            job=str(record["job"]),
+            platform=str(record["platform"]),
+            arch=Arch(record["arch"]),
+            image=str(record["image"]),
+            image_ref=str(record["image_ref"]),
+            phases=tuple(record["phases"]),
+            status=str(record["status"]),
+            exit_code=record.get("exit_code"),
+            sdist=SdistRef(str(sdist["filename"]), str(sdist["url"]), sdist.get("sha256"))
             if isinstance(sdist, Mapping)
             else None,
-            tuple(str(p) for p in record.get("build_requires") or ()),
-            tuple(str(c) for c in record.get("build_constraints") or ()),
-            str(record.get("image_pull") or ""),
-            *_system(record.get("system_packages")),
-            *_smoke(record.get("smoke")),
+            build_requires=tuple(str(p) for p in record.get("build_requires") or ()),
+            build_constraints=tuple(str(c) for c in record.get("build_constraints") or ()),
+            image_pull=str(record.get("image_pull") or ""),
+            family=family,
+            system_packages=system,
+            smoke_packages=smoke,
+            test_command=command,
         )
 
     def inputs(self, sdists: SdistCache) -> bytes:
@@ -107,11 +111,19 @@ def run_smoke(
             on_line(f"== smoke test: expected one built wheel, found {len(wheels)}")
             return 1
         elf = analyse(str(wheels[0]))
-        runtime = Runtime("", elf.glibc, (), {}, (), elf.extensions, elf.top_level)
+        runtime = Runtime(
+            python="",
+            glibc=elf.glibc,
+            libraries=(),
+            packages={},
+            unresolved=(),
+            extensions=elf.extensions,
+            top_level=elf.top_level,
+        )
         plan = SmokePlan(spec.smoke_packages, spec.test_command)
         on_line(f"\n== smoke test in {platform.name}'s base with {' '.join(plan.packages)}")
         result = smoke_test(
-            engine, platform, wheels[0], runtime, plan=plan, env={}, log=log, on_line=on_line
+            engine, platform, wheels[0], runtime, plan=plan, log=log, on_line=on_line
         )
     on_line(f"== smoke test {'passed' if result.passed else 'FAILED: ' + result.error}")
     return 0 if result.passed else 1

@@ -241,11 +241,11 @@ def _graph(
 ) -> JobGraph:  # fmt: skip
     options, matrix = request.options, request.matrix
     settings = JobSettings(
-        options.timeout or float(matrix.builder.job_timeout),
-        options.build_constraints,
-        options.keep_failed,
-        request.layout.run_id,
-        Overrides.of(matrix),
+        timeout=options.timeout or float(matrix.builder.job_timeout),
+        build_constraints=options.build_constraints,
+        keep_failed=options.keep_failed,
+        run_id=request.layout.run_id,
+        overrides=Overrides.of(matrix),
     )
     native = frozenset(p.arch for p in request.platforms if pool.candidates(p.arch)[0])
     return job_graph(

@@ -56,6 +56,7 @@ class Outcome:
     attempts: int = 0
     placement: Placement | None = None
     cancelled: bool = False
+    unplaceable: bool = False  # no engine of the pool runs its arch at all
 
 
 class Cancel:
@@ -197,6 +198,7 @@ class Scheduler:
             job = state.pending[job_id]
             outcome = Outcome(
                 ok=False,
+                unplaceable=True,
                 detail=f"no engine runs {job.arch.value}, natively or emulated "
                 "(run `orchestrate doctor`; install QEMU with `sudo orchestrate setup-host`)",
             )

@@ -42,6 +42,7 @@ from packaging.utils import (
 )
 
 from orchestrator.core.errors import InputError, StoreConflict, UnsafeName
+from orchestrator.core.files import write_atomic
 from orchestrator.core.quoting import shown
 from orchestrator.core.wheelnames import is_pure, safe_wheel_name
 from orchestrator.model import StoreOutcome
@@ -50,7 +51,7 @@ SHARED = "any"
 ATTESTATION = ".intoto.json"  # beside each wheel: its in-toto provenance statement (#12)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StoredWheel:
     filename: str
     folder: str  # platform name or "any"
@@ -92,7 +93,7 @@ class StoredWheel:
 Newest = dict[str, dict[tuple[str, str], StoredWheel]]
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class Provenance:
     source_sha256: str | None = None
     built_at: str = ""
@@ -146,16 +147,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write, fsync, rename: readers see the old file or the whole new one."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
 
 
 def fsync_dir(path: Path) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import re
 import tarfile
 import threading
@@ -40,6 +39,7 @@ from packaging.version import InvalidVersion, Version
 
 from orchestrator.config.matrix import Platform
 from orchestrator.core.errors import RequirementsError
+from orchestrator.core.files import write_atomic
 from orchestrator.plan.decide import best_wheel, marker_environment, usable
 from orchestrator.plan.tags import TagSet
 from orchestrator.plan.upstream import IndexFile, ProjectPage
@@ -47,7 +47,7 @@ from orchestrator.plan.upstream import IndexFile, ProjectPage
 WHEEL_NAME = re.compile(r"^[A-Za-z0-9_.+!-]+\.whl$")
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class BuildDepNeed:
     """A build requirement of `needed_by` that has no wheel for the platform."""
 
@@ -96,7 +96,16 @@ def needs_for(
         spec = req.specifier & constraints.get(name, SpecifierSet())
         sdist = choose(spec, pages.get(name), python, tags)
         if sdist is not None:
-            out.append(BuildDepNeed(platform.name, python, name, sdist[0], sdist[1], needed_by))
+            out.append(
+                BuildDepNeed(
+                    platform=platform.name,
+                    python=python,
+                    name=name,
+                    version=sdist[0],
+                    sdist=sdist[1],
+                    needed_by=needed_by,
+                )
+            )
     return out
 
 
@@ -178,9 +187,7 @@ class BuildDepCache:
                 self._write(wheel.name, wheel.read_bytes())
 
     def _write(self, name: str, data: bytes) -> None:
-        tmp = self.root / f".{name}.{os.getpid()}.{threading.get_ident()}"
-        tmp.write_bytes(data)
-        tmp.replace(self.root / name)
+        write_atomic(self.root / name, data)
 
     def pins(self, key: str, max_age: float | None = None) -> list[str] | None:
         """The exact build requirements recorded under `key` (see `pins_key` and
@@ -210,9 +217,7 @@ class BuildDepCache:
     def save_pins(self, key: str, pins: Sequence[str]) -> None:
         folder = self.root / "pins"
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{key}.{os.getpid()}.{threading.get_ident()}"
-        tmp.write_text("".join(f"{p}\n" for p in pins))
-        tmp.replace(folder / f"{key}.txt")
+        write_atomic(folder / f"{key}.txt", "".join(f"{p}\n" for p in pins))
 
 
 def pins_key(sdist_sha256: str, constraints: Sequence[str]) -> str:

@@ -248,12 +248,12 @@ class Executor:
         shared = requires_key(facts.build_requires, job.build_constraints)
         resolved = None if pins else deps.pins(shared, max_age=RESOLUTION_MAX_AGE)
         return JobInputs(
-            facts.path,
-            deps,
-            key,
-            tuple(pins) if pins else None,
-            shared,
-            tuple(resolved) if resolved else None,
+            sdist=facts.path,
+            deps=deps,
+            pins_key=key,
+            pins=tuple(pins) if pins else None,
+            requires_key=shared,
+            resolved=tuple(resolved) if resolved else None,
         )
 
     def _deps(self, job: WheelJob) -> BuildDepCache:
@@ -262,19 +262,19 @@ class Executor:
     def _context(self, job: WheelJob, placement: Placement, token: Cancel) -> JobContext:
         mode, note = self._mode(job, placement)
         return JobContext(
-            placement.engine,
-            placement.emulated,
-            self.tagsets[(job.platform.name, job.python)],
-            job.platform.family,
-            self.layout.job_dir(job.id),
-            self.layout.job_log(job.id),
-            token,
-            self.matrix.builder.fetch_environment(),
-            lambda phase: self.on_event("phase", job, phase),
-            mode,
-            note,
-            facts.runtime if (facts := self.facts.get(job.platform.name)) else None,
-            job.image,
+            engine=placement.engine,
+            emulated=placement.emulated,
+            tags=self.tagsets[(job.platform.name, job.python)],
+            family=job.platform.family,
+            out_dir=self.layout.job_dir(job.id),
+            log_path=self.layout.job_log(job.id),
+            cancel=token,
+            fetch_env=self.matrix.builder.fetch_environment(),
+            on_phase=lambda phase: self.on_event("phase", job, phase),
+            mode=mode,
+            compiler_note=note,
+            runtime=facts.runtime if (facts := self.facts.get(job.platform.name)) else None,
+            builder_image=job.image,
         )
 
     def _mode(self, job: WheelJob, placement: Placement) -> tuple[Mode, str]:
@@ -340,7 +340,7 @@ def _unrun(job: Job[WheelJob], outcome: Outcome) -> WheelRecord:
         record.fail(Failure(Category.CANCELLED, outcome.detail), JobStatus.CANCELLED)
         return record
     record = WheelRecord.for_job(job.payload, JobStatus.FAILED)
-    engine_fault = outcome.transient or outcome.detail.startswith("no engine runs")
+    engine_fault = outcome.transient or outcome.unplaceable
     category = Category.ENGINE if engine_fault else Category.INTERNAL
     record.fail(Failure(category, outcome.detail))
     return record

@@ -32,7 +32,7 @@ from orchestrator.scheduler import Job
 DEFAULT_GUESS = 60.0  # seconds, native, for an sdist we could not read
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class WheelJob:
     kind: JobKind
     platform: Platform
@@ -75,7 +75,7 @@ class Blocked:
     failure: Failure
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class JobSettings:
     timeout: float
     build_constraints: tuple[str, ...] = ()
@@ -159,17 +159,17 @@ def _add_build_deps(
         platform = platforms[need.platform]
         extras = _extras(settings, platform, need.name, need.version, outcome=outcome)
         dep = WheelJob(
-            JobKind.BUILD_DEP,
-            platform,
-            need.python,
-            need.name,
-            need.version,
-            ref,
-            images[need.platform].ref,
-            extras.timeout or settings.timeout,
-            _constraints(settings, extras),
-            settings.keep_failed,
-            settings.run_id,
+            kind=JobKind.BUILD_DEP,
+            platform=platform,
+            python=need.python,
+            name=need.name,
+            version=need.version,
+            sdist=ref,
+            image_ref=images[need.platform].ref,
+            timeout=extras.timeout or settings.timeout,
+            build_constraints=_constraints(settings, extras),
+            keep_failed=settings.keep_failed,
+            run_id=settings.run_id,
             extras=extras,
         )
         guess = _guess(outcome)
@@ -211,17 +211,17 @@ def _job(
     platform = platforms[decision.platform]
     extras = _extras(settings, platform, decision.name, decision.version, outcome=outcome)
     return WheelJob(
-        kind,
-        platform,
-        decision.python,
-        decision.name,
-        decision.version,
-        SdistRef(decision.sdist, decision.sdist_url, decision.sdist_sha256),
-        image.ref if image else "",
-        extras.timeout or settings.timeout,
-        _constraints(settings, extras),
-        settings.keep_failed,
-        settings.run_id,
+        kind=kind,
+        platform=platform,
+        python=decision.python,
+        name=decision.name,
+        version=decision.version,
+        sdist=SdistRef(decision.sdist, decision.sdist_url, decision.sdist_sha256),
+        image_ref=image.ref if image else "",
+        timeout=extras.timeout or settings.timeout,
+        build_constraints=_constraints(settings, extras),
+        keep_failed=settings.keep_failed,
+        run_id=settings.run_id,
         image_pull=image.pull_ref if image else "",
         extras=extras,
         branches=decision.branches,

@@ -57,7 +57,7 @@ PACKAGE_ERRORS = ("E: ", "No match for argument", "Error: Unable to find a match
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class JobInputs:
     """What the host puts into the fetch container: the verified sdist, the platform's
     cached build-requirement wheels, the build constraints, and what an earlier run
@@ -133,7 +133,7 @@ def _parents(name: str) -> list[str]:
     return ["/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class JobContext:
     """Where one job runs and writes: engine, mode, accepted tags, paths, cancel."""
 
@@ -243,14 +243,15 @@ def _smoke(
             job.platform,
             wheel,
             runtime,
-            plan=plan,
-            env=ctx.fetch_env,
+            plan=replace(plan, env=ctx.fetch_env),
             log=ctx.log_path,
             on_line=line,
             on_start=ctx.cancel.on_cancel,
         )
     except (BuildStepFailed, RegistryError) as exc:  # an engine fault propagates: retried
-        result = SmokeResult(False, f"the smoke image could not be made: {exc.message}")
+        result = SmokeResult(
+            passed=False, error=f"the smoke image could not be made: {exc.message}"
+        )
     if ctx.cancel.event.is_set() and not result.passed:  # killed: not the wheel's fault
         record.fail(Failure(Category.CANCELLED, "stopped during smoke"), JobStatus.CANCELLED)
         return

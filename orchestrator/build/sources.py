@@ -58,7 +58,7 @@ class SdistRef:
         return {"filename": self.filename, "url": self.url, "sha256": self.sha256}
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class SdistFacts:
     """What a downloaded sdist says about how to build it."""
 

@@ -82,7 +82,7 @@ from orchestrator.store import Store
 )
 @format_option
 @pass_app
-def build(
+def build(  # noqa: PLR0913 - click passes each of its options as a parameter
     app: App,
     requirements: tuple[Path, ...],
     constraints: tuple[Path, ...],

@@ -22,7 +22,7 @@ from orchestrator.cli.app import (
 )
 from orchestrator.cli.progress import Progress
 from orchestrator.core.errors import EXIT_FAILED
-from orchestrator.images.pipeline import ImagesReport, run_images
+from orchestrator.images.pipeline import ImagesOptions, ImagesReport, run_images
 from orchestrator.images.render import render
 from orchestrator.report.data import write_text_atomic
 
@@ -114,10 +114,9 @@ def _run(
             app.pool,
             app.platforms,
             app.workdir / "logs",
-            force=force,
-            push=push,
-            allow_partial=allow_partial,
-            max_age=max_age,
+            options=ImagesOptions(
+                force=force, push=push, allow_partial=allow_partial, max_age=max_age
+            ),
             cancel=cancel,
             on_event=progress.event,
         )

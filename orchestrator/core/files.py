@@ -13,6 +13,7 @@ import contextlib
 import errno
 import os
 import stat
+import threading
 from pathlib import Path
 
 
@@ -36,9 +37,13 @@ def read_bounded(path: Path, limit: int) -> bytes:
     return data
 
 
-def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
-    """Write `data` to `path` through a synced temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def write_atomic(path: Path, data: bytes | str, mode: int | None = None) -> None:
+    """Write `data` (text as UTF-8) to `path` through a synced temporary file and a
+    rename: readers see the old file or the whole new one."""
+    if isinstance(data, str):
+        data = data.encode()
+    # Unique per process and thread: two writers of one path never share a temporary.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         with tmp.open("wb") as handle:
             handle.write(data)

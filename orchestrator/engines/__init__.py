@@ -15,7 +15,7 @@ from typing import Protocol
 from orchestrator.model import Arch
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class EngineInfo:
     """What an engine says about itself; the arch is read, never configured."""
 
@@ -53,7 +53,7 @@ class BuildRequest:
     buildargs: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class RunRequest:
     """One container: image, command and the limits it runs under."""
 

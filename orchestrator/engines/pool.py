@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.core.errors import EngineError
+from orchestrator.core.files import write_atomic
 from orchestrator.engines import BuildRequest, Engine, EngineInfo, RunRequest, run_to_end
 from orchestrator.engines.probe import DiskSpace, parse_statfs, probe_context
 from orchestrator.model import Arch
@@ -31,7 +32,7 @@ class ProbeResult:
     detail: str
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class EngineStatus:
     name: str
     url: str
@@ -100,9 +101,7 @@ class EngineFactsCache:
         self._data.setdefault(engine_id, {})[arch.value] = {"runs": runs, "at": time.time()}
         if self._path is not None:
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self._path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self._data, indent=1))
-            tmp.replace(self._path)
+            write_atomic(self._path, json.dumps(self._data, indent=1))
 
 
 class EnginePool:
@@ -158,12 +157,14 @@ class EnginePool:
         try:
             info = self.info(engine)
         except EngineError as exc:
-            return EngineStatus(engine.name, engine.url, None, exc.message, {})
+            return EngineStatus(
+                name=engine.name, url=engine.url, info=None, error=exc.message, runs={}
+            )
         runs = {}
         for arch in dict.fromkeys((*([info.arch] if info.arch else []), *arches)):
             runs[arch] = probe_arch(engine, arch)
             self._cache.put(info.engine_id, arch, runs[arch].runs)
-        return EngineStatus(engine.name, engine.url, info, None, runs)
+        return EngineStatus(name=engine.name, url=engine.url, info=info, error=None, runs=runs)
 
     def candidates(self, arch: Arch) -> tuple[list[Engine], list[Engine]]:
         """(native engines, emulating engines) for `arch`; unreachable ones are left out."""

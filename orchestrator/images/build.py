@@ -37,7 +37,7 @@ PROBE_FILE = "probe.json"
 RUNTIME_FILE = RUNTIME_FACTS.rsplit("/", 1)[-1]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ImageResult:
     platform: str
     status: ImageStatus
@@ -126,9 +126,9 @@ def build_image(
             status = ImageStatus.BUILT
         tags, glibc, compiler, runtime = _probe(platform, engine, tag, image_id, probes=probes)
     return ImageResult(
-        platform.name,
-        status,
-        engine.name,
+        platform=platform.name,
+        status=status,
+        engine=engine.name,
         duration=_since(started),
         log=str(log_path),
         image_id=image_id,

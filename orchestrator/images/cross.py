@@ -32,6 +32,7 @@ from pathlib import Path
 
 from orchestrator.config.matrix import Platform
 from orchestrator.core.errors import OrchestrateError
+from orchestrator.core.files import write_atomic
 from orchestrator.core.paths import cache_dir
 from orchestrator.engines import Engine, RunRequest
 from orchestrator.images.base import ensure_base
@@ -69,9 +70,7 @@ def ensure_toolchain(
         line(f"making a native {host.value} cross toolchain for {platform.arch.value}")
         archive = _make(engine, base_id, host, platform.arch, script=script, line=line)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(archive)
-        tmp.replace(path)
+        write_atomic(path, archive)
     archive = path.read_bytes()
     # Its toolchain.json beside it: every freshness check reads the archive, and
     # unpacking ~200 MB to find one small file would cost more than the check.
@@ -81,7 +80,13 @@ def ensure_toolchain(
     except (OSError, ValueError):
         info = toolchain_info(archive)
         sidecar.write_text(json.dumps(info))
-    return CrossToolchain(host, platform.arch, archive, str(info["gcc"]), str(info["loader"]))
+    return CrossToolchain(
+        host=host,
+        target=platform.arch,
+        archive=archive,
+        gcc=str(info["gcc"]),
+        loader=str(info["loader"]),
+    )
 
 
 def _make(
@@ -120,4 +125,6 @@ def toolchain_info(archive: bytes) -> dict[str, object]:
 
 def read_toolchain(archive: bytes, host: Arch, target: Arch) -> CrossToolchain:
     info = toolchain_info(archive)
-    return CrossToolchain(host, target, archive, str(info["gcc"]), str(info["loader"]))
+    return CrossToolchain(
+        host=host, target=target, archive=archive, gcc=str(info["gcc"]), loader=str(info["loader"])
+    )

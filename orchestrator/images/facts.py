@@ -12,8 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator.core.files import write_atomic
 
-@dataclass(frozen=True)
+
+@dataclass(kw_only=True, frozen=True)
 class NativeCompiler:
     """The builder's native cross toolchain (#17), as its probe found it at build time."""
 
@@ -33,11 +35,11 @@ def parse_native_compiler(text: str | bytes) -> NativeCompiler | None:
     if not isinstance(entry, dict):
         return None
     return NativeCompiler(
-        str(entry.get("host", "")),
-        str(entry.get("gcc", "")),
-        str(entry.get("builder_gcc", "")),
-        entry.get("usable") is True,
-        str(entry.get("reason", "")),
+        host=str(entry.get("host", "")),
+        gcc=str(entry.get("gcc", "")),
+        builder_gcc=str(entry.get("builder_gcc", "")),
+        usable=entry.get("usable") is True,
+        reason=str(entry.get("reason", "")),
     )
 
 
@@ -83,7 +85,7 @@ def runtime_of(data: object) -> RuntimeFacts:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class ImageFacts:
     platform: str
     ref: str  # registry/repository:platform
@@ -126,6 +128,4 @@ class ProbeCache:
     def write(self, platform: str, image_id: str, probe: Mapping[str, object]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{platform}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({**probe, "image": image_id}, indent=1))
-        tmp.replace(path)
+        write_atomic(path, json.dumps({**probe, "image": image_id}, indent=1))

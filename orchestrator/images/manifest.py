@@ -13,7 +13,7 @@ from orchestrator.images.registry import ManifestRef, Registry, RegistryClient
 from orchestrator.model import Arch
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ReleaseOutcome:
     release: str
     tag: str
@@ -68,11 +68,18 @@ def publish_release(
     missing = tuple(a.value for a in arches if a not in pushed)
     have = tuple(a.value for a in arches if a in pushed)
     if not pushed or (missing and not allow_partial):
-        return ReleaseOutcome(release, tag, "held", have, missing)
+        return ReleaseOutcome(release=release, tag=tag, status="held", arches=have, missing=missing)
     wanted = {a.value: ref.digest for a, ref in pushed.items()}
     if client.index(repo, release) == wanted:
-        return ReleaseOutcome(release, tag, "unchanged", have, missing)
+        return ReleaseOutcome(
+            release=release, tag=tag, status="unchanged", arches=have, missing=missing
+        )
     digest = client.put_index(repo, release, sorted(pushed.items(), key=lambda e: e[0].value))
     return ReleaseOutcome(
-        release, tag, "partial" if missing else "published", have, missing, digest
+        release=release,
+        tag=tag,
+        status="partial" if missing else "published",
+        arches=have,
+        missing=missing,
+        digest=digest,
     )

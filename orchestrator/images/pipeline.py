@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -34,61 +35,71 @@ class ImagesReport:
         return [r for r in self.results if r.status in ("failed", "cancelled")]
 
 
+@dataclass(frozen=True, kw_only=True)
+class ImagesOptions:
+    force: bool = False  # build even when the inputs are unchanged
+    push: bool = False  # push per arch and join manifest lists
+    allow_partial: bool = False  # publish a manifest list without the arches that failed
+    max_age: timedelta | None = None  # rebuild a builder older than this
+
+
 def run_images(
     matrix: Matrix,
     pool: EnginePool,
     platforms: Sequence[Platform],
     logs: Path,
     *,
-    force: bool = False,
-    push: bool = False,
-    allow_partial: bool = False,
-    max_age: timedelta | None = None,
+    options: ImagesOptions = ImagesOptions(),
     cancel: Cancel | None = None,
     on_event: Callable[..., None] = lambda *_: None,
     probes: ProbeCache | None = None,
 ) -> ImagesReport:
+    """Each platform's builder image, fresh or built, on the pool; pushed and joined
+    into manifest lists when asked; the usable builders' facts."""
     by_name = {p.name: p for p in platforms}
     pool.require_reachable()
-
-    def job_fn(job: Job[Platform], placement: Placement, _cancel: Cancel) -> Outcome:
-        log = logs / "images" / f"{job.id}.log"
-        try:
-            result = build_image(
-                job.payload,
-                matrix,
-                placement.engine,
-                log,
-                force=force,
-                max_age=max_age,
-                probes=probes,
-            )
-        except EngineError:
-            raise  # lost engine: the scheduler retries it
-        except OrchestrateError as exc:  # a failed step, pull, push or bootstrap
-            return Outcome(ok=False, detail=exc.message, data=_failed(job, placement, log, exc))
-        result.emulated = placement.emulated
-        return Outcome(ok=True, detail=f"{result.status} in {result.duration:.0f}s", data=result)
-
+    job_fn = functools.partial(_image_job, matrix=matrix, logs=logs, options=options, probes=probes)
     jobs = [Job(p.name, p.arch, _expected(p, pool), p) for p in platforms]
     scheduler = Scheduler(
         pool, emulate_when_busy=False, retries=1, on_event=on_event, cancel=cancel or Cancel()
     )
-    outcomes = scheduler.run(jobs, job_fn)
-    report = ImagesReport()
-    for name, outcome in outcomes.items():
-        if isinstance(outcome.data, ImageResult):
-            report.results.append(outcome.data)
-        else:
-            status = ImageStatus.CANCELLED if outcome.cancelled else ImageStatus.FAILED
-            report.results.append(ImageResult(name, status, reason=outcome.detail))
-    report.results.sort(key=lambda r: list(by_name).index(r.platform))
-    if push:
+    results = _results(scheduler.run(jobs, job_fn), list(by_name))
+    report = ImagesReport(results=results)
+    if options.push:
         report.releases = _push_all(
-            matrix, pool, by_name, report, allow_partial=allow_partial, logs=logs
+            matrix, pool, by_name, report, allow_partial=options.allow_partial, logs=logs
         )
     report.facts = _facts(matrix, by_name, report.results)
     return report
+
+
+def _image_job(
+    job: Job[Platform], placement: Placement, _cancel: Cancel, *, matrix: Matrix, logs: Path,
+    options: ImagesOptions, probes: ProbeCache | None,
+) -> Outcome:  # fmt: skip
+    log = logs / "images" / f"{job.id}.log"
+    try:
+        result = build_image(
+            job.payload, matrix, placement.engine, log,
+            force=options.force, max_age=options.max_age, probes=probes,
+        )  # fmt: skip
+    except EngineError:
+        raise  # lost engine: the scheduler retries it
+    except OrchestrateError as exc:  # a failed step, pull, push or bootstrap
+        return Outcome(ok=False, detail=exc.message, data=_failed(job, placement, log, exc))
+    result.emulated = placement.emulated
+    return Outcome(ok=True, detail=f"{result.status} in {result.duration:.0f}s", data=result)
+
+
+def _results(outcomes: Mapping[str, Outcome], order: list[str]) -> list[ImageResult]:
+    results = []
+    for name, outcome in outcomes.items():
+        if isinstance(outcome.data, ImageResult):
+            results.append(outcome.data)
+        else:
+            status = ImageStatus.CANCELLED if outcome.cancelled else ImageStatus.FAILED
+            results.append(ImageResult(platform=name, status=status, reason=outcome.detail))
+    return sorted(results, key=lambda r: order.index(r.platform))
 
 
 def _facts(
@@ -103,9 +114,15 @@ def _facts(
         if r.digest:  # pushed in this run: pullable by digest
             r.pull_ref = f"{tag.rsplit(':', 1)[0]}@{r.digest}"
         facts[r.platform] = ImageFacts(
-            r.platform, tag, {r.engine: r.image_id}, r.tags, r.glibc, r.pull_ref, r.native_compiler,
-            r.runtime,
-        )  # fmt: skip
+            platform=r.platform,
+            ref=tag,
+            ids={r.engine: r.image_id},
+            tags=r.tags,
+            glibc=r.glibc,
+            pull_ref=r.pull_ref,
+            native_compiler=r.native_compiler,
+            runtime=r.runtime,
+        )
     return facts
 
 
@@ -119,10 +136,10 @@ def _failed(
 ) -> ImageResult:
     reason = f"{exc.message}; {exc.hint}" if exc.hint else exc.message
     return ImageResult(
-        job.id,
-        ImageStatus.FAILED,
-        placement.engine.name,
-        placement.emulated,
+        platform=job.id,
+        status=ImageStatus.FAILED,
+        engine=placement.engine.name,
+        emulated=placement.emulated,
         log=str(log),
         reason=reason,
     )

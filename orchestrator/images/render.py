@@ -58,7 +58,7 @@ def _environment(root: Path) -> jinja2.Environment:
     return env
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class CrossToolchain:
     """A native cross toolchain for a builder made under emulation (see cross.py)."""
 

@@ -37,7 +37,7 @@ from orchestrator.plan.tags import TagSet
 from orchestrator.plan.upstream import IndexFile, ProjectPage
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class Decision:
     platform: str
     python: str
@@ -144,6 +144,17 @@ def pins_for(reqs: Requirements, platform: Platform, python: str) -> list[Pin]:
     return list(chosen.values())
 
 
+@dataclass(frozen=True, kw_only=True)
+class Rules:
+    """What the matrix and our store say beyond the index: pins to skip, projects to
+    build from source, per-package overrides, and whether a cached wheel's builder moved."""
+
+    skip: Sequence[SkipSpec] = ()
+    from_source: frozenset[str] = frozenset()
+    overrides: Overrides | None = None
+    abi: AbiCheck | None = None
+
+
 def decide(
     platforms: Sequence[Platform],
     reqs: Requirements,
@@ -151,38 +162,31 @@ def decide(
     tagsets: TagSets,
     *,
     cached: Cached,
-    skip: Sequence[SkipSpec] = (),
-    from_source: frozenset[str] = frozenset(),
-    overrides: Overrides | None = None,
-    abi: AbiCheck | None = None,
+    rules: Rules = Rules(),
 ) -> list[Decision]:
     out: list[Decision] = []
     for platform in platforms:
         for python in platform.python:
             tags = tagsets[(platform.name, python)]
-            for pin in pins_for(reqs, platform, python):
-                out.append(
-                    _decide_one(
-                        platform,
-                        python,
-                        pin,
-                        pages.get(pin.name),
-                        tags=tags,
-                        cached=cached.get(platform.name, {}),
-                        skip=skip,
-                        from_source=from_source,
-                        overrides=overrides,
-                        abi=abi,
-                    )
+            mine = cached.get(platform.name, {})
+            out += [
+                _decide_one(
+                    Pinned(platform, python, pin),
+                    pages.get(pin.name),
+                    tags=tags,
+                    cached=mine,
+                    rules=rules,
                 )
+                for pin in pins_for(reqs, platform, python)
+            ]
             out.extend(
                 Decision(
-                    platform.name,
-                    python,
-                    u.text,
-                    "",
-                    Action.UNSUPPORTED,
-                    u.why,
+                    platform=platform.name,
+                    python=python,
+                    name=u.text,
+                    version="",
+                    action=Action.UNSUPPORTED,
+                    reason=u.why,
                     source=str(u.source),
                 )
                 for u in reqs.unsupported
@@ -199,84 +203,99 @@ def excluded_by_markers(reqs: Requirements, platform: Platform, python: str) -> 
         if pin.name in applying or pin.name in out:
             continue
         out[pin.name] = Decision(
-            platform.name,
-            python,
-            pin.name,
-            pin.version,
-            Action.EXCLUDED,
-            f"marker `{pin.marker}` excludes it on {platform.name} (python {python})",
+            platform=platform.name,
+            python=python,
+            name=pin.name,
+            version=pin.version,
+            action=Action.EXCLUDED,
+            reason=f"marker `{pin.marker}` excludes it on {platform.name} (python {python})",
             source=str(pin.source),
         )
     return list(out.values())
 
 
+@dataclass(frozen=True)
+class Pinned:
+    """One pin on one platform and Python: what a decision is about."""
+
+    platform: Platform
+    python: str
+    pin: Pin
+
+    def decision(
+        self, action: Action, reason: str, wheel: str | None = None, sdist: IndexFile | None = None
+    ) -> Decision:
+        return Decision(
+            platform=self.platform.name,
+            python=self.python,
+            name=self.pin.name,
+            version=self.pin.version,
+            action=action,
+            reason=reason,
+            wheel=wheel,
+            sdist=sdist.filename if sdist else None,
+            source=str(self.pin.source),
+            sdist_url=sdist.url if sdist else None,
+            sdist_sha256=sdist.sha256 if sdist else None,
+        )
+
+
 def _decide_one(
-    platform: Platform,
-    python: str,
-    pin: Pin,
+    item: Pinned,
     page: ProjectPage | None,
     *,
     tags: TagSet,
     cached: Mapping[tuple[str, str], str],
-    skip: Sequence[SkipSpec],
-    from_source: frozenset[str] = frozenset(),
-    overrides: Overrides | None = None,
-    abi: AbiCheck | None = None,
+    rules: Rules,
 ) -> Decision:
-    def make(
-        action: Action, reason: str, wheel: str | None = None, sdist: IndexFile | None = None
-    ) -> Decision:
-        return Decision(
-            platform.name,
-            python,
-            pin.name,
-            pin.version,
-            action,
-            reason,
-            wheel,
-            sdist.filename if sdist else None,
-            str(pin.source),
-            sdist.url if sdist else None,
-            sdist.sha256 if sdist else None,
-        )
-
-    skipped = _skipped(platform, pin, skip, overrides)
+    pin = item.pin
+    skipped = _skipped(item.platform, pin, rules.skip, rules.overrides)
     if skipped:
-        return make(Action.EXCLUDED, skipped)
+        return item.decision(Action.EXCLUDED, skipped)
     if page is None:
-        return make(Action.UNAVAILABLE, NOT_ON_INDEX)
+        return item.decision(Action.UNAVAILABLE, NOT_ON_INDEX)
     all_files = page.files(pin.version)
     if not all_files:
-        return make(Action.UNAVAILABLE, f"no version {pin.version} {ON_THE_INDEX}")
+        return item.decision(Action.UNAVAILABLE, f"no version {pin.version} {ON_THE_INDEX}")
     # An exact pin installs a yanked release all the same (PEP 592): so do we.
-    files, dropped = usable(all_files, python, exact=True)
+    files, dropped = usable(all_files, item.python, exact=True)
     wheels = [f for f in files if f.filename.endswith(".whl")]
     best = best_wheel(wheels, tags)
-    own = pin.name in from_source
+    own = pin.name in rules.from_source
     if best is not None and not own:
         why = f"compatible wheel on the index ({tags.source} tags){_yanked(best)}"
-        return make(Action.UPSTREAM, why, wheel=best.filename)
-    mine = cached.get((pin.name, canonicalize_version(pin.version)))
-    moved = abi(platform.name, python, mine) if abi is not None and mine is not None else []
-    if mine is not None and not moved:
-        return make(Action.CACHED, "our index holds it", wheel=mine)
+        return item.decision(Action.UPSTREAM, why, wheel=best.filename)
     if own:
         why = "from source, as the matrix asks (from_source)"
     else:
-        why = _why_no_wheel(wheels, tags, platform) if files else dropped
+        why = _why_no_wheel(wheels, tags, item.platform) if files else dropped
+    return _ours_or_source(item, files, why, cached=cached, rules=rules)
+
+
+def _ours_or_source(
+    item: Pinned, files: Sequence[IndexFile], why: str, *,
+    cached: Mapping[tuple[str, str], str], rules: Rules,
+) -> Decision:  # fmt: skip
+    """No wheel upstream will do: our cached wheel, or a build from the sdist."""
+    pin = item.pin
+    mine = cached.get((pin.name, canonicalize_version(pin.version)))
+    moved = rules.abi(item.platform.name, item.python, mine) if rules.abi and mine else []
+    if mine is not None and not moved:
+        return item.decision(Action.CACHED, "our index holds it", wheel=mine)
     sdists = _hashed([f for f in files if not f.filename.endswith(".whl")], pin)
     if sdists and moved:
-        sdist = _prefer_targz(sdists)
         why = f"the builder moved since {mine} was built: {'; '.join(moved)}"
-        return make(Action.REBUILD, why, mine, sdist)
+        return item.decision(Action.REBUILD, why, mine, _prefer_targz(sdists))
     if sdists:
         sdist = _prefer_targz(sdists)
-        return make(Action.BUILD, why + _yanked(sdist), sdist=sdist)
+        return item.decision(Action.BUILD, why + _yanked(sdist), sdist=sdist)
     if mine is not None:  # moved, but nothing to build it again from: keep serving it
-        return make(Action.CACHED, "our index holds it; " + "; ".join(moved), wheel=mine)
+        return item.decision(Action.CACHED, "our index holds it; " + "; ".join(moved), wheel=mine)
     if pin.hashes and any(not f.filename.endswith(".whl") for f in files):
-        return make(Action.UNAVAILABLE, f"{why}, and no sdist matches the pin's --hash values")
-    return make(Action.UNAVAILABLE, f"no sdist and {why}")
+        return item.decision(
+            Action.UNAVAILABLE, f"{why}, and no sdist matches the pin's --hash values"
+        )
+    return item.decision(Action.UNAVAILABLE, f"no sdist and {why}")
 
 
 def _skipped(

@@ -23,7 +23,15 @@ from orchestrator.core.errors import IndexUnavailable, RequirementsError
 from orchestrator.core.layout import RunLayout
 from orchestrator.images.facts import RuntimeFacts
 from orchestrator.plan import requirements as reqs_mod
-from orchestrator.plan.decide import AbiCheck, Decision, TagSets, decide, merge_branches, usable
+from orchestrator.plan.decide import (
+    AbiCheck,
+    Decision,
+    Rules,
+    TagSets,
+    decide,
+    merge_branches,
+    usable,
+)
 from orchestrator.plan.overrides import Overrides
 from orchestrator.plan.requirements import Pin, Requirements, Unpinned
 from orchestrator.plan.tags import TagSet, derived_tags, tags_from_probe
@@ -32,7 +40,7 @@ from orchestrator.store import Newest, Store
 from orchestrator.trust.runtime import abi_changes
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PlanResult:
     decisions: list[Decision]
     stats: Stats
@@ -150,7 +158,7 @@ def _and(marker: Marker | None, extra: str) -> Marker:
     return Marker(f"({marker}) and {extra}" if marker else extra)
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class BranchInput:
     """What one branch plans: its files and the platforms that build it. The unnamed
     branch is the command line's -r/-c files on every selected platform."""
@@ -184,7 +192,12 @@ def branch_inputs(
     check_something_to_plan(matrix, requirement_files)
     if requirement_files:
         return [
-            BranchInput("", tuple(requirement_files), tuple(constraint_files), tuple(platforms))
+            BranchInput(
+                name="",
+                requirements=tuple(requirement_files),
+                constraints=tuple(constraint_files),
+                platforms=tuple(platforms),
+            )
         ]
     out = []
     for branch in matrix.branches:
@@ -201,7 +214,15 @@ def branch_inputs(
         else:
             reqs, cons = (constraints,), tuple(constraint_files)
         fetched = (constraints,) if branch.remote else ()
-        out.append(BranchInput(branch.name, reqs, cons, chosen, remote=fetched))
+        out.append(
+            BranchInput(
+                name=branch.name,
+                requirements=reqs,
+                constraints=cons,
+                platforms=chosen,
+                remote=fetched,
+            )
+        )
     return out
 
 
@@ -249,7 +270,12 @@ def make_plan(
     tagsets = tagsets_for(platforms, probed or {})
     newest = Store(matrix.index.root).newest([p.name for p in platforms])  # read once
     cached = {p: {k: r.filename for k, r in found.items()} for p, found in newest.items()}
-    abi = abi_check(newest, builders or {})
+    rules = Rules(
+        skip=matrix.skip,
+        from_source=frozenset(matrix.from_source),
+        overrides=Overrides(matrix.overrides),
+        abi=abi_check(newest, builders or {}),
+    )
     per_branch = []
     for branch, found in read:
         pinned = resolve_unpinned(found, pages, resolve_latest, pythons)
@@ -259,14 +285,18 @@ def make_plan(
             pages,
             tagsets,
             cached=cached,
-            skip=matrix.skip,
-            from_source=frozenset(matrix.from_source),
-            overrides=Overrides(matrix.overrides),
-            abi=abi,
+            rules=rules,
         )
         per_branch.append((branch.name, decisions))
     notices = list(dict.fromkeys(n for _, r in read for n in r.notices))
-    return PlanResult(merge_branches(per_branch), upstream.stats, pages, tagsets, upstream, notices)
+    return PlanResult(
+        decisions=merge_branches(per_branch),
+        stats=upstream.stats,
+        pages=pages,
+        tagsets=tagsets,
+        upstream=upstream,
+        notices=notices,
+    )
 
 
 def _read(branch: BranchInput) -> Requirements:

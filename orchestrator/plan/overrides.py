@@ -35,7 +35,7 @@ from orchestrator.config.matrix import Platform
 SDIST_BINDEP = "bindep.txt in the sdist"
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class JobExtras:
     """What the overrides add to one job. `problem` is set when they cannot be
     worked out (a bindep.txt in the sdist that does not parse): the job is blocked."""
@@ -104,12 +104,12 @@ class Overrides:
             timeout = float(spec.timeout) if spec.timeout is not None else timeout
             command = spec.test_command or command
         return JobExtras(
-            packages,
-            sources,
-            tuple(sorted(env.items())),
-            _unique(line for s in specs for line in s.build_constraints),
-            tuple(option for s in specs for option in s.pip_options),
-            timeout,
+            packages=packages,
+            sources=sources,
+            env=tuple(sorted(env.items())),
+            build_constraints=_unique(line for s in specs for line in s.build_constraints),
+            pip_options=tuple(option for s in specs for option in s.pip_options),
+            timeout=timeout,
             test_command=command,
             runtime_packages=_unique(
                 p for s in specs for p in s.runtime_packages.of(platform.family)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 import time
 import urllib.parse
@@ -36,6 +35,7 @@ from packaging.version import InvalidVersion, Version
 
 from orchestrator.config import IndexSpec
 from orchestrator.core.errors import IndexUnavailable
+from orchestrator.core.files import write_atomic
 from orchestrator.core.net import deadline_seconds, read_body, thread_pool
 
 ACCEPT = (
@@ -374,9 +374,7 @@ class Upstream:
         entry["format"] = CACHE_FORMAT
         path = self._cache_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-        tmp.write_text(json.dumps(entry, separators=(",", ":")))
-        tmp.replace(path)
+        write_atomic(path, json.dumps(entry, separators=(",", ":")))
 
 
 def read_capped(response: requests.Response, url: str) -> None:

@@ -40,6 +40,7 @@ from pathlib import Path
 from packaging.utils import parse_wheel_filename
 
 from orchestrator.core.errors import InputError, OrchestrateError, StoreConflict
+from orchestrator.core.files import write_atomic
 from orchestrator.model import PublishStatus
 from orchestrator.store import Store, StoredWheel, fsync_dir, sha256_file
 
@@ -126,7 +127,7 @@ def publish(
 
 
 MARKER = ".orchestrate-index"  # in a root we publish to: its index.html is ours to write
-OURS = frozenset({"store", RELEASES, "index.html", ".publish.lock", MARKER, ".index.html.tmp"})
+OURS = frozenset({"store", RELEASES, "index.html", ".publish.lock", MARKER})
 
 
 def check_root(root: Path, *, adopt: bool) -> None:
@@ -312,13 +313,6 @@ def _libc() -> ctypes.CDLL | None:
 _LIBC = _libc()
 
 
-def _write(path: Path, text: str) -> None:
-    with path.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def project_html(project: str, files: list[StoredWheel]) -> str:
     rows = []
     for w in sorted(files, key=lambda w: w.filename):
@@ -413,9 +407,7 @@ def write_root_page(root: Path) -> None:
         f"index: <code>pip install --extra-index-url URL/&lt;platform&gt;/simple/</code>"
         f"</p>\n    <ul>\n{links}\n    </ul>\n  </body>\n</html>\n"
     )
-    tmp = root / ".index.html.tmp"
-    _write(tmp, page)
-    tmp.replace(root / "index.html")
+    write_atomic(root / "index.html", page)
 
 
 def releases_of(root: Path, platform: str) -> list[str]:

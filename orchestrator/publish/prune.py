@@ -15,7 +15,7 @@ from orchestrator.plan.upstream import Upstream
 from orchestrator.store import Store, StoredWheel
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class PruneCandidate:
     platform: str
     key: str
@@ -47,7 +47,14 @@ def prune_candidates(
                 wheels = [f for f in files if f.filename.endswith(".whl")]
                 best = best_wheel(wheels, tagsets[(platform.name, python)])
                 if best is not None:
-                    found.append(PruneCandidate(platform.name, key, record.filename, best.filename))
+                    found.append(
+                        PruneCandidate(
+                            platform=platform.name,
+                            key=key,
+                            filename=record.filename,
+                            upstream=best.filename,
+                        )
+                    )
                     break
     return found
 
@@ -69,5 +76,13 @@ def unwanted_candidates(
             if platform.name in record.platforms and (
                 (platform.name, record.project, record.version) not in wanted
             ):
-                found.append(PruneCandidate(platform.name, key, record.filename, "", UNWANTED))
+                found.append(
+                    PruneCandidate(
+                        platform=platform.name,
+                        key=key,
+                        filename=record.filename,
+                        upstream="",
+                        reason=UNWANTED,
+                    )
+                )
     return found

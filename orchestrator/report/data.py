@@ -6,7 +6,6 @@ typed records (plan decisions, job records, image results, store outcomes).
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import functools
 import json
@@ -16,6 +15,7 @@ from typing import Any
 
 from orchestrator.build.execute import emulated_seconds
 from orchestrator.core.errors import EnvironmentProblem, InputError, OrchestrateError
+from orchestrator.core.files import write_atomic
 from orchestrator.core.redact import redact
 from orchestrator.run import BuildOutcome
 
@@ -69,14 +69,10 @@ DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
 def write_text_atomic(path: Path, text: str) -> None:
     """Write next to `path`, then rename: readers see the old file or the new one.
     An output path that cannot be written is the user's to fix: exit 2, no traceback."""
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        write_atomic(path, text)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise unwritable(path, exc) from None
 
 

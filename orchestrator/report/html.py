@@ -42,7 +42,7 @@ OUTCOMES = (
 INTERESTING = frozenset({"built", "shared", "failed", "smoke-failed", "timeout", "cancelled"})
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class Cell:
     outcome: str
     reason: str
@@ -62,7 +62,12 @@ def cells(report: dict[str, Any], html_path: Path) -> dict[tuple[str, str], Cell
     for d in report["plan"]:
         req = f"{d['name']}=={d['version']}" if d["version"] else d["name"]
         out[(req, d["platform"])] = Cell(
-            d["action"], d["reason"], None, "", "", wheel=d.get("wheel") or ""
+            outcome=d["action"],
+            reason=d["reason"],
+            duration=None,
+            mode="",
+            log="",
+            wheel=d.get("wheel") or "",
         )
     for j in report["jobs"]:
         out[(_requirement(j), j["platform"])] = _job_cell(j, html_path)
@@ -91,16 +96,16 @@ def _job_cell(j: dict[str, Any], html_path: Path) -> Cell:
     if j["status"] == "shared":
         mode = "shared build"
     return Cell(
-        j["status"],
-        j.get("detail") or "",
-        j["duration"],
-        f"{mode} on {j['engine']}" if j["engine"] else mode,
-        _relative(j["log"], html_path) if j["log"] else "",
-        j.get("category") or "",
-        j.get("error") or "",
-        j.get("hint") or "",
-        j.get("wheel") or "",
-        j.get("sha256") or "",
+        outcome=j["status"],
+        reason=j.get("detail") or "",
+        duration=j["duration"],
+        mode=f"{mode} on {j['engine']}" if j["engine"] else mode,
+        log=_relative(j["log"], html_path) if j["log"] else "",
+        category=j.get("category") or "",
+        error=j.get("error") or "",
+        hint=j.get("hint") or "",
+        wheel=j.get("wheel") or "",
+        sha256=j.get("sha256") or "",
     )
 
 

@@ -36,7 +36,7 @@ INTERPRETER = re.compile(r"^libpython\d")
 DATA_DIR = re.compile(r"^[^/]+\.data/(?:purelib|platlib)/")
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class ElfFacts:
     """What the wheel's ELF files say: needed sonames (and which member needs each),
     the sonames and file names it provides, the newest glibc symbol version, and the
@@ -84,12 +84,12 @@ def analyse(wheel: bytes | str) -> ElfFacts:
                 extensions.append(module)
     newest = max(versions) if versions else ()
     return ElfFacts(
-        {k: tuple(v) for k, v in sorted(needed.items())},
-        frozenset(provided),
-        ".".join(map(str, newest)),
-        tuple(sorted(extensions)),
-        top_level(names),
-        tuple(unreadable),
+        needed={k: tuple(v) for k, v in sorted(needed.items())},
+        provided=frozenset(provided),
+        glibc=".".join(map(str, newest)),
+        extensions=tuple(sorted(extensions)),
+        top_level=top_level(names),
+        unreadable=tuple(unreadable),
     )
 
 
@@ -145,7 +145,7 @@ def top_level(names: list[str]) -> tuple[str, ...]:
     return tuple(sorted(out))
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class Runtime:
     """The runtime record of one built wheel, as stored, reported and published."""
 
@@ -192,15 +192,15 @@ def resolve(
     added = [p for p in packages if builder is not None and p not in builder.packages]
     notes = [f"{m}: not an ELF file pyelftools can read" for m in elf.unreadable]
     return Runtime(
-        image.python.get(python, ""),
-        elf.glibc,
-        tuple(libraries),
-        dict(sorted(packages.items())),
-        tuple(unresolved),
-        elf.extensions,
-        elf.top_level,
-        tuple(sorted(added)),
-        tuple(notes),
+        python=image.python.get(python, ""),
+        glibc=elf.glibc,
+        libraries=tuple(libraries),
+        packages=dict(sorted(packages.items())),
+        unresolved=tuple(unresolved),
+        extensions=elf.extensions,
+        top_level=elf.top_level,
+        job_packages=tuple(sorted(added)),
+        notes=tuple(notes),
     )
 
 

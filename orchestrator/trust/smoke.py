@@ -37,6 +37,8 @@ class SmokePlan:
     packages: tuple[str, ...]  # the interpreter, the runtime packages, the matrix's extra
     command: str | None = None
     timeout: float = SMOKE_TIMEOUT
+    # Proxies for making the smoke image (with network); the check itself has none.
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 def smoke_plan(
@@ -46,7 +48,7 @@ def smoke_plan(
     return SmokePlan(tuple(packages), command)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SmokeResult:
     passed: bool
     error: str = ""  # the first failure: module and the loader's words
@@ -67,7 +69,6 @@ def smoke_test(
     runtime: Runtime,
     *,
     plan: SmokePlan,
-    env: Mapping[str, str],
     log: Path,
     on_line: Callable[[str], None],
     on_start: Callable[[Callable[[], None]], None] = lambda _kill: None,
@@ -83,7 +84,7 @@ def smoke_test(
         "orchestrate-smoke",
         platform.arch,
         packages=plan.packages,
-        env=env,
+        env=plan.env,
         on_line=on_line,
     )
     python = plan.packages[0].removeprefix("python")
@@ -118,9 +119,11 @@ def verdict(
 ) -> SmokeResult:
     """The check's own result file read into a SmokeResult, or why there is none."""
     if timed_out:
-        return SmokeResult(False, f"the smoke test timed out after {timeout:.0f}s")
+        return SmokeResult(passed=False, error=f"the smoke test timed out after {timeout:.0f}s")
     if said is None:
-        return SmokeResult(False, f"the smoke test wrote no result (exit code {exit_code})")
+        return SmokeResult(
+            passed=False, error=f"the smoke test wrote no result (exit code {exit_code})"
+        )
     listed = said.get("checks")
     checks = [dict(c) for c in listed if isinstance(c, dict)] if isinstance(listed, list) else []
     command = said.get("command")
@@ -132,7 +135,7 @@ def verdict(
         error = f"test command `{command.get('command')}`: {command.get('error')}"
     else:
         error = ""
-    return SmokeResult(said.get("passed") is True and not error, error, checks=checks,
+    return SmokeResult(passed=said.get("passed") is True and not error, error=error, checks=checks,
                        command=command)  # fmt: skip
 
 

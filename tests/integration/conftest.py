@@ -18,7 +18,7 @@ from orchestrator.config.matrix import expand
 from orchestrator.core.errors import EngineError
 from orchestrator.engines.docker import DockerEngine
 from orchestrator.engines.pool import EngineFactsCache, EnginePool
-from orchestrator.images.pipeline import ImagesReport, run_images
+from orchestrator.images.pipeline import ImagesOptions, ImagesReport, run_images
 from tests.conftest import REPO
 from tests.matrices import local_matrix_copy
 
@@ -175,7 +175,11 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Local:
 def built_images(local: Local, engine: DockerEngine) -> ImagesReport:
     """Both builders, from debootstrapped bases, pushed with their manifest list: once."""
     report = run_images(
-        local.matrix, local.pool, expand(local.matrix), local.workdir / "logs", push=True
+        local.matrix,
+        local.pool,
+        expand(local.matrix),
+        local.workdir / "logs",
+        options=ImagesOptions(push=True),
     )
     assert not report.failed, [r.reason for r in report.failed]
     return report

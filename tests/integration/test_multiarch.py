@@ -19,7 +19,7 @@ import pytest
 from orchestrator.config import load_matrix
 from orchestrator.config.matrix import Platform, expand
 from orchestrator.images.build import image_tag, release_tag
-from orchestrator.images.pipeline import ImagesReport, run_images
+from orchestrator.images.pipeline import ImagesOptions, ImagesReport, run_images
 from orchestrator.publish.serve import make_server
 from tests.conftest import REPO
 
@@ -46,7 +46,11 @@ def multi(tmp_path_factory: pytest.TempPathFactory) -> Local:
 @pytest.fixture(scope="module")
 def images(multi: Local) -> ImagesReport:
     report = run_images(
-        multi.matrix, multi.pool, expand(multi.matrix), multi.workdir / "logs", push=True
+        multi.matrix,
+        multi.pool,
+        expand(multi.matrix),
+        multi.workdir / "logs",
+        options=ImagesOptions(push=True),
     )
     assert not report.failed, [(r.platform, r.reason) for r in report.failed]
     return report

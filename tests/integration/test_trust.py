@@ -112,7 +112,15 @@ def test_the_smoke_test_fails_with_the_runtime_list_emptied(
         job = built.jobs[f"{platform.name}/{PIN}"]
         wheel = root / "wheels" / platform.name / "simple" / "psycopg2" / job["wheel"]
         elf = analyse(str(wheel))
-        runtime = Runtime("3.11", elf.glibc, (), {}, (), elf.extensions, elf.top_level)
+        runtime = Runtime(
+            python="3.11",
+            glibc=elf.glibc,
+            libraries=(),
+            packages={},
+            unresolved=(),
+            extensions=elf.extensions,
+            top_level=elf.top_level,
+        )
         emptied = smoke_plan("3.11", runtime)
         assert emptied.packages == ("python3.11",)
         lines: list[str] = []
@@ -122,7 +130,6 @@ def test_the_smoke_test_fails_with_the_runtime_list_emptied(
             wheel,
             runtime,
             plan=emptied,
-            env={},
             log=tmp_path / "log",
             on_line=lines.append,
         )
@@ -136,7 +143,6 @@ def test_the_smoke_test_fails_with_the_runtime_list_emptied(
             wheel,
             runtime,
             plan=full,
-            env={},
             log=tmp_path / "log",
             on_line=lines.append,
         ).passed

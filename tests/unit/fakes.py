@@ -53,15 +53,15 @@ class FakeEngine:
 
     def info(self) -> EngineInfo:
         return EngineInfo(
-            self.name,
-            self.url,
-            "fake",
-            "1.41",
-            self.arch,
-            self.arch.machine,
-            "6.1",
-            f"id-{self.name}",
-            "/",
+            name=self.name,
+            url=self.url,
+            server_version="fake",
+            api_version="1.41",
+            arch=self.arch,
+            machine=self.arch.machine,
+            kernel="6.1",
+            engine_id=f"id-{self.name}",
+            data_root="/",
         )
 
     def build(self, request: BuildRequest, on_line: Callable[[str], None]) -> str:

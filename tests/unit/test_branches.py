@@ -26,7 +26,9 @@ AMD, ARM = "debian-bookworm-amd64", "debian-bookworm-arm64"
 
 
 def decision(platform: str, name: str, version: str, action: Action) -> Decision:
-    return Decision(platform, "3.11", name, version, action, "why")
+    return Decision(
+        platform=platform, python="3.11", name=name, version=version, action=action, reason="why"
+    )
 
 
 def test_a_pin_several_branches_share_is_one_decision_naming_them_all() -> None:
@@ -142,7 +144,15 @@ def test_unwanted_wheels_are_those_no_branch_plans_on_their_platform() -> None:
     platforms = list(expand(load_matrix(REPO / "examples" / "local.yaml")))
 
     def stored(filename: str, *on: str) -> StoredWheel:
-        return StoredWheel(filename, "any", "0" * 64, 1, "", None, list(on))
+        return StoredWheel(
+            filename=filename,
+            folder="any",
+            sha256="0" * 64,
+            size=1,
+            metadata_sha256="",
+            requires_python=None,
+            platforms=list(on),
+        )
 
     records = {
         "a": stored("crcmod-1.7-cp311-cp311-linux_x86_64.whl", AMD),

@@ -25,7 +25,7 @@ from tests.conftest import REPO, CliRunner
 
 PRODUCTION = load_matrix(REPO / "platforms.yaml")
 PLATFORMS = {p.name: p for p in expand(PRODUCTION)}
-USABLE = NativeCompiler("x86_64", "12.2.0", "12.2.0", True)
+USABLE = NativeCompiler(host="x86_64", gcc="12.2.0", builder_gcc="12.2.0", usable=True)
 
 
 def _archive(info: dict[str, object]) -> bytes:
@@ -83,7 +83,13 @@ def test_the_mode_of_a_job() -> None:
     assert "runs on x86_64, the engine is ppc64le" in why
     mode, why = compiler_mode(True, "x86_64", USABLE, False)
     assert (mode, "turns the native compiler off" in why) == (Mode.EMULATED, True)
-    stale = NativeCompiler("x86_64", "12.2.0", "13.1.0", False, "cross gcc 12.2 != gcc 13.1")
+    stale = NativeCompiler(
+        host="x86_64",
+        gcc="12.2.0",
+        builder_gcc="13.1.0",
+        usable=False,
+        reason="cross gcc 12.2 != gcc 13.1",
+    )
     assert compiler_mode(True, "x86_64", stale, True) == (
         Mode.EMULATED,
         "cross gcc 12.2 != gcc 13.1",
@@ -93,7 +99,15 @@ def test_the_mode_of_a_job() -> None:
 def test_a_native_engine_never_gets_the_wrappers() -> None:
     """The same arm64 image on a native arm64 engine: mode native, no wrapper variable."""
     arm = PLATFORMS["debian-bookworm-arm64"]
-    job = WheelJob(JobKind.WHEEL, arm, "3.11", "crcmod", "1.7", SdistRef("c.tar.gz", "u", "0"), "i")
+    job = WheelJob(
+        kind=JobKind.WHEEL,
+        platform=arm,
+        python="3.11",
+        name="crcmod",
+        version="1.7",
+        sdist=SdistRef("c.tar.gz", "u", "0"),
+        image_ref="i",
+    )
     mode, _ = compiler_mode(False, "aarch64", USABLE, True)
     record = WheelRecord.for_job(job, JobStatus.BUILT, mode is Mode.NATIVE_COMPILER)
     build = record.phases[1]

@@ -16,12 +16,24 @@ def _status(name: str, native: Arch | None, runs: dict[Arch, bool]) -> EngineSta
         None
         if native is None
         else EngineInfo(
-            name, f"unix:///{name}.sock", "20.10", "1.41", native, native.machine, "6.1", name, "/"
+            name=name,
+            url=f"unix:///{name}.sock",
+            server_version="20.10",
+            api_version="1.41",
+            arch=native,
+            machine=native.machine,
+            kernel="6.1",
+            engine_id=name,
+            data_root="/",
         )
     )
     results = {a: ProbeResult(ok, DiskSpace(2**31, 2**32), "") for a, ok in runs.items()}
     return EngineStatus(
-        name, f"unix:///{name}.sock", info, None if info else "connection refused", results
+        name=name,
+        url=f"unix:///{name}.sock",
+        info=info,
+        error=None if info else "connection refused",
+        runs=results,
     )
 
 

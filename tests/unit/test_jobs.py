@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from packaging.utils import canonicalize_name
+
 from orchestrator.build.builddeps import BuildDepNeed, choose, needs_for, parse_constraints
 from orchestrator.build.failures import Failure
 from orchestrator.build.graph import (
@@ -28,7 +30,10 @@ from tests.conftest import REPO
 
 PLATFORMS = {p.name: p for p in select(expand(load_matrix(REPO / "platforms.yaml")), ["debian-*"])}
 AMD, ARM = "debian-bookworm-amd64", "debian-bookworm-arm64"
-IMAGES = {n: ImageFacts(n, f"reg/builder:{n}", {"local": f"sha256:{n}"}) for n in PLATFORMS}
+IMAGES = {
+    n: ImageFacts(platform=n, ref=f"reg/builder:{n}", ids={"local": f"sha256:{n}"})
+    for n in PLATFORMS
+}
 AMD_NATIVE = PoolSnapshot(frozenset({Arch.AMD64}))
 SETTINGS = JobSettings(timeout=600, run_id="run")
 
@@ -36,16 +41,32 @@ SETTINGS = JobSettings(timeout=600, run_id="run")
 def build(name: str, version: str, platform: str) -> Decision:
     sdist = f"{name}-{version}.tar.gz"
     return Decision(
-        platform, "3.11", name, version, Action.BUILD, "sdist only", None, sdist, "r.txt:1",
-        f"https://files/{sdist}", "0" * 64,
-    )  # fmt: skip
+        platform=platform,
+        python="3.11",
+        name=name,
+        version=version,
+        action=Action.BUILD,
+        reason="sdist only",
+        wheel=None,
+        sdist=sdist,
+        source="r.txt:1",
+        sdist_url=f"https://files/{sdist}",
+        sdist_sha256="0" * 64,
+    )
 
 
 def facts(
     name: str, version: str, pure: bool, requires: tuple[str, ...] = (), *, compiled: int = 0
 ) -> SdistFacts:
     ref = SdistRef(f"{name}-{version}.tar.gz", f"https://files/{name}-{version}.tar.gz", "0" * 64)
-    return SdistFacts(ref, Path("/nowhere"), "0" * 64, pure, requires, compiled)
+    return SdistFacts(
+        ref=ref,
+        path=Path("/nowhere"),
+        sha256="0" * 64,
+        pure=pure,
+        build_requires=requires,
+        compiled=compiled,
+    )
 
 
 def expected(name: str, arch: str, emulated: bool, guess: float) -> float:
@@ -104,7 +125,16 @@ def test_build_dependency_without_a_wheel_becomes_a_job_the_item_waits_for() -> 
     old_cython = IndexFile(
         "Cython-0.29.0.tar.gz", "https://files/Cython-0.29.0.tar.gz", "1" * 64, None, False
     )
-    needs = [BuildDepNeed(ARM, "3.11", "cython", "0.29.0", old_cython, "gssapi==1.9.0")]  # type: ignore[arg-type]
+    needs = [
+        BuildDepNeed(
+            platform=ARM,
+            python="3.11",
+            name=canonicalize_name("cython"),
+            version="0.29.0",
+            sdist=old_cython,
+            needed_by="gssapi==1.9.0",
+        )
+    ]
     sdists: dict[tuple[str, str], SdistOutcome] = {
         ("gssapi", "1.9.0"): facts("gssapi", "1.9.0", pure=False, requires=("Cython<0.30",))
     }

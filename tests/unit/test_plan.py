@@ -11,7 +11,7 @@ from orchestrator.config import SkipSpec, load_matrix
 from orchestrator.config.matrix import expand, select
 from orchestrator.core.errors import RequirementsError
 from orchestrator.model import Action
-from orchestrator.plan.decide import AbiCheck, Decision, decide
+from orchestrator.plan.decide import AbiCheck, Decision, Rules, decide
 from orchestrator.plan.gather import resolve_unpinned
 from orchestrator.plan.requirements import read
 from orchestrator.plan.tags import TagSet, derived_tags
@@ -48,10 +48,7 @@ def plan(
         pages,
         TAGS,
         cached=cached or {},
-        skip=skip,
-        from_source=from_source,
-        overrides=None,
-        abi=abi,
+        rules=Rules(skip=skip, from_source=from_source, overrides=None, abi=abi),
     )
     return {(d.platform.rsplit("-", 1)[1], d.name): d for d in out}
 
