@@ -13,8 +13,10 @@ from pathlib import Path
 from benchmarks.common import CONSTRAINTS, OUT, Row, sh
 from orchestrator.config import load_matrix
 from orchestrator.config.matrix import expand, select
+from orchestrator.core.layout import RunLayout
 from orchestrator.model import Action, PublishStatus
 from orchestrator.plan.gather import make_plan
+from orchestrator.plan.upstream import Upstream
 from orchestrator.publish.index import publish
 from orchestrator.store import Provenance, Store
 from tests.wheelfactory import make_wheel
@@ -29,10 +31,13 @@ def plans() -> tuple[Row, Row, Row]:
     shutil.rmtree(cache, ignore_errors=True)
     os.environ["ORCHESTRATE_CACHE_DIR"] = str(cache)
     started = time.perf_counter()
-    cold = make_plan(matrix, platforms, [CONSTRAINTS])
+    index = Upstream.of(matrix.index, RunLayout(OUT).index_cache)
+    cold = make_plan(matrix, platforms, [CONSTRAINTS], upstream=index)
     cold_s = time.perf_counter() - started
     started = time.perf_counter()
-    warm = make_plan(matrix, platforms, [CONSTRAINTS])
+    warm = make_plan(
+        matrix, platforms, [CONSTRAINTS], upstream=Upstream.of(matrix.index, index.cache_dir.parent)
+    )
     warm_s = time.perf_counter() - started
     assert warm.stats.requests == 0
     build = sum(1 for d in cold.decisions if d.action == Action.BUILD)

@@ -137,6 +137,7 @@ def overhead(image: str, matrix_path: Path, jobs: int = 6) -> Row:
     def one(node: Job[int], placement: Placement, cancel: Cancel) -> Outcome:
         work = replace(job, image=image_id.id)
         ctx = JobContext(
+            bases=layout.bases,
             engine=placement.engine,
             emulated=False,
             tags=tags,

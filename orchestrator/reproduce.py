@@ -16,8 +16,10 @@ from orchestrator.build.sources import SdistCache, SdistRef
 from orchestrator.build.system import system_image
 from orchestrator.config.matrix import Platform
 from orchestrator.core.errors import InputError, RegistryError
+from orchestrator.core.layout import RunLayout
 from orchestrator.core.quoting import comment, shell_word, shown
 from orchestrator.engines import Engine, RunRequest
+from orchestrator.images.base import ensure_base
 from orchestrator.images.sysdeps import install_dockerfile
 from orchestrator.model import Arch
 from orchestrator.report.data import checked_job
@@ -100,7 +102,7 @@ def run_smoke(
     platform: Platform,
     job_tar: bytes,
     *,
-    log: Path,
+    layout: RunLayout,
     on_line: Callable[[str], None],
 ) -> int:
     """The job's smoke test again (#12), on the wheel the phases just built: the same
@@ -122,8 +124,10 @@ def run_smoke(
         )
         plan = SmokePlan(spec.smoke_packages, spec.test_command)
         on_line(f"\n== smoke test in {platform.name}'s base with {' '.join(plan.packages)}")
+        log = layout.logs / "reproduce-smoke.log"
+        base = ensure_base(platform, engine, log, on_line, bases=layout.bases)
         result = smoke_test(
-            engine, platform, wheels[0], runtime, plan=plan, log=log, on_line=on_line
+            engine, platform, wheels[0], runtime, base=base, plan=plan, on_line=on_line
         )
     on_line(f"== smoke test {'passed' if result.passed else 'FAILED: ' + result.error}")
     return 0 if result.passed else 1

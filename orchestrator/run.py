@@ -175,7 +175,7 @@ def _images(
 ) -> ImagesReport:
     layout = request.layout
     return run_images(
-        request.matrix, pool, request.platforms, layout.logs,
+        request.matrix, pool, request.platforms, layout,
         cancel=cancel, on_event=on_event, probes=ProbeCache(layout.probes),
     )  # fmt: skip
 

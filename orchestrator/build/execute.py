@@ -132,9 +132,9 @@ class Builders:
     from the same inputs (so the same inputs hash), once, under a lock.
     """
 
-    def __init__(self, matrix: Matrix, logs: Path, facts: Mapping[str, ImageFacts]) -> None:
+    def __init__(self, matrix: Matrix, layout: RunLayout, facts: Mapping[str, ImageFacts]) -> None:
         self.matrix = matrix
-        self.logs = logs
+        self.layout = layout
         self._ids = {(e, p): i for p, f in facts.items() for e, i in f.ids.items()}
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
@@ -145,8 +145,9 @@ class Builders:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
             if key not in self._ids:
-                log = self.logs / f"{platform.name}@{engine.name}.log"
-                self._ids[key] = build_image(platform, self.matrix, engine, log).image_id
+                log = self.layout.image_logs / f"{platform.name}@{engine.name}.log"
+                made = build_image(platform, self.matrix, engine, log, layout=self.layout)
+                self._ids[key] = made.image_id
             return self._ids[key]
 
 
@@ -173,7 +174,7 @@ class Executor:
     ) -> None:
         self.matrix, self.layout, self.tagsets, self.cancel = matrix, layout, tagsets, cancel
         self.sdists, self.facts = sdists, facts
-        self.builders = Builders(matrix, layout.image_logs, facts)
+        self.builders = Builders(matrix, layout, facts)
         self._machines: dict[str, str] = {}  # engine name -> `uname -m` of its host
         self.durations = durations
         self.records: dict[str, WheelRecord] = {}
@@ -275,6 +276,7 @@ class Executor:
             compiler_note=note,
             runtime=facts.runtime if (facts := self.facts.get(job.platform.name)) else None,
             builder_image=job.image,
+            bases=self.layout.bases,
         )
 
     def _mode(self, job: WheelJob, placement: Placement) -> tuple[Mode, str]:

@@ -38,6 +38,7 @@ from orchestrator.core.errors import BuildStepFailed, RegistryError
 from orchestrator.core.redact import RedactingLog, redact
 from orchestrator.core.wheelnames import is_pure, safe_wheel_name
 from orchestrator.engines import Engine, RunOutcome, RunRequest
+from orchestrator.images.base import ensure_base
 from orchestrator.images.build import read_runtime
 from orchestrator.images.facts import RuntimeFacts
 from orchestrator.model import Category, Family, JobKind, JobStatus, Mode
@@ -152,6 +153,7 @@ class JobContext:
     compiler_note: str = ""  # why an emulated job goes without the native compiler
     runtime: RuntimeFacts | None = None  # the builder's runtime facts (#12)
     builder_image: str = ""  # the builder's image ID on this engine
+    bases: Path  # the run layout's debootstrapped bases (the smoke test's)
 
     @property
     def native_compiler(self) -> bool:
@@ -238,13 +240,14 @@ def _smoke(
         _write(log, f"{ANSI.sub('', text)}\n".encode())
 
     try:
+        base = ensure_base(job.platform, ctx.engine, ctx.log_path, line, bases=ctx.bases)
         result = smoke_test(
             ctx.engine,
             job.platform,
             wheel,
             runtime,
+            base=base,
             plan=replace(plan, env=ctx.fetch_env),
-            log=ctx.log_path,
             on_line=line,
             on_start=ctx.cancel.on_cancel,
         )

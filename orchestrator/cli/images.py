@@ -113,7 +113,7 @@ def _run(
             app.matrix,
             app.pool,
             app.platforms,
-            app.workdir / "logs",
+            app.layout,
             options=ImagesOptions(
                 force=force, push=push, allow_partial=allow_partial, max_age=max_age
             ),

@@ -115,8 +115,7 @@ def _smoke_again(
         where = next((p for p in expand(load_matrix(path)) if p.name == spec.platform), None)
         if where is None:
             raise InputError(f"{spec.platform} is not in {path}")
-        log = app.layout.logs / "reproduce-smoke.log"
-        return run_smoke(engine, spec, where, job_tar, log=log, on_line=_echo)
+        return run_smoke(engine, spec, where, job_tar, layout=app.layout, on_line=_echo)
     except (InputError, RegistryError) as exc:
         click.echo(f"== smoke test not repeated: {exc.message}", err=True)
         if exc.hint:

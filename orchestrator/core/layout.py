@@ -64,6 +64,16 @@ class RunLayout:
         return self.cache / "build-deps" / platform / f"py{python}"
 
     @property
+    def bases(self) -> Path:
+        """Debootstrapped base root filesystems, by suite, arch and mirror."""
+        return self.cache / "bases"
+
+    @property
+    def cross(self) -> Path:
+        """Native cross toolchains, by platform, host arch and base."""
+        return self.cache / "cross"
+
+    @property
     def durations(self) -> Path:
         return self.cache / "durations.json"
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from orchestrator.config import Bootstrap
 from orchestrator.config.matrix import Platform
 from orchestrator.core.errors import EnvironmentProblem, RegistryError
-from orchestrator.core.paths import cache_dir
 from orchestrator.core.process import Command, run, url_secrets
 from orchestrator.engines import BuildRequest, Engine
 from orchestrator.images.render import base_reference, deterministic_tar
@@ -34,16 +33,17 @@ def _lock(key: str) -> threading.Lock:
 
 
 def ensure_base(
-    platform: Platform, engine: Engine, log: Path, on_line: Callable[[str], None]
+    platform: Platform, engine: Engine, log: Path, on_line: Callable[[str], None], *, bases: Path
 ) -> str:
-    """The base image's ID on `engine`, pulling or bootstrapping it when missing."""
+    """The base image's ID on `engine`, pulling or bootstrapping it when missing (a
+    bootstrapped root filesystem is kept under `bases`, the run layout's)."""
     ref = base_reference(platform)
     with _lock(f"{engine.name}|{ref}"):
         found = engine.image(ref)
         if found is not None and found.arch == platform.arch.value:
             return found.id
         if isinstance(platform.base, Bootstrap):
-            rootfs = bootstrap_rootfs(platform.base, platform.arch.debian, log)
+            rootfs = bootstrap_rootfs(platform.base, platform.arch.debian, log, bases=bases)
             context = _scratch_context(rootfs)
             return engine.build(
                 BuildRequest(tag=ref, context=context, platform=platform.arch), on_line
@@ -63,14 +63,14 @@ def ensure_base(
         return pulled.id
 
 
-def rootfs_path(spec: Bootstrap, arch: str) -> Path:
+def rootfs_path(spec: Bootstrap, arch: str, bases: Path) -> Path:
     key = hashlib.sha256(f"{spec.suite}|{arch}|{spec.mirror}|{spec.variant}".encode()).hexdigest()
-    return cache_dir() / "bases" / f"{spec.suite}-{arch}-{key[:12]}.tar"
+    return bases / f"{spec.suite}-{arch}-{key[:12]}.tar"
 
 
-def bootstrap_rootfs(spec: Bootstrap, arch: str, log: Path) -> Path:
+def bootstrap_rootfs(spec: Bootstrap, arch: str, log: Path, *, bases: Path) -> Path:
     """debootstrap into a temporary folder and pack it; cached by suite, arch, mirror."""
-    target = rootfs_path(spec, arch)
+    target = rootfs_path(spec, arch, bases)
     with _lock(str(target)):
         if target.is_file():
             return target

@@ -15,6 +15,7 @@ from pathlib import Path
 from orchestrator.config import Matrix
 from orchestrator.config.matrix import Platform
 from orchestrator.core.errors import EngineError, OrchestrateError
+from orchestrator.core.layout import RunLayout
 from orchestrator.core.redact import redact
 from orchestrator.engines import BuildRequest, Engine, RunRequest
 from orchestrator.images.base import ensure_base
@@ -93,6 +94,7 @@ def build_image(
     engine: Engine,
     log_path: Path,
     *,
+    layout: RunLayout,
     force: bool = False,
     max_age: timedelta | None = None,
     probes: ProbeCache | None = None,
@@ -106,8 +108,8 @@ def build_image(
             log.write(redact(text.rstrip("\n")) + "\n")
             log.flush()
 
-        base_id = ensure_base(platform, engine, log_path, line)
-        toolchain = _toolchain(platform, matrix, engine, log_path, line=line)
+        base_id = ensure_base(platform, engine, log_path, line, bases=layout.bases)
+        toolchain = _toolchain(platform, matrix, engine, log_path, line=line, layout=layout)
         rendered = render(platform, matrix, toolchain=toolchain)
         inputs = rendered.inputs_hash(base_id)
         tag = image_tag(matrix, platform)
@@ -142,8 +144,9 @@ def build_image(
 
 
 def _toolchain(
-    platform: Platform, matrix: Matrix, engine: Engine, log: Path, *, line: Callable[[str], None]
-) -> CrossToolchain | None:
+    platform: Platform, matrix: Matrix, engine: Engine, log: Path, *,
+    line: Callable[[str], None], layout: RunLayout,
+) -> CrossToolchain | None:  # fmt: skip
     """The native cross toolchain a builder made under emulation carries (#17), or None
     (the log says why: a native engine, an rpm release, or the matrix turns it off)."""
     host = engine.info().arch
@@ -154,7 +157,7 @@ def _toolchain(
         line(f"no native cross compiler: {why}")
         return None
     try:
-        return ensure_toolchain(platform, engine, host, log, line=line)
+        return ensure_toolchain(platform, engine, host, log, line=line, layout=layout)
     except OrchestrateError as exc:  # the builder stands without it: jobs compile emulated
         line(f"no native cross compiler: {exc.message}")
         return None

@@ -33,7 +33,7 @@ from pathlib import Path
 from orchestrator.config.matrix import Platform
 from orchestrator.core.errors import OrchestrateError
 from orchestrator.core.files import write_atomic
-from orchestrator.core.paths import cache_dir
+from orchestrator.core.layout import RunLayout
 from orchestrator.engines import Engine, RunRequest
 from orchestrator.images.base import ensure_base
 from orchestrator.images.render import CrossToolchain, deterministic_tar, templates_dir
@@ -58,14 +58,15 @@ def unavailable_reason(platform: Platform, host: Arch | None) -> str | None:
 
 
 def ensure_toolchain(
-    platform: Platform, engine: Engine, host: Arch, log: Path, *, line: Callable[[str], None]
-) -> CrossToolchain:
+    platform: Platform, engine: Engine, host: Arch, log: Path, *, line: Callable[[str], None],
+    layout: RunLayout,
+) -> CrossToolchain:  # fmt: skip
     """The cached toolchain for `platform` on `host`, made in a container when missing."""
     host_platform = dataclasses.replace(platform, arch=host)
-    base_id = ensure_base(host_platform, engine, log, line)
+    base_id = ensure_base(host_platform, engine, log, line, bases=layout.bases)
     script = (templates_dir() / "scripts" / SCRIPT).read_bytes()
     key = hashlib.sha256(base_id.encode() + b"\0" + script).hexdigest()[:16]
-    path = cache_dir() / "cross" / f"{platform.name}-on-{host.value}-{key}.tar.gz"
+    path = layout.cross / f"{platform.name}-on-{host.value}-{key}.tar.gz"
     if not path.is_file():
         line(f"making a native {host.value} cross toolchain for {platform.arch.value}")
         archive = _make(engine, base_id, host, platform.arch, script=script, line=line)

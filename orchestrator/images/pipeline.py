@@ -12,6 +12,7 @@ from typing import TextIO
 from orchestrator.config import Matrix
 from orchestrator.config.matrix import Platform
 from orchestrator.core.errors import EngineError, OrchestrateError, RegistryError
+from orchestrator.core.layout import RunLayout
 from orchestrator.engines.pool import EnginePool
 from orchestrator.images.build import ImageResult, build_image, image_tag
 from orchestrator.images.facts import ImageFacts, ProbeCache
@@ -47,7 +48,7 @@ def run_images(
     matrix: Matrix,
     pool: EnginePool,
     platforms: Sequence[Platform],
-    logs: Path,
+    layout: RunLayout,
     *,
     options: ImagesOptions = ImagesOptions(),
     cancel: Cancel | None = None,
@@ -58,7 +59,9 @@ def run_images(
     into manifest lists when asked; the usable builders' facts."""
     by_name = {p.name: p for p in platforms}
     pool.require_reachable()
-    job_fn = functools.partial(_image_job, matrix=matrix, logs=logs, options=options, probes=probes)
+    job_fn = functools.partial(
+        _image_job, matrix=matrix, layout=layout, options=options, probes=probes
+    )
     jobs = [Job(p.name, p.arch, _expected(p, pool), p) for p in platforms]
     scheduler = Scheduler(
         pool, emulate_when_busy=False, retries=1, on_event=on_event, cancel=cancel or Cancel()
@@ -67,20 +70,21 @@ def run_images(
     report = ImagesReport(results=results)
     if options.push:
         report.releases = _push_all(
-            matrix, pool, by_name, report, allow_partial=options.allow_partial, logs=logs
+            matrix, pool, by_name, report, allow_partial=options.allow_partial, logs=layout.logs
         )
     report.facts = _facts(matrix, by_name, report.results)
     return report
 
 
 def _image_job(
-    job: Job[Platform], placement: Placement, _cancel: Cancel, *, matrix: Matrix, logs: Path,
+    job: Job[Platform], placement: Placement, _cancel: Cancel, *, matrix: Matrix,
+    layout: RunLayout,
     options: ImagesOptions, probes: ProbeCache | None,
 ) -> Outcome:  # fmt: skip
-    log = logs / "images" / f"{job.id}.log"
+    log = layout.image_logs / f"{job.id}.log"
     try:
         result = build_image(
-            job.payload, matrix, placement.engine, log,
+            job.payload, matrix, placement.engine, log, layout=layout,
             force=options.force, max_age=options.max_age, probes=probes,
         )  # fmt: skip
     except EngineError:

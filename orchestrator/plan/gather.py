@@ -20,7 +20,6 @@ from packaging.version import InvalidVersion, Version
 from orchestrator.config import BranchSpec, Matrix
 from orchestrator.config.matrix import Platform
 from orchestrator.core.errors import IndexUnavailable, RequirementsError
-from orchestrator.core.layout import RunLayout
 from orchestrator.images.facts import RuntimeFacts
 from orchestrator.plan import requirements as reqs_mod
 from orchestrator.plan.decide import (
@@ -253,11 +252,10 @@ def make_plan(
     constraint_files: Sequence[Path] = (),
     *,
     resolve_latest: bool = False,
-    upstream: Upstream | None = None,
+    upstream: Upstream,
     probed: Probed | None = None,
     builders: Mapping[str, Builder] | None = None,
 ) -> PlanResult:
-    upstream = upstream or Upstream.of(matrix.index, RunLayout(Path()).index_cache)
     branches = branch_inputs(
         matrix, platforms, requirement_files, constraint_files, cache=upstream.cache_dir
     )

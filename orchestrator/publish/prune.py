@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from orchestrator.config import Matrix
 from orchestrator.config.matrix import Platform
-from orchestrator.core.layout import RunLayout
 from orchestrator.plan.decide import best_wheel, usable
 from orchestrator.plan.gather import Probed, tagsets_for
 from orchestrator.plan.upstream import Upstream
@@ -28,11 +26,10 @@ def prune_candidates(
     matrix: Matrix,
     store: Store,
     platforms: Sequence[Platform],
-    upstream: Upstream | None = None,
+    upstream: Upstream,
     *,
     probed: Probed | None = None,
 ) -> list[PruneCandidate]:
-    upstream = upstream or Upstream.of(matrix.index, RunLayout(Path()).index_cache)
     records = store.records()
     pages = upstream.projects({r.project for r in records.values()})
     tagsets = tagsets_for(platforms, probed or {})

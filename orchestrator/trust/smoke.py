@@ -20,7 +20,6 @@ from pathlib import Path
 
 from orchestrator.config.matrix import Platform
 from orchestrator.engines import Engine, RunRequest
-from orchestrator.images.base import ensure_base
 from orchestrator.images.derived import derived_image
 from orchestrator.images.render import templates_dir
 from orchestrator.images.sysdeps import base_dockerfile
@@ -68,15 +67,15 @@ def smoke_test(
     wheel: Path,
     runtime: Runtime,
     *,
+    base: str,
     plan: SmokePlan,
-    log: Path,
     on_line: Callable[[str], None],
     on_start: Callable[[Callable[[], None]], None] = lambda _kill: None,
 ) -> SmokeResult:
-    """Make (or find) the smoke image on `engine` and check `wheel` in it; `on_start`
-    gets the container's kill, so that a cancelled run stops it."""
+    """Make (or find) the smoke image on `engine` from `base` (the platform's base image
+    ID there, `images.base.ensure_base`) and check `wheel` in it; `on_start` gets the
+    container's kill, so that a cancelled run stops it."""
     started = time.monotonic()
-    base = ensure_base(platform, engine, log, on_line)
     dockerfile = base_dockerfile(base, platform.family.value, plan.packages, platform.apt_sources)
     image = derived_image(
         engine,

@@ -16,6 +16,7 @@ import requests
 from orchestrator.config import EngineSpec, Matrix, load_matrix
 from orchestrator.config.matrix import expand
 from orchestrator.core.errors import EngineError
+from orchestrator.core.layout import RunLayout
 from orchestrator.engines.docker import DockerEngine
 from orchestrator.engines.pool import EngineFactsCache, EnginePool
 from orchestrator.images.pipeline import ImagesOptions, ImagesReport, run_images
@@ -178,7 +179,7 @@ def built_images(local: Local, engine: DockerEngine) -> ImagesReport:
         local.matrix,
         local.pool,
         expand(local.matrix),
-        local.workdir / "logs",
+        RunLayout(local.workdir),
         options=ImagesOptions(push=True),
     )
     assert not report.failed, [r.reason for r in report.failed]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config.matrix import expand
+from orchestrator.core.layout import RunLayout
 from orchestrator.engines.docker import DockerEngine
 from orchestrator.images.build import release_tag
 from orchestrator.images.pipeline import ImagesReport, run_images
@@ -63,7 +64,9 @@ def test_unchanged_inputs_build_nothing(
     built_images: ImagesReport, local: Local, engine: DockerEngine
 ) -> None:
     before = {r.platform: r.image_id for r in built_images.results}
-    again = run_images(local.matrix, local.pool, expand(local.matrix), local.workdir / "again")
+    again = run_images(
+        local.matrix, local.pool, expand(local.matrix), RunLayout(local.workdir / "again")
+    )
     assert {r.platform: r.status for r in again.results} == dict.fromkeys(before, "fresh")
     assert {r.platform: r.image_id for r in again.results} == before
     for result in again.results:  # the log proves no build step ran
@@ -97,13 +100,13 @@ def test_changed_template_rebuilds_only_what_it_affects(
         'LABEL org.orchestrate.test="changed"\n{% endif %}\n'
     )
     monkeypatch.setenv("ORCHESTRATE_IMAGES_DIR", str(images))
-    changed = run_images(local.matrix, local.pool, expand(local.matrix), tmp_path / "logs")
+    changed = run_images(local.matrix, local.pool, expand(local.matrix), RunLayout(tmp_path))
     assert {r.platform: r.status for r in changed.results} == {
         "debian-bookworm-amd64": "built",
         "debian-bookworm-arm64": "fresh",
     }
     monkeypatch.delenv("ORCHESTRATE_IMAGES_DIR")
-    restored = run_images(local.matrix, local.pool, expand(local.matrix), tmp_path / "logs2")
+    restored = run_images(local.matrix, local.pool, expand(local.matrix), RunLayout(tmp_path / "2"))
     assert {r.status for r in restored.results} == {"built", "fresh"}
 
 

@@ -18,6 +18,7 @@ import pytest
 
 from orchestrator.config import load_matrix
 from orchestrator.config.matrix import Platform, expand
+from orchestrator.core.layout import RunLayout
 from orchestrator.images.build import image_tag, release_tag
 from orchestrator.images.pipeline import ImagesOptions, ImagesReport, run_images
 from orchestrator.publish.serve import make_server
@@ -49,7 +50,7 @@ def images(multi: Local) -> ImagesReport:
         multi.matrix,
         multi.pool,
         expand(multi.matrix),
-        multi.workdir / "logs",
+        RunLayout(multi.workdir),
         options=ImagesOptions(push=True),
     )
     assert not report.failed, [(r.platform, r.reason) for r in report.failed]

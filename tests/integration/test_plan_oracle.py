@@ -21,12 +21,14 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import load_matrix
+from orchestrator.config import Matrix, load_matrix
 from orchestrator.config.matrix import Platform, expand, select
+from orchestrator.core.layout import RunLayout
 from orchestrator.images.pipeline import ImagesReport
 from orchestrator.model import Action
 from orchestrator.plan.gather import make_plan
 from orchestrator.plan.tags import platform_tags
+from orchestrator.plan.upstream import Upstream
 from tests.conftest import REPO
 
 from .conftest import Local
@@ -135,7 +137,8 @@ def test_plan_agrees_with_pip(tmp_path: Path, write_reqs: Path) -> None:
         )
     oracle = {f"{p.name} {pin}": wheel for (pin, p), wheel in zip(jobs, answers, strict=True)}
 
-    result = make_plan(load_matrix(REPO / "platforms.yaml"), platforms, [write_reqs])
+    matrix = load_matrix(REPO / "platforms.yaml")
+    result = make_plan(matrix, platforms, [write_reqs], upstream=_upstream(matrix))
     ours = {f"{d.platform} {d.name}": d for d in result.decisions}
     rows = []
     for (pin, platform), expected in zip(jobs, answers, strict=True):
@@ -183,7 +186,7 @@ def test_plan_agrees_with_pip_on_the_new_arches(tmp_path: Path) -> None:
         )
     reqs = tmp_path / "compiled.txt"
     reqs.write_text("\n".join(COMPILED) + "\n")
-    decisions = make_plan(matrix, platforms, [reqs]).decisions
+    decisions = make_plan(matrix, platforms, [reqs], upstream=_upstream(matrix)).decisions
     ours = {(d.platform, d.name): d for d in decisions}
     disagreements = []
     for (pin, platform), wheel in zip(jobs, answers, strict=True):
@@ -237,7 +240,9 @@ def test_plan_agrees_with_pip_inside_each_builder(
 ) -> None:
     platforms = expand(local.matrix)
     probed = {p: f.tags for p, f in built_images.facts.items()}
-    decisions = make_plan(local.matrix, platforms, [write_reqs], probed=probed).decisions
+    decisions = make_plan(
+        local.matrix, platforms, [write_reqs], upstream=_upstream(local.matrix), probed=probed
+    ).decisions
     ours = {(d.platform, d.name): d for d in decisions}
     disagreements = []
     for platform in platforms:
@@ -252,3 +257,8 @@ def test_plan_agrees_with_pip_inside_each_builder(
     assert disagreements == []
     assert any(d.action == Action.UPSTREAM for d in decisions)
     assert any(d.action == Action.BUILD for d in decisions)
+
+
+def _upstream(matrix: Matrix) -> Upstream:
+    """The index through the shared page cache (ORCHESTRATE_CACHE_DIR's, as a run's)."""
+    return Upstream.of(matrix.index, RunLayout(Path()).index_cache)

@@ -27,8 +27,10 @@ import pytest
 
 from orchestrator.config import load_matrix
 from orchestrator.config.matrix import expand
+from orchestrator.core.layout import RunLayout
 from orchestrator.engines import RunRequest
 from orchestrator.engines.docker import DockerEngine
+from orchestrator.images.base import ensure_base
 from orchestrator.images.pipeline import ImagesReport
 from orchestrator.model import Arch
 from orchestrator.store import Store
@@ -124,13 +126,16 @@ def test_the_smoke_test_fails_with_the_runtime_list_emptied(
         emptied = smoke_plan("3.11", runtime)
         assert emptied.packages == ("python3.11",)
         lines: list[str] = []
+        base = ensure_base(
+            platform, engine, tmp_path / "log", lines.append, bases=RunLayout(tmp_path).bases
+        )
         result = smoke_test(
             engine,
             platform,
             wheel,
             runtime,
+            base=base,
             plan=emptied,
-            log=tmp_path / "log",
             on_line=lines.append,
         )
         assert not result.passed
@@ -142,8 +147,8 @@ def test_the_smoke_test_fails_with_the_runtime_list_emptied(
             platform,
             wheel,
             runtime,
+            base=base,
             plan=full,
-            log=tmp_path / "log",
             on_line=lines.append,
         ).passed
 
