@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
-import subprocess
 import sys
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,8 @@ from orchestrator.build.sources import SdistCache
 from orchestrator.cli.app import DEFAULT_MATRIX, App, matrix_option, pass_app, workdir_option
 from orchestrator.config import EngineSpec, load_matrix
 from orchestrator.config.matrix import expand
-from orchestrator.core.errors import EnvironmentProblem, InputError, RegistryError
-from orchestrator.engines import Engine
+from orchestrator.core.errors import InputError, RegistryError
+from orchestrator.engines import Engine, RunRequest
 from orchestrator.report.data import load_report
 from orchestrator.report.html import write_html
 from orchestrator.reproduce import (
@@ -95,7 +94,7 @@ def reproduce(
     )
     image = ensure_image(engine, spec, lambda line: click.echo(line, err=True))
     if shell:
-        return _shell(engine, spec, image, url, sdists=SdistCache(app.layout.sdists))
+        return _shell(engine, spec, image, sdists=SdistCache(app.layout.sdists))
     code, job_tar = run_phases(engine, spec, image, _stdout, sdists=SdistCache(app.layout.sdists))
     if code == 0 and spec.smoke_packages:
         code = _smoke_again(app, engine, spec, job_tar, report=report)
@@ -132,52 +131,32 @@ def _stdout(chunk: bytes) -> None:
     sys.stdout.buffer.flush()
 
 
-def _shell(engine: Engine, spec: JobSpec, image: str, url: str, *, sdists: SdistCache) -> int:
-    """Fetch with network, then an interactive shell offline, as phase 2 runs."""
-    fetch = (spec.phases[0],)
-    code, job_tar = run_phases(
-        engine, JobSpec(**{**spec.__dict__, "phases": fetch}), image, _stdout, sdists=sdists
-    )
+def _shell(engine: Engine, spec: JobSpec, image: str, *, sdists: SdistCache) -> int:
+    """Fetch with network, then an interactive shell offline, as phase 2 runs: the
+    build phase's container, with a shell instead of its command."""
+    fetch = replace(spec, phases=(spec.phases[0],))
+    code, job_tar = run_phases(engine, fetch, image, _stdout, sdists=sdists)
     if code != 0:
         return code
-    docker = shutil.which("docker")
-    if docker is None:
-        raise EnvironmentProblem("--shell needs the docker CLI", hint="apt-get install docker.io")
     build = spec.phases[-1]
-    env = [f"--env={k}={v}" for k, v in dict(build["env"]).items()]
     hint = shlex.quote("  " + shlex.join(build["command"]))
     script = (
         "cd /job && echo && echo 'sdist unpacked in /job/build, build environment in "
         f"/job/env; the build phase runs:' && echo {hint} && exec bash"
     )
-    base = [docker, "-H", url]
-    created = subprocess.run(
-        [
-            *base,
-            "create",
-            "-it",
-            "--network",
-            "none",
-            "--platform",
-            spec.arch.oci_platform,
-            *env,
-            "--workdir",
-            "/job",
-            image,
-            "bash",
-            "-c",
-            script,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
+    request = RunRequest(
+        image=image,
+        command=("bash", "-c", script),
+        platform=spec.arch,
+        env=dict(build["env"]),
+        network=False,
+        workdir="/job",
+        labels={"org.orchestrate.reproduce": spec.job},
+        interactive=True,
     )
-    box = created.stdout.strip()
-    try:
-        subprocess.run([*base, "cp", "-", f"{box}:/"], input=job_tar, check=True)
-        return subprocess.run([*base, "start", "-ai", box], check=False).returncode
-    finally:
-        subprocess.run([*base, "rm", "-f", box], capture_output=True, check=False)
+    with engine.container(request) as box:
+        box.put("/", job_tar)
+        return box.attach_terminal()
 
 
 @click.command()

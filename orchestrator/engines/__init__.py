@@ -67,6 +67,7 @@ class RunRequest:
     labels: Mapping[str, str] = field(default_factory=dict)
     name: str | None = None
     keep: bool = False  # keep the container after it stops, for inspection
+    interactive: bool = False  # a terminal and stdin, for `attach_terminal`
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,11 @@ class Container(Protocol):
     ) -> RunOutcome: ...
 
     def kill(self) -> None: ...
+
+    def attach_terminal(self) -> int:
+        """Start it with this process's terminal attached (an `interactive` request);
+        its exit code when it ends."""
+        ...
 
 
 class Engine(Protocol):

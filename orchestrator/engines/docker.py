@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +22,12 @@ import docker.tls
 import requests
 
 from orchestrator.config import EngineSpec
-from orchestrator.core.errors import BuildStepFailed, EngineError, RegistryError
+from orchestrator.core.errors import (
+    BuildStepFailed,
+    EngineError,
+    EnvironmentProblem,
+    RegistryError,
+)
 from orchestrator.engines import BuildRequest, EngineInfo, ImageInfo, RunOutcome, RunRequest
 from orchestrator.model import Arch
 
@@ -215,6 +221,8 @@ class DockerEngine:
                 name=request.name,
                 host_config=host_config,
                 platform=request.platform.oci_platform,
+                tty=request.interactive,
+                stdin_open=request.interactive,
             )
         box = DockerContainer(self, str(created["Id"]))
         try:
@@ -277,6 +285,19 @@ class DockerContainer:
     def kill(self) -> None:
         with contextlib.suppress(*_TRANSPORT_ERRORS):
             self._engine.api.kill(self.id)
+
+    def attach_terminal(self) -> int:
+        """docker-py has no interactive attach (raw terminal modes, window size), so the
+        CLI does it, at this engine's address: the one place that runs it."""
+        docker = shutil.which("docker")
+        if docker is None:
+            raise EnvironmentProblem(
+                "an interactive shell needs the docker CLI", hint="apt-get install docker.io"
+            )
+        argv = [docker, "-H", self._engine.url, "start", "--attach", "--interactive", self.id]
+        code = subprocess.run(argv, check=False).returncode
+        self.outcome = RunOutcome(code, 0.0, timed_out=False)
+        return code
 
     def remove(self) -> None:
         with contextlib.suppress(*_TRANSPORT_ERRORS):

@@ -37,6 +37,9 @@ class FakeContainer:
     def kill(self) -> None:
         pass
 
+    def attach_terminal(self) -> int:
+        return 0
+
 
 class FakeEngine:
     def __init__(
