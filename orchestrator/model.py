@@ -65,7 +65,7 @@ class Family(StrEnum):
 class Action(StrEnum):
     UPSTREAM = "upstream"
     BUILD = "build"
-    REBUILD = "rebuild"  # cached, but what it links against (or Python) moved (#12)
+    REBUILD = "rebuild"  # cached, but what it links against (or Python) moved
     CACHED = "cached"
     UNAVAILABLE = "unavailable"
     EXCLUDED = "excluded"
@@ -83,7 +83,7 @@ class JobKind(StrEnum):
 
 class Mode(StrEnum):
     """How a job's code ran: on its own arch, or under QEMU with or without the
-    builder's native cross compiler (#17)."""
+    builder's native cross compiler."""
 
     NATIVE = "native"
     NATIVE_COMPILER = "emulated (native compiler)"
@@ -114,11 +114,11 @@ class Category(StrEnum):
     METADATA = "metadata"
     PYTHON_VERSION = "python-version"  # the release predates the builder's Python
     MISSING_SYSTEM_LIBRARY = "missing-system-library"
-    SYSTEM_PACKAGES = "system-packages"  # a job's extra system packages (#15) not installed
+    SYSTEM_PACKAGES = "system-packages"  # a job's extra system packages not installed
     COMPILE = "compile"
     BAD_WHEEL = "bad-wheel"  # no wheel, several, or tags that do not fit the platform
     NO_BUILDER = "no-builder"
-    SMOKE = "smoke-test"  # the wheel does not load in a bare base container (#12)
+    SMOKE = "smoke-test"  # the wheel does not load in a bare base container
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
     INTERNAL = "internal"

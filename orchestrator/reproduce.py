@@ -44,8 +44,8 @@ class JobSpec:
     build_constraints: tuple[str, ...] = ()
     image_pull: str = ""  # repo@sha256:... of the builder, when it was pushed
     family: str = "deb"  # of the extra system packages' package manager
-    system_packages: tuple[str, ...] = ()  # installed before the fetch phase (#15)
-    smoke_packages: tuple[str, ...] = ()  # the smoke test's image packages (#12), if it ran
+    system_packages: tuple[str, ...] = ()  # installed before the fetch phase
+    smoke_packages: tuple[str, ...] = ()  # the smoke test's image packages, if it ran
     test_command: str | None = None
 
     @classmethod
@@ -105,7 +105,7 @@ def run_smoke(
     layout: RunLayout,
     on_line: Callable[[str], None],
 ) -> int:
-    """The job's smoke test again (#12), on the wheel the phases just built: the same
+    """The job's smoke test again, on the wheel the phases just built: the same
     base image and packages. 0 when it passes, 1 when it does not."""
     with tempfile.TemporaryDirectory() as tmp:
         wheels = extract_wheels(without_deps(job_tar), Path(tmp))

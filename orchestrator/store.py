@@ -5,7 +5,7 @@ Layout under the index root:
     store/<platform>/<wheel>            platform wheels
     store/any/<wheel>                   pure-Python wheels, stored once
     store/<dir>/<wheel>.metadata        its core metadata (PEP 658), extracted once
-    store/<dir>/<wheel>.intoto.json     its provenance: an in-toto statement (#12)
+    store/<dir>/<wheel>.intoto.json     its provenance: an in-toto statement
     store/manifest.json                 one record per wheel (sha256, size, source,
                                         build time, builder image, job, platforms,
                                         runtime packages, smoke test)
@@ -13,7 +13,7 @@ Layout under the index root:
 Adding a wheel whose name is taken: identical bytes do nothing (the platform
 is added to the record); different bytes keep the published one and report
 a reproducibility mismatch, unless replace is asked for. A *rebuild* (the
-plan found the builder's runtime libraries or Python moved, #12) whose bytes
+plan found the builder's runtime libraries or Python moved) whose bytes
 differ gets the next PEP 427 build tag (`name-1.0-1-cp311-...`), so no file
 name ever stands for two different files; the older file stays listed and
 pip prefers the higher build tag. Every file is
@@ -48,7 +48,7 @@ from orchestrator.core.wheelnames import is_pure, safe_wheel_name
 from orchestrator.model import StoreOutcome
 
 SHARED = "any"
-ATTESTATION = ".intoto.json"  # beside each wheel: its in-toto provenance statement (#12)
+ATTESTATION = ".intoto.json"  # beside each wheel: its in-toto provenance statement
 
 
 @dataclass(kw_only=True)
@@ -64,7 +64,7 @@ class StoredWheel:
     built_at: str = ""
     image: str = ""
     job: str = ""
-    runtime: dict[str, object] | None = None  # runtime.Runtime.as_dict() (#12)
+    runtime: dict[str, object] | None = None  # runtime.Runtime.as_dict()
     smoke: dict[str, object] | None = None  # the smoke test's verdict, packages, checks
     attestation: str = ""  # the provenance statement's file name, beside the wheel
     rebuild: str = ""  # why the plan rebuilt it (what moved), for a build-tagged file
@@ -101,7 +101,7 @@ class Provenance:
     job: str = ""
     runtime: dict[str, object] | None = None
     smoke: dict[str, object] | None = None
-    rebuild: str = ""  # the plan's reason, when it rebuilt a cached wheel (#12)
+    rebuild: str = ""  # the plan's reason, when it rebuilt a cached wheel
     # The in-toto statement for the file as published: (file name, sha256) -> JSON.
     statement: Callable[[str, str], bytes] | None = field(default=None, compare=False)
 

@@ -71,7 +71,7 @@ def native_compiler(env):
     """With ORCHESTRATE_NATIVE_COMPILER=1 (an emulated job on an engine that runs this
     builder's cross toolchain natively), its wrappers go first on PATH: cc, gcc, c++,
     g++, cpp, ld and the target-triplet names that Python's sysconfig CC, CXX and
-    LDSHARED use, all with --sysroot=/ (#17). It is checked first; on any problem the
+    LDSHARED use, all with --sysroot=/. It is checked first; on any problem the
     build falls back to the emulated compiler. /job/out/compiler.json says which."""
     if env.get("ORCHESTRATE_NATIVE_COMPILER") != "1":
         return env
@@ -145,7 +145,7 @@ def the_sdist():
 
 def pip_args():
     args = ["--prefer-binary", "--find-links", str(DEPS)]
-    # The matrix's per-package pip options (#15), e.g. --pre.
+    # The matrix's per-package pip options, e.g. --pre.
     args += json.loads(os.environ.get("ORCHESTRATE_PIP_OPTIONS") or "[]")
     for path in (CONSTRAINTS, PINS, RESOLVED):
         if path.is_file():
@@ -240,7 +240,7 @@ def fetch():
 
 
 def system_packages():
-    """name=version of the extra system packages installed for this job (#15), if any."""
+    """name=version of the extra system packages installed for this job, if any."""
     try:
         return sorted(l for l in SYSTEM_PACKAGES.read_text().splitlines() if l.strip())
     except OSError:

@@ -5,7 +5,7 @@ Run by the image build itself (saved to /etc/orchestrate/probe.json) and
 read back by orchestrate, so plans use the tags pip in this image accepts.
 Usage: orchestrate-probe PYTHON_VERSION...
 
-With --runtime, print instead what wheels built here link against (#12): each
+With --runtime, print instead what wheels built here link against: each
 Python's full version, every installed package with its version, and, for
 each shared library the dynamic loader's cache knows, its path and the package
 that owns it (saved to /etc/orchestrate/runtime.json, by the builder and by
@@ -48,7 +48,7 @@ def _version(argv):
 
 
 def native_compiler(cross):
-    """The native cross toolchain (#17), if this builder has one: its version, the
+    """The native cross toolchain, if this builder has one: its version, the
     builder's own gcc version, and whether it compiles and links C and C++ here."""
     if not (cross / "toolchain.json").is_file():
         return None

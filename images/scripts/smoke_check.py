@@ -1,4 +1,4 @@
-"""The smoke test's check, run inside a bare base container (#12) by its Python.
+"""The smoke test's check, run inside a bare base container by its Python.
 
 Standard library only: the container has the distro's interpreter and the
 wheel's runtime packages, nothing else (no pip, no -dev packages, no network).

@@ -58,7 +58,7 @@ class Durations:
     """How long each package took per arch last time, and how much slower each engine
     emulates each arch: the scheduler's expectations.
 
-    The emulation factor is learned per (engine, arch) (#16): when a package built
+    The emulation factor is learned per (engine, arch): when a package built
     natively on any arch is built emulated for another, the ratio of the two times
     moves that factor (an exponential moving average), so s390x and riscv64, slower
     under QEMU than arm64, get their own. Until then it is EMULATION_FACTOR.
@@ -353,7 +353,7 @@ def emulated_seconds(records: Sequence[WheelRecord]) -> float:
 
 
 def emulated_by_arch(records: Sequence[WheelRecord]) -> dict[str, float]:
-    """Job time spent under emulation, per arch: where QEMU's cost goes (#16)."""
+    """Job time spent under emulation, per arch: where QEMU's cost goes."""
     out: dict[str, float] = {}
     for j in records:
         if j.emulated and j.status != JobStatus.SHARED:

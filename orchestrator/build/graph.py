@@ -47,10 +47,10 @@ class WheelJob:
     run_id: str = ""
     image: str = ""  # the builder's image ID on the engine the job was placed on
     image_pull: str = ""  # repo@sha256:... of the builder, pullable anywhere (if pushed)
-    # What the matrix's overrides and bindep add (#15).
+    # What the matrix's overrides and bindep add.
     extras: JobExtras = field(default_factory=JobExtras)
     branches: tuple[str, ...] = ()  # the matrix's branches that want this pin
-    rebuild: str = ""  # why the plan builds a cached wheel again (#12)
+    rebuild: str = ""  # why the plan builds a cached wheel again
 
     @property
     def id(self) -> str:

@@ -151,7 +151,7 @@ class JobContext:
     on_phase: Callable[[str], None] = lambda _phase: None  # for the live progress table
     mode: Mode = Mode.NATIVE  # emulated jobs: with the builder's native compiler or not
     compiler_note: str = ""  # why an emulated job goes without the native compiler
-    runtime: RuntimeFacts | None = None  # the builder's runtime facts (#12)
+    runtime: RuntimeFacts | None = None  # the builder's runtime facts
     builder_image: str = ""  # the builder's image ID on this engine
     bases: Path  # the run layout's debootstrapped bases (the smoke test's)
 
@@ -196,7 +196,7 @@ def run_job(job: WheelJob, inputs: JobInputs, ctx: JobContext) -> WheelRecord:
 
 def _check_runtime(job: WheelJob, ctx: JobContext, log: RedactingLog, record: WheelRecord) -> None:
     """What the new wheel links against, resolved in the image it was built in, then
-    the smoke test: a wheel that does not load there is held back (#12)."""
+    the smoke test: a wheel that does not load there is held back."""
     assert record.wheel is not None
     wheel = ctx.out_dir / record.wheel
     started = time.monotonic()

@@ -97,11 +97,11 @@ class WheelRecord:
     phase_seconds: dict[str, float] = field(default_factory=dict)
     mode: Mode | None = None  # None: the job never reached an engine
     compiler: str = ""  # with the native compiler, its version; else why not
-    # Extra system packages (#15): family, packages, sources, installed (name=version)
+    # Extra system packages: family, packages, sources, installed (name=version)
     # and the image they were installed into; None for a job that needs none.
     system_packages: dict[str, object] | None = None
     branches: list[str] = field(default_factory=list)  # the branches that want this pin
-    # #12: what the wheel needs at run time (runtime.Runtime.as_dict), its smoke test
+    # What the wheel needs at run time (runtime.Runtime.as_dict), its smoke test
     # (smoke.SmokeResult.as_dict), and why the plan rebuilt it, when it did.
     runtime: dict[str, object] | None = None
     smoke: dict[str, object] | None = None

@@ -206,7 +206,7 @@ def facts(ref: SdistRef, path: Path) -> SdistFacts:
 
 
 def _bindep(text: bytes | None, filename: str) -> tuple[Bindep | None, str]:
-    """The sdist's own bindep.txt, parsed once for every platform (#15)."""
+    """The sdist's own bindep.txt, parsed once for every platform."""
     if text is None:
         return None, ""
     try:

@@ -1,4 +1,4 @@
-"""A job's extra system packages (#15): the builder plus those packages, as an image.
+"""A job's extra system packages: the builder plus those packages, as an image.
 
 The builder image keeps the common package list. A job whose overrides or
 bindep name more gets them in one step before its fetch phase, with network

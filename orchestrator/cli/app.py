@@ -84,7 +84,7 @@ class App:
         return EnginePool.of(self.matrix.engines, DockerEngine, self.layout.engines)
 
     def builders(self) -> dict[str, Builder]:
-        """The builders' last probed runtime facts (#12), for the plan's ABI check."""
+        """The builders' last probed runtime facts, for the plan's ABI check."""
         probes = ProbeCache(self.layout.probes)
         found = {p.name: probes.runtime(p.name) for p in self.platforms}
         return {p: Builder(r[0], frozenset([r[1]])) for p, r in found.items() if r is not None}

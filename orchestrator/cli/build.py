@@ -35,6 +35,7 @@ from orchestrator.report.ci import write_junit, write_metrics
 from orchestrator.report.data import report_of, save_run_report, with_previous, write_report
 from orchestrator.report.html import write_html
 from orchestrator.run import BuildOptions, BuildOutcome, BuildRequest, run_build
+from orchestrator.scheduler import Cancel
 from orchestrator.store import Store
 
 
@@ -120,16 +121,9 @@ def build(  # noqa: PLR0913 - click passes each of its options as a parameter
         ),
         layout=app.layout,
     )
-    log_of = app.layout.job_log if app.verbosity > 0 else None
-    with (
-        signals_cancel() as cancel,
-        Progress(app.console, 0, "jobs", log_of, quiet=app.verbosity < 0) as progress,
-    ):
-        outcome = run_build(request, pool=app.pool, cancel=cancel, on_event=progress.event)
-    report = report_of(outcome, str(app.matrix_path.resolve()))
-    saved = _write_reports(
-        app, outcome, report, ReportPaths(json=report_path, junit=junit_path, metrics=metrics_path)
-    )
+    outcome, cancel = _run(app, request)
+    paths = ReportPaths(json=report_path, junit=junit_path, metrics=metrics_path)
+    report, saved = _write_reports(app, outcome, paths)
     if outcome.stopped is not None:  # what stopped the night says why, with its exit code
         raise outcome.stopped
     if fmt == "json":
@@ -138,6 +132,17 @@ def build(  # noqa: PLR0913 - click passes each of its options as a parameter
         _summary(app, outcome, saved)
     raise_if_cancelled(cancel)
     return exit_code(outcome, allow_unavailable=allow_unavailable)
+
+
+def _run(app: App, request: BuildRequest) -> tuple[BuildOutcome, Cancel]:
+    """The night, with live progress; SIGINT and SIGTERM cancel it (what finished is kept)."""
+    log_of = app.layout.job_log if app.verbosity > 0 else None
+    with (
+        signals_cancel() as cancel,
+        Progress(app.console, 0, "jobs", log_of, quiet=app.verbosity < 0) as progress,
+    ):
+        outcome = run_build(request, pool=app.pool, cancel=cancel, on_event=progress.event)
+    return outcome, cancel
 
 
 def exit_code(outcome: BuildOutcome, *, allow_unavailable: bool) -> int:
@@ -175,9 +180,10 @@ class ReportPaths:
 
 
 def _write_reports(
-    app: App, outcome: BuildOutcome, report: dict[str, Any], paths: ReportPaths
-) -> Path:
-    report = with_previous(report, app.layout.reports)
+    app: App, outcome: BuildOutcome, paths: ReportPaths
+) -> tuple[dict[str, Any], Path]:
+    """The night's report, once: saved with its HTML page, and wherever asked."""
+    report = with_previous(report_of(outcome, str(app.matrix_path.resolve())), app.layout.reports)
     saved = save_run_report(report, app.layout.reports)
     if paths.json is not None:
         write_report(report, paths.json)
@@ -186,7 +192,7 @@ def _write_reports(
     if paths.metrics is not None:
         write_metrics(report, _index_sizes(app, outcome), paths.metrics)
     write_html(report, saved.with_suffix(".html"))  # last: the JSON reports stand first
-    return saved
+    return report, saved
 
 
 def _index_sizes(app: App, run: BuildOutcome) -> dict[str, tuple[int, int]]:

@@ -105,7 +105,7 @@ def reproduce(
 def _smoke_again(
     app: App, engine: Engine, spec: JobSpec, job_tar: bytes, *, report: Mapping[str, Any]
 ) -> int:
-    """The job's smoke test (#12) too. Its base image comes from the matrix: the one
+    """The job's smoke test too. Its base image comes from the matrix: the one
     given, else the one the report's run used."""
     path = app.matrix_path
     if path == DEFAULT_MATRIX and report.get("matrix"):

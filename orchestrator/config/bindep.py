@@ -1,4 +1,4 @@
-"""Pure: the system packages a bindep.txt asks for on one platform (#15).
+"""Pure: the system packages a bindep.txt asks for on one platform.
 
 bindep (OpenStack's format and library) evaluates `[platform:dpkg compile]`
 style selectors against the machine it runs on. Here the platform is a

@@ -20,7 +20,13 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from orchestrator.config.bindep import BindepError, parse_bindep
-from orchestrator.config.schema import BranchSpec, DuplicateError, Matrix, OverrideSpec
+from orchestrator.config.schema import (
+    BranchSpec,
+    BuilderSpec,
+    DuplicateError,
+    Matrix,
+    OverrideSpec,
+)
 from orchestrator.core.errors import ConfigError
 from orchestrator.core.files import read_bounded
 from orchestrator.model import ARCH_ALIASES, Arch, Family
@@ -375,28 +381,41 @@ SYSTEM_FOLDERS = frozenset(
 def _resolve_paths(matrix: Matrix, marks: _Marks, path: Path) -> Matrix:
     """Make file paths absolute, relative to the matrix; check that files exist and
     that the index root is a folder of its own."""
-    certs = tuple(matrix.resolve(p) for p in matrix.builder.ca_certificates)
-    for i, cert in enumerate(certs):
-        _exists(cert, "CA certificate", ("builder", "ca_certificates", i), marks, path=path)
-    constraints = matrix.builder.build_constraints
-    if constraints is not None:
-        constraints = matrix.resolve(constraints)
-        _exists(
-            constraints,
-            "build constraints file",
-            ("builder", "build_constraints"),
-            marks,
-            path=path,
-        )
-    builder = matrix.builder.model_copy(
-        update={"ca_certificates": certs, "build_constraints": constraints}
-    )
     branches = tuple(
         _resolve_branch(matrix, i, b, marks, path=path) for i, b in enumerate(matrix.branches)
     )
     overrides = tuple(
         _resolve_bindep(matrix, i, o, marks, path=path) for i, o in enumerate(matrix.overrides)
     )
+    root, warnings = _index_root(matrix, marks, path)
+    return matrix.model_copy(
+        update={
+            "builder": _resolve_builder(matrix, marks, path),
+            "index": matrix.index.model_copy(update={"root": root}),
+            "overrides": overrides,
+            "branches": branches,
+            "warnings": warnings,
+        }
+    )
+
+
+def _resolve_builder(matrix: Matrix, marks: _Marks, path: Path) -> BuilderSpec:
+    certs = tuple(matrix.resolve(p) for p in matrix.builder.ca_certificates)
+    for i, cert in enumerate(certs):
+        _exists(cert, "CA certificate", ("builder", "ca_certificates", i), marks, path=path)
+    constraints = matrix.builder.build_constraints
+    if constraints is not None:
+        constraints = matrix.resolve(constraints)
+        where: Loc = ("builder", "build_constraints")
+        _exists(constraints, "build constraints file", where, marks, path=path)
+    return matrix.builder.model_copy(
+        update={"ca_certificates": certs, "build_constraints": constraints}
+    )
+
+
+def _index_root(matrix: Matrix, marks: _Marks, path: Path) -> tuple[Path, tuple[str, ...]]:
+    """The index root, absolute; refused when it is a system folder, a warning when a
+    relative one leaves the matrix's folder."""
     root = matrix.resolve(matrix.index.root)
     loc: Loc = ("index", "root")
     if root in SYSTEM_FOLDERS or root == Path.home():
@@ -408,21 +427,11 @@ def _resolve_paths(matrix: Matrix, marks: _Marks, path: Path) -> Matrix:
             key=_dotted(loc),
             hint="use a folder of its own, e.g. /srv/wheels",
         )
-    warnings = []
-    if not matrix.index.root.is_absolute() and path.resolve().parent not in (root, *root.parents):
-        warnings.append(
-            f"{path}:{_line(loc, marks)}: index.root {str(matrix.index.root)!r} resolves "
-            f"to {root}, outside this file's folder; write an absolute path if that is meant"
-        )
-    index = matrix.index.model_copy(update={"root": root})
-    return matrix.model_copy(
-        update={
-            "builder": builder,
-            "index": index,
-            "overrides": overrides,
-            "branches": branches,
-            "warnings": tuple(warnings),
-        }
+    if matrix.index.root.is_absolute() or path.resolve().parent in (root, *root.parents):
+        return root, ()
+    return root, (
+        f"{path}:{_line(loc, marks)}: index.root {str(matrix.index.root)!r} resolves "
+        f"to {root}, outside this file's folder; write an absolute path if that is meant",
     )
 
 

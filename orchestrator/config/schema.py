@@ -195,7 +195,7 @@ class BuilderSpec(Model):
     job_timeout: Annotated[StrictInt, Field(ge=10)] = 3600
     # A constraints file for build tools (e.g. `Cython<3`), relative to the matrix file.
     build_constraints: Path | None = None
-    # Emulated jobs compile with the builder's native cross compiler (#17), except for
+    # Emulated jobs compile with the builder's native cross compiler, except for
     # the projects listed here (normalized names), which compile under emulation.
     native_compiler: StrictBool = True
     native_compiler_except: tuple[ProjectName, ...] = ()
@@ -288,7 +288,7 @@ class OverridePackages(Model):
 
 
 class OverrideSpec(Model):
-    """Per-package build settings (#15), like fromager's per-package settings: for one
+    """Per-package build settings, like fromager's per-package settings: for one
     normalized project name, narrowed by a platform glob and a version specifier."""
 
     name: ProjectName
@@ -303,7 +303,7 @@ class OverrideSpec(Model):
     pip_options: tuple[str, ...] = ()  # for the fetch phase's pip, e.g. "--pre"
     timeout: Annotated[StrictInt, Field(ge=10)] | None = None
     skip: Annotated[str, Field(min_length=1, max_length=500)] | None = None  # the reason
-    # The smoke test (#12): a command run after the imports (like cibuildwheel's
+    # The smoke test: a command run after the imports (like cibuildwheel's
     # test-command), with `python` on PATH and the wheel importable; runtime packages
     # the ELF analysis cannot see (libraries loaded with dlopen or ctypes); or none.
     test_command: Annotated[str, Field(min_length=1, max_length=2000)] | None = None
@@ -352,7 +352,7 @@ class OverrideSpec(Model):
 
 
 class BranchSpec(Model):
-    """One constraints source (#15), e.g. OpenStack's master or a stable branch, and the
+    """One constraints source, e.g. OpenStack's master or a stable branch, and the
     platforms that build it: the explicit platform x branch mapping."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$", max_length=100)]

@@ -9,19 +9,19 @@ binfmt/QEMU) and tells the free disk of the engine's storage.
 The machine code was assembled from this source (GNU as), per arch:
 
     x86_64                       aarch64
-    mov eax, 137   ; statfs      mov x8, #43    ; statfs
+    mov eax, 137   ; statfs      mov x8, 43    ; statfs
     lea rdi, [rip+path]          adr x0, path
-    sub rsp, 128                 sub sp, sp, #128
+    sub rsp, 128                 sub sp, sp, 128
     mov rsi, rsp                 mov x1, sp
-    syscall                      svc #0
-    mov eax, 1     ; write       mov x8, #64    ; write
-    mov edi, 1                   mov x0, #1
+    syscall                      svc 0
+    mov eax, 1     ; write       mov x8, 64    ; write
+    mov edi, 1                   mov x0, 1
     mov rsi, rsp                 mov x1, sp
-    mov edx, 120                 mov x2, #120
-    syscall                      svc #0
-    mov eax, 60    ; exit        mov x8, #93    ; exit
-    xor edi, edi                 mov x0, #0
-    syscall                      svc #0
+    mov edx, 120                 mov x2, 120
+    syscall                      svc 0
+    mov eax, 60    ; exit        mov x8, 93    ; exit
+    xor edi, edi                 mov x0, 0
+    syscall                      svc 0
     path: .asciz "/"             path: .asciz "/"
 
 and for the others (the same three system calls; s390x is big-endian and its

@@ -54,7 +54,7 @@ class ImageResult:
     tags: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
     glibc: str = ""
     native_compiler: NativeCompiler | None = None
-    runtime: RuntimeFacts | None = field(default=None, repr=False)  # #12: in ImageFacts only
+    runtime: RuntimeFacts | None = field(default=None, repr=False)  # in ImageFacts only
 
     def as_dict(self) -> dict[str, object]:
         out = {k: v for k, v in self.__dict__.items() if k not in ("tags", "glibc", "runtime")}
@@ -111,21 +111,11 @@ def build_image(
         base_id = ensure_base(platform, engine, log_path, line, bases=layout.bases)
         toolchain = _toolchain(platform, matrix, engine, log_path, line=line, layout=layout)
         rendered = render(platform, matrix, toolchain=toolchain)
-        inputs = rendered.inputs_hash(base_id)
+        image_id, status, why = _fresh_or_built(
+            platform, matrix, engine, rendered, base_id=base_id, line=line,
+            force=force, max_age=max_age,
+        )  # fmt: skip
         tag = image_tag(matrix, platform)
-        existing = engine.image(tag)
-        now = datetime.now(UTC)
-        why = stale_reason(existing.labels if existing else None, inputs, now, max_age, force=force)
-        if why is None and existing is not None:
-            line(f"fresh: {tag} ({existing.id[:19]}) has inputs {inputs[:12]}")
-            status, image_id, why = ImageStatus.FRESH, existing.id, "inputs unchanged"
-        else:
-            line(f"building {tag}: {why}")
-            proxies = matrix.builder.proxy.environment()
-            image_id = _build(
-                rendered, engine, tag, base_id, inputs=inputs, now=now, line=line, proxies=proxies
-            )
-            status = ImageStatus.BUILT
         tags, glibc, compiler, runtime = _probe(platform, engine, tag, image_id, probes=probes)
     return ImageResult(
         platform=platform.name,
@@ -143,11 +133,33 @@ def build_image(
     )
 
 
+def _fresh_or_built(
+    platform: Platform, matrix: Matrix, engine: Engine, rendered: Rendered, *, base_id: str,
+    line: Callable[[str], None], force: bool, max_age: timedelta | None,
+) -> tuple[str, ImageStatus, str | None]:  # fmt: skip
+    """The builder's image ID: the engine's own when its inputs hash is this one's (and
+    it is young enough), else a new build. With its status and the reason."""
+    inputs = rendered.inputs_hash(base_id)
+    tag = image_tag(matrix, platform)
+    existing = engine.image(tag)
+    now = datetime.now(UTC)
+    why = stale_reason(existing.labels if existing else None, inputs, now, max_age, force=force)
+    if why is None and existing is not None:
+        line(f"fresh: {tag} ({existing.id[:19]}) has inputs {inputs[:12]}")
+        return existing.id, ImageStatus.FRESH, "inputs unchanged"
+    line(f"building {tag}: {why}")
+    proxies = matrix.builder.proxy.environment()
+    image_id = _build(
+        rendered, engine, tag, base_id, inputs=inputs, now=now, line=line, proxies=proxies
+    )
+    return image_id, ImageStatus.BUILT, why
+
+
 def _toolchain(
     platform: Platform, matrix: Matrix, engine: Engine, log: Path, *,
     line: Callable[[str], None], layout: RunLayout,
 ) -> CrossToolchain | None:  # fmt: skip
-    """The native cross toolchain a builder made under emulation carries (#17), or None
+    """The native cross toolchain a builder made under emulation carries, or None
     (the log says why: a native engine, an rpm release, or the matrix turns it off)."""
     host = engine.info().arch
     why = unavailable_reason(platform, host)
@@ -190,7 +202,7 @@ def _probe(
     platform: Platform, engine: Engine, tag: str, image_id: str, *, probes: ProbeCache | None
 ) -> tuple[dict[str, tuple[str, ...]], str, NativeCompiler | None, RuntimeFacts | None]:
     """What the image's probe measured at build time: tags per Python, glibc, the
-    native cross compiler if the builder has one, and its runtime facts (#12)."""
+    native cross compiler if the builder has one, and its runtime facts."""
     files = probe_files(engine, image_id, platform.arch)
     output = files.get(PROBE_FILE)
     if output is None:
@@ -207,7 +219,7 @@ def _probe(
 
 
 def read_runtime(engine: Engine, image_id: str, arch: Arch) -> RuntimeFacts | None:
-    """The image's runtime facts (#12); None when it has none (made before #12) or
+    """The image's runtime facts; None when it has none (made before runtime facts were recorded) or
     they are unreadable."""
     return _runtime(probe_files(engine, image_id, arch).get(RUNTIME_FILE))
 

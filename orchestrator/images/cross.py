@@ -1,4 +1,4 @@
-"""Native cross toolchains for builders that run under emulation (#17).
+"""Native cross toolchains for builders that run under emulation.
 
 Most of an emulated wheel build is the C/C++ compiler, and the compiler need
 not be emulated: a compiler built for the engine's arch that targets the

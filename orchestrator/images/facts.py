@@ -17,7 +17,7 @@ from orchestrator.core.files import write_atomic
 
 @dataclass(kw_only=True, frozen=True)
 class NativeCompiler:
-    """The builder's native cross toolchain (#17), as its probe found it at build time."""
+    """The builder's native cross toolchain, as its probe found it at build time."""
 
     host: str  # the machine it runs on (`uname -m`), e.g. x86_64
     gcc: str  # its GCC version
@@ -45,7 +45,7 @@ def parse_native_compiler(text: str | bytes) -> NativeCompiler | None:
 
 @dataclass(frozen=True)
 class RuntimeFacts:
-    """What wheels built in an image link against (#12), from the probe's --runtime:
+    """What wheels built in an image link against, from the probe's --runtime:
     each Python's full version, the installed packages with versions, and, for each
     shared library the loader's cache knows, its path and owning package."""
 
@@ -94,7 +94,7 @@ class ImageFacts:
     glibc: str = ""
     pull_ref: str = ""  # repo@sha256:... when the registry has this image
     native_compiler: NativeCompiler | None = None
-    runtime: RuntimeFacts | None = None  # None for a builder made before #12
+    runtime: RuntimeFacts | None = None  # None for a builder made before runtime facts were recorded
 
 
 def parse_probe(text: str | bytes) -> tuple[dict[str, tuple[str, ...]], str]:
@@ -118,7 +118,7 @@ class ProbeCache:
         return tags
 
     def runtime(self, platform: str) -> tuple[RuntimeFacts, str] | None:
-        """The builder's runtime facts (#12) and its image ID, as last probed."""
+        """The builder's runtime facts and its image ID, as last probed."""
         try:
             data = json.loads((self.folder / f"{platform}.json").read_text())
             return runtime_of(data["runtime"]), str(data.get("image", ""))

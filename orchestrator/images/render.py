@@ -153,7 +153,7 @@ def render(
     toolchain: CrossToolchain | None = None,
 ) -> Rendered:
     """The Dockerfile and context; with `toolchain` (a builder made under emulation),
-    the native cross compiler's archive too (#17)."""
+    the native cross compiler's archive too."""
     root = root or templates_dir()
     files: dict[str, bytes] = {}
     ca_names = []

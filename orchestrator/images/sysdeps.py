@@ -8,7 +8,7 @@ from __future__ import annotations
 from orchestrator.config.bindep import PACKAGE_NAME, BindepError
 from orchestrator.core.quoting import one_line, shell_word
 
-RUNTIME_FACTS = "/etc/orchestrate/runtime.json"  # the probe's --runtime output (#12)
+RUNTIME_FACTS = "/etc/orchestrate/runtime.json"  # the probe's --runtime output
 JOB_PACKAGES = "/etc/orchestrate/job-packages.txt"  # name=version of each, read by job.py
 
 
@@ -25,7 +25,7 @@ def install_dockerfile(image: str, family: str, packages: tuple[str, ...]) -> st
         else f"rpm -q --qf '%{{NAME}}=%{{VERSION}}-%{{RELEASE}}\\n' {names}"
     )
     run = f"{install_command(family, packages)}; {query} > {JOB_PACKAGES} || true"
-    # What wheels built here link against, with these packages in (#12).
+    # What wheels built here link against, with these packages in.
     probe = (
         "set -- $ORCHESTRATE_PYTHONS; /opt/orchestrate/py$1/bin/python "
         f'/usr/local/bin/orchestrate-probe --runtime "$@" > {RUNTIME_FACTS}'
@@ -55,6 +55,6 @@ APT_LIST = "/etc/apt/sources.list.d/orchestrate.list"  # the matrix's apt_source
 def base_dockerfile(
     base: str, family: str, packages: tuple[str, ...], sources: tuple[str, ...] = ()
 ) -> str:
-    """The smoke test's image (#12): the platform's bare base plus `packages` only."""
+    """The smoke test's image: the platform's bare base plus `packages` only."""
     install = install_command(family, packages, sources)
     return f"FROM {one_line(base, 'image')}\nUSER root\nRUN set -eux; {install}\n"

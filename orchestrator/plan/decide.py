@@ -6,7 +6,7 @@ list go in; decisions come out. Nothing here touches the network or Docker.
 Precedence: excluded > upstream > cached > build > unavailable. Upstream
 wins over our own cache because a wheel PyPI serves is the one to use (and
 ours becomes a candidate for `prune`). A cached wheel is reused only while
-the builder still matches what it was built against (#12): the versions of
+the builder still matches what it was built against: the versions of
 the packages that provide its runtime libraries, and the Python; otherwise
 the decision is `rebuild`, with what moved as the reason.
 """
@@ -50,7 +50,7 @@ class Decision:
     source: str = ""  # requirements file:line
     sdist_url: str | None = None  # where that sdist is, and its sha256 from the index
     sdist_sha256: str | None = None
-    branches: tuple[str, ...] = ()  # the matrix's branches that want this pin (#15)
+    branches: tuple[str, ...] = ()  # the matrix's branches that want this pin
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -104,7 +104,7 @@ def missing_pins(decisions: Sequence[Decision]) -> list[Decision]:
 # (platform name, python) → tags; platform name → {(name, canonical version): wheel}
 TagSets = Mapping[tuple[str, str], TagSet]
 Cached = Mapping[str, Mapping[tuple[str, str], str]]
-# (platform, python, cached wheel filename) -> what moved since it was built (#12)
+# (platform, python, cached wheel filename) -> what moved since it was built
 AbiCheck = Callable[[str, str, str], list[str]]
 
 

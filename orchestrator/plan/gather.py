@@ -71,7 +71,7 @@ def tagsets_for(platforms: Sequence[Platform], probed: Probed) -> TagSets:
 
 @dataclass(frozen=True)
 class Builder:
-    """What the plan knows of a platform's current builder (#12): its runtime facts and
+    """What the plan knows of a platform's current builder: its runtime facts and
     its image IDs (one per engine that holds it)."""
 
     runtime: RuntimeFacts
@@ -80,7 +80,7 @@ class Builder:
 
 def abi_check(newest: Newest, builders: Mapping[str, Builder]) -> AbiCheck:
     """What moved, per cached wheel, between the builder it was built in and the
-    current one; nothing for a wheel stored without runtime facts (before #12)."""
+    current one; nothing for a wheel stored without runtime facts (before runtime facts were recorded)."""
     by_file = {(p, r.filename): r for p, found in newest.items() for r in found.values()}
 
     def check(platform: str, python: str, filename: str) -> list[str]:
@@ -186,7 +186,7 @@ def branch_inputs(
     *,
     cache: Path,
 ) -> list[BranchInput]:
-    """-r files when given; else the matrix's branches (#15), each on the selected
+    """-r files when given; else the matrix's branches, each on the selected
     platforms its globs match, its constraints fetched when they are a URL."""
     check_something_to_plan(matrix, requirement_files)
     if requirement_files:

@@ -1,4 +1,4 @@
-"""Pure: the per-package settings (#15) that apply to one job.
+"""Pure: the per-package settings that apply to one job.
 
 An `overrides:` entry names a normalized project, optionally narrowed by a
 platform glob and a version specifier. Every entry that matches applies, in
@@ -47,7 +47,7 @@ class JobExtras:
     pip_options: tuple[str, ...] = ()
     timeout: float | None = None
     problem: str = ""
-    test_command: str | None = None  # the smoke test's (#12), from the last entry setting one
+    test_command: str | None = None  # the smoke test's, from the last entry setting one
     runtime_packages: tuple[str, ...] = ()  # for the smoke test, beyond what ELF shows
     smoke: bool = True
 

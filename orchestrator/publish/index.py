@@ -4,7 +4,7 @@
     <root>/<platform> -> releases/<platform>/<id>   one symlink per platform
     <root>/releases/<platform>/<id>/simple/  PEP 503 HTML + PEP 691 JSON,
                                              wheels, PEP 658 .metadata and
-                                             .intoto.json provenance (#12) as
+                                             .intoto.json provenance as
                                              hard links into the store
 
 Each file's runtime packages (what to install beside it) are on its project
@@ -76,7 +76,7 @@ def content_digest(wheels: Sequence[StoredWheel]) -> str:
     digest = hashlib.sha256()
     for w in sorted(wheels, key=lambda w: w.filename):
         digest.update(f"{w.filename}\0{w.sha256}\0{w.requires_python}\n".encode())
-        if w.runtime is not None or w.attestation:  # what a project page shows of it (#12)
+        if w.runtime is not None or w.attestation:  # what a project page shows of it
             digest.update(f"{runtime_text(w)}\0{w.attestation}\n".encode())
     return digest.hexdigest()
 

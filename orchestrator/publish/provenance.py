@@ -1,4 +1,4 @@
-"""A provenance statement for each published wheel (#12): in-toto Statement v1 with a
+"""A provenance statement for each published wheel: in-toto Statement v1 with a
 SLSA Provenance v1 predicate, unsigned (signing can wrap it in DSSE later).
 
 It names what went in (the sdist's URL and sha256, the builder image by digest,

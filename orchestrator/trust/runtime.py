@@ -1,4 +1,4 @@
-"""What a built wheel needs at run time (#12), and whether a builder still matches it.
+"""What a built wheel needs at run time, and whether a builder still matches it.
 
 The ELF side is pyelftools (no `ldd`, which would run the loader): each ELF
 member's DT_NEEDED and DT_SONAME entries and its GNU version needs. A needed

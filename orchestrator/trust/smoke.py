@@ -1,4 +1,4 @@
-"""The smoke test (#12): does a new wheel load where only its runtime packages are?
+"""The smoke test: does a new wheel load where only its runtime packages are?
 
 A clean container made from the platform's *base* image (not the builder: no
 compiler, no -dev packages) plus the distro's interpreter and the wheel's
