@@ -94,7 +94,7 @@ class ImageFacts:
     glibc: str = ""
     pull_ref: str = ""  # repo@sha256:... when the registry has this image
     native_compiler: NativeCompiler | None = None
-    runtime: RuntimeFacts | None = None  # None for a builder made before runtime facts were recorded
+    runtime: RuntimeFacts | None = None  # None: made before runtime facts were recorded
 
 
 def parse_probe(text: str | bytes) -> tuple[dict[str, tuple[str, ...]], str]:

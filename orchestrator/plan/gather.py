@@ -80,7 +80,7 @@ class Builder:
 
 def abi_check(newest: Newest, builders: Mapping[str, Builder]) -> AbiCheck:
     """What moved, per cached wheel, between the builder it was built in and the
-    current one; nothing for a wheel stored without runtime facts (before runtime facts were recorded)."""
+    current one; nothing for a wheel stored without runtime facts (from an older version)."""
     by_file = {(p, r.filename): r for p, found in newest.items() for r in found.values()}
 
     def check(platform: str, python: str, filename: str) -> list[str]:

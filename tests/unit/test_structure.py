@@ -66,7 +66,7 @@ def test_no_comment_names_one_of_our_issues() -> None:
     """The reason goes in the comment, or the upstream issue it works around; our own
     issue numbers belong in commit messages."""
     texts = [*_modules(), *(REPO / "images").rglob("*.*"), REPO / "README.md"]
-    texts += [p for p in PACKAGE.rglob("*.j2")]
+    texts += list(PACKAGE.rglob("*.j2"))
     found = [
         f"{path.relative_to(REPO)}:{number}: {line.strip()[:80]}"
         for path in texts
