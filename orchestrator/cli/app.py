@@ -97,6 +97,7 @@ class App:
 
 pass_app = click.make_pass_decorator(App)
 KEY_COLUMNS = 2
+MAX_PAD = 48  # characters a plain column pads to
 
 
 def print_rows(app: App, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
@@ -111,7 +112,11 @@ def print_rows(app: App, headers: Sequence[str], rows: Sequence[Sequence[str]]) 
             table.add_row(*row)
         app.console.print(table)
         return
-    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    # A column is as wide as its widest cell up to MAX_PAD; a longer cell (a URL
+    # requirement) runs past its column instead of widening every row's.
+    widths = [
+        min(MAX_PAD, max(len(str(r[i])) for r in [headers, *rows])) for i in range(len(headers))
+    ]
     for row in [headers, *rows]:
         line = "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True))
         click.echo(line.rstrip())

@@ -140,7 +140,7 @@ def top_level(names: list[str]) -> tuple[str, ...]:
             candidate = first.split(".", 1)[0]
         else:
             continue
-        if candidate.isidentifier():
+        if candidate.isidentifier() and candidate != "__pycache__":  # bytecode, not a module
             out.add(candidate)
     return tuple(sorted(out))
 

@@ -338,3 +338,16 @@ def test_setup_host_ships_with_the_package(cli: CliRunner) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "--test" in done.stdout
+
+
+def test_a_long_url_requirement_does_not_widen_the_plan_table(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    matrix = local_matrix_copy(tmp_path / "m.yaml", tmp_path / "w")
+    url = "https://example.invalid/" + "a" * 110 + "/pkg-1.0.tar.gz"
+    (tmp_path / "r.txt").write_text(f"pkg @ {url}\n")
+    result = cli("plan", "-m", str(matrix), "-r", str(tmp_path / "r.txt"))
+    header = next(line for line in result.out.splitlines() if "requirement" in line)
+    assert header.index("action") < 48 + 40, header  # not pushed past the URL's length
+    row = next(line for line in result.out.splitlines() if url in line)
+    assert "unsupported" in row

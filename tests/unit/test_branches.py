@@ -171,3 +171,27 @@ def test_without_r_or_branches_plan_and_build_stop_before_anything(
     assert result.code == 2
     assert "no requirements file and no branches in the matrix" in result.err
     assert "Traceback" not in result.err
+
+
+def test_the_branches_example_loads_with_its_two_branches(tmp_path: Path) -> None:
+    """examples/openstack-branches.yaml: master on both arches, core (a package list
+    resolved against the same constraints) on amd64."""
+    from orchestrator.config import load_matrix
+    from orchestrator.config.matrix import expand
+    from orchestrator.plan.gather import branch_inputs
+    from orchestrator.plan.requirements import read
+    from tests.conftest import REPO
+
+    matrix = load_matrix(REPO / "examples" / "openstack-branches.yaml")
+    inputs = branch_inputs(matrix, expand(matrix), [], [], cache=tmp_path)
+    assert [b.name for b in inputs] == ["master", "core"]
+    assert [p.name for p in inputs[0].platforms] == [
+        "debian-bookworm-amd64",
+        "debian-bookworm-arm64",
+    ]
+    assert [p.name for p in inputs[1].platforms] == ["debian-bookworm-amd64"]
+    core = read(list(inputs[1].requirements), list(inputs[1].constraints))
+    assert {u.name for u in core.unpinned} == {
+        "oslo-db", "psycopg2", "python-ldap", "netifaces", "pyyaml"
+    }  # fmt: skip
+    assert len(core.constraints) > 500
