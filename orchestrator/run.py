@@ -35,7 +35,7 @@ from orchestrator.images.facts import ImageFacts, ProbeCache
 from orchestrator.images.pipeline import ImagesReport, run_images
 from orchestrator.model import Category
 from orchestrator.plan.decide import Decision
-from orchestrator.plan.gather import Builder, PlanResult, make_plan
+from orchestrator.plan.gather import BuilderRuntime, PlanResult, make_plan
 from orchestrator.plan.overrides import Overrides
 from orchestrator.plan.upstream import ProjectPage, Upstream, oldest_supporting
 from orchestrator.publish.index import PublishResult
@@ -193,10 +193,10 @@ def _plan(request: BuildRequest, images: ImagesReport) -> PlanResult:
     )
 
 
-def builders_of(facts: Mapping[str, ImageFacts]) -> dict[str, Builder]:
+def builders_of(facts: Mapping[str, ImageFacts]) -> dict[str, BuilderRuntime]:
     """The current builders' runtime facts, for the plan's ABI check."""
     return {
-        p: Builder(f.runtime, frozenset(f.ids.values()))
+        p: BuilderRuntime(f.runtime, frozenset(f.ids.values()))
         for p, f in facts.items()
         if f.runtime is not None
     }

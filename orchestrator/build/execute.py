@@ -124,7 +124,7 @@ class Durations:
         self.path.write_text(json.dumps({**self.data, **factors}, indent=1, sort_keys=True))
 
 
-class Builders:
+class BuilderImages:
     """The builder image of each platform on each engine, made there on first use.
 
     `images build` puts a platform's builder on one engine; a job the
@@ -174,7 +174,7 @@ class Executor:
     ) -> None:
         self.matrix, self.layout, self.tagsets, self.cancel = matrix, layout, tagsets, cancel
         self.sdists, self.facts = sdists, facts
-        self.builders = Builders(matrix, layout, facts)
+        self.builders = BuilderImages(matrix, layout, facts)
         self._machines: dict[str, str] = {}  # engine name -> `uname -m` of its host
         self.durations = durations
         self.records: dict[str, WheelRecord] = {}

@@ -22,7 +22,7 @@ from orchestrator.core.errors import Interrupted
 from orchestrator.core.layout import RunLayout
 from orchestrator.engines.pool import EnginePool
 from orchestrator.images.facts import ProbeCache
-from orchestrator.plan.gather import Builder
+from orchestrator.plan.gather import BuilderRuntime
 from orchestrator.scheduler import Cancel
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -83,11 +83,13 @@ class App:
 
         return EnginePool.of(self.matrix.engines, DockerEngine, self.layout.engines)
 
-    def builders(self) -> dict[str, Builder]:
+    def builders(self) -> dict[str, BuilderRuntime]:
         """The builders' last probed runtime facts, for the plan's ABI check."""
         probes = ProbeCache(self.layout.probes)
         found = {p.name: probes.runtime(p.name) for p in self.platforms}
-        return {p: Builder(r[0], frozenset([r[1]])) for p, r in found.items() if r is not None}
+        return {
+            p: BuilderRuntime(r[0], frozenset([r[1]])) for p, r in found.items() if r is not None
+        }
 
     def probed(self) -> dict[str, dict[str, tuple[str, ...]]]:
         """The builders' last probed tags, for commands that build no image."""

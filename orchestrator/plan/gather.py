@@ -70,7 +70,7 @@ def tagsets_for(platforms: Sequence[Platform], probed: Probed) -> TagSets:
 
 
 @dataclass(frozen=True)
-class Builder:
+class BuilderRuntime:
     """What the plan knows of a platform's current builder: its runtime facts and
     its image IDs (one per engine that holds it)."""
 
@@ -78,7 +78,7 @@ class Builder:
     images: frozenset[str] = frozenset()
 
 
-def abi_check(newest: Newest, builders: Mapping[str, Builder]) -> AbiCheck:
+def abi_check(newest: Newest, builders: Mapping[str, BuilderRuntime]) -> AbiCheck:
     """What moved, per cached wheel, between the builder it was built in and the
     current one; nothing for a wheel stored without runtime facts (from an older version)."""
     by_file = {(p, r.filename): r for p, found in newest.items() for r in found.values()}
@@ -254,7 +254,7 @@ def make_plan(
     resolve_latest: bool = False,
     upstream: Upstream,
     probed: Probed | None = None,
-    builders: Mapping[str, Builder] | None = None,
+    builders: Mapping[str, BuilderRuntime] | None = None,
 ) -> PlanResult:
     branches = branch_inputs(
         matrix, platforms, requirement_files, constraint_files, cache=upstream.cache_dir
