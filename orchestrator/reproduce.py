@@ -23,7 +23,7 @@ from orchestrator.images.base import ensure_base
 from orchestrator.images.sysdeps import install_dockerfile
 from orchestrator.model import Arch
 from orchestrator.report.data import checked_job
-from orchestrator.trust.runtime import Runtime, analyse
+from orchestrator.trust.runtime import analyse, unresolved
 from orchestrator.trust.smoke import SmokePlan, smoke_test
 
 
@@ -113,15 +113,7 @@ def run_smoke(
             on_line(f"== smoke test: expected one built wheel, found {len(wheels)}")
             return 1
         elf = analyse(str(wheels[0]))
-        runtime = Runtime(
-            python="",
-            glibc=elf.glibc,
-            libraries=(),
-            packages={},
-            unresolved=(),
-            extensions=elf.extensions,
-            top_level=elf.top_level,
-        )
+        runtime = unresolved(elf)
         plan = SmokePlan(spec.smoke_packages, spec.test_command)
         on_line(f"\n== smoke test in {platform.name}'s base with {' '.join(plan.packages)}")
         log = layout.logs / "reproduce-smoke.log"

@@ -173,6 +173,20 @@ class Runtime:
         }
 
 
+def unresolved(elf: ElfFacts, python: str = "") -> Runtime:
+    """A wheel's record from its ELF files alone, no package resolved: what a smoke
+    test needs when the packages to install are given (reproduce, tests)."""
+    return Runtime(
+        python=python,
+        glibc=elf.glibc,
+        libraries=(),
+        packages={},
+        unresolved=(),
+        extensions=elf.extensions,
+        top_level=elf.top_level,
+    )
+
+
 def resolve(
     elf: ElfFacts, image: RuntimeFacts, python: str, builder: RuntimeFacts | None = None
 ) -> Runtime:

@@ -34,7 +34,7 @@ from orchestrator.images.base import ensure_base
 from orchestrator.images.pipeline import ImagesReport
 from orchestrator.model import Arch
 from orchestrator.store import Store
-from orchestrator.trust.runtime import Runtime, analyse
+from orchestrator.trust.runtime import analyse, unresolved
 from orchestrator.trust.smoke import smoke_plan, smoke_test
 from tests.matrices import local_matrix_copy
 from tests.wheelfactory import make_sdist, simple_index
@@ -114,15 +114,7 @@ def test_the_smoke_test_fails_with_the_runtime_list_emptied(
         job = built.jobs[f"{platform.name}/{PIN}"]
         wheel = root / "wheels" / platform.name / "simple" / "psycopg2" / job["wheel"]
         elf = analyse(str(wheel))
-        runtime = Runtime(
-            python="3.11",
-            glibc=elf.glibc,
-            libraries=(),
-            packages={},
-            unresolved=(),
-            extensions=elf.extensions,
-            top_level=elf.top_level,
-        )
+        runtime = unresolved(elf, "3.11")
         emptied = smoke_plan("3.11", runtime)
         assert emptied.packages == ("python3.11",)
         lines: list[str] = []
