@@ -17,7 +17,7 @@ from orchestrator.build.system import system_image
 from orchestrator.config.matrix import Platform
 from orchestrator.core.errors import InputError, RegistryError
 from orchestrator.core.layout import RunLayout
-from orchestrator.core.quoting import comment, shell_word, shown
+from orchestrator.core.quoting import clipped, comment, shell_word, shown
 from orchestrator.engines import Engine, RunRequest
 from orchestrator.images.base import ensure_base
 from orchestrator.images.sysdeps import install_dockerfile
@@ -162,8 +162,8 @@ def _find_job(report: Mapping[str, Any], platform: str, requirement: str) -> Map
         listed = ", ".join(comment(k)[:120] for k in known[:MAX_LISTED]) or "none"
         more = f" and {len(known) - MAX_LISTED} more" if len(known) > MAX_LISTED else ""
         raise InputError(
-            f"no job for {shown(platform)} {shown(requirement)} in report "
-            f"{shown(str(report['run_id']))}",
+            f"no job for {clipped(platform)} {clipped(requirement)} in report "
+            f"{clipped(str(report['run_id']))}",
             hint=f"jobs in it: {listed}{more}",
         )
     matches.sort(key=lambda j: j["status"] == "built")

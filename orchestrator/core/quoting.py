@@ -33,6 +33,12 @@ def comment(value: object) -> str:
     return _CONTROL.sub("?", str(value))
 
 
+def clipped(value: str, limit: int = 120) -> str:
+    """A value as a message names it, bare: control characters shown as `?`, cut."""
+    text = comment(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def shown(value: str, limit: int = 60) -> str:
     """A value as a message shows it: repr'd and cut, so a huge or odd value stays short."""
     return repr(value if len(value) <= limit else value[:limit] + "...")

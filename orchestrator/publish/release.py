@@ -42,15 +42,18 @@ def store_and_publish(
     jobs: Sequence[WheelRecord], *, matrix: Matrix, platforms: Sequence[str],
     layout: RunLayout, replace: bool,
 ) -> PublishOutcome:  # fmt: skip
-    store = Store(matrix.index.root)
     try:
+        store = Store(matrix.index.root)
         added = _store(store, jobs, layout=layout, replace=replace)
     except StoreConflict as exc:  # an unusable manifest: nothing is published (exit 4)
         return PublishOutcome(errors={"(store)": _failed(exc.message)}, error=exc)
     except (OSError, OrchestrateError) as exc:  # e.g. a full disk: the index stays as it was
         message = exc.message if isinstance(exc, OrchestrateError) else str(exc)
         return PublishOutcome(errors={"(store)": _failed(message)}, error=_disk(matrix, exc))
-    results = publish(store, platforms, keep=matrix.index.keep_releases)
+    try:
+        results = publish(store, platforms, keep=matrix.index.keep_releases)
+    except OrchestrateError as exc:  # an unusable manifest (4), a root not ours (2)
+        return PublishOutcome(added=added, errors={"(publish)": exc.message}, error=exc)
     failed = [r for r in results if r.status is PublishStatus.FAILED]
     on_disk = any(r.environment for r in failed)
     return PublishOutcome(
