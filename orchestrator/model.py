@@ -144,6 +144,14 @@ class PublishStatus(StrEnum):
     FAILED = "failed"
 
 
+class ShardStatus(StrEnum):
+    """A shard of the night, as the merge found it."""
+
+    MERGED = "merged"
+    STALE = "stale"  # from an older night's plan, merged because --allow-stale
+    MISSING = "missing"  # the plan wanted it; no bundle came: its platforms stay as they were
+
+
 class ImageStatus(StrEnum):
     BUILT = "built"
     FRESH = "fresh"

@@ -33,10 +33,11 @@ from orchestrator.core.layout import RunLayout
 from orchestrator.engines.pool import EnginePool
 from orchestrator.images.facts import ImageFacts, ProbeCache
 from orchestrator.images.pipeline import ImagesReport, run_images
-from orchestrator.model import Category
+from orchestrator.model import Category, ShardStatus
 from orchestrator.plan.decide import Decision
-from orchestrator.plan.gather import BuilderRuntime, PlanResult, make_plan
+from orchestrator.plan.gather import BuilderRuntime, PlanResult, make_plan, planned
 from orchestrator.plan.overrides import Overrides
+from orchestrator.plan.planfile import PlanFile
 from orchestrator.plan.upstream import ProjectPage, Upstream, oldest_supporting
 from orchestrator.publish.index import PublishResult
 from orchestrator.publish.release import PublishOutcome, now, store_and_publish
@@ -66,6 +67,23 @@ class BuildRequest:
     constraints: tuple[Path, ...] = ()
     options: BuildOptions = BuildOptions()
     layout: RunLayout
+    plan: PlanFile | None = None  # decisions made before (a shard's), instead of planning
+    publish: bool = True  # False: a shard's night, which a merge stores and publishes
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShardResult:
+    """One shard of a merged night: what came of it, and from which bundles."""
+
+    name: str
+    platforms: tuple[str, ...]
+    status: ShardStatus
+    bundles: tuple[str, ...] = ()
+    runs: tuple[str, ...] = ()  # the shard runs' IDs
+
+    def as_dict(self) -> dict[str, object]:
+        return {"name": self.name, "platforms": list(self.platforms), "status": self.status.value,
+                "bundles": list(self.bundles), "runs": list(self.runs)}  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,6 +101,11 @@ class BuildOutcome:
     publish: PublishOutcome = field(default_factory=PublishOutcome)
     stages: Mapping[str, float] = field(default_factory=dict)
     stopped: BaseException | None = None  # what ended the night early, if anything did
+    shards: tuple[ShardResult, ...] = ()  # a merged night's shards
+
+    @property
+    def missing_shards(self) -> list[ShardResult]:
+        return [s for s in self.shards if s.status is ShardStatus.MISSING]
 
     @property
     def error(self) -> str:
@@ -156,11 +179,15 @@ def run_build(
                             on_event=on_event, clock=clock)  # fmt: skip
     except Exception as exc:  # kept in the outcome; the CLI raises it
         built = JobsOutcome(jobs=built.jobs, stopped=exc)
-    with clock.stage("publish"):
-        published = store_and_publish(
-            built.jobs, matrix=request.matrix, platforms=[p.name for p in request.platforms],
-            layout=request.layout, replace=request.options.replace,
-        )  # fmt: skip
+    published = PublishOutcome()
+    if request.publish:
+        with clock.stage("publish"):
+            published = store_and_publish(
+                built.jobs, matrix=request.matrix,
+                platforms=[p.name for p in request.platforms],
+                wheel_of=lambda job: request.layout.job_dir(job.job) / str(job.wheel),
+                replace=request.options.replace,
+            )  # fmt: skip
     return BuildOutcome(
         run_id=request.layout.run_id, started=started, finished=now(),
         platforms=tuple(p.name for p in request.platforms), images=images,
@@ -181,14 +208,18 @@ def _images(
 
 
 def _plan(request: BuildRequest, images: ImagesReport) -> PlanResult:
+    upstream = Upstream.of(request.matrix.index, request.layout.index_cache)
+    probed = {p: f.tags for p, f in images.facts.items()}
+    if request.plan is not None:
+        return planned(request.plan.decisions, request.platforms, upstream=upstream, probed=probed)
     return make_plan(
         request.matrix,
         request.platforms,
         request.requirements,
         request.constraints,
         resolve_latest=request.options.resolve_latest,
-        upstream=Upstream.of(request.matrix.index, request.layout.index_cache),
-        probed={p: f.tags for p, f in images.facts.items()},
+        upstream=upstream,
+        probed=probed,
         builders=builders_of(images.facts),
     )
 
@@ -271,4 +302,11 @@ def _with_release_hint(record: WheelRecord, pages: Mapping[str, ProjectPage | No
     return record
 
 
-__all__ = ["BuildOptions", "BuildOutcome", "BuildRequest", "run_build"]
+__all__ = [
+    "BuildOptions",
+    "BuildOutcome",
+    "BuildRequest",
+    "ShardResult",
+    "StageClock",
+    "run_build",
+]

@@ -110,6 +110,17 @@ class WheelRecord:
     def as_dict(self) -> dict[str, object]:
         return {**self.__dict__, "mode": self.mode or ""}  # the report's schema: a string
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WheelRecord:
+        """A record read back from a report already checked against its schema (a
+        shard's, in a bundle): its closed sets as enums again."""
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(
+            **{**known, "status": JobStatus(data["status"]), "kind": JobKind(data["kind"]),
+               "category": Category(data["category"]) if data.get("category") else None,
+               "mode": Mode(data["mode"]) if data.get("mode") else None},
+        )  # fmt: skip
+
     def fail(self, failure: Failure, status: JobStatus = JobStatus.FAILED) -> None:
         self.status, self.category = status, failure.category
         self.error, self.hint = failure.first_line, failure.hint

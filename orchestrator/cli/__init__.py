@@ -21,6 +21,7 @@ from orchestrator.cli.doctor import doctor, setup_host
 from orchestrator.cli.images import images
 from orchestrator.cli.index import prune, publish, rollback, serve
 from orchestrator.cli.matrix import matrix
+from orchestrator.cli.merge import merge
 from orchestrator.cli.plan import plan
 from orchestrator.cli.reproduce import report, reproduce
 from orchestrator.core.errors import EXIT_INPUT, EXIT_INTERRUPTED, OrchestrateError
@@ -54,6 +55,7 @@ cli.add_command(setup_host)
 cli.add_command(plan)
 cli.add_command(images)
 cli.add_command(build)
+cli.add_command(merge)
 for command in (publish, prune, rollback, serve, reproduce, report):
     cli.add_command(command)
 

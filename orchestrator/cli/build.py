@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import click
 
 from orchestrator.build.execute import emulated_by_arch, emulated_seconds
+from orchestrator.bundle import BundleContents, check_target, write_bundle
 from orchestrator.cli.app import (
     App,
     Seconds,
@@ -22,8 +24,9 @@ from orchestrator.cli.app import (
     signals_cancel,
     workdir_option,
 )
-from orchestrator.cli.plan import FILE, missing_exit, requirement_options
+from orchestrator.cli.plan import FILE, missing_exit, plan_file_of, requirement_options
 from orchestrator.cli.progress import Progress
+from orchestrator.config.matrix import Platform, expand
 from orchestrator.core.errors import (
     EXIT_CONFLICT,
     EXIT_FAILED,
@@ -31,6 +34,7 @@ from orchestrator.core.errors import (
     OrchestrateError,
 )
 from orchestrator.plan.gather import check_something_to_plan
+from orchestrator.plan.planfile import PlanFile, load_plan
 from orchestrator.report.ci import write_junit, write_metrics
 from orchestrator.report.data import report_of, save_run_report, with_previous, write_report
 from orchestrator.report.html import write_html
@@ -81,6 +85,20 @@ from orchestrator.store import Store
     type=FILE,
     help="Also write Prometheus text-format metrics (node_exporter's textfile collector).",
 )
+@click.option(
+    "--plan",
+    "plan_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Build the decisions of this plan file (`plan --save-plan`) instead of planning: "
+    "every shard of a night builds the same decisions.",
+)
+@click.option("--shard", help="Build this shard of the --plan file (its platforms).")
+@click.option(
+    "--bundle",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Publish nothing: write the wheels, records, logs and report to this new folder, "
+    "for `orchestrate merge` (a CI artifact).",
+)
 @format_option
 @pass_app
 def build(  # noqa: PLR0913 - click passes each of its options as a parameter
@@ -100,38 +118,102 @@ def build(  # noqa: PLR0913 - click passes each of its options as a parameter
     build_constraints: tuple[Path, ...],
     junit_path: Path | None,
     metrics_path: Path | None,
+    plan_path: Path | None,
+    shard: str | None,
+    bundle: Path | None,
     fmt: str,
 ) -> int:
-    """Build every wheel the plan says is missing, then publish the index."""
-    check_something_to_plan(app.matrix, requirements)
+    """Build every wheel the plan says is missing, then publish the index (or, with
+    --bundle, hand it to `orchestrate merge`)."""
+    given, platforms = shard_of(app, plan_path, shard)
+    check_inputs(app, given, requirements, bundle)
+    options = BuildOptions(
+        emulate_when_busy=emulate_when_busy, fail_fast=fail_fast, keep_failed=keep_failed,
+        replace=replace, timeout=timeout, resolve_latest=resolve_latest, deadline=deadline,
+        build_constraints=_constraint_lines(app, build_constraints),
+    )  # fmt: skip
     request = BuildRequest(
-        matrix=app.matrix,
-        platforms=app.platforms,
-        requirements=requirements,
-        constraints=constraints,
-        options=BuildOptions(
-            emulate_when_busy=emulate_when_busy,
-            fail_fast=fail_fast,
-            keep_failed=keep_failed,
-            replace=replace,
-            timeout=timeout,
-            resolve_latest=resolve_latest,
-            deadline=deadline,
-            build_constraints=_constraint_lines(app, build_constraints),
-        ),
-        layout=app.layout,
-    )
+        matrix=app.matrix, platforms=platforms, plan=given, publish=bundle is None,
+        requirements=requirements, constraints=constraints, options=options, layout=app.layout,
+    )  # fmt: skip
     outcome, cancel = _run(app, request)
     paths = ReportPaths(json=report_path, junit=junit_path, metrics=metrics_path)
-    report, saved = _write_reports(app, outcome, paths)
+    report, saved = write_reports(app, outcome, paths)
+    if bundle is not None:  # what finished, even when something stopped the night
+        made = given or plan_file_of(app, outcome.plan, [*requirements, *constraints])
+        hand_over(app, outcome, report, ShardBundle(folder=bundle, plan=made, shard=shard))
     if outcome.stopped is not None:  # what stopped the night says why, with its exit code
         raise outcome.stopped
     if fmt == "json":
-        echo_json(_json_summary(outcome, report, saved))
+        echo_json(json_summary(outcome, report, saved))
     else:
-        _summary(app, outcome, saved)
+        night_summary(app, outcome, saved)
     raise_if_cancelled(cancel)
     return exit_code(outcome, allow_unavailable=allow_unavailable)
+
+
+def check_inputs(
+    app: App, given: PlanFile | None, requirements: tuple[Path, ...], bundle: Path | None
+) -> None:
+    """What can be refused before an hour of building."""
+    if given is None:
+        check_something_to_plan(app.matrix, requirements)
+    if bundle is not None:
+        check_target(bundle)
+
+
+def shard_of(
+    app: App, plan_path: Path | None, shard: str | None
+) -> tuple[PlanFile | None, tuple[Platform, ...]]:
+    """The plan file to build from, if any, and the platforms: the shard's, or those
+    --platform selects (which the plan must cover)."""
+    if plan_path is None:
+        if shard is not None:
+            raise InputError("--shard names a shard of a plan file: pass --plan too")
+        return None, app.platforms
+    plan = load_plan(plan_path)
+    if plan.matrix != app.matrix.digest:
+        raise InputError(
+            f"{plan_path}: made from another matrix (sha256 {plan.matrix[:12]}; "
+            f"{app.matrix_path} is {app.matrix.digest[:12]})",
+            hint="build with the matrix the plan job used",
+        )
+    if shard is not None and app.patterns:
+        raise InputError("pass --shard or --platform, not both")
+    wanted = plan.shard(shard).platforms if shard is not None else None
+    every = expand(app.matrix)
+    platforms = tuple(p for p in every if p.name in wanted) if wanted else app.platforms
+    outside = [p.name for p in platforms if p.name not in plan.platforms]
+    if outside:
+        raise InputError(f"{plan_path}: the plan does not cover {', '.join(outside)}")
+    return plan, platforms
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShardBundle:
+    folder: Path
+    plan: PlanFile
+    shard: str | None  # default: the plan's shard of the night's platforms
+
+
+def hand_over(app: App, outcome: BuildOutcome, report: dict[str, Any], to: ShardBundle) -> None:
+    """The shard's night as a bundle, for `orchestrate merge`."""
+    platforms = [p for p in expand(app.matrix) if p.name in outcome.platforms]
+    write_bundle(to.folder, BundleContents(
+        shard=to.shard or shard_name(to.plan, platforms), plan=to.plan, report=report,
+        jobs=outcome.jobs, wheel_dir={j.job: app.layout.job_dir(j.job) for j in outcome.jobs},
+    ))  # fmt: skip
+    if app.verbosity >= 0:
+        click.echo(f"bundle: {to.folder} (for `orchestrate merge`; nothing was published)")
+
+
+def shard_name(plan: PlanFile, platforms: Sequence[Platform]) -> str:
+    """The plan's shard of exactly these platforms; else their names joined."""
+    names = {p.name for p in platforms}
+    for shard in plan.shards:
+        if set(shard.platforms) == names:
+            return shard.name
+    return "+".join(sorted(names))
 
 
 def _run(app: App, request: BuildRequest) -> tuple[BuildOutcome, Cancel]:
@@ -179,7 +261,7 @@ class ReportPaths:
     metrics: Path | None = None
 
 
-def _write_reports(
+def write_reports(
     app: App, outcome: BuildOutcome, paths: ReportPaths
 ) -> tuple[dict[str, Any], Path]:
     """The night's report, once: saved with its HTML page, and wherever asked."""
@@ -210,7 +292,7 @@ def _index_sizes(app: App, run: BuildOutcome) -> dict[str, tuple[int, int]]:
     }
 
 
-def _json_summary(run: BuildOutcome, report: dict[str, Any], saved: Path) -> dict[str, object]:
+def json_summary(run: BuildOutcome, report: dict[str, Any], saved: Path) -> dict[str, object]:
     return {
         "run_id": run.run_id,
         "summary": report["summary"],
@@ -226,7 +308,7 @@ def _json_summary(run: BuildOutcome, report: dict[str, Any], saved: Path) -> dic
     }  # fmt: skip
 
 
-def _summary(app: App, run: BuildOutcome, report: Path) -> None:
+def night_summary(app: App, run: BuildOutcome, report: Path) -> None:
     if app.verbosity >= 0:
         click.echo("")
     rows = [

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
 
+from orchestrator.build.execute import Durations
 from orchestrator.cli.app import App, F, format_option, matrix_options, pass_app, print_rows
 from orchestrator.core.errors import EXIT_FAILED
 from orchestrator.model import Action
 from orchestrator.plan.decide import Decision, missing_pins
 from orchestrator.plan.gather import make_plan
+from orchestrator.plan.planfile import PlanFile, file_digests, make_plan_file
+from orchestrator.plan.shards import github_matrix, shards_of
 from orchestrator.plan.upstream import Upstream
+from orchestrator.publish.release import now
 from orchestrator.report.data import write_text_atomic
 
 FILE = click.Path(path_type=Path, dir_okay=False)
@@ -53,8 +58,19 @@ def requirement_options(func: F) -> F:
 @requirement_options
 @format_option
 @click.option("--output", "-o", type=FILE, help="Write the plan here (only when it succeeds).")
+@click.option(
+    "--shards",
+    is_flag=True,
+    help="Print the night's shards (one CI job each) as JSON for GitHub Actions' "
+    'strategy.matrix: {"include": [...]}, the shards with nothing to build left out.',
+)
+@click.option(
+    "--save-plan",
+    type=FILE,
+    help="Write the plan file the shards build from (`build --plan`) and the merge checks.",
+)
 @pass_app
-def plan(
+def plan(  # noqa: PLR0913 - click passes each of its options as a parameter
     app: App,
     requirements: tuple[Path, ...],
     constraints: tuple[Path, ...],
@@ -63,6 +79,8 @@ def plan(
     allow_unavailable: bool,
     fmt: str,
     output: Path | None,
+    shards: bool,
+    save_plan: Path | None,
 ) -> int:
     """Decide per platform which pinned requirements need a wheel built."""
     result = make_plan(
@@ -77,6 +95,13 @@ def plan(
     )
     for notice in result.notices:
         click.echo(f"notice: {notice}", err=True)
+    if shards or save_plan is not None:
+        made = plan_file_of(app, result.decisions, [*requirements, *constraints])
+        if save_plan is not None:
+            _write_atomic(save_plan, json.dumps(made.as_dict(), indent=1) + "\n")
+        if shards:
+            click.echo(json.dumps(github_matrix(made.shards)))
+            return missing_exit(result.decisions, allow_unavailable)
     text = json.dumps([d.as_dict() for d in result.decisions], indent=1) if fmt == "json" else None
     if output is not None:
         _write_atomic(output, text or json.dumps([d.as_dict() for d in result.decisions]))
@@ -90,6 +115,17 @@ def plan(
         f"{stats.not_modified} not modified, {stats.retries} retries"
     )
     return missing_exit(result.decisions, allow_unavailable)
+
+
+def plan_file_of(app: App, decisions: Sequence[Decision], inputs: Sequence[Path]) -> PlanFile:
+    """The plan as a file the shards build from, with its shards."""
+    expected = Durations(app.layout.durations).expected
+    return make_plan_file(
+        matrix=app.matrix.digest, inputs=file_digests(inputs),
+        platforms=[p.name for p in app.platforms], decisions=decisions,
+        shards=shards_of(decisions, app.platforms, app.matrix.runners, expected),
+        created=now(),
+    )  # fmt: skip
 
 
 def branch_rows(decisions: list[Decision]) -> list[tuple[str, ...]]:

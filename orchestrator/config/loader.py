@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import hashlib
 import types
 import typing
 from collections.abc import Iterator
@@ -71,7 +72,9 @@ def load_matrix(path: Path) -> Matrix:
         matrix = Matrix.model_validate(data)
     except ValidationError as exc:
         raise _convert(exc, data, marks, str(path)) from None
-    return _resolve_paths(matrix.model_copy(update={"source": path.resolve()}), marks, path)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    located = matrix.model_copy(update={"source": path.resolve(), "digest": digest})
+    return _resolve_paths(located, marks, path)
 
 
 def _read(path: Path) -> str:

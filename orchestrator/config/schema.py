@@ -368,6 +368,20 @@ class BranchSpec(Model):
         return self.constraints.startswith(("http://", "https://"))
 
 
+RUNNER_LABEL_RE = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"
+RunnerLabel = Annotated[str, _grammar(RUNNER_LABEL_RE, "a CI runner label", 100)]
+
+
+class RunnerSpec(Model):
+    """Which CI runners build which platforms, and in which shard: the first entry
+    whose glob matches a platform wins; unmatched platforms go one shard per arch."""
+
+    platforms: Annotated[str, Field(pattern=r"^[A-Za-z0-9*?\[\]._-]+$", max_length=200)]
+    labels: tuple[RunnerLabel, ...] = Field(min_length=1, max_length=20)
+    shard: Name | None = None  # default: the arch of the platform
+    native: StrictBool = True  # False: these runners emulate the platform's arch (QEMU)
+
+
 class SkipSpec(Model):
     platform: str = "*"
     name: str
@@ -424,9 +438,11 @@ class Matrix(Model):
     from_source: tuple[ProjectName, ...] = ()
     overrides: tuple[OverrideSpec, ...] = ()
     branches: tuple[BranchSpec, ...] = ()
+    runners: tuple[RunnerSpec, ...] = ()
     # Filled by the loader, never by the file: relative paths resolve here.
     source: Path = Field(default=Path(), exclude=True)
     warnings: tuple[str, ...] = Field(default=(), exclude=True)
+    digest: str = Field(default="", exclude=True)  # the file's sha256: a plan's matrix
 
     @field_validator("packages")
     @classmethod

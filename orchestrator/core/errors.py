@@ -113,6 +113,16 @@ class StoreConflict(OrchestrateError):
     exit_code = EXIT_CONFLICT
 
 
+class BadBundle(InputError):
+    """A shard's bundle that is not whole or not of this night: refused before any of
+    it is used (exit 2)."""
+
+
+class TamperedBundle(StoreConflict):
+    """A bundle whose files differ from its manifest (exit 4): edited or damaged on
+    the way."""
+
+
 class UnsafeName(InputError):
     """A file name that would escape the store or does not parse."""
 

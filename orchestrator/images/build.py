@@ -7,10 +7,11 @@ import os
 import subprocess
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from orchestrator.config import Matrix
 from orchestrator.config.matrix import Platform
@@ -60,6 +61,16 @@ class ImageResult:
         out = {k: v for k, v in self.__dict__.items() if k not in ("tags", "glibc", "runtime")}
         out["native_compiler"] = self.native_compiler.as_dict() if self.native_compiler else None
         return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ImageResult:
+        """A result read back from a report already checked against its schema."""
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        compiler = data.get("native_compiler")
+        return cls(
+            **{**known, "status": ImageStatus(data["status"]),
+               "native_compiler": NativeCompiler(**compiler) if compiler else None},
+        )  # fmt: skip
 
 
 def image_tag(matrix: Matrix, platform: Platform) -> str:

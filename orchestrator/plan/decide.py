@@ -16,6 +16,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.tags import Tag
@@ -67,6 +68,12 @@ class Decision:
             "sdist_url": self.sdist_url,
             "sdist_sha256": self.sdist_sha256,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Decision:
+        """From a plan file already checked against its schema."""
+        fields = {k: v for k, v in data.items() if k not in ("action", "branches")}
+        return cls(**fields, action=Action(data["action"]), branches=tuple(data["branches"]))
 
 
 def merge_branches(per_branch: Sequence[tuple[str, Sequence[Decision]]]) -> list[Decision]:

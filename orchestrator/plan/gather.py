@@ -297,6 +297,28 @@ def make_plan(
     )
 
 
+def planned(
+    decisions: Sequence[Decision],
+    platforms: Sequence[Platform],
+    *,
+    upstream: Upstream,
+    probed: Probed | None = None,
+) -> PlanResult:
+    """A plan made before (a plan file): its decisions as they were, for the selected
+    platforms; the index's pages only for build-dependency choices and hints."""
+    names = {p.name for p in platforms}
+    mine = [d for d in decisions if d.platform in names]
+    pages = upstream.projects({d.name for d in mine})
+    return PlanResult(
+        decisions=mine,
+        stats=upstream.stats,
+        pages=pages,
+        tagsets=tagsets_for(platforms, probed or {}),
+        upstream=upstream,
+        notices=[],
+    )
+
+
 def _read(branch: BranchInput) -> Requirements:
     reqs = reqs_mod.read(
         list(branch.requirements), list(branch.constraints), remote=frozenset(branch.remote)

@@ -5,9 +5,10 @@ disk's sake, so the report always says what was kept and what was published."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from orchestrator.build.records import WheelRecord
 from orchestrator.config import Matrix
@@ -16,7 +17,6 @@ from orchestrator.core.errors import (
     OrchestrateError,
     StoreConflict,
 )
-from orchestrator.core.layout import RunLayout
 from orchestrator.model import JobKind, JobStatus, PublishStatus, StoreOutcome
 from orchestrator.publish.index import PublishResult, publish
 from orchestrator.publish.provenance import statement
@@ -38,13 +38,17 @@ class PublishOutcome:
         return [a for a in self.added if a.outcome is StoreOutcome.MISMATCH]
 
 
+# Where a built job's wheel file is: its job folder, or its place in a bundle.
+WheelOf = Callable[[WheelRecord], Path]
+
+
 def store_and_publish(
     jobs: Sequence[WheelRecord], *, matrix: Matrix, platforms: Sequence[str],
-    layout: RunLayout, replace: bool,
+    wheel_of: WheelOf, replace: bool,
 ) -> PublishOutcome:  # fmt: skip
     try:
         store = Store(matrix.index.root)
-        added = _store(store, jobs, layout=layout, replace=replace)
+        added = _store(store, jobs, wheel_of=wheel_of, replace=replace)
     except StoreConflict as exc:  # an unusable manifest: nothing is published (exit 4)
         return PublishOutcome(errors={"(store)": _failed(exc.message)}, error=exc)
     except (OSError, OrchestrateError) as exc:  # e.g. a full disk: the index stays as it was
@@ -79,7 +83,7 @@ def _disk(matrix: Matrix, exc: Exception | None) -> OrchestrateError:
 
 
 def _store(
-    store: Store, jobs: Sequence[WheelRecord], *, layout: RunLayout, replace: bool
+    store: Store, jobs: Sequence[WheelRecord], *, wheel_of: WheelOf, replace: bool
 ) -> tuple[AddResult, ...]:
     wheels = [j for j in jobs if j.kind is JobKind.WHEEL]
     serves: dict[str, list[str]] = {}  # wheel filename -> the platforms it serves
@@ -97,7 +101,7 @@ def _store(
             added.append(
                 store.add(
                     records,
-                    layout.job_dir(job.job) / job.wheel,
+                    wheel_of(job),
                     ordered,
                     _provenance(job),
                     replace=replace,

@@ -60,6 +60,7 @@ def report_of(run: BuildOutcome, matrix_path: str) -> dict[str, Any]:
         "store": [s.__dict__ for s in run.store],
         "published": [p.__dict__ for p in run.published],
         "publish_errors": dict(run.publish_errors),
+        **({"shards": [s.as_dict() for s in run.shards]} if run.shards else {}),
     }
 
 

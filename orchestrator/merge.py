@@ -1,0 +1,164 @@
+"""`orchestrate merge`: the shards' bundles into the store, and one publish.
+
+Every bundle is verified before any of it is used (`bundle.open_bundle`), then
+checked against the night's plan: the plan given with `--plan`, else the newest
+plan the bundles carry. A bundle of another plan is refused, naming what differs;
+one from an older night only with `--allow-stale`. The bundles' wheels then go
+into the store under the rules a local build follows (identical bytes are one file
+for every platform they serve; other bytes under a taken name are a mismatch,
+exit 4; a rebuild gets the next build tag), and each platform is published
+atomically under the publish lock. A shard the plan wanted and no bundle brought
+is named in the report; its platforms' indexes stay as they were (exit 1).
+
+Merging is idempotent: a bundle merged again adds identical bytes, so no record
+and no published release changes.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from orchestrator.build.records import WheelRecord
+from orchestrator.bundle import Bundle, open_bundle
+from orchestrator.config import Matrix
+from orchestrator.core.errors import BadBundle, InputError
+from orchestrator.core.layout import RunLayout
+from orchestrator.images.build import ImageResult
+from orchestrator.images.pipeline import ImagesReport
+from orchestrator.model import ShardStatus
+from orchestrator.plan.planfile import PlanFile, differences
+from orchestrator.publish.release import now, store_and_publish
+from orchestrator.run import BuildOutcome, ShardResult, StageClock
+
+
+@dataclass(frozen=True, kw_only=True)
+class MergeOptions:
+    allow_stale: bool = False  # merge bundles of an older night's plan too
+    replace: bool = False  # a wheel whose bytes differ replaces the stored one
+
+
+@dataclass(frozen=True, kw_only=True)
+class MergeRequest:
+    matrix: Matrix
+    bundles: tuple[Path, ...]
+    layout: RunLayout
+    plan: PlanFile | None = None  # the night's plan; default: the newest the bundles carry
+    options: MergeOptions = MergeOptions()
+
+
+def merge_night(request: MergeRequest) -> BuildOutcome:
+    """The merged night as one outcome, as a local build's: the same report follows."""
+    started, clock = now(), StageClock()
+    with clock.stage("verify"):
+        bundles = _unique([open_bundle(p, matrix=request.matrix) for p in request.bundles])
+        plan = _night_plan(bundles, request.plan)
+        stale = _check_plans(bundles, plan, allow_stale=request.options.allow_stale)
+    shards = shard_results(plan, bundles, stale)
+    gone = {p for s in shards if s.status is ShardStatus.MISSING for p in s.platforms}
+    platforms = [p for p in plan.platforms if p not in gone]
+    jobs, owner = _jobs(bundles, request.layout)
+    with clock.stage("publish"):
+        published = store_and_publish(
+            jobs, matrix=request.matrix, platforms=platforms,
+            wheel_of=lambda job: owner[id(job)].wheel(job), replace=request.options.replace,
+        )  # fmt: skip
+    images = [ImageResult.from_dict(i) for b in bundles for i in b.report["images"]]
+    return BuildOutcome(
+        run_id=request.layout.run_id, started=started, finished=now(),
+        platforms=tuple(platforms), images=ImagesReport(results=images),
+        plan=plan.decisions, jobs=tuple(jobs), publish=published,
+        stages=dict(clock.seconds), shards=shards,
+        sdist_downloads=sum(b.report["summary"].get("sdist_downloads", 0) for b in bundles),
+    )  # fmt: skip
+
+
+def _unique(bundles: Sequence[Bundle]) -> list[Bundle]:
+    """The same bundle given twice (the same manifest bytes) counts once."""
+    seen: dict[str, Bundle] = {}
+    for bundle in bundles:
+        seen.setdefault(bundle.digest, bundle)
+    return list(seen.values())
+
+
+def _night_plan(bundles: Sequence[Bundle], given: PlanFile | None) -> PlanFile:
+    if given is not None:
+        return given
+    if not bundles:
+        raise InputError(
+            "nothing to merge: no bundle and no plan",
+            hint="pass the shards' bundle folders, or --plan to publish without them",
+        )
+    return max((b.plan for b in bundles), key=lambda p: (p.created, p.identity))
+
+
+def _check_plans(bundles: Sequence[Bundle], plan: PlanFile, *, allow_stale: bool) -> set[str]:
+    """The digests of bundles from an older night (merged only with allow_stale);
+    a bundle of any other plan is refused, naming what differs."""
+    stale = set()
+    for bundle in bundles:
+        if bundle.plan.identity == plan.identity:
+            continue
+        what = "; ".join(differences(bundle.plan, plan))
+        older = bundle.plan.created < plan.created
+        if older and allow_stale:
+            stale.add(bundle.digest)
+            continue
+        raise BadBundle(
+            f"{bundle.path}: built from "
+            + (f"an older night's plan (made {bundle.plan.created}; this night's "
+               f"{plan.created})" if older else f"another plan than {plan.identity[:16]}")
+            + f"; what differs: {what}",
+            hint="--allow-stale merges an older night's bundle too" if older else
+            "build every shard with `build --plan` from one `plan --shards --save-plan`",
+        )  # fmt: skip
+    return stale
+
+
+def shard_results(
+    plan: PlanFile, bundles: Sequence[Bundle], stale: set[str]
+) -> tuple[ShardResult, ...]:
+    """Each shard the plan wanted (or a bundle brought): merged, stale or missing."""
+    by_name: dict[str, list[Bundle]] = {}
+    for bundle in bundles:
+        by_name.setdefault(bundle.shard, []).append(bundle)
+    wanted = {s.name: s.platforms for s in plan.busy_shards}
+    names = list(dict.fromkeys([*wanted, *by_name]))
+    out = []
+    for name in names:
+        came = by_name.get(name, [])
+        status = (
+            ShardStatus.MISSING if not came
+            else ShardStatus.STALE if all(b.digest in stale for b in came)
+            else ShardStatus.MERGED
+        )  # fmt: skip
+        platforms = wanted.get(name) or tuple(p for b in came for p in b.platforms)
+        out.append(ShardResult(
+            name=name, platforms=tuple(platforms), status=status,
+            bundles=tuple(str(b.path) for b in came), runs=tuple(b.run_id for b in came),
+        ))  # fmt: skip
+    return tuple(out)
+
+
+def _jobs(
+    bundles: Sequence[Bundle], layout: RunLayout
+) -> tuple[list[WheelRecord], dict[int, Bundle]]:
+    """Every bundle's job records, their logs copied under this run's logs (so the
+    merged report's links work where the merge ran), and which bundle holds each."""
+    jobs: list[WheelRecord] = []
+    owner: dict[int, Bundle] = {}
+    for bundle in bundles:
+        for job in bundle.jobs:
+            log = ""
+            source = bundle.log(job)
+            if source.is_file():
+                target = layout.job_log(job.job)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
+                log = str(target)
+            moved = replace(job, log=log)
+            jobs.append(moved)
+            owner[id(moved)] = bundle
+    return jobs, owner
