@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import cache, compilers, freshness, openstack, scheduling
+from benchmarks import cache, compilers, freshness, openstack, scheduling, shards
 from benchmarks.common import OUT, Row, machine, plot, print_table, save
 from orchestrator.config import load_matrix
 from orchestrator.config.matrix import expand
@@ -67,6 +67,9 @@ def main() -> int:
         measured = openstack.openstack()
         openstack.save_rows(measured)
         rows += measured
+        print("== a night across runners: two shards at once, one merge (long)", flush=True)
+        two, reports = shards.two_runners(single_root=OUT / "openstack-index")
+        rows += two + shards.opendev_scale(reports)
 
     print()
     print_table(rows)

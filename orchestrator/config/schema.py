@@ -456,6 +456,14 @@ class Matrix(Model):
         _no_duplicates([e.name for e in self.engines], "engines", "engine name")
         _no_duplicates([f"{d.name}-{d.release}" for d in self.distros], "distros", "platform")
         _no_duplicates([b.name for b in self.branches], "branches", "branch name")
+        labels: dict[str, tuple[str, ...]] = {}
+        for rule in self.runners:
+            if rule.shard and labels.setdefault(rule.shard, rule.labels) != rule.labels:
+                raise ValueError(
+                    f"runners: shard {rule.shard!r} is given two sets of labels "
+                    f"({', '.join(labels[rule.shard])} and {', '.join(rule.labels)}); "
+                    "a shard runs on one kind of runner"
+                )
         return self
 
     def resolve(self, path: Path) -> Path:

@@ -1,0 +1,342 @@
+"""A night across runners, on one machine: `plan --shards`, two `build --bundle`
+processes at once (each with its own workdir and cache, sharing only the engine and
+the registry, as two CI runners would), then one `merge`. The merged index must be
+the one a single host publishes; bad bundles, missing shards, concurrent and killed
+merges must leave the index consistent."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import multiprocessing
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.cli import main
+from orchestrator.images.pipeline import ImagesReport
+from tests.matrices import local_matrix_copy
+
+AMD, ARM = "debian-bookworm-amd64", "debian-bookworm-arm64"
+PLATFORMS = (AMD, ARM)
+# A C extension (a wheel per arch) and a pure wheel (one file for both): a .zip sdist.
+REQUIREMENTS = "crcmod==1.7\nsimplegeneric==0.8.1\n"
+HREF = re.compile(r'href="([^"#]+)#sha256=([0-9a-f]{64})"')
+
+
+@dataclass(frozen=True)
+class Night:
+    root: Path
+    matrix: Path
+    plan: Path
+    shards: dict[str, Any]
+    bundles: dict[str, Path]
+    single: Path  # the index root of the same night built on one host
+
+    @property
+    def index(self) -> Path:
+        return self.root / "index"
+
+
+def orchestrate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["orchestrate", *args], capture_output=True, text=True, check=False,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def _shard_build(night_root: Path, matrix: Path, shard: str) -> subprocess.Popen[str]:
+    """One runner: its own workdir and cache folder."""
+    env = {**os.environ, "ORCHESTRATE_CACHE_DIR": str(night_root / f"cache-{shard}")}
+    return subprocess.Popen(
+        ["orchestrate", "build", "-m", str(matrix), "--plan", str(night_root / "plan.json"),
+         "--shard", shard, "--bundle", str(night_root / f"bundle-{shard}"),
+         "--workdir", str(night_root / f"work-{shard}")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def night(built_images: ImagesReport, tmp_path_factory: pytest.TempPathFactory) -> Night:
+    root = tmp_path_factory.mktemp("shards")
+    (root / "requirements.txt").write_text(REQUIREMENTS)
+    matrix = local_matrix_copy(root / "matrix.yaml", root / "index")
+    planned = orchestrate("plan", "-m", str(matrix), "-r", str(root / "requirements.txt"),
+                          "--shards", "--save-plan", str(root / "plan.json"))  # fmt: skip
+    assert planned.returncode == 0, planned.stderr
+    shards = json.loads(planned.stdout)
+    runners = [_shard_build(root, matrix, entry["shard"]) for entry in shards["include"]]
+    for runner in runners:
+        out, _ = runner.communicate(timeout=1200)
+        assert runner.returncode == 0, out
+    single_matrix = local_matrix_copy(root / "single.yaml", root / "single-index")
+    single = orchestrate("build", "-m", str(single_matrix), "-r", str(root / "requirements.txt"),
+                         "--workdir", str(root / "work-single"))  # fmt: skip
+    assert single.returncode == 0, single.stdout + single.stderr
+    bundles = {e["shard"]: root / f"bundle-{e['shard']}" for e in shards["include"]}
+    return Night(root, matrix, root / "plan.json", shards, bundles, root / "single-index")
+
+
+@pytest.fixture
+def fresh(night: Night) -> Night:
+    """The night's index root emptied: each test merges from nothing."""
+    shutil.rmtree(night.index, ignore_errors=True)
+    return night
+
+
+def merge(night: Night, *bundles: Path, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    return orchestrate("merge", "-m", str(night.matrix), "--workdir",
+                       str(night.root / "work-merge"), *extra, *map(str, bundles))  # fmt: skip
+
+
+def served(root: Path) -> dict[str, dict[str, str]]:
+    """Per platform, every served file's sha256; each listed file checked against its
+    page's hash (the check the publish fault tests make)."""
+    out: dict[str, dict[str, str]] = {}
+    for link in sorted(p for p in root.iterdir() if p.is_symlink()):
+        simple = link / "simple"
+        files = {
+            f.relative_to(simple).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(simple.rglob("*")) if f.is_file()
+        }  # fmt: skip
+        for page in simple.glob("*/index.html"):
+            for href, digest in HREF.findall(page.read_text()):
+                listed = f"{page.parent.name}/{href}"
+                assert files.get(listed) == digest, f"{link.name}: {listed} is not as listed"
+        out[link.name] = files
+    return out
+
+
+def comparable(tree: dict[str, str]) -> dict[str, str]:
+    """Provenance statements name their run: compare their names, not their bytes."""
+    return {k: ("statement" if k.endswith(".intoto.json") else v) for k, v in tree.items()}
+
+
+def test_plan_shards_gives_one_shard_per_arch_with_native_runners(night: Night) -> None:
+    entries = {e["shard"]: e for e in night.shards["include"]}
+    assert set(entries) == {"amd64", "arm64"}
+    assert entries["arm64"]["labels"] == ["ubuntu-24.04-arm"]
+    assert entries["amd64"]["platforms"] == [AMD]
+    assert all(e["jobs"] == 2 and e["expected_seconds"] > 0 for e in entries.values())
+
+
+def test_the_merged_index_is_the_single_host_index(fresh: Night) -> None:
+    done = merge(fresh, *fresh.bundles.values())
+    assert done.returncode == 0, done.stdout + done.stderr
+    merged, single = served(fresh.index), served(fresh.single)
+    assert set(merged) == set(PLATFORMS)
+    for platform in PLATFORMS:
+        assert comparable(merged[platform]) == comparable(single[platform]), platform
+    store = json.loads((fresh.index / "store" / "manifest.json").read_text())["wheels"]
+    pure = store["any/simplegeneric-0.8.1-py3-none-any.whl"]
+    assert pure["platforms"] == sorted(PLATFORMS)  # built by both runners, kept once
+    again = merge(fresh, *fresh.bundles.values())
+    assert again.returncode == 0
+    assert served(fresh.index) == merged
+    assert json.loads((fresh.index / "store" / "manifest.json").read_text())["wheels"] == store
+
+
+def test_a_missing_shard_publishes_the_others_and_is_named(fresh: Night) -> None:
+    done = merge(fresh, fresh.bundles["amd64"], extra=("--format", "json"))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "MISSING shard arm64" in done.stderr
+    assert set(served(fresh.index)) == {AMD}
+    shards = {s["name"]: s["status"] for s in json.loads(done.stdout)["shards"]}
+    assert shards == {"amd64": "merged", "arm64": "missing"}
+
+
+def _copy(night: Night, shard: str, name: str) -> Path:
+    target = night.root / "bad" / name
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(night.bundles[shard], target, symlinks=True)
+    return target
+
+
+def _manifest_edit(change: Callable[[dict[str, Any]], None], bundle: Path) -> None:
+    path = bundle / "bundle.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def _wheel(bundle: Path) -> Path:
+    return next((bundle / "wheels").rglob("crcmod-*.whl"))
+
+
+def _flip_wheel(bundle: Path) -> None:
+    data = bytearray(_wheel(bundle).read_bytes())
+    data[len(data) // 2] ^= 1
+    _wheel(bundle).write_bytes(bytes(data))
+
+
+def _relist_wheel(bundle: Path) -> None:  # the wheel's bytes and its manifest line edited
+    _flip_wheel(bundle)
+    relative = _wheel(bundle).relative_to(bundle).as_posix()
+    digest = hashlib.sha256(_wheel(bundle).read_bytes()).hexdigest()
+    _manifest_edit(lambda d: d["files"][relative].update(sha256=digest), bundle)
+
+
+def _other_matrix(bundle: Path) -> None:
+    _manifest_edit(lambda d: d.update(matrix="0" * 64), bundle)
+
+
+def _escape(bundle: Path) -> None:
+    _manifest_edit(lambda d: d["files"].update({"../../etc/passwd": {"sha256": "0" * 64,
+                                                                     "size": 1}}), bundle)  # fmt: skip
+
+
+def _link(bundle: Path) -> None:
+    (bundle / "wheels" / "evil.whl").symlink_to("/etc/passwd")
+
+
+BAD = {
+    "wheel-bytes-changed": (_flip_wheel, 4, "wheels/"),
+    "wheel-and-manifest-edited": (_relist_wheel, 4, "not the file job"),
+    "manifest-plan-edited": (
+        lambda b: _manifest_edit(lambda d: d.update(plan="1" * 64), b),
+        4,
+        "plan.json",
+    ),  # fmt: skip
+    "another-matrix": (_other_matrix, 2, "another matrix"),
+    "truncated-file-gone": (lambda b: _wheel(b).unlink(), 2, "truncated"),
+    "truncated-manifest": (
+        lambda b: (b / "bundle.json").write_bytes((b / "bundle.json").read_bytes()[:300]),
+        2,
+        "bundle.json",
+    ),  # fmt: skip
+    "path-leaves-the-folder": (_escape, 2, "leaves the bundle"),
+    "a-link-inside": (_link, 2, "link"),
+    "an-unlisted-file": (lambda b: (b / "extra.whl").write_bytes(b"x"), 4, "extra.whl"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_a_bad_bundle_is_refused_by_name_and_the_index_is_untouched(
+    fresh: Night, case: str
+) -> None:
+    assert merge(fresh, fresh.bundles["amd64"]).returncode == 1  # arm64 missing: exit 1
+    before = served(fresh.index)
+    manifest = (fresh.index / "store" / "manifest.json").read_bytes()
+    spoil, code, named = BAD[case]
+    bad = _copy(fresh, "arm64", case)
+    spoil(bad)
+    done = merge(fresh, fresh.bundles["amd64"], bad)
+    assert done.returncode == code, done.stdout + done.stderr
+    assert str(bad) in done.stderr and named in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert served(fresh.index) == before
+    assert (fresh.index / "store" / "manifest.json").read_bytes() == manifest
+
+
+def test_an_older_nights_bundle_needs_allow_stale(fresh: Night) -> None:
+    reqs = fresh.root / "newer.txt"
+    reqs.write_text(REQUIREMENTS + "six==1.16.0\n")  # six: a wheel upstream, a new decision
+    newer = fresh.root / "newer-plan.json"
+    made = orchestrate("plan", "-m", str(fresh.matrix), "-r", str(reqs), "--save-plan",
+                       str(newer), "--shards")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    refused = merge(fresh, *fresh.bundles.values(), extra=("--plan", str(newer)))
+    assert refused.returncode == 2
+    assert "older night" in refused.stderr and "six==1.16.0" in refused.stderr
+    assert not fresh.index.exists() or not served(fresh.index)
+    allowed = merge(fresh, *fresh.bundles.values(), extra=("--plan", str(newer),
+                                                            "--allow-stale", "--format", "json"))  # fmt: skip
+    assert allowed.returncode == 0, allowed.stderr
+    assert {s["status"] for s in json.loads(allowed.stdout)["shards"]} == {"stale"}
+
+
+def _merge_child(night: Night) -> None:
+    args = ["-q", "merge", "-m", str(night.matrix), "--workdir", str(night.root / "work-kill"),
+            *map(str, night.bundles.values())]  # fmt: skip
+    try:
+        main(args)
+    except SystemExit as exc:
+        os._exit(exc.code if isinstance(exc.code, int) else 1)
+    os._exit(0)
+
+
+def test_merges_at_once_and_killed_merges_leave_a_consistent_index(fresh: Night) -> None:
+    fork = multiprocessing.get_context("fork")
+    together = [fork.Process(target=_merge_child, args=(fresh,)) for _ in range(2)]
+    for child in together:
+        child.start()
+    for child in together:
+        child.join(120)
+        assert child.exitcode == 0
+    complete = served(fresh.index)
+    assert set(complete) == set(PLATFORMS)
+    rng = random.Random(25)
+    killed = 0
+    for round_ in range(20):
+        if round_ % 2:
+            shutil.rmtree(fresh.index, ignore_errors=True)  # a merge from nothing, killed
+        child = fork.Process(target=_merge_child, args=(fresh,))
+        child.start()
+        time.sleep(rng.uniform(0.0, 0.3))
+        if child.pid is not None and child.is_alive():
+            os.kill(child.pid, signal.SIGKILL)
+            killed += 1
+        child.join(60)
+        if fresh.index.exists():
+            served(fresh.index)  # every listed file exists and matches its sha256
+    assert killed >= 10  # most merges were stopped part way
+    assert merge(fresh, *fresh.bundles.values()).returncode == 0
+    after = served(fresh.index)
+    assert {p: comparable(t) for p, t in after.items()} == {
+        p: comparable(t) for p, t in complete.items()
+    }
+
+
+class _IgnoresAccept(http.server.SimpleHTTPRequestHandler):
+    """A static host (GitHub Pages, S3): a folder's index.html whatever is asked."""
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.fixture
+def static_host(fresh: Night) -> Iterator[str]:
+    assert merge(fresh, *fresh.bundles.values()).returncode == 0
+    handler = partial(_IgnoresAccept, directory=str(fresh.index))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_pip_installs_from_a_static_host_that_ignores_accept(
+    static_host: str, tmp_path: Path
+) -> None:
+    """pip asks for PEP 691 JSON first; such a host answers the PEP 503 HTML page."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+         "--platform", "linux_x86_64", "--python-version", "3.11", "--index-url",
+         f"{static_host}/{AMD}/simple/", "-d", str(tmp_path), "crcmod==1.7",
+         "simplegeneric==0.8.1"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "crcmod-1.7-cp311-cp311-linux_x86_64.whl", "simplegeneric-0.8.1-py3-none-any.whl",
+    ]  # fmt: skip
+    import requests
+
+    page = requests.get(f"{static_host}/{AMD}/simple/crcmod/", timeout=10,
+                        headers={"Accept": "application/vnd.pypi.simple.v1+json"})  # fmt: skip
+    assert page.headers["Content-Type"].startswith("text/html")  # what such a host serves
+    listing = requests.get(f"{static_host}/{AMD}/simple/crcmod/index.json", timeout=10).json()
+    assert [f["filename"] for f in listing["files"]] == ["crcmod-1.7-cp311-cp311-linux_x86_64.whl"]

@@ -1,0 +1,163 @@
+"""Shards and the plan file: pure, no engine, no index."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import load_matrix
+from orchestrator.config.matrix import Platform, expand
+from orchestrator.core.errors import ConfigError, InputError, StoreConflict
+from orchestrator.model import Action
+from orchestrator.plan.decide import Decision
+from orchestrator.plan.planfile import differences, load_plan, make_plan_file, save_plan
+from orchestrator.plan.shards import github_matrix, shards_of
+from tests.conftest import REPO
+
+Write = Callable[[str, str], Path]
+MULTI = REPO / "examples" / "multiarch.yaml"
+
+
+def _platforms(matrix: Path = MULTI) -> tuple[Platform, ...]:
+    return expand(load_matrix(matrix))
+
+
+def _decision(platform: str, name: str, action: Action = Action.BUILD) -> Decision:
+    return Decision(platform=platform, python="3.11", name=name, version="1.0", action=action,
+                    reason="no wheel", sdist=f"{name}-1.0.tar.gz")  # fmt: skip
+
+
+def _flat(_name: str, _arch: str, emulated: bool) -> float:
+    return 100.0 if emulated else 10.0
+
+
+def test_by_default_one_shard_per_arch_on_its_native_hosted_runner() -> None:
+    platforms = _platforms()
+    shards = {s.name: s for s in shards_of([], platforms, (), _flat)}
+    assert set(shards) == {p.arch.value for p in platforms}
+    assert shards["arm64"].labels == ("ubuntu-24.04-arm",)
+    assert shards["arm64"].native
+    assert shards["amd64"].labels == ("ubuntu-24.04",)
+    # No hosted runner is native for these: an amd64 runner emulates them.
+    assert shards["riscv64"].labels == ("ubuntu-24.04",)
+    assert not shards["riscv64"].native
+    assert all(s.jobs == 0 for s in shards.values())
+
+
+def test_jobs_and_expected_time_count_builds_only_and_emulation_costs_more() -> None:
+    platforms = _platforms()
+    by_arch = {p.arch.value: p.name for p in platforms}
+    decisions = [
+        _decision(by_arch["amd64"], "a"),
+        _decision(by_arch["amd64"], "b", Action.REBUILD),
+        _decision(by_arch["amd64"], "c", Action.UPSTREAM),
+        _decision(by_arch["amd64"], "d", Action.CACHED),
+        _decision(by_arch["riscv64"], "a"),
+    ]
+    shards = {s.name: s for s in shards_of(decisions, platforms, (), _flat)}
+    assert (shards["amd64"].jobs, shards["amd64"].expected_seconds) == (2, 20.0)
+    assert (shards["riscv64"].jobs, shards["riscv64"].expected_seconds) == (1, 100.0)
+    entries = github_matrix(list(shards.values()))["include"]
+    assert [e["shard"] for e in entries] == ["riscv64", "amd64"]  # longest first
+    assert set(entries[0]) == {"shard", "platforms", "labels", "native", "jobs",
+                               "expected_seconds"}  # fmt: skip
+
+
+def test_a_night_with_nothing_to_build_starts_no_runner() -> None:
+    platforms = _platforms()
+    cached = [_decision(p.name, "a", Action.CACHED) for p in platforms]
+    assert github_matrix(shards_of(cached, platforms, (), _flat)) == {"include": []}
+
+
+def _with_runners(write: Write, runners: str) -> Path:
+    text = MULTI.read_text() + runners
+    return write("m.yaml", text)
+
+
+def test_runner_rules_map_platforms_to_labels_and_shards(write: Write) -> None:
+    path = _with_runners(write, (
+        "runners:\n"
+        "  - {platforms: '*-arm64', labels: [self-hosted, linux, ARM64], shard: arm}\n"
+        "  - {platforms: '*-s390x', labels: [ubuntu-24.04-s390x], shard: ibm}\n"
+        "  - {platforms: '*-ppc64le', labels: [ubuntu-24.04-s390x], shard: ibm, native: false}\n"
+    ))  # fmt: skip
+    matrix = load_matrix(path)
+    shards = {s.name: s for s in shards_of([], expand(matrix), matrix.runners, _flat)}
+    assert shards["arm"].labels == ("self-hosted", "linux", "ARM64")
+    ibm = shards["ibm"]
+    assert ibm.labels == ("ubuntu-24.04-s390x",)
+    assert not ibm.native  # one of its platforms is emulated
+    assert len(ibm.platforms) == 2
+    assert "amd64" in shards  # unmatched: the default
+
+
+@pytest.mark.parametrize(
+    "runners",
+    [
+        "runners:\n  - {platforms: '*', labels: []}\n",
+        "runners:\n  - {platforms: '*', labels: [\"a\\nb\"]}\n",
+        "runners:\n  - {platforms: '*', labels: [x], shard: 'A B'}\n",
+        "runners:\n  - {platforms: '*', labels: [x], cores: 4}\n",
+        "runners:\n  - {platforms: 'a*', labels: [x], shard: s}\n"
+        "  - {platforms: 'b*', labels: [y], shard: s}\n",
+    ],
+)
+def test_bad_runner_rules_are_refused_by_line(write: Write, runners: str) -> None:
+    path = _with_runners(write, runners)
+    with pytest.raises(ConfigError) as caught:
+        load_matrix(path)
+    assert str(path) in caught.value.message
+    assert "runners" in caught.value.message
+
+
+def _plan_file(decisions: list[Decision], created: str = "2026-12-01T00:00:00+00:00") -> object:
+    return make_plan_file(matrix="a" * 64, inputs={"reqs.txt": "b" * 64},
+                          platforms=["p1", "p2"], decisions=decisions, created=created)  # fmt: skip
+
+
+def test_a_plan_file_round_trips_and_its_identity_ignores_order_and_time(tmp_path: Path) -> None:
+    decisions = [_decision("p1", "a"), _decision("p2", "b", Action.UPSTREAM)]
+    made = make_plan_file(matrix="a" * 64, inputs={}, platforms=["p1", "p2"],
+                          decisions=decisions, created="t1")  # fmt: skip
+    again = make_plan_file(matrix="a" * 64, inputs={}, platforms=["p2", "p1"],
+                           decisions=decisions[::-1], created="t2")  # fmt: skip
+    assert made.identity == again.identity
+    save_plan(made, tmp_path / "plan.json")
+    loaded = load_plan(tmp_path / "plan.json")
+    assert loaded == made
+
+
+def test_an_edited_plan_file_is_refused(tmp_path: Path) -> None:
+    made = make_plan_file(matrix="a" * 64, inputs={}, platforms=["p1"],
+                          decisions=[_decision("p1", "a")], created="t")  # fmt: skip
+    path = tmp_path / "plan.json"
+    save_plan(made, path)
+    data = json.loads(path.read_text())
+    data["decisions"][0]["action"] = "cached"
+    path.write_text(json.dumps(data))
+    with pytest.raises(StoreConflict, match="edited"):
+        load_plan(path)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b'{"format": "orchestrate-plan-1", ', b"[]", b'{"format": "other"}', b"[" * 100000],
+)
+def test_a_plan_file_that_is_not_one_is_exit_2(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "plan.json"
+    path.write_bytes(content)
+    with pytest.raises(InputError) as caught:
+        load_plan(path)
+    assert str(path) in caught.value.message
+
+
+def test_differences_name_the_decisions_that_differ() -> None:
+    old = make_plan_file(matrix="a" * 64, inputs={}, platforms=["p1"],
+                         decisions=[_decision("p1", "a")], created="t")  # fmt: skip
+    new = make_plan_file(matrix="a" * 64, inputs={}, platforms=["p1"],
+                         decisions=[_decision("p1", "a", Action.CACHED)], created="t")  # fmt: skip
+    found = differences(old, new)
+    assert found == ["1 decision(s) (p1 a==1.0 (py3.11) build vs cached)"]
