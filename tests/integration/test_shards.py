@@ -98,9 +98,13 @@ def fresh(night: Night) -> Night:
     return night
 
 
-def merge(night: Night, *bundles: Path, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:  # fmt: skip
-    return orchestrate("merge", "-m", str(night.matrix), "--workdir",
-                       str(night.root / "work-merge"), *extra, *map(str, bundles))  # fmt: skip
+Done = subprocess.CompletedProcess[str]
+
+
+def merge(night: Night, *bundles: Path, extra: tuple[str, ...] = ()) -> Done:
+    work = str(night.root / "work-merge")
+    return orchestrate("merge", "-m", str(night.matrix), "--workdir", work, *extra,
+                       *map(str, bundles))  # fmt: skip
 
 
 def served(root: Path) -> dict[str, dict[str, str]]:
@@ -195,29 +199,29 @@ def _other_matrix(bundle: Path) -> None:
 
 
 def _escape(bundle: Path) -> None:
-    _manifest_edit(lambda d: d["files"].update({"../../etc/passwd": {"sha256": "0" * 64,
-                                                                     "size": 1}}), bundle)  # fmt: skip
+    outside = {"../../etc/passwd": {"sha256": "0" * 64, "size": 1}}
+    _manifest_edit(lambda d: d["files"].update(outside), bundle)
 
 
 def _link(bundle: Path) -> None:
     (bundle / "wheels" / "evil.whl").symlink_to("/etc/passwd")
 
 
+def _plan_edited(bundle: Path) -> None:
+    _manifest_edit(lambda d: d.update(plan="1" * 64), bundle)
+
+
+def _manifest_cut(bundle: Path) -> None:
+    (bundle / "bundle.json").write_bytes((bundle / "bundle.json").read_bytes()[:300])
+
+
 BAD = {
     "wheel-bytes-changed": (_flip_wheel, 4, "wheels/"),
     "wheel-and-manifest-edited": (_relist_wheel, 4, "not the file job"),
-    "manifest-plan-edited": (
-        lambda b: _manifest_edit(lambda d: d.update(plan="1" * 64), b),
-        4,
-        "plan.json",
-    ),  # fmt: skip
+    "manifest-plan-edited": (_plan_edited, 4, "plan.json"),
     "another-matrix": (_other_matrix, 2, "another matrix"),
     "truncated-file-gone": (lambda b: _wheel(b).unlink(), 2, "truncated"),
-    "truncated-manifest": (
-        lambda b: (b / "bundle.json").write_bytes((b / "bundle.json").read_bytes()[:300]),
-        2,
-        "bundle.json",
-    ),  # fmt: skip
+    "truncated-manifest": (_manifest_cut, 2, "bundle.json"),
     "path-leaves-the-folder": (_escape, 2, "leaves the bundle"),
     "a-link-inside": (_link, 2, "link"),
     "an-unlisted-file": (lambda b: (b / "extra.whl").write_bytes(b"x"), 4, "extra.whl"),
@@ -236,7 +240,8 @@ def test_a_bad_bundle_is_refused_by_name_and_the_index_is_untouched(
     spoil(bad)
     done = merge(fresh, fresh.bundles["amd64"], bad)
     assert done.returncode == code, done.stdout + done.stderr
-    assert str(bad) in done.stderr and named in done.stderr, done.stderr
+    assert str(bad) in done.stderr, done.stderr
+    assert named in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
     assert served(fresh.index) == before
     assert (fresh.index / "store" / "manifest.json").read_bytes() == manifest
@@ -251,10 +256,11 @@ def test_an_older_nights_bundle_needs_allow_stale(fresh: Night) -> None:
     assert made.returncode == 0, made.stderr
     refused = merge(fresh, *fresh.bundles.values(), extra=("--plan", str(newer)))
     assert refused.returncode == 2
-    assert "older night" in refused.stderr and "six==1.16.0" in refused.stderr
+    assert "older night" in refused.stderr
+    assert "six==1.16.0" in refused.stderr
     assert not fresh.index.exists() or not served(fresh.index)
-    allowed = merge(fresh, *fresh.bundles.values(), extra=("--plan", str(newer),
-                                                            "--allow-stale", "--format", "json"))  # fmt: skip
+    stale = ("--plan", str(newer), "--allow-stale", "--format", "json")
+    allowed = merge(fresh, *fresh.bundles.values(), extra=stale)
     assert allowed.returncode == 0, allowed.stderr
     assert {s["status"] for s in json.loads(allowed.stdout)["shards"]} == {"stale"}
 
