@@ -184,6 +184,10 @@ class Store:
         self.dir.mkdir(parents=True, exist_ok=True)
         with (self.dir / ".lock").open("w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            if not self.manifest_path.exists() and not any(self.dir.glob("*/*.whl")):
+                # A new store's manifest comes first, empty: a writer killed after
+                # its first wheel leaves an orphan file, not a store that looks lost.
+                self._save({})
             records = self.records()
             yield records
             self._save(records)

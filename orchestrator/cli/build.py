@@ -14,6 +14,7 @@ from orchestrator.build.execute import emulated_by_arch, emulated_seconds
 from orchestrator.bundle import BundleContents, check_target, write_bundle
 from orchestrator.cli.app import (
     App,
+    F,
     Seconds,
     echo_json,
     format_option,
@@ -43,11 +44,30 @@ from orchestrator.scheduler import Cancel
 from orchestrator.store import Store
 
 
+def report_options(func: F) -> F:
+    """--report, --junit-xml and --metrics: the night's report in other places and forms."""
+    func = click.option(
+        "--metrics",
+        "metrics_path",
+        type=FILE,
+        help="Also write Prometheus text-format metrics (node_exporter's textfile collector).",
+    )(func)
+    func = click.option(
+        "--junit-xml",
+        "junit_path",
+        type=FILE,
+        help="Also write JUnit XML: one test case per job, failures with their log.",
+    )(func)
+    return click.option(
+        "--report", "report_path", type=FILE, help="Also write the JSON report here."
+    )(func)
+
+
 @click.command()
 @matrix_options
 @requirement_options
 @workdir_option
-@click.option("--report", "report_path", type=FILE, help="Also write the JSON report here.")
+@report_options
 @click.option(
     "--emulate-when-busy",
     is_flag=True,
@@ -72,18 +92,6 @@ from orchestrator.store import Store
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     help="Constraints for build tools, e.g. 'Cython<3' (repeatable; adds to "
     "builder.build_constraints in the matrix).",
-)
-@click.option(
-    "--junit-xml",
-    "junit_path",
-    type=FILE,
-    help="Also write JUnit XML: one test case per job, failures with their log.",
-)
-@click.option(
-    "--metrics",
-    "metrics_path",
-    type=FILE,
-    help="Also write Prometheus text-format metrics (node_exporter's textfile collector).",
 )
 @click.option(
     "--plan",

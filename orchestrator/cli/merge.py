@@ -19,9 +19,9 @@ from orchestrator.cli.build import (
     exit_code,
     json_summary,
     night_summary,
+    report_options,
     write_reports,
 )
-from orchestrator.cli.plan import FILE
 from orchestrator.core.errors import EXIT_FAILED
 from orchestrator.merge import MergeOptions, MergeRequest, merge_night
 from orchestrator.plan.planfile import load_plan
@@ -39,9 +39,7 @@ from orchestrator.plan.planfile import load_plan
 )
 @click.option("--allow-stale", is_flag=True, help="Merge bundles of an older night's plan too.")
 @click.option("--replace", is_flag=True, help="A wheel whose bytes differ replaces the stored one.")
-@click.option("--report", "report_path", type=FILE, help="Also write the JSON report here.")
-@click.option("--junit-xml", "junit_path", type=FILE, help="Also write JUnit XML.")
-@click.option("--metrics", "metrics_path", type=FILE, help="Also write Prometheus metrics.")
+@report_options
 @workdir_option
 @format_option
 @pass_app

@@ -292,7 +292,7 @@ def test_merges_at_once_and_killed_merges_leave_a_consistent_index(fresh: Night)
             shutil.rmtree(fresh.index, ignore_errors=True)  # a merge from nothing, killed
         child = fork.Process(target=_merge_child, args=(fresh,))
         child.start()
-        time.sleep(rng.uniform(0.0, 0.3))
+        time.sleep(rng.uniform(0.0, 0.2))
         if child.pid is not None and child.is_alive():
             os.kill(child.pid, signal.SIGKILL)
             killed += 1
