@@ -355,7 +355,7 @@ def night_summary(app: App, run: BuildOutcome, report: Path) -> None:
         f"built {status['built']}, shared {status['shared']}, failed {len(run.failed)}, "
         f"upstream {count['upstream']}, cached {count['cached']}, "
         f"emulated time {emulated_seconds(run.jobs):.0f}s{arches}; "
-        f"published {', '.join(p.platform + ':' + p.status for p in run.published)}"
+        f"published {', '.join(p.platform + ':' + p.status for p in run.published) or 'nothing'}"
     )
     if app.verbosity >= 0:
         click.echo(f"report: {report} and {report.with_suffix('.html')}")
