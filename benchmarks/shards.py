@@ -59,7 +59,7 @@ def _runner(matrix: Path, shard: str) -> subprocess.Popen[str]:
         ["orchestrate", "-q", "build", "-m", str(matrix), "--plan", str(ROOT / "plan.json"),
          "--shard", shard, "--bundle", str(ROOT / f"bundle-{shard}"),
          "--workdir", str(ROOT / f"work-{shard}"), "--report", str(ROOT / f"{shard}.json")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, env=env,
     )  # fmt: skip
 
 
@@ -92,10 +92,12 @@ def two_runners(single_root: Path | None = None) -> tuple[list[Row], list[dict[s
     shards = [e["shard"] for e in json.loads(planned.stdout)["include"]]
     started = time.perf_counter()
     runners = {s: _runner(matrix, s) for s in shards}
-    walls = {}
-    for shard, runner in runners.items():
-        runner.communicate()
-        walls[shard] = time.perf_counter() - started
+    walls: dict[str, float] = {}
+    while len(walls) < len(runners):  # each shard's own wall time, as it ends
+        for shard, runner in runners.items():
+            if shard not in walls and runner.poll() is not None:
+                walls[shard] = time.perf_counter() - started
+        time.sleep(0.5)
     merge_started = time.perf_counter()
     merged = sh("orchestrate", "-q", "merge", "-m", str(matrix), "--workdir",
                 str(ROOT / "work-merge"), *(str(ROOT / f"bundle-{s}") for s in shards),
