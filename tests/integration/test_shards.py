@@ -60,8 +60,13 @@ def orchestrate(*args: str, env: dict[str, str] | None = None) -> subprocess.Com
 
 
 def _shard_build(night_root: Path, matrix: Path, shard: str) -> subprocess.Popen[str]:
-    """One runner: its own workdir and cache folder."""
-    env = {**os.environ, "ORCHESTRATE_CACHE_DIR": str(night_root / f"cache-{shard}")}
+    """One runner: its own workdir and cache folder. The cache starts as a copy of the
+    session's, as a CI cache action restores one: with an empty one, a runner would
+    make its builder again (its cross toolchain is cached) and leave the shared tag
+    on an image that was never pushed, which later tests read."""
+    cache = night_root / f"cache-{shard}"
+    shutil.copytree(os.environ["ORCHESTRATE_CACHE_DIR"], cache, symlinks=True)
+    env = {**os.environ, "ORCHESTRATE_CACHE_DIR": str(cache)}
     return subprocess.Popen(
         ["orchestrate", "build", "-m", str(matrix), "--plan", str(night_root / "plan.json"),
          "--shard", shard, "--bundle", str(night_root / f"bundle-{shard}"),
