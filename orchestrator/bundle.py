@@ -39,7 +39,7 @@ from orchestrator.core.wheelnames import safe_wheel_name
 from orchestrator.model import JobStatus
 from orchestrator.plan.planfile import PlanFile, load_plan
 from orchestrator.publish.provenance import statement
-from orchestrator.report.data import checked_job, load_report
+from orchestrator.report.data import checked_item, checked_job, load_report
 from orchestrator.store import sha256_file
 
 FORMAT = "orchestrate-bundle-1"
@@ -165,9 +165,15 @@ def open_bundle(path: Path, *, matrix: Matrix) -> Bundle:
     plan = load_plan(path / "plan.json", what="bundle's plan")
     _check_plan(path, manifest, plan, matrix)
     report = load_report(path / "report.json")
+    for image in report["images"]:  # read back into values by the merge
+        checked_item(image, "images", path / "report.json")
     jobs = tuple(
         WheelRecord.from_dict(checked_job(j, path / "report.json")) for j in report["jobs"]
     )
+    strangers = sorted({j.platform for j in jobs} - set(manifest["platforms"]))
+    if strangers:
+        raise BadBundle(f"{path / 'report.json'}: has jobs of {', '.join(map(shown, strangers))}, "
+                        "which are not the bundle's platforms")  # fmt: skip
     _check_wheels(path, manifest["files"], jobs)
     return Bundle(
         path=path, shard=manifest["shard"], platforms=tuple(manifest["platforms"]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import tarfile
@@ -66,10 +67,10 @@ class ImageResult:
     def from_dict(cls, data: Mapping[str, Any]) -> ImageResult:
         """A result read back from a report already checked against its schema."""
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        compiler = data.get("native_compiler")
+        compiler = json.dumps({"native_compiler": data.get("native_compiler")})
         return cls(
             **{**known, "status": ImageStatus(data["status"]),
-               "native_compiler": NativeCompiler(**compiler) if compiler else None},
+               "native_compiler": parse_native_compiler(compiler)},
         )  # fmt: skip
 
 

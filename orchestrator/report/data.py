@@ -152,8 +152,15 @@ def load_report(path: Path) -> dict[str, Any]:
 def checked_job(record: object, path: Path | str) -> dict[str, Any]:
     """One job record of a report, checked against the schema's job definition: a
     report is a file people share, and its fields reach scripts and Dockerfiles."""
+    return checked_item(record, "jobs", path)
+
+
+def checked_item(record: object, section: str, path: Path | str) -> dict[str, Any]:
+    """One item of a report's list `section` (jobs, images, ...), checked against the
+    schema's definition of it before it is used."""
     schema = _schema()
-    _validate(record, {**schema["properties"]["jobs"]["items"], "$defs": schema["$defs"]}, path)
+    items = schema["properties"][section]["items"]
+    _validate(record, {**items, "$defs": schema["$defs"]}, path)
     assert isinstance(record, dict)
     return record
 

@@ -219,6 +219,29 @@ def _link(bundle: Path) -> None:
     (bundle / "wheels" / "evil.whl").symlink_to("/etc/passwd")
 
 
+def _report_edited(change: Callable[[dict[str, Any]], None]) -> Callable[[Path], None]:
+    """The report edited and its manifest line made to match: only the checks of
+    what the report says can refuse it."""
+
+    def spoil(bundle: Path) -> None:
+        path = bundle / "report.json"
+        data = json.loads(path.read_text())
+        change(data)
+        path.write_text(json.dumps(data))
+        digest, size = hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_size
+        _manifest_edit(lambda d: d["files"]["report.json"].update(sha256=digest, size=size), bundle)
+
+    return spoil
+
+
+def _bad_image(report: dict[str, Any]) -> None:
+    report["images"][0].update(status="bogus", native_compiler={"evil": 1})
+
+
+def _job_moved(report: dict[str, Any]) -> None:
+    report["jobs"][0]["platform"] = AMD  # an arm64 shard's job claiming amd64
+
+
 def _plan_edited(bundle: Path) -> None:
     _manifest_edit(lambda d: d.update(plan="1" * 64), bundle)
 
@@ -237,6 +260,8 @@ BAD = {
     "path-leaves-the-folder": (_escape, 2, "leaves the bundle"),
     "a-link-inside": (_link, 2, "link"),
     "an-unlisted-file": (lambda b: (b / "extra.whl").write_bytes(b"x"), 4, "extra.whl"),
+    "report-image-not-of-the-schema": (_report_edited(_bad_image), 2, "report.json"),
+    "report-job-of-another-platform": (_report_edited(_job_moved), 2, "not the bundle's"),
 }
 
 
