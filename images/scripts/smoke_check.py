@@ -54,6 +54,21 @@ def run_command(command: str, site: str, timeout: float) -> dict[str, object]:
     return {"command": command, "exit_code": done.returncode, "error": error}
 
 
+def foreign(allowed: list[str]) -> list[str]:
+    """Shared objects this process loaded from outside /smoke that no allowed
+    package provides (/proc/self/maps names each mapped file by its real path)."""
+    real = {os.path.realpath(path) for path in allowed}
+    loaded = set()
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            parts = line.split(None, 5)
+            path = parts[5].strip() if len(parts) == 6 else ""
+            name = path.rsplit("/", 1)[-1]
+            if path.startswith("/") and ".so" in name and not path.startswith(str(SMOKE)):
+                loaded.add(path)
+    return sorted(p for p in loaded if p not in real)
+
+
 def main() -> int:
     config = json.loads((SMOKE / "smoke.json").read_text())
     site = str(SMOKE / "site")
@@ -68,6 +83,11 @@ def main() -> int:
         print(f"{c['status']:8} {c['module']} {c['error']}".rstrip(), flush=True)
     result: dict[str, object] = {"checks": checks}
     failed = [c for c in checks if c["status"] == "failed"]
+    if config.get("allowed_libraries") is not None:
+        result["foreign"] = outside = foreign(config["allowed_libraries"])
+        for path in outside:
+            print(f"foreign  {path}", flush=True)
+        failed += [{"module": "-", "error": f"loaded {p}"} for p in outside]
     if config.get("command") and not failed:
         result["command"] = run_command(config["command"], site, float(config["timeout"]))
     said = result.get("command")

@@ -34,6 +34,7 @@ from orchestrator.images.facts import ImageFacts
 from orchestrator.model import Arch, Category, JobKind, JobStatus, Mode
 from orchestrator.plan.decide import TagSets
 from orchestrator.scheduler import Cancel, Job, Outcome, Placement, Scheduler
+from orchestrator.trust.packages import PackageDbs
 
 DEFAULT_NATIVE_SECONDS = 60.0
 # How much longer an emulated job takes, used only until a package has been
@@ -175,6 +176,7 @@ class Executor:
         self.matrix, self.layout, self.tagsets, self.cancel = matrix, layout, tagsets, cancel
         self.sdists, self.facts = sdists, facts
         self.builders = BuilderImages(matrix, layout, facts)
+        self.package_dbs = PackageDbs()
         self._machines: dict[str, str] = {}  # engine name -> `uname -m` of its host
         self.durations = durations
         self.records: dict[str, WheelRecord] = {}
@@ -277,6 +279,7 @@ class Executor:
             runtime=facts.runtime if (facts := self.facts.get(job.platform.name)) else None,
             builder_image=job.image,
             bases=self.layout.bases,
+            package_dbs=self.package_dbs,
         )
 
     def _mode(self, job: WheelJob, placement: Placement) -> tuple[Mode, str]:

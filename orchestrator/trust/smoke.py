@@ -56,6 +56,8 @@ class SmokeResult:
     checks: list[dict[str, str]] = field(default_factory=list)
     command: dict[str, object] | None = None
     seconds: float = 0.0
+    where: str = "bare base"  # or "builder, libraries checked": see smoke_in_image
+    foreign: list[str] = field(default_factory=list)  # libraries loaded from elsewhere
 
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -86,10 +88,58 @@ def smoke_test(
         env=plan.env,
         on_line=on_line,
     )
-    python = plan.packages[0].removeprefix("python")
+    check = SmokeCheck(image=image, python=plan.packages[0].removeprefix("python"))
+    result = _run_check(engine, platform, wheel, runtime, check=check, plan=plan,
+                        on_line=on_line, on_start=on_start)  # fmt: skip
+    result.seconds = round(time.monotonic() - started, 2)  # the image's making included
+    return result
+
+
+def smoke_in_image(
+    engine: Engine,
+    platform: Platform,
+    wheel: Path,
+    runtime: Runtime,
+    *,
+    check: SmokeCheck,
+    plan: SmokePlan,
+    on_line: Callable[[str], None],
+    on_start: Callable[[Callable[[], None]], None] = lambda _kill: None,
+) -> SmokeResult:
+    """The same check in an image that holds more than the wheel's runtime packages
+    (the builder it was built in: no image to make, nothing installed under QEMU),
+    with every library the process loads checked against `check.allowed`."""
+    return _run_check(engine, platform, wheel, runtime, check=check, plan=plan, on_line=on_line,
+                      on_start=on_start)  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class SmokeCheck:
+    """Where a check runs: the image, its Python, and, in an image holding more than
+    the wheel's packages, the shared objects the wheel may load (None: no limit)."""
+
+    image: str
+    python: str
+    allowed: tuple[str, ...] | None = None
+
+
+def _run_check(
+    engine: Engine,
+    platform: Platform,
+    wheel: Path,
+    runtime: Runtime,
+    *,
+    check: SmokeCheck,
+    plan: SmokePlan,
+    on_line: Callable[[str], None],
+    on_start: Callable[[Callable[[], None]], None],
+) -> SmokeResult:
+    started = time.monotonic()
+    # -S in a builder: its system site-packages are not the bare base's
+    flags = ("-S",) if check.allowed is not None else ()
     request = RunRequest(
-        image=image,
-        command=(f"/usr/bin/python{python}", "/smoke/check.py"),
+        image=check.image,
+        command=(f"/usr/bin/python{check.python}", *flags, "/smoke/check.py"),
         platform=platform.arch,
         env={"HOME": "/smoke", "PYTHONDONTWRITEBYTECODE": "1"},
         network=False,
@@ -98,13 +148,12 @@ def smoke_test(
     )
     with engine.container(request) as box:
         on_start(box.kill)
-        box.put("/", smoke_tar(wheel, runtime, plan))
-        outcome = box.start_and_wait(
-            plan.timeout, lambda chunk: on_line(chunk.decode(errors="replace").rstrip("\n"))
-        )
+        box.put("/", smoke_tar(wheel, runtime, plan, check.allowed))
+        outcome = box.start_and_wait(plan.timeout, lambda chunk: on_line(_text(chunk)))
         said = _result(box.get("/smoke/result.json")) if not outcome.timed_out else None
     result = verdict(said, outcome.exit_code, outcome.timed_out, plan.timeout)
-    result.packages, result.image = list(plan.packages), image
+    result.packages, result.image = list(plan.packages), check.image
+    result.where = "bare base" if check.allowed is None else "builder, libraries checked"
     result.seconds = round(time.monotonic() - started, 2)
     return result
 
@@ -134,8 +183,12 @@ def verdict(
         error = f"test command `{command.get('command')}`: {command.get('error')}"
     else:
         error = ""
+    outside = said.get("foreign")
+    foreign = [str(p) for p in outside] if isinstance(outside, list) else []
+    if foreign and not error:
+        error = f"loaded {foreign[0]}, which none of its runtime packages provides"
     return SmokeResult(passed=said.get("passed") is True and not error, error=error, checks=checks,
-                       command=command)  # fmt: skip
+                       command=command, foreign=foreign)  # fmt: skip
 
 
 def _result(tar_bytes: bytes) -> dict[str, object] | None:
@@ -151,15 +204,19 @@ def _result(tar_bytes: bytes) -> dict[str, object] | None:
     return data if isinstance(data, dict) else None
 
 
-def smoke_tar(wheel: Path, runtime: Runtime, plan: SmokePlan) -> bytes:
+def smoke_tar(
+    wheel: Path, runtime: Runtime, plan: SmokePlan, allowed: tuple[str, ...] | None = None
+) -> bytes:
     """/smoke: the check, its config and the wheel, owned by `nobody`."""
-    config = {
+    config: dict[str, object] = {
         "wheel": wheel.name,
         "extensions": list(runtime.extensions),
         "top_level": list(runtime.top_level),
         "command": plan.command,
         "timeout": plan.timeout,
     }
+    if allowed is not None:
+        config["allowed_libraries"] = list(allowed)
     check = (templates_dir() / "scripts" / "smoke_check.py").read_bytes()
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
