@@ -277,6 +277,7 @@ def _graph(
         keep_failed=options.keep_failed,
         run_id=request.layout.run_id,
         overrides=Overrides.of(matrix),
+        compiled=durations.compiled,
     )
     native = frozenset(p.arch for p in request.platforms if pool.candidates(p.arch)[0])
     return job_graph(

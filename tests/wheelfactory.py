@@ -16,6 +16,8 @@ def make_wheel(
     *,
     body: str = "VALUE = 1\n",
     requires_python: str | None = ">=3.8",
+    requires: tuple[str, ...] = (),
+    entry_points: str = "",
 ) -> Path:
     """A pure module `<name>` that pip can install; `body` changes its bytes."""
     module = name.replace("-", "_")
@@ -23,12 +25,15 @@ def make_wheel(
     metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
     if requires_python:
         metadata += f"Requires-Python: {requires_python}\n"
+    metadata += "".join(f"Requires-Dist: {r}\n" for r in requires)
     files = {
         f"{module}/__init__.py": body,
         f"{dist}/METADATA": metadata,
         f"{dist}/WHEEL": f"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\n"
         f"Tag: {tag}\n",
     }
+    if entry_points:
+        files[f"{dist}/entry_points.txt"] = entry_points
     record = []
     for member, text in files.items():
         digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")

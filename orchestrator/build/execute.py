@@ -18,13 +18,15 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 
 from orchestrator.build.builddeps import BuildDepCache, pins_key, requires_key
+from orchestrator.build.environment import Interpreters
 from orchestrator.build.failures import Failure
 from orchestrator.build.graph import JobGraph, WheelJob
 from orchestrator.build.job import JobContext, JobInputs, run_job
+from orchestrator.build.prepare import Resolver
 from orchestrator.build.records import WheelRecord, compiler_mode
 from orchestrator.build.sources import SdistFacts
 from orchestrator.config import Matrix
-from orchestrator.config.matrix import Platform
+from orchestrator.config.matrix import Platform, expand
 from orchestrator.core.layout import RunLayout
 from orchestrator.core.wheelnames import is_pure
 from orchestrator.engines import Engine
@@ -47,6 +49,7 @@ RESOLUTION_MAX_AGE = 20 * 3600.0
 
 
 FACTOR = "factor|"  # durations keys of the learned factors: factor|<engine>|<arch>
+COMPILED = "compiled|"  # 1.0: the package's last native build gave a platform wheel
 LEARNING = 0.3  # weight of each new observation in a learned factor
 MAX_FACTOR = 50.0  # an observation above this is a stall, not emulation's cost
 
@@ -101,6 +104,14 @@ class Durations:
         ]
         return sum(found) / len(found) if found else EMULATION_FACTOR
 
+    def learn_kind(self, name: str, *, pure: bool) -> None:
+        with self._lock:
+            self.data[f"{COMPILED}{name}"] = 0.0 if pure else 1.0
+
+    def compiled(self, name: str) -> bool:
+        """Its last native build gave a platform wheel (not worth waiting for)."""
+        return self.data.get(f"{COMPILED}{name}") == 1.0
+
     def native(self, name: str) -> float | None:
         """The package's native time on any arch (a C build costs about the same)."""
         found = [self.data.get(_key(name, a.value, False)) for a in Arch]
@@ -140,6 +151,11 @@ class BuilderImages:
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
 
+    def known(self, engine: Engine, platform: Platform) -> str | None:
+        """The builder's ID on `engine` if it is there already (nothing is built)."""
+        with self._guard:
+            return self._ids.get((engine.name, platform.name))
+
     def image_for(self, engine: Engine, platform: Platform) -> str:
         key = (engine.name, platform.name)
         with self._guard:
@@ -177,6 +193,8 @@ class Executor:
         self.sdists, self.facts = sdists, facts
         self.builders = BuilderImages(matrix, layout, facts)
         self.package_dbs = PackageDbs()
+        self.interpreters = Interpreters()
+        self.platforms = expand(matrix)
         self._machines: dict[str, str] = {}  # engine name -> `uname -m` of its host
         self.durations = durations
         self.records: dict[str, WheelRecord] = {}
@@ -228,6 +246,10 @@ class Executor:
                 placement.emulated,
                 engine=placement.engine.name,
             )
+            if not placement.emulated and record.wheel:
+                self.durations.data[f"{COMPILED}{work.name}"] = (
+                    0.0 if is_pure(record.wheel) else 1.0
+                )
             if work.kind == JobKind.BUILD_DEP and record.wheel:
                 self._deps(work).add_wheel(self.layout.job_dir(work.id) / record.wheel)
         return self._done(job, record)
@@ -280,7 +302,23 @@ class Executor:
             builder_image=job.image,
             bases=self.layout.bases,
             package_dbs=self.package_dbs,
+            interpreters=self.interpreters,
+            resolver=self._resolver(job, placement),
         )
+
+    def _resolver(self, job: WheelJob, placement: Placement) -> Resolver | None:
+        """Where pip resolves the job's build requirements: its own builder when it runs
+        natively, else a builder of the same release and Python that is native to the
+        engine and already there (none: the fetch phase runs emulated, as before)."""
+        if not placement.emulated:
+            return Resolver(image=job.image, arch=job.platform.arch, foreign=False)
+        machine = self._machine(placement.engine)
+        for other in self.platforms:
+            same = other.release_name == job.platform.release_name and job.python in other.python
+            image = self.builders.known(placement.engine, other)
+            if same and other.arch.machine == machine and image:
+                return Resolver(image=image, arch=other.arch, foreign=True)
+        return None
 
     def _mode(self, job: WheelJob, placement: Placement) -> tuple[Mode, str]:
         builder = self.matrix.builder

@@ -7,6 +7,10 @@ checks the graph the way cibuildwheel's unit tests check `get_build_steps`.
 - An sdist that looks pure Python is built once: the job on a platform with
   a native engine leads, the other platforms' jobs wait for it and take its
   `py3-none-any` wheel (or build for themselves if the guess was wrong).
+  An sdist that does not look pure may build one all the same (an optional
+  extension that is skipped): its emulated jobs wait for the native one too,
+  while that is expected to end sooner than their own build under QEMU and
+  its last native build was not known to give a platform wheel.
 - A static build requirement with no wheel for a platform becomes a
   build-dependency job on that platform; the jobs that need it wait for it.
 - Items whose builder image or sdist is missing are blocked, with a category.
@@ -82,6 +86,8 @@ class JobSettings:
     keep_failed: bool = False
     run_id: str = ""
     overrides: Overrides = field(default_factory=Overrides)
+    # Its last native build gave a platform wheel (`Durations.compiled`): no use waiting.
+    compiled: Callable[[str], bool] = lambda _name: False
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,7 @@ def job_graph(
     jobs: dict[str, Job[WheelJob]] = {}
     blocked: list[Blocked] = []
     leads: dict[tuple[str, str], str] = {}
+    twins: dict[tuple[str, str], str] = {}  # a not-pure-looking sdist's first native job
     for decision in builds:
         outcome = sdists.get(_key(decision.name, decision.version))
         job = _job(JobKind.WHEEL, decision, platforms, images, settings=settings, outcome=outcome)
@@ -121,10 +128,14 @@ def job_graph(
         if problem is not None:
             blocked.append(Blocked(job, problem))
             continue
-        key = _key(decision.name, decision.version)
-        pure = isinstance(outcome, SdistFacts) and outcome.pure
-        lead = leads.setdefault(key, job.id) if pure else job.id
-        guess = _guess(outcome)
+        key, guess = _key(decision.name, decision.version), _guess(outcome)
+        if isinstance(outcome, SdistFacts) and outcome.pure:
+            lead = leads.setdefault(key, job.id)
+        else:
+            twin = jobs.get(twins.get(key, ""))
+            lead = _native_twin(job, twin, pool, expected, guess=guess, compiled=settings.compiled)
+            if job.platform.arch in pool.native:
+                twins.setdefault(key, job.id)
         jobs[job.id] = _node(job, pool, expected, () if lead == job.id else (lead,), guess=guess)
     _add_build_deps(
         jobs,
@@ -275,6 +286,18 @@ def _node(
     emulated = job.platform.arch not in pool.native
     seconds = expected(job.name, job.platform.arch.value, emulated, guess)
     return Job(job.id, job.platform.arch, seconds, job, depends)
+
+
+def _native_twin(
+    job: WheelJob, twin: Job[WheelJob] | None, pool: PoolSnapshot, expected: Expected, *,
+    guess: float, compiled: Callable[[str], bool],
+) -> str:  # fmt: skip
+    """The job an emulated job of a not-obviously-pure sdist waits for: the native job
+    of the same sdist, when that is expected to end before its own build would."""
+    if twin is None or job.platform.arch in pool.native or compiled(job.name):
+        return job.id
+    own = expected(job.name, job.platform.arch.value, True, guess)
+    return twin.id if twin.expected < own else job.id
 
 
 def _guess(outcome: SdistOutcome | None) -> float:

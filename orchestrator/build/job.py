@@ -24,6 +24,7 @@ from pathlib import Path
 from packaging.utils import parse_wheel_filename
 
 from orchestrator.build.builddeps import BuildDepCache
+from orchestrator.build.environment import Interpreters
 from orchestrator.build.failures import (
     EXIT_NEEDS,
     PYTHON_VERSION_HINT,
@@ -32,6 +33,7 @@ from orchestrator.build.failures import (
     python_version_sign,
 )
 from orchestrator.build.graph import WheelJob
+from orchestrator.build.prepare import PrepareRequest, Resolver, prepare
 from orchestrator.build.records import Phase, WheelRecord, phases
 from orchestrator.build.system import system_image
 from orchestrator.core.errors import BuildStepFailed, RegistryError
@@ -163,6 +165,9 @@ class JobContext:
     builder_image: str = ""  # the builder's image ID on this engine
     bases: Path  # the run layout's debootstrapped bases (the smoke test's)
     package_dbs: PackageDbs | None = None  # builders' dpkg databases: the fast smoke test
+    # The host makes the build environment (None: the fetch phase in the builder does)
+    interpreters: Interpreters | None = None
+    resolver: Resolver | None = None  # a native builder where pip resolves for this job
 
     @property
     def native_compiler(self) -> bool:
@@ -413,10 +418,12 @@ def _fetch_and_build(
     started: float,
     needs: tuple[str, ...],
 ) -> bytes | None:
-    """Both phases once; the build phase's /job/out as a tar, or None on failure."""
+    """Both phases once (the fetch phase only when the host could not make the
+    build environment); the build phase's /job/out as a tar, or None on failure."""
     fetch, build = phases(job, ctx.native_compiler)
-    job_tar = inputs.tar(job, needs)
-    for phase in (fetch, build):
+    prepared = _prepare(job, inputs, ctx, log, record=record, needs=needs, started=started)
+    job_tar = prepared if prepared is not None else inputs.tar(job, needs)
+    for phase in (fetch, build) if prepared is None else (build,):
         if ctx.cancel.event.is_set():
             record.fail(Failure(Category.CANCELLED, f"before {phase.name}"), JobStatus.CANCELLED)
             return None
@@ -438,6 +445,42 @@ def _fetch_and_build(
             job_tar = without(job_tar, "job/deps/")
     record.exit_code = 0
     return job_tar
+
+
+def _prepare(
+    job: WheelJob, inputs: JobInputs, ctx: JobContext, log: RedactingLog, *,
+    record: WheelRecord, needs: tuple[str, ...], started: float,
+) -> bytes | None:  # fmt: skip
+    """The build phase's /job made on the host (`prepare`), timed as the fetch phase;
+    None: the fetch phase runs in the builder, as before."""
+    if ctx.interpreters is None or ctx.cancel.event.is_set():
+        return None
+    begun = time.monotonic()
+    ctx.on_phase("fetch")
+    request = PrepareRequest(
+        job=job, sdist=inputs.sdist, deps=inputs.deps, pins=inputs.pins,
+        resolved=inputs.resolved, needs=needs, tags=ctx.tags, engine=ctx.engine,
+        resolver=ctx.resolver, interpreters=ctx.interpreters, env=dict(ctx.fetch_env),
+        timeout=max(job.timeout - (begun - started), 1),
+    )  # fmt: skip
+
+    def line(text: str) -> None:
+        _write(log, f"{text}\n".encode())
+
+    try:
+        made = prepare(request, line, ctx.cancel.on_cancel)
+    finally:
+        seconds = record.phase_seconds.get("fetch", 0.0) + time.monotonic() - begun
+        record.phase_seconds["fetch"] = round(seconds, 2)
+    if made is None:
+        return None
+    line(f"\n== build environment made on the host ({made.how}): {' '.join(made.installed)}")
+    record.build_requires = list(made.installed)
+    if not inputs.pins:
+        inputs.deps.save_pins(inputs.pins_key, made.installed)
+    if made.resolved_now and inputs.requires_key and inputs.resolved is None:
+        inputs.deps.save_pins(inputs.requires_key, made.installed)
+    return made.tar
 
 
 def _compiler_used(out_tar: bytes, record: WheelRecord) -> None:

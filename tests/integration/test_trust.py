@@ -34,8 +34,9 @@ from orchestrator.images.base import ensure_base
 from orchestrator.images.pipeline import ImagesReport
 from orchestrator.model import Arch
 from orchestrator.store import Store
+from orchestrator.trust.packages import read_package_db
 from orchestrator.trust.runtime import analyse, unresolved
-from orchestrator.trust.smoke import smoke_plan, smoke_test
+from orchestrator.trust.smoke import SmokeCheck, smoke_in_image, smoke_plan, smoke_test
 from tests.matrices import local_matrix_copy
 from tests.wheelfactory import make_sdist, simple_index
 
@@ -143,6 +144,36 @@ def test_the_smoke_test_fails_with_the_runtime_list_emptied(
             plan=full,
             on_line=lines.append,
         ).passed
+
+
+def test_the_builder_check_holds_loaded_libraries_to_the_recorded_packages(
+    first: tuple[Built, Path], engine: DockerEngine
+) -> None:
+    """The fast path: the check runs in the builder (no smoke image, no apt under
+    QEMU), and a library the process loads from a package outside the list fails it."""
+    built, root = first
+    platforms = expand(load_matrix(root / "m.yaml"))
+    assert len(platforms) == 2
+    for platform in platforms:
+        job = built.jobs[f"{platform.name}/{PIN}"]
+        assert job["smoke"]["where"] == "builder, libraries checked", job["smoke"]
+        assert job["smoke"]["image"] == job["image"]  # no smoke image was made
+        wheel = root / "wheels" / platform.name / "simple" / "psycopg2" / job["wheel"]
+        runtime = unresolved(analyse(str(wheel)), "3.11")
+        db = read_package_db(engine, job["image"], platform.arch)
+        lines: list[str] = []
+        for packages, passes in ((("python3.11",), False), (("python3.11", "libpq5"), True)):
+            allowed = tuple(db.allowed_libraries(packages))
+            check = SmokeCheck(image=job["image"], python="3.11", allowed=allowed)
+            plan = smoke_plan("3.11", runtime, packages[1:])
+            result = smoke_in_image(
+                engine, platform, wheel, runtime, check=check, plan=plan, on_line=lines.append
+            )
+            assert result.passed is passes, (packages, result, lines[-20:])
+            if not passes:
+                assert [p for p in result.foreign if "/libpq.so.5" in p], result.foreign
+                assert "none of its runtime packages provides" in result.error
+                assert db.owner(next(p for p in allowed if "libc.so.6" in p)) == "libc6"
 
 
 NATIVE_SETUP = """\

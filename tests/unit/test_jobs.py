@@ -3,6 +3,8 @@ build-dependency jobs the items wait for, blocked items with a category."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from packaging.utils import canonicalize_name
@@ -80,6 +82,7 @@ def graph(
     pool: PoolSnapshot = AMD_NATIVE,
     *,
     images: dict[str, ImageFacts] | None = None,
+    compiled: Callable[[str], bool] = lambda _name: False,
 ) -> JobGraph:
     return job_graph(
         decisions,
@@ -89,16 +92,19 @@ def graph(
         needs=needs or [],
         pool=pool,
         expected=expected,
-        settings=SETTINGS,
+        settings=replace(SETTINGS, compiled=compiled),
     )
 
 
 def test_one_job_per_build_item_with_its_sdist_and_expected_time() -> None:
     decisions = [build("crcmod", "1.7", AMD), build("crcmod", "1.7", ARM)]
-    jobs = graph(decisions, {("crcmod", "1.7"): facts("crcmod", "1.7", pure=False)}).by_id()
+    sdists: dict[tuple[str, str], SdistOutcome] = {
+        ("crcmod", "1.7"): facts("crcmod", "1.7", pure=False)
+    }
+    jobs = graph(decisions, sdists, compiled=lambda name: name == "crcmod").by_id()
     assert set(jobs) == {f"{AMD}/crcmod==1.7", f"{ARM}/crcmod==1.7"}
     arm = jobs[f"{ARM}/crcmod==1.7"]
-    assert arm.depends == ()  # a C extension: platforms build in parallel
+    assert arm.depends == ()  # known to give a platform wheel: platforms build in parallel
     assert arm.expected == 80.0  # emulated: no native arm64 engine
     assert jobs[f"{AMD}/crcmod==1.7"].expected == 10.0
     assert arm.payload.sdist.url == "https://files/crcmod-1.7.tar.gz"
@@ -120,6 +126,28 @@ def test_pure_sdist_is_built_once_on_a_native_platform() -> None:
     assert arm_native[f"{AMD}/simplegeneric==0.8.1"].depends == (f"{ARM}/simplegeneric==0.8.1",)
 
 
+def test_an_emulated_job_waits_for_a_native_build_that_may_come_out_pure() -> None:
+    """ovs and salt do not look pure and build `none-any`: the first night, and while
+    the native build is expected to end before the emulated one would, arm64 waits."""
+    decisions = [build("ovs", "3.7.1", ARM), build("ovs", "3.7.1", AMD)]
+    sdists: dict[tuple[str, str], SdistOutcome] = {
+        ("ovs", "3.7.1"): facts("ovs", "3.7.1", pure=False)
+    }
+    jobs = graph(decisions, sdists).by_id()
+    assert jobs[f"{AMD}/ovs==3.7.1"].depends == ()
+    assert jobs[f"{ARM}/ovs==3.7.1"].depends == (f"{AMD}/ovs==3.7.1",)
+
+    def slow_native(name: str, arch: str, emulated: bool, guess: float) -> float:
+        return 10.0 if emulated else 100.0  # waiting would cost more than building
+
+    slow = job_graph(decisions, PLATFORMS, IMAGES, sdists, needs=[], pool=AMD_NATIVE,
+                     expected=slow_native, settings=SETTINGS).by_id()  # fmt: skip
+    assert slow[f"{ARM}/ovs==3.7.1"].depends == ()
+    # Both native: nobody waits.
+    both = PoolSnapshot(frozenset({Arch.AMD64, Arch.ARM64}))
+    assert graph(decisions, sdists, pool=both).by_id()[f"{ARM}/ovs==3.7.1"].depends == ()
+
+
 def test_build_dependency_without_a_wheel_becomes_a_job_the_item_waits_for() -> None:
     decisions = [build("gssapi", "1.9.0", ARM), build("gssapi", "1.9.0", AMD)]
     old_cython = IndexFile(
@@ -138,7 +166,7 @@ def test_build_dependency_without_a_wheel_becomes_a_job_the_item_waits_for() -> 
     sdists: dict[tuple[str, str], SdistOutcome] = {
         ("gssapi", "1.9.0"): facts("gssapi", "1.9.0", pure=False, requires=("Cython<0.30",))
     }
-    jobs = graph(decisions, sdists, needs).by_id()
+    jobs = graph(decisions, sdists, needs, compiled=lambda _name: True).by_id()
     dep_id = f"{ARM}/build-dep:cython==0.29.0"
     assert jobs[dep_id].payload.kind == JobKind.BUILD_DEP
     assert jobs[dep_id].payload.sdist.sha256 == "1" * 64

@@ -1,0 +1,195 @@
+"""The fetch step without a fetch container where it can: the build phase's /job
+made on the host (see `environment`), its requirement wheels from the versions
+an earlier run resolved, or else resolved by pip in a native builder.
+
+`prepare` returns None whenever the builder's own fetch phase must decide:
+extra system packages (their versions are read inside the image), an sdist or
+pyproject.toml the builder's tools would refuse, no native builder to resolve
+in, pip failing, or wheels that do not cover the requirements under the
+target's markers. That phase then runs exactly as before.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.utils import NormalizedName
+
+from orchestrator.build.builddeps import BuildDepCache, parse_constraints
+from orchestrator.build.environment import (
+    Dist,
+    Interpreter,
+    Interpreters,
+    best_dists,
+    closure,
+    installed_members,
+    job_tar,
+    read_source,
+    resolve_target,
+    static_requires,
+    venv_members,
+)
+from orchestrator.build.graph import WheelJob
+from orchestrator.core.errors import BuildStepFailed, RegistryError
+from orchestrator.engines import Engine, RunRequest
+from orchestrator.images.render import templates_dir
+from orchestrator.model import Arch
+from orchestrator.plan.decide import marker_environment
+from orchestrator.plan.tags import TagSet
+
+BUILD_USER = "1000:1000"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resolver:
+    """A builder that runs natively on the job's engine, of the same release and
+    Python as the job's: pip runs there (with the target's tags when they differ)."""
+
+    image: str
+    arch: Arch
+    foreign: bool  # the job's platform is another arch: pip gets its tags
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrepareRequest:
+    """What `prepare` reads: the job, its cached wheels and pins, where to run pip."""
+
+    job: WheelJob
+    sdist: Path  # verified against the plan's sha256
+    deps: BuildDepCache
+    pins: tuple[str, ...] | None
+    resolved: tuple[str, ...] | None
+    needs: tuple[str, ...]
+    tags: TagSet
+    engine: Engine
+    resolver: Resolver | None
+    interpreters: Interpreters
+    env: dict[str, str]  # the fetch environment (proxies, index URLs): pip's only
+    timeout: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Prepared:
+    tar: bytes  # the build phase's /job
+    installed: tuple[str, ...]  # name==version of each requirement wheel
+    how: str  # for the log: where the versions came from
+    resolved_now: bool  # pip resolved them this time (worth recording as pins)
+
+
+def prepare(
+    request: PrepareRequest, on_line: Callable[[str], None], on_start: Callable[..., None]
+) -> Prepared | None:
+    job = request.job
+    if job.extras.packages:
+        return None
+    source = read_source(request.sdist)
+    static = static_requires(source.pyproject) if source else None
+    interp = _interpreter(request)
+    if source is None or static is None or interp is None:
+        return None
+    requirements = [*static, *request.needs]
+    env = {**marker_environment(job.platform, job.python), "python_full_version": interp.version,
+           "implementation_version": interp.version}  # fmt: skip
+    constraints = parse_constraints(job.build_constraints, "build constraints")
+    dists: list[Dist] | str | None = None
+    how, fresh = "recorded versions, from the cache", False
+    known = request.pins or request.resolved
+    if known:
+        pool = best_dists(request.deps.wheels_for(known), request.tags)
+        dists = closure([*requirements, *(request.pins or ())], pool, env, constraints)
+    if not isinstance(dists, list):
+        got = _resolve(request, requirements, interp, on_line=on_line, on_start=on_start)
+        how, fresh = "resolved by pip in a native builder", True
+        dists = closure(requirements, got, env, constraints) if got is not None else None
+    if not isinstance(dists, list):
+        on_line(f"== no build environment from the host ({dists or 'pip did not resolve'})")
+        return None
+    record = {"static": static, "dynamic": list(request.needs), "source": source.source,
+              "installed": [d.pin for d in dists], "system_packages": []}  # fmt: skip
+    members = [*source.members, *venv_members(interp, job.python)]
+    members += installed_members(dists, job.python)
+    members.append(_file("job/fetch.json", json.dumps(record, indent=1).encode()))
+    return Prepared(tar=job_tar(members), installed=tuple(d.pin for d in dists), how=how,
+                    resolved_now=fresh)  # fmt: skip
+
+
+def _interpreter(request: PrepareRequest) -> Interpreter | None:
+    job = request.job
+    try:
+        return request.interpreters.get(request.engine, job.image, job.platform.arch, job.python)
+    except (BuildStepFailed, RegistryError, OSError, tarfile.TarError):
+        return None  # no tool venv to read: the builder's fetch phase makes its own
+
+
+def _resolve(
+    request: PrepareRequest, requirements: Sequence[str], interp: Interpreter, *,
+    on_line: Callable[[str], None], on_start: Callable[..., None],
+) -> dict[NormalizedName, list[Dist]] | None:  # fmt: skip
+    """pip's choice, wheels only, in a native builder: the wheels it downloaded (into
+    the platform's cache too), by name; None when pip failed."""
+    resolver, job = request.resolver, request.job
+    if resolver is None or not requirements:
+        return None
+    env = {**request.env, "HOME": "/tmp"}
+    if resolver.foreign:
+        env["ORCHESTRATE_TARGET"] = json.dumps(resolve_target(request.tags, interp))
+    if job.extras.pip_options:
+        env["ORCHESTRATE_PIP_OPTIONS"] = json.dumps(list(job.extras.pip_options))
+    python = f"/opt/orchestrate/py{job.python}/bin/python"
+    run = RunRequest(
+        image=resolver.image, command=(python, "/job/resolve.py"), platform=resolver.arch,
+        env=env, network=True, user=BUILD_USER, workdir="/job",
+        labels={"org.orchestrate.job": job.id},
+    )  # fmt: skip
+    on_line(f"== resolving {' '.join(requirements)} with pip in {resolver.image[:19]} (native)")
+    with request.engine.container(run) as box:
+        on_start(box.kill)
+        box.put("/", job_tar(_resolve_inputs(request, requirements)))
+        outcome = box.start_and_wait(request.timeout, lambda chunk: on_line(_text(chunk)))
+        if outcome.exit_code != 0:
+            return None
+        got = box.get("/job/got")
+    request.deps.absorb(got, prefix="got/")
+    wanted = set(_wheel_names(got))
+    return best_dists([w for w in request.deps.wheels() if w.name in wanted], request.tags)
+
+
+def _resolve_inputs(
+    request: PrepareRequest, requirements: Sequence[str]
+) -> list[tuple[tarfile.TarInfo, bytes | None]]:
+    members = [_file(f"job/deps/{w.name}", w.read_bytes()) for w in request.deps.wheels()]
+    members.append(_file("job/requirements.txt", _lines(requirements)))
+    members.append(
+        _file("job/resolve.py", (templates_dir() / "scripts" / "resolve.py").read_bytes())
+    )
+    if request.job.build_constraints:
+        members.append(_file("job/build-constraints.txt", _lines(request.job.build_constraints)))
+    return members
+
+
+def _lines(lines: Sequence[str]) -> bytes:
+    return "".join(f"{line}\n" for line in lines).encode()
+
+
+def _text(chunk: bytes) -> str:
+    return chunk.decode(errors="replace").rstrip("\n")
+
+
+def _wheel_names(tar_bytes: bytes) -> list[str]:
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
+        return [
+            m.name.rsplit("/", 1)[-1]
+            for m in tar.getmembers()
+            if m.isfile() and m.name.endswith(".whl")
+        ]
+
+
+def _file(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes | None]:
+    info = tarfile.TarInfo(name)
+    info.mode, info.size = 0o644, len(data)
+    return info, data

@@ -1,0 +1,127 @@
+"""Jobs whose build environment the host makes, with no pip under QEMU, for real.
+
+Two sdists that do not look pure (each carries a C file it never compiles),
+built for debian-bookworm amd64 and arm64 (emulated) by `orchestrate build`:
+
+- `orchestrate-test-optional` builds `py3-none-any` all the same: the arm64
+  job waits for the native one and shares its wheel; nothing is built twice.
+- `orchestrate-test-dynamic` has an in-tree backend that asks for `six` as a
+  dynamic build requirement and makes a platform wheel. pip resolves `six` in
+  the native amd64 builder with arm64's tags; the host unpacks it into the
+  arm64 job's environment; the build phase (the only container) runs again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from orchestrator.images.pipeline import ImagesReport
+from tests.matrices import local_matrix_copy
+from tests.wheelfactory import make_sdist, simple_index
+
+from .conftest import Local
+
+AMD, ARM = "debian-bookworm-amd64", "debian-bookworm-arm64"
+UNUSED_C = "/* an optional speed-up this release never compiles */\n"
+BACKEND = """\
+from setuptools import build_meta as _orig
+from setuptools.build_meta import *  # noqa: F401,F403
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return [*_orig.get_requires_for_build_wheel(config_settings), "six"]
+"""
+PLATFORM_SETUP = """\
+from setuptools import setup
+from setuptools.dist import Distribution
+
+
+class Platform(Distribution):
+    def has_ext_modules(self):
+        return True
+
+
+setup(distclass=Platform)
+"""
+
+
+def test_host_made_environments_and_a_none_any_wheel_built_once(
+    built_images: ImagesReport, local: Local, tmp_path: Path
+) -> None:
+    sdists = tmp_path / "sdists"
+    optional = make_sdist(
+        sdists, "orchestrate-test-optional", "1.0", extra={"speedups.c": UNUSED_C}
+    )
+    dynamic = make_sdist(
+        sdists, "orchestrate-test-dynamic", "1.0", setup_py=PLATFORM_SETUP,
+        extra={"speedups.c": UNUSED_C, "backend.py": BACKEND},
+    )  # fmt: skip
+    _in_tree_backend(dynamic)
+    index = simple_index(tmp_path / "simple", [optional, dynamic])
+    matrix = local_matrix_copy(
+        tmp_path / "m.yaml",
+        tmp_path / "wheels",
+        {"upstream: https://pypi.org/simple/": f"upstream: {index}"},
+    )
+    built = Local(matrix, local.matrix, tmp_path / "work").build(
+        "orchestrate-test-optional==1.0\norchestrate-test-dynamic==1.0\n", tmp_path
+    )
+    assert built.process.returncode == 0, built.process.stdout + built.process.stderr
+    jobs = built.jobs
+
+    lead = jobs[f"{AMD}/orchestrate-test-optional==1.0"]
+    shared = jobs[f"{ARM}/orchestrate-test-optional==1.0"]
+    assert lead["status"] == "built", lead
+    assert lead["wheel"].endswith("-py3-none-any.whl")
+    assert shared["status"] == "shared", shared
+    assert shared["depends"] == [lead["job"]]
+    assert shared["sha256"] == lead["sha256"]
+    assert f"built once by {lead['job']}" in shared["detail"]
+    arm_index = tmp_path / "wheels" / ARM / "simple" / "orchestrate-test-optional"
+    assert lead["wheel"] in (arm_index / "index.html").read_text()
+
+    for platform in (AMD, ARM):
+        job = jobs[f"{platform}/orchestrate-test-dynamic==1.0"]
+        assert job["status"] == "built", job
+        assert job["wheel"].endswith(f"linux_{'x86_64' if platform == AMD else 'aarch64'}.whl")
+        assert any(r.startswith("six==") for r in job["build_requires"]), job["build_requires"]
+        log = Path(job["log"]).read_text()
+        # Two rounds (the backend asked for six), each environment made on the host:
+        assert log.count("== build environment made on the host") == 2, log
+        assert "== phase fetch" not in log  # no fetch container, no pip in the builder
+        assert log.count("== phase build") == 2
+        assert "with pip in" in log  # six: resolved natively the first night
+        assert "fetch" in job["phase_seconds"]
+        assert "build" in job["phase_seconds"]
+    arm = jobs[f"{ARM}/orchestrate-test-dynamic==1.0"]
+    assert arm["emulated"] is True
+    assert arm["depends"] == [f"{AMD}/orchestrate-test-dynamic==1.0"]  # waited, then built
+    assert "--platform manylinux_2_17_aarch64" in Path(arm["log"]).read_text()
+
+
+def _in_tree_backend(sdist: Path) -> None:
+    """Point the sdist's pyproject.toml at its own backend.py (PEP 517 backend-path)."""
+    import io
+    import tarfile
+
+    with tarfile.open(sdist) as tar:
+        members = [(m, _read(tar, m)) for m in tar.getmembers()]
+    with tarfile.open(sdist, "w:gz") as tar:
+        for info, data in members:
+            body = data
+            if info.name.endswith("/pyproject.toml") and data is not None:
+                body = data.replace(
+                    b'build-backend = "setuptools.build_meta"',
+                    b'build-backend = "backend"\nbackend-path = ["."]',
+                )
+                info.size = len(body)
+            tar.addfile(info, io.BytesIO(body) if body is not None else None)
+
+
+def _read(tar: object, member: object) -> bytes | None:
+    import tarfile
+
+    assert isinstance(tar, tarfile.TarFile)
+    assert isinstance(member, tarfile.TarInfo)
+    handle = tar.extractfile(member)
+    return handle.read() if handle else None

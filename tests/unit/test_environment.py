@@ -1,0 +1,261 @@
+"""The build environment made on the host, and the dpkg facts of the smoke test's fast
+path: pure logic on real wheels, sdists and a real dpkg status file's shape."""
+
+from __future__ import annotations
+
+import io
+import stat
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+from packaging.specifiers import SpecifierSet
+from packaging.tags import Tag
+from packaging.utils import canonicalize_name
+
+from orchestrator.build.environment import (
+    best_dists,
+    closure,
+    installed_members,
+    job_tar,
+    parse_pyvenv,
+    read_source,
+    resolve_target,
+    static_requires,
+    venv_members,
+)
+from orchestrator.plan.tags import TagSet
+from orchestrator.trust.packages import PackageDb, parse_lists, parse_status
+from orchestrator.trust.smoke import verdict
+from tests.wheelfactory import make_wheel
+
+ENV = {"python_version": "3.11", "python_full_version": "3.11.2", "platform_machine": "aarch64",
+       "sys_platform": "linux", "implementation_name": "cpython", "os_name": "posix",
+       "platform_system": "Linux", "platform_python_implementation": "CPython"}  # fmt: skip
+ARM_TAGS = TagSet.of(
+    "3.11",
+    [Tag("cp311", "cp311", "manylinux_2_17_aarch64"), Tag("cp311", "abi3", "linux_aarch64"),
+     Tag("py3", "none", "linux_aarch64"), Tag("py3", "none", "any")],
+    "probe",
+)  # fmt: skip
+PYVENV = "home = /usr/bin\ninclude-system-site-packages = false\nversion = 3.11.2\n"
+
+
+def _pool(tmp_path: Path) -> dict:  # type: ignore[type-arg]
+    wheels = [
+        make_wheel(tmp_path, "setuptools", "75.1.0"),
+        make_wheel(tmp_path, "setuptools-scm", "8.1.0", requires=(
+            "packaging>=20", "setuptools", "tomli>=1; python_version < '3.11'",
+            "rich; extra == 'rich'", "arm-only; platform_machine == 'aarch64'")),
+        make_wheel(tmp_path, "packaging", "24.1"),
+        make_wheel(tmp_path, "arm-only", "1.0", "py3-none-linux_aarch64"),
+        make_wheel(tmp_path, "amd-only", "1.0", "py3-none-linux_x86_64"),
+    ]  # fmt: skip
+    return best_dists(wheels, ARM_TAGS)
+
+
+def test_closure_follows_requires_dist_under_the_targets_markers(tmp_path: Path) -> None:
+    pool = _pool(tmp_path)
+    assert "amd-only" not in pool  # its tags do not fit arm64
+    got = closure(["setuptools-scm>=8"], pool, ENV, {})
+    assert isinstance(got, list)
+    assert [d.pin for d in got] == [
+        "arm-only==1.0", "packaging==24.1", "setuptools==75.1.0", "setuptools-scm==8.1.0"
+    ]  # fmt: skip
+    # On x86_64 the marker is false: arm-only is not needed there.
+    x86 = closure(["setuptools-scm"], pool, {**ENV, "platform_machine": "x86_64"}, {})
+    assert isinstance(x86, list)
+    assert "arm-only" not in [d.name for d in x86]
+
+
+def test_closure_says_why_the_pool_does_not_cover(tmp_path: Path) -> None:
+    pool = _pool(tmp_path)
+    assert "rich" in str(closure(["setuptools-scm[rich]"], pool, ENV, {}))
+    assert "0 fitting" in str(closure(["setuptools>=80"], pool, ENV, {}))
+    capped = {canonicalize_name("packaging"): SpecifierSet("<24")}
+    assert "packaging" in str(closure(["setuptools-scm"], pool, ENV, capped))
+    assert "not a requirement!" in str(closure(["not a requirement!"], pool, ENV, {}))
+
+
+def test_static_requires_reads_build_system_like_build_does() -> None:
+    assert static_requires(None) == ["setuptools >= 40.8.0"]
+    assert static_requires(b"[tool.black]\n") == ["setuptools >= 40.8.0"]
+    assert static_requires(b'[build-system]\nrequires = ["wheel", "setuptools>=61"]\n') == [
+        "setuptools>=61", "wheel"
+    ]  # fmt: skip
+    assert static_requires(b"[build-system]\nbuild-backend = 'x'\n") is None  # build refuses
+    assert static_requires(b"[build-system\n") is None
+    assert static_requires(b"\xff\xfe") is None
+
+
+def _sdist_tar(path: Path, members: dict[str, tuple[bytes | None, int]]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, (data, mode) in members.items():
+            info = tarfile.TarInfo(name)
+            info.mode = mode
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_read_source_keeps_the_builders_modes_and_finds_the_project(tmp_path: Path) -> None:
+    sdist = _sdist_tar(tmp_path / "p-1.0.tar.gz", {
+        "p-1.0/setup.py": (b"x", 0o664), "p-1.0/bin/tool": (b"#!/bin/sh\n", 0o775),
+        "p-1.0/pyproject.toml": (b"[build-system]\nrequires=['flit_core']\n", 0o644),
+    })  # fmt: skip
+    source = read_source(sdist)
+    assert source is not None
+    assert source.source == "build/p-1.0"
+    assert static_requires(source.pyproject) == ["flit_core"]
+    modes = {i.name: i.mode for i, _ in source.members}
+    assert modes["job/build/p-1.0/bin/tool"] == 0o775  # as tarfile writes it, exactly
+    assert modes["job/build/p-1.0/setup.py"] == 0o664
+    with tarfile.open(fileobj=io.BytesIO(job_tar(source.members))) as tar:
+        owners = {(m.uid, m.gid) for m in tar.getmembers()}
+        names = tar.getnames()
+    assert owners == {(1000, 1000)}
+    assert names[:3] == ["job", "job/build", "job/build/p-1.0"]  # parents first
+
+
+def test_read_source_zip_and_refusals(tmp_path: Path) -> None:
+    path = tmp_path / "z-1.0.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("z-1.0/setup.py", "x")
+        archive.writestr("z-1.0/README", "y")
+    source = read_source(path)
+    assert source is not None
+    assert source.source == "build/z-1.0"
+    assert source.pyproject is None
+    assert {i.mode for i, d in source.members if d is not None} == {0o644}
+    two = _sdist_tar(tmp_path / "t.tar.gz", {"a/x": (b"1", 0o644), "b/y": (b"2", 0o644)})
+    found = read_source(two)
+    assert found is not None
+    assert found.source == "build"
+    out = _sdist_tar(tmp_path / "o.tar.gz", {"../evil": (b"1", 0o644)})
+    assert read_source(out) is None
+    link = tmp_path / "l.tar.gz"
+    with tarfile.open(link, "w:gz") as tar:
+        info = tarfile.TarInfo("l-1/x")
+        info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(info)
+    assert read_source(link) is None
+    (tmp_path / "bad.tar.gz").write_bytes(b"not a tar")
+    assert read_source(tmp_path / "bad.tar.gz") is None
+
+
+def test_venv_and_installed_wheels_look_like_the_builders(tmp_path: Path) -> None:
+    interp = parse_pyvenv(PYVENV)
+    assert interp is not None
+    assert interp.executable == "/usr/bin/python3.11"
+    assert parse_pyvenv("home = relative\nversion = 3\n") is None
+    members = {i.name: i for i, _ in venv_members(interp, "3.11")}
+    assert members["job/env/bin/python3.11"].linkname == "/usr/bin/python3.11"
+    assert members["job/env/bin/python"].linkname == "python3.11"
+    assert members["job/env/lib64"].linkname == "lib"
+    tool = make_wheel(tmp_path, "tool", "1.0", entry_points="[console_scripts]\ntool = tool:main\n")
+    dists = best_dists([tool], ARM_TAGS)["tool"]
+    files = {i.name: (i, d) for i, d in installed_members(dists, "3.11")}
+    script_info, script = files["job/env/bin/tool"]
+    assert script is not None
+    assert script.startswith(b"#!/job/env/bin/python")
+    assert script_info.mode & stat.S_IXUSR
+    site = "job/env/lib/python3.11/site-packages"
+    assert f"{site}/tool/__init__.py" in files
+    assert files[f"{site}/tool-1.0.dist-info/INSTALLER"][1] == b"orchestrate\n"
+
+
+def test_resolve_target_gives_pip_the_tags_in_rank_order() -> None:
+    interp = parse_pyvenv(PYVENV)
+    assert interp is not None
+    target = resolve_target(ARM_TAGS, interp)
+    assert target == {"platforms": ["manylinux_2_17_aarch64", "linux_aarch64"],
+                      "abis": ["cp311", "abi3", "none"], "implementation": "cp",
+                      "python_version": "3.11.2"}  # fmt: skip
+
+
+STATUS = """\
+Package: libc6
+Status: install ok installed
+Priority: required
+Architecture: arm64
+Depends: libgcc-s1
+
+Package: libgcc-s1
+Status: install ok installed
+Priority: optional
+Depends: gcc-12-base (= 12.2.0-14), libc6 (>= 2.35)
+
+Package: gcc-12-base
+Status: install ok installed
+
+Package: libpq5
+Status: install ok installed
+Depends: libc6 (>= 2.34), libssl3 (>= 3.0.0) | libssl-alt,
+ libldap-2.5-0 (>= 2.5.4)
+
+Package: libssl3
+Status: install ok installed
+Provides: libssl-alt
+
+Package: libldap-2.5-0
+Status: install ok installed
+
+Package: libxml2
+Status: install ok installed
+Depends: libicu72
+
+Package: libicu72
+Status: install ok installed
+
+Package: gone
+Status: deinstall ok config-files
+"""
+
+
+def _db() -> PackageDb:
+    depends, base = parse_status(STATUS)
+    buffer = io.BytesIO()
+    lists = {
+        "info/libc6:arm64.list": "/lib/aarch64-linux-gnu/libc.so.6\n/usr/share/doc/libc6\n",
+        "info/libpq5:arm64.list": "/usr/lib/aarch64-linux-gnu/libpq.so.5\n",
+        "info/libssl3:arm64.list": "/usr/lib/aarch64-linux-gnu/libssl.so.3\n",
+        "info/libxml2:arm64.list": "/usr/lib/aarch64-linux-gnu/libxml2.so.2.9.14\n",
+        "info/libicu72.list": "/usr/lib/aarch64-linux-gnu/libicuuc.so.72\n",
+        "info/libxml2.md5sums": "x\n",
+    }
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, text in lists.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(text.encode())
+            tar.addfile(info, io.BytesIO(text.encode()))
+    return PackageDb(depends=depends, base=base, libraries=parse_lists(buffer.getvalue()))
+
+
+def test_package_closure_follows_depends_alternatives_and_provides() -> None:
+    db = _db()
+    assert "gone" not in db.depends  # not installed
+    assert db.base == frozenset({"libc6"})
+    assert db.depends["libpq5"] == ("libc6", "libldap-2.5-0", "libssl3")  # continuation line
+    assert db.closure(["libpq5"]) == {"libc6", "libgcc-s1", "gcc-12-base", "libpq5", "libssl3",
+                                      "libldap-2.5-0"}  # fmt: skip
+    allowed = db.allowed_libraries(["libxml2"])
+    assert "/usr/lib/aarch64-linux-gnu/libicuuc.so.72" in allowed  # what libxml2 loads too
+    assert "/usr/lib/aarch64-linux-gnu/libpq.so.5" not in allowed
+    assert "/usr/share/doc/libc6" not in db.allowed_libraries([])
+    assert db.owner("/usr/lib/aarch64-linux-gnu/libpq.so.5") == "libpq5"
+
+
+@pytest.mark.parametrize("foreign", [["/usr/lib/x/libpq.so.5"], []])
+def test_a_foreign_library_fails_the_verdict(foreign: list[str]) -> None:
+    said = {"passed": not foreign, "checks": [{"module": "m", "status": "ok"}], "foreign": foreign}
+    result = verdict(said, 0, False, 60)
+    assert result.passed is (not foreign)
+    assert result.foreign == foreign
+    if foreign:
+        assert "libpq.so.5" in result.error
+        assert "runtime packages" in result.error
