@@ -8,9 +8,10 @@ checks the graph the way cibuildwheel's unit tests check `get_build_steps`.
   a native engine leads, the other platforms' jobs wait for it and take its
   `py3-none-any` wheel (or build for themselves if the guess was wrong).
   An sdist that does not look pure may build one all the same (an optional
-  extension that is skipped): its emulated jobs wait for the native one too,
-  while that is expected to end sooner than their own build under QEMU and
-  its last native build was not known to give a platform wheel.
+  extension that is skipped): when it has few compiled sources, its emulated
+  jobs wait for the native one too, while that is expected to end sooner
+  than their own build under QEMU, unless its last native build gave a
+  platform wheel.
 - A static build requirement with no wheel for a platform becomes a
   build-dependency job on that platform; the jobs that need it wait for it.
 - Items whose builder image or sdist is missing are blocked, with a category.
@@ -34,6 +35,10 @@ from orchestrator.plan.overrides import JobExtras, Overrides
 from orchestrator.scheduler import Job
 
 DEFAULT_GUESS = 60.0  # seconds, native, for an sdist we could not read
+# An sdist with this many compiled sources or fewer may skip them (an optional speed-up,
+# as in salt and ovs) and build `none-any`; one with more builds a platform wheel, and
+# its emulated job waiting for the native one would only start the longest jobs late.
+OPTIONAL_SOURCES = 2
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -133,7 +138,11 @@ def job_graph(
             lead = leads.setdefault(key, job.id)
         else:
             twin = jobs.get(twins.get(key, ""))
-            lead = _native_twin(job, twin, pool, expected, guess=guess, compiled=settings.compiled)
+            few = isinstance(outcome, SdistFacts) and outcome.compiled <= OPTIONAL_SOURCES
+            known = settings.compiled(job.name)
+            lead = _native_twin(
+                job, twin if few and not known else None, pool, expected, guess=guess
+            )
             if job.platform.arch in pool.native:
                 twins.setdefault(key, job.id)
         jobs[job.id] = _node(job, pool, expected, () if lead == job.id else (lead,), guess=guess)
@@ -290,11 +299,11 @@ def _node(
 
 def _native_twin(
     job: WheelJob, twin: Job[WheelJob] | None, pool: PoolSnapshot, expected: Expected, *,
-    guess: float, compiled: Callable[[str], bool],
+    guess: float,
 ) -> str:  # fmt: skip
     """The job an emulated job of a not-obviously-pure sdist waits for: the native job
     of the same sdist, when that is expected to end before its own build would."""
-    if twin is None or job.platform.arch in pool.native or compiled(job.name):
+    if twin is None or job.platform.arch in pool.native:
         return job.id
     own = expected(job.name, job.platform.arch.value, True, guess)
     return twin.id if twin.expected < own else job.id

@@ -36,7 +36,7 @@ from orchestrator.build.graph import WheelJob
 from orchestrator.build.prepare import PrepareRequest, Resolver, prepare
 from orchestrator.build.records import Phase, WheelRecord, phases
 from orchestrator.build.system import system_image
-from orchestrator.core.errors import BuildStepFailed, RegistryError
+from orchestrator.core.errors import BuildStepFailed, EngineError, RegistryError
 from orchestrator.core.redact import RedactingLog, redact
 from orchestrator.core.wheelnames import is_pure, safe_wheel_name
 from orchestrator.engines import Engine, RunOutcome, RunRequest
@@ -277,7 +277,7 @@ def _smoke_in_builder(
         return None
     try:
         db = ctx.package_dbs.get(ctx.engine, job.image, job.platform.arch)
-    except (BuildStepFailed, RegistryError, StopIteration, tarfile.TarError) as exc:
+    except (EngineError, StopIteration, tarfile.TarError) as exc:  # a real engine fault recurs
         line(f"== no package database in the builder ({exc}): the bare base only")
         return None
     check = SmokeCheck(image=job.image, python=job.python,

@@ -35,7 +35,7 @@ from orchestrator.build.environment import (
     venv_members,
 )
 from orchestrator.build.graph import WheelJob
-from orchestrator.core.errors import BuildStepFailed, RegistryError
+from orchestrator.core.errors import EngineError
 from orchestrator.engines import Engine, RunRequest
 from orchestrator.images.render import templates_dir
 from orchestrator.model import Arch
@@ -122,8 +122,10 @@ def _interpreter(request: PrepareRequest) -> Interpreter | None:
     job = request.job
     try:
         return request.interpreters.get(request.engine, job.image, job.platform.arch, job.python)
-    except (BuildStepFailed, RegistryError, OSError, tarfile.TarError):
-        return None  # no tool venv to read: the builder's fetch phase makes its own
+    except (EngineError, OSError, tarfile.TarError):
+        # No tool venv to read (a templates folder of one's own): the fetch phase makes
+        # the venv. An engine that is really down fails that phase too, and is retried.
+        return None
 
 
 def _resolve(
