@@ -338,9 +338,10 @@ class Executor:
         return known
 
     def _from_dependencies(self, job: Job[WheelJob]) -> WheelRecord | None:
-        """A shared pure wheel from the lead, or a failure a build dependency caused."""
+        """A shared pure wheel from the lead (or a native twin done by now), or a
+        failure a build dependency caused."""
         with self._lock:
-            deps = [self.records.get(d) for d in job.depends]
+            deps = [self.records.get(d) for d in (*job.depends, job.payload.twin) if d]
         for dep in deps:
             if dep is None or dep.kind != JobKind.BUILD_DEP or dep.status.ok:
                 continue

@@ -11,7 +11,8 @@ checks the graph the way cibuildwheel's unit tests check `get_build_steps`.
   extension that is skipped): when it has few compiled sources, its emulated
   jobs wait for the native one too, while that is expected to end sooner
   than their own build under QEMU, unless its last native build gave a
-  platform wheel.
+  platform wheel. Any other emulated job takes the native wheel all the same
+  if it is `none-any` and done when the emulated job starts (`WheelJob.twin`).
 - A static build requirement with no wheel for a platform becomes a
   build-dependency job on that platform; the jobs that need it wait for it.
 - Items whose builder image or sdist is missing are blocked, with a category.
@@ -20,7 +21,7 @@ checks the graph the way cibuildwheel's unit tests check `get_build_steps`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from packaging.utils import canonicalize_name
 
@@ -60,6 +61,9 @@ class WheelJob:
     extras: JobExtras = field(default_factory=JobExtras)
     branches: tuple[str, ...] = ()  # the matrix's branches that want this pin
     rebuild: str = ""  # why the plan builds a cached wheel again
+    # The native job of the same sdist, for an emulated job that does not wait for it:
+    # if it has built a `none-any` wheel when this one starts, that wheel is shared.
+    twin: str = ""
 
     @property
     def id(self) -> str:
@@ -143,6 +147,8 @@ def job_graph(
             lead = _native_twin(
                 job, twin if few and not known else None, pool, expected, guess=guess
             )
+            if twin is not None and job.platform.arch not in pool.native and not known:
+                job = replace(job, twin=twin.id)  # no wait, but its wheel if done by then
             if job.platform.arch in pool.native:
                 twins.setdefault(key, job.id)
         jobs[job.id] = _node(job, pool, expected, () if lead == job.id else (lead,), guess=guess)

@@ -89,10 +89,20 @@ def smoke_test(
         on_line=on_line,
     )
     check = SmokeCheck(image=image, python=plan.packages[0].removeprefix("python"))
-    result = _run_check(engine, platform, wheel, runtime, check=check, plan=plan,
-                        on_line=on_line, on_start=on_start)  # fmt: skip
+    result = smoke_in_image(engine, platform, wheel, runtime, check=check, plan=plan,
+                            on_line=on_line, on_start=on_start)  # fmt: skip
     result.seconds = round(time.monotonic() - started, 2)  # the image's making included
     return result
+
+
+@dataclass(frozen=True, kw_only=True)
+class SmokeCheck:
+    """Where a check runs: the image, its Python, and, in an image holding more than
+    the wheel's packages, the shared objects the wheel may load (None: no limit)."""
+
+    image: str
+    python: str
+    allowed: tuple[str, ...] | None = None
 
 
 def smoke_in_image(
@@ -106,34 +116,10 @@ def smoke_in_image(
     on_line: Callable[[str], None],
     on_start: Callable[[Callable[[], None]], None] = lambda _kill: None,
 ) -> SmokeResult:
-    """The same check in an image that holds more than the wheel's runtime packages
-    (the builder it was built in: no image to make, nothing installed under QEMU),
-    with every library the process loads checked against `check.allowed`."""
-    return _run_check(engine, platform, wheel, runtime, check=check, plan=plan, on_line=on_line,
-                      on_start=on_start)  # fmt: skip
-
-
-@dataclass(frozen=True, kw_only=True)
-class SmokeCheck:
-    """Where a check runs: the image, its Python, and, in an image holding more than
-    the wheel's packages, the shared objects the wheel may load (None: no limit)."""
-
-    image: str
-    python: str
-    allowed: tuple[str, ...] | None = None
-
-
-def _run_check(
-    engine: Engine,
-    platform: Platform,
-    wheel: Path,
-    runtime: Runtime,
-    *,
-    check: SmokeCheck,
-    plan: SmokePlan,
-    on_line: Callable[[str], None],
-    on_start: Callable[[Callable[[], None]], None],
-) -> SmokeResult:
+    """Check `wheel` in `check.image`: the bare base's smoke image, or one that holds
+    more than the wheel's runtime packages (the builder it was built in: no image to
+    make, nothing installed under QEMU), where every library the process loads is
+    held to `check.allowed`."""
     started = time.monotonic()
     # -S in a builder: its system site-packages are not the bare base's
     flags = ("-S",) if check.allowed is not None else ()

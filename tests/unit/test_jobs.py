@@ -145,10 +145,13 @@ def test_an_emulated_job_waits_for_a_native_build_that_may_come_out_pure() -> No
     assert slow[f"{ARM}/ovs==3.7.1"].depends == ()
     # Many compiled sources (psycopg2 has 41): a platform wheel, so arm64 does not wait.
     many = {("ovs", "3.7.1"): facts("ovs", "3.7.1", pure=False, compiled=41)}
-    assert graph(decisions, many).by_id()[f"{ARM}/ovs==3.7.1"].depends == ()
+    arm = graph(decisions, many).by_id()[f"{ARM}/ovs==3.7.1"]
+    assert arm.depends == ()
+    assert arm.payload.twin == f"{AMD}/ovs==3.7.1"  # its wheel is taken if done by then
     # Its last native build gave a platform wheel: no waiting either.
     known = graph(decisions, sdists, compiled=lambda name: name == "ovs").by_id()
     assert known[f"{ARM}/ovs==3.7.1"].depends == ()
+    assert known[f"{ARM}/ovs==3.7.1"].payload.twin == ""
     # Both native: nobody waits.
     both = PoolSnapshot(frozenset({Arch.AMD64, Arch.ARM64}))
     assert graph(decisions, sdists, pool=both).by_id()[f"{ARM}/ovs==3.7.1"].depends == ()
