@@ -192,8 +192,9 @@ def test_a_shared_resolution_and_a_dynamic_round_trip_together(
     built_images: ImagesReport, local: Local, tmp_path: Path
 ) -> None:
     """netifaces resolves `setuptools>=40.8.0` (the setup.py-only default) for the night;
-    confspirator, with the same static requirements, installs that resolution offline,
-    then its build asks for pbr (setup_requires): a second fetch round gets it."""
+    confspirator, with the same static requirements, gets that resolution from the cache
+    (the host makes its environment, asking no index), then its build asks for pbr
+    (setup_requires): a second round resolves it natively and builds again."""
     env = {"ORCHESTRATE_CACHE_DIR": str(tmp_path / "cache")}
     first = fresh(local, tmp_path / "a").build(
         "netifaces==0.11.0\n", tmp_path / "a", "-p", "*-amd64", env=env
@@ -207,5 +208,7 @@ def test_a_shared_resolution_and_a_dynamic_round_trip_together(
     assert job["status"] == "built"
     assert any(r.startswith("pbr==") for r in job["build_requires"])
     log = Path(job["log"]).read_text()
-    assert "build-resolved.txt" in log  # the night's resolution was used
+    # the night's resolution was used: no pip, no index for the first round
+    assert "== build environment made on the host (recorded versions, from the cache)" in log
     assert "the build asked for pbr" in log
+    assert re.search(r"resolving setuptools >= 40\.8\.0 pbr\S* with pip in", log), log
