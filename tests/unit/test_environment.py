@@ -158,7 +158,7 @@ def test_venv_and_installed_wheels_look_like_the_builders(tmp_path: Path) -> Non
     assert members["job/env/bin/python"].linkname == "python3.11"
     assert members["job/env/lib64"].linkname == "lib"
     tool = make_wheel(tmp_path, "tool", "1.0", entry_points="[console_scripts]\ntool = tool:main\n")
-    dists = best_dists([tool], ARM_TAGS)["tool"]
+    dists = best_dists([tool], ARM_TAGS)[canonicalize_name("tool")]
     files = {i.name: (i, d) for i, d in installed_members(dists, "3.11")}
     script_info, script = files["job/env/bin/tool"]
     assert script is not None

@@ -144,7 +144,9 @@ def test_an_emulated_job_waits_for_a_native_build_that_may_come_out_pure() -> No
                      expected=slow_native, settings=SETTINGS).by_id()  # fmt: skip
     assert slow[f"{ARM}/ovs==3.7.1"].depends == ()
     # Many compiled sources (psycopg2 has 41): a platform wheel, so arm64 does not wait.
-    many = {("ovs", "3.7.1"): facts("ovs", "3.7.1", pure=False, compiled=41)}
+    many: dict[tuple[str, str], SdistOutcome] = {
+        ("ovs", "3.7.1"): facts("ovs", "3.7.1", pure=False, compiled=41)
+    }
     arm = graph(decisions, many).by_id()[f"{ARM}/ovs==3.7.1"]
     assert arm.depends == ()
     assert arm.payload.twin == f"{AMD}/ovs==3.7.1"  # its wheel is taken if done by then
