@@ -11,7 +11,8 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
-from orchestrator.build.job import BUILD_USER, extract_wheels, input_tar, without
+from orchestrator.build.environment import BUILD_USER
+from orchestrator.build.job import extract_wheels, input_tar, without
 from orchestrator.build.sources import SdistCache, SdistRef
 from orchestrator.build.system import system_image
 from orchestrator.config.matrix import Platform

@@ -42,12 +42,15 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
+from orchestrator.core.files import archived_file
 from orchestrator.engines import Engine, RunRequest
 from orchestrator.model import Arch
 from orchestrator.plan.tags import TagSet
 
 ENV = "/job/env"
 BUILD_UID = 1000  # the builder's build user (images/_common.j2)
+# Named explicitly so that no image can run a job as root by accident.
+BUILD_USER = f"{BUILD_UID}:{BUILD_UID}"
 LEGACY = ("setuptools >= 40.8.0",)  # `build`'s default for a project without the table
 
 
@@ -80,12 +83,8 @@ def read_interpreter(engine: Engine, image: str, arch: Arch, python: str) -> Int
     that never starts."""
     request = RunRequest(image=image, command=("true",), platform=arch, network=False)
     with engine.container(request) as box:
-        data = box.get(f"/opt/orchestrate/py{python}/pyvenv.cfg")
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        member = next((m for m in tar.getmembers() if m.isfile()), None)
-        handle = tar.extractfile(member) if member else None
-        text = handle.read().decode(errors="replace") if handle else ""
-    return parse_pyvenv(text)
+        data = archived_file(box.get(f"/opt/orchestrate/py{python}/pyvenv.cfg"))
+    return parse_pyvenv((data or b"").decode(errors="replace"))
 
 
 class Interpreters:
@@ -380,10 +379,3 @@ def resolve_target(tags: TagSet, interp: Interpreter) -> dict[str, object]:
     implementation = interpreters[0][:2] if interpreters else "cp"
     return {"platforms": platforms, "abis": abis, "implementation": implementation,
             "python_version": interp.version}  # fmt: skip
-
-
-def parse_version(text: str) -> Version | None:
-    try:
-        return Version(text)
-    except InvalidVersion:
-        return None

@@ -24,7 +24,7 @@ from pathlib import Path
 from packaging.utils import parse_wheel_filename
 
 from orchestrator.build.builddeps import BuildDepCache
-from orchestrator.build.environment import Interpreters
+from orchestrator.build.environment import BUILD_USER, Interpreters
 from orchestrator.build.failures import (
     EXIT_NEEDS,
     PYTHON_VERSION_HINT,
@@ -58,9 +58,6 @@ from orchestrator.trust.smoke import (
 )
 
 LABEL_JOB = "org.orchestrate.job"
-# The builder images' build user (images/_common.j2 creates it with this uid):
-# named explicitly so that no image can run a job as root by accident.
-BUILD_USER = "1000:1000"
 LOG_TAIL = 256 * 1024  # how much of a failed job's log classification reads
 MAX_NEEDS_ROUNDS = 3  # fetch-then-build rounds for dynamic build requirements
 # How apt and dnf say that a package cannot be installed.

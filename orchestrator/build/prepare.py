@@ -22,6 +22,7 @@ from packaging.utils import NormalizedName
 
 from orchestrator.build.builddeps import BuildDepCache, parse_constraints
 from orchestrator.build.environment import (
+    BUILD_USER,
     Dist,
     Interpreter,
     Interpreters,
@@ -41,8 +42,6 @@ from orchestrator.images.render import templates_dir
 from orchestrator.model import Arch
 from orchestrator.plan.decide import marker_environment
 from orchestrator.plan.tags import TagSet
-
-BUILD_USER = "1000:1000"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import stat
+import tarfile
 import threading
 from pathlib import Path
 
@@ -35,6 +37,15 @@ def read_bounded(path: Path, limit: int) -> bytes:
     if len(data) > limit:  # it grew while we read it
         raise OSError(errno.EFBIG, f"larger than {_size(limit)}")
     return data
+
+
+def archived_file(tar_bytes: bytes) -> bytes | None:
+    """The first regular file of a tar (what an engine's copy-out of one path gives),
+    or None when it holds none."""
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
+        member = next((m for m in tar.getmembers() if m.isfile()), None)
+        handle = tar.extractfile(member) if member else None
+        return handle.read() if handle else None
 
 
 def write_atomic(path: Path, data: bytes | str, mode: int | None = None) -> None:

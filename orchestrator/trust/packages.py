@@ -19,6 +19,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from orchestrator.core.files import archived_file
 from orchestrator.engines import Engine, RunRequest
 from orchestrator.model import Arch
 
@@ -128,18 +129,10 @@ def read_package_db(engine: Engine, image: str, arch: Arch) -> PackageDb:
     """The image's dpkg database, copied out of a container that never starts."""
     request = RunRequest(image=image, command=("true",), platform=arch, network=False)
     with engine.container(request) as box:
-        status = _only_file(box.get(f"{DPKG}/status"))
+        status = archived_file(box.get(f"{DPKG}/status")) or b""
         lists = box.get(f"{DPKG}/info")
     depends, base = parse_status(status.decode(errors="replace"))
     return PackageDb(depends=depends, base=base, libraries=parse_lists(lists))
-
-
-def _only_file(tar_bytes: bytes) -> bytes:
-    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
-        member = next(m for m in tar.getmembers() if m.isfile())
-        handle = tar.extractfile(member)
-        assert handle is not None
-        return handle.read()
 
 
 class PackageDbs:

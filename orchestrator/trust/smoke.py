@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.config.matrix import Platform
+from orchestrator.core.files import archived_file
 from orchestrator.engines import Engine, RunRequest
 from orchestrator.images.derived import derived_image
 from orchestrator.images.render import templates_dir
@@ -178,15 +179,11 @@ def verdict(
 
 
 def _result(tar_bytes: bytes) -> dict[str, object] | None:
-    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
-        member = next((m for m in tar.getmembers() if m.isfile()), None)
-        handle = tar.extractfile(member) if member else None
-        if handle is None:
-            return None
-        try:
-            data = json.loads(handle.read())
-        except ValueError:
-            return None
+    text = archived_file(tar_bytes)
+    try:
+        data = json.loads(text) if text is not None else None
+    except ValueError:
+        return None
     return data if isinstance(data, dict) else None
 
 
