@@ -52,7 +52,8 @@ def _engine_check(status: EngineStatus) -> Check:
     emulated = ", ".join(a.value for a in status.emulated) or "none"
     disk = f"{status.disk.free_bytes / 2**30:.1f} GiB free" if status.disk else "free disk unknown"
     detail = (
-        f"{info.url}: Docker {info.server_version} (API {info.api_version}), "
+        f"{info.url}: {info.kind.value.capitalize()} {info.server_version} "
+        f"(API {info.api_version}, {'rootless' if info.rootless else 'rootful'}), "
         f"native {info.arch.value if info.arch else info.machine}, "
         f"emulated {emulated}, {disk}"
     )

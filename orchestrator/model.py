@@ -62,6 +62,13 @@ class Family(StrEnum):
     RPM = "rpm"
 
 
+class EngineKind(StrEnum):
+    """What serves an engine's API: only the engine adapter acts on it."""
+
+    DOCKER = "docker"
+    PODMAN = "podman"
+
+
 class Action(StrEnum):
     UPSTREAM = "upstream"
     BUILD = "build"

@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from orchestrator.model import ARCH_ALIASES, Arch, Family
+from orchestrator.model import ARCH_ALIASES, Arch, EngineKind, Family
 
 NAME_RE = r"^[a-z0-9][a-z0-9._-]*$"
 
@@ -123,11 +123,22 @@ class Tls(Model):
     verify: StrictBool = True
 
 
+# The resource limits a container may be given: the names Docker and Podman share.
+UlimitName = Literal[
+    "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile",
+    "nproc", "rss", "rtprio", "rttime", "sigpending", "stack",
+]  # fmt: skip
+
+
 class EngineSpec(Model):
     name: Name
     url: str = "unix:///var/run/docker.sock"
     slots: Annotated[StrictInt, Field(ge=1, le=256)] = 2
     tls: Tls | None = None
+    # Read from the engine's version answer when not given.
+    kind: EngineKind | None = None
+    # Soft = hard limit per name for every container; None: the kind's default.
+    ulimits: dict[UlimitName, Annotated[StrictInt, Field(ge=0, le=2**31)]] | None = None
 
     @field_validator("url")
     @classmethod

@@ -12,7 +12,31 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from orchestrator.model import Arch
+from orchestrator.model import Arch, EngineKind
+
+
+@dataclass(kw_only=True, frozen=True)
+class KindTraits:
+    """What differs between engine kinds, for the adapter and for the scripts that
+    `reproduce --print` writes: the CLI that talks to the engine, and the limits
+    every container gets when the matrix sets none."""
+
+    cli: str
+    url_flag: str
+    ulimits: Mapping[str, int]
+
+
+KIND_TRAITS = {
+    EngineKind.DOCKER: KindTraits(cli="docker", url_flag="-H", ulimits={}),
+    # Podman asks runc for the host's own hard limits (nofile 1048576 and an
+    # unlimited nproc here) by default; where the service may not raise to them,
+    # as on this kind of host, every container fails to start with "error setting
+    # rlimit type 7: operation not permitted". 1024 is what a login shell gets and
+    # more than any build here opens.
+    EngineKind.PODMAN: KindTraits(
+        cli="podman", url_flag="--url", ulimits={"nofile": 1024, "nproc": 1024}
+    ),
+}
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -21,6 +45,8 @@ class EngineInfo:
 
     name: str
     url: str
+    kind: EngineKind
+    rootless: bool
     server_version: str
     api_version: str
     arch: Arch | None

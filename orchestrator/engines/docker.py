@@ -1,14 +1,18 @@
-"""The one module that imports docker-py: our `Engine` on a Docker engine.
+"""The one module that imports docker-py: our `Engine` on a Docker or Podman engine.
 
-Every docker-py or transport exception is translated here into an
-`EngineError` (or `RegistryError` for push/pull), so callers never see
-docker-py's types.
+Podman serves Docker's API (`podman system service`), so one adapter talks to
+both; what differs between the kinds (the limits a container needs, the CLI of
+an interactive shell, how rootless mode shows) is decided here and in
+`KIND_TRAITS`, nowhere else. Every docker-py or transport exception is
+translated here into an `EngineError` (or `RegistryError` for push/pull), so
+callers never see docker-py's types.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import re
 import shutil
 import subprocess
 import threading
@@ -17,8 +21,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import docker
+import docker.auth
 import docker.errors
 import docker.tls
+import docker.types
 import requests
 
 from orchestrator.config import EngineSpec
@@ -28,8 +34,16 @@ from orchestrator.core.errors import (
     EnvironmentProblem,
     RegistryError,
 )
-from orchestrator.engines import BuildRequest, EngineInfo, ImageInfo, RunOutcome, RunRequest
-from orchestrator.model import Arch
+from orchestrator.engines import (
+    KIND_TRAITS,
+    BuildRequest,
+    EngineInfo,
+    ImageInfo,
+    KindTraits,
+    RunOutcome,
+    RunRequest,
+)
+from orchestrator.model import Arch, EngineKind
 
 # What engines report as their Architecture (uname -m, or Go's name), to OCI names.
 _MACHINE_TO_ARCH = {
@@ -40,12 +54,19 @@ _MACHINE_TO_ARCH = {
 _TRANSPORT_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
 _UNREACHABLE_HINT = (
     "is the engine running? On this host: sudo orchestrate setup-host; "
-    "for a remote engine check the url, ssh access and that dockerd runs there"
+    "for a remote engine check the url, ssh access and that dockerd runs there; "
+    "for Podman: sudo orchestrate setup-host --podman"
 )
+# Podman's answer to GET /version names its components "Podman Engine", ...
+_PODMAN_COMPONENT = "podman"
+# ... and its own API, beside the compatible one, says whether it runs rootless.
+_LIBPOD_INFO = "/v4.0.0/libpod/info"
+_DIGEST_LINE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
+_LOOPBACK = re.compile(r"^(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?$")
 
 
 class DockerEngine:
-    """A Docker engine reached over unix://, tcp:// (TLS) or ssh://."""
+    """A Docker or Podman engine reached over unix://, tcp:// (TLS) or ssh://."""
 
     def __init__(self, spec: EngineSpec, timeout: int = 120) -> None:
         self.name = spec.name
@@ -54,6 +75,7 @@ class DockerEngine:
         self._spec = spec
         self._timeout = timeout
         self._client: docker.DockerClient | None = None
+        self._kind: EngineKind | None = spec.kind
         self._lock = threading.Lock()
 
     # -- connection ---------------------------------------------------------
@@ -103,22 +125,55 @@ class DockerEngine:
             raise EngineError(f"engine {self.name!r}: {what} failed: {_reason(exc)}") from None
 
     # -- facts ----------------------------------------------------------------
+    @property
+    def kind(self) -> EngineKind:
+        """Declared in the matrix, else read from the engine's version answer."""
+        if self._kind is None:
+            with self._errors("reading the version"):
+                self._kind = _kind_of(self.api.version())
+        return self._kind
+
+    @property
+    def traits(self) -> KindTraits:
+        return KIND_TRAITS[self.kind]
+
+    @property
+    def ulimits(self) -> dict[str, int]:
+        """Every container's limits: the matrix's, else the kind's default."""
+        given = self._spec.ulimits
+        return dict(self.traits.ulimits) if given is None else {str(k): v for k, v in given.items()}
+
     def info(self) -> EngineInfo:
         with self._errors("reading version and info"):
             version = self.api.version()
             info = self.api.info()
-        machine = str(info.get("Architecture", ""))
+        # Docker reports uname's name (x86_64), Podman Go's (amd64): one name, uname's.
+        reported = str(info.get("Architecture", ""))
+        arch = _MACHINE_TO_ARCH.get(reported)
+        machine = arch.machine if arch else reported
+        kind = self._kind or _kind_of(version)
         return EngineInfo(
             name=self.name,
             url=self.url,
+            kind=kind,
+            rootless=self._rootless(kind, info),
             server_version=str(version.get("Version", "?")),
             api_version=str(version.get("ApiVersion", "?")),
-            arch=_MACHINE_TO_ARCH.get(machine),
+            arch=arch,
             machine=machine,
             kernel=str(info.get("KernelVersion", "?")),
             engine_id=str(info.get("ID", "")),
             data_root=str(info.get("DockerRootDir", "")),
         )
+
+    def _rootless(self, kind: EngineKind, info: dict[str, Any]) -> bool:
+        if kind is EngineKind.DOCKER:
+            return any("rootless" in str(o) for o in info.get("SecurityOptions") or ())
+        with self._errors("reading libpod's info"):
+            response = self.api.get(self.api.base_url + _LIBPOD_INFO)
+            response.raise_for_status()
+            security = (response.json().get("host") or {}).get("security") or {}
+        return bool(security.get("rootless"))
 
     # -- images ---------------------------------------------------------------
     def build(self, request: BuildRequest, on_line: Callable[[str], None]) -> str:
@@ -171,16 +226,22 @@ class DockerEngine:
     def push(self, ref: str, on_line: Callable[[str], None]) -> str:
         repo, tag = _split_ref(ref)
         digest = ""
+        path = self.api._url("/images/{0}/push", repo)
         try:
-            for chunk in self.api.push(repo, tag, stream=True, decode=True):
+            for chunk in self._registry_stream(path, ref, {"tag": tag}):
                 if "error" in chunk:
                     raise RegistryError(
                         f"push of {ref} failed: {chunk['error']}",
                         hint="check the registry url and `docker login`",
                     )
-                digest = (chunk.get("aux") or {}).get("Digest", digest)
-                if chunk.get("status"):
-                    on_line(str(chunk["status"]))
+                status = str(chunk.get("status") or "")
+                # Podman names the digest in its last status line only.
+                found = _DIGEST_LINE.search(status)
+                digest = (chunk.get("aux") or {}).get("Digest") or (
+                    found.group(1) if found else digest
+                )
+                if status:
+                    on_line(status)
         except _TRANSPORT_ERRORS as exc:
             raise RegistryError(f"push of {ref} failed: {_reason(exc)}") from None
         if not digest:
@@ -189,18 +250,44 @@ class DockerEngine:
 
     def pull(self, ref: str, platform: Arch, on_line: Callable[[str], None]) -> None:
         repo, tag = _split_ref(ref)
+        if self.kind is EngineKind.PODMAN:
+            # Podman's compatible pull ignores tlsVerify; its own endpoint takes it.
+            path = self.api.base_url + "/v4.0.0/libpod/images/pull"
+            params = {"reference": f"{repo}:{tag}", "os": "linux", "arch": platform.value}
+        else:
+            path = self.api._url("/images/create")
+            params = {"fromImage": repo, "tag": tag, "platform": platform.oci_platform}
         try:
-            for chunk in self.api.pull(
-                repo, tag, platform=platform.oci_platform, stream=True, decode=True
-            ):
+            for chunk in self._registry_stream(path, ref, params):
                 if "error" in chunk:
                     raise RegistryError(f"pull of {ref} failed: {chunk['error']}")
-                if chunk.get("status"):
-                    on_line(str(chunk["status"]))
+                text = chunk.get("status") or chunk.get("stream")
+                if text:
+                    on_line(str(text).rstrip())
         except _TRANSPORT_ERRORS as exc:
             raise RegistryError(
                 f"pull of {ref} ({platform.oci_platform}) failed: {_reason(exc)}"
             ) from None
+
+    def _registry_stream(
+        self, path: str, ref: str, params: dict[str, str]
+    ) -> Iterator[dict[str, Any]]:
+        """POST to an endpoint that talks to a registry, with the credentials docker-py
+        would send, and stream its JSON answers.
+
+        Docker trusts a registry on the loopback over plain HTTP by default (its
+        insecure 127.0.0.0/8); Podman trusts only what registries.conf lists. Asking
+        Podman not to verify TLS for a loopback registry makes one matrix work on both."""
+        registry, _name = docker.auth.resolve_repository_name(_split_ref(ref)[0])
+        headers = {}
+        header = docker.auth.get_config_header(self.api, registry)
+        if header:
+            headers["X-Registry-Auth"] = header
+        if self.kind is EngineKind.PODMAN and _LOOPBACK.match(registry):
+            params = {**params, "tlsVerify": "false"}
+        response = self.api._post(path, params=params, headers=headers, stream=True)
+        self.api._raise_for_status(response)
+        yield from self.api._stream_helper(response, decode=True)
 
     # -- containers -----------------------------------------------------------
     @contextlib.contextmanager
@@ -210,6 +297,11 @@ class DockerEngine:
                 network_mode="bridge" if request.network else "none",
                 security_opt=["no-new-privileges"],
                 init=True,
+                ulimits=[
+                    docker.types.Ulimit(name=name, soft=value, hard=value)
+                    for name, value in sorted(self.ulimits.items())
+                ]
+                or None,
             )
             created = self.api.create_container(
                 request.image,
@@ -288,13 +380,17 @@ class DockerContainer:
 
     def attach_terminal(self) -> int:
         """docker-py has no interactive attach (raw terminal modes, window size), so the
-        CLI does it, at this engine's address: the one place that runs it."""
-        docker = shutil.which("docker")
-        if docker is None:
+        engine's CLI does it, at this engine's address: the one place that runs it."""
+        traits = self._engine.traits
+        cli = shutil.which(traits.cli)
+        if cli is None:
+            package = "docker.io" if traits.cli == "docker" else traits.cli
             raise EnvironmentProblem(
-                "an interactive shell needs the docker CLI", hint="apt-get install docker.io"
+                f"an interactive shell needs the {traits.cli} CLI",
+                hint=f"apt-get install {package}",
             )
-        argv = [docker, "-H", self._engine.url, "start", "--attach", "--interactive", self.id]
+        url = self._engine.url
+        argv = [cli, traits.url_flag, url, "start", "--attach", "--interactive", self.id]
         code = subprocess.run(argv, check=False).returncode
         self.outcome = RunOutcome(code, 0.0, timed_out=False)
         return code
@@ -308,6 +404,12 @@ def _drain(stream: Iterator[bytes], on_output: Callable[[bytes], None]) -> None:
     with contextlib.suppress(*_TRANSPORT_ERRORS):
         for chunk in stream:
             on_output(chunk)
+
+
+def _kind_of(version: dict[str, Any]) -> EngineKind:
+    names = [str(c.get("Name", "")) for c in version.get("Components") or ()]
+    podman = any(_PODMAN_COMPONENT in name.lower() for name in names)
+    return EngineKind.PODMAN if podman else EngineKind.DOCKER
 
 
 def _split_ref(ref: str) -> tuple[str, str]:

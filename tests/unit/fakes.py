@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from orchestrator.engines import BuildRequest, EngineInfo, ImageInfo, RunOutcome, RunRequest
-from orchestrator.model import Arch
+from orchestrator.model import Arch, EngineKind
 
 
 class FakeContainer:
@@ -58,6 +58,8 @@ class FakeEngine:
         return EngineInfo(
             name=self.name,
             url=self.url,
+            kind=EngineKind.DOCKER,
+            rootless=False,
             server_version="fake",
             api_version="1.41",
             arch=self.arch,

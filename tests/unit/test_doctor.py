@@ -7,7 +7,7 @@ from orchestrator.doctor import engine_checks, tool_checks
 from orchestrator.engines import EngineInfo
 from orchestrator.engines.pool import EngineStatus, ProbeResult
 from orchestrator.engines.probe import DiskSpace
-from orchestrator.model import Arch
+from orchestrator.model import Arch, EngineKind
 from tests.conftest import REPO
 
 
@@ -18,6 +18,8 @@ def _status(name: str, native: Arch | None, runs: dict[Arch, bool]) -> EngineSta
         else EngineInfo(
             name=name,
             url=f"unix:///{name}.sock",
+            kind=EngineKind.DOCKER,
+            rootless=False,
             server_version="20.10",
             api_version="1.41",
             arch=native,
