@@ -19,10 +19,10 @@ from orchestrator.config.matrix import Platform
 from orchestrator.core.errors import InputError, RegistryError
 from orchestrator.core.layout import RunLayout
 from orchestrator.core.quoting import clipped, comment, shell_word, shown
-from orchestrator.engines import Engine, RunRequest
+from orchestrator.engines import KIND_TRAITS, Engine, KindTraits, RunRequest
 from orchestrator.images.base import ensure_base
 from orchestrator.images.sysdeps import install_dockerfile
-from orchestrator.model import Arch
+from orchestrator.model import Arch, EngineKind
 from orchestrator.report.data import checked_job
 from orchestrator.trust.runtime import analyse, unresolved
 from orchestrator.trust.smoke import SmokePlan, smoke_test
@@ -48,6 +48,7 @@ class JobSpec:
     system_packages: tuple[str, ...] = ()  # installed before the fetch phase
     smoke_packages: tuple[str, ...] = ()  # the smoke test's image packages, if it ran
     test_command: str | None = None
+    engine_kind: EngineKind = EngineKind.DOCKER  # whose CLI `--print` writes
 
     @classmethod
     def of(cls, record: Mapping[str, Any]) -> JobSpec:
@@ -73,6 +74,7 @@ class JobSpec:
             system_packages=system,
             smoke_packages=smoke,
             test_command=command,
+            engine_kind=EngineKind(record.get("engine_kind") or EngineKind.DOCKER),
         )
 
     def inputs(self, sdists: SdistCache) -> bytes:
@@ -176,7 +178,8 @@ MAX_LISTED = 20  # jobs a "no such job" hint names: a night has thousands
 
 
 def print_script(spec: JobSpec) -> str:
-    """The job's two phases as a shell script that runs anywhere with a Docker CLI:
+    """The job's two phases as a shell script for the CLI of the job's engine kind
+    (docker or podman), with the limits that engine gives every container:
     the fetch with network, then the build with `--network none` as the build user,
     the job folder carried between them, the builder by digest when it was pushed.
     It exits with the build's own status, so it fails the same way the job did.
@@ -205,17 +208,28 @@ def _system_lines(spec: JobSpec, image: str) -> list[str]:
     platform = shell_word(spec.arch.oci_platform, "platform")
     return [
         f"# system packages: {comment(' '.join(spec.system_packages))}",
-        f"image=$(printf '%s' {shlex.quote(dockerfile)} | docker build -q --platform {platform} -)"
+        f"image=$(printf '%s' {shlex.quote(dockerfile)} | {_cli(spec)} build -q "
+        f"--platform {platform} -)"
         " || exit $?",
     ]
 
 
+def _traits(spec: JobSpec) -> KindTraits:
+    return KIND_TRAITS[spec.engine_kind]
+
+
+def _cli(spec: JobSpec) -> str:
+    return _traits(spec).cli
+
+
 def _phase_lines(spec: JobSpec, phase: Mapping[str, Any]) -> list[str]:
     name, network = str(phase["name"]), bool(phase["network"])
+    cli = _cli(spec)
     flags = [
         f"--platform {shell_word(spec.arch.oci_platform, 'platform')}",
         f"--user {BUILD_USER}",
         "--workdir /job",
+        *(f"--ulimit {n}={v}:{v}" for n, v in sorted(_traits(spec).ulimits.items())),
     ]
     flags += [] if network else ["--network none"]
     flags += [f"-e {shell_word(f'{k}={v}', 'env')}" for k, v in sorted(dict(phase["env"]).items())]
@@ -234,13 +248,13 @@ def _phase_lines(spec: JobSpec, phase: Mapping[str, Any]) -> list[str]:
     out = "job.tar" if network else "out.tar"
     lines = [
         f"# phase {comment(name)} ({'network' if network else 'no network'})",
-        f'c=$(docker create {" ".join(flags)} "$image" {command})',
+        f'c=$({cli} create {" ".join(flags)} "$image" {command})',
     ]
     if not network:
-        lines.append('docker cp - "$c":/ < "$job/job.tar"')
+        lines.append(f'{cli} cp - "$c":/ < "$job/job.tar"')
     lines += [
-        'rc=0; docker start -a "$c" || rc=$?',
-        f'docker cp "$c":{take} - > "$job/{out}" 2>/dev/null; docker rm "$c" > /dev/null',
+        f'rc=0; {cli} start -a "$c" || rc=$?',
+        f'{cli} cp "$c":{take} - > "$job/{out}" 2>/dev/null; {cli} rm "$c" > /dev/null',
     ]
     if network:
         lines.append('[ "$rc" -eq 0 ] || exit "$rc"')

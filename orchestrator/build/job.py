@@ -178,6 +178,7 @@ def run_job(job: WheelJob, inputs: JobInputs, ctx: JobContext) -> WheelRecord:
         JobStatus.FAILED,
         ctx.native_compiler,
         engine=ctx.engine.name,
+        engine_kind=ctx.engine.kind.value,
         emulated=ctx.emulated,
         log=str(ctx.log_path),
         mode=ctx.mode,

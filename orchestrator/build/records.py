@@ -73,6 +73,7 @@ class WheelRecord:
     kind: JobKind = JobKind.WHEEL
     duration: float = 0.0
     engine: str = ""
+    engine_kind: str = ""  # docker or podman: which CLI reproduces it
     emulated: bool = False
     wheel: str | None = None
     sha256: str | None = None

@@ -129,6 +129,9 @@ class Engine(Protocol):
     url: str
     slots: int
 
+    @property
+    def kind(self) -> EngineKind: ...
+
     def info(self) -> EngineInfo: ...
 
     def build(self, request: BuildRequest, on_line: Callable[[str], None]) -> str: ...

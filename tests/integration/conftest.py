@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +114,9 @@ class Local:
     path: Path
     matrix: Matrix
     workdir: Path
+    # What this copy of examples/local.yaml replaced (its engines, say): `fresh` copies
+    # of it replace the same.
+    replacements: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def pool(self) -> EnginePool:

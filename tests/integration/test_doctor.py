@@ -32,7 +32,7 @@ def test_doctor_reports_native_amd64_and_emulated_arm64(
     assert "native amd64" in engine_line
     assert "emulated arm64" in engine_line
     assert "GiB free" in engine_line
-    assert re.search(r"Docker \S+ \(API 1\.\d+\)", engine_line)
+    assert re.search(r"Docker \S+ \(API 1\.\d+, rootful\)", engine_line)
 
 
 def test_doctor_reports_the_five_arches(engine: DockerEngine, cli: CliRunner) -> None:

@@ -26,8 +26,8 @@ BAD_PIN = "PyYAML==5.4.1"
 
 def fresh(local: Local, folder: Path) -> Local:
     """The session's builders and caches, with an index root of its own (nothing cached)."""
-    path = local_matrix_copy(folder / "m.yaml", folder / "wheels")
-    return Local(path, local.matrix, folder / "work")
+    path = local_matrix_copy(folder / "m.yaml", folder / "wheels", local.replacements)
+    return Local(path, local.matrix, folder / "work", local.replacements)
 
 
 @pytest.fixture(scope="module")
@@ -143,9 +143,13 @@ def test_sdists_are_downloaded_once_by_hash_and_tampering_is_caught(
 def test_each_phase_runs_in_the_promised_sandbox(
     built_images: ImagesReport, local: Local, tmp_path: Path, engine: DockerEngine
 ) -> None:
+    check_sandbox(local, engine, tmp_path)
+
+
+def check_sandbox(local: Local, engine: DockerEngine, tmp_path: Path) -> Built:
     """--keep-failed keeps a failing fetch (a build constraint nothing satisfies) and a
     failing build (python-ldap without its headers); their configuration is read back
-    from the engine."""
+    from `engine`, the matrix's only engine. Returns the failed build's run."""
     impossible = tmp_path / "impossible.txt"
     impossible.write_text("setuptools==0.0.0\n")
     fetch = fresh(local, tmp_path / "f").build(
@@ -174,12 +178,13 @@ def test_each_phase_runs_in_the_promised_sandbox(
             assert box["Config"]["User"] == "1000:1000", phase  # never root
             assert host["Privileged"] is False, phase
             assert not host.get("Binds"), phase  # no host paths, so no Docker socket
-            assert box["Mounts"] == [], phase
+            assert not box["Mounts"], phase
             assert "no-new-privileges" in (host.get("SecurityOpt") or []), phase
             assert not host.get("CapAdd"), phase
     finally:
         for box in kept.values():
             engine.api.remove_container(box["Id"], force=True)
+    return build
 
 
 def _inspect(engine: DockerEngine, job: str) -> dict[str, Any]:

@@ -52,6 +52,7 @@ class FakeEngine:
         self.emulates = emulates
         self.running = 0
         self.peak = 0
+        self.kind = EngineKind.DOCKER
         self._lock = threading.Lock()
 
     def info(self) -> EngineInfo:

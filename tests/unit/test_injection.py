@@ -109,6 +109,7 @@ def _hostile(tmp_path: Path, marker: Path) -> list[tuple[str, Any]]:
         ("image", f"sha256:{'a' * 64}\nDOCKERFILE\ntouch {marker}\n"),
         ("image_pull", f"r@sha256:{'a' * 64}\nDOCKERFILE\ntouch {marker}\n"),
         ("arch", f"arm64{evil}"),
+        ("engine_kind", f"podman{evil}"),
         ("build_requires", [f"setuptools==1{evil}"]),
     ]
 

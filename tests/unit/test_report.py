@@ -147,6 +147,28 @@ def test_find_job_and_print_line(tmp_path: Path) -> None:
         find_job(report, "debian-bookworm-amd64", "bad")
 
 
+def test_a_podman_job_prints_podman_lines_with_its_limits(tmp_path: Path) -> None:
+    report = _report(tmp_path)
+    for job in report["jobs"]:
+        job["engine_kind"] = "podman"
+    job["system_packages"] = {
+        "family": "deb", "packages": ["libpq-dev"], "sources": [], "installed": []
+    }  # fmt: skip
+    spec = find_job(report, "debian-bookworm-arm64", "Bad==1.0")
+    script = print_script(spec)
+    assert "docker" not in script.replace("Dockerfile", "")
+    limits = "--ulimit nofile=1024:1024 --ulimit nproc=1024:1024"
+    assert f"podman create --platform linux/arm64 --user 1000:1000 --workdir /job {limits}" in (
+        script
+    )
+    assert 'podman cp - "$c":/ < "$job/job.tar"' in script
+    assert 'rc=0; podman start -a "$c" || rc=$?' in script
+    assert "| podman build -q --platform linux/arm64 -)" in script
+    # A report from before the engine kind was recorded reads as Docker's.
+    del report["jobs"][0]["engine_kind"]
+    assert "docker create" in print_script(find_job(report, "debian-bookworm-arm64", "Bad==1.0"))
+
+
 def test_load_report_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such report"):
         load_report(tmp_path / "missing.json")
