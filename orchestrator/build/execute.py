@@ -371,6 +371,7 @@ def _shared(job: WheelJob, lead: WheelRecord) -> WheelRecord:
         size=lead.size,
         log=lead.log,
         engine=lead.engine,
+        engine_kind=lead.engine_kind,
         phases=lead.phases,
         source_sha256=lead.source_sha256,
         build_requires=lead.build_requires,

@@ -20,11 +20,13 @@ from orchestrator.publish.indexcheck import check_index, reachable
 )
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def setup_host(args: tuple[str, ...]) -> int:
-    """Set up this Debian or Ubuntu host (as root): Docker, QEMU, debootstrap, a registry.
+    """Set up this Debian or Ubuntu host (as root): Docker or Podman, QEMU, debootstrap, a registry.
 
     The same script as the repository's scripts/setup-host, shipped in the
     package: `orchestrate setup-host -- --test` passes --test on to it, and
-    `orchestrate setup-host -- --help` shows its options.
+    `orchestrate setup-host -- --help` shows its options. `-- --podman` sets up
+    Podman instead of Docker; `-- --rootless[=USER]` runs Podman's service as
+    an unprivileged user.
     """
     script = Path(__file__).resolve().parents[1] / "setup-host.sh"
     if not script.is_file():

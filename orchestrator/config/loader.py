@@ -240,6 +240,8 @@ def _strip_union_tags(loc: Loc, data: Any) -> tuple[Loc, bool]:
     node = data
     for part in loc:
         found, child = _child(node, part)
+        if part == "[key]":  # pydantic's mark of an error in the key itself
+            continue
         if found:
             out.append(part)
             node = child

@@ -130,7 +130,7 @@ class DockerEngine:
         """Declared in the matrix, else read from the engine's version answer."""
         if self._kind is None:
             with self._errors("reading the version"):
-                self._kind = _kind_of(self.api.version())
+                self._kind = kind_of(self.api.version())
         return self._kind
 
     @property
@@ -151,7 +151,7 @@ class DockerEngine:
         reported = str(info.get("Architecture", ""))
         arch = _MACHINE_TO_ARCH.get(reported)
         machine = arch.machine if arch else reported
-        kind = self._kind or _kind_of(version)
+        kind = self._kind or kind_of(version)
         return EngineInfo(
             name=self.name,
             url=self.url,
@@ -285,7 +285,8 @@ class DockerEngine:
             headers["X-Registry-Auth"] = header
         if self.kind is EngineKind.PODMAN and _LOOPBACK.match(registry):
             params = {**params, "tlsVerify": "false"}
-        response = self.api._post(path, params=params, headers=headers, stream=True)
+        # Docker's push reads an (empty) JSON body when no X-Registry-Auth is sent.
+        response = self.api._post_json(path, {}, params=params, headers=headers, stream=True)
         self.api._raise_for_status(response)
         yield from self.api._stream_helper(response, decode=True)
 
@@ -406,7 +407,7 @@ def _drain(stream: Iterator[bytes], on_output: Callable[[bytes], None]) -> None:
             on_output(chunk)
 
 
-def _kind_of(version: dict[str, Any]) -> EngineKind:
+def kind_of(version: dict[str, Any]) -> EngineKind:
     names = [str(c.get("Name", "")) for c in version.get("Components") or ()]
     podman = any(_PODMAN_COMPONENT in name.lower() for name in names)
     return EngineKind.PODMAN if podman else EngineKind.DOCKER

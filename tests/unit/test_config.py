@@ -123,6 +123,18 @@ BAD_CASES = {
         "engines[0].slot",
         "did you mean 'slots'",
     ),
+    "unknown engine kind": (
+        VALID.replace("{name: local, slots: 2}", "{name: local, kind: containerd}"),
+        4,
+        "engines[0].kind",
+        "'docker' or 'podman'",
+    ),
+    "unknown ulimit": (
+        VALID.replace("{name: local, slots: 2}", "{name: local, ulimits: {nofiles: 1024}}"),
+        4,
+        "engines[0].ulimits.nofiles",
+        "'nofile'",
+    ),
     "unknown key in base": (
         VALID.replace("base: debian:bookworm", "base: {bootstrap: debootstrap, suit: bookworm}"),
         9,

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.config import EngineSpec
+from orchestrator.engines.docker import DockerEngine, kind_of
 from orchestrator.engines.probe import parse_statfs, probe_context, probe_elf
-from orchestrator.model import Arch
+from orchestrator.model import Arch, EngineKind
 
 MACHINES = {Arch.AMD64: 62, Arch.ARM64: 183, Arch.PPC64LE: 21, Arch.S390X: 22, Arch.RISCV64: 243}
 
@@ -80,3 +82,28 @@ def test_native_probe_runs_and_reports_this_disk(tmp_path: Path) -> None:
     out = subprocess.run([str(exe)], capture_output=True, check=True).stdout
     stat = os.statvfs("/")
     assert parse_statfs(out).total_bytes == stat.f_blocks * stat.f_frsize
+
+
+# -- engine kinds: what the adapter reads and decides without an engine --------------
+
+DOCKER_VERSION = {"Version": "20.10.24+dfsg1", "ApiVersion": "1.41",
+                  "Components": [{"Name": "Engine"}, {"Name": "containerd"}]}  # fmt: skip
+PODMAN_VERSION = {"Version": "4.3.1", "ApiVersion": "1.41",
+                  "Components": [{"Name": "Podman Engine"}, {"Name": "Conmon"}]}  # fmt: skip
+
+
+def test_the_kind_is_read_from_the_version_answer() -> None:
+    assert kind_of(DOCKER_VERSION) is EngineKind.DOCKER
+    assert kind_of(PODMAN_VERSION) is EngineKind.PODMAN
+    assert kind_of({"Version": "19.03"}) is EngineKind.DOCKER  # no components: old Docker
+
+
+def test_container_limits_are_the_matrixs_else_the_kinds() -> None:
+    declared = DockerEngine(EngineSpec(name="p", kind=EngineKind.PODMAN))
+    assert declared.kind is EngineKind.PODMAN  # declared: no engine asked
+    assert declared.ulimits == {"nofile": 1024, "nproc": 1024}
+    assert DockerEngine(EngineSpec(name="d", kind=EngineKind.DOCKER)).ulimits == {}
+    given = EngineSpec(name="p", kind=EngineKind.PODMAN, ulimits={"nofile": 4096})
+    assert DockerEngine(given).ulimits == {"nofile": 4096}
+    none = EngineSpec(name="p", kind=EngineKind.PODMAN, ulimits={})
+    assert DockerEngine(none).ulimits == {}  # an empty mapping: the engine's own limits
