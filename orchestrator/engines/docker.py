@@ -55,7 +55,7 @@ _TRANSPORT_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestE
 _UNREACHABLE_HINT = (
     "is the engine running? On this host: sudo orchestrate setup-host; "
     "for a remote engine check the url, ssh access and that dockerd runs there; "
-    "for Podman: sudo orchestrate setup-host --podman"
+    "for Podman: sudo orchestrate setup-host -- --podman (or -- --rootless)"
 )
 # Podman's answer to GET /version names its components "Podman Engine", ...
 _PODMAN_COMPONENT = "podman"
