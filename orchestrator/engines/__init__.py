@@ -23,18 +23,19 @@ class KindTraits:
 
     cli: str
     url_flag: str
+    package: str  # Debian's package of the CLI
     ulimits: Mapping[str, int]
 
 
 KIND_TRAITS = {
-    EngineKind.DOCKER: KindTraits(cli="docker", url_flag="-H", ulimits={}),
+    EngineKind.DOCKER: KindTraits(cli="docker", url_flag="-H", package="docker.io", ulimits={}),
     # Podman asks runc for the host's own hard limits (nofile 1048576 and an
     # unlimited nproc here) by default; where the service may not raise to them,
     # as on this kind of host, every container fails to start with "error setting
     # rlimit type 7: operation not permitted". 1024 is what a login shell gets and
     # more than any build here opens.
     EngineKind.PODMAN: KindTraits(
-        cli="podman", url_flag="--url", ulimits={"nofile": 1024, "nproc": 1024}
+        cli="podman", url_flag="--url", package="podman", ulimits={"nofile": 1024, "nproc": 1024}
     ),
 }
 

@@ -277,7 +277,9 @@ class DockerEngine:
 
         Docker trusts a registry on the loopback over plain HTTP by default (its
         insecure 127.0.0.0/8); Podman trusts only what registries.conf lists. Asking
-        Podman not to verify TLS for a loopback registry makes one matrix work on both."""
+        Podman not to verify TLS for a loopback registry makes one matrix work on both.
+        docker-py's `push` and `pull` take no extra query parameter, hence its lower
+        layer here (the same calls those two make)."""
         registry, _name = docker.auth.resolve_repository_name(_split_ref(ref)[0])
         headers = {}
         header = docker.auth.get_config_header(self.api, registry)
@@ -385,10 +387,9 @@ class DockerContainer:
         traits = self._engine.traits
         cli = shutil.which(traits.cli)
         if cli is None:
-            package = "docker.io" if traits.cli == "docker" else traits.cli
             raise EnvironmentProblem(
                 f"an interactive shell needs the {traits.cli} CLI",
-                hint=f"apt-get install {package}",
+                hint=f"apt-get install {traits.package}",
             )
         url = self._engine.url
         argv = [cli, traits.url_flag, url, "start", "--attach", "--interactive", self.id]
