@@ -151,7 +151,9 @@ class DockerEngine:
         reported = str(info.get("Architecture", ""))
         arch = _MACHINE_TO_ARCH.get(reported)
         machine = arch.machine if arch else reported
-        kind = self._kind or kind_of(version)
+        if self._kind is None:  # the same answer `kind` would ask for
+            self._kind = kind_of(version)
+        kind = self._kind
         return EngineInfo(
             name=self.name,
             url=self.url,

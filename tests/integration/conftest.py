@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,26 +128,30 @@ class Local:
         folder: Path,
         *options: str,
         env: Mapping[str, str] | None = None,
+        wrap: Callable[[list[str]], list[str]] = list,
     ) -> Built:
-        """`orchestrate build` of `requirements` in a subprocess, as a user runs it."""
+        """`orchestrate build` of `requirements` in a subprocess, as a user runs it;
+        `wrap` may put its command line inside another (a namespace of its own)."""
         folder.mkdir(parents=True, exist_ok=True)
         reqs = folder / "requirements.txt"
         reqs.write_text(requirements)
         report = folder / "report.json"
         done = subprocess.run(
-            [
-                "orchestrate",
-                "build",
-                "--matrix",
-                str(self.path),
-                "-r",
-                str(reqs),
-                "--workdir",
-                str(folder / "work"),
-                "--report",
-                str(report),
-                *options,
-            ],
+            wrap(
+                [
+                    "orchestrate",
+                    "build",
+                    "--matrix",
+                    str(self.path),
+                    "-r",
+                    str(reqs),
+                    "--workdir",
+                    str(folder / "work"),
+                    "--report",
+                    str(report),
+                    *options,
+                ]
+            ),
             capture_output=True,
             text=True,
             check=False,

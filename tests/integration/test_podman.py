@@ -3,7 +3,6 @@ daemon answers the run), in a pool beside Docker, and rootless."""
 
 from __future__ import annotations
 
-import json
 import pwd
 import subprocess
 from collections.abc import Iterator, Sequence
@@ -20,7 +19,7 @@ from orchestrator.model import EngineKind
 from tests.conftest import REPO, CliRunner
 from tests.matrices import ENGINES_BLOCK, local_matrix_copy
 
-from .conftest import Built, Local
+from .conftest import Local
 from .test_real_world import check_sandbox
 
 AMD, ARM = "debian-bookworm-amd64", "debian-bookworm-arm64"
@@ -88,26 +87,16 @@ def alone(podman: DockerEngine, tmp_path_factory: pytest.TempPathFactory) -> Loc
     return local
 
 
-def _build(local: Local, requirements: str, folder: Path, *options: str) -> Built:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "r.txt").write_text(requirements)
-    report = folder / "report.json"
-    done = _orchestrate(
-        "build", "-m", str(local.path), "-r", str(folder / "r.txt"),
-        "--workdir", str(folder / "work"), "--report", str(report), *options,
-    )  # fmt: skip
-    return Built(done, json.loads(report.read_text()) if report.is_file() else {}, folder / "work")
-
-
 def test_the_demo_runs_on_podman_alone_and_builds_dockers_bytes(
     alone: Local, build_report: dict[str, Any], tmp_path: Path
 ) -> None:
     """examples/requirements.txt end to end on Podman alone; each wheel is the same
     bytes as the Docker engine's build of it (builds are reproducible)."""
-    built = _build(alone, DEMO, tmp_path)
+    built = alone.build(DEMO, tmp_path, wrap=_without_docker)
     assert built.process.returncode == 0, built.process.stdout + built.process.stderr
     assert "built 3, shared 1, failed 0, upstream 2" in built.process.stdout
     docker = {j["job"]: j for j in build_report["jobs"]}
+    assert sorted(j["status"] for j in built.jobs.values()) == ["built"] * 3 + ["shared"]
     for job, record in built.jobs.items():
         assert (record["engine"], record["engine_kind"]) == ("podman", "podman"), record
         assert record["sha256"] == docker[job]["sha256"], job
@@ -127,7 +116,7 @@ def test_each_phase_runs_in_the_promised_sandbox_on_podman(
 def test_printed_podman_script_fails_the_same_way(alone: Local, tmp_path: Path) -> None:
     """`reproduce --print` of a Podman job writes podman lines; run as they are, on the
     host's podman, they fail as the job did."""
-    failed = _build(alone, "python-ldap==3.4.4\n", tmp_path, "-p", "*-amd64")
+    failed = alone.build("python-ldap==3.4.4\n", tmp_path, "-p", "*-amd64", wrap=_without_docker)
     assert failed.process.returncode == 1, failed.process.stdout + failed.process.stderr
     job = failed.jobs[f"{AMD}/python-ldap==3.4.4"]
     printed = _orchestrate("reproduce", AMD, "python-ldap==3.4.4", "--print",
@@ -190,7 +179,7 @@ def test_a_rootless_podman_builds_the_same_wheel(
     local = _local(tmp_path, "orchestrate/rootless", ("rootless", url, 2))
     shown = _orchestrate("doctor", "-m", str(local.path), "-p", "*-amd64")
     assert "rootless)" in shown.stdout, shown.stdout
-    built = _build(local, "crcmod==1.7\n", tmp_path / "run", "-p", "*-amd64")
+    built = local.build("crcmod==1.7\n", tmp_path / "run", "-p", "*-amd64", wrap=_without_docker)
     assert built.process.returncode == 0, built.process.stdout + built.process.stderr
     job = built.jobs[f"{AMD}/crcmod==1.7"]
     docker = next(j for j in build_report["jobs"] if j["job"] == job["job"])
