@@ -253,3 +253,75 @@ def _result(future: Future[Outcome]) -> Outcome:
         return Outcome(ok=False, transient=True, detail=exc.message)
     except Exception as exc:  # a bug in one job must not sink the run
         return Outcome(ok=False, detail=f"internal error: {type(exc).__name__}: {exc}")
+
+
+V = TypeVar("V")
+
+
+class Lookahead(Generic[V]):
+    """Work for jobs done before they have a slot, in the order they will start:
+    waiting on the network (resolving, downloading) overlaps other jobs' compilers
+    instead of holding a slot. At most `limit` results are held (they can be
+    large); a job that starts before its work began does it itself (`take` says
+    None), so a job never waits for work that is only queued."""
+
+    def __init__(
+        self, work: Sequence[tuple[str, Callable[[], V]]], *, workers: int, limit: int,
+        cancel: Cancel,
+    ) -> None:  # fmt: skip
+        self._futures: dict[str, Future[V]] = {}
+        self._gone: set[str] = set()  # taken or dropped before their work began
+        self._lock = threading.Lock()
+        self._permits = threading.Semaphore(max(1, limit))
+        self._stop, self._cancel = threading.Event(), cancel
+        self._threads = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="ahead")
+        rest = list(work)
+        while rest and not self._stopped() and self._permits.acquire(blocking=False):
+            key, fn = rest.pop(0)  # the first ones begin now, before any job can start
+            self._futures[key] = self._threads.submit(fn)
+        self._feeder = threading.Thread(target=self._feed, args=(rest,), daemon=True)
+        self._feeder.start()
+
+    def _stopped(self) -> bool:
+        return self._stop.is_set() or self._cancel.event.is_set()
+
+    def _feed(self, work: list[tuple[str, Callable[[], V]]]) -> None:
+        for key, fn in work:
+            while not self._permits.acquire(timeout=0.2):
+                if self._stopped():
+                    return
+            with self._lock:
+                if self._stopped() or key in self._gone:
+                    self._permits.release()
+                    if self._stopped():
+                        return
+                    continue
+                self._futures[key] = self._threads.submit(fn)
+
+    def take(self, key: str) -> V | None:
+        """The work's result, waiting for it if it runs; None: do the work yourself."""
+        future = self._pop(key)
+        if future is None:
+            return None
+        try:
+            return future.result()
+        except Exception:  # the job does the work itself, and meets the error there
+            return None
+        finally:
+            self._permits.release()
+
+    def drop(self, key: str) -> None:
+        """The job no longer needs its work (done, or it took the result already)."""
+        future = self._pop(key)
+        if future is not None:
+            future.add_done_callback(lambda _f: self._permits.release())
+
+    def _pop(self, key: str) -> Future[V] | None:
+        with self._lock:
+            self._gone.add(key)
+            return self._futures.pop(key, None)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._feeder.join()
+        self._threads.shutdown(wait=True, cancel_futures=True)

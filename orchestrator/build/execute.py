@@ -21,8 +21,8 @@ from orchestrator.build.builddeps import BuildDepCache, pins_key, requires_key
 from orchestrator.build.environment import Interpreters
 from orchestrator.build.failures import Failure
 from orchestrator.build.graph import JobGraph, WheelJob
-from orchestrator.build.job import JobContext, JobInputs, run_job
-from orchestrator.build.prepare import Resolver
+from orchestrator.build.job import JobContext, JobInputs, make_ahead, run_job
+from orchestrator.build.prepare import MadeAhead, Resolver
 from orchestrator.build.records import WheelRecord, compiler_mode
 from orchestrator.build.sources import SdistFacts
 from orchestrator.config import Matrix
@@ -35,7 +35,7 @@ from orchestrator.images.build import build_image
 from orchestrator.images.facts import ImageFacts
 from orchestrator.model import Arch, Category, JobKind, JobStatus, Mode
 from orchestrator.plan.decide import TagSets
-from orchestrator.scheduler import Cancel, Job, Outcome, Placement, Scheduler
+from orchestrator.scheduler import Cancel, Job, Lookahead, Outcome, Placement, Scheduler
 from orchestrator.trust.packages import PackageDbs
 
 DEFAULT_NATIVE_SECONDS = 60.0
@@ -198,6 +198,7 @@ class Executor:
         self._machines: dict[str, str] = {}  # engine name -> `uname -m` of its host
         self.durations = durations
         self.records: dict[str, WheelRecord] = {}
+        self.ahead: Lookahead[MadeAhead] | None = None  # while `run` runs
         self._lock = threading.Lock()
         self.on_event: Callable[..., None] = lambda *_: None
 
@@ -217,7 +218,12 @@ class Executor:
             on_event=on_event,
             deadline=options.deadline,
         )
-        outcomes = scheduler.run(graph.jobs, self.job_fn)
+        self.ahead = self._lookahead(graph, pool)
+        try:
+            outcomes = scheduler.run(graph.jobs, self.job_fn)
+        finally:
+            self.ahead.close()
+            self.ahead = None
         self.durations.save()
         out = [WheelRecord.for_job(b.job, JobStatus.FAILED) for b in graph.blocked]
         for blocked, record in zip(graph.blocked, out, strict=True):
@@ -230,7 +236,39 @@ class Executor:
             out.append(record)
         return out
 
+    def _lookahead(self, graph: JobGraph, pool: EnginePool) -> Lookahead[MadeAhead]:
+        """Build environments made ahead, in the scheduler's order (longest first), for
+        the jobs that wait for nothing; as many at once as there are slots."""
+        slots = sum(e.slots for e in pool.engines)
+        first = sorted((j for j in graph.jobs if not j.depends), key=lambda j: (-j.expected, j.id))
+        work = [(j.id, fn) for j in first if (fn := self._ahead_work(j, pool)) is not None]
+        return Lookahead(work, workers=slots, limit=2 * slots, cancel=self.cancel)
+
+    def _ahead_work(self, job: Job[WheelJob], pool: EnginePool) -> Callable[[], MadeAhead] | None:
+        """The job's environment for the engine the scheduler will most likely give it
+        (native first); none when its builder is not on that engine yet."""
+        native, emulating = pool.candidates(job.arch)
+        engines = native or emulating
+        image = self.builders.known(engines[0], job.payload.platform) if engines else None
+        if image is None:
+            return None
+        engine = engines[0]
+        work = replace(job.payload, image=image)
+        placement = Placement(engine, not native, "ahead of its slot")
+
+        def make() -> MadeAhead:
+            return make_ahead(work, self._inputs(work), self._context(work, placement, self.cancel))
+
+        return make
+
     def job_fn(self, job: Job[WheelJob], placement: Placement, token: Cancel) -> Outcome:
+        try:
+            return self._job(job, placement, token)
+        finally:
+            if self.ahead is not None:
+                self.ahead.drop(job.id)
+
+    def _job(self, job: Job[WheelJob], placement: Placement, token: Cancel) -> Outcome:
         early = self._from_dependencies(job)
         if early is not None:
             return self._done(job, early)
@@ -304,6 +342,7 @@ class Executor:
             package_dbs=self.package_dbs,
             interpreters=self.interpreters,
             resolver=self._resolver(job, placement),
+            ahead=lambda: self.ahead.take(job.id) if self.ahead is not None else None,
         )
 
     def _resolver(self, job: WheelJob, placement: Placement) -> Resolver | None:

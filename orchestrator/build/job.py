@@ -33,7 +33,7 @@ from orchestrator.build.failures import (
     python_version_sign,
 )
 from orchestrator.build.graph import WheelJob
-from orchestrator.build.prepare import PrepareRequest, Resolver, prepare
+from orchestrator.build.prepare import MadeAhead, Prepared, PrepareRequest, Resolver, prepare
 from orchestrator.build.records import Phase, WheelRecord, phases
 from orchestrator.build.system import system_image
 from orchestrator.core.errors import BuildStepFailed, EngineError, RegistryError
@@ -165,6 +165,9 @@ class JobContext:
     # The host makes the build environment (None: the fetch phase in the builder does)
     interpreters: Interpreters | None = None
     resolver: Resolver | None = None  # a native builder where pip resolves for this job
+    # Its first build environment if one was made before its slot (else None; waits
+    # for it when it is being made)
+    ahead: Callable[[], MadeAhead | None] = lambda: None
 
     @property
     def native_compiler(self) -> bool:
@@ -449,24 +452,29 @@ def _prepare(
     job: WheelJob, inputs: JobInputs, ctx: JobContext, log: RedactingLog, *,
     record: WheelRecord, needs: tuple[str, ...], started: float,
 ) -> bytes | None:  # fmt: skip
-    """The build phase's /job made on the host (`prepare`), timed as the fetch phase;
-    None: the fetch phase runs in the builder, as before."""
+    """The build phase's /job made on the host (`prepare`, or its result made ahead
+    of the slot), timed as the fetch phase; None: the fetch phase runs in the
+    builder, as before."""
     if ctx.interpreters is None or ctx.cancel.event.is_set():
         return None
     begun = time.monotonic()
     ctx.on_phase("fetch")
-    request = PrepareRequest(
-        job=job, sdist=inputs.sdist, deps=inputs.deps, pins=inputs.pins,
-        resolved=inputs.resolved, needs=needs, tags=ctx.tags, engine=ctx.engine,
-        resolver=ctx.resolver, interpreters=ctx.interpreters, env=dict(ctx.fetch_env),
-        timeout=max(job.timeout - (begun - started), 1),
-    )  # fmt: skip
 
     def line(text: str) -> None:
         _write(log, f"{text}\n".encode())
 
     try:
-        made = prepare(request, line, ctx.cancel.on_cancel)
+        ahead = None if needs else ctx.ahead()
+        if ahead is not None and ahead.engine == ctx.engine.name:
+            for text in ahead.lines:
+                line(text)
+            line(f"== (made ahead of the job's slot, in {ahead.seconds:.2f} s)")
+            record.ahead_seconds, made = ahead.seconds, ahead.made
+        else:
+            timeout = max(job.timeout - (begun - started), 1)
+            request = _request(job, inputs, ctx, needs=needs, timeout=timeout)
+            made = prepare(request, line, ctx.cancel.on_cancel)
+            _keep_pins(inputs, made)
     finally:
         seconds = record.phase_seconds.get("fetch", 0.0) + time.monotonic() - begun
         record.phase_seconds["fetch"] = round(seconds, 2)
@@ -474,11 +482,42 @@ def _prepare(
         return None
     line(f"\n== build environment made on the host ({made.how}): {' '.join(made.installed)}")
     record.build_requires = list(made.installed)
+    return made.tar
+
+
+def make_ahead(job: WheelJob, inputs: JobInputs, ctx: JobContext) -> MadeAhead:
+    """The job's first build environment, made before it has a slot (`MadeAhead`)."""
+    lines: list[str] = []
+    begun = time.monotonic()
+    made = None
+    if ctx.interpreters is not None and not ctx.cancel.event.is_set():
+        request = _request(job, inputs, ctx, needs=(), timeout=job.timeout)
+        made = prepare(request, lines.append, ctx.cancel.on_cancel)
+        _keep_pins(inputs, made)
+    seconds = round(time.monotonic() - begun, 2)
+    return MadeAhead(made=made, lines=tuple(lines), seconds=seconds, engine=ctx.engine.name)
+
+
+def _request(
+    job: WheelJob, inputs: JobInputs, ctx: JobContext, *, needs: tuple[str, ...], timeout: float
+) -> PrepareRequest:
+    assert ctx.interpreters is not None  # the callers' condition
+    return PrepareRequest(
+        job=job, sdist=inputs.sdist, deps=inputs.deps, pins=inputs.pins,
+        resolved=inputs.resolved, needs=needs, tags=ctx.tags, engine=ctx.engine,
+        resolver=ctx.resolver, interpreters=ctx.interpreters, env=dict(ctx.fetch_env),
+        timeout=timeout,
+    )  # fmt: skip
+
+
+def _keep_pins(inputs: JobInputs, made: Prepared | None) -> None:
+    """What pip resolved, recorded for this sdist and for its static requirements."""
+    if made is None:
+        return
     if not inputs.pins:
         inputs.deps.save_pins(inputs.pins_key, made.installed)
     if made.resolved_now and inputs.requires_key and inputs.resolved is None:
         inputs.deps.save_pins(inputs.requires_key, made.installed)
-    return made.tar
 
 
 def _compiler_used(out_tar: bytes, record: WheelRecord) -> None:

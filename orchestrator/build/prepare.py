@@ -80,6 +80,17 @@ class Prepared:
     resolved_now: bool  # pip resolved them this time (worth recording as pins)
 
 
+@dataclass(frozen=True, kw_only=True)
+class MadeAhead:
+    """`prepare` run before the job's slot, while other jobs build: what pip and the
+    downloads wait on overlaps their compilers instead of holding a slot."""
+
+    made: Prepared | None  # None: the fetch phase in the builder decides, as before
+    lines: tuple[str, ...]  # what it wrote, for the job's log
+    seconds: float
+    engine: str  # made for this engine's builder: another engine's job makes its own
+
+
 def prepare(
     request: PrepareRequest, on_line: Callable[[str], None], on_start: Callable[..., None]
 ) -> Prepared | None:

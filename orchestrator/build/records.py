@@ -96,6 +96,9 @@ class WheelRecord:
     build_constraints: list[str] = field(default_factory=list)
     depends: list[str] = field(default_factory=list)  # jobs it waited for
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    # Making its build environment before its slot, while other jobs built (not in
+    # `duration`: the wait for it, if any, is in the fetch phase)
+    ahead_seconds: float = 0.0
     mode: Mode | None = None  # None: the job never reached an engine
     compiler: str = ""  # with the native compiler, its version; else why not
     # Extra system packages: family, packages, sources, installed (name=version)

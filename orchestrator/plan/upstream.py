@@ -12,13 +12,14 @@ cannot be reached at all, `IndexUnavailable` is raised after the retries.
 from __future__ import annotations
 
 import hashlib
+import html
 import json
+import re
 import threading
 import time
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from pathlib import Path
 
 import requests
@@ -56,46 +57,40 @@ class IndexFile:
     yanked: bool
 
 
-class _AnchorParser(HTMLParser):
+# PEP 503 pages are one <a> per file, and the largest (botocore's) are megabytes:
+# html.parser took most of a cold plan's time, so anchors are found by pattern.
+_COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.DOTALL)
+_ANCHOR = re.compile(r"<a(?=[\s>/])([^>]*)>(.*?)(?:</a\s*>|(?=<a[\s>/])|$)", re.I | re.DOTALL)
+_ATTR = re.compile(r"""([^\s"'<>/=]+)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'=<>`]+)))?""")
+_TAG = re.compile(r"<[^>]*>")
+# An absolute http(s) URL that urljoin would give back unchanged (no params, query or
+# characters its parser strips): most index pages link nothing else, and urljoin
+# was most of the parse.
+_PLAIN = re.compile(r"https?://[A-Za-z0-9.:@\[\]-]+/[A-Za-z0-9._~!$&'()*+,=:@%/-]*\Z")
+
+
+def parse_html(text: str, base: str) -> list[IndexFile]:
     """PEP 503: one <a> per file; attributes carry requires-python and yanked."""
-
-    def __init__(self, base: str) -> None:
-        super().__init__()
-        self.base = base
-        self.files: list[IndexFile] = []
-        self._href: dict[str, str | None] | None = None
-        self._text = ""
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "a":
-            self._href, self._text = dict(attrs), ""
-
-    def handle_data(self, data: str) -> None:
-        if self._href is not None:
-            self._text += data
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag != "a" or self._href is None:
-            return
-        attrs, self._href = self._href, None
+    files = []
+    for match in _ANCHOR.finditer(_COMMENT.sub("", text)):
+        attrs = {
+            m[1].lower(): html.unescape(m[2] if m[2] is not None else m[3] or m[4] or "")
+            for m in _ATTR.finditer(match[1])
+        }
         href = attrs.get("href") or ""
         url, _, fragment = href.partition("#")
         digest = fragment.removeprefix("sha256=") if fragment.startswith("sha256=") else None
-        self.files.append(
+        label = html.unescape(_TAG.sub("", match[2])).strip()
+        files.append(
             IndexFile(
-                filename=self._text.strip() or url.rsplit("/", 1)[-1],
-                url=urllib.parse.urljoin(self.base, url),
+                filename=label or url.rsplit("/", 1)[-1],
+                url=url if _PLAIN.match(url) else urllib.parse.urljoin(base, url),
                 sha256=digest,
                 requires_python=attrs.get("data-requires-python") or None,
                 yanked="data-yanked" in attrs,
             )
         )
-
-
-def parse_html(text: str, base: str) -> list[IndexFile]:
-    parser = _AnchorParser(base)
-    parser.feed(text)
-    return parser.files
+    return files
 
 
 def parse_json(data: Mapping[str, object], base: str) -> list[IndexFile]:

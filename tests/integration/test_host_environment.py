@@ -95,7 +95,13 @@ def test_host_made_environments_and_a_none_any_wheel_built_once(
         assert "with pip in" in log  # six: resolved natively the first night
         assert "fetch" in job["phase_seconds"]
         assert "build" in job["phase_seconds"]
+    amd = jobs[f"{AMD}/orchestrate-test-dynamic==1.0"]
+    # Its first environment was made before it had a slot; its second round's after.
+    assert Path(amd["log"]).read_text().count("== (made ahead of the job's slot") == 1
+    assert amd["ahead_seconds"] > 0
     arm = jobs[f"{ARM}/orchestrate-test-dynamic==1.0"]
+    assert "made ahead" not in Path(arm["log"]).read_text()  # it waited for its twin
+    assert arm["ahead_seconds"] == 0
     assert arm["emulated"] is True
     assert arm["depends"] == [f"{AMD}/orchestrate-test-dynamic==1.0"]  # waited, then built
     assert "--platform manylinux_2_17_aarch64" in Path(arm["log"]).read_text()

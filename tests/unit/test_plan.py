@@ -274,3 +274,25 @@ def test_sdist_versions_are_read_after_the_project_name(
     found = ProjectPage.of(files, project)
     assert [f.filename for f in found.files(version)] == [filename]
     assert len(found.versions()) == 1
+
+
+def test_html_parser_reads_what_browsers_read_of_an_anchor() -> None:
+    """Quoting styles, case, entities, comments, nested markup, bare attributes."""
+    html = """<!DOCTYPE html><html><body><!-- <a href="gone-1.0.tar.gz">gone</a> -->
+    <A HREF='../x/a-1.0.tar.gz#sha256=aa' data-requires-python="&gt;=3.8" >a-1.0.tar.gz</A>
+    <a href=b-1.0.tar.gz data-yanked>b&amp;c-1.0.tar.gz</a><br/>
+    <a href="c-1.0.tar.gz" data-yanked="why &quot;x&quot;"><span>c-1.0.tar.gz</span></a>
+    <a href="https://files.example/p/d-1.0.whl">
+      d-1.0.whl
+    </a><abbr>not a link</abbr><area href="e-1.0.tar.gz">
+    <a href="https://h/p/f-1.0.tar.gz?x=1">f-1.0.tar.gz</a></body></html>"""
+    files = parse_html(html, "https://idx/simple/p/")
+    assert [f.filename for f in files] == [
+        "a-1.0.tar.gz", "b&c-1.0.tar.gz", "c-1.0.tar.gz", "d-1.0.whl", "f-1.0.tar.gz"
+    ]  # fmt: skip
+    assert files[0] == IndexFile("a-1.0.tar.gz", "https://idx/simple/x/a-1.0.tar.gz", "aa",
+                                 ">=3.8", False)  # fmt: skip
+    assert [f.yanked for f in files] == [False, True, True, False, False]
+    assert files[1].url == "https://idx/simple/p/b-1.0.tar.gz"
+    assert files[3].url == "https://files.example/p/d-1.0.whl"
+    assert files[4].url == "https://h/p/f-1.0.tar.gz?x=1"

@@ -13,7 +13,7 @@ import pytest
 from orchestrator.core.errors import OrchestrateError
 from orchestrator.engines.pool import EngineFactsCache, EnginePool
 from orchestrator.model import Arch
-from orchestrator.scheduler import Cancel, Job, Outcome, Placement, Scheduler
+from orchestrator.scheduler import Cancel, Job, Lookahead, Outcome, Placement, Scheduler
 from tests.unit.fakes import FakeEngine
 
 
@@ -221,3 +221,73 @@ def test_the_emulation_factor_is_learned_per_engine_and_arch(tmp_path: Path) -> 
     assert durations.factor("s390x", "local") == round(0.7 * 20.0 + 0.3 * 10.0, 2)
     durations.save()
     assert Durations(tmp_path / "d.json").factor("s390x") == durations.factor("s390x")
+
+
+def _recording(log: list[str], key: str, gate: threading.Event | None = None) -> Callable[[], str]:
+    def work() -> str:
+        log.append(key)
+        if gate is not None:
+            assert gate.wait(5)
+        return f"made {key}"
+
+    return work
+
+
+def test_lookahead_works_in_order_and_holds_at_most_its_limit() -> None:
+    began: list[str] = []
+    keys = ["a", "b", "c", "d"]
+    ahead = Lookahead(
+        [(k, _recording(began, k)) for k in keys], workers=2, limit=2, cancel=Cancel()
+    )
+    try:
+        deadline = time.monotonic() + 5
+        while len(began) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        assert began == ["a", "b"]  # two results held: c waits for a permit
+        assert ahead.take("a") == "made a"
+        while len(began) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert began == ["a", "b", "c"]
+        ahead.drop("b")  # a job that did not need its result frees its permit too
+        while len(began) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert began == keys
+        assert ahead.take("d") == "made d"
+    finally:
+        ahead.close()
+
+
+def test_lookahead_never_makes_a_job_wait_for_work_that_has_not_begun() -> None:
+    began: list[str] = []
+    gate = threading.Event()
+    work = [("slow", _recording(began, "slow", gate)), ("next", _recording(began, "next"))]
+    ahead = Lookahead(work, workers=1, limit=1, cancel=Cancel())
+    try:
+        started = time.monotonic()
+        assert ahead.take("next") is None  # queued behind "slow": the job does it itself
+        assert time.monotonic() - started < 1
+        gate.set()
+        assert ahead.take("slow") == "made slow"  # running: waited for
+        time.sleep(0.2)
+        assert began == ["slow"]  # "next" was taken away, never made
+        assert ahead.take("slow") is None  # a retry makes its own
+    finally:
+        ahead.close()
+
+
+def test_lookahead_failure_or_cancel_leaves_the_work_to_the_job() -> None:
+    def broken() -> str:
+        raise RuntimeError("bug")
+
+    cancel = Cancel()
+    ahead = Lookahead([("x", broken)], workers=1, limit=1, cancel=cancel)
+    time.sleep(0.2)
+    assert ahead.take("x") is None
+    ahead.close()
+    began: list[str] = []
+    cancel.cancel()
+    ahead = Lookahead([("y", _recording(began, "y"))], workers=1, limit=1, cancel=cancel)
+    ahead.close()
+    assert ahead.take("y") is None
+    assert began == []
