@@ -22,7 +22,7 @@ from orchestrator.build.environment import Interpreters
 from orchestrator.build.failures import Failure
 from orchestrator.build.graph import JobGraph, WheelJob
 from orchestrator.build.job import JobContext, JobInputs, make_ahead, run_job
-from orchestrator.build.prepare import MadeAhead, Resolver
+from orchestrator.build.prepare import EnvImages, MadeAhead, Resolver
 from orchestrator.build.records import WheelRecord, compiler_mode
 from orchestrator.build.sources import SdistFacts
 from orchestrator.config import Matrix
@@ -194,6 +194,7 @@ class Executor:
         self.builders = BuilderImages(matrix, layout, facts)
         self.package_dbs = PackageDbs()
         self.interpreters = Interpreters()
+        self.env_images = EnvImages()
         self.platforms = expand(matrix)
         self._machines: dict[str, str] = {}  # engine name -> `uname -m` of its host
         self.durations = durations
@@ -224,6 +225,7 @@ class Executor:
         finally:
             self.ahead.close()
             self.ahead = None
+            self.env_images.close()
         self.durations.save()
         out = [WheelRecord.for_job(b.job, JobStatus.FAILED) for b in graph.blocked]
         for blocked, record in zip(graph.blocked, out, strict=True):
@@ -341,6 +343,7 @@ class Executor:
             bases=self.layout.bases,
             package_dbs=self.package_dbs,
             interpreters=self.interpreters,
+            env_images=self.env_images,
             resolver=self._resolver(job, placement),
             ahead=lambda: self.ahead.take(job.id) if self.ahead is not None else None,
         )

@@ -33,7 +33,14 @@ from orchestrator.build.failures import (
     python_version_sign,
 )
 from orchestrator.build.graph import WheelJob
-from orchestrator.build.prepare import MadeAhead, Prepared, PrepareRequest, Resolver, prepare
+from orchestrator.build.prepare import (
+    EnvImages,
+    MadeAhead,
+    Prepared,
+    PrepareRequest,
+    Resolver,
+    prepare,
+)
 from orchestrator.build.records import Phase, WheelRecord, phases
 from orchestrator.build.system import system_image
 from orchestrator.core.errors import BuildStepFailed, EngineError, RegistryError
@@ -168,6 +175,7 @@ class JobContext:
     # Its first build environment if one was made before its slot (else None; waits
     # for it when it is being made)
     ahead: Callable[[], MadeAhead | None] = lambda: None
+    env_images: EnvImages | None = None  # build environments as images (None: copied in)
 
     @property
     def native_compiler(self) -> bool:
@@ -423,7 +431,10 @@ def _fetch_and_build(
     build environment); the build phase's /job/out as a tar, or None on failure."""
     fetch, build = phases(job, ctx.native_compiler)
     prepared = _prepare(job, inputs, ctx, log, record=record, needs=needs, started=started)
-    job_tar = prepared if prepared is not None else inputs.tar(job, needs)
+    job_tar = prepared.tar if prepared is not None else inputs.tar(job, needs)
+    image = _env_image(job, ctx, prepared, log) if prepared is not None else None
+    if prepared is not None and image is None:
+        job_tar = joined(prepared.env, job_tar)
     for phase in (fetch, build) if prepared is None else (build,):
         if ctx.cancel.event.is_set():
             record.fail(Failure(Category.CANCELLED, f"before {phase.name}"), JobStatus.CANCELLED)
@@ -435,7 +446,9 @@ def _fetch_and_build(
             f"{shlex.join(phase.command)}\n".encode()
         )
         log.flush()
-        outcome, job_tar = _run_phase(job, phase, ctx, job_tar, remaining=remaining, log=log)
+        outcome, job_tar = _run_phase(
+            job, phase, ctx, job_tar, remaining=remaining, log=log, image=image
+        )
         record.exit_code = outcome.exit_code
         seconds = record.phase_seconds.get(phase.name, 0.0) + outcome.duration
         record.phase_seconds[phase.name] = round(seconds, 2)
@@ -451,7 +464,7 @@ def _fetch_and_build(
 def _prepare(
     job: WheelJob, inputs: JobInputs, ctx: JobContext, log: RedactingLog, *,
     record: WheelRecord, needs: tuple[str, ...], started: float,
-) -> bytes | None:  # fmt: skip
+) -> Prepared | None:  # fmt: skip
     """The build phase's /job made on the host (`prepare`, or its result made ahead
     of the slot), timed as the fetch phase; None: the fetch phase runs in the
     builder, as before."""
@@ -482,7 +495,18 @@ def _prepare(
         return None
     line(f"\n== build environment made on the host ({made.how}): {' '.join(made.installed)}")
     record.build_requires = list(made.installed)
-    return made.tar
+    return made
+
+
+def _env_image(job: WheelJob, ctx: JobContext, made: Prepared, log: RedactingLog) -> str | None:
+    """The builder with this environment in it (`EnvImages`); None: copy it in."""
+    if ctx.env_images is None:
+        return None
+    try:
+        return ctx.env_images.image(ctx.engine, job.image, job.platform.arch, made.env)
+    except EngineError as exc:
+        _write(log, f"== no environment image ({exc.message}): copied in instead\n".encode())
+        return None
 
 
 def make_ahead(job: WheelJob, inputs: JobInputs, ctx: JobContext) -> MadeAhead:
@@ -546,9 +570,10 @@ def _run_phase(
     *,
     remaining: float,
     log: RedactingLog,
+    image: str | None = None,  # the builder with the build environment in it
 ) -> tuple[RunOutcome, bytes]:
     request = RunRequest(
-        image=job.image,
+        image=image or job.image,
         command=phase.command,
         platform=job.platform.arch,
         env={**phase.env, **(ctx.fetch_env if phase.network else {})},
@@ -617,6 +642,17 @@ def read_member(tar_bytes: bytes, name: str) -> bytes | None:
         except KeyError:
             return None
         return handle.read() if handle else None
+
+
+def joined(*tars: bytes) -> bytes:
+    """One tar of the members of each (an engine reads a single archive)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as dst:
+        for tar_bytes in tars:
+            with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as src:
+                for member in src.getmembers():
+                    dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+    return out.getvalue()
 
 
 def without(tar_bytes: bytes, prefix: str) -> bytes:

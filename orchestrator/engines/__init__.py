@@ -119,6 +119,10 @@ class Container(Protocol):
 
     def kill(self) -> None: ...
 
+    def commit(self) -> str:
+        """Its filesystem as a new image (its ID); the image's config is the container's."""
+        ...
+
     def attach_terminal(self) -> int:
         """Start it with this process's terminal attached (an `interactive` request);
         its exit code when it ends."""
@@ -148,6 +152,10 @@ class Engine(Protocol):
     def container(self, request: RunRequest) -> contextlib.AbstractContextManager[Container]: ...
 
     def containers(self, label: str) -> list[str]: ...
+
+    def remove_image(self, image: str) -> None:
+        """Remove an image this run made; one still in use stays, silently."""
+        ...
 
     def close(self) -> None: ...
 

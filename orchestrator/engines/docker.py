@@ -329,6 +329,10 @@ class DockerEngine:
             if not (request.keep and failed):
                 box.remove()
 
+    def remove_image(self, image: str) -> None:
+        with contextlib.suppress(*_TRANSPORT_ERRORS):
+            self.api.remove_image(image)
+
     def containers(self, label: str) -> list[str]:
         with self._errors("listing containers"):
             found = self.api.containers(all=True, filters={"label": label})
@@ -382,6 +386,10 @@ class DockerContainer:
     def kill(self) -> None:
         with contextlib.suppress(*_TRANSPORT_ERRORS):
             self._engine.api.kill(self.id)
+
+    def commit(self) -> str:
+        with self._engine._errors(f"committing {self.id[:12]}"):
+            return str(self._engine.api.commit(self.id)["Id"])
 
     def attach_terminal(self) -> int:
         """docker-py has no interactive attach (raw terminal modes, window size), so the

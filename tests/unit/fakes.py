@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -10,10 +11,12 @@ from collections.abc import Callable, Iterator
 from orchestrator.engines import BuildRequest, EngineInfo, ImageInfo, RunOutcome, RunRequest
 from orchestrator.model import Arch, EngineKind
 
+_IDS = itertools.count(1)
+
 
 class FakeContainer:
     def __init__(self, engine: FakeEngine, request: RunRequest) -> None:
-        self.id = f"fake-{id(self)}"
+        self.id = f"fake-{next(_IDS)}"
         self.engine = engine
         self.request = request
 
@@ -36,6 +39,9 @@ class FakeContainer:
 
     def kill(self) -> None:
         pass
+
+    def commit(self) -> str:
+        return f"sha256:{self.id}"
 
     def attach_terminal(self) -> int:
         return 0
@@ -91,6 +97,9 @@ class FakeEngine:
 
     def containers(self, label: str) -> list[str]:
         return []
+
+    def remove_image(self, image: str) -> None:
+        pass
 
     def close(self) -> None:
         pass

@@ -3,10 +3,12 @@ path: pure logic on real wheels, sdists and a real dpkg status file's shape."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import stat
 import tarfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from packaging.tags import Tag
 from packaging.utils import canonicalize_name
 
 from orchestrator.build.environment import (
+    BUILD_USER,
     best_dists,
     closure,
     installed_members,
@@ -25,9 +28,14 @@ from orchestrator.build.environment import (
     static_requires,
     venv_members,
 )
+from orchestrator.build.job import joined
+from orchestrator.build.prepare import EnvImages
+from orchestrator.engines import RunRequest
+from orchestrator.model import Arch
 from orchestrator.plan.tags import TagSet
 from orchestrator.trust.packages import PackageDb, parse_lists, parse_status
 from orchestrator.trust.smoke import verdict
+from tests.unit.fakes import FakeContainer, FakeEngine
 from tests.wheelfactory import make_wheel
 
 ENV = {"python_version": "3.11", "python_full_version": "3.11.2", "platform_machine": "aarch64",
@@ -259,3 +267,59 @@ def test_a_foreign_library_fails_the_verdict(foreign: list[str]) -> None:
     if foreign:
         assert "libpq.so.5" in result.error
         assert "runtime packages" in result.error
+
+
+class _Recording(FakeContainer):
+    def put(self, path: str, tar: bytes) -> None:
+        assert isinstance(self.engine, _Committing)
+        self.engine.puts.append(tar)
+
+
+class _Committing(FakeEngine):
+    """Counts what EnvImages asks of an engine."""
+
+    def __init__(self) -> None:
+        super().__init__("local", Arch.AMD64, slots=2)
+        self.puts: list[bytes] = []
+        self.removed: list[str] = []
+
+    @contextlib.contextmanager
+    def container(self, request: RunRequest) -> Iterator[FakeContainer]:
+        assert request.network is False
+        assert request.user == BUILD_USER
+        yield _Recording(self, request)
+
+    def remove_image(self, image: str) -> None:
+        self.removed.append(image)
+
+
+def test_env_images_made_once_per_builder_and_environment_then_removed() -> None:
+    engine, images = _Committing(), EnvImages()
+    first = images.image(engine, "sha256:builder", Arch.AMD64, b"env one")
+    assert images.image(engine, "sha256:builder", Arch.AMD64, b"env one") == first
+    other = images.image(engine, "sha256:builder", Arch.AMD64, b"env two")
+    again = images.image(engine, "sha256:other-builder", Arch.AMD64, b"env one")
+    assert len({first, other, again}) == 3
+    assert engine.puts == [b"env one", b"env two", b"env one"]
+    images.close()
+    assert sorted(engine.removed) == sorted([first, other, again])
+    images.close()  # nothing left to remove
+    assert len(engine.removed) == 3
+
+
+def test_joined_tars_hold_every_member_of_each() -> None:
+    def tar_of(name: str, data: bytes) -> bytes:
+        return job_tar([(_regular(name, len(data)), data)])
+
+    whole = joined(tar_of("job/env/a.py", b"a"), tar_of("job/build/b.py", b"bb"))
+    with tarfile.open(fileobj=io.BytesIO(whole)) as tar:
+        names = {m.name: m for m in tar.getmembers()}
+        assert tar.extractfile("job/build/b.py").read() == b"bb"  # type: ignore[union-attr]
+    assert {"job/env/a.py", "job/build/b.py"} <= set(names)
+    assert names["job/env/a.py"].uid == 1000
+
+
+def _regular(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = size, 0o644
+    return info
