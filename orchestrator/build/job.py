@@ -503,10 +503,17 @@ def _env_image(job: WheelJob, ctx: JobContext, made: Prepared, log: RedactingLog
     if ctx.env_images is None:
         return None
     try:
-        return ctx.env_images.image(ctx.engine, job.image, job.platform.arch, made.env)
+        image = ctx.env_images.image(
+            ctx.engine, job.image, job.platform.arch, made.env, run=job.run_id
+        )
     except EngineError as exc:
         _write(log, f"== no environment image ({exc.message}): copied in instead\n".encode())
         return None
+    _write(
+        log,
+        f"== build environment in image {image} (made for this run)\n".encode(),
+    )
+    return image
 
 
 def make_ahead(job: WheelJob, inputs: JobInputs, ctx: JobContext) -> MadeAhead:

@@ -209,6 +209,9 @@ def _file(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes | None]:
     return info, data
 
 
+ENV_IMAGE_LABEL = "org.orchestrate.env-of-run"
+
+
 class EnvImages:
     """Each distinct /job/env as an image on the builder, made once per run.
 
@@ -225,15 +228,16 @@ class EnvImages:
         self._locks: dict[tuple[str, str, str], threading.Lock] = {}
         self._guard = threading.Lock()
 
-    def image(self, engine: Engine, builder: str, arch: Arch, env: bytes) -> str:
-        """The builder with `env` at /job/env, on `engine` (EngineError if it cannot)."""
+    def image(self, engine: Engine, builder: str, arch: Arch, env: bytes, *, run: str) -> str:
+        """The builder with `env` at /job/env, on `engine` (EngineError if it cannot),
+        labelled with the run that made it."""
         key = (engine.name, builder, hashlib.sha256(env).hexdigest())
         with self._guard:
             lock = self._locks.setdefault(key, threading.Lock())
             self._engines[engine.name] = engine
         with lock:
             if key not in self._made:
-                self._made[key] = _committed(engine, builder, arch, env)
+                self._made[key] = _committed(engine, builder, arch, env, run=run)
             return self._made[key]
 
     def close(self) -> None:
@@ -244,10 +248,10 @@ class EnvImages:
             self._engines[engine].remove_image(image)
 
 
-def _committed(engine: Engine, builder: str, arch: Arch, env: bytes) -> str:
+def _committed(engine: Engine, builder: str, arch: Arch, env: bytes, *, run: str) -> str:
     """A never-started container of the builder with the env copied in, committed."""
     request = RunRequest(image=builder, command=("true",), platform=arch, network=False,
                          user=BUILD_USER, workdir="/job")  # fmt: skip
     with engine.container(request) as box:
         box.put("/", env)
-        return box.commit()
+        return box.commit({ENV_IMAGE_LABEL: run})

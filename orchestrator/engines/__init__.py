@@ -119,8 +119,8 @@ class Container(Protocol):
 
     def kill(self) -> None: ...
 
-    def commit(self) -> str:
-        """Its filesystem as a new image (its ID); the image's config is the container's."""
+    def commit(self, labels: Mapping[str, str]) -> str:
+        """Its filesystem as a new image (its ID): the container's config plus `labels`."""
         ...
 
     def attach_terminal(self) -> int:

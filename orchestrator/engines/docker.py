@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import re
 import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import docker
@@ -387,9 +388,10 @@ class DockerContainer:
         with contextlib.suppress(*_TRANSPORT_ERRORS):
             self._engine.api.kill(self.id)
 
-    def commit(self) -> str:
+    def commit(self, labels: Mapping[str, str]) -> str:
+        changes = [f"LABEL {key}={json.dumps(value)}" for key, value in sorted(labels.items())]
         with self._engine._errors(f"committing {self.id[:12]}"):
-            return str(self._engine.api.commit(self.id)["Id"])
+            return str(self._engine.api.commit(self.id, changes=changes)["Id"])
 
     def attach_terminal(self) -> int:
         """docker-py has no interactive attach (raw terminal modes, window size), so the

@@ -14,6 +14,7 @@ built for debian-bookworm amd64 and arm64 (emulated) by `orchestrate build`:
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from orchestrator.images.pipeline import ImagesReport
@@ -96,9 +97,16 @@ def test_host_made_environments_and_a_none_any_wheel_built_once(
         assert "fetch" in job["phase_seconds"]
         assert "build" in job["phase_seconds"]
     amd = jobs[f"{AMD}/orchestrate-test-dynamic==1.0"]
+    amd_log = Path(amd["log"]).read_text()
     # Its first environment was made before it had a slot; its second round's after.
-    assert Path(amd["log"]).read_text().count("== (made ahead of the job's slot") == 1
+    assert amd_log.count("== (made ahead of the job's slot") == 1
     assert amd["ahead_seconds"] > 0
+    # Each round's build started from the builder with that environment committed in,
+    # and the run removed those images when its jobs were done.
+    env_images = re.findall(r"== build environment in image (sha256:[0-9a-f]{64})", amd_log)
+    assert len(set(env_images)) == 2, amd_log
+    engine = local.pool.engines[0]
+    assert all(engine.image(image) is None for image in env_images)
     arm = jobs[f"{ARM}/orchestrate-test-dynamic==1.0"]
     assert "made ahead" not in Path(arm["log"]).read_text()  # it waited for its twin
     assert arm["ahead_seconds"] == 0

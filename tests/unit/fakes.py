@@ -6,7 +6,7 @@ import contextlib
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from orchestrator.engines import BuildRequest, EngineInfo, ImageInfo, RunOutcome, RunRequest
 from orchestrator.model import Arch, EngineKind
@@ -40,7 +40,7 @@ class FakeContainer:
     def kill(self) -> None:
         pass
 
-    def commit(self) -> str:
+    def commit(self, labels: Mapping[str, str]) -> str:
         return f"sha256:{self.id}"
 
     def attach_terminal(self) -> int:

@@ -295,10 +295,10 @@ class _Committing(FakeEngine):
 
 def test_env_images_made_once_per_builder_and_environment_then_removed() -> None:
     engine, images = _Committing(), EnvImages()
-    first = images.image(engine, "sha256:builder", Arch.AMD64, b"env one")
-    assert images.image(engine, "sha256:builder", Arch.AMD64, b"env one") == first
-    other = images.image(engine, "sha256:builder", Arch.AMD64, b"env two")
-    again = images.image(engine, "sha256:other-builder", Arch.AMD64, b"env one")
+    first = images.image(engine, "sha256:builder", Arch.AMD64, b"env one", run="r")
+    assert images.image(engine, "sha256:builder", Arch.AMD64, b"env one", run="r") == first
+    other = images.image(engine, "sha256:builder", Arch.AMD64, b"env two", run="r")
+    again = images.image(engine, "sha256:other-builder", Arch.AMD64, b"env one", run="r")
     assert len({first, other, again}) == 3
     assert engine.puts == [b"env one", b"env two", b"env one"]
     images.close()
