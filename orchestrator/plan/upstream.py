@@ -58,11 +58,14 @@ class IndexFile:
 
 
 # PEP 503 pages are one <a> per file, and the largest (botocore's) are megabytes:
-# html.parser took most of a cold plan's time, so anchors are found by pattern.
+# html.parser took most of a cold plan's time, so anchors are found by pattern. Each
+# anchor is read only up to the next one, so the work stays linear on any page.
 _COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.DOTALL)
-_ANCHOR = re.compile(r"<a(?=[\s>/])([^>]*)>(.*?)(?:</a\s*>|(?=<a[\s>/])|$)", re.I | re.DOTALL)
+_START = re.compile(r"<a(?=[\s>/])", re.I)
+_TAG_END = re.compile(r"""(?:[^>"']|"[^"]*"|'[^']*')*>""")
+_CLOSE = re.compile(r"</a\s*>", re.I)
 _ATTR = re.compile(r"""([^\s"'<>/=]+)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'=<>`]+)))?""")
-_TAG = re.compile(r"<[^>]*>")
+_TAG = re.compile(r"<[^<>]*>")
 # An absolute http(s) URL that urljoin would give back unchanged (no params, query or
 # characters its parser strips): most index pages link nothing else, and urljoin
 # was most of the parse.
@@ -71,26 +74,35 @@ _PLAIN = re.compile(r"https?://[A-Za-z0-9.:@\[\]-]+/[A-Za-z0-9._~!$&'()*+,=:@%/-
 
 def parse_html(text: str, base: str) -> list[IndexFile]:
     """PEP 503: one <a> per file; attributes carry requires-python and yanked."""
+    text = _COMMENT.sub("", text)
+    starts = list(_START.finditer(text))
+    ends = [m.start() for m in starts[1:]] + [len(text)] * bool(starts)
     files = []
-    for match in _ANCHOR.finditer(_COMMENT.sub("", text)):
-        attrs = {
-            m[1].lower(): html.unescape(m[2] if m[2] is not None else m[3] or m[4] or "")
-            for m in _ATTR.finditer(match[1])
-        }
-        href = attrs.get("href") or ""
-        url, _, fragment = href.partition("#")
-        digest = fragment.removeprefix("sha256=") if fragment.startswith("sha256=") else None
-        label = html.unescape(_TAG.sub("", match[2])).strip()
-        files.append(
-            IndexFile(
-                filename=label or url.rsplit("/", 1)[-1],
-                url=url if _PLAIN.match(url) else urllib.parse.urljoin(base, url),
-                sha256=digest,
-                requires_python=attrs.get("data-requires-python") or None,
-                yanked="data-yanked" in attrs,
-            )
-        )
+    for start, end in zip(starts, ends, strict=True):
+        segment = text[start.end() : end]
+        tag = _TAG_END.match(segment)
+        if tag is not None:
+            body = _CLOSE.split(segment[tag.end() :], maxsplit=1)[0]
+            files.append(_anchor(segment[: tag.end() - 1], body, base))
     return files
+
+
+def _anchor(attributes: str, body: str, base: str) -> IndexFile:
+    attrs = {
+        m[1].lower(): html.unescape(m[2] if m[2] is not None else m[3] or m[4] or "")
+        for m in _ATTR.finditer(attributes)
+    }
+    href = attrs.get("href") or ""
+    url, _, fragment = href.partition("#")
+    digest = fragment.removeprefix("sha256=") if fragment.startswith("sha256=") else None
+    label = html.unescape(_TAG.sub("", body)).strip()
+    return IndexFile(
+        filename=label or url.rsplit("/", 1)[-1],
+        url=url if _PLAIN.match(url) else urllib.parse.urljoin(base, url),
+        sha256=digest,
+        requires_python=attrs.get("data-requires-python") or None,
+        yanked="data-yanked" in attrs,
+    )
 
 
 def parse_json(data: Mapping[str, object], base: str) -> list[IndexFile]:
