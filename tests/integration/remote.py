@@ -39,6 +39,21 @@ def _wait(what: str, probe: list[str], seconds: float = 60) -> None:
     raise RuntimeError(f"{what} did not come up")
 
 
+def _clear_stale_pid(path: Path, name: str) -> None:
+    """Removes a pid file of an earlier boot that names no running `name`.
+
+    /run is not always a tmpfs: dockerd refuses to start on such a file, or
+    waits for a containerd that never answers.
+    """
+    try:
+        pid = "".join(c for c in path.read_text() if c.isdigit())
+        if pid and Path(f"/proc/{pid}/comm").read_text().strip() == name:
+            return
+    except OSError:
+        pass
+    path.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def second_engine(tmp: Path) -> Iterator[str]:
     """Yields the engine URL, ssh://root@127.0.0.1:2222; all is torn down after."""
@@ -76,6 +91,8 @@ def second_engine(tmp: Path) -> Iterator[str]:
     run("iptables", nat[0], nat[1], "-A", *nat[2:])
     for rule in forward:
         run("iptables", "-I", *rule)
+    _clear_stale_pid(SOCKET_DIR / "docker.pid", "dockerd")
+    _clear_stale_pid(SOCKET_DIR / "exec" / "containerd" / "containerd.pid", "containerd")
     dockerd = subprocess.Popen(
         [
             "dockerd",
