@@ -6,7 +6,8 @@ checks the graph the way cibuildwheel's unit tests check `get_build_steps`.
 - One job per (platform, python, requirement) the plan says to build.
 - An sdist that looks pure Python is built once: the job on a platform with
   a native engine leads, the other platforms' jobs wait for it and take its
-  `py3-none-any` wheel (or build for themselves if the guess was wrong).
+  `py3-none-any` wheel (or build for themselves if the guess was wrong; once
+  its last native build gave a platform wheel, they no longer wait).
   An sdist that does not look pure may build one all the same (an optional
   extension that is skipped): when it has few compiled sources, its emulated
   jobs wait for the native one too, while that is expected to end sooner
@@ -138,12 +139,12 @@ def job_graph(
             blocked.append(Blocked(job, problem))
             continue
         key, guess = _key(decision.name, decision.version), _guess(outcome)
-        if isinstance(outcome, SdistFacts) and outcome.pure:
+        known = settings.compiled(job.name)
+        if isinstance(outcome, SdistFacts) and outcome.pure and not known:
             lead = leads.setdefault(key, job.id)
         else:
             twin = jobs.get(twins.get(key, ""))
             few = isinstance(outcome, SdistFacts) and outcome.compiled <= OPTIONAL_SOURCES
-            known = settings.compiled(job.name)
             lead = _native_twin(
                 job, twin if few and not known else None, pool, expected, guess=guess
             )

@@ -7,7 +7,8 @@ mismatch is never retried. Jobs get the verified file put into their
 container; pip never resolves the sdist again.
 
 From the sdist we also read, before any container runs, what the job graph
-needs: whether it looks pure Python (its platforms then share one build)
+needs: whether it looks pure Python (no compiled sources, or none that its build
+scripts name a way to compile: its platforms then share one build)
 and its static build requirements (`build-system.requires`).
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import tarfile
 import threading
 import time
@@ -33,6 +35,15 @@ from orchestrator.core.errors import EnvironmentProblem, StoreConflict, UnsafeNa
 
 COMPILED = (".c", ".cc", ".cpp", ".cxx", ".pyx", ".pxd", ".f", ".f90", ".rs", ".go", ".m")
 BUILD_FILES = ("meson.build", "Cargo.toml", "CMakeLists.txt")
+# What a build script names when it compiles anything. Compiled files that no script
+# names ship unbuilt (salt's .c and .go are packaging tools): the sdist builds pure.
+COMPILES = re.compile(
+    rb"ext_modules|ext-modules|\bextension\b|cythoni[sz]e|cffi_modules|"
+    rb"rust_extensions|setuptools[-_]rust|maturin|meson|scikit[-_]build|skbuild|\bcmake\b|"
+    rb"golang|pybind11|nanobind|sipbuild|enscons|py[-_]build[-_]cmake|hatch[-_]cython",
+    re.IGNORECASE,
+)
+SCRIPTS = ("setup.py", "setup.cfg", "pyproject.toml")
 # What pip and `build` assume for a project without pyproject.toml (PEP 517's fallback).
 LEGACY_REQUIRES = ("setuptools>=40.8.0",)
 CHUNK = 1 << 20
@@ -197,7 +208,7 @@ def facts(ref: SdistRef, path: Path) -> SdistFacts:
         ref=ref,
         path=path,
         sha256=hashlib.sha256(data).hexdigest(),
-        pure=names_look_pure(names),
+        pure=names_look_pure(names) or _compiles_nothing(names, top),
         build_requires=build_requires(top.get("pyproject.toml")),
         compiled=sum(1 for n in names if n.lower().endswith(COMPILED)),
         bindep=bindep,
@@ -224,6 +235,14 @@ def names_look_pure(names: list[str]) -> bool:
     return True
 
 
+def _compiles_nothing(names: list[str], top: dict[str, bytes]) -> bool:
+    """Compiled files, yet no build file and no build script that names a way to compile."""
+    scripts = [top[base] for base in SCRIPTS if base in top]
+    if not scripts or any(name.rsplit("/", 1)[-1] in BUILD_FILES for name in names):
+        return False
+    return not any(COMPILES.search(script) for script in scripts)
+
+
 def build_requires(pyproject: bytes | None) -> tuple[str, ...]:
     """`build-system.requires` (PEP 518), or the legacy setuptools default."""
     if pyproject is None:
@@ -239,7 +258,7 @@ def build_requires(pyproject: bytes | None) -> tuple[str, ...]:
     return tuple(str(r) for r in requires) if isinstance(requires, list) else ()
 
 
-TOP_FILES = ("pyproject.toml", "bindep.txt")  # read from the sdist's top folder
+TOP_FILES = ("bindep.txt", *SCRIPTS)  # read from the sdist's top folder
 MAX_TOP_FILE = 256 * 1024
 
 

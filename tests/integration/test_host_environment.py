@@ -1,10 +1,12 @@
 """Jobs whose build environment the host makes, with no pip under QEMU, for real.
 
-Two sdists that do not look pure (each carries a C file it never compiles),
-built for debian-bookworm amd64 and arm64 (emulated) by `orchestrate build`:
+Two sdists that do not look pure (each carries a C file and a setup.py that
+names an extension), built for debian-bookworm amd64 and arm64 (emulated) by
+`orchestrate build`:
 
-- `orchestrate-test-optional` builds `py3-none-any` all the same: the arm64
-  job waits for the native one and shares its wheel; nothing is built twice.
+- `orchestrate-test-optional` builds `py3-none-any` all the same (like ovs, its
+  extension is built only when asked for): the arm64 job waits for the native
+  one and shares its wheel; nothing is built twice.
 - `orchestrate-test-dynamic` has an in-tree backend that asks for `six` as a
   dynamic build requirement and makes a platform wheel. pip resolves `six` in
   the native amd64 builder with arm64's tags; the host unpacks it into the
@@ -33,6 +35,15 @@ from setuptools.build_meta import *  # noqa: F401,F403
 def get_requires_for_build_wheel(config_settings=None):
     return [*_orig.get_requires_for_build_wheel(config_settings), "six"]
 """
+OPTIONAL_SETUP = """\
+import os
+
+from setuptools import Extension, setup
+
+# The C speed-up is built only when asked for, so the wheel is pure.
+speedups = [Extension("speedups", ["speedups.c"])] if os.environ.get("WITH_SPEEDUPS") else []
+setup(ext_modules=speedups)
+"""
 PLATFORM_SETUP = """\
 from setuptools import setup
 from setuptools.dist import Distribution
@@ -52,8 +63,9 @@ def test_host_made_environments_and_a_none_any_wheel_built_once(
 ) -> None:
     sdists = tmp_path / "sdists"
     optional = make_sdist(
-        sdists, "orchestrate-test-optional", "1.0", extra={"speedups.c": UNUSED_C}
-    )
+        sdists, "orchestrate-test-optional", "1.0", setup_py=OPTIONAL_SETUP,
+        extra={"speedups.c": UNUSED_C},
+    )  # fmt: skip
     dynamic = make_sdist(
         sdists, "orchestrate-test-dynamic", "1.0", setup_py=PLATFORM_SETUP,
         extra={"speedups.c": UNUSED_C, "backend.py": BACKEND},

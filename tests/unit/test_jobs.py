@@ -124,6 +124,11 @@ def test_pure_sdist_is_built_once_on_a_native_platform() -> None:
     arm_native = graph(decisions, sdists, pool=PoolSnapshot(frozenset({Arch.ARM64}))).by_id()
     assert arm_native[f"{ARM}/simplegeneric==0.8.1"].depends == ()
     assert arm_native[f"{AMD}/simplegeneric==0.8.1"].depends == (f"{ARM}/simplegeneric==0.8.1",)
+    # Its last native build gave a platform wheel all the same: the guess was wrong, so
+    # the platforms build in parallel (with the native wheel taken if done by then).
+    known = graph(decisions, sdists, compiled=lambda name: name == "simplegeneric").by_id()
+    assert known[f"{ARM}/simplegeneric==0.8.1"].depends == ()
+    assert known[f"{ARM}/simplegeneric==0.8.1"].payload.twin == ""
 
 
 def test_an_emulated_job_waits_for_a_native_build_that_may_come_out_pure() -> None:

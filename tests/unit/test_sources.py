@@ -37,7 +37,9 @@ def ref_of(path: Path, sha256: str | None = None) -> SdistRef:
 @pytest.fixture
 def sdist(tmp_path: Path) -> Path:
     pyproject = b'[build-system]\nrequires = ["setuptools>=61", "Cython<3"]\n'
-    return make_sdist(tmp_path, "demo-1.0", {"pyproject.toml": pyproject, "demo/_x.pyx": b""})
+    setup = b"from Cython.Build import cythonize\nsetup(ext_modules=cythonize('demo/_x.pyx'))\n"
+    files = {"pyproject.toml": pyproject, "setup.py": setup, "demo/_x.pyx": b""}
+    return make_sdist(tmp_path, "demo-1.0", files)
 
 
 def test_downloads_once_for_every_platform_and_run(tmp_path: Path, sdist: Path) -> None:
@@ -81,6 +83,26 @@ def test_facts_read_build_requirements_and_purity(tmp_path: Path, sdist: Path) -
     assert old.build_requires == LEGACY_REQUIRES  # no pyproject: setuptools, as pip assumes
     assert old.pure is True
     assert old.expected_native < got.expected_native  # compiled code takes longer
+
+
+@pytest.mark.parametrize(
+    ("files", "pure"),
+    [
+        # salt 3008.0: a .c and two .go files for packaging tools, which no script builds
+        ({"setup.py": b"setup(name='salt')", "pkg/old/grab.c": b"", "pkg/w/main.go": b""}, True),
+        ({"setup.py": b"setup(ext_modules=[Extension('x', ['x.c'])])", "x.c": b""}, False),
+        ({"pyproject.toml": b"[tool.setuptools]\next-modules = [{name='x'}]", "x.c": b""}, False),
+        ({"setup.cfg": b"[options]\ncffi_modules = build.py:ffi", "x.c": b""}, False),
+        ({"pyproject.toml": b"[build-system]\nrequires=['maturin']", "src/lib.rs": b""}, False),
+        ({"setup.py": b"setup()", "meson.build": b"", "x.c": b""}, False),  # a build file
+        ({"PKG-INFO": b"", "x.c": b""}, False),  # no script to read: compiled, as before
+    ],
+)
+def test_compiled_files_no_build_script_names_leave_an_sdist_pure(
+    tmp_path: Path, files: dict[str, bytes], pure: bool
+) -> None:
+    path = make_sdist(tmp_path, "p-1.0", files)
+    assert facts(ref_of(path), path).pure is pure
 
 
 @pytest.mark.parametrize("name", ["../../evil.tar.gz", ".hidden.tar.gz", "a\0b.tar.gz", "x" * 300])
