@@ -48,9 +48,11 @@ def archived_file(tar_bytes: bytes) -> bytes | None:
         return handle.read() if handle else None
 
 
-def write_atomic(path: Path, data: bytes | str, mode: int | None = None) -> None:
+def write_atomic(
+    path: Path, data: bytes | str, mode: int | None = None, *, sync: bool = True
+) -> None:
     """Write `data` (text as UTF-8) to `path` through a synced temporary file and a
-    rename: readers see the old file or the whole new one."""
+    rename: readers see the old file or the whole new one. A cache may skip the sync."""
     if isinstance(data, str):
         data = data.encode()
     # Unique per process and thread: two writers of one path never share a temporary.
@@ -59,7 +61,8 @@ def write_atomic(path: Path, data: bytes | str, mode: int | None = None) -> None
         with tmp.open("wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if sync:
+                os.fsync(handle.fileno())
         if mode is not None:
             tmp.chmod(mode)
         tmp.replace(path)

@@ -11,6 +11,7 @@ cannot be reached at all, `IndexUnavailable` is raised after the retries.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import html
 import json
@@ -26,11 +27,9 @@ import requests
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import (
     InvalidSdistFilename,
-    InvalidWheelFilename,
     canonicalize_name,
     canonicalize_version,
     parse_sdist_filename,
-    parse_wheel_filename,
 )
 from packaging.version import InvalidVersion, Version
 
@@ -72,6 +71,10 @@ _TAG = re.compile(r"<[^<>]*>")
 _PLAIN = re.compile(r"https?://[A-Za-z0-9.:@\[\]-]+/[A-Za-z0-9._~!$&'()*+,=:@%/-]*\Z")
 
 
+def _joined(base: str, url: str) -> str:
+    return url if _PLAIN.match(url) else urllib.parse.urljoin(base, url)
+
+
 def parse_html(text: str, base: str) -> list[IndexFile]:
     """PEP 503: one <a> per file; attributes carry requires-python and yanked."""
     text = _COMMENT.sub("", text)
@@ -98,7 +101,7 @@ def _anchor(attributes: str, body: str, base: str) -> IndexFile:
     label = html.unescape(_TAG.sub("", body)).strip()
     return IndexFile(
         filename=label or url.rsplit("/", 1)[-1],
-        url=url if _PLAIN.match(url) else urllib.parse.urljoin(base, url),
+        url=_joined(base, url),
         sha256=digest,
         requires_python=attrs.get("data-requires-python") or None,
         yanked="data-yanked" in attrs,
@@ -123,7 +126,7 @@ def _json_file(entry: object, base: str) -> IndexFile:
     sha256 = hashes.get("sha256")
     return IndexFile(
         filename=str(entry["filename"]),
-        url=urllib.parse.urljoin(base, str(entry["url"])),
+        url=_joined(base, str(entry["url"])),
         sha256=sha256 if isinstance(sha256, str) else None,
         requires_python=requires if isinstance(requires, str) and requires else None,
         yanked=bool(entry.get("yanked")),
@@ -137,11 +140,21 @@ def file_version(filename: str, project: str | None = None) -> str | None:
     """The canonical version in a wheel or sdist filename, or None if it does not parse."""
     try:
         if filename.endswith(".whl"):
-            return canonicalize_version(parse_wheel_filename(filename)[1])
+            # name-version(-build)?-python-abi-platform: the tags need not be parsed
+            # here (a page lists thousands of wheels); they are where wheels are chosen.
+            parts = filename[:-4].split("-")
+            build_ok = len(parts) == 5 or (len(parts) == 6 and parts[2][:1].isdigit())
+            return _canonical(parts[1]) if build_ok else None
         spelled = sdist_version(filename, project)
-        return canonicalize_version(Version(spelled)) if spelled else None
-    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
+        return _canonical(spelled) if spelled else None
+    except (InvalidSdistFilename, InvalidVersion):
         return None
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _canonical(spelled: str) -> str:
+    """A version as spelled in a file name, canonical (each release has many files)."""
+    return canonicalize_version(Version(spelled))
 
 
 def sdist_version(filename: str, project: str | None = None) -> str | None:
@@ -194,8 +207,8 @@ class ProjectPage:
         out = []
         for canonical, raw in self._groups.items():
             name = json.loads(raw)[0][0]
-            if name.endswith(".whl"):
-                out.append(str(parse_wheel_filename(name)[1]))
+            if name.endswith(".whl"):  # its version parsed when it was grouped
+                out.append(str(Version(name.split("-")[1])))
                 continue
             spelled = sdist_version(name)
             try:  # a hyphenated version is read whole only with the project's name
@@ -381,7 +394,8 @@ class Upstream:
         entry["format"] = CACHE_FORMAT
         path = self._cache_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, json.dumps(entry, separators=(",", ":")))
+        # A cache: a file torn by a crash reads as unreadable and is fetched again.
+        write_atomic(path, json.dumps(entry, separators=(",", ":")), sync=False)
 
 
 def read_capped(response: requests.Response, url: str) -> None:
