@@ -21,10 +21,10 @@ from orchestrator.build.builddeps import BuildDepCache, pins_key, requires_key
 from orchestrator.build.environment import Interpreters
 from orchestrator.build.failures import Failure
 from orchestrator.build.graph import JobGraph, WheelJob
-from orchestrator.build.job import JobContext, JobInputs, make_ahead, run_job
+from orchestrator.build.job import GENERATED, JobContext, JobInputs, make_ahead, run_job
 from orchestrator.build.prepare import EnvImages, MadeAhead, Resolver
 from orchestrator.build.records import WheelRecord, compiler_mode
-from orchestrator.build.sources import SdistFacts
+from orchestrator.build.sources import GeneratedC, SdistFacts, cython_pin
 from orchestrator.config import Matrix
 from orchestrator.config.matrix import Platform, expand
 from orchestrator.core.layout import RunLayout
@@ -240,9 +240,11 @@ class Executor:
 
     def _lookahead(self, graph: JobGraph, pool: EnginePool) -> Lookahead[MadeAhead]:
         """Build environments made ahead, in the scheduler's order (longest first), for
-        the jobs that wait for nothing; as many at once as there are slots."""
+        the jobs that wait for nothing (or only for the native job whose Cython output
+        they take: they will build); as many at once as there are slots."""
         slots = sum(e.slots for e in pool.engines)
-        first = sorted((j for j in graph.jobs if not j.depends), key=lambda j: (-j.expected, j.id))
+        free = [j for j in graph.jobs if j.depends in ((), (j.payload.cython_from,))]
+        first = sorted(free, key=lambda j: (-j.expected, j.id))
         work = [(j.id, fn) for j in first if (fn := self._ahead_work(j, pool)) is not None]
         return Lookahead(work, workers=slots, limit=2 * slots, cancel=self.cancel)
 
@@ -277,14 +279,16 @@ class Executor:
         work = replace(
             job.payload, image=self.builders.image_for(placement.engine, job.payload.platform)
         )
-        record = run_job(work, self._inputs(work), self._context(work, placement, token))
+        inputs = replace(self._inputs(work), generated=self._generated(work))
+        record = run_job(work, inputs, self._context(work, placement, token))
         if record.status == JobStatus.BUILT:
             self.durations.record(
                 work.name,
                 work.platform.arch.value,
                 record.duration,
                 placement.emulated,
-                engine=placement.engine.name,
+                # Without Cython under QEMU, its time says little of emulation's cost.
+                engine="" if record.cython_from else placement.engine.name,
             )
             if not placement.emulated and record.wheel:
                 self.durations.data[f"{COMPILED}{work.name}"] = (
@@ -320,6 +324,15 @@ class Executor:
             requires_key=shared,
             resolved=tuple(resolved) if resolved else None,
         )
+
+    def _generated(self, job: WheelJob) -> GeneratedC | None:
+        """What the native job it waited for kept of its Cython's output, if it did."""
+        with self._lock:
+            origin = self.records.get(job.cython_from) if job.cython_from else None
+        path = self.layout.job_dir(job.cython_from) / GENERATED
+        if origin is None or origin.status != JobStatus.BUILT or not path.is_file():
+            return None
+        return GeneratedC(path=path, origin=origin.job, cython=cython_pin(origin.build_requires))
 
     def _deps(self, job: WheelJob) -> BuildDepCache:
         return BuildDepCache(self.layout.build_deps(job.platform.name, job.python))

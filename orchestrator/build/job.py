@@ -25,6 +25,7 @@ from packaging.utils import parse_wheel_filename
 
 from orchestrator.build.builddeps import BuildDepCache
 from orchestrator.build.environment import BUILD_USER, Interpreters
+from orchestrator.build.environment import job_tar as job_tar_of
 from orchestrator.build.failures import (
     EXIT_NEEDS,
     PYTHON_VERSION_HINT,
@@ -42,6 +43,7 @@ from orchestrator.build.prepare import (
     prepare,
 )
 from orchestrator.build.records import Phase, WheelRecord, phases
+from orchestrator.build.sources import GeneratedC, cython_pin, generated_members
 from orchestrator.build.system import system_image
 from orchestrator.core.errors import BuildStepFailed, EngineError, RegistryError
 from orchestrator.core.redact import RedactingLog, redact
@@ -86,6 +88,7 @@ class JobInputs:
     pins: tuple[str, ...] | None = None
     requires_key: str = ""  # where the shared resolution of its static requirements goes
     resolved: tuple[str, ...] | None = None
+    generated: GeneratedC | None = None  # the C its native twin's Cython wrote
 
     def tar(self, job: WheelJob, needs: Sequence[str] = ()) -> bytes:
         known = self.pins or self.resolved
@@ -410,6 +413,8 @@ def _run_phases(
         if not more:
             _compiler_used(out, record)
             _collect(out, ctx.tags, ctx.out_dir, record)
+            if job.keeps_generated and record.status == JobStatus.BUILT:
+                _keep_generated(out, ctx.out_dir)
             return
         needs = (*needs, *more)
         log.write(f"\n== the build asked for {', '.join(more)}: fetching them\n".encode())
@@ -439,6 +444,8 @@ def _fetch_and_build(
         if ctx.cancel.event.is_set():
             record.fail(Failure(Category.CANCELLED, f"before {phase.name}"), JobStatus.CANCELLED)
             return None
+        if phase is build:
+            job_tar = _with_generated(job_tar, inputs.generated, record, log)
         remaining = job.timeout - (time.monotonic() - started)
         ctx.on_phase(phase.name)
         log.write(
@@ -562,6 +569,41 @@ def _compiler_used(out_tar: bytes, record: WheelRecord) -> None:
         record.compiler = f"gcc {said.get('gcc', '?')} for {said.get('host', '?')}"
     else:
         record.mode, record.compiler = Mode.EMULATED, str(said.get("reason", ""))
+
+
+GENERATED = "generated.tar"  # in a native job's folder: the C its Cython wrote
+
+
+def _keep_generated(out_tar: bytes, out_dir: Path) -> None:
+    data = read_member(out_tar, f"out/{GENERATED}")
+    if data:
+        (out_dir / GENERATED).write_bytes(data)
+
+
+def _with_generated(
+    job_tar: bytes, made: GeneratedC | None, record: WheelRecord, log: RedactingLog
+) -> bytes:
+    """The build phase's /job with the C its native twin's Cython wrote, when both
+    build environments have the same Cython: Cython then finds every module up to
+    date and only the compiler runs."""
+    if made is None:
+        return job_tar
+    mine, fetched = cython_pin(record.build_requires), read_member(job_tar, "job/fetch.json")
+    if not mine or mine != made.cython or fetched is None:
+        why = f"{made.cython or 'no Cython'} there, {mine or 'no Cython'} here"
+        _write(log, f"== the C that Cython wrote in {made.origin} is not used ({why})\n".encode())
+        return job_tar
+    source = str(json.loads(fetched).get("source", "build"))
+    members = generated_members(made.path.read_bytes(), under=f"job/{source}", mtime=time.time())
+    if not members:
+        return job_tar
+    record.cython_from = made.origin
+    _write(
+        log,
+        f"== {len(members)} files of C that {mine} wrote in {made.origin}: compiled here, "
+        "Cython does not run under emulation\n".encode(),
+    )
+    return joined(job_tar, job_tar_of(members))
 
 
 def _needs(out_tar: bytes) -> list[str]:

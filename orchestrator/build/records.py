@@ -110,6 +110,9 @@ class WheelRecord:
     runtime: dict[str, object] | None = None
     smoke: dict[str, object] | None = None
     rebuild: str = ""
+    # The native job whose Cython-generated C this emulated build compiled (Cython did
+    # not run under emulation), when it did.
+    cython_from: str = ""
 
     def as_dict(self) -> dict[str, object]:
         return {**self.__dict__, "mode": self.mode or ""}  # the report's schema: a string
@@ -166,6 +169,8 @@ def phases(job: WheelJob, native_compiler: bool = False) -> tuple[Phase, Phase]:
     build_env = {**env, **dict(job.extras.env)}
     if native_compiler:
         build_env["ORCHESTRATE_NATIVE_COMPILER"] = "1"
+    if job.keeps_generated:  # an emulated job of this sdist compiles its Cython's C
+        build_env["ORCHESTRATE_KEEP_GENERATED"] = "1"
     where = {
         # Only for a fetch run by hand (`reproduce --print`): orchestrate puts the
         # verified sdist into /job/src itself.

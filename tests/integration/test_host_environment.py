@@ -1,6 +1,6 @@
 """Jobs whose build environment the host makes, with no pip under QEMU, for real.
 
-Two sdists that do not look pure (each carries a C file and a setup.py that
+Sdists that do not look pure (each carries a C file and a setup.py that
 names an extension), built for debian-bookworm amd64 and arm64 (emulated) by
 `orchestrate build`:
 
@@ -11,6 +11,9 @@ names an extension), built for debian-bookworm amd64 and arm64 (emulated) by
   dynamic build requirement and makes a platform wheel. pip resolves `six` in
   the native amd64 builder with arm64's tags; the host unpacks it into the
   arm64 job's environment; the build phase (the only container) runs again.
+- `orchestrate-test-cython` runs Cython in its build: the arm64 job compiles
+  the C that Cython wrote in the amd64 job, and gives the same wheel as an
+  arm64-only night in which Cython runs under QEMU.
 """
 
 from __future__ import annotations
@@ -166,3 +169,54 @@ def _without_durations(own: Path) -> dict[str, str]:
         if entry.name != "durations.json":
             (own / entry.name).symlink_to(entry)
     return {"ORCHESTRATE_CACHE_DIR": str(own)}
+
+
+CYTHON_SETUP = """\
+from Cython.Build import cythonize
+from setuptools import setup
+
+setup(ext_modules=cythonize(["orchestrate_test_cython/fast.pyx"], language_level=3))
+"""
+CYTHON_PYX = "def add(int a, int b):\n    return a + b\n"
+
+
+def test_emulated_build_compiles_the_c_the_native_cython_wrote(
+    built_images: ImagesReport, local: Local, tmp_path: Path
+) -> None:
+    """A Cython sdist: its arm64 job waits for the amd64 one and compiles the C that
+    Cython wrote there (no Cython under QEMU); an arm64-only night, where Cython runs
+    emulated, makes the very same wheel."""
+    sdist = make_sdist(
+        tmp_path / "sdists", "orchestrate-test-cython", "1.0",
+        ("setuptools>=61", "Cython==3.2.1"), setup_py=CYTHON_SETUP,
+        extra={"orchestrate_test_cython/fast.pyx": CYTHON_PYX},
+    )  # fmt: skip
+    index = simple_index(tmp_path / "simple", [sdist])
+    pin = "orchestrate-test-cython==1.0\n"
+    both, alone = (
+        Local(
+            local_matrix_copy(
+                tmp_path / f"{name}.yaml", tmp_path / f"wheels-{name}",
+                {"upstream: https://pypi.org/simple/": f"upstream: {index}"},
+            ),
+            local.matrix, tmp_path / f"work-{name}",
+        ).build(pin, tmp_path / name, *options, env=_without_durations(tmp_path / f"c-{name}"))
+        for name, options in (("both", ()), ("alone", ("--platform", ARM)))
+    )  # fmt: skip
+    for built in (both, alone):
+        assert built.process.returncode == 0, built.process.stdout + built.process.stderr
+    amd = both.jobs[f"{AMD}/orchestrate-test-cython==1.0"]
+    arm = both.jobs[f"{ARM}/orchestrate-test-cython==1.0"]
+    assert arm["depends"] == [amd["job"]]
+    assert arm["cython_from"] == amd["job"]
+    arm_log = Path(arm["log"]).read_text()
+    assert f"== 1 files of C that Cython==3.2.1 wrote in {amd['job']}" in arm_log, arm_log
+    assert "because it changed" not in arm_log  # Cython found the module up to date
+    assert "because it changed" in Path(amd["log"]).read_text()
+    assert arm["smoke"]["passed"] is True, arm["smoke"]
+
+    emulated = alone.jobs[f"{ARM}/orchestrate-test-cython==1.0"]
+    assert emulated["cython_from"] == ""
+    assert "because it changed" in Path(emulated["log"]).read_text()  # Cython under QEMU
+    assert emulated["wheel"] == arm["wheel"]
+    assert emulated["sha256"] == arm["sha256"]

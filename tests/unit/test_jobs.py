@@ -19,6 +19,7 @@ from orchestrator.build.graph import (
     WheelJob,
     job_graph,
 )
+from orchestrator.build.records import phases
 from orchestrator.build.sources import SdistFacts, SdistRef
 from orchestrator.config import load_matrix
 from orchestrator.config.matrix import expand, select
@@ -162,6 +163,30 @@ def test_an_emulated_job_waits_for_a_native_build_that_may_come_out_pure() -> No
     # Both native: nobody waits.
     both = PoolSnapshot(frozenset({Arch.AMD64, Arch.ARM64}))
     assert graph(decisions, sdists, pool=both).by_id()[f"{ARM}/ovs==3.7.1"].depends == ()
+
+
+def test_an_emulated_job_compiles_the_c_its_native_twins_cython_wrote() -> None:
+    """krb5 runs Cython in its build: arm64 waits for the amd64 job, which keeps the
+    C (job.py: ORCHESTRATE_KEEP_GENERATED), even when it is known to be compiled."""
+    decisions = [build("krb5", "0.9.0", ARM), build("krb5", "0.9.0", AMD)]
+    cython = replace(facts("krb5", "0.9.0", pure=False, compiled=56), portable_cython=True)
+    sdists: dict[tuple[str, str], SdistOutcome] = {("krb5", "0.9.0"): cython}
+    jobs = graph(decisions, sdists, compiled=lambda name: True).by_id()
+    amd, arm = jobs[f"{AMD}/krb5==0.9.0"], jobs[f"{ARM}/krb5==0.9.0"]
+    assert arm.depends == (amd.id,)
+    assert (arm.payload.cython_from, amd.payload.cython_from) == (amd.id, "")
+    assert (amd.payload.keeps_generated, arm.payload.keeps_generated) == (True, False)
+    assert phases(amd.payload)[1].env["ORCHESTRATE_KEEP_GENERATED"] == "1"
+    assert "ORCHESTRATE_KEEP_GENERATED" not in phases(arm.payload)[1].env
+    # C that may differ by platform (no portable_cython): no waiting, nothing kept.
+    plain = graph(decisions, {("krb5", "0.9.0"): replace(cython, portable_cython=False)})
+    assert plain.by_id()[f"{ARM}/krb5==0.9.0"].depends == ()
+    assert not plain.by_id()[f"{AMD}/krb5==0.9.0"].payload.keeps_generated
+    # Another Python, or other build settings for one platform: no twin to take from.
+    other = [build("krb5", "0.9.0", ARM), replace(build("krb5", "0.9.0", AMD), python="3.12")]
+    assert graph(other, sdists).by_id()[f"{ARM}/krb5==0.9.0"].payload.cython_from == ""
+    both = PoolSnapshot(frozenset({Arch.AMD64, Arch.ARM64}))
+    assert graph(decisions, sdists, pool=both).by_id()[f"{ARM}/krb5==0.9.0"].depends == ()
 
 
 def test_build_dependency_without_a_wheel_becomes_a_job_the_item_waits_for() -> None:

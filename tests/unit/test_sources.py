@@ -11,11 +11,14 @@ from pathlib import Path
 import pytest
 
 from orchestrator.build.sources import (
+    CYTHON_HEADER,
     LEGACY_REQUIRES,
     HashMismatch,
     SdistCache,
     SdistRef,
+    cython_pin,
     facts,
+    generated_members,
 )
 
 
@@ -103,6 +106,58 @@ def test_compiled_files_no_build_script_names_leave_an_sdist_pure(
 ) -> None:
     path = make_sdist(tmp_path, "p-1.0", files)
     assert facts(ref_of(path), path).pure is pure
+
+
+CYTHONIZE = b"from Cython.Build import cythonize\nsetup(ext_modules=cythonize('x.pyx'))\n"
+
+
+@pytest.mark.parametrize(
+    ("files", "portable"),
+    [
+        ({"setup.py": CYTHONIZE, "x.pyx": b"def f(): return 1\n"}, True),  # krb5, gssapi
+        ({"setup.py": CYTHONIZE, "x.pyx": b"", "x.c": b"/* shipped */"}, False),  # C shipped
+        ({"setup.py": CYTHONIZE, "x.pyx": b'IF UNAME_SYSNAME == "Linux":\n    pass\n'}, False),
+        ({"setup.py": CYTHONIZE, "x.pyx": b"", "c.pxi": b"DEF BIG = 1\n"}, False),
+        ({"setup.py": CYTHONIZE + b"# compile_time_env={'X': 1}\n", "x.pyx": b""}, False),
+        ({"setup.py": b"setup()", "x.c": b""}, False),  # no Cython at all
+    ],
+)
+def test_cython_output_is_shared_only_when_it_cannot_depend_on_the_platform(
+    tmp_path: Path, files: dict[str, bytes], portable: bool
+) -> None:
+    path = make_sdist(tmp_path, "c-1.0", files)
+    assert facts(ref_of(path), path).portable_cython is portable
+
+
+def test_kept_cython_output_goes_under_the_source_folder_and_nothing_else() -> None:
+    """What a build wrote into generated.tar may be anything: only regular C files with
+    Cython's header at plain relative paths are taken, dated as asked."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, body in {
+            "src/m.c": CYTHON_HEADER + b"3.2.1 */\nint x;\n",
+            "src/m_api.h": CYTHON_HEADER + b"3.2.1 */\n",
+            "src/hand.c": b"/* written by hand */\n",
+            "../evil.c": CYTHON_HEADER + b"*/",
+            "/etc/evil.c": CYTHON_HEADER + b"*/",
+            "src/m.py": CYTHON_HEADER + b"*/",
+        }.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+        link = tarfile.TarInfo("src/link.c")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+    got = generated_members(buffer.getvalue(), under="job/build/p-1.0", mtime=2e9)
+    assert [info.name for info, _data in got] == [
+        "job/build/p-1.0/src/m.c",
+        "job/build/p-1.0/src/m_api.h",
+    ]
+    assert {info.mtime for info, _data in got} == {2_000_000_000}
+    assert got[0][1].endswith(b"int x;\n")
+    assert generated_members(b"not a tar", under="job/build", mtime=0) == []
+    assert cython_pin(["setuptools==80.0", "cython==3.2.1"]) == "Cython==3.2.1"
+    assert cython_pin(["setuptools==80.0"]) == ""
 
 
 @pytest.mark.parametrize("name", ["../../evil.tar.gz", ".hidden.tar.gz", "a\0b.tar.gz", "x" * 300])
