@@ -403,6 +403,32 @@ def test_the_in_container_check_tells_a_missing_dependency_from_a_broken_wheel(
     assert "command" not in result  # no test command after a failed import
 
 
+def test_a_pure_wheel_is_imported_from_its_zip_and_unpacked_only_when_that_fails(
+    tmp_path: Path,
+) -> None:
+    """No extension module, no test command: zipimport, with nothing unpacked; a module
+    that reads a file beside it (which a zip cannot give) is checked again unpacked."""
+    for name, reads_a_file in (("plain", False), ("data", True)):
+        site = tmp_path / name
+        body = b"VALUE = 1\n"
+        if reads_a_file:
+            body = b"import os\nopen(os.path.join(os.path.dirname(__file__), 'v.txt')).read()\n"
+        wheel = wheel_with(site, {f"{name}/__init__.py": body, f"{name}/v.txt": b"1"})
+        config = {"wheel": wheel.name, "extensions": [], "top_level": [name], "timeout": 60}
+        (site / "smoke.json").write_text(json.dumps(config))
+        script = (REPO / "images" / "scripts" / "smoke_check.py").read_text()
+        (site / "check.py").write_text(script.replace('Path("/smoke")', f"Path({str(site)!r})"))
+        done = subprocess.run(
+            [sys.executable, "-S", str(site / "check.py")], capture_output=True, text=True,
+            check=False, env={**os.environ, "PYTHONPATH": ""},
+        )  # fmt: skip
+        result = json.loads((site / "result.json").read_text())
+        assert (done.returncode, result["passed"]) == (0, True), done.stdout + done.stderr
+        assert result["checks"] == [{"module": name, "status": "ok", "error": ""}]
+        assert (site / "site").is_dir() is reads_a_file, done.stdout
+        assert ("checking again unpacked" in done.stdout) is reads_a_file
+
+
 def test_smoke_dockerfile_and_apt_sources_reach_every_image(write: Write) -> None:
     line = "deb http://deb.debian.org/debian-security bookworm-security main"
     text = base_dockerfile("orchestrate-base:x", "deb", ("python3.11", "libpq5"), (line,))
