@@ -19,7 +19,7 @@ import time
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from packaging.utils import parse_wheel_filename
 
@@ -594,6 +594,8 @@ def _with_generated(
         _write(log, f"== the C that Cython wrote in {made.origin} is not used ({why})\n".encode())
         return job_tar
     source = str(json.loads(fetched).get("source", "build"))
+    if PurePosixPath(source).is_absolute() or ".." in PurePosixPath(source).parts:
+        return job_tar  # the job's own fetch.json names its folder: nothing outside /job
     members = generated_members(made.path.read_bytes(), under=f"job/{source}", mtime=time.time())
     if not members:
         return job_tar

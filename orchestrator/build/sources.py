@@ -277,7 +277,8 @@ def _cython_texts(data: bytes, filename: str, wanted: list[str]) -> list[bytes] 
                     return None
                 return [archive.read(info) for info in infos]
         with tarfile.open(fileobj=io.BytesIO(data)) as archive:
-            members = [archive.getmember(name) for name in wanted]
+            by_name = {m.name: m for m in archive.getmembers()}  # getmember scans: O(n) each
+            members = [by_name[name] for name in wanted]
             if sum(m.size for m in members) > MAX_CYTHON_BYTES:
                 return None
             handles = [archive.extractfile(m) for m in members]
