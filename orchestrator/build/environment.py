@@ -15,6 +15,8 @@ takes the fetch phase in its own builder, as before.
 
 from __future__ import annotations
 
+import ast
+import configparser
 import functools
 import io
 import sys
@@ -204,6 +206,79 @@ def static_requires(pyproject: bytes | None) -> list[str] | None:
     return sorted(requires)
 
 
+# Backends that run setup.py and ask for its `setup_requires` as dynamic requirements
+# (None: no build-backend named, which `build` treats as setuptools' legacy one).
+SETUPTOOLS_BACKENDS = (None, "setuptools.build_meta", "setuptools.build_meta:__legacy__")
+MAX_SETUP_SCRIPT = 256 * 1024  # bytes of setup.py or setup.cfg read for setup_requires
+
+
+def setup_requires(source: Source) -> list[str]:
+    """The `setup_requires` setuptools' backend will ask for once it runs setup.py: a
+    literal list in setup.py's call, or setup.cfg's [options]. Known before the build,
+    they go into its first environment instead of a second round (pbr projects do
+    this); anything not literal, or not a valid requirement, is left to that round."""
+    if _backend(source.pyproject) not in SETUPTOOLS_BACKENDS:
+        return []
+    found = [
+        *_script_setup_requires(source.member("setup.py")),
+        *_cfg_setup_requires(source.member("setup.cfg")),
+    ]
+    try:
+        return list(dict.fromkeys(str(Requirement(r)) for r in found))
+    except InvalidRequirement:
+        return []
+
+
+def _backend(pyproject: bytes | None) -> str | None:
+    """build-backend as named; None when none is; "" when the file is unreadable."""
+    if pyproject is None:
+        return None
+    try:
+        system = tomllib.loads(pyproject.decode("utf-8")).get("build-system")
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return ""
+    backend = system.get("build-backend") if isinstance(system, dict) else None
+    return backend if isinstance(backend, str) or backend is None else ""
+
+
+def _script_setup_requires(script: bytes | None) -> list[str]:
+    if script is None or len(script) > MAX_SETUP_SCRIPT:
+        return []
+    try:  # deep nesting or NUL bytes: nothing predicted, the build round decides
+        tree = ast.parse(script)
+        values = [
+            ast.literal_eval(kw.value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call)
+            for kw in node.keywords
+            if kw.arg == "setup_requires"
+        ]
+    except (SyntaxError, ValueError, TypeError, RecursionError, MemoryError):
+        return []
+    return [r for value in values for r in _listed(value)]
+
+
+def _cfg_setup_requires(cfg: bytes | None) -> list[str]:
+    if cfg is None or len(cfg) > MAX_SETUP_SCRIPT:
+        return []
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read_string(cfg.decode("utf-8"))
+        value = parser.get("options", "setup_requires", fallback="")
+    except (UnicodeDecodeError, configparser.Error):
+        return []
+    return _listed(value)
+
+
+def _listed(value: object) -> list[str]:
+    """setuptools takes a list of strings or one string of lines."""
+    if isinstance(value, str):
+        value = value.splitlines()
+    if not isinstance(value, list | tuple) or not all(isinstance(r, str) for r in value):
+        return []
+    return [r.strip() for r in value if r.strip() and not r.strip().startswith("#")]
+
+
 @dataclass(frozen=True, kw_only=True)
 class Source:
     """An sdist as the builder's fetch phase unpacked it: its members under job/build,
@@ -212,6 +287,11 @@ class Source:
     members: tuple[tuple[tarfile.TarInfo, bytes | None], ...]
     source: str  # relative to /job, e.g. build/simplegeneric-0.8.1
     pyproject: bytes | None
+
+    def member(self, name: str) -> bytes | None:
+        """A file of the project's folder, e.g. setup.py."""
+        wanted = f"job/{self.source}/{name}"
+        return next((data for info, data in self.members if info.name == wanted), None)
 
 
 def read_source(sdist: Path) -> Source | None:

@@ -34,6 +34,7 @@ from orchestrator.build.environment import (
     job_tar,
     read_source,
     resolve_target,
+    setup_requires,
     static_requires,
     venv_members,
 )
@@ -105,7 +106,8 @@ def prepare(
     interp = _interpreter(request)
     if source is None or static is None or interp is None:
         return None
-    requirements = [*static, *request.needs]
+    predicted = [r for r in setup_requires(source) if r not in request.needs]
+    requirements = [*static, *predicted, *request.needs]
     env = {**marker_environment(job.platform, job.python), "python_full_version": interp.version,
            "implementation_version": interp.version}  # fmt: skip
     constraints = parse_constraints(job.build_constraints, "build constraints")
@@ -122,7 +124,7 @@ def prepare(
     if not isinstance(dists, list):
         on_line(f"== no build environment from the host ({dists or 'pip did not resolve'})")
         return None
-    record = {"static": static, "dynamic": list(request.needs), "source": source.source,
+    record = {"static": static, "dynamic": [*predicted, *request.needs], "source": source.source,
               "installed": [d.pin for d in dists], "system_packages": []}  # fmt: skip
     members = [*source.members, _file("job/fetch.json", json.dumps(record, indent=1).encode())]
     venv = job_tar([*venv_members(interp, job.python), *installed_members(dists, job.python)])

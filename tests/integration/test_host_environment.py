@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from orchestrator.images.pipeline import ImagesReport
 from tests.matrices import local_matrix_copy
@@ -47,6 +48,7 @@ from setuptools import Extension, setup
 speedups = [Extension("speedups", ["speedups.c"])] if os.environ.get("WITH_SPEEDUPS") else []
 setup(ext_modules=speedups)
 """
+SETUPREQ_SETUP = "from setuptools import setup\nsetup(setup_requires=['six'])\n"
 PLATFORM_SETUP = """\
 from setuptools import setup
 from setuptools.dist import Distribution
@@ -74,14 +76,16 @@ def test_host_made_environments_and_a_none_any_wheel_built_once(
         extra={"speedups.c": UNUSED_C, "backend.py": BACKEND},
     )  # fmt: skip
     _in_tree_backend(dynamic)
-    index = simple_index(tmp_path / "simple", [optional, dynamic])
+    setupreq = make_sdist(sdists, "orchestrate-test-setupreq", "1.0", setup_py=SETUPREQ_SETUP)
+    index = simple_index(tmp_path / "simple", [optional, dynamic, setupreq])
     matrix = local_matrix_copy(
         tmp_path / "m.yaml",
         tmp_path / "wheels",
         {"upstream: https://pypi.org/simple/": f"upstream: {index}"},
     )
     built = Local(matrix, local.matrix, tmp_path / "work").build(
-        "orchestrate-test-optional==1.0\norchestrate-test-dynamic==1.0\n", tmp_path,
+        "orchestrate-test-optional==1.0\norchestrate-test-dynamic==1.0\n"
+        "orchestrate-test-setupreq==1.0\n", tmp_path,
         env=_without_durations(tmp_path / "cache"),
     )  # fmt: skip
     assert built.process.returncode == 0, built.process.stdout + built.process.stderr
@@ -128,6 +132,17 @@ def test_host_made_environments_and_a_none_any_wheel_built_once(
     assert arm["emulated"] is True
     assert arm["depends"] == [f"{AMD}/orchestrate-test-dynamic==1.0"]  # waited, then built
     assert "--platform manylinux_2_17_aarch64" in Path(arm["log"]).read_text()
+    _setup_requires_in_one_round(jobs[f"{AMD}/orchestrate-test-setupreq==1.0"])
+
+
+def _setup_requires_in_one_round(job: dict[str, Any]) -> None:
+    """setup.py's literal setup_requires went into the first environment: the build
+    asked for nothing more, and ran once."""
+    assert job["status"] == "built", job
+    assert any(r.startswith("six==") for r in job["build_requires"]), job["build_requires"]
+    log = Path(job["log"]).read_text()
+    assert "the build asked for" not in log, log
+    assert log.count("== phase build") == 1, log
 
 
 def _in_tree_backend(sdist: Path) -> None:

@@ -25,6 +25,7 @@ from orchestrator.build.environment import (
     parse_pyvenv,
     read_source,
     resolve_target,
+    setup_requires,
     static_requires,
     venv_members,
 )
@@ -128,6 +129,46 @@ def test_read_source_keeps_the_builders_modes_and_finds_the_project(tmp_path: Pa
         names = tar.getnames()
     assert owners == {(1000, 1000)}
     assert names[:3] == ["job", "job/build", "job/build/p-1.0"]  # parents first
+
+
+def _setup_source(tmp_path: Path, files: dict[str, bytes]) -> list[str]:
+    members = {f"p-1.0/{name}": (data, 0o644) for name, data in files.items()}
+    source = read_source(_sdist_tar(tmp_path / "p-1.0.tar.gz", members))
+    assert source is not None
+    return setup_requires(source)
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [  # pact 1.12.0 and confspirator 0.3.0, as OpenStack pins them
+        ({"setup.py": b"setuptools.setup(setup_requires=['pbr>=3.0', 'setuptools>=17.1'],"
+                      b" pbr=True)\n"}, ["pbr>=3.0", "setuptools>=17.1"]),
+        ({"setup.py": b"from setuptools import setup\nsetup(setup_requires=['pbr'], pbr=True)"},
+         ["pbr"]),
+        ({"setup.py": b"setup(setup_requires='cffi>=1.0\\n# c\\nsix')"}, ["cffi>=1.0", "six"]),
+        ({"setup.py": b"setup()", "setup.cfg": b"[options]\nsetup_requires =\n  pbr\n  six\n"},
+         ["pbr", "six"]),
+        # the backend is setuptools' only when pyproject.toml names it or names none
+        ({"setup.py": b"setup(setup_requires=['pbr'])",
+          "pyproject.toml": b"[build-system]\nbuild-backend = 'setuptools.build_meta'\n"},
+         ["pbr"]),
+        ({"setup.py": b"setup(setup_requires=['pbr'])",
+          "pyproject.toml": b"[build-system]\nbuild-backend = 'flit_core.buildapi'\n"}, []),
+        # not literal, not valid, not Python: left to the build's own round
+        ({"setup.py": b"setup(setup_requires=REQS)"}, []),
+        ({"setup.py": b"setup(setup_requires=['pbr', 'not a requirement!'])"}, []),
+        ({"setup.py": b"setup(setup_requires=['pbr'"}, []),
+        ({"setup.py": b"x = " + b"(" * 5000 + b")" * 5000 + b"\nsetup(setup_requires=['p'])"},
+         []),
+        ({"setup.py": b"setup(setup_requires=[1, 2])"}, []),
+        ({"setup.cfg": b"[options\nsetup_requires = pbr"}, []),
+        ({}, []),
+    ],
+)  # fmt: skip
+def test_setup_requires_known_before_the_build(
+    tmp_path: Path, files: dict[str, bytes], expected: list[str]
+) -> None:
+    assert _setup_source(tmp_path, files) == expected
 
 
 def test_read_source_zip_and_refusals(tmp_path: Path) -> None:
