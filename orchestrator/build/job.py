@@ -61,6 +61,9 @@ from orchestrator.trust.smoke import (
     SmokeCheck,
     SmokePlan,
     SmokeResult,
+    inline_smoke_command,
+    inline_smoke_files,
+    inline_verdict,
     smoke_in_image,
     smoke_plan,
     smoke_test,
@@ -206,11 +209,12 @@ def run_job(job: WheelJob, inputs: JobInputs, ctx: JobContext) -> WheelRecord:
         _header(log, job, ctx)
         try:
             run = _with_system_packages(job, ctx, log, record)
+            inline = None
             if run is not None:
-                _run_phases(run, inputs, ctx, log, record=record, started=started)
+                inline = _run_phases(run, inputs, ctx, log, record=record, started=started)
             # Build dependencies only ever run in the builder: nothing to publish or check.
             if run is not None and record.status == JobStatus.BUILT and job.kind == JobKind.WHEEL:
-                _check_runtime(run, ctx, log, record)
+                _check_runtime(run, ctx, log, record, inline=inline)
         finally:
             record.duration = round(time.monotonic() - started, 2)
             log.write(f"\n== {record.status} after {record.duration}s {record.detail}\n".encode())
@@ -220,7 +224,10 @@ def run_job(job: WheelJob, inputs: JobInputs, ctx: JobContext) -> WheelRecord:
     return record
 
 
-def _check_runtime(job: WheelJob, ctx: JobContext, log: RedactingLog, record: WheelRecord) -> None:
+def _check_runtime(
+    job: WheelJob, ctx: JobContext, log: RedactingLog, record: WheelRecord, *,
+    inline: InlineSmoke | None,
+) -> None:  # fmt: skip
     """What the new wheel links against, resolved in the image it was built in, then
     the smoke test: a wheel that does not load there is held back."""
     assert record.wheel is not None
@@ -243,11 +250,12 @@ def _check_runtime(job: WheelJob, ctx: JobContext, log: RedactingLog, record: Wh
     log.write(f"\n== runtime: {_runtime_line(runtime)}\n".encode())
     try:
         if job.extras.smoke:
-            _smoke(job, ctx, log, record, wheel=wheel, runtime=runtime)
+            _smoke(job, ctx, log, record, wheel=wheel, runtime=runtime, inline=inline)
         else:
             log.write(b"== smoke test: off for this project (overrides: smoke: false)\n")
     finally:
-        record.phase_seconds["smoke"] = round(time.monotonic() - started, 2)
+        seconds = time.monotonic() - started + (inline.seconds if inline else 0.0)
+        record.phase_seconds["smoke"] = round(seconds, 2)
     if record.status == JobStatus.BUILT and not pure:
         packages = ", ".join(f"{k} {v}" for k, v in runtime.packages.items())
         record.detail = f"runtime packages: {packages or 'none beyond the C library'}"
@@ -255,7 +263,7 @@ def _check_runtime(job: WheelJob, ctx: JobContext, log: RedactingLog, record: Wh
 
 def _smoke(
     job: WheelJob, ctx: JobContext, log: RedactingLog, record: WheelRecord, *, wheel: Path,
-    runtime: Runtime,
+    runtime: Runtime, inline: InlineSmoke | None,
 ) -> None:  # fmt: skip
     extras = job.extras
     plan = smoke_plan(job.python, runtime, extras.runtime_packages, extras.test_command)
@@ -263,7 +271,9 @@ def _smoke(
     def line(text: str) -> None:
         _write(log, f"{ANSI.sub('', text)}\n".encode())
 
-    result = _smoke_in_builder(job, ctx, plan, wheel=wheel, runtime=runtime, line=line)
+    result = _smoke_inline(job, ctx, plan, runtime=runtime, inline=inline, line=line)
+    if result is None:
+        result = _smoke_in_builder(job, ctx, plan, wheel=wheel, runtime=runtime, line=line)
     if result is not None and not result.passed:  # the bare base decides, as it always did
         log.write(f"== in the builder: {result.error}; again in the bare base\n".encode())
     if result is None or not result.passed:
@@ -276,6 +286,47 @@ def _smoke(
     log.write(f"== smoke test {said}\n".encode())
     if not result.passed:
         record.fail(_smoke_failure(result.error), JobStatus.SMOKE_FAILED)
+
+
+@dataclass(frozen=True, kw_only=True)
+class InlineSmoke:
+    """What the build container's own import check said (smoke_check.py --inline)."""
+
+    said: Mapping[str, object]
+    seconds: float  # moved from the build phase to the smoke test
+
+
+def _inline_smoke(job: WheelJob, ctx: JobContext) -> bool:
+    """Whether the build container checks the wheel itself once it is built (with its
+    test command): where the smoke test would run in the builder with its libraries
+    held to its packages."""
+    extras = job.extras
+    return (
+        job.kind == JobKind.WHEEL and extras.smoke and job.platform.family is Family.DEB
+        and ctx.package_dbs is not None and job.image == ctx.builder_image
+    )  # fmt: skip
+
+
+def _smoke_inline(
+    job: WheelJob, ctx: JobContext, plan: SmokePlan, *, runtime: Runtime,
+    inline: InlineSmoke | None, line: Callable[[str], None],
+) -> SmokeResult | None:  # fmt: skip
+    """The build container's check, held to the runtime packages' libraries now that
+    they are known; None: a container of its own decides (see `inline_verdict`)."""
+    if inline is None or ctx.package_dbs is None:
+        return None
+    try:
+        db = ctx.package_dbs.get(ctx.engine, job.image, job.platform.arch)
+    except (EngineError, StopIteration, tarfile.TarError):
+        return None
+    result = inline_verdict(inline.said, runtime, plan, db.allowed_libraries(plan.packages))
+    if result is None:
+        line("== the build container's own import check did not settle it: checked again")
+        return None
+    result.image = job.image
+    # Its checks are in the build phase's output above.
+    line(f"== smoke test in the build container, loads held to {' '.join(plan.packages)}")
+    return result
 
 
 def _smoke_in_builder(
@@ -401,25 +452,42 @@ def _run_phases(
     *,
     record: WheelRecord,
     started: float,
-) -> None:
+) -> InlineSmoke | None:
     """Fetch, then build; when the build phase names dynamic build requirements the
-    environment lacks (exit 13), fetch them too and build again."""
+    environment lacks (exit 13), fetch them too and build again. What the build
+    container's own import check said, if it ran one."""
     needs: tuple[str, ...] = ()
     for _round in range(MAX_NEEDS_ROUNDS):
         out = _fetch_and_build(job, inputs, ctx, log, record=record, started=started, needs=needs)
         if out is None:
-            return  # failed, timed out or cancelled: the record says which
+            return None  # failed, timed out or cancelled: the record says which
         more = tuple(line for line in _needs(out) if line not in needs)
         if not more:
             _compiler_used(out, record)
             _collect(out, ctx.tags, ctx.out_dir, record)
             if job.keeps_generated and record.status == JobStatus.BUILT:
                 _keep_generated(out, ctx.out_dir)
-            return
+            return _inline_result(out, record)
         needs = (*needs, *more)
         log.write(f"\n== the build asked for {', '.join(more)}: fetching them\n".encode())
     why = f"the build kept asking for more build requirements: {', '.join(needs)}"
     record.fail(Failure(Category.UNRESOLVABLE, why, "see the log"))
+    return None
+
+
+def _inline_result(out_tar: bytes, record: WheelRecord) -> InlineSmoke | None:
+    """smoke.json of the build container's check; its seconds leave the build phase."""
+    try:
+        said = json.loads(read_member(out_tar, "out/smoke.json") or b"null")
+    except ValueError:
+        return None
+    if not isinstance(said, dict):
+        return None
+    seconds = said.get("seconds")
+    seconds = min(float(seconds), record.phase_seconds.get("build", 0.0)) \
+        if isinstance(seconds, int | float) and seconds > 0 else 0.0  # fmt: skip
+    record.phase_seconds["build"] = round(record.phase_seconds.get("build", 0.0) - seconds, 2)
+    return InlineSmoke(said=said, seconds=seconds)
 
 
 def _fetch_and_build(
@@ -623,9 +691,13 @@ def _run_phase(
     log: RedactingLog,
     image: str | None = None,  # the builder with the build environment in it
 ) -> tuple[RunOutcome, bytes]:
+    command = phase.command
+    if phase.name == "build" and _inline_smoke(job, ctx):
+        command = inline_smoke_command(phase.command, job.python)
+        job_tar = joined(job_tar, job_tar_of(inline_smoke_files(job.extras.test_command)))
     request = RunRequest(
         image=image or job.image,
-        command=phase.command,
+        command=command,
         platform=job.platform.arch,
         env={**phase.env, **(ctx.fetch_env if phase.network else {})},
         network=phase.network,

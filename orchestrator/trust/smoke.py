@@ -145,6 +145,69 @@ def smoke_in_image(
     return result
 
 
+INLINE_WHERE = "build container, libraries checked"
+INLINE_SCRIPT = "job/smoke/check.py"  # in the build phase's /job: alone in its folder (sys.path[0])
+# The build phase's command, then, if it built the wheel, the check (its own failure
+# is not the build's: the host checks again). `date` gives the check its start.
+INLINE = (
+    'py="$1"; shift; "$@"; code=$?; if [ "$code" -eq 0 ]; then started="$(date +%s.%N)"; '
+    "env -i HOME=/tmp PATH=/usr/bin:/bin PYTHONDONTWRITEBYTECODE=1 "
+    f'"$py" -S /{INLINE_SCRIPT} --inline "$started" || true; fi; exit "$code"'
+)
+
+
+def inline_smoke_command(command: Sequence[str], python: str) -> tuple[str, ...]:
+    return ("/bin/sh", "-c", INLINE, "sh", f"/usr/bin/python{python}", *command)
+
+
+def inline_smoke_files(command: str | None) -> list[tuple[tarfile.TarInfo, bytes | None]]:
+    """The check and its test command, for the build phase's /job."""
+    config = json.dumps({"command": command, "timeout": SMOKE_TIMEOUT}).encode()
+    folder = INLINE_SCRIPT.rsplit("/", 1)[0]
+    return [_member(INLINE_SCRIPT, check_script()), _member(f"{folder}/smoke.json", config)]
+
+
+def _member(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes | None]:
+    info = tarfile.TarInfo(name)
+    info.mode, info.size = 0o644, len(data)
+    return info, data
+
+
+def check_script() -> bytes:
+    return (templates_dir() / "scripts" / "smoke_check.py").read_bytes()
+
+
+# Merged /usr: the process maps /usr/lib/... where dpkg may list /lib/... .
+MERGED = ("/lib/", "/lib64/", "/bin/", "/sbin/")
+
+
+def inline_verdict(
+    said: Mapping[str, object], runtime: Runtime, plan: SmokePlan, allowed: Sequence[str]
+) -> SmokeResult | None:
+    """The check the build container ran as soon as the wheel existed (smoke_check.py
+    --inline: no container of its own), held here to `allowed`, the shared objects of
+    the wheel's runtime packages. Only a pass is taken: None when it checked fewer
+    modules than the wheel has, failed, or loaded anything `allowed` does not name;
+    the check in a container of its own then decides, as before."""
+    listed = said.get("checks")
+    checks = [dict(c) for c in listed if isinstance(c, dict)] if isinstance(listed, list) else []
+    covered = {str(c.get("module")) for c in checks if c.get("status") in ("ok", "skipped")}
+    loaded = said.get("loaded")
+    if said.get("passed") is not True or not isinstance(loaded, list):
+        return None
+    if not {*runtime.extensions, *runtime.top_level} <= covered:
+        return None
+    known = {*allowed, *(f"/usr{p}" for p in allowed if p.startswith(MERGED))}
+    if any(not isinstance(p, str) or p not in known for p in loaded):
+        return None
+    seconds, command = said.get("seconds"), said.get("command")
+    return SmokeResult(
+        passed=True, packages=list(plan.packages), checks=checks, where=INLINE_WHERE,
+        seconds=float(seconds) if isinstance(seconds, int | float) else 0.0,
+        command=dict(command) if isinstance(command, dict) else None,
+    )  # fmt: skip
+
+
 def _text(chunk: bytes) -> str:
     return chunk.decode(errors="replace").rstrip("\n")
 
@@ -200,7 +263,7 @@ def smoke_tar(
     }
     if allowed is not None:
         config["allowed_libraries"] = list(allowed)
-    check = (templates_dir() / "scripts" / "smoke_check.py").read_bytes()
+    check = check_script()
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         _add(tar, "smoke", None)

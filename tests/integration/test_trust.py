@@ -149,14 +149,17 @@ def test_the_smoke_test_fails_with_the_runtime_list_emptied(
 def test_the_builder_check_holds_loaded_libraries_to_the_recorded_packages(
     first: tuple[Built, Path], engine: DockerEngine
 ) -> None:
-    """The fast path: the check runs in the builder (no smoke image, no apt under
-    QEMU), and a library the process loads from a package outside the list fails it."""
+    """The fast path: the build container checks the wheel it built (no smoke image,
+    no apt under QEMU, no container of its own), every library it loaded held to the
+    recorded packages; the check in a builder container, which decides when that one
+    does not, fails a library the process loads from a package outside the list."""
     built, root = first
     platforms = expand(load_matrix(root / "m.yaml"))
     assert len(platforms) == 2
     for platform in platforms:
         job = built.jobs[f"{platform.name}/{PIN}"]
-        assert job["smoke"]["where"] == "builder, libraries checked", job["smoke"]
+        assert job["smoke"]["where"] == "build container, libraries checked", job["smoke"]
+        assert any(c["module"] == "psycopg2._psycopg" for c in job["smoke"]["checks"])
         assert job["smoke"]["image"] == job["image"]  # no smoke image was made
         wheel = root / "wheels" / platform.name / "simple" / "psycopg2" / job["wheel"]
         runtime = unresolved(analyse(str(wheel)), "3.11")
@@ -225,7 +228,10 @@ def test_a_wheel_that_cannot_load_is_never_published(
     assert job["runtime"]["unresolved"] == ["libohelper.so"]
     assert "libohelper.so: cannot open shared object file" in job["error"]
     assert f"FAILED {AMD}/{name}==1.0 [smoke-test]" in built.process.stderr
-    assert "libohelper.so" in Path(job["log"]).read_text()
+    log = Path(job["log"]).read_text()
+    assert "libohelper.so" in log
+    # The build container's own check failed too, and did not decide alone.
+    assert "the build container's own import check did not settle it" in log, log
     assert not list((tmp_path / "wheels").rglob("*.whl"))  # neither stored nor published
     assert built.report["summary"]["smoke_failed"] == 1
     # One command reproduces it: the same build, then the same smoke test, failing.

@@ -13,6 +13,7 @@ import platform
 import subprocess
 import sys
 import sysconfig
+import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -32,8 +33,15 @@ from orchestrator.model import Action, JobStatus
 from orchestrator.publish.index import project_html, project_json, publish
 from orchestrator.publish.provenance import PREDICATE_TYPE, statement
 from orchestrator.store import Provenance, Store, with_build_tag
-from orchestrator.trust.runtime import abi_changes, analyse, extension_module, resolve, top_level
-from orchestrator.trust.smoke import smoke_plan, verdict
+from orchestrator.trust.runtime import (
+    abi_changes,
+    analyse,
+    extension_module,
+    resolve,
+    top_level,
+    unresolved,
+)
+from orchestrator.trust.smoke import inline_smoke_command, inline_verdict, smoke_plan, verdict
 from tests.conftest import REPO
 
 from .test_config import VALID
@@ -497,3 +505,54 @@ def test_override_smoke_settings(write: Write) -> None:
                 VALID + "overrides:\n  - name: x\n    runtime_packages: {deb: ['a;b']}\n",
             )
         )
+
+
+def test_the_build_containers_check_names_what_the_host_would_and_lists_every_load(
+    tmp_path: Path,
+) -> None:
+    """smoke_check.py --inline finds the wheel in the build's out folder, checks the
+    modules the host's analysis names, and lists what it loaded; the host takes only a
+    pass whose every load belongs to the wheel's runtime packages."""
+    out, scratch = tmp_path / "out", tmp_path / "scratch"
+    wheel = wheel_with(out, {
+        "demo/__init__.py": b"import _ctypes\n", "tool.py": b"X = 1\n",
+        "__pycache__/x.pyc": b"", "demo-1.0.data/scripts/run": b"#!/bin/sh\n",
+    })  # fmt: skip
+    script = (REPO / "images" / "scripts" / "smoke_check.py").read_text()
+    script = script.replace('Path("/job/out")', f"Path({str(out)!r})")
+    (tmp_path / "check.py").write_text(
+        script.replace('"/tmp/orchestrate-smoke"', repr(str(scratch)))
+    )
+    command = {"command": "python -c 'import tool'", "timeout": 60}
+    (tmp_path / "smoke.json").write_text(json.dumps(command))  # as inline_smoke_files puts it
+    started = f"{time.time():.3f}"
+    done = subprocess.run(
+        [sys.executable, "-S", str(tmp_path / "check.py"), "--inline", started],
+        capture_output=True, text=True, check=False, env={**os.environ, "PYTHONPATH": ""},
+    )  # fmt: skip
+    said = json.loads((out / "smoke.json").read_text())
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert said["passed"] is True
+    runtime = unresolved(analyse(str(wheel)), "3.11")
+    assert sorted(c["module"] for c in said["checks"]) == sorted(runtime.top_level)
+    assert runtime.top_level == ("demo", "tool")
+    assert 0 <= said["seconds"] < 60
+    assert not list(out.glob("site*")), "the wheel is unpacked outside the out folder"
+    loaded = said["loaded"]
+    plan = smoke_plan("3.11", runtime)
+    taken = inline_verdict(said, runtime, plan, loaded)
+    assert taken is not None
+    assert taken.command == {"command": command["command"], "exit_code": 0, "error": ""}
+    failing = {**said, "passed": False, "command": {**said["command"], "exit_code": 1}}
+    assert inline_verdict(failing, runtime, plan, loaded) is None
+    assert any("_ctypes" in p for p in loaded), loaded  # a stdlib extension, from lib-dynload
+    assert inline_verdict(said, runtime, plan, loaded[1:]) is None
+    merged = [p.removeprefix("/usr") if p.startswith("/usr/lib/") else p for p in loaded]
+    assert inline_verdict(said, runtime, plan, merged) is not None  # dpkg's /lib, merged /usr
+    missing = {**said, "checks": [c for c in said["checks"] if c["module"] != "tool"]}
+    assert inline_verdict(missing, runtime, plan, loaded) is None  # a module not checked
+    assert inline_verdict({**said, "passed": False}, runtime, plan, loaded) is None
+    assert inline_verdict({"passed": True}, runtime, plan, loaded) is None  # no load list
+    assert inline_smoke_command(("python", "job.py", "build"), "3.11")[4:] == (
+        "/usr/bin/python3.11", "python", "job.py", "build",
+    )  # fmt: skip
