@@ -132,7 +132,9 @@ def test_read_source_keeps_the_builders_modes_and_finds_the_project(tmp_path: Pa
 
 
 def _setup_source(tmp_path: Path, files: dict[str, bytes]) -> list[str]:
-    members = {f"p-1.0/{name}": (data, 0o644) for name, data in files.items()}
+    members: dict[str, tuple[bytes | None, int]] = {
+        f"p-1.0/{name}": (data, 0o644) for name, data in files.items()
+    }
     source = read_source(_sdist_tar(tmp_path / "p-1.0.tar.gz", members))
     assert source is not None
     return setup_requires(source)
