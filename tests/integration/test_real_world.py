@@ -193,27 +193,30 @@ def _inspect(engine: DockerEngine, job: str) -> dict[str, Any]:
     return data
 
 
-def test_a_shared_resolution_and_a_dynamic_round_trip_together(
+def test_a_shared_resolution_and_setup_requires_known_before_the_build(
     built_images: ImagesReport, local: Local, tmp_path: Path
 ) -> None:
     """netifaces resolves `setuptools>=40.8.0` (the setup.py-only default) for the night;
-    confspirator, with the same static requirements, gets that resolution from the cache
-    (the host makes its environment, asking no index), then its build asks for pbr
-    (setup_requires): a second round resolves it natively and builds again."""
+    simplegeneric (a .zip sdist), with the same static requirements, gets that
+    resolution from the cache (the host makes its environment, asking no index).
+    confspirator's setup.py lists `setup_requires=["pbr"]`: pbr is in its first
+    environment, resolved natively, and the build runs once."""
     env = {"ORCHESTRATE_CACHE_DIR": str(tmp_path / "cache")}
     first = fresh(local, tmp_path / "a").build(
         "netifaces==0.11.0\n", tmp_path / "a", "-p", "*-amd64", env=env
     )
     assert first.process.returncode == 0, first.process.stderr
     second = fresh(local, tmp_path / "b").build(
-        "confspirator==0.3.0\n", tmp_path / "b", "-p", "*-amd64", env=env
+        "confspirator==0.3.0\nsimplegeneric==0.8.1\n", tmp_path / "b", "-p", "*-amd64", env=env
     )
     assert second.process.returncode == 0, second.process.stderr
+    reused = Path(second.jobs[f"{AMD}/simplegeneric==0.8.1"]["log"]).read_text()
+    # the night's resolution was used: no pip, no index
+    assert "== build environment made on the host (recorded versions, from the cache)" in reused
     job = second.jobs[f"{AMD}/confspirator==0.3.0"]
     assert job["status"] == "built"
     assert any(r.startswith("pbr==") for r in job["build_requires"])
     log = Path(job["log"]).read_text()
-    # the night's resolution was used: no pip, no index for the first round
-    assert "== build environment made on the host (recorded versions, from the cache)" in log
-    assert "the build asked for pbr" in log
     assert re.search(r"resolving setuptools >= 40\.8\.0 pbr\S* with pip in", log), log
+    assert "the build asked for" not in log, log
+    assert log.count("== phase build") == 1, log
