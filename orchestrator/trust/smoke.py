@@ -10,6 +10,7 @@ with no network as `nobody`. A wheel that fails is not published.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import tarfile
@@ -173,6 +174,7 @@ def _member(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes | None]:
     return info, data
 
 
+@functools.cache  # read once per run, not once per job
 def check_script() -> bytes:
     return (templates_dir() / "scripts" / "smoke_check.py").read_bytes()
 
