@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from packaging.specifiers import SpecifierSet
@@ -24,11 +24,11 @@ from orchestrator.build.execute import Durations, ExecOptions, Executor
 from orchestrator.build.failures import python_version_hint
 from orchestrator.build.graph import JobGraph, JobSettings, PoolSnapshot, job_graph
 from orchestrator.build.needs import Sources, gather_sources
-from orchestrator.build.records import WheelRecord
+from orchestrator.build.records import WheelRecord, account_for, build_items
 from orchestrator.build.sources import SdistCache
 from orchestrator.config import Matrix
 from orchestrator.config.matrix import Platform
-from orchestrator.core.errors import OrchestrateError
+from orchestrator.core.errors import InternalError, OrchestrateError
 from orchestrator.core.layout import RunLayout
 from orchestrator.engines.pool import EnginePool
 from orchestrator.images.facts import ImageFacts, ProbeCache
@@ -109,11 +109,7 @@ class BuildOutcome:
 
     @property
     def error(self) -> str:
-        if self.stopped is None:
-            return ""
-        if isinstance(self.stopped, OrchestrateError):
-            return self.stopped.message
-        return f"{type(self.stopped).__name__}: {self.stopped}"
+        return "" if self.stopped is None else _reason(self.stopped)
 
     @property
     def failed(self) -> list[WheelRecord]:
@@ -179,6 +175,8 @@ def run_build(
                             on_event=on_event, clock=clock)  # fmt: skip
     except Exception as exc:  # kept in the outcome; the CLI raises it
         built = JobsOutcome(jobs=built.jobs, stopped=exc)
+    if plan is not None:
+        built = _accounted(request, plan, built, cancel=cancel)
     published = PublishOutcome()
     if request.publish:
         with clock.stage("publish"):
@@ -253,17 +251,33 @@ def _wheels(
     )  # fmt: skip
     graph = _graph(request, images, plan, sources, pool=pool, durations=durations)
     deadline = time.monotonic() + options.deadline if options.deadline else None
-    stopped: BaseException | None = None
+    exec_options = ExecOptions(options.emulate_when_busy, options.fail_fast, deadline)
+    with clock.stage("jobs"):
+        ran = executor.run(graph, pool, exec_options, on_event)
+    jobs = tuple(_with_release_hint(r, plan.pages) for r in ran.records)
+    return JobsOutcome(jobs=jobs, sdist_downloads=sources.downloads, stopped=ran.stopped)
+
+
+def _accounted(
+    request: BuildRequest, plan: PlanResult, built: JobsOutcome, *, cancel: Cancel
+) -> JobsOutcome:
+    """The jobs, one record for every build item of the plan: those the jobs stage
+    never reached (an earlier stage stopped the night, or a signal) say why."""
+    items = build_items(plan.decisions, (p.name for p in request.platforms))
+    unreached = None
+    if built.stopped is not None:
+        unreached = f"not started: the night stopped ({_reason(built.stopped)})"
+    elif cancel.event.is_set():
+        unreached = "not started: the night was interrupted"
     try:
-        with clock.stage("jobs"):
-            executor.run(
-                graph, pool, ExecOptions(options.emulate_when_busy, options.fail_fast, deadline),
-                on_event,
-            )  # fmt: skip
-    except Exception as exc:  # what finished is stored all the same
-        stopped = exc
-    jobs = tuple(_with_release_hint(r, plan.pages) for r in executor.records.values())
-    return JobsOutcome(jobs=jobs, sdist_downloads=sources.downloads, stopped=stopped)
+        jobs = account_for(items, built.jobs, unreached=unreached)
+    except InternalError as exc:  # what finished is still stored; the CLI raises it
+        return replace(built, stopped=built.stopped or exc)
+    return replace(built, jobs=jobs)
+
+
+def _reason(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, OrchestrateError) else f"{type(exc).__name__}: {exc}"
 
 
 def _graph(

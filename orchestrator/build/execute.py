@@ -20,7 +20,7 @@ from packaging.utils import canonicalize_name
 from orchestrator.build.builddeps import BuildDepCache, pins_key, requires_key
 from orchestrator.build.environment import Interpreters
 from orchestrator.build.failures import Failure
-from orchestrator.build.graph import JobGraph, WheelJob
+from orchestrator.build.graph import Blocked, JobGraph, WheelJob
 from orchestrator.build.job import GENERATED, JobContext, JobInputs, make_ahead, run_job
 from orchestrator.build.prepare import EnvImages, MadeAhead, Resolver
 from orchestrator.build.records import WheelRecord, compiler_mode
@@ -168,6 +168,15 @@ class BuilderImages:
             return self._ids[key]
 
 
+@dataclass(frozen=True, kw_only=True)
+class JobsRun:
+    """What the jobs stage returns: one record for each job of the graph (the blocked
+    ones and the ones never started included), and what stopped it, if anything did."""
+
+    records: tuple[WheelRecord, ...] = ()
+    stopped: BaseException | None = None
+
+
 @dataclass(frozen=True)
 class ExecOptions:
     emulate_when_busy: bool = False
@@ -176,7 +185,7 @@ class ExecOptions:
 
 
 class Executor:
-    """Runs one graph; `records` holds each finished job's record, by job ID."""
+    """Runs one graph and returns a record for each of its jobs (`run`)."""
 
     def __init__(
         self,
@@ -198,7 +207,9 @@ class Executor:
         self.platforms = expand(matrix)
         self._machines: dict[str, str] = {}  # engine name -> `uname -m` of its host
         self.durations = durations
-        self.records: dict[str, WheelRecord] = {}
+        # Each finished job's record, by job ID: what its dependants look at while the
+        # graph runs. `run` returns the night's records; nothing reads them from here.
+        self._finished: dict[str, WheelRecord] = {}
         self.ahead: Lookahead[MadeAhead] | None = None  # while `run` runs
         self._lock = threading.Lock()
         self.on_event: Callable[..., None] = lambda *_: None
@@ -209,7 +220,9 @@ class Executor:
         pool: EnginePool,
         options: ExecOptions,
         on_event: Callable[..., None],
-    ) -> list[WheelRecord]:
+    ) -> JobsRun:
+        """Every job of the graph, with one record each: run, blocked, or never started
+        (the deadline, fail-fast, a signal, or an error of the scheduler itself)."""
         self.on_event = on_event
         scheduler = Scheduler(
             pool,
@@ -220,23 +233,22 @@ class Executor:
             deadline=options.deadline,
         )
         self.ahead = self._lookahead(graph, pool)
+        outcomes: Mapping[str, Outcome] = {}
+        stopped: BaseException | None = None
         try:
             outcomes = scheduler.run(graph.jobs, self.job_fn)
+        except Exception as exc:  # the jobs that finished are kept all the same
+            stopped = exc
         finally:
             self.ahead.close()
             self.ahead = None
             self.env_images.close()
         self.durations.save()
-        out = [WheelRecord.for_job(b.job, JobStatus.FAILED) for b in graph.blocked]
-        for blocked, record in zip(graph.blocked, out, strict=True):
-            record.fail(blocked.failure)
-        for job in graph.jobs:
-            outcome = outcomes[job.id]
-            record = outcome.data if isinstance(outcome.data, WheelRecord) else _unrun(job, outcome)
-            record.attempts = max(outcome.attempts, 1)
-            record.depends = list(job.depends)
-            out.append(record)
-        return out
+        with self._lock:
+            finished = dict(self._finished)
+        records = [blocked_record(b) for b in graph.blocked]
+        records += [_record(job, outcomes.get(job.id), finished, stopped) for job in graph.jobs]
+        return JobsRun(records=tuple(records), stopped=stopped)
 
     def _lookahead(self, graph: JobGraph, pool: EnginePool) -> Lookahead[MadeAhead]:
         """Build environments made ahead, in the scheduler's order (longest first), for
@@ -300,7 +312,7 @@ class Executor:
 
     def _done(self, job: Job[WheelJob], record: WheelRecord) -> Outcome:
         with self._lock:
-            self.records[job.id] = record
+            self._finished[job.id] = record
         return Outcome(
             ok=record.status.ok,
             transient=bool(record.category and record.category.retryable),
@@ -328,7 +340,7 @@ class Executor:
     def _generated(self, job: WheelJob) -> GeneratedC | None:
         """What the native job it waited for kept of its Cython's output, if it did."""
         with self._lock:
-            origin = self.records.get(job.cython_from) if job.cython_from else None
+            origin = self._finished.get(job.cython_from) if job.cython_from else None
         path = self.layout.job_dir(job.cython_from) / GENERATED
         if origin is None or origin.status != JobStatus.BUILT or not path.is_file():
             return None
@@ -396,7 +408,7 @@ class Executor:
         """A shared pure wheel from the lead (or a native twin done by now), or a
         failure a build dependency caused."""
         with self._lock:
-            deps = [self.records.get(d) for d in (*job.depends, job.payload.twin) if d]
+            deps = [self._finished.get(d) for d in (*job.depends, job.payload.twin) if d]
         for dep in deps:
             if dep is None or dep.kind != JobKind.BUILD_DEP or dep.status.ok:
                 continue
@@ -432,6 +444,40 @@ def _shared(job: WheelJob, lead: WheelRecord) -> WheelRecord:
         build_requires=lead.build_requires,
         detail=f"pure-Python wheel built once by {lead.job}",
     )
+
+
+def blocked_record(blocked: Blocked) -> WheelRecord:
+    """A job the graph blocked before it could run: its record says why."""
+    record = WheelRecord.for_job(blocked.job, JobStatus.FAILED)
+    record.fail(blocked.failure)
+    return record
+
+
+def _record(
+    job: Job[WheelJob],
+    outcome: Outcome | None,
+    finished: Mapping[str, WheelRecord],
+    stopped: BaseException | None,
+) -> WheelRecord:
+    """A graph job's one record: what it returned, or why it has none."""
+    if outcome is None:
+        outcome = _lost(job, finished, stopped)
+    record = outcome.data if isinstance(outcome.data, WheelRecord) else _unrun(job, outcome)
+    record.attempts = max(outcome.attempts, 1)
+    record.depends = list(job.depends)
+    return record
+
+
+def _lost(
+    job: Job[WheelJob], finished: Mapping[str, WheelRecord], stopped: BaseException | None
+) -> Outcome:
+    """The outcome of a job the scheduler stopped before it gave one: the record the
+    job finished with, if it did; else not started."""
+    done = finished.get(job.id)
+    if done is not None:
+        return Outcome(ok=done.status.ok, data=done)
+    why = f"not started: the jobs stage stopped ({type(stopped).__name__}: {stopped})"
+    return Outcome(ok=False, cancelled=True, detail=why)
 
 
 def _unrun(job: Job[WheelJob], outcome: Outcome) -> WheelRecord:

@@ -26,13 +26,7 @@ from packaging.utils import parse_wheel_filename
 from orchestrator.build.builddeps import BuildDepCache
 from orchestrator.build.environment import BUILD_USER, Interpreters
 from orchestrator.build.environment import job_tar as job_tar_of
-from orchestrator.build.failures import (
-    EXIT_NEEDS,
-    PYTHON_VERSION_HINT,
-    Failure,
-    classify,
-    python_version_sign,
-)
+from orchestrator.build.failures import EXIT_NEEDS, Failure, classify, classify_smoke
 from orchestrator.build.graph import WheelJob
 from orchestrator.build.prepare import (
     EnvImages,
@@ -285,7 +279,7 @@ def _smoke(
     said = "passed" if result.passed else f"FAILED: {result.error}"
     log.write(f"== smoke test {said}\n".encode())
     if not result.passed:
-        record.fail(_smoke_failure(result.error), JobStatus.SMOKE_FAILED)
+        record.fail(classify_smoke(result.error), JobStatus.SMOKE_FAILED)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -369,15 +363,6 @@ def _smoke_in_base(
         )
     except (BuildStepFailed, RegistryError) as exc:  # an engine fault propagates: retried
         return SmokeResult(passed=False, error=f"the smoke image could not be made: {exc.message}")
-
-
-def _smoke_failure(error: str) -> Failure:
-    """An import that fails for the Python's sake (e.g. `collections.Mapping`) says so;
-    anything else is the runtime list's or the wheel's."""
-    if python_version_sign(error):
-        return Failure(Category.PYTHON_VERSION, error, PYTHON_VERSION_HINT)
-    hint = "the runtime list misses a library (overrides: runtime_packages), or see the log"
-    return Failure(Category.SMOKE, error, hint)
 
 
 def _runtime_line(runtime: Runtime) -> str:

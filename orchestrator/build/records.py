@@ -9,14 +9,19 @@ category, first error line and hint.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from packaging.utils import canonicalize_name
+
 from orchestrator.build.failures import Failure
 from orchestrator.build.graph import WheelJob
+from orchestrator.core.errors import InternalError
 from orchestrator.images.facts import NativeCompiler
 from orchestrator.model import Category, JobKind, JobStatus, Mode
+from orchestrator.plan.decide import Decision
 
 JOB_SCRIPT = "/usr/local/lib/orchestrate/job.py"
 # Wheels store zip timestamps, which cannot predate 1980: a fixed epoch there.
@@ -183,3 +188,87 @@ def phases(job: WheelJob, native_compiler: bool = False) -> tuple[Phase, Phase]:
         Phase("fetch", (python, JOB_SCRIPT, "fetch"), network=True, env={**env, **where}),
         Phase("build", (python, JOB_SCRIPT, "build"), network=False, env=build_env),
     )
+
+
+# -- accounting: every build item of the plan, one record --------------------------
+# A night's report, summary, JUnit, metrics and exit code are views of its job
+# records, so an item without a record would vanish from all of them at once: a
+# night cut short would look like a night that had less to do. Before anything is
+# reported, each item the plan decided to build on one of the night's platforms has
+# one record, whatever it came to (built, shared, failed, blocked, not started).
+# Items the jobs stage never reached (an earlier stage failed, or the night was
+# cancelled first) get a "not started" record saying why; an item missing after the
+# jobs stage ran is our bug, and says so (exit 70).
+
+ItemKey = tuple[str, str, str, str]  # platform, python, project (canonical), version
+
+
+def item_key(platform: str, python: str, name: str, version: str) -> ItemKey:
+    return platform, python, canonicalize_name(name), version
+
+
+def build_items(decisions: Iterable[Decision], platforms: Iterable[str]) -> list[Decision]:
+    """The plan's decisions to build (or rebuild) on the night's platforms."""
+    wanted = set(platforms)
+    return [d for d in decisions if d.action.builds and d.platform in wanted]
+
+
+def not_started(decision: Decision, why: str) -> WheelRecord:
+    """The record of a build item no job ever ran for, and why."""
+    record = WheelRecord(
+        job=f"{decision.platform}/{decision.name}=={decision.version}",
+        platform=decision.platform,
+        python=decision.python,
+        name=decision.name,
+        version=decision.version,
+        status=JobStatus.CANCELLED,
+        branches=list(decision.branches),
+    )
+    record.fail(Failure(Category.CANCELLED, why), JobStatus.CANCELLED)
+    return record
+
+
+def account_for(
+    items: Sequence[Decision], records: Sequence[WheelRecord], *, unreached: str | None
+) -> tuple[WheelRecord, ...]:
+    """`records`, with a "not started" record for each item that has none when the
+    jobs stage did not reach them (`unreached` says why); then the invariant: every
+    item has exactly one wheel record. A broken invariant is an InternalError naming
+    the items."""
+    have = Counter(_key(r) for r in records if r.kind == JobKind.WHEEL)
+    added = [not_started(d, unreached) for d in items if unreached and not have[_dkey(d)]]
+    out = (*records, *added)
+    check_accounted(items, out)
+    return out
+
+
+def check_accounted(items: Sequence[Decision], records: Sequence[WheelRecord]) -> None:
+    """Every build item has exactly one wheel record with a status; else exit 70."""
+    have = Counter(_key(r) for r in records if r.kind == JobKind.WHEEL)
+    missing = [_name(d) for d in items if have[_dkey(d)] == 0]
+    twice = [_name(d) for d in items if have[_dkey(d)] > 1]
+    if not missing and not twice:
+        return
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} with no job record ({_some(missing)})")
+    if twice:
+        parts.append(f"{len(twice)} with several ({_some(twice)})")
+    raise InternalError(f"build items of the plan not accounted for: {'; '.join(parts)}")
+
+
+def _key(record: WheelRecord) -> ItemKey:
+    return item_key(record.platform, record.python, record.name, record.version)
+
+
+def _dkey(decision: Decision) -> ItemKey:
+    return item_key(decision.platform, decision.python, decision.name, decision.version)
+
+
+def _name(decision: Decision) -> str:
+    return f"{decision.platform}/{decision.name}=={decision.version} (python {decision.python})"
+
+
+def _some(names: Sequence[str], most: int = 10) -> str:
+    more = f", and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more

@@ -24,10 +24,8 @@ from orchestrator.cli.matrix import matrix
 from orchestrator.cli.merge import merge
 from orchestrator.cli.plan import plan
 from orchestrator.cli.reproduce import report, reproduce
-from orchestrator.core.errors import EXIT_INPUT, EXIT_INTERRUPTED, OrchestrateError
+from orchestrator.core.errors import EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, OrchestrateError
 from orchestrator.core.redact import RedactingStream
-
-EXIT_INTERNAL = 70
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from orchestrator.build.execute import emulated_by_arch, emulated_seconds
+from orchestrator.build.records import WheelRecord
 from orchestrator.bundle import BundleContents, check_target, write_bundle
 from orchestrator.cli.app import (
     App,
@@ -34,6 +35,7 @@ from orchestrator.core.errors import (
     InputError,
     OrchestrateError,
 )
+from orchestrator.model import JobStatus
 from orchestrator.plan.gather import check_something_to_plan
 from orchestrator.plan.planfile import PlanFile, load_plan
 from orchestrator.report.ci import write_junit, write_metrics
@@ -316,6 +318,38 @@ def json_summary(run: BuildOutcome, report: dict[str, Any], saved: Path) -> dict
     }  # fmt: skip
 
 
+def _failures(failed: Sequence[WheelRecord]) -> None:
+    """Each failure with its hint; the jobs never started, once per reason."""
+    unstarted: dict[str, list[str]] = {}
+    for job in failed:
+        if job.status is JobStatus.CANCELLED:
+            unstarted.setdefault(job.error, []).append(job.job)
+            continue
+        click.echo(f"FAILED {job.job} [{job.category}]: {job.error} (log: {job.log})", err=True)
+        if job.hint:
+            click.echo(f"  hint: {job.hint}", err=True)
+    for why, jobs in unstarted.items():
+        named = ", ".join(jobs[:5]) + (f" and {len(jobs) - 5} more" if len(jobs) > 5 else "")
+        click.echo(f"NOT BUILT {len(jobs)} job(s), {why}: {named}", err=True)
+
+
+def summary_line(run: BuildOutcome) -> str:
+    """The night in one line: what each job came to, what the plan served, where."""
+    count = {a: sum(1 for d in run.plan if d.action.value == a) for a in ("upstream", "cached")}
+    status = Counter(j.status for j in run.jobs)
+    failed = status[JobStatus.FAILED] + status[JobStatus.TIMEOUT] + status[JobStatus.SMOKE_FAILED]
+    by_arch = emulated_by_arch(run.jobs)
+    arches = f" ({', '.join(f'{a} {s:.0f}s' for a, s in by_arch.items())})" if by_arch else ""
+    published = ", ".join(p.platform + ":" + p.status for p in run.published)
+    return (
+        f"built {status[JobStatus.BUILT]}, shared {status[JobStatus.SHARED]}, failed {failed}, "
+        f"not started {status[JobStatus.CANCELLED]}, "
+        f"upstream {count['upstream']}, cached {count['cached']}, "
+        f"emulated time {emulated_seconds(run.jobs):.0f}s{arches}; "
+        f"published {published or 'nothing'}"
+    )
+
+
 def night_summary(app: App, run: BuildOutcome, report: Path) -> None:
     if app.verbosity >= 0:
         click.echo("")
@@ -332,10 +366,7 @@ def night_summary(app: App, run: BuildOutcome, report: Path) -> None:
     ]
     if rows:
         print_rows(app, ("platform", "requirement", "status", "time", "engine", "wheel"), rows)
-    for job in run.failed:
-        click.echo(f"FAILED {job.job} [{job.category}]: {job.error} (log: {job.log})", err=True)
-        if job.hint:
-            click.echo(f"  hint: {job.hint}", err=True)
+    _failures(run.failed)
     for m in run.mismatches:
         click.echo(
             f"NOT REPRODUCIBLE {m.filename}: published sha256 {m.published_sha256}, "
@@ -347,15 +378,6 @@ def night_summary(app: App, run: BuildOutcome, report: Path) -> None:
             click.echo(f"rebuilt: {r.filename} (new bytes: the next build tag)")
     for platform, error in run.publish_errors.items():
         click.echo(f"publish of {platform} failed: {error}", err=True)
-    count = {a: sum(1 for d in run.plan if d.action.value == a) for a in ("upstream", "cached")}
-    status = Counter(str(j.status) for j in run.jobs)
-    by_arch = emulated_by_arch(run.jobs)
-    arches = f" ({', '.join(f'{a} {s:.0f}s' for a, s in by_arch.items())})" if by_arch else ""
-    click.echo(
-        f"built {status['built']}, shared {status['shared']}, failed {len(run.failed)}, "
-        f"upstream {count['upstream']}, cached {count['cached']}, "
-        f"emulated time {emulated_seconds(run.jobs):.0f}s{arches}; "
-        f"published {', '.join(p.platform + ':' + p.status for p in run.published) or 'nothing'}"
-    )
+    click.echo(summary_line(run))
     if app.verbosity >= 0:
         click.echo(f"report: {report} and {report.with_suffix('.html')}")

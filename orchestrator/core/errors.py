@@ -10,6 +10,7 @@ Exit codes (documented in the README):
     2  bad input: matrix, requirements, selectors, command-line values
     3  the environment: an engine, registry, index or tool is missing or unreachable
     4  a conflict with what is already published (e.g. reproducibility mismatch)
+    70 an internal error: a bug of orchestrate's, never the input's or the host's
     130 interrupted (SIGINT/SIGTERM)
 """
 
@@ -20,6 +21,7 @@ EXIT_FAILED = 1
 EXIT_INPUT = 2
 EXIT_ENVIRONMENT = 3
 EXIT_CONFLICT = 4
+EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 
 
@@ -125,6 +127,15 @@ class TamperedBundle(StoreConflict):
 
 class UnsafeName(InputError):
     """A file name that would escape the store or does not parse."""
+
+
+class InternalError(OrchestrateError):
+    """A broken promise of our own code (an invariant), never bad input: exit 70."""
+
+    exit_code = EXIT_INTERNAL
+
+    def render(self) -> str:
+        return f"internal error: {self.message}\n  please report it, with the run's report"
 
 
 class Interrupted(OrchestrateError):

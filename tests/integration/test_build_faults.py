@@ -74,3 +74,24 @@ def test_a_full_disk_under_the_index_is_exit_3(
     assert "Traceback" not in built.process.stderr
     assert (root / AMD).readlink() == served
     assert built.report["jobs"][0]["status"] == "built"
+
+
+def test_a_night_cut_by_its_deadline_lists_every_job_and_fails(
+    built_images: ImagesReport, local: Local, tmp_path: Path
+) -> None:
+    """--deadline stops new jobs, not the night's accounts: every planned job is in the
+    report, those never started say why, and the night is not a success."""
+    night = Local(
+        local_matrix_copy(tmp_path / "m.yaml", tmp_path / "wheels"), local.matrix, tmp_path / "w"
+    )
+    pins = "crcmod==1.7\nnetifaces==0.11.0\nsimplegeneric==0.8.1\n"
+    built = night.build(pins, tmp_path / "run", "--deadline", "3")
+    assert built.process.returncode == 1, built.process.stdout + built.process.stderr
+    jobs = built.jobs
+    names = {f"{p}/{pin}" for p in (AMD, "debian-bookworm-arm64") for pin in pins.split()}
+    assert set(jobs) == names
+    unstarted = [j for j in jobs.values() if j["status"] == "cancelled"]
+    assert unstarted, jobs
+    assert all("the run deadline passed" in j["error"] for j in unstarted)
+    assert built.report["summary"]["cancelled"] == len(unstarted)
+    assert f"not started {len(unstarted)}" in built.process.stdout

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
+import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 
+from orchestrator.core.errors import EngineError
 from orchestrator.engines import BuildRequest, EngineInfo, ImageInfo, RunOutcome, RunRequest
 from orchestrator.model import Arch, EngineKind
 
@@ -24,7 +27,18 @@ class FakeContainer:
         pass
 
     def get(self, path: str) -> bytes:
-        return b""
+        """A tar of the files the engine was given for `path`; as a real engine, an
+        error for a path that is not there."""
+        files = self.engine.files.get(path)
+        if not files:
+            raise EngineError(f"{self.id}: no such path {path}")
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            for name, data in files.items():
+                info = tarfile.TarInfo(f"{path.rsplit('/', 1)[-1]}/{name}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        return buffer.getvalue()
 
     def start_and_wait(
         self, timeout: float | None, on_output: Callable[[bytes], None]
@@ -33,9 +47,11 @@ class FakeContainer:
             self.request.platform == self.engine.arch
             or self.request.platform in self.engine.emulates
         )
-        if runs:
-            on_output(bytes(120))
-        return RunOutcome(0 if runs else 1, 0.0, False)
+        if not runs:
+            return RunOutcome(1, 0.0, False)
+        time.sleep(self.engine.run_seconds)
+        on_output(self.engine.output)
+        return RunOutcome(self.engine.exit_code, self.engine.run_seconds, False)
 
     def kill(self) -> None:
         pass
@@ -49,8 +65,19 @@ class FakeContainer:
 
 class FakeEngine:
     def __init__(
-        self, name: str, arch: Arch, slots: int = 1, emulates: tuple[Arch, ...] = ()
+        self,
+        name: str,
+        arch: Arch,
+        slots: int = 1,
+        emulates: tuple[Arch, ...] = (),
+        *,
+        files: Mapping[str, Mapping[str, bytes]] | None = None,
+        run_seconds: float = 0.0,
+        exit_code: int = 0,
+        output: bytes = bytes(120),
     ) -> None:
+        """`files`: what a container's `get` finds, by folder then file name; each
+        container runs `run_seconds`, prints `output` and exits with `exit_code`."""
         self.name = name
         self.url = f"fake://{name}"
         self.slots = slots
@@ -59,6 +86,10 @@ class FakeEngine:
         self.running = 0
         self.peak = 0
         self.kind = EngineKind.DOCKER
+        self.files = dict(files or {})
+        self.run_seconds = run_seconds
+        self.exit_code = exit_code
+        self.output = output
         self._lock = threading.Lock()
 
     def info(self) -> EngineInfo:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from orchestrator.build.failures import (
@@ -9,6 +11,7 @@ from orchestrator.build.failures import (
     EXIT_BUILD_DEPS,
     EXIT_METADATA,
     classify,
+    classify_smoke,
     first_error_line,
 )
 from orchestrator.model import Category, Family
@@ -85,8 +88,8 @@ def test_cython3_metadata_failure_quotes_the_exception() -> None:
 @pytest.mark.parametrize(
     ("log", "family", "line", "package"),
     [
-        (PYTHON_LDAP, Family.DEB, "missing header lber.h", "libldap2-dev"),
-        (PYTHON_LDAP, Family.RPM, "missing header lber.h", "openldap-devel"),
+        (PYTHON_LDAP, Family.DEB, "missing header lber.h", "libldap-dev libsasl2-dev"),
+        (PYTHON_LDAP, Family.RPM, "missing header lber.h", "openldap-devel cyrus-sasl-devel"),
         (PSYCOPG2, Family.DEB, "missing tool pg_config", "libpq-dev"),
         (GSSAPI, Family.DEB, "missing tool krb5-config", "libkrb5-dev"),
         (PKGCONFIG, Family.DEB, "missing pkg-config libvirt", "libvirt-dev"),
@@ -217,3 +220,117 @@ def test_the_hint_names_the_oldest_release_that_fits_the_python() -> None:
     hint = python_version_hint("3.11", "feedparser", "6.0.0")
     assert "Python 3.11" in hint
     assert "feedparser==6.0.0" in hint
+
+
+# krb5 0.5.1 and gssapi 1.8.3 on bookworm without libkrb5-dev: setup.py runs
+# krb5-config while the backend works out its build requirements (job.py: exit 12).
+KRB5_METADATA = """\
+* Getting build dependencies for wheel...
+/bin/sh: 1: krb5-config: not found
+Traceback (most recent call last):
+  File "/job/env/lib/python3.11/site-packages/pyproject_hooks/_in_process/_in_process.py", line 353
+    main()
+  File "<string>", line 52, in get_output
+subprocess.CalledProcessError: Command 'krb5-config --cflags krb5' returned non-zero exit status 127.
+
+ERROR Backend subprocess exited when trying to invoke get_requires_for_build_wheel
+"""
+
+# mysqlclient 2.2.4 without its client library: it tries its pkg-config names in turn.
+MYSQLCLIENT_22 = """\
+* Getting build dependencies for wheel...
+Trying pkg-config --exists mysqlclient
+Command 'pkg-config --exists mysqlclient' returned non-zero exit status 1.
+Trying pkg-config --exists mariadb
+Command 'pkg-config --exists mariadb' returned non-zero exit status 1.
+Trying pkg-config --exists libmariadb
+Command 'pkg-config --exists libmariadb' returned non-zero exit status 1.
+Traceback (most recent call last):
+  File "<string>", line 155, in get_config_posix
+Exception: Can not find valid pkg-config name.
+Specify MYSQLCLIENT_CFLAGS and MYSQLCLIENT_LDFLAGS env vars manually
+
+ERROR Backend subprocess exited when trying to invoke get_requires_for_build_wheel
+"""
+
+
+@pytest.mark.parametrize(
+    ("log", "package"),
+    [(KRB5_METADATA, "libkrb5-dev"), (MYSQLCLIENT_22, "default-libmysqlclient-dev")],
+)
+def test_a_missing_piece_found_while_reading_metadata_is_a_missing_library(
+    log: str, package: str
+) -> None:
+    """The piece wins over the phase it was found in, and the hint does not send the
+    user after Cython."""
+    failure = classify(EXIT_METADATA, log, Family.DEB)
+    assert failure.category == Category.MISSING_SYSTEM_LIBRARY, failure
+    assert package in failure.hint
+    assert "Cython" not in failure.hint
+
+
+def test_every_missing_piece_of_the_log_is_named_with_its_package() -> None:
+    log = (
+        "Modules/constants.h:7:10: fatal error: lber.h: No such file or directory\n"
+        "Modules/sasl.c:2:10: fatal error: sasl/sasl.h: No such file or directory\n"
+        "/usr/bin/ld: cannot find -lssl\n"
+    )
+    failure = classify(EXIT_BUILD, log, Family.DEB)
+    assert failure.first_line == "missing header lber.h, header sasl/sasl.h, library ssl"
+    assert "install libldap-dev libsasl2-dev libssl-dev in the builder" in failure.hint
+
+
+@pytest.mark.parametrize(
+    ("error", "category", "says"),
+    [
+        (
+            "AttributeError: type object 'Callable' has no attribute '_abc_registry'",
+            Category.PYTHON_VERSION,
+            "predates",
+        ),
+        ("ModuleNotFoundError: No module named 'imp'", Category.PYTHON_VERSION, "predates"),
+        (
+            "ImportError: cannot import name 'getargspec' from 'inspect'",
+            Category.PYTHON_VERSION,
+            "predates",
+        ),
+        ("SyntaxError: invalid syntax (compat.py, line 3)", Category.PYTHON_VERSION, "predates"),
+        (
+            "ImportError: libpq.so.5: cannot open shared object file: No such file or directory",
+            Category.SMOKE,
+            "libpq.so.5 is not installed: add its package to overrides: runtime_packages",
+        ),
+        ("ModuleNotFoundError: No module named 'six'", Category.SMOKE, "see the log"),
+        ("RuntimeError: the self-test failed", Category.SMOKE, "see the log"),
+    ],
+)
+def test_a_smoke_failure_is_explained_by_its_error(
+    error: str, category: Category, says: str
+) -> None:
+    failure = classify_smoke(error)
+    assert failure.category == category
+    assert says in failure.hint
+    assert failure.first_line == error
+
+
+@pytest.mark.parametrize(
+    "unit",
+    [
+        "collections.Mapping ",
+        "Package 'x' required by ",
+        "a.so",
+        "a-config",
+        "pkg-config --exists a",
+        "cannot import name 'x' from ",
+    ],
+)
+def test_a_hostile_log_tail_is_classified_in_linear_time(unit: str) -> None:
+    """256 KiB of one token repeated (the log tail a build may print): every pattern
+    that reads logs stays linear (an unbounded `.*` or `\\S+` before a literal made
+    these take 11 s to 6 minutes)."""
+    log = (unit * (256 * 1024 // len(unit) + 1))[: 256 * 1024]
+    started = time.monotonic()
+    for code in (EXIT_METADATA, EXIT_BUILD, EXIT_BUILD_DEPS):
+        classify(code, log, Family.DEB)
+    classify_smoke(log)
+    assert time.monotonic() - started < 2.0
