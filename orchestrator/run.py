@@ -11,7 +11,8 @@ exit code.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,7 +34,7 @@ from orchestrator.core.layout import RunLayout
 from orchestrator.engines.pool import EnginePool
 from orchestrator.images.facts import ImageFacts, ProbeCache
 from orchestrator.images.pipeline import ImagesReport, run_images
-from orchestrator.model import Category, ShardStatus
+from orchestrator.model import Action, Category, ShardStatus
 from orchestrator.plan.decide import Decision
 from orchestrator.plan.gather import BuilderRuntime, PlanResult, make_plan, planned
 from orchestrator.plan.overrides import Overrides
@@ -168,7 +169,7 @@ def run_build(
             images = _images(request, pool=pool, cancel=cancel, on_event=on_event)
         with clock.stage("plan"):
             plan = _plan(request, images)
-        for notice in plan.notices:
+        for notice in (*plan.notices, *night_ahead(plan.decisions, request.platforms)):
             on_event("notice", None, notice)
         if not cancel.event.is_set():
             built = _wheels(request, images, plan, pins, pool=pool, cancel=cancel,
@@ -193,6 +194,21 @@ def run_build(
         sdist_downloads=built.sdist_downloads, publish=published,
         stages=dict(clock.seconds), stopped=built.stopped,
     )  # fmt: skip
+
+
+def night_ahead(decisions: Sequence[Decision], platforms: Sequence[Platform]) -> list[str]:
+    """What the night will do on each platform, said before its first job starts."""
+    lines = []
+    for platform in platforms:
+        actions = Counter(d.action for d in decisions if d.platform == platform.name)
+        build = actions[Action.BUILD] + actions[Action.REBUILD]
+        rest = ", ".join(
+            f"{actions[a]} {a.value}"
+            for a in Action
+            if a not in (Action.BUILD, Action.REBUILD) and actions[a]
+        )
+        lines.append(f"{platform.name}: {build} to build" + (f", {rest}" if rest else ""))
+    return lines
 
 
 def _images(

@@ -36,6 +36,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import threading
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -330,10 +331,36 @@ def keep_generated(root, before):
 
 
 def runner(env):
+    """The build backend's subprocess, its output passed on whole lines at a time.
+
+    Its Python runs unbuffered, so what it prints leaves in the order it prints it;
+    each stream is read line by line and written whole. A block-buffered stdout
+    flushed in the middle of a stderr line made one error read differently under
+    QEMU's timing than natively (a different first error line per platform)."""
     def run(cmd, cwd=None, extra_environ=None):
         say("+ " + " ".join(cmd[:2]) + " (build backend)")
-        subprocess.run(cmd, cwd=cwd, env={**env, **(extra_environ or {})}, check=True)
+        environ = {**env, **(extra_environ or {}), "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen(cmd, cwd=cwd, env=environ, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        lock = threading.Lock()
+        copies = [threading.Thread(target=_lines, args=(source, sink, lock))
+                  for source, sink in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr))]
+        for copy in copies:
+            copy.start()
+        code = proc.wait()
+        for copy in copies:
+            copy.join()
+        if code != 0:
+            raise subprocess.CalledProcessError(code, cmd)
     return run
+
+
+def _lines(source, sink, lock):
+    for line in iter(source.readline, b""):
+        with lock:
+            sink.flush()
+            sink.buffer.write(line)
+            sink.buffer.flush()
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from orchestrator.build.graph import WheelJob
 from orchestrator.scheduler import Job, Outcome, Placement
 
 
@@ -29,9 +30,11 @@ class Progress:
     ) -> None:
         self.console = console
         self.log_of = log_of  # with -v: where each job's log streams
-        self.total = total
         self.what = what
-        self.done = 0
+        # Images and jobs are counted apart: "[1/46]" is the first of 46 jobs, not the
+        # third of 48 things once two images were made.
+        self.total: dict[str, int] = {what: total}
+        self.done: dict[str, int] = {}
         self.failed = 0
         self._running: dict[str, tuple[str, bool, float, str]] = {}  # engine, mode, start, phase
         self._lock = threading.Lock()
@@ -60,7 +63,8 @@ class Progress:
                 engine, emulated, started, _ = self._running[job.id]
                 self._running[job.id] = (engine, emulated, started, str(info))
             elif kind == "queued":
-                self.total += 1
+                group = _group(job)
+                self.total[group] = self.total.get(group, 0) + 1
             elif kind == "start" and isinstance(info, Placement):
                 self._running[job.id] = (info.engine.name, info.emulated, time.monotonic(), "")
                 how = f"emulated: {info.reason}" if info.emulated else "native"
@@ -72,10 +76,12 @@ class Progress:
                 if kind == "retry":
                     self._line(f"retry  {job.id}: {info.detail}")
                     return
-                self.done += 1
+                group = _group(job)
+                self.done[group] = done = self.done.get(group, 0) + 1
                 self.failed += 0 if info.ok else 1
                 state = "ok" if info.ok else ("cancelled" if info.cancelled else "FAILED")
-                self._line(f"{state:<6} {job.id} [{self.done}/{self.total}] {info.detail}")
+                count = f"{done}/{self.total.get(group, 0)}"
+                self._line(f"{state:<6} {job.id} [{group[:-1]} {count}] {info.detail}")
             if self._live is not None and not self._closed:
                 with contextlib.suppress(OSError, ValueError):
                     self._live.update(self._table())
@@ -92,7 +98,8 @@ class Progress:
 
     def _table(self) -> Table:
         table = Table(
-            title=f"{self.what}: {self.done}/{self.total} done, "
+            title=f"{self.what}: {self.done.get(self.what, 0)}/{self.total.get(self.what, 0)} "
+            "done, "
             f"{self.failed} failed, {len(self._running)} running"
         )
         for name in ("job", "engine", "mode", "phase", "elapsed"):
@@ -102,3 +109,8 @@ class Progress:
             mode = "emulated" if emulated else "native"
             table.add_row(job_id, engine, mode, phase, f"{now - started:.0f}s")
         return table
+
+
+def _group(job: Job[object]) -> str:
+    """What a scheduled job is: a wheel job or a builder image (counted apart)."""
+    return "jobs" if isinstance(job.payload, WheelJob) else "images"

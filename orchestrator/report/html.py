@@ -144,24 +144,28 @@ def platform_rows(
     ]
 
 
-def failures(report: dict[str, Any], html_path: Path) -> list[dict[str, str]]:
-    """Each failed job with what to do next: its log and the reproduce command."""
-    out = []
+def failures(report: dict[str, Any], html_path: Path) -> list[dict[str, Any]]:
+    """The failures, one row per problem: a package that fails on several platforms
+    for one reason (its category and first error line) reads as one problem with
+    those platforms, each with its log and its reproduce command."""
+    rows: dict[tuple[str, str, str], dict[str, Any]] = {}
     for j in report["jobs"]:
         if j["status"] not in ("failed", "timeout", "smoke-failed"):
             continue
         requirement = f"{j['name']}=={j['version']}"
-        out.append(
+        category = j.get("category") or j["status"]
+        error = j.get("error") or j.get("detail") or ""
+        fresh = {"requirement": requirement, "category": category, "error": error}
+        row = rows.setdefault((requirement, category, error), {**fresh, "platforms": []})
+        row.setdefault("hint", j.get("hint") or "")
+        row["platforms"].append(
             {
-                "job": j["job"],
-                "category": j.get("category") or j["status"],
-                "error": j.get("error") or j.get("detail") or "",
-                "hint": j.get("hint") or "",
+                "platform": j["platform"],
                 "log": _relative(j["log"], html_path) if j.get("log") else "",
                 "reproduce": shlex.join(["orchestrate", "reproduce", j["platform"], requirement]),
             }
         )
-    return out
+    return sorted(rows.values(), key=lambda r: (r["requirement"], r["category"], r["error"]))
 
 
 def render_html(report: dict[str, Any], html_path: Path) -> str:
@@ -171,9 +175,10 @@ def render_html(report: dict[str, Any], html_path: Path) -> str:
         undefined=jinja2.StrictUndefined,
     )
     grid = cells(report, html_path)
-    requirements = sorted({req for req, _ in grid})
     present = {c.outcome for c in grid.values()}
     interesting = {req for (req, _p), c in grid.items() if c.outcome in INTERESTING}
+    # What was built, shared or failed first; what the index served, after it.
+    requirements = sorted({req for req, _ in grid}, key=lambda r: (r not in interesting, r))
     return env.get_template("report.html.j2").render(
         r=report,
         s=report["summary"],

@@ -96,7 +96,9 @@ def _night(
         request,
         pool=EnginePool([engine], EngineFactsCache(None)),
         cancel=cancel or Cancel(),
-        on_event=lambda kind, job=None, *_: events.append((kind, getattr(job, "id", ""))),
+        on_event=lambda kind, job=None, info=None: events.append(
+            (kind, job.id if job is not None else str(info))
+        ),
     )
     code = exit_code(outcome, allow_unavailable=False)
     return Night(outcome, report_of(outcome, str(matrix_path)), code, events)
@@ -204,6 +206,7 @@ def test_every_job_of_a_finished_night_has_one_record_with_the_executors_values(
     assert len(records) == len({r.job for r in records}) == 3
     assert all(r.attempts == 1 and r.category is Category.MISSING_SYSTEM_LIBRARY for r in records)
     assert night.report["summary"]["failed"] == 3
+    assert ("notice", f"{AMD}: 3 to build") in night.events  # said before the first job
     done = [job for kind, job in night.events if kind == "done" and job.startswith(f"{AMD}/")]
     assert sorted(done) == sorted(r.job for r in records)
 

@@ -11,7 +11,7 @@ import pytest
 
 from orchestrator.core.errors import InputError
 from orchestrator.report.data import SCHEMA_PATH, SCHEMA_VERSION, load_report
-from orchestrator.report.html import cells, render_html
+from orchestrator.report.html import cells, failures, render_html
 from orchestrator.reproduce import find_job, print_script
 
 
@@ -175,3 +175,25 @@ def test_load_report_errors(tmp_path: Path) -> None:
     (tmp_path / "x.json").write_text('{"schema_version": 99}')
     with pytest.raises(InputError, match="not an orchestrate build report"):
         load_report(tmp_path / "x.json")
+
+
+def test_one_failure_on_two_platforms_reads_as_one_problem(tmp_path: Path) -> None:
+    """A package failing on both arches for one reason is one row naming both platforms
+    (each with its log and reproduce command); the grid lists what was built or failed
+    before what the index served, and shows only those at first."""
+    report = _report(tmp_path)
+    (bad,) = [j for j in report["jobs"] if j["name"] == "bad"]
+    twin = {**bad, "job": "debian-bookworm-amd64/bad==1.0", "platform": "debian-bookworm-amd64"}
+    report["jobs"].append(twin)
+    rows = failures(report, tmp_path / "reports" / "run.html")
+    assert len(rows) == 1
+    assert [p["platform"] for p in rows[0]["platforms"]] == [
+        "debian-bookworm-arm64",
+        "debian-bookworm-amd64",
+    ]
+    assert rows[0]["platforms"][1]["reproduce"] == (
+        "orchestrate reproduce debian-bookworm-amd64 bad==1.0"
+    )
+    html = render_html(report, tmp_path / "reports" / "run.html")
+    assert html.index('data-name="bad==1.0"') < html.index('data-name="six==1.16.0"')
+    assert '<input type="checkbox" id="only" checked>' in html
