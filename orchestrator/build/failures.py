@@ -171,7 +171,7 @@ PROVIDERS: dict[str, tuple[str, str]] = {
     "zlib.h": ("zlib1g-dev", "zlib-devel"),
     "jpeglib.h": ("libjpeg-dev", "libjpeg-turbo-devel"),
     "Python.h": ("python3-dev", "python3-devel"),
-    "pkg-config": ("pkg-config", "pkgconf-pkg-config"),
+    "pkg-config": ("pkgconf", "pkgconf-pkg-config"),  # pkg-config: transitional since bookworm
 }
 
 

@@ -203,5 +203,5 @@ def build_report(
     )
     assert built.process.returncode == 0, built.process.stdout + built.process.stderr
     # `shared` is not `built`: three builds (crcmod twice, simplegeneric once), one share.
-    assert "built 3, shared 1, failed 0, upstream 2" in built.process.stdout
+    assert "built 3, shared 1, failed 0, not started 0, upstream 2" in built.process.stdout
     return built.report

@@ -165,7 +165,7 @@ def check_sandbox(local: Local, engine: DockerEngine, tmp_path: Path) -> Built:
     ldap = build.jobs[f"{AMD}/python-ldap==3.4.4"]
     assert ldap["category"] == "missing-system-library"
     assert "lber.h" in ldap["error"]
-    assert "libldap2-dev" in ldap["hint"]
+    assert "libldap-dev libsasl2-dev" in ldap["hint"]  # bookworm's names, not the transitional one
     kept = {
         "fetch": _inspect(engine, f"{AMD}/crcmod==1.7"),
         "build": _inspect(engine, f"{AMD}/python-ldap==3.4.4"),
