@@ -267,6 +267,14 @@ class DistroSpec(Model):
             raise ValueError("an arch is listed twice")
         return value
 
+    @field_validator("python")
+    @classmethod
+    def _one_each(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        twice = sorted({v for v in value if value.count(v) > 1})
+        if twice:
+            raise ValueError(f"python {', '.join(twice)} is listed twice")
+        return value
+
 
 ENV_NAME_RE = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 APT_LINE_RE = (

@@ -7,13 +7,14 @@ application/vnd.pypi.simple.v1+json` with the JSON page.
 
 from __future__ import annotations
 
+import errno
 import functools
 import http.server
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
-from orchestrator.core.errors import InputError
+from orchestrator.core.errors import EnvironmentProblem, InputError
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 
@@ -74,8 +75,9 @@ def serve_index(root: Path, host: str, port: int, announce: Callable[[str], None
     root.mkdir(parents=True, exist_ok=True)
     try:
         server = make_server(root, host, port)
-    except OSError as exc:  # in use, or an address this host does not have
-        raise InputError(
+    except OSError as exc:  # in use (the host's state: 3), or an address it lacks (2)
+        kind = EnvironmentProblem if exc.errno == errno.EADDRINUSE else InputError
+        raise kind(
             f"cannot serve on {host}:{port}: {exc.strerror or exc}",
             hint="choose another --port (0 picks a free one) or a --host this machine has",
         ) from None

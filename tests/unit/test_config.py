@@ -166,6 +166,12 @@ BAD_CASES = {
         "distros[0].arches",
         "an arch is listed twice",
     ),
+    "duplicate python": (
+        VALID.replace('python: ["3.11"]', 'python: ["3.11", "3.11"]'),
+        10,
+        "distros[0].python",
+        "python 3.11 is listed twice",
+    ),
     "duplicate engine": (
         VALID.replace("  - {name: local, slots: 2}", "  - {name: local}\n  - {name: local}"),
         5,

@@ -354,13 +354,15 @@ def test_an_unusable_cache_dir_is_exit_2(
     assert f"ORCHESTRATE_CACHE_DIR='{path}'" in result.err
 
 
-def test_serve_on_a_busy_port_or_a_foreign_address_is_exit_2(
+def test_serve_on_a_busy_port_is_exit_3_and_on_a_foreign_address_exit_2(
     cli: CliRunner, tmp_path: Path, server: _Server
 ) -> None:
+    """A port in use is the host's state (exit 3, as other host problems); an address
+    this host does not have is the input's (exit 2)."""
     matrix = local_matrix_copy(tmp_path / "m.yaml", tmp_path / "w")
     busy = str(server.server_address[1])
     result = cli("serve", "-m", str(matrix), "--port", busy)
-    assert result.code == 2, result.err
+    assert result.code == 3, result.err
     assert f"cannot serve on 127.0.0.1:{busy}" in result.err
     result = cli("serve", "-m", str(matrix), "--port", "0", "--host", "192.0.2.77")
     assert result.code == 2, result.err
