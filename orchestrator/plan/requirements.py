@@ -218,7 +218,10 @@ def _read_file(
             nested_constraint = as_constraint or include.group(1) in ("-c", "--constraint")
             if not target.exists():
                 raise RequirementsError(f"{source}: included file {target} does not exist")
-            _read_file(target, out, seen, as_constraint=nested_constraint, remote=remote)
+            try:
+                _read_file(target, out, seen, as_constraint=nested_constraint, remote=remote)
+            except RequirementsError as exc:  # the chain of includes that led there
+                raise RequirementsError(f"{exc.message} (included by {source})", exc.hint) from None
         elif line == "--require-hashes":
             out.require_hashes = True
         elif option and option.group(1) in _IGNORED_OPTIONS:

@@ -151,3 +151,16 @@ def test_yanked_exact_pins_and_resolve_latest_through_the_cli(
     )  # fmt: skip
     assert result.code == 0, result.err
     assert {r["version"] for r in json.loads(result.out)} == {"1.0"}  # 3.0 needs 3.13, 2.0 yanked
+
+
+def test_an_unreadable_include_names_the_file_and_line_that_included_it(
+    cli: CliRunner, matrix: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "inner.txt").write_text("six==1.16.0\n-r /dev/zero\n")
+    (tmp_path / "outer.txt").write_text("# top\n-r inner.txt\n")
+    result = cli("plan", "-m", str(matrix), "-r", str(tmp_path / "outer.txt"))
+    assert result.code == 2, result.err
+    assert "/dev/zero: cannot read" in result.err
+    assert f"(included by {tmp_path / 'inner.txt'}:2)" in result.err
+    assert f"(included by {tmp_path / 'outer.txt'}:2)" in result.err
+    assert "Traceback" not in result.err
