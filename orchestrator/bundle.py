@@ -68,6 +68,9 @@ class Bundle:
     def wheel(self, job: WheelRecord) -> Path:
         return self.path / "wheels" / job.platform / str(job.wheel)
 
+    def provenance(self, job: WheelRecord) -> Path:
+        return self.path / "provenance" / job.platform / f"{job.wheel}.intoto.json"
+
     def log(self, job: WheelRecord) -> Path:
         return self.path / "logs" / f"{_part(job.job)}.log"
 

@@ -24,12 +24,16 @@ from pathlib import Path
 from orchestrator.build.records import WheelRecord
 from orchestrator.bundle import Bundle, open_bundle
 from orchestrator.config import Matrix
+from orchestrator.config.matrix import expand
 from orchestrator.core.errors import BadBundle, InputError
 from orchestrator.core.layout import RunLayout
+from orchestrator.core.quoting import shown
 from orchestrator.images.build import ImageResult
 from orchestrator.images.pipeline import ImagesReport
 from orchestrator.model import ShardStatus
+from orchestrator.plan.overrides import Overrides
 from orchestrator.plan.planfile import PlanFile, differences
+from orchestrator.publish.admission import Night, Shipped, admit, check_shared
 from orchestrator.publish.release import now, store_and_publish
 from orchestrator.run import BuildOutcome, ShardResult, StageClock
 
@@ -55,7 +59,9 @@ def merge_night(request: MergeRequest) -> BuildOutcome:
     with clock.stage("verify"):
         bundles = _unique([open_bundle(p, matrix=request.matrix) for p in request.bundles])
         plan = _night_plan(bundles, request.plan)
+        check_plan_of(plan, request.matrix, what="the night's plan")
         stale = _check_plans(bundles, plan, allow_stale=request.options.allow_stale)
+        _admit(bundles, request.matrix)
     shards = shard_results(plan, bundles, stale)
     gone = {p for s in shards if s.status is ShardStatus.MISSING for p in s.platforms}
     platforms = [p for p in plan.platforms if p not in gone]
@@ -73,6 +79,46 @@ def merge_night(request: MergeRequest) -> BuildOutcome:
         stages=dict(clock.seconds), shards=shards,
         sdist_downloads=sum(b.report["summary"].get("sdist_downloads", 0) for b in bundles),
     )  # fmt: skip
+
+
+def check_plan_of(plan: PlanFile, matrix: Matrix, *, what: str) -> None:
+    """A plan of this matrix, naming only its platforms: a plan file is input too."""
+    if plan.matrix != matrix.digest:
+        raise InputError(
+            f"{what} was made from another matrix (sha256 {plan.matrix[:12]}; "
+            f"{matrix.source.name} is {matrix.digest[:12]})",
+            hint="merge with the matrix and plan file the night used",
+        )
+    known = {p.name for p in expand(matrix)}
+    strangers = [p for p in plan.platforms if p not in known]
+    if strangers:
+        raise InputError(
+            f"{what} names platforms the matrix does not have: {', '.join(map(shown, strangers))}"
+        )
+
+
+def _admit(bundles: Sequence[Bundle], matrix: Matrix) -> None:
+    """Every bundle's records held to its plan and the matrix (`publish.admission`)."""
+    platforms = {p.name: p for p in expand(matrix)}
+    overrides = Overrides.of(matrix)
+    shipped = [_shipped(b) for b in bundles]
+    for bundle, one in zip(bundles, shipped, strict=True):
+        check_plan_of(bundle.plan, matrix, what=f"{bundle.path}: its plan")
+        night = Night(decisions=bundle.plan.decisions, platforms=platforms, overrides=overrides)
+        admit(one, night)
+    check_shared(shipped)
+
+
+def _shipped(bundle: Bundle) -> Shipped:
+    images = {str(i.get("platform")): i for i in bundle.report["images"] if isinstance(i, dict)}
+    return Shipped(
+        where=bundle.path,
+        platforms=bundle.platforms,
+        jobs=bundle.jobs,
+        images=images,
+        wheel=bundle.wheel,
+        provenance=bundle.provenance,
+    )
 
 
 def _unique(bundles: Sequence[Bundle]) -> list[Bundle]:

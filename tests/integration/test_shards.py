@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -263,6 +264,191 @@ BAD = {
     "report-image-not-of-the-schema": (_report_edited(_bad_image), 2, "report.json"),
     "report-job-of-another-platform": (_report_edited(_job_moved), 2, "not the bundle's"),
 }
+
+
+def _forged(edit: Callable[[Path, dict[str, Any]], None]) -> Callable[[Path], None]:
+    """A bundle edited as a compromised runner would: the report and files changed,
+    then every hash made to match again (each built job's sha256, its provenance
+    statement's subject, the whole manifest). Only merge's own checks stand."""
+
+    def spoil(bundle: Path) -> None:
+        path = bundle / "report.json"
+        report = json.loads(path.read_text())
+        edit(bundle, report)
+        for job in report["jobs"]:
+            wheel = bundle / "wheels" / job["platform"] / str(job.get("wheel"))
+            if job["status"] != "built" or not wheel.is_file():
+                continue
+            job["sha256"] = hashlib.sha256(wheel.read_bytes()).hexdigest()
+            statement = bundle / "provenance" / job["platform"] / f"{wheel.name}.intoto.json"
+            if statement.is_file():
+                data = json.loads(statement.read_text())
+                data["subject"][0].update(name=wheel.name, digest={"sha256": job["sha256"]})
+                statement.write_text(json.dumps(data))
+        path.write_text(json.dumps(report))
+        files = {
+            f.relative_to(bundle).as_posix(): {
+                "sha256": hashlib.sha256(f.read_bytes()).hexdigest(),
+                "size": f.stat().st_size,
+            }
+            for f in sorted(bundle.rglob("*"))
+            if f.is_file() and f.name != "bundle.json"
+        }
+        _manifest_edit(lambda d: d.update(files=files), bundle)
+
+    return spoil
+
+
+def _job(report: dict[str, Any], project: str) -> dict[str, Any]:
+    return next(j for j in report["jobs"] if j["name"] == project and j["kind"] == "wheel")
+
+
+def _renamed(new: Callable[[str], str]) -> Callable[[Path, dict[str, Any]], None]:
+    """crcmod's wheel (file, record and statement) under another name."""
+
+    def edit(bundle: Path, report: dict[str, Any]) -> None:
+        job = _job(report, "crcmod")
+        old = bundle / "wheels" / job["platform"] / job["wheel"]
+        job["wheel"] = new(job["wheel"])
+        old.rename(old.with_name(job["wheel"]))
+        statement = bundle / "provenance" / job["platform"]
+        (statement / f"{old.name}.intoto.json").rename(statement / f"{job['wheel']}.intoto.json")
+        runtime = bundle / "runtime" / job["platform"]
+        (runtime / f"{old.name}.json").rename(runtime / f"{job['wheel']}.json")
+
+    return edit
+
+
+def _rezipped(
+    project: str, change: Callable[[str, bytes], bytes | None]
+) -> Callable[[Path, dict[str, Any]], None]:
+    """The project's wheel rewritten member by member (None drops a member)."""
+
+    def edit(bundle: Path, report: dict[str, Any]) -> None:
+        job = _job(report, project)
+        path = bundle / "wheels" / job["platform"] / job["wheel"]
+        with zipfile.ZipFile(path) as old:
+            members = [(i, old.read(i)) for i in old.infolist()]
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as out:
+            for info, data in members:
+                kept = change(info.filename, data)
+                if kept is not None:
+                    out.writestr(info, kept)
+
+    return edit
+
+
+def _metadata_says(version: bytes) -> Callable[[str, bytes], bytes | None]:
+    def change(name: str, data: bytes) -> bytes | None:
+        return (
+            data.replace(b"Version: 1.7", b"Version: " + version)
+            if name.endswith("/METADATA")
+            else data
+        )
+
+    return change
+
+
+def _unplanned(_bundle: Path, report: dict[str, Any]) -> None:
+    job = _job(report, "crcmod")
+    fake = {**job, "job": f"{ARM}/notplanned==9.9", "name": "notplanned", "version": "9.9"}
+    report["jobs"].append({**fake, "status": "failed", "wheel": None, "sha256": None})
+
+
+def _smoke_failed(_bundle: Path, report: dict[str, Any]) -> None:
+    _job(report, "crcmod")["smoke"]["passed"] = False
+
+
+def _shares_a_foreign_wheel(_bundle: Path, report: dict[str, Any]) -> None:
+    """arm64's crcmod claiming amd64's wheel, which the other bundle really holds."""
+    job = _job(report, "crcmod")
+    job.update(status="shared", wheel=job["wheel"].replace("aarch64", "x86_64"))
+
+
+def _not_a_zip(bundle: Path, report: dict[str, Any]) -> None:
+    job = _job(report, "crcmod")
+    (bundle / "wheels" / job["platform"] / job["wheel"]).write_bytes(b"not a zip at all")
+
+
+FORGED = {
+    "an-unplanned-job": (_forged(_unplanned), "not one of the plan's build items"),
+    "another-version-than-the-pin": (
+        _forged(lambda _b, r: _job(r, "crcmod").update(version="1.8")),
+        "not one of the plan's build items",
+    ),
+    "a-wheel-of-another-arch": (
+        _forged(_renamed(lambda w: w.replace("aarch64", "x86_64"))),
+        "does not install",
+    ),
+    "a-wheel-of-another-python": (
+        _forged(_renamed(lambda w: w.replace("cp311", "cp39"))),
+        "does not install",
+    ),
+    "a-rebuild-the-plan-never-decided": (
+        _forged(_renamed(lambda w: w.replace("crcmod-1.7-", "crcmod-1.7-1-"))),
+        "decided no rebuild",
+    ),
+    "metadata-that-is-not-the-file-name": (
+        _forged(_rezipped("crcmod", _metadata_says(b"9.9"))),
+        "METADATA says",
+    ),
+    "a-wheel-with-no-metadata": (
+        _forged(_rezipped("crcmod", lambda n, d: None if n.endswith("/METADATA") else d)),
+        "no readable METADATA",
+    ),
+    "a-metadata-zip-bomb": (
+        _forged(
+            _rezipped("crcmod", lambda n, d: b" " * (64 << 20) if n.endswith("/METADATA") else d)
+        ),
+        "no readable METADATA",
+    ),
+    "a-wheel-that-is-not-a-zip": (_forged(_not_a_zip), "not a readable zip"),
+    "a-built-record-whose-smoke-test-failed": (_forged(_smoke_failed), "smoke test did not pass"),
+    "a-shared-record-of-another-platforms-wheel": (
+        _forged(_shares_a_foreign_wheel),
+        "does not install",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FORGED))
+def test_a_forged_but_intact_bundle_is_refused_and_nothing_is_published(
+    fresh: Night, case: str
+) -> None:
+    """Every hash matches, so only what merge checks for itself refuses it: the plan's
+    items, the platform's tags, the wheel's own METADATA, the smoke verdict."""
+    assert merge(fresh, fresh.bundles["amd64"]).returncode == 1  # arm64 missing: exit 1
+    before = served(fresh.index)
+    manifest = (fresh.index / "store" / "manifest.json").read_bytes()
+    spoil, named = FORGED[case]
+    bad = _copy(fresh, "arm64", case)
+    spoil(bad)
+    done = merge(fresh, fresh.bundles["amd64"], bad)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert str(bad) in done.stderr, done.stderr
+    assert named in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert served(fresh.index) == before
+    assert (fresh.index / "store" / "manifest.json").read_bytes() == manifest
+
+
+def test_two_bundles_giving_other_bytes_for_one_pure_wheel_are_both_refused(
+    fresh: Night,
+) -> None:
+    """Whatever their order on the command line: neither wins, both are named, and
+    nothing is said to be published."""
+    bad = _copy(fresh, "arm64", "pure-wheel-other-bytes")
+    _forged(
+        _rezipped("simplegeneric", lambda n, d: d + b"\n# forged\n" if n.endswith(".py") else d)
+    )(bad)
+    for order in ((fresh.bundles["amd64"], bad), (bad, fresh.bundles["amd64"])):
+        done = merge(fresh, *order)
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert str(bad) in done.stderr
+        assert str(fresh.bundles["amd64"]) in done.stderr
+        assert "simplegeneric-0.8.1-py3-none-any.whl" in done.stderr
+        assert "published" not in done.stdout + done.stderr
+        assert not fresh.index.exists() or not served(fresh.index)
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
