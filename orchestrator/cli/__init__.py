@@ -25,6 +25,7 @@ from orchestrator.cli.merge import merge
 from orchestrator.cli.plan import plan
 from orchestrator.cli.reproduce import report, reproduce
 from orchestrator.core.errors import EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, OrchestrateError
+from orchestrator.core.quoting import printable
 from orchestrator.core.redact import RedactingStream
 
 
@@ -137,7 +138,7 @@ def _main(argv: list[str] | None) -> None:
     except OrchestrateError as exc:
         if debug:  # the traceback too, but the same exit code: scripts branch on it
             traceback.print_exc()
-        click.echo(exc.render(), err=True)
+        click.echo(exc.render(printable), err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         sys.exit(EXIT_INTERRUPTED)
@@ -157,7 +158,7 @@ def _main(argv: list[str] | None) -> None:
         if debug:
             raise
         click.echo(
-            f"internal error: {type(exc).__name__}: {exc}\n"
+            f"internal error: {type(exc).__name__}: {printable(exc)}\n"
             "  run again with --debug for the traceback, and please report it",
             err=True,
         )

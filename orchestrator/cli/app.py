@@ -15,11 +15,13 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from orchestrator.config import Matrix, load_matrix
 from orchestrator.config.matrix import Platform, expand, select
 from orchestrator.core.errors import Interrupted
 from orchestrator.core.layout import RunLayout
+from orchestrator.core.quoting import printable
 from orchestrator.engines.pool import EnginePool
 from orchestrator.images.facts import ProbeCache
 from orchestrator.plan.gather import BuilderRuntime
@@ -104,6 +106,7 @@ MAX_PAD = 48  # characters a plain column pads to
 
 def print_rows(app: App, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     """A table on a terminal; aligned plain columns in CI logs and pipes."""
+    rows = [[printable(c) for c in row] for row in rows]  # cells may be a bundle's text
     if app.console.is_terminal:
         # The first columns name things (platform, requirement): never cut; the
         # rest wrap within the terminal's width.
@@ -111,7 +114,7 @@ def print_rows(app: App, headers: Sequence[str], rows: Sequence[Sequence[str]]) 
         for i, header in enumerate(headers):
             table.add_column(header, no_wrap=i < KEY_COLUMNS, overflow="fold")
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*(Text(c) for c in row))  # text, not rich markup
         app.console.print(table)
         return
     # A column is as wide as its widest cell up to MAX_PAD; a longer cell (a URL

@@ -35,6 +35,7 @@ from orchestrator.core.errors import (
     InputError,
     OrchestrateError,
 )
+from orchestrator.core.quoting import printable
 from orchestrator.model import JobStatus
 from orchestrator.plan.gather import check_something_to_plan
 from orchestrator.plan.planfile import PlanFile, load_plan
@@ -323,11 +324,12 @@ def _failures(failed: Sequence[WheelRecord]) -> None:
     unstarted: dict[str, list[str]] = {}
     for job in failed:
         if job.status is JobStatus.CANCELLED:
-            unstarted.setdefault(job.error, []).append(job.job)
+            unstarted.setdefault(printable(job.error), []).append(printable(job.job))
             continue
-        click.echo(f"FAILED {job.job} [{job.category}]: {job.error} (log: {job.log})", err=True)
+        said = f"{job.job} [{job.category}]: {job.error} (log: {job.log})"
+        click.echo(f"FAILED {printable(said)}", err=True)
         if job.hint:
-            click.echo(f"  hint: {job.hint}", err=True)
+            click.echo(f"  hint: {printable(job.hint)}", err=True)
     for why, jobs in unstarted.items():
         named = ", ".join(jobs[:5]) + (f" and {len(jobs) - 5} more" if len(jobs) > 5 else "")
         click.echo(f"NOT BUILT {len(jobs)} job(s), {why}: {named}", err=True)
@@ -369,7 +371,7 @@ def night_summary(app: App, run: BuildOutcome, report: Path) -> None:
     _failures(run.failed)
     for m in run.mismatches:
         click.echo(
-            f"NOT REPRODUCIBLE {m.filename}: published sha256 {m.published_sha256}, "
+            f"NOT REPRODUCIBLE {printable(m.filename)}: published sha256 {m.published_sha256}, "
             f"rebuilt {m.new_sha256}; the published wheel stays (--replace to change)",
             err=True,
         )
@@ -377,7 +379,7 @@ def night_summary(app: App, run: BuildOutcome, report: Path) -> None:
         if r.outcome == "rebuilt":  # what moved is in the plan's reason and the report
             click.echo(f"rebuilt: {r.filename} (new bytes: the next build tag)")
     for platform, error in run.publish_errors.items():
-        click.echo(f"publish of {platform} failed: {error}", err=True)
+        click.echo(f"publish of {platform} failed: {printable(error)}", err=True)
     click.echo(summary_line(run))
     if app.verbosity >= 0:
         click.echo(f"report: {report} and {report.with_suffix('.html')}")

@@ -13,6 +13,7 @@ from rich.live import Live
 from rich.table import Table
 
 from orchestrator.build.graph import WheelJob
+from orchestrator.core.quoting import printable
 from orchestrator.scheduler import Job, Outcome, Placement
 
 
@@ -90,7 +91,7 @@ class Progress:
         if self._closed:
             return
         try:
-            self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+            self.console.print(printable(text), markup=False, highlight=False, soft_wrap=True)
         except (OSError, ValueError):
             # The terminal or pipe went away (a closed ssh session, a killed parent):
             # the run goes on, its log files and report are what count.

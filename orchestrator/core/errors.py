@@ -16,6 +16,8 @@ Exit codes (documented in the README):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INPUT = 2
@@ -35,10 +37,12 @@ class OrchestrateError(Exception):
         self.message = message
         self.hint = hint
 
-    def render(self) -> str:
-        text = f"error: {self.message}"
+    def render(self, clean: Callable[[str], str] = str) -> str:
+        """The message and hint as the CLI prints them; `clean` makes each one safe
+        to print (a message may quote a bundle's or an engine's text)."""
+        text = f"error: {clean(self.message)}"
         if self.hint:
-            text += f"\n  hint: {self.hint}"
+            text += f"\n  hint: {clean(self.hint)}"
         return text
 
 
@@ -134,8 +138,8 @@ class InternalError(OrchestrateError):
 
     exit_code = EXIT_INTERNAL
 
-    def render(self) -> str:
-        return f"internal error: {self.message}\n  please report it, with the run's report"
+    def render(self, clean: Callable[[str], str] = str) -> str:
+        return f"internal error: {clean(self.message)}\n  please report it, with the run's report"
 
 
 class Interrupted(OrchestrateError):

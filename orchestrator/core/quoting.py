@@ -33,6 +33,18 @@ def comment(value: object) -> str:
     return _CONTROL.sub("?", str(value))
 
 
+# C0, DEL and C1: a terminal acts on them (ESC, CSI 0x9b), and a newline would let
+# somebody else's text start a line a CI system reads as a command (`::error`).
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(value: object) -> str:
+    """Text from a bundle, a report or an engine, as one safe line of output: every
+    control character shown as `?`, so it can neither move the cursor nor start a
+    line of its own."""
+    return _UNPRINTABLE.sub("?", str(value))
+
+
 def clipped(value: str, limit: int = 120) -> str:
     """A value as a message names it, bare: control characters shown as `?`, cut."""
     text = comment(value)

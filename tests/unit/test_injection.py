@@ -173,8 +173,11 @@ def test_shell_characters_in_a_report_stay_words_of_the_script(
     job["build_requires"] = [f"setuptools==1 {sub}"]
     job["image_pull"] = "127.0.0.1:5000/o/b@sha256:" + "b" * 64
     job["system_packages"] = {
-        "family": "deb", "packages": ["libpq-dev"], "sources": [], "installed": []
-    }  # fmt: skip
+        "family": "deb",
+        "packages": ["libpq-dev"],
+        "sources": [],
+        "installed": [],
+    }
     path = tmp_path / "r.json"
     path.write_text(json.dumps(report))
     result = cli("reproduce", "--print", "--report", str(path), PLATFORM, "bad==1.0")
@@ -203,3 +206,49 @@ def test_the_report_is_checked_before_use(cli: CliRunner, tmp_path: Path) -> Non
     assert f"{path}: not a valid orchestrate report" in result.err
     assert "summary" in result.err
     assert "KeyError" not in result.err
+
+
+HOSTILE = "boom\n::error file=x.py::pwned\r\x1b[2J\x9b31m\x00"
+
+
+def _no_command_lines(text: str) -> None:
+    assert not any(line.startswith("::") for line in text.splitlines()), text
+    assert not any(c in text for c in "\x1b\x9b\x00\r"), repr(text)
+
+
+def test_a_bundles_text_reaches_the_log_as_one_line_without_escapes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A record's error, hint and name come from a runner we do not control: they
+    cannot start a line a CI system reads as a command, nor move the cursor."""
+    from orchestrator.build.records import WheelRecord
+    from orchestrator.cli.build import _failures
+    from orchestrator.core.errors import BadBundle
+    from orchestrator.core.quoting import printable
+    from orchestrator.model import Category, JobStatus
+
+    record = WheelRecord(
+        job=f"p/{HOSTILE}==1",
+        platform="p",
+        python="3.11",
+        name="x",
+        version="1",
+        status=JobStatus.FAILED,
+        category=Category.COMPILE,
+        error=HOSTILE,
+        hint=HOSTILE,
+    )
+    cancelled = WheelRecord(
+        job="p/y==1",
+        platform="p",
+        python="3.11",
+        name="y",
+        version="1",
+        status=JobStatus.CANCELLED,
+        error=HOSTILE,
+    )
+    _failures([record, cancelled])
+    captured = capsys.readouterr()
+    _no_command_lines(captured.out + captured.err)
+    assert captured.err.count("\n") == 3  # FAILED, its hint, NOT BUILT
+    _no_command_lines(BadBundle(HOSTILE, hint=HOSTILE).render(printable))
