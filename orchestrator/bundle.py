@@ -24,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,12 +250,24 @@ def _check_files(root: Path, files: Mapping[str, Mapping[str, Any]]) -> None:
         path = root / relative
         if relative not in found:
             raise BadBundle(f"{root}: {relative} is listed but missing (a truncated bundle)")
-        if path.stat().st_size != facts["size"] or sha256_file(path) != facts["sha256"]:
+        if path.stat().st_size != facts["size"] or _sha256(root, relative) != facts["sha256"]:
             raise TamperedBundle(
                 f"{root}: {relative} does not match the sha256 its manifest lists "
                 "(edited or damaged on the way)",
                 hint="take the bundle from its CI run again; nothing was merged",
             )
+
+
+def _sha256(root: Path, relative: str) -> str:
+    """A listed file's sha256; a FIFO or a device (which would block the read) or a
+    file that cannot be read refuses the bundle."""
+    path = root / relative
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            raise BadBundle(f"{root}: {relative} is not a regular file (a FIFO, device or socket)")
+        return sha256_file(path)
+    except OSError as exc:
+        raise BadBundle(f"{root}: {relative}: cannot read it ({exc.strerror or exc})") from None
 
 
 def _check_plan(root: Path, manifest: Mapping[str, Any], plan: PlanFile, matrix: Matrix) -> None:

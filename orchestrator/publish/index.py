@@ -132,8 +132,17 @@ OURS = frozenset({"store", RELEASES, "index.html", ".publish.lock", MARKER})
 
 def check_root(root: Path, *, adopt: bool) -> None:
     """Refuse to publish into a folder that holds someone else's files (a web site's
-    index.html would be overwritten), unless told to adopt it."""
-    if adopt or (root / MARKER).exists() or not root.is_dir():
+    index.html would be overwritten), unless told to adopt it. Called before anything
+    is written there: the store's folder included."""
+    marker = root / MARKER
+    if marker.is_symlink() or (marker.exists() and not marker.is_file()):
+        # Touching a link would create its target, wherever it points.
+        raise InputError(
+            f"index root {root}: {MARKER} is a link or a folder, not the file orchestrate "
+            "writes; refusing to publish there",
+            hint="remove it if this root is orchestrate's, or point index.root elsewhere",
+        )
+    if adopt or marker.exists() or not root.is_dir():
         return
     if (root / RELEASES).is_dir():  # published by an orchestrate from before the marker
         return

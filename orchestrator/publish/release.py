@@ -18,7 +18,7 @@ from orchestrator.core.errors import (
     StoreConflict,
 )
 from orchestrator.model import JobKind, JobStatus, PublishStatus, StoreOutcome
-from orchestrator.publish.index import PublishResult, publish
+from orchestrator.publish.index import PublishResult, check_root, publish
 from orchestrator.publish.provenance import statement
 from orchestrator.store import AddResult, Provenance, Store
 
@@ -47,6 +47,7 @@ def store_and_publish(
     wheel_of: WheelOf, replace: bool,
 ) -> PublishOutcome:  # fmt: skip
     try:
+        check_root(matrix.index.root, adopt=False)  # before the store writes there
         store = Store(matrix.index.root)
         added = _store(store, jobs, wheel_of=wheel_of, replace=replace)
     except StoreConflict as exc:  # an unusable manifest: nothing is published (exit 4)

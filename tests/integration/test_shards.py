@@ -251,7 +251,18 @@ def _manifest_cut(bundle: Path) -> None:
     (bundle / "bundle.json").write_bytes((bundle / "bundle.json").read_bytes()[:300])
 
 
+def _fifo(bundle: Path) -> None:
+    """A FIFO where a listed wheel was, its manifest line made to match (size 0)."""
+    wheel = _wheel(bundle)
+    relative = wheel.relative_to(bundle).as_posix()
+    wheel.unlink()
+    os.mkfifo(wheel)
+    empty = hashlib.sha256(b"").hexdigest()
+    _manifest_edit(lambda d: d["files"][relative].update(sha256=empty, size=0), bundle)
+
+
 BAD = {
+    "a-fifo-at-a-listed-path": (_fifo, 2, "not a regular file"),
     "wheel-bytes-changed": (_flip_wheel, 4, "wheels/"),
     "wheel-and-manifest-edited": (_relist_wheel, 4, "not the file job"),
     "manifest-plan-edited": (_plan_edited, 4, "plan.json"),
@@ -572,3 +583,22 @@ def test_pip_installs_from_a_static_host_that_ignores_accept(
     assert page.headers["Content-Type"].startswith("text/html")  # what such a host serves
     listing = requests.get(f"{static_host}/{AMD}/simple/crcmod/index.json", timeout=10).json()
     assert [f["filename"] for f in listing["files"]] == ["crcmod-1.7-cp311-cp311-linux_x86_64.whl"]
+
+
+@pytest.mark.parametrize("case", ["a-foreign-site", "a-marker-that-is-a-dangling-link"])
+def test_a_root_that_is_not_ours_is_refused_before_anything_is_written(
+    fresh: Night, case: str
+) -> None:
+    fresh.index.mkdir(parents=True)
+    outside = fresh.root / "outside-target"
+    outside.unlink(missing_ok=True)
+    if case == "a-foreign-site":
+        (fresh.index / "index.html").write_text("<html>somebody's site</html>")
+    else:
+        (fresh.index / ".orchestrate-index").symlink_to(outside)
+    done = merge(fresh, *fresh.bundles.values())
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert str(fresh.index) in done.stderr
+    assert not (fresh.index / "store").exists()
+    assert not outside.exists()
+    shutil.rmtree(fresh.index)
