@@ -10,6 +10,7 @@ engine faults are handed to the scheduler as worth retrying.
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -58,6 +59,23 @@ def _key(name: str, arch: str, emulated: bool) -> str:
     return f"{name}|{arch}|{'emulated' if emulated else 'native'}"
 
 
+def _seconds_of(path: Path) -> dict[str, float]:
+    """The cache's entries that are finite, non-negative numbers of seconds: a cache
+    is a file anyone may have edited, and NaN, Infinity or a string in it would reach
+    the shards' JSON and the scheduler's arithmetic. Anything else is forgotten."""
+    try:
+        loaded = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
+        return {}
+    if not isinstance(loaded, dict):
+        return {}
+    return {
+        str(k): float(v)
+        for k, v in loaded.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < math.inf
+    }
+
+
 class Durations:
     """How long each package took per arch last time, and how much slower each engine
     emulates each arch: the scheduler's expectations.
@@ -70,10 +88,7 @@ class Durations:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        try:
-            loaded: dict[str, float] = json.loads(path.read_text())
-        except (OSError, ValueError):
-            loaded = {}
+        loaded = _seconds_of(path)
         # Learned factors apart (engine|arch -> factor): a lookup, not a scan of every
         # package's times, on each expectation the job graph asks for.
         self.factors = {k[len(FACTOR) :]: v for k, v in loaded.items() if k.startswith(FACTOR)}

@@ -161,3 +161,22 @@ def test_differences_name_the_decisions_that_differ() -> None:
                          decisions=[_decision("p1", "a", Action.CACHED)], created="t")  # fmt: skip
     found = differences(old, new)
     assert found == ["1 decision(s) (p1 a==1.0 (py3.11) build vs cached)"]
+
+
+def test_a_durations_cache_keeps_only_finite_non_negative_seconds(tmp_path: Path) -> None:
+    """NaN, Infinity, a string or a negative number in the cache (anyone's file) would
+    reach the shards' JSON (`NaN` is not JSON) and the plan file: they are forgotten."""
+    from orchestrator.build.execute import Durations
+
+    path = tmp_path / "durations.json"
+    path.write_text(
+        '{"a|amd64|native": NaN, "b|amd64|native": Infinity, "c|amd64|native": "12",'
+        ' "d|amd64|native": -5, "e|amd64|native": true, "f|amd64|native": 42,'
+        ' "factor|local|arm64": 7.5}'
+    )
+    durations = Durations(path)
+    assert durations.data == {"f|amd64|native": 42.0}
+    assert durations.factors == {"local|arm64": 7.5}
+    assert durations.expected("a", "amd64", False, 60.0) == 60.0
+    path.write_text("[1, 2]")
+    assert Durations(path).data == {}
