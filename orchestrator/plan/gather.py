@@ -225,10 +225,15 @@ def branch_inputs(
     return out
 
 
+def constraints_path(branch: BranchSpec, cache: Path) -> Path:
+    """Where a branch's downloaded constraints are kept for the run."""
+    name = hashlib.sha256(branch.constraints.encode()).hexdigest()[:16]
+    return cache / "branches" / f"{name}.txt"
+
+
 def fetch_constraints(branch: BranchSpec, cache: Path) -> Path:
     """A branch's constraints URL, downloaded (capped) into the cache for this run."""
-    url = branch.constraints
-    target = cache / "branches" / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}.txt"
+    url, target = branch.constraints, constraints_path(branch, cache)
     try:
         response = requests.get(url, timeout=60, stream=True)
         response.raise_for_status()
@@ -240,9 +245,28 @@ def fetch_constraints(branch: BranchSpec, cache: Path) -> Path:
             f"branch {branch.name!r}: cannot fetch its constraints {url}: {reason}",
             hint="check the URL, or point constraints: at a local copy",
         ) from None
+    _check_text(branch, data, response.headers.get("Content-Type", ""))
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(data)
     return target
+
+
+def _check_text(branch: BranchSpec, data: bytes, content_type: str) -> None:
+    """A constraints file is text: a binary answer or an HTML page (a sign-in page, an
+    error page served with 200) is refused, naming the branch and its URL."""
+    what = ""
+    if b"\0" in data:
+        what = "binary data (NUL bytes)"
+    elif "html" in content_type.lower() or data.lstrip()[:15].lower().startswith(
+        (b"<!doctype html", b"<html")
+    ):
+        what = "an HTML page (a sign-in or error page?)"
+    if what:
+        raise RequirementsError(
+            f"branch {branch.name!r}: its constraints {branch.constraints} answered {what}, "
+            "not a constraints file",
+            hint="point constraints: at the raw file's URL, or at a local copy",
+        )
 
 
 def make_plan(
@@ -259,7 +283,9 @@ def make_plan(
     branches = branch_inputs(
         matrix, platforms, requirement_files, constraint_files, cache=upstream.cache_dir
     )
-    read = [(b, _read(b)) for b in branches]
+    cache = upstream.cache_dir
+    urls = {constraints_path(b, cache): b.constraints for b in matrix.branches if b.remote}
+    read = [(b, _read(b, urls)) for b in branches]
     names = {p.name for _, r in read for p in r.pins} | {
         u.name for _, r in read for u in r.unpinned
     }
@@ -319,10 +345,16 @@ def planned(
     )
 
 
-def _read(branch: BranchInput) -> Requirements:
-    reqs = reqs_mod.read(
-        list(branch.requirements), list(branch.constraints), remote=frozenset(branch.remote)
-    )
+def _read(branch: BranchInput, urls: Mapping[Path, str]) -> Requirements:
+    try:
+        reqs = reqs_mod.read(
+            list(branch.requirements), list(branch.constraints), remote=frozenset(branch.remote)
+        )
+    except RequirementsError as exc:  # a downloaded file is named by its URL, not our cache
+        message = exc.message
+        for path in branch.remote:
+            message = message.replace(str(path), urls.get(path, str(path)))
+        raise RequirementsError(message, exc.hint) from None
     if not reqs.pins and not reqs.unpinned and not reqs.unsupported:
         named = f"branch {branch.name!r}: " if branch.name else ""
         raise RequirementsError(

@@ -138,6 +138,33 @@ def test_a_dripping_constraints_url_ends_at_the_deadline(
     assert "upper-constraints.txt" in result.err
 
 
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (b"six===1.16.0\n\x00\x01\x02binary", "binary data"),
+        (b"\n  <!DOCTYPE html><html><body>Sign in</body></html>", "an HTML page"),
+        (b"six===1.16.0\nnot a requirement !!\n", "not a valid requirement"),
+    ],
+)
+def test_a_bad_remote_constraints_file_is_named_by_its_branch_and_url(
+    cli: CliRunner,
+    tmp_path: Path,
+    server: _Server,
+    monkeypatch: pytest.MonkeyPatch,
+    body: bytes,
+    said: str,
+) -> None:
+    """Not the cache file it was kept in: the branch and the URL the user wrote."""
+    server.body = body
+    monkeypatch.setenv("ORCHESTRATE_CACHE_DIR", str(tmp_path / "cache"))
+    url = _url(server, "/upper-constraints.txt")
+    result = cli("plan", "-m", str(_branch_matrix(tmp_path, url)))
+    assert result.code == 2, result.err
+    assert said in result.err
+    assert url in result.err
+    assert str(tmp_path / "cache") not in result.err
+
+
 def test_a_remote_constraints_file_never_reads_a_local_one(
     cli: CliRunner, tmp_path: Path, server: _Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
