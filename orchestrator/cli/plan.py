@@ -12,6 +12,7 @@ import click
 from orchestrator.build.execute import Durations
 from orchestrator.cli.app import App, F, format_option, matrix_options, pass_app, print_rows
 from orchestrator.core.errors import EXIT_FAILED
+from orchestrator.core.redact import redact
 from orchestrator.model import Action
 from orchestrator.plan.decide import Decision, missing_pins
 from orchestrator.plan.gather import make_plan
@@ -188,4 +189,5 @@ def print_summary(app: App, decisions: list[Decision]) -> None:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    write_text_atomic(path, text)
+    """A plan output: a CI artifact, so redacted as every other output is."""
+    write_text_atomic(path, redact(text))

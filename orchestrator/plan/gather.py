@@ -32,6 +32,7 @@ from orchestrator.plan.decide import (
     usable,
 )
 from orchestrator.plan.overrides import Overrides
+from orchestrator.plan.planfile import with_credentials
 from orchestrator.plan.requirements import Pin, Requirements, Unpinned
 from orchestrator.plan.tags import TagSet, derived_tags, tags_from_probe
 from orchestrator.plan.upstream import ProjectPage, Stats, Upstream, read_capped
@@ -333,7 +334,7 @@ def planned(
     """A plan made before (a plan file): its decisions as they were, for the selected
     platforms; the index's pages only for build-dependency choices and hints."""
     names = {p.name for p in platforms}
-    mine = [d for d in decisions if d.platform in names]
+    mine = [with_credentials(d, upstream.base_url) for d in decisions if d.platform in names]
     pages = upstream.projects({d.name for d in mine})
     return PlanResult(
         decisions=mine,

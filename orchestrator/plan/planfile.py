@@ -15,15 +15,17 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import jsonschema
 
 from orchestrator.core.errors import InputError, StoreConflict
 from orchestrator.core.files import read_bounded, write_atomic
 from orchestrator.core.quoting import shown
+from orchestrator.core.redact import redact
 from orchestrator.model import Action
 from orchestrator.plan.decide import Decision
 from orchestrator.plan.shards import Shard
@@ -113,11 +115,43 @@ def make_plan_file(
     *, matrix: str, inputs: Mapping[str, str], platforms: Sequence[str],
     decisions: Sequence[Decision], shards: Sequence[Shard] = (), created: str,
 ) -> PlanFile:  # fmt: skip
+    public = tuple(_public(d) for d in decisions)
     return PlanFile(
-        identity=identity_of(matrix, inputs, platforms, decisions),
+        identity=identity_of(matrix, inputs, platforms, public),
         created=created, matrix=matrix, inputs=dict(inputs), platforms=tuple(platforms),
-        shards=tuple(shards), decisions=tuple(decisions),
+        shards=tuple(shards), decisions=public,
     )  # fmt: skip
+
+
+def _public(decision: Decision) -> Decision:
+    """A decision as a plan file carries it (a CI artifact, in every bundle): no
+    credentials. A runner building it adds its index's own again (`with_credentials`)."""
+    return replace(
+        decision,
+        sdist_url=without_credentials(decision.sdist_url),
+        reason=redact(decision.reason),
+        source=redact(decision.source),
+    )
+
+
+def without_credentials(url: str | None) -> str | None:
+    if not url or "@" not in url:
+        return url
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def with_credentials(decision: Decision, index_url: str) -> Decision:
+    """A plan file's decision with the credentials of `index_url` put back into its
+    sdist URL, when both name the same host (what the plan job's pages gave)."""
+    url, index = decision.sdist_url, urlsplit(index_url)
+    if not url or "@" not in index.netloc:
+        return decision
+    parts = urlsplit(url)
+    if "@" in parts.netloc or parts.netloc != index.netloc.rpartition("@")[2]:
+        return decision
+    netloc = f"{index.netloc.rpartition('@')[0]}@{parts.netloc}"
+    return replace(decision, sdist_url=urlunsplit(parts._replace(netloc=netloc)))
 
 
 def identity_of(

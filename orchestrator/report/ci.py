@@ -16,6 +16,7 @@ from typing import Any
 import junit_xml as junit
 from prometheus_client import CollectorRegistry, Gauge, generate_latest, write_to_textfile
 
+from orchestrator.core.redact import redact
 from orchestrator.report.data import unwritable, write_text_atomic
 
 LOG_TAIL = 64 * 1024
@@ -133,7 +134,7 @@ def _index_gauges(registry: CollectorRegistry, index: dict[str, tuple[int, int]]
 
 
 def write_junit(report: dict[str, Any], path: Path) -> None:
-    write_text_atomic(path, junit_xml(report))
+    write_text_atomic(path, redact(junit_xml(report)))  # a bundle's record may hold one
 
 
 def write_metrics(report: dict[str, Any], index: dict[str, tuple[int, int]], path: Path) -> None:

@@ -139,7 +139,7 @@ def test_a_dripping_constraints_url_ends_at_the_deadline(
 
 
 @pytest.mark.parametrize(
-    ("body", "said"),
+    "case",
     [
         (b"six===1.16.0\n\x00\x01\x02binary", "binary data"),
         (b"\n  <!DOCTYPE html><html><body>Sign in</body></html>", "an HTML page"),
@@ -150,11 +150,12 @@ def test_a_bad_remote_constraints_file_is_named_by_its_branch_and_url(
     cli: CliRunner,
     tmp_path: Path,
     server: _Server,
+    *,
     monkeypatch: pytest.MonkeyPatch,
-    body: bytes,
-    said: str,
+    case: tuple[bytes, str],
 ) -> None:
     """Not the cache file it was kept in: the branch and the URL the user wrote."""
+    body, said = case
     server.body = body
     monkeypatch.setenv("ORCHESTRATE_CACHE_DIR", str(tmp_path / "cache"))
     url = _url(server, "/upper-constraints.txt")

@@ -126,3 +126,14 @@ def test_progress_shows_each_running_jobs_phase_and_elapsed_time() -> None:
     assert "build" in row
     assert "emulated" in row
     assert "0s" in row
+
+
+def test_junit_redacts_a_password_a_record_carries(tmp_path: Path) -> None:
+    """A merged night's records come from bundles: a password in one never reaches
+    the JUnit file, as it reaches no other output."""
+    data = report(tmp_path)
+    data["jobs"][2]["error"] = "cannot fetch https://ci:S3cr3t@pypi.example/simple/x/"
+    write_junit(data, tmp_path / "junit.xml")
+    text = (tmp_path / "junit.xml").read_text()
+    assert "S3cr3t" not in text
+    assert "https://ci:****@pypi.example/simple/x/" in text

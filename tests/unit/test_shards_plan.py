@@ -180,3 +180,47 @@ def test_a_durations_cache_keeps_only_finite_non_negative_seconds(tmp_path: Path
     assert durations.expected("a", "amd64", False, 60.0) == 60.0
     path.write_text("[1, 2]")
     assert Durations(path).data == {}
+
+
+def test_a_plan_file_carries_no_credentials_and_a_runner_puts_its_own_back(
+    tmp_path: Path,
+) -> None:
+    """The plan file travels as a CI artifact in every bundle: the index password the
+    plan job's pages gave its sdist URLs stays out; the shard's runner, with the same
+    index URL, adds it again for the download."""
+    from orchestrator.model import Action
+    from orchestrator.plan.decide import Decision
+    from orchestrator.plan.planfile import (
+        load_plan,
+        make_plan_file,
+        save_plan,
+        with_credentials,
+    )
+
+    secret = "https://ci:S3cr3t@pypi.example/packages/x-1.0.tar.gz"
+    decision = Decision(
+        platform="debian-bookworm-amd64",
+        python="3.11",
+        name="x",
+        version="1.0",
+        action=Action.BUILD,
+        reason="no wheel on https://ci:S3cr3t@pypi.example/simple/",
+        sdist="x-1.0.tar.gz",
+        sdist_url=secret,
+    )
+    plan = make_plan_file(
+        matrix="0" * 64,
+        inputs={},
+        platforms=["debian-bookworm-amd64"],
+        decisions=[decision],
+        created="now",
+    )
+    save_plan(plan, tmp_path / "plan.json")
+    assert "S3cr3t" not in (tmp_path / "plan.json").read_text()
+    loaded = load_plan(tmp_path / "plan.json")  # its identity holds as written
+    (public,) = loaded.decisions
+    assert public.sdist_url == "https://pypi.example/packages/x-1.0.tar.gz"
+    index = "https://ci:S3cr3t@pypi.example/simple/"
+    assert with_credentials(public, index).sdist_url == secret
+    other = "https://ci:S3cr3t@mirror.example/simple/"
+    assert with_credentials(public, other).sdist_url == public.sdist_url
