@@ -32,9 +32,12 @@ from orchestrator.plan.shards import Shard
 
 FORMAT = "orchestrate-plan-1"
 MAX_BYTES = 256 << 20  # 15 platforms x 4 branches x 575 pins is a few MiB
-SHA = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+# `(?![\s\S])` ends the string: `$` would also match before a final newline (in
+# Python's re, which the validator uses), and let "amd64\n" through as a name.
+END = r"(?![\s\S])"
+SHA = {"type": "string", "pattern": "^[0-9a-f]{64}" + END}
 TEXT = {"type": "string", "maxLength": 4096}
-NAME = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"}
+NAME = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}" + END}
 MAYBE = {"type": ["string", "null"], "maxLength": 4096}
 # fmt: off
 SCHEMA: dict[str, Any] = {

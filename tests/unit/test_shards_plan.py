@@ -224,3 +224,22 @@ def test_a_plan_file_carries_no_credentials_and_a_runner_puts_its_own_back(
     assert with_credentials(public, index).sdist_url == secret
     other = "https://ci:S3cr3t@mirror.example/simple/"
     assert with_credentials(public, other).sdist_url == public.sdist_url
+
+
+def test_a_shard_name_with_a_final_newline_is_refused(tmp_path: Path) -> None:
+    from orchestrator.core.errors import InputError
+    from orchestrator.plan.planfile import load_plan, make_plan_file, save_plan
+    from orchestrator.plan.shards import Shard
+
+    shard = Shard(name="amd64\n", platforms=("debian-bookworm-amd64",), labels=(), native=True)
+    plan = make_plan_file(
+        matrix="0" * 64,
+        inputs={},
+        platforms=["debian-bookworm-amd64"],
+        decisions=[],
+        shards=[shard],
+        created="now",
+    )
+    save_plan(plan, tmp_path / "plan.json")
+    with pytest.raises(InputError, match="not an orchestrate plan file"):
+        load_plan(tmp_path / "plan.json")
