@@ -17,6 +17,8 @@ from typing import Any
 
 from orchestrator.config.matrix import Platform
 from orchestrator.config.schema import RunnerSpec
+from orchestrator.core.errors import InputError
+from orchestrator.core.quoting import shown
 from orchestrator.model import Action, Arch
 from orchestrator.plan.decide import Decision
 
@@ -105,6 +107,7 @@ def shards_of(
         jobs[where.shard] = jobs.get(where.shard, 0) + 1
         cost = expected(d.name, arch[d.platform], not where.native)
         seconds[where.shard] = seconds.get(where.shard, 0.0) + cost
+    _check_one_runner_per_shard(placed)
     out: dict[str, Shard] = {}
     for name, where in placed.items():
         have = out.get(where.shard)
@@ -118,6 +121,22 @@ def shards_of(
             expected_seconds=seconds.get(where.shard, 0.0),
         )
     return tuple(out.values())
+
+
+def _check_one_runner_per_shard(placed: Mapping[str, _Place]) -> None:
+    """A shard runs on one kind of runner: a rule that names a default arch's shard
+    (`shard: amd64` for arm64 platforms) with other labels would have the first
+    platform's runner decide silently, and arm64 land on an amd64 runner."""
+    first: dict[str, tuple[str, _Place]] = {}
+    for name, where in placed.items():
+        other, before = first.setdefault(where.shard, (name, where))
+        if before.labels != where.labels:
+            raise InputError(
+                f"runners: shard {shown(where.shard)} gets {other} on runners labelled "
+                f"{list(before.labels)} and {name} on {list(where.labels)}; a shard runs "
+                "on one kind of runner",
+                hint="give the rule a shard name of its own (not an arch's default shard)",
+            )
 
 
 def github_matrix(shards: Sequence[Shard]) -> dict[str, list[dict[str, object]]]:

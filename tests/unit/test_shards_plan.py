@@ -243,3 +243,17 @@ def test_a_shard_name_with_a_final_newline_is_refused(tmp_path: Path) -> None:
     save_plan(plan, tmp_path / "plan.json")
     with pytest.raises(InputError, match="not an orchestrate plan file"):
         load_plan(tmp_path / "plan.json")
+
+
+def test_a_rule_naming_a_default_arch_shard_with_other_labels_is_refused(write: Write) -> None:
+    """arm64 platforms sent to the `amd64` shard on an arm runner: the amd64 platforms
+    (no rule) are in that shard on the default runner; one of the two would lose."""
+    from orchestrator.core.errors import InputError
+
+    path = _with_runners(
+        write, "runners:\n  - {platforms: '*-arm64', labels: [self-hosted, ARM64], shard: amd64}\n"
+    )
+    matrix = load_matrix(path)
+    with pytest.raises(InputError, match="shard 'amd64' gets") as caught:
+        shards_of([], expand(matrix), matrix.runners, _flat)
+    assert "ARM64" in caught.value.message
