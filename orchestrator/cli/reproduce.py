@@ -17,6 +17,7 @@ from orchestrator.cli.app import DEFAULT_MATRIX, App, matrix_option, pass_app, w
 from orchestrator.config import EngineSpec, load_matrix
 from orchestrator.config.matrix import expand
 from orchestrator.core.errors import InputError, RegistryError
+from orchestrator.core.quoting import printable, shown
 from orchestrator.engines import Engine, RunRequest
 from orchestrator.report.data import load_report
 from orchestrator.report.html import write_html
@@ -164,5 +165,14 @@ def _shell(engine: Engine, spec: JobSpec, image: str, *, sdists: SdistCache) -> 
 @click.option("--html", "html_path", type=REPORT, required=True, help="Write the page here.")
 def report(report_file: Path, html_path: Path) -> None:
     """Render a JSON build report again as an HTML page."""
-    write_html(load_report(report_file), html_path)
+    data = load_report(report_file)
+    for number, job in enumerate(data["jobs"]):
+        log = job.get("log") if isinstance(job, dict) else None
+        if isinstance(log, str) and printable(log) != log:  # a path no file system has
+            raise InputError(
+                f"{report_file}: jobs/{number} has a log path with a control character "
+                f"({shown(log)})",
+                hint="pass a report written by `orchestrate build`",
+            )
+    write_html(data, html_path)
     click.echo(f"wrote {html_path}")

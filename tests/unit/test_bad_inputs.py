@@ -108,6 +108,18 @@ def test_unwritable_output_paths_are_exit_2(cli: CliRunner, tmp_path: Path) -> N
         assert "cannot write" in result.err or "directory" in result.err
 
 
+def test_a_report_whose_log_path_holds_a_nul_byte_is_named(cli: CliRunner, tmp_path: Path) -> None:
+    job = {"job": "p/x==1", "platform": "p", "name": "x", "version": "1", "status": "failed",
+           "log": "/tmp/x\x00.log"}  # fmt: skip
+    report = tmp_path / "r.json"
+    report.write_text(json.dumps(minimal_report([job])))
+    result = cli("report", str(report), "--html", str(tmp_path / "out.html"))
+    assert result.code == 2, result.err
+    assert str(report) in result.err
+    assert "jobs/0" in result.err
+    assert "Traceback" not in result.err
+
+
 def test_sigterm_is_exit_130(tmp_path: Path) -> None:
     matrix = local_matrix_copy(tmp_path / "m.yaml", tmp_path / "w")
     server = subprocess.Popen(

@@ -15,7 +15,8 @@ from orchestrator.model import Action
 from orchestrator.plan.decide import Decision
 from orchestrator.plan.planfile import differences, load_plan, make_plan_file, save_plan
 from orchestrator.plan.shards import github_matrix, shards_of
-from tests.conftest import REPO
+from tests.conftest import REPO, CliRunner
+from tests.matrices import local_matrix_copy
 
 Write = Callable[[str, str], Path]
 MULTI = REPO / "examples" / "multiarch.yaml"
@@ -257,3 +258,27 @@ def test_a_rule_naming_a_default_arch_shard_with_other_labels_is_refused(write: 
     with pytest.raises(InputError, match="shard 'amd64' gets") as caught:
         shards_of([], expand(matrix), matrix.runners, _flat)
     assert "ARM64" in caught.value.message
+
+
+def test_merge_refuses_a_plan_of_another_matrix_or_of_platforms_it_lacks(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    """Not "MISSING" (exit 1) for a plan that is not this night's: refused (exit 2)
+    before anything is written, and nothing named like the root's own folders."""
+    from orchestrator.config import load_matrix
+    from orchestrator.plan.planfile import make_plan_file, save_plan
+
+    matrix = local_matrix_copy(tmp_path / "m.yaml", tmp_path / "index")
+    digest = load_matrix(matrix).digest
+    for name, (owner, platforms) in {
+        "other": ("a" * 64, ["debian-bookworm-amd64"]),
+        "strangers": (digest, ["debian-bookworm-amd64", "store", "index.html"]),
+    }.items():
+        plan = make_plan_file(
+            matrix=owner, inputs={}, platforms=platforms, decisions=[], created="now"
+        )
+        save_plan(plan, tmp_path / f"{name}.json")
+        result = cli("merge", "-m", str(matrix), "--plan", str(tmp_path / f"{name}.json"))
+        assert result.code == 2, (name, result.err)
+        assert "MISSING" not in result.err
+        assert not (tmp_path / "index").exists()
