@@ -148,6 +148,13 @@ class DockerEngine:
         with self._errors("reading version and info"):
             version = self.api.version()
             info = self.api.info()
+        if not isinstance(version, dict) or not isinstance(info, dict):
+            # An engine's answer is somebody else's text: a wrong shape is its fault.
+            raise EngineError(
+                f"engine {self.name} ({self.url}): its /version or /info answer is not a "
+                "JSON object",
+                hint="check that the URL is a Docker or Podman API endpoint",
+            )
         # Docker reports uname's name (x86_64), Podman Go's (amd64): one name, uname's.
         reported = str(info.get("Architecture", ""))
         arch = _MACHINE_TO_ARCH.get(reported)
@@ -175,8 +182,10 @@ class DockerEngine:
         with self._errors("reading libpod's info"):
             response = self.api.get(self.api.base_url + _LIBPOD_INFO)
             response.raise_for_status()
-            security = (response.json().get("host") or {}).get("security") or {}
-        return bool(security.get("rootless"))
+            answer = response.json()
+        host = answer.get("host") if isinstance(answer, dict) else None
+        security = host.get("security") if isinstance(host, dict) else None
+        return isinstance(security, dict) and security.get("rootless") is True
 
     # -- images ---------------------------------------------------------------
     def build(self, request: BuildRequest, on_line: Callable[[str], None]) -> str:
@@ -420,8 +429,12 @@ def _drain(stream: Iterator[bytes], on_output: Callable[[bytes], None]) -> None:
             on_output(chunk)
 
 
-def kind_of(version: dict[str, Any]) -> EngineKind:
-    names = [str(c.get("Name", "")) for c in version.get("Components") or ()]
+def kind_of(version: object) -> EngineKind:
+    """Podman when its version answer names a Podman component; any other shape of
+    answer (an engine's text is not ours) is read as Docker's."""
+    components = version.get("Components") if isinstance(version, dict) else None
+    listed = components if isinstance(components, list) else []
+    names = [str(c.get("Name", "")) for c in listed if isinstance(c, dict)]
     podman = any(_PODMAN_COMPONENT in name.lower() for name in names)
     return EngineKind.PODMAN if podman else EngineKind.DOCKER
 

@@ -109,8 +109,14 @@ def test_unwritable_output_paths_are_exit_2(cli: CliRunner, tmp_path: Path) -> N
 
 
 def test_a_report_whose_log_path_holds_a_nul_byte_is_named(cli: CliRunner, tmp_path: Path) -> None:
-    job = {"job": "p/x==1", "platform": "p", "name": "x", "version": "1", "status": "failed",
-           "log": "/tmp/x\x00.log"}  # fmt: skip
+    job: dict[str, object] = {
+        "job": "p/x==1",
+        "platform": "p",
+        "name": "x",
+        "version": "1",
+        "status": "failed",
+        "log": "/tmp/x\x00.log",
+    }
     report = tmp_path / "r.json"
     report.write_text(json.dumps(minimal_report([job])))
     result = cli("report", str(report), "--html", str(tmp_path / "out.html"))

@@ -79,18 +79,22 @@ class _Server(http.server.ThreadingHTTPServer):
     body: bytes = b""
     drip: bool = False
     content_type: str = "text/plain"
+    routes: dict[str, bytes] = {}  # noqa: RUF012 - a path ending -> its own body
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: _Server
 
     def do_GET(self) -> None:
+        path = self.path.split("?")[0]
+        routes = self.server.routes
+        body = next((b for end, b in routes.items() if path.endswith(end)), self.server.body)
         self.send_response(200)
         self.send_header("Content-Type", self.server.content_type)
         extra = 10_000 if self.server.drip else 0
-        self.send_header("Content-Length", str(len(self.server.body) + extra))
+        self.send_header("Content-Length", str(len(body) + extra))
         self.end_headers()
-        self.wfile.write(self.server.body)
+        self.wfile.write(body)
         for _ in range(10_000 if self.server.drip else 0):  # one byte a second
             try:
                 self.wfile.write(b"#")
@@ -427,3 +431,35 @@ def test_a_huge_report_with_an_unknown_job_gets_a_short_hint(
     assert "no job for" in result.err
     assert "and 49980 more" in result.err
     assert len(result.err) < 5_000
+
+
+VERSION = b'{"Version": "20.10.24", "ApiVersion": "1.41", "Components": []}'
+
+
+@pytest.mark.parametrize(
+    "routes",
+    [
+        {"/version": VERSION, "/info": b"[1, 2]"},
+        {"/version": b'["not", "an", "object"]', "/info": b"{}"},
+        {"/version": VERSION, "/info": b'{"Architecture": "\\u001b[2J\\n::error::x"}'},
+    ],
+)
+def test_an_engine_answer_of_the_wrong_shape_is_the_engines_fault(
+    cli: CliRunner, tmp_path: Path, server: _Server, routes: dict[str, bytes]
+) -> None:
+    """An engine's /version or /info of another shape is exit 3 naming the engine,
+    never 70; escapes and newlines in its text are never printed raw."""
+    server.routes, server.content_type = routes, "application/json"
+    server.body = b"OK"  # /_ping
+    port = server.server_address[1]
+    matrix = local_matrix_copy(
+        tmp_path / "m.yaml",
+        tmp_path / "w",
+        {"url: unix:///var/run/docker.sock": f"url: tcp://127.0.0.1:{port}"},
+    )
+    result = cli("doctor", "-m", str(matrix))
+    said = result.out + result.err
+    assert result.code == 3, said
+    assert "internal error" not in said
+    assert "\x1b" not in said
+    assert not any(line.startswith("::") for line in said.splitlines()), said
