@@ -1,4 +1,4 @@
-"""Emulated builds with the native cross compiler (#17): the same C and C++ pins built
+"""Emulated builds with the native cross compiler: the same C and C++ pins built
 three ways in one run, native amd64, arm64 fully emulated and arm64 emulated with the
 builder's native compiler; `python -m benchmarks.compilers` runs it alone."""
 

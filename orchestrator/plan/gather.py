@@ -281,12 +281,10 @@ def make_plan(
     probed: Probed | None = None,
     builders: Mapping[str, BuilderRuntime] | None = None,
 ) -> PlanResult:
-    branches = branch_inputs(
+    inputs = branch_inputs(
         matrix, platforms, requirement_files, constraint_files, cache=upstream.cache_dir
     )
-    cache = upstream.cache_dir
-    urls = {constraints_path(b, cache): b.constraints for b in matrix.branches if b.remote}
-    read = [(b, _read(b, urls)) for b in branches]
+    read = _read_branches(matrix, inputs, upstream.cache_dir)
     names = {p.name for _, r in read for p in r.pins} | {
         u.name for _, r in read for u in r.unpinned
     }
@@ -344,6 +342,14 @@ def planned(
         upstream=upstream,
         notices=[],
     )
+
+
+def _read_branches(
+    matrix: Matrix, branches: Sequence[BranchInput], cache: Path
+) -> list[tuple[BranchInput, Requirements]]:
+    """Each branch's files parsed; a downloaded one named by its URL in errors."""
+    urls = {constraints_path(b, cache): b.constraints for b in matrix.branches if b.remote}
+    return [(b, _read(b, urls)) for b in branches]
 
 
 def _read(branch: BranchInput, urls: Mapping[Path, str]) -> Requirements:

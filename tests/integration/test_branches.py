@@ -1,4 +1,4 @@
-"""Branches x platforms through the CLI (#15), on OpenStack's real constraints (575 pins)
+"""Branches x platforms through the CLI, on OpenStack's real constraints (575 pins)
 against the real index: master on both arches, a stable branch of our making (eight
 pins moved back, one dropped) on amd64 only, and a short list of "packages we care
 about", unpinned, resolved against the stable constraints, on arm64 only. One `plan`

@@ -1,4 +1,4 @@
-"""Five architectures end to end (#16), on examples/multiarch.yaml: debian bookworm on
+"""Five architectures end to end, on examples/multiarch.yaml: debian bookworm on
 amd64, arm64, ppc64le and s390x and trixie on amd64 and riscv64, bases by debootstrap,
 builders built (emulated where foreign), pushed with one manifest list per release and
 pulled back per arch, the example's C extension built on every platform, then installed

@@ -1,4 +1,4 @@
-"""Emulated arm64 builds with the builder's native cross compiler (#17), for real: a C
+"""Emulated arm64 builds with the builder's native cross compiler, for real: a C
 pin (crcmod) and a C++ one (greenlet, from source) built for debian-bookworm-arm64 on
 the amd64 engine both ways; the wheels install and import in the arm64 builder, and
 their extension modules disassemble the same."""

@@ -1,4 +1,4 @@
-"""Per-package system packages for real (#15): python-ldap (an OpenStack pin, sdist only
+"""Per-package system packages for real: python-ldap (an OpenStack pin, sdist only
 on PyPI) on debian-bookworm amd64 and arm64, whose builders' common list lacks
 libldap2-dev and libsasl2-dev. Without an override it fails as a missing system
 library naming the header; with the packages named only in a bindep.txt the matrix

@@ -58,7 +58,7 @@ PINS = [
     "setproctitle==1.3.3",
 ]
 RECORD = Path(__file__).parent / "data" / "plan_oracle.json"
-# The new arches (#16): 48 pins from OpenStack's constraints that PyPI serves as compiled
+# The new arches: 48 pins from OpenStack's constraints that PyPI serves as compiled
 # wheels for x86_64, and 6 compiled ones it has as sdists only.
 COMPILED = [
     "aiohttp==3.14.3", "ast-serialize==0.8.0", "autobahn==26.7.1", "bcrypt==5.0.0",

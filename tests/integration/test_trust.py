@@ -1,4 +1,4 @@
-"""A wheel cache users can trust (#12), for real.
+"""A wheel cache users can trust, for real.
 
 psycopg2 (an OpenStack pin, sdist only on PyPI for Linux) links libpq. It is built
 for debian-bookworm amd64 and arm64 by `orchestrate build`; the record, the report,

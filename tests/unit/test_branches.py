@@ -1,4 +1,4 @@
-"""Branches x platforms (#15): the schema and its checks, which files each branch plans
+"""Branches x platforms: the schema and its checks, which files each branch plans
 on which platforms, and the dedup of pins that several branches share."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The native compiler under emulation (#17), without Docker: which builders get a cross
+"""The native compiler under emulation, without Docker: which builders get a cross
 toolchain, how its layer renders, and which mode a job placed on an engine gets."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Per-package settings (#15): the `overrides:` schema, how entries combine, bindep
+"""Per-package settings: the `overrides:` schema, how entries combine, bindep
 evaluated per platform (deb and rpm), the system-packages step's Dockerfile, and
 what the job graph, plan and reproduce script make of them."""
 

@@ -1,4 +1,4 @@
-"""A wheel cache users can trust (#12), the pure parts: ELF analysis of real shared
+"""A wheel cache users can trust, the pure parts: ELF analysis of real shared
 objects, resolution against a builder's runtime facts, the ABI check and the plan's
 `rebuild`, build tags in the store, project pages, provenance statements, the smoke
 test's verdict and its in-container check, and the matrix keys."""

@@ -201,7 +201,7 @@ def test_expected_durations_scale_for_emulation(tmp_path: Path) -> None:
 
 def test_the_emulation_factor_is_learned_per_engine_and_arch(tmp_path: Path) -> None:
     """s390x and riscv64 are slower under QEMU than arm64: each (engine, arch) learns
-    its own factor from packages built both natively and emulated (#16)."""
+    its own factor from packages built both natively and emulated."""
     from orchestrator.build.execute import EMULATION_FACTOR, Durations
 
     durations = Durations(tmp_path / "d.json")
