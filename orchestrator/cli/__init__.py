@@ -14,7 +14,7 @@ import traceback
 
 import click
 
-from orchestrator import __version__
+from orchestrator import version_line
 from orchestrator.cli.app import App
 from orchestrator.cli.build import build
 from orchestrator.cli.doctor import doctor, setup_host
@@ -37,7 +37,14 @@ from orchestrator.core.redact import RedactingStream
 @click.option(
     "-v", "--verbose", is_flag=True, help="Also each job's log file (anywhere on the line)."
 )
-@click.version_option(__version__, prog_name="orchestrate")
+@click.option(
+    "--version",
+    is_flag=True,
+    is_eager=True,
+    expose_value=False,
+    callback=lambda ctx, _param, value: _print_version(ctx) if value else None,
+    help="Show the version and the commit this orchestrate was built from, and exit.",
+)
 @click.pass_context
 def cli(ctx: click.Context, debug: bool, quiet: bool, verbose: bool) -> None:
     """Build multi-arch builder images and per-platform Python wheel caches.
@@ -46,6 +53,12 @@ def cli(ctx: click.Context, debug: bool, quiet: bool, verbose: bool) -> None:
     (zsh_source, fish_source for those shells).
     """
     ctx.ensure_object(App).debug = ctx.ensure_object(App).debug or debug
+
+
+def _print_version(ctx: click.Context) -> None:
+    """Asked for only when --version is given: git is not run at every start."""
+    click.echo(version_line())
+    ctx.exit()
 
 
 cli.add_command(matrix)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
 import tarfile
 import time
 from collections.abc import Callable, Mapping
@@ -14,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from orchestrator import revision
 from orchestrator.config import Matrix
 from orchestrator.config.matrix import Platform
 from orchestrator.core.errors import EngineError, OrchestrateError
@@ -30,7 +29,7 @@ from orchestrator.images.facts import (
     parse_probe,
     parse_runtime,
 )
-from orchestrator.images.render import CrossToolchain, Rendered, render, templates_dir
+from orchestrator.images.render import CrossToolchain, Rendered, render
 from orchestrator.images.stale import build_labels, stale_reason
 from orchestrator.images.sysdeps import RUNTIME_FACTS
 from orchestrator.model import Arch, ImageStatus
@@ -83,21 +82,8 @@ def release_tag(matrix: Matrix, release_name: str) -> str:
 
 
 def source_revision() -> str:
-    """`$ORCHESTRATE_REVISION`, else the git revision of the templates' checkout."""
-    explicit = os.environ.get("ORCHESTRATE_REVISION")
-    if explicit:
-        return explicit
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(templates_dir()), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip()
+    """`$ORCHESTRATE_REVISION`, else the commit this orchestrate was built from."""
+    return revision()
 
 
 def build_image(

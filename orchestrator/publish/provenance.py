@@ -21,6 +21,7 @@ from in_toto_attestation.predicates.provenance.v1 import provenance_pb2
 from in_toto_attestation.v1.resource_descriptor import ResourceDescriptor
 from in_toto_attestation.v1.statement import Statement
 
+from orchestrator import DISTRIBUTION
 from orchestrator.build.records import WheelRecord
 
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -115,6 +116,6 @@ def _metadata(record: WheelRecord) -> dict[str, str]:
 
 def _version() -> str:
     try:
-        return dist_version("orchestrate")
+        return dist_version(DISTRIBUTION)
     except PackageNotFoundError:
         return "unknown"

@@ -78,3 +78,46 @@ def test_the_zuul_publish_job_waits_for_every_platform_job() -> None:
     assert len(builds) == 2
     waits = {d["name"] for d in jobs["orchestrate-wheel-publish"]["dependencies"]}
     assert builds <= waits
+
+
+def test_a_wheel_of_this_checkout_names_its_commit(tmp_path: Path) -> None:
+    """What a CI job installs (a wheel built from the night's checkout) says which
+    commit it is; and the distribution is not PyPI's unrelated `orchestrate`."""
+    import sys
+    import zipfile
+
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    assert wheel.name.startswith("orchestrate_wheels-")
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(tmp_path / "site")
+        assert archive.read("orchestrator/_revision.txt").decode().strip() == head
+    shown = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"},
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip() == f"orchestrate 0.1.0 (orchestrate-wheels, commit {head})"
