@@ -4,6 +4,7 @@ workflow schema (check-jsonschema's vendored copy) and Zuul's (zuul-lint's)."""
 from __future__ import annotations
 
 import importlib.resources
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -51,8 +52,11 @@ def test_the_checks_catch_a_broken_definition(tmp_path: Path, schema: str) -> No
     assert old in text
     broken = tmp_path / source.name
     broken.write_text(text.replace(old, new, 1))
-    args = ("--builtin-schema", "vendor.github-workflows") if schema == "github" else (
-        "--schemafile", _zuul_schema())  # fmt: skip
+    args = (
+        ("--builtin-schema", "vendor.github-workflows")
+        if schema == "github"
+        else ("--schemafile", _zuul_schema())
+    )
     assert _check(*args, str(broken)).returncode != 0
 
 
@@ -121,3 +125,119 @@ def test_a_wheel_of_this_checkout_names_its_commit(tmp_path: Path) -> None:
     )
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.strip() == f"orchestrate 0.1.0 (orchestrate-wheels, commit {head})"
+
+
+PINNED = re.compile(r"git\+https://\S+@[0-9a-f]{40}")
+
+
+def workflow_blockers(text: str) -> list[str]:
+    """What would stop a night on hosted runners, read off the workflow."""
+    flow = yaml.safe_load(text)
+    jobs, env = flow["jobs"], flow.get("env", {})
+    found = []
+    source = str(env.get("ORCHESTRATE_SOURCE", ""))
+    runs = {
+        name: " ".join(str(s.get("run", "")) for s in job.get("steps", []))
+        for name, job in jobs.items()
+    }
+    if not PINNED.fullmatch(source) or any(
+        re.search(r"pip install (?!\"\$ORCHESTRATE_SOURCE\")", r) for r in runs.values()
+    ):
+        found.append("installs orchestrate by a name, not a pinned commit")
+    for name, run in runs.items():
+        if "orchestrate " in run and "orchestrate --version" not in run:
+            found.append(f"{name}: its log does not show which orchestrate it runs")
+        if "orchestrate build" in run and "setup-host" not in run:
+            found.append(f"{name}: builds on a runner nothing set up (Docker, QEMU, debootstrap)")
+    if "wheelhouse/" in text.replace("wheelhouse-", "") or "--index-root" not in text:
+        found.append("caches and deploys a folder that is not the matrix's index root")
+    if "always()" in text:
+        found.append("always() merges and deploys a cancelled night")
+    build = jobs["build"]
+    deadline = int(env.get("ORCHESTRATE_BUILD_DEADLINE", 0))
+    if not 0 < deadline < build["timeout-minutes"] * 60 or "--deadline" not in runs["build"]:
+        found.append("a shard killed at its timeout hands over nothing")
+    uploads = [
+        s
+        for j in jobs.values()
+        for s in j.get("steps", [])
+        if str(s.get("uses", "")).startswith("actions/upload-artifact")
+    ]
+    if not all(s.get("with", {}).get("overwrite") is True for s in uploads):
+        found.append("an artifact upload fails on a re-run (no overwrite)")
+    if "merge.xml" not in " ".join(str(s.get("with", {}).get("path")) for s in uploads):
+        found.append("the merge's report and JUnit are not uploaded")
+    writers = [n for n, j in jobs.items() if (j.get("permissions") or {}).get("pages") == "write"]
+    if writers != ["deploy"] or "deploy-pages" in runs.get("merge", "") + str(jobs["merge"]):
+        found.append("the merge job deploys, with write permissions it need not have")
+    return found
+
+
+def test_the_workflow_has_none_of_the_blockers_a_first_night_met() -> None:
+    """Each was found reading the workflow as a new user would; each check fails on
+    the workflow before this change (checked when it was written)."""
+    assert workflow_blockers(WORKFLOW.read_text()) == []
+
+
+def test_the_index_root_the_steps_deploy_is_the_one_the_matrix_publishes_to(
+    tmp_path: Path,
+) -> None:
+    """The steps read the root from the matrix (`matrix show --index-root`), so the
+    cache, the copy and the deploy follow whatever the matrix says."""
+    import sys
+
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "matrix",
+            "show",
+            "-m",
+            str(REPO / "platforms.yaml"),
+            "--index-root",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip() == "/srv/wheelhouse"
+    text = WORKFLOW.read_text()
+    assert 'orchestrate matrix show -m "$MATRIX" --index-root' in text
+    assert text.count("path: ${{ env.INDEX_ROOT }}") >= 2
+
+
+def test_the_zuul_build_jobs_name_shards_the_plan_has() -> None:
+    """The shards come from the matrix's runners: (the rules the layout quotes); each
+    build job's orchestrate_shard must be one of them (`--shard` is exit 2 otherwise)."""
+    from orchestrator.config import load_matrix
+    from orchestrator.config.matrix import expand
+    from orchestrator.plan.shards import shards_of
+
+    text = ZUUL.read_text()
+    quoted = [line[2:] for line in text.splitlines() if line.startswith("#  ")]
+    rules = "\n".join(quoted[quoted.index("  runners:") :][:3])
+    matrix_text = (REPO / "platforms.yaml").read_text() + rules.replace("  runners:", "runners:")
+    path = REPO / "deploy" / "zuul" / ".matrix-under-test.yaml"
+    try:
+        path.write_text(matrix_text)
+        matrix = load_matrix(path)
+    finally:
+        path.unlink(missing_ok=True)
+    names = {s.name for s in shards_of([], expand(matrix), matrix.runners, lambda *_: 1.0)}
+    jobs = [e["job"] for e in yaml.safe_load(text) if "job" in e]
+    wanted = {
+        j["vars"]["orchestrate_shard"] for j in jobs if "orchestrate_shard" in j.get("vars", {})
+    }
+    assert wanted == {"amd64", "arm64"}
+    assert wanted <= names, (wanted, names)
+    for job in jobs:  # every node installs the pinned commit in pre-run
+        if "parent" in job:  # a shard's job: its parent's pre-run and vars
+            continue
+        assert "deploy/zuul/playbooks/install.yaml" in str(job.get("pre-run")), job["name"]
+        assert PINNED.fullmatch(job["vars"]["orchestrate_source"]), job["name"]
+    playbooks = "\n".join(p.read_text() for p in (ZUUL.parent / "playbooks").glob("*.yaml"))
+    assert "ansible.builtin.archive" not in playbooks  # community.general's module
+    assert "scripts/setup-host" not in playbooks  # only this repository has it
+    assert "name: orchestrate\n" not in playbooks  # PyPI's orchestrate is another project
