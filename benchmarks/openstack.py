@@ -125,8 +125,8 @@ def rows_of(wall: float, report: dict[str, Any], again: float, second: dict[str,
             "s",
             None,
             "-",
-            True,
-            f"{per_phase}; build environments made ahead of the jobs' slots, overlapped "
+            ok=True,
+            note=f"{per_phase}; build environments made ahead of the jobs' slots, overlapped "
             f"with other jobs' builds (not job time): {fig['ahead']:.0f} s",
         ),
         Row(

@@ -149,7 +149,11 @@ def overhead(image: str, matrix_path: Path, jobs: int = 6) -> Row:
         record = run_job(work, JobInputs(sdist=sdist, deps=deps, pins_key="bench"), ctx)
         return Outcome(ok=record.status == "built", detail=record.detail)
 
-    one(Job("warm", Arch.AMD64, 1, 0), Placement(engine, False, "warm"), Cancel())  # fills deps
+    one(
+        Job("warm", Arch.AMD64, 1, 0),
+        Placement(engine=engine, emulated=False, reason="warm"),
+        Cancel(),
+    )  # fills deps
     started = time.perf_counter()
     pool = EnginePool([engine], EngineFactsCache(None))
     results = Scheduler(pool).run([Job(f"t{i}", Arch.AMD64, 1, i) for i in range(jobs)], one)

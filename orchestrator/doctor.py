@@ -26,14 +26,15 @@ def engine_checks(statuses: Sequence[EngineStatus], arches: Sequence[Arch]) -> l
             parts = [f"native on {', '.join(native)}"] if native else []
             parts += [f"emulated on {', '.join(emulated)}"] if emulated else []
             detail = "; ".join(parts)
-            checks.append(Check(f"arch {arch.value}", True, detail))
+            checks.append(Check(subject=f"arch {arch.value}", ok=True, detail=detail))
         else:
             checks.append(
                 Check(
-                    f"arch {arch.value}",
-                    False,
-                    "no engine runs it natively or under emulation",
-                    f"install QEMU user emulation ({SETUP}), or add a native {arch.value} engine",
+                    subject=f"arch {arch.value}",
+                    ok=False,
+                    detail="no engine runs it natively or under emulation",
+                    fix=f"install QEMU user emulation ({SETUP}), or add a native "
+                    f"{arch.value} engine",
                 )
             )
     return checks
@@ -43,10 +44,10 @@ def _engine_check(status: EngineStatus) -> Check:
     subject = f"engine {status.name}"
     if status.info is None:
         return Check(
-            subject,
-            False,
-            f"{status.url}: {status.error}",
-            f"start the engine ({SETUP}) or fix engines[].url in the matrix",
+            subject=subject,
+            ok=False,
+            detail=f"{status.url}: {status.error}",
+            fix=f"start the engine ({SETUP}) or fix engines[].url in the matrix",
         )
     info = status.info
     emulated = ", ".join(a.value for a in status.emulated) or "none"
@@ -57,39 +58,41 @@ def _engine_check(status: EngineStatus) -> Check:
         f"native {info.arch.value if info.arch else info.machine}, "
         f"emulated {emulated}, {disk}"
     )
-    return Check(subject, True, detail)
+    return Check(subject=subject, ok=True, detail=detail)
 
 
 def registry_check(matrix: Matrix) -> Check:
     registry = Registry(matrix.registry.url, matrix.registry.insecure)
     try:
-        return Check(f"registry {registry.host}", True, ping(registry))
+        return Check(subject=f"registry {registry.host}", ok=True, detail=ping(registry))
     except RegistryError as exc:
-        return Check(f"registry {registry.host}", False, exc.message, exc.hint or "")
+        return Check(
+            subject=f"registry {registry.host}", ok=False, detail=exc.message, fix=exc.hint or ""
+        )
 
 
 def index_check(matrix: Matrix, timeout: float = 10.0) -> Check:
     url = matrix.index.upstream
     subject = f"index {url}"
     if url.startswith("file://"):
-        return Check(subject, True, "local folder")
+        return Check(subject=subject, ok=True, detail="local folder")
     try:
         response = requests.get(url + "pip/", timeout=timeout)
     except requests.RequestException as exc:
         return Check(
-            subject,
-            False,
-            f"not reachable: {type(exc).__name__}",
-            "check network, proxy (HTTPS_PROXY) and index.upstream in the matrix",
+            subject=subject,
+            ok=False,
+            detail=f"not reachable: {type(exc).__name__}",
+            fix="check network, proxy (HTTPS_PROXY) and index.upstream in the matrix",
         )
     if response.status_code != 200:
         return Check(
-            subject,
-            False,
-            f"HTTP {response.status_code} for the 'pip' project page",
-            "index.upstream must be a PEP 503 simple index root",
+            subject=subject,
+            ok=False,
+            detail=f"HTTP {response.status_code} for the 'pip' project page",
+            fix="index.upstream must be a PEP 503 simple index root",
         )
-    return Check(subject, True, "answers the simple API")
+    return Check(subject=subject, ok=True, detail="answers the simple API")
 
 
 def tool_checks(platforms: Sequence[Platform]) -> list[Check]:
@@ -97,10 +100,10 @@ def tool_checks(platforms: Sequence[Platform]) -> list[Check]:
     found = shutil.which("debootstrap")
     return [
         Check(
-            "debootstrap",
-            found is not None,
-            found or "not installed",
-            "sudo apt-get install debootstrap",
+            subject="debootstrap",
+            ok=found is not None,
+            detail=found or "not installed",
+            fix="sudo apt-get install debootstrap",
             required=needs_debootstrap,
         )
     ]

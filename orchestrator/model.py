@@ -166,7 +166,7 @@ class ImageStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Check:
     """One line of `doctor`: what was checked, whether it is fine, and what to do."""
 

@@ -38,7 +38,7 @@ class Job(Generic[T]):
     depends: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Placement:
     engine: Engine
     emulated: bool
@@ -180,7 +180,9 @@ class Scheduler:
         open_native = [e for e in native if free[e.name] > 0]
         if open_native:
             engine = max(open_native, key=lambda e: free[e.name])
-            return Placement(engine, False, f"native {arch.value} engine with a free slot")
+            return Placement(
+                engine=engine, emulated=False, reason=f"native {arch.value} engine with a free slot"
+            )
         if native and not self.emulate_when_busy:
             return None
         open_emulating = [e for e in emulating if free[e.name] > 0]
@@ -191,7 +193,9 @@ class Scheduler:
             if native
             else f"no native {arch.value} engine"
         )
-        return Placement(max(open_emulating, key=lambda e: free[e.name]), True, why)
+        return Placement(
+            engine=max(open_emulating, key=lambda e: free[e.name]), emulated=True, reason=why
+        )
 
     def _unplaceable(self, state: _State[T]) -> None:
         for job_id in list(state.ready):

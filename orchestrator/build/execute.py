@@ -55,7 +55,7 @@ LEARNING = 0.3  # weight of each new observation in a learned factor
 MAX_FACTOR = 50.0  # an observation above this is a stall, not emulation's cost
 
 
-def _key(name: str, arch: str, emulated: bool) -> str:
+def _key(name: str, arch: str, *, emulated: bool) -> str:
     return f"{name}|{arch}|{'emulated' if emulated else 'native'}"
 
 
@@ -96,12 +96,12 @@ class Durations:
         self._lock = threading.Lock()
 
     def expected(
-        self, name: str, arch: str, emulated: bool, guess: float = DEFAULT_NATIVE_SECONDS
+        self, name: str, arch: str, *, emulated: bool, guess: float = DEFAULT_NATIVE_SECONDS
     ) -> float:
         """Last time in this mode; else the other mode's, converted; else `guess`
         (native seconds, from the sdist's contents), converted."""
-        native = self.data.get(_key(name, arch, False))
-        slow = self.data.get(_key(name, arch, True))
+        native = self.data.get(_key(name, arch, emulated=False))
+        slow = self.data.get(_key(name, arch, emulated=True))
         factor = self.factor(arch)
         if emulated:
             return slow if slow is not None else (native or self.native(name) or guess) * factor
@@ -129,15 +129,15 @@ class Durations:
 
     def native(self, name: str) -> float | None:
         """The package's native time on any arch (a C build costs about the same)."""
-        found = [self.data.get(_key(name, a.value, False)) for a in Arch]
+        found = [self.data.get(_key(name, a.value, emulated=False)) for a in Arch]
         times = [t for t in found if t is not None]
         return min(times) if times else None
 
     def record(
-        self, name: str, arch: str, seconds: float, emulated: bool, *, engine: str = ""
+        self, name: str, arch: str, seconds: float, *, emulated: bool, engine: str = ""
     ) -> None:
         with self._lock:
-            self.data[_key(name, arch, emulated)] = round(seconds, 1)
+            self.data[_key(name, arch, emulated=emulated)] = round(seconds, 1)
             native = self.native(name) if emulated and engine else None
             if native:
                 ratio = min(max(seconds / native, 1.0), MAX_FACTOR)
@@ -285,7 +285,7 @@ class Executor:
             return None
         engine = engines[0]
         work = replace(job.payload, image=image)
-        placement = Placement(engine, not native, "ahead of its slot")
+        placement = Placement(engine=engine, emulated=not native, reason="ahead of its slot")
 
         def make() -> MadeAhead:
             return make_ahead(work, self._inputs(work), self._context(work, placement, self.cancel))
@@ -313,7 +313,7 @@ class Executor:
                 work.name,
                 work.platform.arch.value,
                 record.duration,
-                placement.emulated,
+                emulated=placement.emulated,
                 # Without Cython under QEMU, its time says little of emulation's cost.
                 engine="" if record.cython_from else placement.engine.name,
             )
@@ -408,7 +408,12 @@ class Executor:
         allowed = builder.native_compiler and not excepted
         facts = self.facts.get(job.platform.name)
         compiler = facts.native_compiler if facts else None
-        return compiler_mode(placement.emulated, self._machine(placement.engine), compiler, allowed)
+        return compiler_mode(
+            emulated=placement.emulated,
+            engine_machine=self._machine(placement.engine),
+            compiler=compiler,
+            allowed=allowed,
+        )
 
     def _machine(self, engine: Engine) -> str:
         with self._lock:

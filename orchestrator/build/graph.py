@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from packaging.utils import canonicalize_name
 
@@ -117,8 +118,13 @@ class JobGraph:
         return {j.id: j for j in self.jobs}
 
 
-# (name, arch, emulated, native seconds guessed from the sdist) -> expected seconds
-Expected = Callable[[str, str, bool, float], float]  # Durations.expected
+class Expected(Protocol):
+    """Durations.expected: a package's expected seconds on an arch, native or
+    emulated, from the native seconds guessed from its sdist when never built."""
+
+    def __call__(self, name: str, arch: str, /, *, emulated: bool, guess: float) -> float: ...
+
+
 SdistOutcome = SdistFacts | Failure
 
 
@@ -305,7 +311,7 @@ def _node(
     guess: float,
 ) -> Job[WheelJob]:
     emulated = job.platform.arch not in pool.native
-    seconds = expected(job.name, job.platform.arch.value, emulated, guess)
+    seconds = expected(job.name, job.platform.arch.value, emulated=emulated, guess=guess)
     return Job(job.id, job.platform.arch, seconds, job, depends)
 
 
@@ -317,7 +323,7 @@ def _native_twin(
     of the same sdist, when that is expected to end before its own build would."""
     if twin is None or job.platform.arch in pool.native:
         return job.id
-    own = expected(job.name, job.platform.arch.value, True, guess)
+    own = expected(job.name, job.platform.arch.value, emulated=True, guess=guess)
     return twin.id if twin.expected < own else job.id
 
 

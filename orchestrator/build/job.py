@@ -187,7 +187,7 @@ def run_job(job: WheelJob, inputs: JobInputs, ctx: JobContext) -> WheelRecord:
     record = WheelRecord.for_job(
         job,
         JobStatus.FAILED,
-        ctx.native_compiler,
+        native_compiler=ctx.native_compiler,
         engine=ctx.engine.name,
         engine_kind=ctx.engine.kind.value,
         emulated=ctx.emulated,
@@ -487,7 +487,7 @@ def _fetch_and_build(
 ) -> bytes | None:
     """Both phases once (the fetch phase only when the host could not make the
     build environment); the build phase's /job/out as a tar, or None on failure."""
-    fetch, build = phases(job, ctx.native_compiler)
+    fetch, build = phases(job, native_compiler=ctx.native_compiler)
     prepared = _prepare(job, inputs, ctx, log, record=record, needs=needs, started=started)
     job_tar = prepared.tar if prepared is not None else inputs.tar(job, needs)
     image = _env_image(job, ctx, prepared, log) if prepared is not None else None

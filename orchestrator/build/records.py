@@ -29,7 +29,7 @@ SOURCE_DATE_EPOCH = "315532800"
 
 
 def compiler_mode(
-    emulated: bool, engine_machine: str, compiler: NativeCompiler | None, allowed: bool
+    *, emulated: bool, engine_machine: str, compiler: NativeCompiler | None, allowed: bool
 ) -> tuple[Mode, str]:
     """The mode of a job placed on an engine of `engine_machine`, and why not the native
     compiler when it runs emulated without it."""
@@ -140,7 +140,7 @@ class WheelRecord:
 
     @classmethod
     def for_job(
-        cls, job: WheelJob, status: JobStatus, native_compiler: bool = False, **fields: Any
+        cls, job: WheelJob, status: JobStatus, *, native_compiler: bool = False, **fields: Any
     ) -> WheelRecord:
         """A record naming `job`, with its image, sdist and recorded phases."""
         base: dict[str, Any] = {
@@ -149,7 +149,7 @@ class WheelRecord:
             "image_ref": job.image_ref,
             "image_pull": job.image_pull,
             "arch": job.platform.arch.value,
-            "phases": [p.as_dict() for p in phases(job, native_compiler)],
+            "phases": [p.as_dict() for p in phases(job, native_compiler=native_compiler)],
             "sdist": job.sdist.as_dict(),
             "build_constraints": list(job.build_constraints),
             "branches": list(job.branches),
@@ -166,7 +166,7 @@ class WheelRecord:
         )
 
 
-def phases(job: WheelJob, native_compiler: bool = False) -> tuple[Phase, Phase]:
+def phases(job: WheelJob, *, native_compiler: bool = False) -> tuple[Phase, Phase]:
     """Fetch and build; with `native_compiler`, the build phase puts the builder's
     native cross compiler first on PATH (job.py checks it, and falls back)."""
     python = f"/opt/orchestrate/py{job.python}/bin/python"

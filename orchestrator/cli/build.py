@@ -114,10 +114,10 @@ def report_options(func: F) -> F:
 @pass_app
 def build(  # noqa: PLR0913 - click passes each of its options as a parameter
     app: App,
+    *,
     requirements: tuple[Path, ...],
     constraints: tuple[Path, ...],
     resolve_latest: bool,
-    *,
     allow_unavailable: bool,
     report_path: Path | None,
     emulate_when_busy: bool,
@@ -243,7 +243,7 @@ def exit_code(outcome: BuildOutcome, *, allow_unavailable: bool) -> int:
     pins the index lacks, failed jobs, images or platforms (1), then mismatches (4)."""
     if outcome.publish.error is not None:
         raise outcome.publish.error
-    if missing_exit(list(outcome.plan), allow_unavailable):
+    if missing_exit(list(outcome.plan), allow_unavailable=allow_unavailable):
         return EXIT_FAILED
     if outcome.failed or outcome.publish_errors or outcome.images.failed:
         return EXIT_FAILED

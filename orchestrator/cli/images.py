@@ -63,7 +63,7 @@ def render_cmd(app: App, out: Path) -> None:
 )
 @format_option
 @pass_app
-def build(app: App, push: bool, force: bool, allow_partial: bool, *, fmt: str) -> int:
+def build(app: App, *, push: bool, force: bool, allow_partial: bool, fmt: str) -> int:
     """Build the builder images that are missing or stale, in parallel."""
     return _run(app, push=push, force=force, allow_partial=allow_partial, max_age=None, fmt=fmt)
 
@@ -83,7 +83,7 @@ def build(app: App, push: bool, force: bool, allow_partial: bool, *, fmt: str) -
 )
 @format_option
 @pass_app
-def refresh(app: App, max_age: int | None, allow_partial: bool, fmt: str) -> int:
+def refresh(app: App, *, max_age: int | None, allow_partial: bool, fmt: str) -> int:
     """The nightly job: rebuild what is stale, push, update the manifests."""
     return _run(
         app,

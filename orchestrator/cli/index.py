@@ -29,7 +29,7 @@ from orchestrator.store import Store
     "(its index.html is replaced).",
 )
 @pass_app
-def publish(app: App, fmt: str, adopt_root: bool) -> int:
+def publish(app: App, *, fmt: str, adopt_root: bool) -> int:
     """Rebuild each platform's index from the store (unchanged ones are skipped).
 
     A platform that fails keeps serving its previous release; the others are
@@ -71,7 +71,7 @@ def publish(app: App, fmt: str, adopt_root: bool) -> int:
 )
 @format_option
 @pass_app
-def prune(app: App, dry_run: bool, unwanted: bool, fmt: str) -> None:
+def prune(app: App, *, dry_run: bool, unwanted: bool, fmt: str) -> None:
     """Remove wheels whose exact version the upstream index now serves."""
     store = Store(app.matrix.index.root)
     upstream = Upstream.of(app.matrix.index, app.layout.index_cache)

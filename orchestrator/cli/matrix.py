@@ -22,7 +22,7 @@ def matrix() -> None:
 @format_option
 @click.option("--index-root", is_flag=True, help="Print only the resolved index root folder.")
 @pass_app
-def show(app: App, fmt: str, index_root: bool) -> None:
+def show(app: App, *, fmt: str, index_root: bool) -> None:
     """List the expanded platforms."""
     if index_root:
         click.echo(str(app.matrix.index.root))

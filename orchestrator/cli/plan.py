@@ -73,10 +73,10 @@ def requirement_options(func: F) -> F:
 @pass_app
 def plan(  # noqa: PLR0913 - click passes each of its options as a parameter
     app: App,
+    *,
     requirements: tuple[Path, ...],
     constraints: tuple[Path, ...],
     resolve_latest: bool,
-    *,
     allow_unavailable: bool,
     fmt: str,
     output: Path | None,
@@ -102,20 +102,20 @@ def plan(  # noqa: PLR0913 - click passes each of its options as a parameter
             _write_atomic(save_plan, json.dumps(made.as_dict(), indent=1) + "\n")
         if shards:
             click.echo(json.dumps(github_matrix(made.shards)))
-            return missing_exit(result.decisions, allow_unavailable)
+            return missing_exit(result.decisions, allow_unavailable=allow_unavailable)
     text = json.dumps([d.as_dict() for d in result.decisions], indent=1) if fmt == "json" else None
     if output is not None:
         _write_atomic(output, text or json.dumps([d.as_dict() for d in result.decisions]))
     if text is not None:
         click.echo(text)
-        return missing_exit(result.decisions, allow_unavailable)
+        return missing_exit(result.decisions, allow_unavailable=allow_unavailable)
     print_summary(app, result.decisions)
     stats = result.stats
     app.err.print(
         f"index: {stats.requests} requests, {stats.fresh_hits} from cache, "
         f"{stats.not_modified} not modified, {stats.retries} retries"
     )
-    return missing_exit(result.decisions, allow_unavailable)
+    return missing_exit(result.decisions, allow_unavailable=allow_unavailable)
 
 
 def plan_file_of(app: App, decisions: Sequence[Decision], inputs: Sequence[Path]) -> PlanFile:
@@ -138,7 +138,7 @@ def branch_rows(decisions: list[Decision]) -> list[tuple[str, ...]]:
     return [(*k, *(str(counts[(*k, a)]) for a in Action)) for k in keys]
 
 
-def missing_exit(decisions: list[Decision], allow_unavailable: bool) -> int:
+def missing_exit(decisions: list[Decision], *, allow_unavailable: bool) -> int:
     """Exit 1 listing the pins the index does not have, unless --allow-unavailable."""
     missing = missing_pins(decisions)
     for d in missing:

@@ -54,7 +54,7 @@ class Bindep:
     depends: Any = field(compare=False, repr=False)  # bindep.depends.Depends
 
     def packages(
-        self, atoms: tuple[str, ...], profiles: tuple[str, ...], explicit: bool = False
+        self, atoms: tuple[str, ...], profiles: tuple[str, ...], *, explicit: bool = False
     ) -> tuple[str, ...]:
         """The packages whose selectors the platform and profiles satisfy, in file order
         (version constraints on a line are bindep's `check`, not ours: names only).

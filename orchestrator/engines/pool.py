@@ -25,7 +25,7 @@ POSITIVE_TTL = 24 * 3600.0  # binfmt entries rarely change within a day
 NEGATIVE_TTL = 300.0  # but a missing one is often fixed right after doctor says so
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ProbeResult:
     runs: bool
     disk: DiskSpace | None
@@ -71,13 +71,15 @@ def probe_arch(engine: Engine, arch: Arch) -> ProbeResult:
             engine, RunRequest(image=tag, command=(), platform=arch, network=False), timeout=60
         )
     except EngineError as exc:
-        return ProbeResult(False, None, exc.message)
+        return ProbeResult(runs=False, disk=None, detail=exc.message)
     if outcome.exit_code != 0:
-        return ProbeResult(False, None, f"probe exited {outcome.exit_code}: {output[:200]!r}")
+        return ProbeResult(
+            runs=False, disk=None, detail=f"probe exited {outcome.exit_code}: {output[:200]!r}"
+        )
     try:
-        return ProbeResult(True, parse_statfs(output, arch), "ran")
+        return ProbeResult(runs=True, disk=parse_statfs(output, arch), detail="ran")
     except ValueError as exc:
-        return ProbeResult(True, None, str(exc))
+        return ProbeResult(runs=True, disk=None, detail=str(exc))
 
 
 class EngineFactsCache:
@@ -97,7 +99,7 @@ class EngineFactsCache:
         ttl = POSITIVE_TTL if entry["runs"] else NEGATIVE_TTL
         return bool(entry["runs"]) if time.time() - float(entry["at"]) < ttl else None
 
-    def put(self, engine_id: str, arch: Arch, runs: bool) -> None:
+    def put(self, engine_id: str, arch: Arch, *, runs: bool) -> None:
         self._data.setdefault(engine_id, {})[arch.value] = {"runs": runs, "at": time.time()}
         if self._path is not None:
             self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,7 +151,7 @@ class EnginePool:
         if cached is not None:
             return cached
         result = probe_arch(engine, arch)
-        self._cache.put(info.engine_id, arch, result.runs)
+        self._cache.put(info.engine_id, arch, runs=result.runs)
         return result.runs
 
     def status(self, engine: Engine, arches: Sequence[Arch]) -> EngineStatus:
@@ -163,7 +165,7 @@ class EnginePool:
         runs = {}
         for arch in dict.fromkeys((*([info.arch] if info.arch else []), *arches)):
             runs[arch] = probe_arch(engine, arch)
-            self._cache.put(info.engine_id, arch, runs[arch].runs)
+            self._cache.put(info.engine_id, arch, runs=runs[arch].runs)
         return EngineStatus(name=engine.name, url=engine.url, info=info, error=None, runs=runs)
 
     def candidates(self, arch: Arch) -> tuple[list[Engine], list[Engine]]:

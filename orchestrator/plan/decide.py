@@ -329,7 +329,9 @@ def _yanked(chosen: IndexFile) -> str:
     return " (yanked, but pip installs it for an exact pin: PEP 592)" if chosen.yanked else ""
 
 
-def usable(files: list[IndexFile], python: str, exact: bool = False) -> tuple[list[IndexFile], str]:
+def usable(
+    files: list[IndexFile], python: str, *, exact: bool = False
+) -> tuple[list[IndexFile], str]:
     """Files whose requires-python admits `python`, and that are not yanked unless the
     requirement pins this exact version (PEP 592: pip then installs them all the same)."""
     kept, yanked, excluded = [], 0, ""

@@ -90,7 +90,7 @@ def abi_check(newest: Newest, builders: Mapping[str, BuilderRuntime]) -> AbiChec
         if builder is None or record is None or record.runtime is None:
             return []
         same = record.image in builder.images
-        return abi_changes(record.runtime, builder.runtime, python, same)
+        return abi_changes(record.runtime, builder.runtime, python, same_image=same)
 
     return check
 
@@ -98,6 +98,7 @@ def abi_check(newest: Newest, builders: Mapping[str, BuilderRuntime]) -> AbiChec
 def resolve_unpinned(
     reqs: Requirements,
     pages: Mapping[str, ProjectPage | None],
+    *,
     resolve_latest: bool,
     pythons: Sequence[str] = (),
 ) -> Requirements:
@@ -301,7 +302,7 @@ def make_plan(
     )
     per_branch = []
     for branch, found in read:
-        pinned = resolve_unpinned(found, pages, resolve_latest, pythons)
+        pinned = resolve_unpinned(found, pages, resolve_latest=resolve_latest, pythons=pythons)
         decisions = decide(
             branch.platforms,
             pinned,

@@ -235,7 +235,7 @@ def _read_file(
         elif line.startswith("-"):
             raise RequirementsError(f"{source}: unknown option {shown(line.split()[0])}")
         else:
-            _add(_parse_line(line, source), out, as_constraint)
+            _add(_parse_line(line, source), out, as_constraint=as_constraint)
 
 
 def _unquote(text: str, source: Source) -> str:
@@ -282,7 +282,7 @@ def _split_hashes(line: str, source: Source) -> tuple[str, tuple[str, ...]]:
     return parts[0].strip(), hashes
 
 
-def _add(item: Pin | Unpinned, out: Requirements, as_constraint: bool) -> None:
+def _add(item: Pin | Unpinned, out: Requirements, *, as_constraint: bool) -> None:
     if isinstance(item, Pin):
         (out.constraints if as_constraint else out.pins).append(item)
     elif not as_constraint:

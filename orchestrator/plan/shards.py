@@ -11,9 +11,9 @@ night where nothing changed starts no runner.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from orchestrator.config.matrix import Platform
 from orchestrator.config.schema import RunnerSpec
@@ -31,8 +31,11 @@ NATIVE_LABELS: Mapping[Arch, tuple[str, ...]] = {
 EMULATING_LABELS = NATIVE_LABELS[Arch.AMD64]
 TO_BUILD = frozenset({Action.BUILD, Action.REBUILD})
 
-# (project, arch, emulated) -> expected seconds of one job
-Expected = Callable[[str, str, bool], float]
+
+class Expected(Protocol):
+    """A job's expected seconds: its project, its arch, emulated or not."""
+
+    def __call__(self, name: str, arch: str, /, *, emulated: bool) -> float: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,7 +108,7 @@ def shards_of(
         if where is None or d.action not in TO_BUILD:
             continue
         jobs[where.shard] = jobs.get(where.shard, 0) + 1
-        cost = expected(d.name, arch[d.platform], not where.native)
+        cost = expected(d.name, arch[d.platform], emulated=not where.native)
         seconds[where.shard] = seconds.get(where.shard, 0.0) + cost
     _check_one_runner_per_shard(placed)
     out: dict[str, Shard] = {}

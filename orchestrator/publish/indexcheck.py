@@ -127,10 +127,12 @@ class Findings:
 
 def _check(subject: str, problems: Sequence[str], ok_detail: str, fix: str) -> Check:
     if not problems:
-        return Check(subject, True, ok_detail)
+        return Check(subject=subject, ok=True, detail=ok_detail)
     shown = "; ".join(problems[:SHOWN])
     more = f" (and {len(problems) - SHOWN} more)" if len(problems) > SHOWN else ""
-    return Check(subject, False, f"{len(problems)} problem(s): {shown}{more}", fix)
+    return Check(
+        subject=subject, ok=False, detail=f"{len(problems)} problem(s): {shown}{more}", fix=fix
+    )
 
 
 def check_index(url: str, timeout: float = 30.0, workers: int = 8) -> list[Check]:
@@ -156,10 +158,10 @@ def unreachable(url: str, exc: Exception) -> Check:
     text = exc.message if isinstance(exc, IndexUnavailable) else str(exc)
     reason = f"{type(exc).__name__}: {text[:200]}"
     return Check(
-        f"index {url}",
-        False,
-        f"not readable: {reason}",
-        "check the URL (an index root, or a <platform>/simple/ URL) and that it is served",
+        subject=f"index {url}",
+        ok=False,
+        detail=f"not readable: {reason}",
+        fix="check the URL (an index root, or a <platform>/simple/ URL) and that it is served",
     )
 
 
@@ -180,7 +182,7 @@ class Reader:
         response.raise_for_status()
         return response
 
-    def digest(self, url: str, keep: bool = False) -> tuple[str, int, bytes]:
+    def digest(self, url: str, *, keep: bool = False) -> tuple[str, int, bytes]:
         """sha256 and size, streamed; with `keep` (a metadata file) also the bytes, up
         to MAX_PAGE. A wheel is never held in memory."""
         with self.session.get(url, timeout=self.timeout, stream=True) as response:

@@ -219,7 +219,7 @@ def resolve(
 
 
 def abi_changes(
-    recorded: Mapping[str, object], builder: RuntimeFacts, python: str, same_image: bool
+    recorded: Mapping[str, object], builder: RuntimeFacts, python: str, *, same_image: bool
 ) -> list[str]:
     """Why a cached wheel no longer matches the builder: each runtime package whose
     version moved ("libpq5 15.18-0+deb12u1 → 15.20-0+deb12u1"), a Python that moved,

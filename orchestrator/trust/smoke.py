@@ -139,7 +139,7 @@ def smoke_in_image(
         box.put("/", smoke_tar(wheel, runtime, plan, check.allowed))
         outcome = box.start_and_wait(plan.timeout, lambda chunk: on_line(_text(chunk)))
         said = _result(box.get("/smoke/result.json")) if not outcome.timed_out else None
-    result = verdict(said, outcome.exit_code, outcome.timed_out, plan.timeout)
+    result = verdict(said, outcome.exit_code, timed_out=outcome.timed_out, timeout=plan.timeout)
     result.packages, result.image = list(plan.packages), check.image
     result.where = "bare base" if check.allowed is None else "builder, libraries checked"
     result.seconds = round(time.monotonic() - started, 2)
@@ -215,7 +215,7 @@ def _text(chunk: bytes) -> str:
 
 
 def verdict(
-    said: Mapping[str, object] | None, exit_code: int | None, timed_out: bool, timeout: float
+    said: Mapping[str, object] | None, exit_code: int | None, *, timed_out: bool, timeout: float
 ) -> SmokeResult:
     """The check's own result file read into a SmokeResult, or why there is none."""
     if timed_out:

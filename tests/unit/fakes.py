@@ -48,10 +48,12 @@ class FakeContainer:
             or self.request.platform in self.engine.emulates
         )
         if not runs:
-            return RunOutcome(1, 0.0, False)
+            return RunOutcome(exit_code=1, duration=0.0, timed_out=False)
         time.sleep(self.engine.run_seconds)
         on_output(self.engine.output)
-        return RunOutcome(self.engine.exit_code, self.engine.run_seconds, False)
+        return RunOutcome(
+            exit_code=self.engine.exit_code, duration=self.engine.run_seconds, timed_out=False
+        )
 
     def kill(self) -> None:
         pass

@@ -73,15 +73,24 @@ def test_the_toolchain_renders_as_its_own_layer_before_the_probe() -> None:
 
 
 def test_the_mode_of_a_job() -> None:
-    assert compiler_mode(False, "x86_64", USABLE, True) == (Mode.NATIVE, "")
-    assert compiler_mode(True, "x86_64", USABLE, True) == (Mode.NATIVE_COMPILER, "")
-    mode, why = compiler_mode(True, "x86_64", None, True)
+    assert compiler_mode(
+        emulated=False, engine_machine="x86_64", compiler=USABLE, allowed=True
+    ) == (Mode.NATIVE, "")
+    assert compiler_mode(emulated=True, engine_machine="x86_64", compiler=USABLE, allowed=True) == (
+        Mode.NATIVE_COMPILER,
+        "",
+    )
+    mode, why = compiler_mode(emulated=True, engine_machine="x86_64", compiler=None, allowed=True)
     assert mode is Mode.EMULATED
     assert "no native cross compiler" in why
-    mode, why = compiler_mode(True, "ppc64le", USABLE, True)
+    mode, why = compiler_mode(
+        emulated=True, engine_machine="ppc64le", compiler=USABLE, allowed=True
+    )
     assert mode is Mode.EMULATED
     assert "runs on x86_64, the engine is ppc64le" in why
-    mode, why = compiler_mode(True, "x86_64", USABLE, False)
+    mode, why = compiler_mode(
+        emulated=True, engine_machine="x86_64", compiler=USABLE, allowed=False
+    )
     assert (mode, "turns the native compiler off" in why) == (Mode.EMULATED, True)
     stale = NativeCompiler(
         host="x86_64",
@@ -90,7 +99,7 @@ def test_the_mode_of_a_job() -> None:
         usable=False,
         reason="cross gcc 12.2 != gcc 13.1",
     )
-    assert compiler_mode(True, "x86_64", stale, True) == (
+    assert compiler_mode(emulated=True, engine_machine="x86_64", compiler=stale, allowed=True) == (
         Mode.EMULATED,
         "cross gcc 12.2 != gcc 13.1",
     )
@@ -108,12 +117,12 @@ def test_a_native_engine_never_gets_the_wrappers() -> None:
         sdist=SdistRef("c.tar.gz", "u", "0"),
         image_ref="i",
     )
-    mode, _ = compiler_mode(False, "aarch64", USABLE, True)
-    record = WheelRecord.for_job(job, JobStatus.BUILT, mode is Mode.NATIVE_COMPILER)
+    mode, _ = compiler_mode(emulated=False, engine_machine="aarch64", compiler=USABLE, allowed=True)
+    record = WheelRecord.for_job(job, JobStatus.BUILT, native_compiler=mode is Mode.NATIVE_COMPILER)
     build = record.phases[1]
     assert isinstance(build["env"], dict)
     assert "ORCHESTRATE_NATIVE_COMPILER" not in build["env"]
-    emulated = WheelRecord.for_job(job, JobStatus.BUILT, True)
+    emulated = WheelRecord.for_job(job, JobStatus.BUILT, native_compiler=True)
     env = emulated.phases[1]["env"]
     assert isinstance(env, dict)
     assert env["ORCHESTRATE_NATIVE_COMPILER"] == "1"

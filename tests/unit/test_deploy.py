@@ -208,6 +208,10 @@ def test_the_index_root_the_steps_deploy_is_the_one_the_matrix_publishes_to(
     assert text.count("path: ${{ env.INDEX_ROOT }}") >= 2
 
 
+def _one_second(_name: str, _arch: str, *, emulated: bool) -> float:
+    return 1.0
+
+
 def test_the_zuul_build_jobs_name_shards_the_plan_has() -> None:
     """The shards come from the matrix's runners: (the rules the layout quotes); each
     build job's orchestrate_shard must be one of them (`--shard` is exit 2 otherwise)."""
@@ -225,7 +229,7 @@ def test_the_zuul_build_jobs_name_shards_the_plan_has() -> None:
         matrix = load_matrix(path)
     finally:
         path.unlink(missing_ok=True)
-    names = {s.name for s in shards_of([], expand(matrix), matrix.runners, lambda *_: 1.0)}
+    names = {s.name for s in shards_of([], expand(matrix), matrix.runners, _one_second)}
     jobs = [e["job"] for e in yaml.safe_load(text) if "job" in e]
     wanted = {
         j["vars"]["orchestrate_shard"] for j in jobs if "orchestrate_shard" in j.get("vars", {})

@@ -29,7 +29,9 @@ def _status(name: str, native: Arch | None, runs: dict[Arch, bool]) -> EngineSta
             data_root="/",
         )
     )
-    results = {a: ProbeResult(ok, DiskSpace(2**31, 2**32), "") for a, ok in runs.items()}
+    results = {
+        a: ProbeResult(runs=ok, disk=DiskSpace(2**31, 2**32), detail="") for a, ok in runs.items()
+    }
     return EngineStatus(
         name=name,
         url=f"unix:///{name}.sock",

@@ -304,7 +304,7 @@ def test_package_closure_follows_depends_alternatives_and_provides() -> None:
 @pytest.mark.parametrize("foreign", [["/usr/lib/x/libpq.so.5"], []])
 def test_a_foreign_library_fails_the_verdict(foreign: list[str]) -> None:
     said = {"passed": not foreign, "checks": [{"module": "m", "status": "ok"}], "foreign": foreign}
-    result = verdict(said, 0, False, 60)
+    result = verdict(said, 0, timed_out=False, timeout=60)
     assert result.passed is (not foreign)
     assert result.foreign == foreign
     if foreign:

@@ -211,7 +211,13 @@ def test_the_hint_names_the_oldest_release_that_fits_the_python() -> None:
         ("feedparser-9.0-cp311-cp311-manylinux_2_17_x86_64.whl", None),  # by its tag
     ]
     page = ProjectPage.of(
-        (IndexFile(n, f"https://f/{n}", None, rp, False) for n, rp in files), "feedparser"
+        (
+            IndexFile(
+                filename=n, url=f"https://f/{n}", sha256=None, requires_python=rp, yanked=False
+            )
+            for n, rp in files
+        ),
+        "feedparser",
     )
     assert oldest_supporting(page, "3.11", "5.2.1") == "6.0.0"
     assert oldest_supporting(page, "3.11", "6.0.11") == "9.0"

@@ -59,7 +59,7 @@ def build(name: str, version: str, platform: str) -> Decision:
 
 
 def facts(
-    name: str, version: str, pure: bool, requires: tuple[str, ...] = (), *, compiled: int = 0
+    name: str, version: str, *, pure: bool, requires: tuple[str, ...] = (), compiled: int = 0
 ) -> SdistFacts:
     ref = SdistRef(f"{name}-{version}.tar.gz", f"https://files/{name}-{version}.tar.gz", "0" * 64)
     return SdistFacts(
@@ -72,7 +72,7 @@ def facts(
     )
 
 
-def expected(name: str, arch: str, emulated: bool, guess: float) -> float:
+def expected(name: str, arch: str, *, emulated: bool, guess: float) -> float:
     return {"crcmod": 10.0, "netifaces": 30.0}.get(name, guess) * (8 if emulated else 1)
 
 
@@ -143,7 +143,7 @@ def test_an_emulated_job_waits_for_a_native_build_that_may_come_out_pure() -> No
     assert jobs[f"{AMD}/ovs==3.7.1"].depends == ()
     assert jobs[f"{ARM}/ovs==3.7.1"].depends == (f"{AMD}/ovs==3.7.1",)
 
-    def slow_native(name: str, arch: str, emulated: bool, guess: float) -> float:
+    def slow_native(name: str, arch: str, *, emulated: bool, guess: float) -> float:
         return 10.0 if emulated else 100.0  # waiting would cost more than building
 
     slow = job_graph(decisions, PLATFORMS, IMAGES, sdists, needs=[], pool=AMD_NATIVE,
@@ -192,7 +192,11 @@ def test_an_emulated_job_compiles_the_c_its_native_twins_cython_wrote() -> None:
 def test_build_dependency_without_a_wheel_becomes_a_job_the_item_waits_for() -> None:
     decisions = [build("gssapi", "1.9.0", ARM), build("gssapi", "1.9.0", AMD)]
     old_cython = IndexFile(
-        "Cython-0.29.0.tar.gz", "https://files/Cython-0.29.0.tar.gz", "1" * 64, None, False
+        filename="Cython-0.29.0.tar.gz",
+        url="https://files/Cython-0.29.0.tar.gz",
+        sha256="1" * 64,
+        requires_python=None,
+        yanked=False,
     )
     needs = [
         BuildDepNeed(
@@ -244,7 +248,9 @@ def test_first_night_expectations_come_from_the_sdists_contents() -> None:
 
 
 def test_graph_jobs_are_frozen_values() -> None:
-    job = graph([build("crcmod", "1.7", AMD)], {("crcmod", "1.7"): facts("crcmod", "1.7", False)})
+    job = graph(
+        [build("crcmod", "1.7", AMD)], {("crcmod", "1.7"): facts("crcmod", "1.7", pure=False)}
+    )
     node: Job[WheelJob] = job.jobs[0]
     assert node.payload.id == f"{AMD}/crcmod==1.7"
     try:
@@ -257,7 +263,16 @@ def test_graph_jobs_are_frozen_values() -> None:
 
 # -- which build requirements need a job (mirrors pip --prefer-binary) ---------------
 def page(*names: str) -> ProjectPage:
-    return ProjectPage.of(IndexFile(n, f"https://files/{n}", "2" * 64, None, False) for n in names)
+    return ProjectPage.of(
+        IndexFile(
+            filename=n,
+            url=f"https://files/{n}",
+            sha256="2" * 64,
+            requires_python=None,
+            yanked=False,
+        )
+        for n in names
+    )
 
 
 ARM_TAGS = TagSet.of("3.11", derived_tags("3.11", Arch.ARM64, "2.36"), "derived")

@@ -222,7 +222,7 @@ def test_jobs_carry_their_extras_and_a_bad_sdist_bindep_blocks_the_job(
     assert good.bindep is not None
     assert good.bindep_problem == ""
     settings = JobSettings(timeout=600, run_id="run", overrides=Overrides.of(load_matrix(path)))
-    crcmod: SdistOutcome = sdist_facts("crcmod", "1.7", False)
+    crcmod: SdistOutcome = sdist_facts("crcmod", "1.7", pure=False)
 
     def one(outcome: SdistOutcome) -> JobGraph:
         sdists = {("python-ldap", "3.4.7"): outcome, ("crcmod", "1.7"): crcmod}

@@ -29,7 +29,16 @@ Write = Callable[[str, str], Path]
 
 
 def page(*names: str, yanked: tuple[str, ...] = (), rp: str | None = None) -> ProjectPage:
-    return ProjectPage.of(IndexFile(n, f"https://files/{n}", None, rp, n in yanked) for n in names)
+    return ProjectPage.of(
+        IndexFile(
+            filename=n,
+            url=f"https://files/{n}",
+            sha256=None,
+            requires_python=rp,
+            yanked=n in yanked,
+        )
+        for n in names
+    )
 
 
 def plan(
@@ -217,7 +226,11 @@ def test_index_parsers_html_and_json() -> None:
     )
     files = parse_html(html, "https://idx/simple/six/")
     assert files[0] == IndexFile(
-        "six-1.16.0.tar.gz", "https://idx/p/six-1.16.0.tar.gz", "ab12", ">=2.7", False
+        filename="six-1.16.0.tar.gz",
+        url="https://idx/p/six-1.16.0.tar.gz",
+        sha256="ab12",
+        requires_python=">=2.7",
+        yanked=False,
     )
     assert files[1].yanked
     data = {
@@ -241,9 +254,27 @@ def test_resolve_latest_picks_what_each_python_can_install(write: Write) -> None
     """numpy 2.5.5 needs python >= 3.12: a 3.11 platform gets the newest that fits."""
     reqs = read([write("r.txt", "numpy>=2\n")], [])
     files = [
-        IndexFile("numpy-2.5.5.tar.gz", "https://f/numpy-2.5.5.tar.gz", None, ">=3.12", False),
-        IndexFile("numpy-2.3.0.tar.gz", "https://f/numpy-2.3.0.tar.gz", None, ">=3.11", False),
-        IndexFile("numpy-2.4.0.tar.gz", "https://f/numpy-2.4.0.tar.gz", None, ">=3.11", True),
+        IndexFile(
+            filename="numpy-2.5.5.tar.gz",
+            url="https://f/numpy-2.5.5.tar.gz",
+            sha256=None,
+            requires_python=">=3.12",
+            yanked=False,
+        ),
+        IndexFile(
+            filename="numpy-2.3.0.tar.gz",
+            url="https://f/numpy-2.3.0.tar.gz",
+            sha256=None,
+            requires_python=">=3.11",
+            yanked=False,
+        ),
+        IndexFile(
+            filename="numpy-2.4.0.tar.gz",
+            url="https://f/numpy-2.4.0.tar.gz",
+            sha256=None,
+            requires_python=">=3.11",
+            yanked=True,
+        ),
     ]
     pages: dict[str, ProjectPage | None] = {"numpy": ProjectPage.of(files)}
     one = resolve_unpinned(reqs, pages, resolve_latest=True, pythons=["3.11"]).pins
@@ -271,7 +302,15 @@ def test_sdist_versions_are_read_after_the_project_name(
     from orchestrator.plan.upstream import file_version
 
     assert file_version(filename, project) == version
-    files = [IndexFile(filename, f"https://files/{filename}", None, None, False)]
+    files = [
+        IndexFile(
+            filename=filename,
+            url=f"https://files/{filename}",
+            sha256=None,
+            requires_python=None,
+            yanked=False,
+        )
+    ]
     found = ProjectPage.of(files, project)
     assert [f.filename for f in found.files(version)] == [filename]
     assert len(found.versions()) == 1
@@ -289,10 +328,19 @@ def test_html_parser_reads_what_browsers_read_of_an_anchor() -> None:
     <a href="https://h/p/f-1.0.tar.gz?x=1">f-1.0.tar.gz</a></body></html>"""
     files = parse_html(html, "https://idx/simple/p/")
     assert [f.filename for f in files] == [
-        "a-1.0.tar.gz", "b&c-1.0.tar.gz", "c-1.0.tar.gz", "d-1.0.whl", "f-1.0.tar.gz"
-    ]  # fmt: skip
-    assert files[0] == IndexFile("a-1.0.tar.gz", "https://idx/simple/x/a-1.0.tar.gz", "aa",
-                                 ">=3.8", False)  # fmt: skip
+        "a-1.0.tar.gz",
+        "b&c-1.0.tar.gz",
+        "c-1.0.tar.gz",
+        "d-1.0.whl",
+        "f-1.0.tar.gz",
+    ]
+    assert files[0] == IndexFile(
+        filename="a-1.0.tar.gz",
+        url="https://idx/simple/x/a-1.0.tar.gz",
+        sha256="aa",
+        requires_python=">=3.8",
+        yanked=False,
+    )
     assert [f.yanked for f in files] == [False, True, True, False, False]
     assert files[1].url == "https://idx/simple/p/b-1.0.tar.gz"
     assert files[3].url == "https://files.example/p/d-1.0.whl"

@@ -118,7 +118,11 @@ def test_progress_shows_each_running_jobs_phase_and_elapsed_time() -> None:
     progress = Progress(Console(file=io.StringIO(), width=120), 0, "jobs")
     job: Job[object] = Job("p-arm64/crcmod==1.7", Arch.ARM64, 1.0, None)
     progress.event("queued", job, None)
-    progress.event("start", job, Placement(FakeEngine("local", Arch.AMD64), True, "no arm64"))
+    progress.event(
+        "start",
+        job,
+        Placement(engine=FakeEngine("local", Arch.AMD64), emulated=True, reason="no arm64"),
+    )
     progress.event("phase", job, "build")
     out = io.StringIO()
     Console(file=out, width=120).print(progress._table())

@@ -174,17 +174,20 @@ def recorded(**packages: str) -> dict[str, object]:
 
 
 def test_abi_changes_say_what_moved() -> None:
-    assert abi_changes(recorded(libpq5="15.18-0+deb12u1"), FACTS, "3.11", True) == []
-    moved = abi_changes(recorded(libpq5="15.17-0+deb12u1"), FACTS, "3.11", True)
+    assert abi_changes(recorded(libpq5="15.18-0+deb12u1"), FACTS, "3.11", same_image=True) == []
+    moved = abi_changes(recorded(libpq5="15.17-0+deb12u1"), FACTS, "3.11", same_image=True)
     assert moved == ["libpq5 15.17-0+deb12u1 → 15.18-0+deb12u1"]
     python = {**recorded(), "python": "3.11.1"}
-    assert abi_changes(python, FACTS, "3.11", True) == ["python 3.11.1 → 3.11.2"]
-    gone = abi_changes(recorded(libfoo1="1.0"), FACTS, "3.11", True)
+    assert abi_changes(python, FACTS, "3.11", same_image=True) == ["python 3.11.1 → 3.11.2"]
+    gone = abi_changes(recorded(libfoo1="1.0"), FACTS, "3.11", same_image=True)
     assert gone == ["libfoo1 1.0 → not installed"]
     # From the job's system step: known to move only with the builder.
     step = {**recorded(libldap="2.5"), "job_packages": ["libldap"]}
     assert abi_changes(step, FACTS, "3.11", same_image=True) == []
-    assert "came from the job's system packages" in abi_changes(step, FACTS, "3.11", False)[0]
+    assert (
+        "came from the job's system packages"
+        in abi_changes(step, FACTS, "3.11", same_image=False)[0]
+    )
 
 
 def test_plan_says_rebuild_with_what_moved(write: Write) -> None:
@@ -218,7 +221,7 @@ def test_plan_says_rebuild_with_what_moved(write: Write) -> None:
     assert why[0] in gone[("amd64", "psycopg2")].reason
 
 
-def _add(store: Store, wheel: Path, rebuild: str = "", replace: bool = False) -> tuple[str, str]:
+def _add(store: Store, wheel: Path, rebuild: str = "", *, replace: bool = False) -> tuple[str, str]:
     with store.locked() as records:
         made = store.add(
             records,
@@ -339,8 +342,8 @@ def test_smoke_plan_and_verdict() -> None:
             ],
         },
         1,
-        False,
-        600,
+        timed_out=False,
+        timeout=600,
     )
     assert not failed.passed
     assert failed.error == "demo._x: ImportError: libpq.so.5: cannot open"
@@ -351,13 +354,16 @@ def test_smoke_plan_and_verdict() -> None:
             "command": {"command": "pytest", "exit_code": 2, "error": "exit code 2"},
         },
         1,
-        False,
-        600,
+        timed_out=False,
+        timeout=600,
     )
     assert command.error == "test command `pytest`: exit code 2"
-    assert verdict(None, 137, False, 600).error == "the smoke test wrote no result (exit code 137)"
-    assert "timed out" in verdict(None, None, True, 600).error
-    assert verdict({"passed": True, "checks": []}, 0, False, 600).passed
+    assert (
+        verdict(None, 137, timed_out=False, timeout=600).error
+        == "the smoke test wrote no result (exit code 137)"
+    )
+    assert "timed out" in verdict(None, None, timed_out=True, timeout=600).error
+    assert verdict({"passed": True, "checks": []}, 0, timed_out=False, timeout=600).passed
 
 
 def _ssl_wheel_bytes() -> bytes:

@@ -31,7 +31,7 @@ def _decision(platform: str, name: str, action: Action = Action.BUILD) -> Decisi
                     reason="no wheel", sdist=f"{name}-1.0.tar.gz")  # fmt: skip
 
 
-def _flat(_name: str, _arch: str, emulated: bool) -> float:
+def _flat(_name: str, _arch: str, *, emulated: bool) -> float:
     return 100.0 if emulated else 10.0
 
 
@@ -178,7 +178,7 @@ def test_a_durations_cache_keeps_only_finite_non_negative_seconds(tmp_path: Path
     durations = Durations(path)
     assert durations.data == {"f|amd64|native": 42.0}
     assert durations.factors == {"local|arm64": 7.5}
-    assert durations.expected("a", "amd64", False, 60.0) == 60.0
+    assert durations.expected("a", "amd64", emulated=False, guess=60.0) == 60.0
     path.write_text("[1, 2]")
     assert Durations(path).data == {}
 

@@ -102,7 +102,7 @@ def test_facts_read_build_requirements_and_purity(tmp_path: Path, sdist: Path) -
     ],
 )
 def test_compiled_files_no_build_script_names_leave_an_sdist_pure(
-    tmp_path: Path, files: dict[str, bytes], pure: bool
+    tmp_path: Path, files: dict[str, bytes], *, pure: bool
 ) -> None:
     path = make_sdist(tmp_path, "p-1.0", files)
     assert facts(ref_of(path), path).pure is pure
@@ -123,7 +123,7 @@ CYTHONIZE = b"from Cython.Build import cythonize\nsetup(ext_modules=cythonize('x
     ],
 )
 def test_cython_output_is_shared_only_when_it_cannot_depend_on_the_platform(
-    tmp_path: Path, files: dict[str, bytes], portable: bool
+    tmp_path: Path, files: dict[str, bytes], *, portable: bool
 ) -> None:
     path = make_sdist(tmp_path, "c-1.0", files)
     assert facts(ref_of(path), path).portable_cython is portable

@@ -20,7 +20,7 @@ from tests.wheelfactory import make_wheel
 AMD, ARM = "debian-bookworm-amd64", "debian-bookworm-arm64"
 
 
-def _add(store: Store, wheel: Path, platforms: list[str], replace: bool = False) -> str:
+def _add(store: Store, wheel: Path, platforms: list[str], *, replace: bool = False) -> str:
     with store.locked() as records:
         return store.add(records, wheel, platforms, Provenance(job="t"), replace=replace).outcome
 

@@ -45,7 +45,9 @@ def make_client(python: str, name: str, spec: str) -> tuple[list[str], str]:
     return [f"{venv}/bin/pip", "install", "--no-cache-dir", "--disable-pip-version-check"], version
 
 
-def attempt(head: list[str], config: dict[str, Any], index: str, hashes: bool) -> tuple[int, str]:
+def attempt(
+    head: list[str], config: dict[str, Any], index: str, *, hashes: bool
+) -> tuple[int, str]:
     target = tempfile.mkdtemp(prefix="t-", dir=HOME)
     lines = [f"{pin} --hash=sha256:{sha}" if hashes else pin for pin, sha in config["requirements"]]
     Path(f"{target}.txt").write_text("\n".join(lines) + "\n")
@@ -63,7 +65,7 @@ def main() -> None:
     for name, spec in config["clients"].items():
         head, version = make_client(config["python"], name, spec)
         for server, index, hashes in config["attempts"]:
-            code, output = attempt(head, config, index, hashes)
+            code, output = attempt(head, config, index, hashes=hashes)
             result = {"client": name, "version": version, "server": server}
             result.update(hashes=hashes, code=code, output=output)
             print(json.dumps(result), flush=True)
