@@ -17,7 +17,7 @@ import click
 from orchestrator import version_line
 from orchestrator.cli.app import App
 from orchestrator.cli.build import build
-from orchestrator.cli.doctor import doctor, setup_host
+from orchestrator.cli.doctor import ci_step, doctor, setup_host
 from orchestrator.cli.images import images
 from orchestrator.cli.index import prune, publish, rollback, serve
 from orchestrator.cli.matrix import matrix
@@ -46,7 +46,7 @@ from orchestrator.core.redact import RedactingStream
     help="Show the version and the commit this orchestrate was built from, and exit.",
 )
 @click.pass_context
-def cli(ctx: click.Context, debug: bool, quiet: bool, verbose: bool) -> None:
+def cli(ctx: click.Context, *, debug: bool, quiet: bool, verbose: bool) -> None:
     """Build multi-arch builder images and per-platform Python wheel caches.
 
     Shell completion: eval "$(_ORCHESTRATE_COMPLETE=bash_source orchestrate)"
@@ -64,6 +64,7 @@ def _print_version(ctx: click.Context) -> None:
 cli.add_command(matrix)
 cli.add_command(doctor)
 cli.add_command(setup_host)
+cli.add_command(ci_step)
 cli.add_command(plan)
 cli.add_command(images)
 cli.add_command(build)

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import click
 
 from orchestrator.cli.app import App, echo_json, format_option, matrix_options, pass_app, print_rows
-from orchestrator.core.errors import EXIT_ENVIRONMENT, EXIT_FAILED, EnvironmentProblem
+from orchestrator.core.errors import (
+    EXIT_ENVIRONMENT,
+    EXIT_FAILED,
+    EnvironmentProblem,
+    InputError,
+)
 from orchestrator.doctor import run_doctor
 from orchestrator.publish.indexcheck import check_index, reachable
 
@@ -28,10 +35,32 @@ def setup_host(args: tuple[str, ...]) -> int:
     Podman instead of Docker; `-- --rootless[=USER]` runs Podman's service as
     an unprivileged user.
     """
-    script = Path(__file__).resolve().parents[1] / "setup-host.sh"
+    return _shipped_script("setup-host.sh", args)
+
+
+@click.command("ci-step")
+@click.argument("step", type=click.Choice(["plan", "shard", "merge"]))
+@click.argument("shard", required=False)
+def ci_step(step: str, shard: str | None) -> int:
+    """One job of a night on a CI system: plan, shard NAME, or merge.
+
+    The same steps on every CI system (deploy/steps/night, shipped in the package):
+    plan restores the published state (ORCHESTRATE_STATE) and writes plan.json and
+    shards.json; shard NAME builds that shard into bundle-NAME/; merge restores the
+    state, merges every bundle-*/ and, when the merge published (exit 0 or 1), puts
+    the state back. MATRIX and REQUIREMENTS name the inputs.
+    """
+    if (step == "shard") != (shard is not None):
+        raise InputError("`ci-step shard` takes a shard's name; plan and merge take none")
+    env = {**os.environ, "ORCHESTRATE_PYTHON": sys.executable}
+    return _shipped_script("ci-step.sh", (step, *([shard] if shard else [])), env=env)
+
+
+def _shipped_script(name: str, args: tuple[str, ...], env: dict[str, str] | None = None) -> int:
+    script = Path(__file__).resolve().parents[1] / name
     if not script.is_file():
         raise EnvironmentProblem(f"{script} is missing from this installation")
-    return subprocess.run(["bash", str(script), *args], check=False).returncode
+    return subprocess.run(["bash", str(script), *args], check=False, env=env).returncode
 
 
 @click.command()

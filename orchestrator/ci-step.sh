@@ -1,0 +1,1 @@
+../deploy/steps/night

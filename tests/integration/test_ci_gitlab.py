@@ -1,0 +1,151 @@
+"""The shipped GitLab pipeline, run for real by gitlab-ci-local (`--shell-isolation`:
+each job in a fresh copy of the project, with its own empty workdir and index root).
+
+The shard jobs' GitLab cache (`cache:`, the bases and the emulated builder's cross
+toolchain) starts as a copy of the session's, as a runner's restored cache would:
+with an empty one each night makes the arm64 builder again (a minute under QEMU)
+and retags the shared builder other tests read. What a night builds is decided by
+the published state alone (ORCHESTRATE_STATE), never by a cache.
+
+examples/local.yaml's platforms and examples/requirements.txt: a plan job, one job
+per shard, a merge job that publishes to a durable folder (ORCHESTRATE_STATE). The
+published index must be the one a single host publishes; a second night on empty
+runners builds nothing and publishes the same; a night whose arm64 job dies
+publishes amd64 and leaves arm64's release as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from orchestrator.images.pipeline import ImagesReport
+from tests.conftest import REPO
+from tests.matrices import local_matrix_copy
+
+from .test_shards import comparable, served
+
+GCL = REPO / ".ci-tools" / "node_modules" / ".bin" / "gitlab-ci-local"
+PIPELINE = REPO / "deploy" / "gitlab" / "wheel-cache.gitlab-ci.yml"
+AMD, ARM = "debian-bookworm-amd64", "debian-bookworm-arm64"
+SHARD_LINE = '    - orchestrate ci-step shard "$SHARD"\n'
+
+
+def _project(root: Path, pipeline: str, extra: str = "") -> Path:
+    """A user's repository: the pipeline, a matrix whose index root is relative (so
+    each job has its own, empty), and the requirements (plus `extra` pins)."""
+    root.mkdir(parents=True)
+    (root / ".gitlab-ci.yml").write_text(pipeline)
+    local_matrix_copy(root / "matrix.yaml", Path("wheelhouse"))
+    examples = (REPO / "examples" / "requirements.txt").read_text()
+    (root / "requirements.txt").write_text(examples + extra)
+    git = ["git", "-c", "user.email=ci@example.invalid", "-c", "user.name=ci"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "night"]):
+        subprocess.run([*git, *args], cwd=root, check=True)
+    for shard in ("amd64", "arm64"):  # GitLab's cache of each shard job, restored
+        cache = root / ".gitlab-ci-local" / "cache" / f"orchestrate-{shard}"
+        shutil.copytree(os.environ["ORCHESTRATE_CACHE_DIR"], cache / ".orchestrate-cache")
+    return root
+
+
+def _head() -> str:
+    return subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def _night(project: Path, state: Path) -> subprocess.CompletedProcess[str]:
+    variables = {
+        "MATRIX": "matrix.yaml",
+        "REQUIREMENTS": "requirements.txt",
+        # The commit under test, pinned as a user pins theirs (pip clones it per job).
+        "ORCHESTRATE_SOURCE": f"git+file://{REPO}@{_head()}",
+        "ORCHESTRATE_STATE": str(state),
+    }
+    args = [a for k, v in variables.items() for a in ("--variable", f"{k}={v}")]
+    env = {k: v for k, v in os.environ.items() if k != "ORCHESTRATE_CACHE_DIR"}
+    return subprocess.run(
+        [str(GCL), "--shell-isolation", "--no-color", *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        timeout=2400,
+    )
+
+
+@pytest.fixture(scope="module")
+def gitlab(built_images: ImagesReport) -> Path:
+    if not GCL.is_file():
+        pytest.fail("gitlab-ci-local is missing: run scripts/bootstrap --test")
+    return GCL
+
+
+def test_a_gitlab_night_publishes_the_one_host_index_and_a_second_builds_nothing(
+    gitlab: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "published"
+    project = _project(tmp_path / "repo", PIPELINE.read_text())
+    first = _night(project, state)
+    assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-2000:]
+    assert f"(orchestrate-wheels, commit {_head()})" in first.stdout  # every job names it
+    assert set(served(state)) == {AMD, ARM}
+
+    single = local_matrix_copy(tmp_path / "single.yaml", tmp_path / "single-index")
+    one_host = subprocess.run(
+        [
+            "orchestrate",
+            "build",
+            "-m",
+            str(single),
+            "-r",
+            str(project / "requirements.txt"),
+            "--workdir",
+            str(tmp_path / "work-single"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert one_host.returncode == 0, one_host.stdout + one_host.stderr
+    published, alone = served(state), served(tmp_path / "single-index")
+    for platform in (AMD, ARM):
+        assert comparable(published[platform]) == comparable(alone[platform]), platform
+
+    second = _night(project, state)
+    assert second.returncode == 0, second.stdout[-6000:] + second.stderr[-2000:]
+    merged = json.loads((project / "merge.json").read_text())
+    assert [j for j in merged["jobs"] if j["status"] == "built"] == []  # nothing rebuilt
+    assert {d["action"] for d in merged["plan"]} <= {"cached", "upstream"}
+    assert served(state) == published
+
+
+def test_a_gitlab_night_whose_arm64_job_dies_publishes_amd64_and_keeps_arm64(
+    gitlab: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "published"
+    healthy = _project(tmp_path / "repo", PIPELINE.read_text())
+    assert _night(healthy, state).returncode == 0
+    before = {p: (state / p).readlink() for p in (AMD, ARM)}
+    text = PIPELINE.read_text()
+    assert SHARD_LINE in text
+    dying = text.replace(SHARD_LINE, '    - test "$SHARD" != arm64 || exit 1\n' + SHARD_LINE)
+    # A new pin (docopt: pure Python, sdist only) gives both shards work tonight.
+    broken = _project(tmp_path / "repo-broken", dying, extra="docopt==0.6.2\n")
+    night = _night(broken, state)
+    assert night.returncode != 0  # the night says something went wrong
+    assert "night: published to" in night.stdout, night.stdout[-6000:]
+    merged = json.loads((broken / "merge.json").read_text())
+    shards = {s["name"]: s["status"] for s in merged["shards"]}
+    assert shards == {"amd64": "merged", "arm64": "missing"}
+    assert (state / AMD).readlink() != before[AMD]  # amd64 published tonight's wheel
+    assert (state / ARM).readlink() == before[ARM]  # arm64 kept its last release
+    now = served(state)
+    assert any(f.startswith("docopt/") for f in now[AMD])
+    assert not any(f.startswith("docopt/") for f in now[ARM])
