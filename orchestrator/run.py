@@ -285,8 +285,9 @@ def _accounted(
         unreached = f"not started: the night stopped ({_reason(built.stopped)})"
     elif cancel.event.is_set():
         unreached = "not started: the night was interrupted"
+    platforms = {p.name: p for p in request.platforms}
     try:
-        jobs = account_for(items, built.jobs, unreached=unreached)
+        jobs = account_for(items, built.jobs, platforms=platforms, unreached=unreached)
     except InternalError as exc:  # what finished is still stored; the CLI raises it
         return replace(built, stopped=built.stopped or exc)
     return replace(built, jobs=jobs)

@@ -77,12 +77,22 @@ class WheelJob:
 
     @property
     def id(self) -> str:
-        prefix = "build-dep:" if self.kind == JobKind.BUILD_DEP else ""
-        return f"{self.platform.name}/{prefix}{self.name}=={self.version}"
+        return job_id(self.platform, self.python, self.name, self.version, kind=self.kind)
 
     @property
     def requirement(self) -> str:
         return f"{self.name}=={self.version}"
+
+
+def job_id(
+    platform: Platform, python: str, name: str, version: str, *, kind: JobKind = JobKind.WHEEL
+) -> str:
+    """`platform/name==version` (`build-dep:` before the name for a build dependency);
+    a platform with several Pythons builds an item once per Python, and its IDs say
+    which (`@py3.12`), or two jobs would share one."""
+    prefix = "build-dep:" if kind == JobKind.BUILD_DEP else ""
+    which = f"@py{python}" if len(platform.python) > 1 else ""
+    return f"{platform.name}/{prefix}{name}=={version}{which}"
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ from typing import Any
 from packaging.utils import canonicalize_name
 
 from orchestrator.build.failures import Failure
-from orchestrator.build.graph import WheelJob
+from orchestrator.build.graph import WheelJob, job_id
+from orchestrator.config.matrix import Platform
 from orchestrator.core.errors import InternalError
 from orchestrator.images.facts import NativeCompiler
 from orchestrator.model import Category, JobKind, JobStatus, Mode
@@ -213,10 +214,10 @@ def build_items(decisions: Iterable[Decision], platforms: Iterable[str]) -> list
     return [d for d in decisions if d.action.builds and d.platform in wanted]
 
 
-def not_started(decision: Decision, why: str) -> WheelRecord:
+def not_started(decision: Decision, platform: Platform, why: str) -> WheelRecord:
     """The record of a build item no job ever ran for, and why."""
     record = WheelRecord(
-        job=f"{decision.platform}/{decision.name}=={decision.version}",
+        job=job_id(platform, decision.python, decision.name, decision.version),
         platform=decision.platform,
         python=decision.python,
         name=decision.name,
@@ -229,14 +230,22 @@ def not_started(decision: Decision, why: str) -> WheelRecord:
 
 
 def account_for(
-    items: Sequence[Decision], records: Sequence[WheelRecord], *, unreached: str | None
+    items: Sequence[Decision],
+    records: Sequence[WheelRecord],
+    *,
+    platforms: Mapping[str, Platform],
+    unreached: str | None,
 ) -> tuple[WheelRecord, ...]:
     """`records`, with a "not started" record for each item that has none when the
     jobs stage did not reach them (`unreached` says why); then the invariant: every
     item has exactly one wheel record. A broken invariant is an InternalError naming
     the items."""
     have = Counter(_key(r) for r in records if r.kind == JobKind.WHEEL)
-    added = [not_started(d, unreached) for d in items if unreached and not have[_dkey(d)]]
+    added = [
+        not_started(d, platforms[d.platform], unreached)
+        for d in items
+        if unreached and not have[_dkey(d)]
+    ]
     out = (*records, *added)
     check_accounted(items, out)
     return out

@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from orchestrator.build.graph import job_id
 from orchestrator.build.records import WheelRecord, account_for, build_items, not_started
 from orchestrator.cli.build import exit_code, summary_line
 from orchestrator.config.loader import load_matrix
-from orchestrator.config.matrix import expand
+from orchestrator.config.matrix import Platform, expand
 from orchestrator.core.errors import EXIT_FAILED, EXIT_INTERNAL, InternalError
 from orchestrator.core.layout import RunLayout
 from orchestrator.engines.pool import EngineFactsCache, EnginePool
-from orchestrator.model import Action, Arch, Category, JobStatus
+from orchestrator.model import Action, Arch, Category, JobKind, JobStatus
 from orchestrator.plan.decide import Decision
 from orchestrator.report.data import report_of
 from orchestrator.run import BuildOptions, BuildOutcome, BuildRequest, run_build
@@ -238,24 +240,61 @@ def test_build_items_are_the_builds_and_rebuilds_of_the_nights_platforms() -> No
     assert [d.name for d in build_items(decisions, [AMD])] == ["a", "b"]
 
 
+def _platforms(pythons: str = '["3.11"]') -> dict[str, Platform]:
+    """examples/local.yaml's platforms, with these Pythons."""
+    path = local_matrix_copy(
+        Path(tempfile.mkdtemp()) / "m.yaml", Path("w"), {'python: ["3.11"]': f"python: {pythons}"}
+    )
+    return {p.name: p for p in expand(load_matrix(path))}
+
+
 def test_an_item_with_no_record_after_the_jobs_ran_is_an_internal_error() -> None:
     items = [_decision("a"), _decision("b")]
+    platforms = _platforms()
     with pytest.raises(InternalError) as raised:
-        account_for(items, [_record("a")], unreached=None)
+        account_for(items, [_record("a")], platforms=platforms, unreached=None)
     assert raised.value.exit_code == EXIT_INTERNAL
     assert f"{AMD}/b==1.0 (python 3.11)" in raised.value.message
     with pytest.raises(InternalError, match="with several"):
-        account_for(items, [_record("a"), _record("a"), _record("b")], unreached=None)
+        account_for(
+            items,
+            [_record("a"), _record("a"), _record("b")],
+            platforms=platforms,
+            unreached=None,
+        )
 
 
 def test_items_the_jobs_stage_never_reached_are_not_started_with_the_reason() -> None:
     items = [_decision("a"), _decision("Some_Project")]
-    out = account_for(items, [_record("a")], unreached="not started: the images failed")
+    platforms = _platforms()
+    out = account_for(
+        items, [_record("a")], platforms=platforms, unreached="not started: the images failed"
+    )
     assert [r.status for r in out] == [JobStatus.BUILT, JobStatus.CANCELLED]
     added = out[1]
     assert added.job == f"{AMD}/Some_Project==1.0"
     assert added.category is Category.CANCELLED
     assert added.error == "not started: the images failed"
     # a record under the project's normalized name accounts for the item
-    account_for([_decision("Some_Project")], [_record("some-project")], unreached=None)
-    assert not_started(items[0], "why").detail == "cancelled: why"
+    account_for(
+        [_decision("Some_Project")],
+        [_record("some-project")],
+        platforms=platforms,
+        unreached=None,
+    )
+    assert not_started(items[0], platforms[AMD], "why").detail == "cancelled: why"
+
+
+def test_a_platform_with_two_pythons_gives_each_its_own_job() -> None:
+    """Two Pythons on one platform are two build items: their IDs say which Python
+    (one ID would let one job's record stand for both), and a single-Python
+    platform's IDs stay as they were."""
+    two = _platforms('["3.11", "3.12"]')[AMD]
+    assert job_id(two, "3.11", "crcmod", "1.7") == f"{AMD}/crcmod==1.7@py3.11"
+    assert job_id(two, "3.12", "crcmod", "1.7", kind=JobKind.BUILD_DEP) == (
+        f"{AMD}/build-dep:crcmod==1.7@py3.12"
+    )
+    assert job_id(_platforms()[AMD], "3.11", "crcmod", "1.7") == f"{AMD}/crcmod==1.7"
+    items = [_decision("a"), replace(_decision("a"), python="3.12")]
+    out = account_for(items, [], platforms={AMD: two}, unreached="not started: x")
+    assert [r.job for r in out] == [f"{AMD}/a==1.0@py3.11", f"{AMD}/a==1.0@py3.12"]
