@@ -245,3 +245,32 @@ def test_the_zuul_build_jobs_name_shards_the_plan_has() -> None:
     assert "ansible.builtin.archive" not in playbooks  # community.general's module
     assert "scripts/setup-host" not in playbooks  # only this repository has it
     assert "name: orchestrate\n" not in playbooks  # PyPI's orchestrate is another project
+
+
+@pytest.mark.parametrize("step", ["plan", "merge"])
+def test_a_night_step_stops_when_the_published_state_cannot_be_read(
+    tmp_path: Path, step: str
+) -> None:
+    """Planning against an empty index would rebuild everything, and the merge would
+    then publish over the real state: a state that cannot be read is exit 3, and
+    nothing is written to the index root or the state."""
+    import os
+    import sys
+
+    from tests.matrices import local_matrix_copy
+
+    matrix = local_matrix_copy(tmp_path / "m.yaml", tmp_path / "index")
+    missing = tmp_path / "not-there"
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "ci-step", step],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+        env={**os.environ, "MATRIX": str(matrix), "ORCHESTRATE_STATE": str(missing)},
+    )
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert f"cannot read the published state at {missing}" in done.stderr
+    assert not missing.exists()
+    assert not (tmp_path / "plan.json").exists()
+    assert list((tmp_path / "index").iterdir()) == []
