@@ -138,8 +138,8 @@ def test_a_blocked_job_is_in_the_report_the_summary_and_the_exit_code(tmp_path: 
 
 def test_a_deadline_with_jobs_still_queued_lists_them_as_not_started(tmp_path: Path) -> None:
     index = _index(tmp_path, _sdists(tmp_path, "pkg-a", "pkg-b", "pkg-c"))
-    options = BuildOptions(deadline=0.2)
-    night = _night(tmp_path, index, PINS, engine=_engine(run_seconds=0.5), options=options)
+    options = BuildOptions(deadline=1.0)  # the first job starts well before it passes
+    night = _night(tmp_path, index, PINS, engine=_engine(run_seconds=2.5), options=options)
     statuses = sorted(night.statuses().values())
     assert statuses == ["cancelled", "cancelled", "failed"], night.statuses()
     unstarted = [j for j in night.report["jobs"] if j["status"] == "cancelled"]
