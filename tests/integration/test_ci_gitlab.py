@@ -87,11 +87,17 @@ def gitlab(built_images: ImagesReport) -> Path:
     return GCL
 
 
+@pytest.fixture
+def state(tmp_path: Path) -> Path:
+    """The durable place the index lives between nights: made once, empty."""
+    folder = tmp_path / "published"
+    folder.mkdir()
+    return folder
+
+
 def test_a_gitlab_night_publishes_the_one_host_index_and_a_second_builds_nothing(
-    gitlab: Path, tmp_path: Path
+    gitlab: Path, tmp_path: Path, state: Path
 ) -> None:
-    state = tmp_path / "published"
-    state.mkdir()  # made once, empty, before a first night
     project = _project(tmp_path / "repo", PIPELINE.read_text())
     first = _night(project, state)
     assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-2000:]
@@ -128,10 +134,8 @@ def test_a_gitlab_night_publishes_the_one_host_index_and_a_second_builds_nothing
 
 
 def test_a_gitlab_night_whose_arm64_job_dies_publishes_amd64_and_keeps_arm64(
-    gitlab: Path, tmp_path: Path
+    gitlab: Path, tmp_path: Path, state: Path
 ) -> None:
-    state = tmp_path / "published"
-    state.mkdir()  # made once, empty, before a first night
     healthy = _project(tmp_path / "repo", PIPELINE.read_text())
     assert _night(healthy, state).returncode == 0
     before = {p: (state / p).readlink() for p in (AMD, ARM)}
