@@ -103,7 +103,7 @@ def test_a_wheel_of_this_checkout_names_its_commit(tmp_path: Path) -> None:
             "-q",
             "-w",
             str(tmp_path / "dist"),
-            str(REPO),
+            f"git+file://{REPO}@{head}",  # a clone of the commit: no build/ left in REPO
         ],
         capture_output=True,
         text=True,
