@@ -32,8 +32,8 @@ from orchestrator.images.build import ImageResult
 from orchestrator.images.pipeline import ImagesReport
 from orchestrator.model import ShardStatus
 from orchestrator.plan.overrides import Overrides
-from orchestrator.plan.planfile import PlanFile, differences
-from orchestrator.publish.admission import Night, Shipped, admit, check_shared
+from orchestrator.plan.planfile import PlanFile, differences, joined
+from orchestrator.publish.admission import Night, Shipped, admit, check_shared, settle
 from orchestrator.publish.release import now, store_and_publish
 from orchestrator.run import BuildOutcome, ShardResult, StageClock
 
@@ -42,6 +42,7 @@ from orchestrator.run import BuildOutcome, ShardResult, StageClock
 class MergeOptions:
     allow_stale: bool = False  # merge bundles of an older night's plan too
     replace: bool = False  # a wheel whose bytes differ replaces the stored one
+    prefer: Path | None = None  # the bundle whose bytes win a pure wheel two bundles differ on
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,14 +59,15 @@ def merge_night(request: MergeRequest) -> BuildOutcome:
     started, clock = now(), StageClock()
     with clock.stage("verify"):
         bundles = _unique([open_bundle(p, matrix=request.matrix) for p in request.bundles])
-        plan = _night_plan(bundles, request.plan)
+        night = _night_plan(bundles, request.plan)
+        plan = night.plan
         check_plan_of(plan, request.matrix, what="the night's plan")
-        stale = _check_plans(bundles, plan, allow_stale=request.options.allow_stale)
-        _admit(bundles, request.matrix)
+        stale = _check_plans(bundles, night, allow_stale=request.options.allow_stale)
+        admitted = _admit(bundles, request.matrix, prefer=request.options.prefer)
     shards = shard_results(plan, bundles, stale)
     gone = {p for s in shards if s.status is ShardStatus.MISSING for p in s.platforms}
     platforms = [p for p in plan.platforms if p not in gone]
-    jobs, owner = _jobs(bundles, request.layout)
+    jobs, owner = _jobs(admitted, request.layout)
     with clock.stage("publish"):
         published = store_and_publish(
             jobs, matrix=request.matrix, platforms=platforms,
@@ -97,8 +99,13 @@ def check_plan_of(plan: PlanFile, matrix: Matrix, *, what: str) -> None:
         )
 
 
-def _admit(bundles: Sequence[Bundle], matrix: Matrix) -> None:
-    """Every bundle's records held to its plan and the matrix (`publish.admission`)."""
+def _admit(
+    bundles: Sequence[Bundle], matrix: Matrix, *, prefer: Path | None
+) -> list[tuple[Bundle, Shipped]]:
+    """Every bundle's records held to its plan and the matrix (`publish.admission`),
+    with the pure wheels' bytes agreed on: each bundle with the records to merge."""
+    if prefer is not None and all(b.path.resolve() != prefer.resolve() for b in bundles):
+        raise InputError(f"--prefer {shown(str(prefer))} is none of the bundles given")
     platforms = {p.name: p for p in expand(matrix)}
     overrides = Overrides.of(matrix)
     shipped = [_shipped(b) for b in bundles]
@@ -106,7 +113,9 @@ def _admit(bundles: Sequence[Bundle], matrix: Matrix) -> None:
         check_plan_of(bundle.plan, matrix, what=f"{bundle.path}: its plan")
         night = Night(decisions=bundle.plan.decisions, platforms=platforms, overrides=overrides)
         admit(one, night)
-    check_shared(shipped)
+    settled = settle(shipped, prefer=prefer)
+    check_shared(settled)
+    return list(zip(bundles, settled, strict=True))
 
 
 def _shipped(bundle: Bundle) -> Shipped:
@@ -129,23 +138,37 @@ def _unique(bundles: Sequence[Bundle]) -> list[Bundle]:
     return list(seen.values())
 
 
-def _night_plan(bundles: Sequence[Bundle], given: PlanFile | None) -> PlanFile:
+@dataclass(frozen=True, kw_only=True)
+class NightPlan:
+    plan: PlanFile
+    members: frozenset[str]  # the identities of the plans it is made of
+
+
+def _night_plan(bundles: Sequence[Bundle], given: PlanFile | None) -> NightPlan:
+    """The plan given; else the plan the bundles share; else, for bundles planned
+    apart (same matrix and requirement files, platforms that do not overlap), their
+    plans joined; else the newest of their plans."""
     if given is not None:
-        return given
+        return NightPlan(plan=given, members=frozenset({given.identity}))
     if not bundles:
         raise InputError(
             "nothing to merge: no bundle and no plan",
             hint="pass the shards' bundle folders, or --plan to publish without them",
         )
-    return max((b.plan for b in bundles), key=lambda p: (p.created, p.identity))
+    plans = list({b.plan.identity: b.plan for b in bundles}.values())
+    together = joined(plans) if len(plans) > 1 else None
+    if together is not None:
+        return NightPlan(plan=together, members=frozenset(p.identity for p in plans))
+    newest = max(plans, key=lambda p: (p.created, p.identity))
+    return NightPlan(plan=newest, members=frozenset({newest.identity}))
 
 
-def _check_plans(bundles: Sequence[Bundle], plan: PlanFile, *, allow_stale: bool) -> set[str]:
+def _check_plans(bundles: Sequence[Bundle], night: NightPlan, *, allow_stale: bool) -> set[str]:
     """The digests of bundles from an older night (merged only with allow_stale);
     a bundle of any other plan is refused, naming what differs."""
-    stale = set()
+    stale, plan = set(), night.plan
     for bundle in bundles:
-        if bundle.plan.identity == plan.identity:
+        if bundle.plan.identity in night.members:
             continue
         what = "; ".join(differences(bundle.plan, plan))
         older = bundle.plan.created < plan.created
@@ -153,14 +176,42 @@ def _check_plans(bundles: Sequence[Bundle], plan: PlanFile, *, allow_stale: bool
             stale.add(bundle.digest)
             continue
         raise BadBundle(
-            f"{bundle.path}: built from "
-            + (f"an older night's plan (made {bundle.plan.created}; this night's "
-               f"{plan.created})" if older else f"another plan than {plan.identity[:16]}")
-            + f"; what differs: {what}",
-            hint="--allow-stale merges an older night's bundle too" if older else
-            "build every shard with `build --plan` from one `plan --shards --save-plan`",
-        )  # fmt: skip
+            f"{bundle.path}: built from {_which(bundle.plan, plan)}; what differs: {what}",
+            hint=_plan_hint(bundle.plan, plan),
+        )
     return stale
+
+
+def _which(theirs: PlanFile, plan: PlanFile) -> str:
+    if _apart(theirs, plan):
+        return (
+            f"a plan made apart from the night's (its platforms: {' '.join(theirs.platforms)}; "
+            f"the night's: {' '.join(plan.platforms)})"
+        )
+    if theirs.created < plan.created:
+        return f"an older night's plan (made {theirs.created}; this night's {plan.created})"
+    return f"another plan than {plan.identity[:16]}"
+
+
+def _plan_hint(theirs: PlanFile, plan: PlanFile) -> str:
+    if _apart(theirs, plan):
+        return (
+            "bundles planned apart merge together without --plan when their platforms "
+            "do not overlap; or build every shard with `build --plan --shard` from one "
+            "`plan --shards --save-plan`"
+        )
+    if theirs.created < plan.created:
+        return "--allow-stale merges an older night's bundle too"
+    return "build every shard with `build --plan` from one `plan --shards --save-plan`"
+
+
+def _apart(theirs: PlanFile, plan: PlanFile) -> bool:
+    """Plans of one matrix and requirement files for other platforms: made apart."""
+    return (
+        theirs.matrix == plan.matrix
+        and dict(theirs.inputs) == dict(plan.inputs)
+        and set(theirs.platforms) != set(plan.platforms)
+    )
 
 
 def shard_results(
@@ -189,14 +240,14 @@ def shard_results(
 
 
 def _jobs(
-    bundles: Sequence[Bundle], layout: RunLayout
+    admitted: Sequence[tuple[Bundle, Shipped]], layout: RunLayout
 ) -> tuple[list[WheelRecord], dict[int, Bundle]]:
-    """Every bundle's job records, their logs copied under this run's logs (so the
-    merged report's links work where the merge ran), and which bundle holds each."""
+    """Every admitted job record, its log copied under this run's logs (so the merged
+    report's links work where the merge ran), and which bundle holds each."""
     jobs: list[WheelRecord] = []
     owner: dict[int, Bundle] = {}
-    for bundle in bundles:
-        for job in bundle.jobs:
+    for bundle, shipped in admitted:
+        for job in shipped.jobs:
             log = ""
             source = bundle.log(job)
             if source.is_file():

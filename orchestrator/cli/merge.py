@@ -39,6 +39,12 @@ from orchestrator.plan.planfile import load_plan
 )
 @click.option("--allow-stale", is_flag=True, help="Merge bundles of an older night's plan too.")
 @click.option("--replace", is_flag=True, help="A wheel whose bytes differ replaces the stored one.")
+@click.option(
+    "--prefer",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="When two bundles give one pure wheel different bytes, this bundle's win "
+    "[default: both are refused].",
+)
 @report_options
 @workdir_option
 @format_option
@@ -50,6 +56,7 @@ def merge(  # noqa: PLR0913 - click passes each of its options as a parameter
     plan_path: Path | None,
     allow_stale: bool,
     replace: bool,
+    prefer: Path | None,
     report_path: Path | None,
     junit_path: Path | None,
     metrics_path: Path | None,
@@ -66,7 +73,7 @@ def merge(  # noqa: PLR0913 - click passes each of its options as a parameter
         bundles=bundles,
         layout=app.layout,
         plan=load_plan(plan_path) if plan_path is not None else None,
-        options=MergeOptions(allow_stale=allow_stale, replace=replace),
+        options=MergeOptions(allow_stale=allow_stale, replace=replace, prefer=prefer),
     )
     outcome = merge_night(request)
     paths = ReportPaths(json=report_path, junit=junit_path, metrics=metrics_path)

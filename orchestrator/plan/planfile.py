@@ -166,6 +166,28 @@ def identity_of(
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
+def joined(plans: Sequence[PlanFile]) -> PlanFile | None:
+    """Plans made apart for one night (`build -p GLOB --bundle` on each runner, with
+    no shared plan file) as one plan: the same matrix and requirement files, and
+    platforms that do not overlap. None when they are not that."""
+    first = plans[0]
+    if any(p.matrix != first.matrix or dict(p.inputs) != dict(first.inputs) for p in plans):
+        return None
+    platforms = tuple(name for p in plans for name in p.platforms)
+    if len(set(platforms)) != len(platforms):
+        return None
+    decisions = tuple(d for p in plans for d in p.decisions)
+    return PlanFile(
+        identity=identity_of(first.matrix, first.inputs, platforms, decisions),
+        created=max(p.created for p in plans),
+        matrix=first.matrix,
+        inputs=dict(first.inputs),
+        platforms=platforms,
+        shards=tuple(s for p in plans for s in p.shards),
+        decisions=decisions,
+    )
+
+
 def file_digests(paths: Sequence[Path]) -> dict[str, str]:
     """The requirement files a plan was made from, by name: the same checkout on
     every runner gives the same names."""

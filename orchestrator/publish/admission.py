@@ -15,7 +15,9 @@ stored, each record is held to what the merging side knows for itself:
   images.json gives for its platform;
 - its runtime record and smoke verdict have the store's shapes, and its smoke
   test passed (unless the matrix turns the smoke test off for it);
-- a shared record names a pure wheel a built record of the night holds.
+- a shared record names a pure wheel a built record of the night holds, and two
+  bundles that give one pure wheel different bytes are both refused unless the
+  merge says which one wins.
 
 Anything else refuses the bundle (BadBundle, exit 2), naming it and the record.
 What a compromised runner can still do is written in the README's security table.
@@ -27,7 +29,7 @@ import email.parser
 import json
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -93,34 +95,77 @@ def admit(shipped: Shipped, night: Night) -> None:
             _check_built(shipped, job, night)
 
 
-def check_shared(bundles: Sequence[Shipped]) -> None:
-    """A shared record names a pure wheel that a built record of the night holds, with
-    the same bytes; two bundles giving different bytes for one pure wheel are both
-    refused, whatever their order on the command line."""
-    built: dict[str, dict[str, Path]] = {}
-    for shipped in bundles:
-        for job in shipped.jobs:
-            if job.status is JobStatus.BUILT and job.wheel and job.sha256:
-                built.setdefault(job.wheel, {}).setdefault(str(job.sha256), shipped.where)
+def settle(bundles: Sequence[Shipped], *, prefer: Path | None = None) -> list[Shipped]:
+    """The bundles with each pure wheel's bytes agreed on. Two bundles giving different
+    bytes for one pure wheel are both refused, whatever their order on the command
+    line, unless `prefer` names one of them: its bytes then serve the other's
+    platforms too, and the other's record becomes a shared one."""
+    built = _pure_built(bundles)
+    winners: dict[str, str] = {}
     for name, by_sha in sorted(built.items()):
-        if len(by_sha) > 1 and all(t.platform == "any" for t in _tags(name)):
+        if len(by_sha) < 2:
+            continue
+        chosen = [sha for sha, where in by_sha.items() if _same(where, prefer)]
+        if not chosen:
             where = " and ".join(str(w) for w in sorted(by_sha.values()))
             raise BadBundle(
                 f"{where}: give different bytes for the pure wheel {shown(name)}; neither "
                 "is merged",
-                hint="rebuild one shard, or merge one bundle first and the other with --replace",
+                hint="rebuild one shard, or say which bundle's bytes win with --prefer BUNDLE",
             )
+        winners[name] = chosen[0]
+    return [_shared_from(shipped, winners) for shipped in bundles]
+
+
+def _same(where: Path, prefer: Path | None) -> bool:
+    return prefer is not None and where.resolve() == prefer.resolve()
+
+
+def _pure_built(bundles: Sequence[Shipped]) -> dict[str, dict[str, Path]]:
+    """Each pure wheel a built record holds: its sha256s, and the first bundle of each."""
+    built: dict[str, dict[str, Path]] = {}
+    for shipped in bundles:
+        for job in shipped.jobs:
+            if job.status is JobStatus.BUILT and job.wheel and job.sha256 and _pure(job.wheel):
+                built.setdefault(job.wheel, {}).setdefault(str(job.sha256), shipped.where)
+    return built
+
+
+def _shared_from(shipped: Shipped, winners: Mapping[str, str]) -> Shipped:
+    """A bundle whose built records that lost a conflict now share the winner's wheel."""
+    return replace(shipped, jobs=tuple(_lost_to(job, winners) for job in shipped.jobs))
+
+
+def _lost_to(job: WheelRecord, winners: Mapping[str, str]) -> WheelRecord:
+    won = winners.get(job.wheel or "")
+    if job.status is not JobStatus.BUILT or won is None or job.sha256 == won:
+        return job
+    return replace(job, status=JobStatus.SHARED, sha256=won)
+
+
+def _pure(wheel: str) -> bool:
+    return all(t.platform == "any" for t in _tags(wheel))
+
+
+def check_shared(bundles: Sequence[Shipped]) -> None:
+    """A shared record names a pure wheel that a built record of the night holds, with
+    the same bytes (after `settle`)."""
+    built: dict[str, set[str]] = {}
+    for shipped in bundles:
+        for job in shipped.jobs:
+            if job.status is JobStatus.BUILT and job.wheel and job.sha256:
+                built.setdefault(job.wheel, set()).add(str(job.sha256))
     for shipped in bundles:
         for job in shipped.jobs:
             if job.status is JobStatus.SHARED and job.wheel:
-                if str(job.sha256) not in built.get(job.wheel, {}):
+                if str(job.sha256) not in built.get(job.wheel, set()):
                     _refuse(
                         shipped,
                         job,
                         f"shares {shown(job.wheel)}, which no built record "
                         "of the night holds with those bytes",
                     )
-                if not all(t.platform == "any" for t in _tags(job.wheel)):
+                if not _pure(job.wheel):
                     _refuse(shipped, job, f"shares {shown(job.wheel)}, which is not pure")
 
 

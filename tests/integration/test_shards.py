@@ -12,7 +12,6 @@ import json
 import multiprocessing
 import os
 import random
-import re
 import shutil
 import signal
 import subprocess
@@ -32,11 +31,12 @@ from orchestrator.cli import main
 from orchestrator.images.pipeline import ImagesReport
 from tests.matrices import local_matrix_copy
 
+from .trees import comparable, served
+
 AMD, ARM = "debian-bookworm-amd64", "debian-bookworm-arm64"
 PLATFORMS = (AMD, ARM)
 # A C extension (a wheel per arch) and a pure wheel (one file for both): a .zip sdist.
 REQUIREMENTS = "crcmod==1.7\nsimplegeneric==0.8.1\n"
-HREF = re.compile(r'href="([^"#]+)#sha256=([0-9a-f]{64})"')
 
 
 @dataclass(frozen=True)
@@ -60,20 +60,29 @@ def orchestrate(*args: str, env: dict[str, str] | None = None) -> subprocess.Com
     )  # fmt: skip
 
 
-def _shard_build(night_root: Path, matrix: Path, shard: str) -> subprocess.Popen[str]:
+def _shard_build(
+    night_root: Path, matrix: Path, shard: str, *, select: tuple[str, ...] | None = None
+) -> subprocess.Popen[str]:
     """One runner: its own workdir and cache folder. The cache starts as a copy of the
     session's, as a CI cache action restores one: with an empty one, a runner would
     make its builder again (its cross toolchain is cached) and leave the shared tag
-    on an image that was never pushed, which later tests read."""
+    on an image that was never pushed, which later tests read. `select`: the runner
+    plans for itself (`build -r -p`) instead of building the night's shard."""
     cache = night_root / f"cache-{shard}"
     shutil.copytree(os.environ["ORCHESTRATE_CACHE_DIR"], cache, symlinks=True)
     env = {**os.environ, "ORCHESTRATE_CACHE_DIR": str(cache)}
+    what = select or ("--plan", str(night_root / "plan.json"), "--shard", shard)
     return subprocess.Popen(
-        ["orchestrate", "build", "-m", str(matrix), "--plan", str(night_root / "plan.json"),
-         "--shard", shard, "--bundle", str(night_root / f"bundle-{shard}"),
-         "--workdir", str(night_root / f"work-{shard}")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )  # fmt: skip
+        [
+            *("orchestrate", "build", "-m", str(matrix), *what),
+            *("--bundle", str(night_root / f"bundle-{shard}")),
+            *("--workdir", str(night_root / f"work-{shard}")),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -113,29 +122,6 @@ def merge(night: Night, *bundles: Path, extra: tuple[str, ...] = ()) -> Done:
                        *map(str, bundles))  # fmt: skip
 
 
-def served(root: Path) -> dict[str, dict[str, str]]:
-    """Per platform, every served file's sha256; each listed file checked against its
-    page's hash (the check the publish fault tests make)."""
-    out: dict[str, dict[str, str]] = {}
-    for link in sorted(p for p in root.iterdir() if p.is_symlink()):
-        simple = link / "simple"
-        files = {
-            f.relative_to(simple).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()
-            for f in sorted(simple.rglob("*")) if f.is_file()
-        }  # fmt: skip
-        for page in simple.glob("*/index.html"):
-            for href, digest in HREF.findall(page.read_text()):
-                listed = f"{page.parent.name}/{href}"
-                assert files.get(listed) == digest, f"{link.name}: {listed} is not as listed"
-        out[link.name] = files
-    return out
-
-
-def comparable(tree: dict[str, str]) -> dict[str, str]:
-    """Provenance statements name their run: compare their names, not their bytes."""
-    return {k: ("statement" if k.endswith(".intoto.json") else v) for k, v in tree.items()}
-
-
 def test_plan_shards_gives_one_shard_per_arch_with_native_runners(night: Night) -> None:
     entries = {e["shard"]: e for e in night.shards["include"]}
     assert set(entries) == {"amd64", "arm64"}
@@ -158,6 +144,33 @@ def test_the_merged_index_is_the_single_host_index(fresh: Night) -> None:
     assert again.returncode == 0
     assert served(fresh.index) == merged
     assert json.loads((fresh.index / "store" / "manifest.json").read_text())["wheels"] == store
+
+
+def test_bundles_planned_apart_merge_into_the_single_host_index(fresh: Night) -> None:
+    """Each runner ran `build -r FILE -p GLOB --bundle` with no shared plan file:
+    the plans differ only in their platforms, so merge joins them."""
+    apart = fresh.root / "apart"
+    apart.mkdir(exist_ok=True)
+    reqs = str(fresh.root / "requirements.txt")
+    runners = {
+        arch: _shard_build(apart, fresh.matrix, arch, select=("-r", reqs, "-p", f"*-{arch}"))
+        for arch in ("amd64", "arm64")
+    }
+    for runner in runners.values():
+        out, _ = runner.communicate(timeout=1200)
+        assert runner.returncode == 0, out
+    bundles = [apart / f"bundle-{arch}" for arch in runners]
+    plans = {json.loads((b / "plan.json").read_text())["identity"] for b in bundles}
+    assert len(plans) == 2  # planned apart
+    done = merge(fresh, *bundles)
+    assert done.returncode == 0, done.stdout + done.stderr
+    merged, single = served(fresh.index), served(fresh.single)
+    assert set(merged) == set(PLATFORMS)
+    for platform in PLATFORMS:
+        assert comparable(merged[platform]) == comparable(single[platform]), platform
+    other = merge(fresh, bundles[0], fresh.bundles["arm64"])  # one of each kind of plan
+    assert other.returncode == 2, other.stdout + other.stderr
+    assert "made apart" in other.stderr, other.stderr
 
 
 def test_a_missing_shard_publishes_the_others_and_is_named(fresh: Night) -> None:
@@ -459,7 +472,21 @@ def test_two_bundles_giving_other_bytes_for_one_pure_wheel_are_both_refused(
         assert str(fresh.bundles["amd64"]) in done.stderr
         assert "simplegeneric-0.8.1-py3-none-any.whl" in done.stderr
         assert "published" not in done.stdout + done.stderr
+        assert "--prefer" in done.stderr
         assert not fresh.index.exists() or not served(fresh.index)
+    honest = fresh.bundles["amd64"]
+    for order in ((honest, bad), (bad, honest)):
+        chosen = merge(fresh, *order, extra=("--prefer", str(honest)))
+        assert chosen.returncode == 0, chosen.stdout + chosen.stderr
+        pure = {
+            platform: sha
+            for platform, tree in served(fresh.index).items()
+            for path, sha in tree.items()
+            if path.endswith("simplegeneric-0.8.1-py3-none-any.whl")
+        }
+        assert set(pure) == set(PLATFORMS), pure  # both platforms serve it ...
+        wheel = next((honest / "wheels").rglob("simplegeneric-*.whl"))
+        assert set(pure.values()) == {hashlib.sha256(wheel.read_bytes()).hexdigest()}
 
 
 @pytest.mark.parametrize("case", sorted(BAD))

@@ -13,7 +13,14 @@ from orchestrator.config.matrix import Platform, expand
 from orchestrator.core.errors import ConfigError, InputError, StoreConflict
 from orchestrator.model import Action
 from orchestrator.plan.decide import Decision
-from orchestrator.plan.planfile import differences, load_plan, make_plan_file, save_plan
+from orchestrator.plan.planfile import (
+    PlanFile,
+    differences,
+    joined,
+    load_plan,
+    make_plan_file,
+    save_plan,
+)
 from orchestrator.plan.shards import github_matrix, shards_of
 from tests.conftest import REPO, CliRunner
 from tests.matrices import local_matrix_copy
@@ -282,3 +289,25 @@ def test_merge_refuses_a_plan_of_another_matrix_or_of_platforms_it_lacks(
         assert result.code == 2, (name, result.err)
         assert "MISSING" not in result.err
         assert not (tmp_path / "index").exists()
+
+
+def _apart(platforms: list[str], created: str = "t", reqs: str = "b" * 64) -> PlanFile:
+    return make_plan_file(
+        matrix="a" * 64,
+        inputs={"r.txt": reqs},
+        platforms=platforms,
+        decisions=[_decision(p, "crcmod") for p in platforms],
+        created=created,
+    )
+
+
+def test_plans_made_apart_for_other_platforms_join_into_one_night() -> None:
+    amd = _apart(["p-amd64"], "2026-12-01T02:00")
+    night = joined([amd, _apart(["p-arm64"], "2026-12-01T02:03")])
+    assert night is not None
+    assert night.platforms == ("p-amd64", "p-arm64")
+    assert night.created == "2026-12-01T02:03"
+    assert {d.platform for d in night.decisions} == {"p-amd64", "p-arm64"}
+    assert night.identity == _apart(["p-amd64", "p-arm64"]).identity  # as one shared plan
+    assert joined([amd, amd]) is None  # overlapping platforms: not apart
+    assert joined([amd, _apart(["p-arm64"], reqs="c" * 64)]) is None  # other requirements
