@@ -38,20 +38,30 @@ def setup_host(args: tuple[str, ...]) -> int:
     return _shipped_script("setup-host.sh", args)
 
 
+NAMED_STEPS = ("shard", "shard-night", "release")  # the steps that take a shard's name
+
+
 @click.command("ci-step")
-@click.argument("step", type=click.Choice(["plan", "shard", "merge"]))
+@click.argument("step", type=click.Choice(["plan", "shard", "merge", *NAMED_STEPS[1:]]))
 @click.argument("shard", required=False)
 def ci_step(step: str, shard: str | None) -> int:
-    """One job of a night on a CI system: plan, shard NAME, or merge.
+    """One job of a night on a CI system.
 
-    The same steps on every CI system (deploy/steps/night, shipped in the package):
-    plan restores the published state (ORCHESTRATE_STATE) and writes plan.json and
-    shards.json; shard NAME builds that shard into bundle-NAME/; merge restores the
-    state, merges every bundle-*/ and, when the merge published (exit 0 or 1), puts
-    the state back. MATRIX and REQUIREMENTS name the inputs.
+    The same steps on every CI system (deploy/steps/night, shipped in the package).
+    One plan, many shards, one merge: plan restores the published state
+    (ORCHESTRATE_STATE) and writes plan.json and shards.json; shard NAME builds that
+    shard into bundle-NAME/ (and what planning learns into facts-NAME/); merge
+    restores the state, merges every bundle-*/ and, when the merge published (exit 0
+    or 1), puts the state back. Each shard on its own state (Zuul's per-platform
+    jobs): shard-night NAME restores ORCHESTRATE_STATE/NAME, plans, builds and
+    publishes locally; release NAME puts it back. MATRIX and REQUIREMENTS name the
+    inputs.
     """
-    if (step == "shard") != (shard is not None):
-        raise InputError("`ci-step shard` takes a shard's name; plan and merge take none")
+    if (step in NAMED_STEPS) != (shard is not None):
+        raise InputError(
+            f"`ci-step {step}` takes "
+            + ("a shard's name" if step in NAMED_STEPS else "no shard's name")
+        )
     env = {**os.environ, "ORCHESTRATE_PYTHON": sys.executable}
     return _shipped_script("ci-step.sh", (step, *([shard] if shard else [])), env=env)
 

@@ -205,3 +205,33 @@ def build_report(
     # `shared` is not `built`: three builds (crcmod twice, simplegeneric once), one share.
     assert "built 3, shared 1, failed 0, not started 0, upstream 2" in built.process.stdout
     return built.report
+
+
+@pytest.fixture(scope="session")
+def one_host_examples(
+    built_images: ImagesReport, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, dict[str, str]]:
+    """The served trees of one host's night of examples/requirements.txt on
+    examples/local.yaml, in an index root of its own: what every CI night of the
+    same inputs must publish."""
+    from .trees import served
+
+    root = tmp_path_factory.mktemp("one-host")
+    matrix = local_matrix_copy(root / "matrix.yaml", root / "index")
+    args = ["-m", str(matrix), "-r", str(REPO / "examples" / "requirements.txt")]
+    done = subprocess.run(
+        ["orchestrate", "build", *args, "--workdir", str(root / "work")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return served(root / "index")
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Path:
+    """The durable place a CI night's index lives between nights: made once, empty."""
+    folder = tmp_path / "published"
+    folder.mkdir()
+    return folder

@@ -26,9 +26,9 @@ import pytest
 
 from orchestrator.images.pipeline import ImagesReport
 from tests.conftest import REPO
-from tests.matrices import local_matrix_copy
 
-from .test_shards import comparable, served
+from .projects import head, user_project
+from .trees import comparable, served
 
 GCL = REPO / ".ci-tools" / "node_modules" / ".bin" / "gitlab-ci-local"
 PIPELINE = REPO / "deploy" / "gitlab" / "wheel-cache.gitlab-ci.yml"
@@ -37,26 +37,18 @@ SHARD_LINE = '    - orchestrate ci-step shard "$SHARD"\n'
 
 
 def _project(root: Path, pipeline: str, extra: str = "") -> Path:
-    """A user's repository: the pipeline, a matrix whose index root is relative (so
-    each job has its own, empty), and the requirements (plus `extra` pins)."""
-    root.mkdir(parents=True)
-    (root / ".gitlab-ci.yml").write_text(pipeline)
-    local_matrix_copy(root / "matrix.yaml", Path("wheelhouse"))
-    examples = (REPO / "examples" / "requirements.txt").read_text()
-    (root / "requirements.txt").write_text(examples + extra)
-    git = ["git", "-c", "user.email=ci@example.invalid", "-c", "user.name=ci"]
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "night"]):
-        subprocess.run([*git, *args], cwd=root, check=True)
+    """A user's repository with the pipeline, and GitLab's cache of each shard job."""
+    project = user_project(
+        root,
+        files={".gitlab-ci.yml": pipeline},
+        matrix="matrix.yaml",
+        requirements="requirements.txt",
+        extra=extra,
+    )
     for shard in ("amd64", "arm64"):  # GitLab's cache of each shard job, restored
         cache = root / ".gitlab-ci-local" / "cache" / f"orchestrate-{shard}"
         shutil.copytree(os.environ["ORCHESTRATE_CACHE_DIR"], cache / ".orchestrate-cache")
-    return root
-
-
-def _head() -> str:
-    return subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    return project
 
 
 def _night(project: Path, state: Path) -> subprocess.CompletedProcess[str]:
@@ -64,7 +56,7 @@ def _night(project: Path, state: Path) -> subprocess.CompletedProcess[str]:
         "MATRIX": "matrix.yaml",
         "REQUIREMENTS": "requirements.txt",
         # The commit under test, pinned as a user pins theirs (pip clones it per job).
-        "ORCHESTRATE_SOURCE": f"git+file://{REPO}@{_head()}",
+        "ORCHESTRATE_SOURCE": f"git+file://{REPO}@{head()}",
         "ORCHESTRATE_STATE": str(state),
     }
     args = [a for k, v in variables.items() for a in ("--variable", f"{k}={v}")]
@@ -87,41 +79,20 @@ def gitlab(built_images: ImagesReport) -> Path:
     return GCL
 
 
-@pytest.fixture
-def state(tmp_path: Path) -> Path:
-    """The durable place the index lives between nights: made once, empty."""
-    folder = tmp_path / "published"
-    folder.mkdir()
-    return folder
-
-
 def test_a_gitlab_night_publishes_the_one_host_index_and_a_second_builds_nothing(
-    gitlab: Path, tmp_path: Path, state: Path
+    gitlab: Path, one_host_examples: dict[str, dict[str, str]], tmp_path: Path, state: Path
 ) -> None:
     project = _project(tmp_path / "repo", PIPELINE.read_text())
     first = _night(project, state)
     assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-2000:]
-    assert f"(orchestrate-wheels, commit {_head()})" in first.stdout  # every job names it
+    assert f"(orchestrate-wheels, commit {head()})" in first.stdout  # every job names it
     assert set(served(state)) == {AMD, ARM}
+    facts = state / ".orchestrate-facts"  # what planning needs travels with the index
+    durations = json.loads((facts / "durations.json").read_text())
+    assert any(k.startswith("crcmod") for k in durations), durations
+    assert {p.stem for p in (facts / "probes").glob("*.json")} == {AMD, ARM}
 
-    single = local_matrix_copy(tmp_path / "single.yaml", tmp_path / "single-index")
-    one_host = subprocess.run(
-        [
-            "orchestrate",
-            "build",
-            "-m",
-            str(single),
-            "-r",
-            str(project / "requirements.txt"),
-            "--workdir",
-            str(tmp_path / "work-single"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert one_host.returncode == 0, one_host.stdout + one_host.stderr
-    published, alone = served(state), served(tmp_path / "single-index")
+    published, alone = served(state), one_host_examples
     for platform in (AMD, ARM):
         assert comparable(published[platform]) == comparable(alone[platform]), platform
 

@@ -1,0 +1,42 @@
+"""A user's repository as a CI system checks it out, for the tests that run the
+shipped CI definitions."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+from tests.conftest import REPO
+from tests.matrices import local_matrix_copy
+
+
+def head() -> str:
+    """The commit under test: what every CI job installs, pinned as a user pins theirs."""
+    return subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def user_project(
+    root: Path,
+    *,
+    files: Mapping[str, str],
+    matrix: str,
+    requirements: str,
+    extra: str = "",
+) -> Path:
+    """`files` (the CI definition), examples/local.yaml as `matrix` with a relative
+    index root (each job has its own, empty), examples/requirements.txt as
+    `requirements` plus `extra` pins, committed."""
+    root.mkdir(parents=True)
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    local_matrix_copy(root / matrix, Path("wheelhouse"))
+    examples = (REPO / "examples" / "requirements.txt").read_text()
+    (root / requirements).write_text(examples + extra)
+    git = ["git", "-c", "user.email=ci@example.invalid", "-c", "user.name=ci"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "night"]):
+        subprocess.run([*git, *args], cwd=root, check=True)
+    return root
