@@ -65,7 +65,10 @@ def merge_night(request: MergeRequest) -> BuildOutcome:
         stale = _check_plans(bundles, night, allow_stale=request.options.allow_stale)
         admitted = _admit(bundles, request.matrix, prefer=request.options.prefer)
     shards = shard_results(plan, bundles, stale)
-    gone = {p for s in shards if s.status is ShardStatus.MISSING for p in s.platforms}
+    # A platform is left as it was only when no shard of it came (a split shard's
+    # parts share their platforms: what one part brought is published).
+    came = {p for s in shards if s.status is not ShardStatus.MISSING for p in s.platforms}
+    gone = {p for s in shards for p in s.platforms} - came
     platforms = [p for p in plan.platforms if p not in gone]
     jobs, owner = _jobs(admitted, request.layout)
     with clock.stage("publish"):
@@ -120,6 +123,7 @@ def _admit(
 
 def _shipped(bundle: Bundle) -> Shipped:
     images = {str(i.get("platform")): i for i in bundle.report["images"] if isinstance(i, dict)}
+    parts = [s for s in bundle.plan.shards if s.name == bundle.shard and s.part]
     return Shipped(
         where=bundle.path,
         platforms=bundle.platforms,
@@ -127,6 +131,7 @@ def _shipped(bundle: Bundle) -> Shipped:
         images=images,
         wheel=bundle.wheel,
         provenance=bundle.provenance,
+        items=frozenset(parts[0].items) if parts else frozenset(),
     )
 
 

@@ -39,6 +39,7 @@ from orchestrator.plan.decide import Decision
 from orchestrator.plan.gather import BuilderRuntime, PlanResult, make_plan, planned
 from orchestrator.plan.overrides import Overrides
 from orchestrator.plan.planfile import PlanFile
+from orchestrator.plan.shards import Shard
 from orchestrator.plan.upstream import ProjectPage, Upstream, oldest_supporting
 from orchestrator.publish.index import PublishResult
 from orchestrator.publish.release import PublishOutcome, now, store_and_publish
@@ -69,6 +70,7 @@ class BuildRequest:
     options: BuildOptions = BuildOptions()
     layout: RunLayout
     plan: PlanFile | None = None  # decisions made before (a shard's), instead of planning
+    shard: Shard | None = None  # the plan's shard this night builds (a part: its items)
     publish: bool = True  # False: a shard's night, which a merge stores and publishes
 
 
@@ -225,7 +227,10 @@ def _plan(request: BuildRequest, images: ImagesReport) -> PlanResult:
     upstream = Upstream.of(request.matrix.index, request.layout.index_cache)
     probed = {p: f.tags for p, f in images.facts.items()}
     if request.plan is not None:
-        return planned(request.plan.decisions, request.platforms, upstream=upstream, probed=probed)
+        decisions = request.plan.decisions
+        if request.shard is not None:
+            decisions = request.shard.decisions(decisions)
+        return planned(decisions, request.platforms, upstream=upstream, probed=probed)
     return make_plan(
         request.matrix,
         request.platforms,

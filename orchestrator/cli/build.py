@@ -39,6 +39,7 @@ from orchestrator.core.quoting import printable
 from orchestrator.model import JobStatus
 from orchestrator.plan.gather import check_something_to_plan
 from orchestrator.plan.planfile import PlanFile, load_plan
+from orchestrator.plan.shards import Shard
 from orchestrator.report.ci import write_junit, write_metrics
 from orchestrator.report.data import report_of, save_run_report, with_previous, write_report
 from orchestrator.report.html import write_html
@@ -136,17 +137,30 @@ def build(  # noqa: PLR0913 - click passes each of its options as a parameter
 ) -> int:
     """Build every wheel the plan says is missing, then publish the index (or, with
     --bundle, hand it to `orchestrate merge`)."""
-    given, platforms = shard_of(app, plan_path, shard)
+    chosen = shard_of(app, plan_path, shard)
+    given = chosen.plan
     check_inputs(app, given, requirements, bundle)
     options = BuildOptions(
-        emulate_when_busy=emulate_when_busy, fail_fast=fail_fast, keep_failed=keep_failed,
-        replace=replace, timeout=timeout, resolve_latest=resolve_latest, deadline=deadline,
+        emulate_when_busy=emulate_when_busy,
+        fail_fast=fail_fast,
+        keep_failed=keep_failed,
+        replace=replace,
+        timeout=timeout,
+        resolve_latest=resolve_latest,
+        deadline=deadline,
         build_constraints=_constraint_lines(app, build_constraints),
-    )  # fmt: skip
+    )
     request = BuildRequest(
-        matrix=app.matrix, platforms=platforms, plan=given, publish=bundle is None,
-        requirements=requirements, constraints=constraints, options=options, layout=app.layout,
-    )  # fmt: skip
+        matrix=app.matrix,
+        platforms=chosen.platforms,
+        plan=given,
+        shard=chosen.shard,
+        publish=bundle is None,
+        requirements=requirements,
+        constraints=constraints,
+        options=options,
+        layout=app.layout,
+    )
     outcome, cancel = _run(app, request)
     paths = ReportPaths(json=report_path, junit=junit_path, metrics=metrics_path)
     report, saved = write_reports(app, outcome, paths)
@@ -173,15 +187,22 @@ def check_inputs(
         check_target(bundle)
 
 
-def shard_of(
-    app: App, plan_path: Path | None, shard: str | None
-) -> tuple[PlanFile | None, tuple[Platform, ...]]:
+@dataclass(frozen=True, kw_only=True)
+class Selection:
+    """What a build builds from: a plan file and its shard, if any, and the platforms."""
+
+    plan: PlanFile | None
+    shard: Shard | None
+    platforms: tuple[Platform, ...]
+
+
+def shard_of(app: App, plan_path: Path | None, shard: str | None) -> Selection:
     """The plan file to build from, if any, and the platforms: the shard's, or those
     --platform selects (which the plan must cover)."""
     if plan_path is None:
         if shard is not None:
             raise InputError("--shard names a shard of a plan file: pass --plan too")
-        return None, app.platforms
+        return Selection(plan=None, shard=None, platforms=app.platforms)
     plan = load_plan(plan_path)
     if plan.matrix != app.matrix.digest:
         raise InputError(
@@ -191,13 +212,14 @@ def shard_of(
         )
     if shard is not None and app.patterns:
         raise InputError("pass --shard or --platform, not both")
-    wanted = plan.shard(shard).platforms if shard is not None else None
+    chosen = plan.shard(shard) if shard is not None else None
+    wanted = chosen.platforms if chosen is not None else None
     every = expand(app.matrix)
     platforms = tuple(p for p in every if p.name in wanted) if wanted else app.platforms
     outside = [p.name for p in platforms if p.name not in plan.platforms]
     if outside:
         raise InputError(f"{plan_path}: the plan does not cover {', '.join(outside)}")
-    return plan, platforms
+    return Selection(plan=plan, shard=chosen, platforms=platforms)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -399,6 +399,9 @@ class RunnerSpec(Model):
     labels: tuple[RunnerLabel, ...] = Field(min_length=1, max_length=20)
     shard: Name | None = None  # default: the arch of the platform
     native: StrictBool = True  # False: these runners emulate the platform's arch (QEMU)
+    # A shard expected to take longer is split across several runners of this rule
+    # (SHARD-1, SHARD-2, ...), each under the budget where the jobs allow it.
+    budget_minutes: Annotated[int, Field(ge=1, le=10080)] | None = None
 
 
 class SkipSpec(Model):

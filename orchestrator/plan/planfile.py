@@ -59,6 +59,8 @@ SCHEMA: dict[str, Any] = {
                 "labels": {"type": "array", "items": TEXT}, "native": {"type": "boolean"},
                 "jobs": {"type": "integer", "minimum": 0},
                 "expected_seconds": {"type": "number", "minimum": 0},
+                "items": {"type": "array", "items": TEXT},
+                "part": {"type": "integer", "minimum": 1},
             },
             "additionalProperties": False,
         }},

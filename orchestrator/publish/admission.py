@@ -5,7 +5,8 @@ with a bad disk, a compromised one). Its manifest, written by that same runner,
 only shows the files were not damaged on the way. Before anything of it is
 stored, each record is held to what the merging side knows for itself:
 
-- the job is one of the plan's build items, on one of the bundle's platforms;
+- the job is one of the plan's build items, on one of the bundle's platforms (and
+  of its part's items, for a part of a split shard);
 - its wheel's file name is the job's project and version, its tags are ones the
   platform installs (derived from the matrix: arch, glibc, Python), and a build
   tag (a rebuild) is one the plan decided;
@@ -48,6 +49,7 @@ from orchestrator.core.quoting import shown
 from orchestrator.model import Action, JobKind, JobStatus
 from orchestrator.plan.decide import Decision
 from orchestrator.plan.overrides import Overrides
+from orchestrator.plan.shards import item_of
 from orchestrator.plan.tags import derived_tags
 
 MAX_WHEEL = 4 << 30  # what a wheel file may weigh on disk
@@ -65,6 +67,7 @@ class Shipped:
     images: Mapping[str, Mapping[str, Any]]  # platform -> its entry of images.json
     wheel: Callable[[WheelRecord], Path]
     provenance: Callable[[WheelRecord], Path]
+    items: frozenset[str] = frozenset()  # a split shard's part: its build items only
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,6 +92,8 @@ def admit(shipped: Shipped, night: Night) -> None:
         decision = planned.get(item_key(job.platform, job.python, job.name, job.version))
         if decision is None:
             _refuse(shipped, job, "is not one of the plan's build items for its platforms")
+        if shipped.items and item_of(decision) not in shipped.items:
+            _refuse(shipped, job, "is a build item of another part of its shard")
         if job.status in (JobStatus.BUILT, JobStatus.SHARED) and job.wheel:
             _check_name_and_tags(shipped, job, decision, night.platforms[job.platform])
         if job.status is JobStatus.BUILT and job.wheel:

@@ -3,6 +3,7 @@ shipped CI definitions."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,3 +41,10 @@ def user_project(
     for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "night"]):
         subprocess.run([*git, *args], cwd=root, check=True)
     return root
+
+
+def runner_env() -> dict[str, str]:
+    """What a fresh CI runner's processes see here: this machine's network settings
+    (its CA bundle, proxies), none of the test session's orchestrate folders."""
+    ours = ("ORCHESTRATE_", "XDG_", "PYTEST_", "VIRTUAL_ENV")
+    return {k: v for k, v in os.environ.items() if not k.startswith(ours)}

@@ -28,7 +28,7 @@ from orchestrator.images.pipeline import ImagesReport
 from tests.conftest import REPO
 from tests.github_runner import Runner
 
-from .projects import head, user_project
+from .projects import head, runner_env, user_project
 from .trees import comparable
 
 WORKFLOW = REPO / "deploy" / "github" / "wheel-cache.yml"
@@ -107,8 +107,7 @@ def _runner(repo: Path, root: Path, pages: Pages) -> Runner:
         shutil.copytree(
             os.environ["ORCHESTRATE_CACHE_DIR"], cache / f"orchestrate-{shard}-seed", symlinks=True
         )
-    keep = ("PATH", "LANG", "DOCKER_HOST", "CONTAINER_HOST", "PIP_CACHE_DIR")
-    base = {k: v for k, v in os.environ.items() if k in keep}
+    base = runner_env()
     base["PIP_CACHE_DIR"] = str(root / "pip-cache")  # setup-python's `cache: pip`
     return Runner(
         workflow=repo / ".github" / "workflows" / "wheel-cache.yml",

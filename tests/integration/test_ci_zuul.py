@@ -26,7 +26,7 @@ import yaml
 from orchestrator.images.pipeline import ImagesReport
 from tests.conftest import REPO
 
-from .projects import head, user_project
+from .projects import head, runner_env, user_project
 from .trees import comparable, served
 
 ZUUL = REPO / "deploy" / "zuul"
@@ -89,9 +89,9 @@ def _run_job(name: str, job: dict[str, Any], *, project: Path, root: Path, state
     }
     (node / "vars.json").write_text(json.dumps(variables))
     env = {
+        **runner_env(),
         "PATH": f"{tools}:{os.environ['PATH']}",
         "HOME": str(home),
-        "LANG": "C.UTF-8",
         "ANSIBLE_ROLES_PATH": str(STANDINS / "roles"),
         "ANSIBLE_ACTION_PLUGINS": str(STANDINS / "action_plugins"),
         "ANSIBLE_LOCAL_TEMP": str(node / "ansible-tmp"),

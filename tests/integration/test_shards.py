@@ -173,6 +173,47 @@ def test_bundles_planned_apart_merge_into_the_single_host_index(fresh: Night) ->
     assert "made apart" in other.stderr, other.stderr
 
 
+def test_a_shard_over_its_budget_runs_as_parts_that_merge_into_one_platform(
+    fresh: Night,
+) -> None:
+    """amd64's two jobs, expected at 50 s each, against a budget of one minute: two
+    parts, one job each. Both merged give the one-host amd64 index; one alone
+    publishes what it brought and names the other MISSING."""
+    split = fresh.root / "split"
+    split.mkdir(exist_ok=True)
+    budget = "runners:\n  - {platforms: '*-amd64', labels: [ubuntu-24.04], budget_minutes: 1}\n"
+    matrix = split / "matrix.yaml"
+    matrix.write_text(fresh.matrix.read_text() + budget)
+    cache = split / "plan-cache"
+    shutil.copytree(os.environ["ORCHESTRATE_CACHE_DIR"], cache, symlinks=True)
+    timed = {"crcmod|amd64|native": 50.0, "simplegeneric|amd64|native": 50.0}
+    (cache / "durations.json").write_text(json.dumps(timed))
+    planned = orchestrate(
+        *("plan", "-m", str(matrix), "-r", str(fresh.root / "requirements.txt")),
+        *("--shards", "--save-plan", str(split / "plan.json")),
+        env={"ORCHESTRATE_CACHE_DIR": str(cache)},
+    )
+    assert planned.returncode == 0, planned.stderr
+    names = [e["shard"] for e in json.loads(planned.stdout)["include"]]
+    assert sorted(names) == ["amd64-1", "amd64-2", "arm64"]
+    runners = [_shard_build(split, matrix, name) for name in ("amd64-1", "amd64-2")]
+    for runner in runners:
+        out, _ = runner.communicate(timeout=1200)
+        assert runner.returncode == 0, out
+    parts = [split / "bundle-amd64-1", split / "bundle-amd64-2"]
+    jobs = [json.loads((b / "report.json").read_text())["jobs"] for b in parts]
+    assert [len([j for j in js if j["kind"] == "wheel"]) for js in jobs] == [1, 1]
+    merging = ("merge", "-m", str(matrix), "--plan", str(split / "plan.json"))
+    alone = orchestrate(*merging, "--workdir", str(split / "w1"), str(parts[0]))
+    assert alone.returncode == 1, alone.stdout + alone.stderr
+    assert "MISSING shard amd64-2" in alone.stderr
+    assert len(served(fresh.index)[AMD]) > 0  # what part 1 brought is published
+    both = orchestrate(*merging, "--workdir", str(split / "w2"), *map(str, parts))
+    assert both.returncode == 1, both.stdout + both.stderr  # arm64's shard is missing
+    merged = served(fresh.index)
+    assert comparable(merged[AMD]) == comparable(served(fresh.single)[AMD])
+
+
 def test_a_missing_shard_publishes_the_others_and_is_named(fresh: Night) -> None:
     junit = fresh.root / "merge.xml"
     done = merge(

@@ -21,7 +21,7 @@ from orchestrator.plan.planfile import (
     make_plan_file,
     save_plan,
 )
-from orchestrator.plan.shards import github_matrix, shards_of
+from orchestrator.plan.shards import github_matrix, item_of, shards_of
 from tests.conftest import REPO, CliRunner
 from tests.matrices import local_matrix_copy
 
@@ -311,3 +311,44 @@ def test_plans_made_apart_for_other_platforms_join_into_one_night() -> None:
     assert night.identity == _apart(["p-amd64", "p-arm64"]).identity  # as one shared plan
     assert joined([amd, amd]) is None  # overlapping platforms: not apart
     assert joined([amd, _apart(["p-arm64"], reqs="c" * 64)]) is None  # other requirements
+
+
+def _timed(name: str, _arch: str, *, emulated: bool) -> float:
+    return {"big": 300.0, "mid": 200.0}.get(name, 100.0)
+
+
+def test_a_shard_over_its_budget_is_split_into_parts_of_about_the_budget(write: Write) -> None:
+    path = _with_runners(write, "runners:\n  - {platforms: '*', labels: [x], budget_minutes: 5}\n")
+    matrix = load_matrix(path)
+    platforms = [p for p in expand(matrix) if p.arch.value == "amd64"][:1]
+    names = ["big", "mid", "a", "b", "c", "d"]  # 300 + 200 + 4 x 100 = 900 s: 3 parts
+    decisions = [_decision(p.name, n) for p in platforms for n in names]
+    decisions.append(_decision(platforms[0].name, "wheel", Action.UPSTREAM))
+    parts = [s for s in shards_of(decisions, platforms, matrix.runners, _timed) if s.jobs]
+    assert [(s.name, s.part) for s in parts] == [("amd64-1", 1), ("amd64-2", 2), ("amd64-3", 3)]
+    assert [s.expected_seconds for s in parts] == [300.0, 300.0, 300.0]  # big; mid+a; b+c+d
+    items = [i for s in parts for i in s.items]
+    assert sorted(items) == sorted(item_of(d) for d in decisions if d.action is Action.BUILD)
+    for part in parts:
+        mine = part.decisions(decisions)
+        assert {item_of(d) for d in mine if d.action is Action.BUILD} == set(part.items)
+        assert any(d.action is Action.UPSTREAM for d in mine) == (part.part == 1)
+    assert all("items" not in e for e in github_matrix(parts)["include"])
+    plan = make_plan_file(
+        matrix="a" * 64,
+        inputs={},
+        platforms=[p.name for p in platforms],
+        decisions=decisions,
+        shards=parts,
+        created="t",
+    )
+    again = load_plan(_saved(write, plan))
+    assert again.shards == plan.shards
+    unsplit = shards_of(decisions, platforms, (), _timed)
+    assert [s.part for s in unsplit if s.jobs] == [0]  # no budget: one shard
+
+
+def _saved(write: Write, plan: PlanFile) -> Path:
+    path = write("plan.json", "")
+    save_plan(plan, path)
+    return path
