@@ -69,7 +69,7 @@ def main() -> int:
         rows += measured
         print("== a night across runners: two shards at once, one merge (long)", flush=True)
         two, reports = shards.two_runners(single_root=OUT / "openstack-index")
-        rows += two + shards.opendev_scale(reports)
+        rows += two + shards.split_by_budget(reports) + shards.opendev_scale(reports)
 
     print()
     print_table(rows)

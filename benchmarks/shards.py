@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import statistics
@@ -29,9 +30,12 @@ from typing import Any
 from benchmarks.common import CONSTRAINTS, OUT, REPO, Row, orchestrate_build, sh
 from orchestrator.config import IndexSpec, load_matrix
 from orchestrator.config.matrix import Platform, expand
+from orchestrator.config.schema import RunnerSpec
 from orchestrator.engines.pool import EngineFactsCache, EnginePool
 from orchestrator.model import Action, Arch
+from orchestrator.plan.decide import Decision
 from orchestrator.plan.gather import make_plan
+from orchestrator.plan.shards import Shard, item_of, shards_of
 from orchestrator.plan.upstream import ProjectPage, Upstream
 from orchestrator.scheduler import Cancel, Job, Outcome, Placement, Scheduler
 from tests.unit.fakes import FakeEngine
@@ -300,11 +304,71 @@ def _runners(n: int, shard_walls: Mapping[str, float]) -> Row:
     )  # fmt: skip
 
 
+def split_by_budget(reports: Sequence[Mapping[str, Any]]) -> list[Row]:
+    """OpenStack's night (this run's plan and measured job times) on 1, 2 and 4
+    native runners per arch: the plan's own split (`budget_minutes` in `runners:`),
+    each part's jobs through the real scheduler on a runner of its own."""
+    plan = json.loads((ROOT / "plan.json").read_text())
+    decisions = [Decision.from_dict(d) for d in plan["decisions"]]
+    matrix = load_matrix(_matrix(ROOT / "index", "sharded"))
+    platforms = [p for p in expand(matrix) if p.name in plan["platforms"]]
+    native, _factor = measured(reports)
+    typical = statistics.median(native.values()) if native else 60.0
+
+    def expected(name: str, _arch: str, /, *, emulated: bool) -> float:
+        return native.get(name, typical)
+
+    whole = shards_of(decisions, platforms, (), expected)
+    rows = []
+    for count in (1, 2, 4):
+        rules = tuple(_budget_rule(s, count) for s in whole if s.jobs)
+        parts = [s for s in shards_of(decisions, platforms, rules, expected) if s.jobs]
+        walls = [_part_wall(part, decisions, platforms, expected) for part in parts]
+        rows.append(
+            Row(
+                f"OpenStack split by budget: {count} runner(s) per arch, night's wall time",
+                max(walls) / 60,
+                None,
+                "min",
+                None,
+                "",
+                None,
+                f"{len(parts)} parts, longest {max(walls) / 60:.1f} min, "
+                f"{sum(walls) / 60:.0f} runner-minutes ({RUNNER_SLOTS}-core runners, "
+                f"{RUNNER_SETUP_S:.0f} s set-up each; job times measured above)",
+            )
+        )
+    return rows
+
+
+def _budget_rule(shard: Shard, count: int) -> RunnerSpec:
+    """A rule that splits `shard` into about `count` parts."""
+    minutes = max(1, math.ceil(shard.expected_seconds / count / 60))
+    return RunnerSpec(
+        platforms=f"*-{shard.name}", labels=shard.labels, shard=shard.name, budget_minutes=minutes
+    )
+
+
+def _part_wall(
+    part: Shard, decisions: Sequence[Decision], platforms: Sequence[Platform], expected: Any
+) -> float:
+    by_name = {p.name: p for p in platforms}
+    jobs = [
+        Job(item_of(d), by_name[d.platform].arch, seconds, seconds)
+        for d in part.decisions(decisions)
+        if d.action in (Action.BUILD, Action.REBUILD) and d.platform in by_name
+        for seconds in [expected(d.name, by_name[d.platform].arch.value, emulated=False)]
+    ]
+    arch = by_name[part.platforms[0]].arch
+    return _simulate(jobs, [FakeEngine(part.name, arch, RUNNER_SLOTS)], 1.0) + RUNNER_SETUP_S
+
+
 def main() -> None:
-    """`python -m benchmarks.shards`: both benchmarks, standalone."""
+    """`python -m benchmarks.shards`: every shard benchmark, standalone."""
     from benchmarks.common import print_table
 
     rows, reports = two_runners()
+    rows += split_by_budget(reports)
     rows += opendev_scale(reports)
     print_table(rows)
     (OUT / "shards-rows.json").write_text(json.dumps([r.__dict__ for r in rows], indent=1))

@@ -47,8 +47,10 @@ FORMAT = "orchestrate-bundle-1"
 MANIFEST = "bundle.json"
 MAX_MANIFEST = 64 << 20
 # A listed path: relative, plain parts only (no `..`, no empty or hidden part).
-RELATIVE = re.compile(r"(?:[A-Za-z0-9_+=-][A-Za-z0-9._+=-]{0,254}/){0,3}"
-                      r"[A-Za-z0-9_+=-][A-Za-z0-9._+=-]{0,254}")  # fmt: skip
+RELATIVE = re.compile(
+    r"(?:[A-Za-z0-9_+=-][A-Za-z0-9._+=-]{0,254}/){0,3}"
+    r"[A-Za-z0-9_+=-][A-Za-z0-9._+=-]{0,254}"
+)
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -176,14 +178,22 @@ def open_bundle(path: Path, *, matrix: Matrix) -> Bundle:
     )
     strangers = sorted({j.platform for j in jobs} - set(manifest["platforms"]))
     if strangers:
-        raise BadBundle(f"{path / 'report.json'}: has jobs of {', '.join(map(shown, strangers))}, "
-                        "which are not the bundle's platforms")  # fmt: skip
+        raise BadBundle(
+            f"{path / 'report.json'}: has jobs of {', '.join(map(shown, strangers))}, "
+            "which are not the bundle's platforms"
+        )
     _check_wheels(path, manifest["files"], jobs)
     return Bundle(
-        path=path, shard=manifest["shard"], platforms=tuple(manifest["platforms"]),
-        run_id=manifest["run_id"], created=manifest["created"],
-        digest=hashlib.sha256(raw).hexdigest(), plan=plan, report=report, jobs=jobs,
-    )  # fmt: skip
+        path=path,
+        shard=manifest["shard"],
+        platforms=tuple(manifest["platforms"]),
+        run_id=manifest["run_id"],
+        created=manifest["created"],
+        digest=hashlib.sha256(raw).hexdigest(),
+        plan=plan,
+        report=report,
+        jobs=jobs,
+    )
 
 
 def _read_manifest(path: Path) -> bytes:
@@ -222,8 +232,9 @@ def _checked_manifest(raw: bytes, path: Path) -> dict[str, Any]:
 
 def _check_entry(where: Path, name: str, facts: object) -> None:
     if not RELATIVE.fullmatch(name) or any(p in (".", "..") for p in name.split("/")):
-        raise BadBundle(f"{where}: lists a path that leaves the bundle or is not plain: "
-                        f"{shown(name, 200)}")  # fmt: skip
+        raise BadBundle(
+            f"{where}: lists a path that leaves the bundle or is not plain: {shown(name, 200)}"
+        )
     sha = facts.get("sha256") if isinstance(facts, dict) else None
     size = facts.get("size") if isinstance(facts, dict) else None
     if not isinstance(sha, str) or not SHA256.fullmatch(sha) or type(size) is not int:
@@ -239,13 +250,15 @@ def _check_files(root: Path, files: Mapping[str, Mapping[str, Any]]) -> None:
             path = Path(folder) / name
             relative = path.relative_to(root).as_posix()
             if path.is_symlink():
-                raise BadBundle(f"{root}: holds a link {shown(relative, 200)}, which a "
-                                "bundle never has")  # fmt: skip
+                raise BadBundle(
+                    f"{root}: holds a link {shown(relative, 200)}, which a bundle never has"
+                )
             if name in names and relative != MANIFEST:
                 found.add(relative)
     for relative in sorted(found - set(files)):
-        raise TamperedBundle(f"{root}: holds {shown(relative, 200)}, which its manifest "
-                             "does not list")  # fmt: skip
+        raise TamperedBundle(
+            f"{root}: holds {shown(relative, 200)}, which its manifest does not list"
+        )
     for relative, facts in sorted(files.items()):
         path = root / relative
         if relative not in found:
@@ -272,8 +285,10 @@ def _sha256(root: Path, relative: str) -> str:
 
 def _check_plan(root: Path, manifest: Mapping[str, Any], plan: PlanFile, matrix: Matrix) -> None:
     if plan.identity != manifest["plan"]:
-        raise TamperedBundle(f"{root}: plan.json is plan {plan.identity[:16]}, the manifest "
-                             f"names {manifest['plan'][:16]}")  # fmt: skip
+        raise TamperedBundle(
+            f"{root}: plan.json is plan {plan.identity[:16]}, the manifest "
+            f"names {manifest['plan'][:16]}"
+        )
     if plan.matrix != matrix.digest or manifest["matrix"] != matrix.digest:
         raise BadBundle(
             f"{root}: built from another matrix (sha256 {plan.matrix[:12]}; "
@@ -283,12 +298,15 @@ def _check_plan(root: Path, manifest: Mapping[str, Any], plan: PlanFile, matrix:
     known = {p.name for p in expand(matrix)}
     strangers = [p for p in manifest["platforms"] if p not in known or p not in plan.platforms]
     if strangers:
-        raise BadBundle(f"{root}: its platforms {', '.join(map(shown, strangers))} are not "
-                        "the matrix's or the plan's")  # fmt: skip
+        raise BadBundle(
+            f"{root}: its platforms {', '.join(map(shown, strangers))} are not "
+            "the matrix's or the plan's"
+        )
 
 
-def _check_wheels(root: Path, files: Mapping[str, Mapping[str, Any]],
-                  jobs: Sequence[WheelRecord]) -> None:  # fmt: skip
+def _check_wheels(
+    root: Path, files: Mapping[str, Mapping[str, Any]], jobs: Sequence[WheelRecord]
+) -> None:
     for job in jobs:
         if job.status is not JobStatus.BUILT or not job.wheel:
             continue
@@ -298,5 +316,7 @@ def _check_wheels(root: Path, files: Mapping[str, Mapping[str, Any]],
             raise BadBundle(f"{root}: job {shown(job.job)} names no wheel ({exc})") from None
         relative = f"wheels/{job.platform}/{name}"
         if files.get(relative, {}).get("sha256") != job.sha256:
-            raise TamperedBundle(f"{root}: {relative} is not the file job {shown(job.job)} "
-                                 "built (its sha256 differs from the job's record)")  # fmt: skip
+            raise TamperedBundle(
+                f"{root}: {relative} is not the file job {shown(job.job)} "
+                "built (its sha256 differs from the job's record)"
+            )

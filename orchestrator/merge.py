@@ -73,17 +73,26 @@ def merge_night(request: MergeRequest) -> BuildOutcome:
     jobs, owner = _jobs(admitted, request.layout)
     with clock.stage("publish"):
         published = store_and_publish(
-            jobs, matrix=request.matrix, platforms=platforms,
-            wheel_of=lambda job: owner[id(job)].wheel(job), replace=request.options.replace,
-        )  # fmt: skip
+            jobs,
+            matrix=request.matrix,
+            platforms=platforms,
+            wheel_of=lambda job: owner[id(job)].wheel(job),
+            replace=request.options.replace,
+        )
     images = [ImageResult.from_dict(i) for b in bundles for i in b.report["images"]]
     return BuildOutcome(
-        run_id=request.layout.run_id, started=started, finished=now(),
-        platforms=tuple(platforms), images=ImagesReport(results=images),
-        plan=plan.decisions, jobs=tuple(jobs), publish=published,
-        stages=dict(clock.seconds), shards=shards,
+        run_id=request.layout.run_id,
+        started=started,
+        finished=now(),
+        platforms=tuple(platforms),
+        images=ImagesReport(results=images),
+        plan=plan.decisions,
+        jobs=tuple(jobs),
+        publish=published,
+        stages=dict(clock.seconds),
+        shards=shards,
         sdist_downloads=sum(b.report["summary"].get("sdist_downloads", 0) for b in bundles),
-    )  # fmt: skip
+    )
 
 
 def check_plan_of(plan: PlanFile, matrix: Matrix, *, what: str) -> None:
@@ -114,11 +123,27 @@ def _admit(
     shipped = [_shipped(b) for b in bundles]
     for bundle, one in zip(bundles, shipped, strict=True):
         check_plan_of(bundle.plan, matrix, what=f"{bundle.path}: its plan")
+        _check_shard_platforms(bundle)
         night = Night(decisions=bundle.plan.decisions, platforms=platforms, overrides=overrides)
         admit(one, night)
     settled = settle(shipped, prefer=prefer)
     check_shared(settled)
     return list(zip(bundles, settled, strict=True))
+
+
+def _check_shard_platforms(bundle: Bundle) -> None:
+    """A bundle brings its own shard's platforms only: one claiming another shard's
+    platform could otherwise publish a wheel for it before the honest shard's."""
+    for shard in bundle.plan.shards:
+        if shard.name == bundle.shard:
+            others = sorted(set(bundle.platforms) - set(shard.platforms))
+            if others:
+                raise BadBundle(
+                    f"{bundle.path}: shard {shown(bundle.shard)} claims "
+                    f"{', '.join(map(shown, others))}, which its plan gives to other "
+                    "shards; nothing was merged",
+                    hint="take the bundle from its CI run again, or rebuild that shard",
+                )
 
 
 def _shipped(bundle: Bundle) -> Shipped:
@@ -232,15 +257,22 @@ def shard_results(
     for name in names:
         came = by_name.get(name, [])
         status = (
-            ShardStatus.MISSING if not came
-            else ShardStatus.STALE if all(b.digest in stale for b in came)
+            ShardStatus.MISSING
+            if not came
+            else ShardStatus.STALE
+            if all(b.digest in stale for b in came)
             else ShardStatus.MERGED
-        )  # fmt: skip
+        )
         platforms = wanted.get(name) or tuple(p for b in came for p in b.platforms)
-        out.append(ShardResult(
-            name=name, platforms=tuple(platforms), status=status,
-            bundles=tuple(str(b.path) for b in came), runs=tuple(b.run_id for b in came),
-        ))  # fmt: skip
+        out.append(
+            ShardResult(
+                name=name,
+                platforms=tuple(platforms),
+                status=status,
+                bundles=tuple(str(b.path) for b in came),
+                runs=tuple(b.run_id for b in came),
+            )
+        )
     return tuple(out)
 
 

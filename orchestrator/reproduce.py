@@ -298,9 +298,14 @@ def run_phases(
     if spec.system_packages:
         on_output(f"\n== system packages: {' '.join(spec.system_packages)}\n".encode())
         image = system_image(
-            engine, image, spec.arch, spec.family, packages=spec.system_packages, env={},
+            engine,
+            image,
+            spec.arch,
+            spec.family,
+            packages=spec.system_packages,
+            env={},
             on_line=lambda line: on_output(f"{line}\n".encode()),
-        )  # fmt: skip
+        )
     for phase in spec.phases:
         request = RunRequest(
             image=image,

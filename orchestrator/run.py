@@ -85,8 +85,13 @@ class ShardResult:
     runs: tuple[str, ...] = ()  # the shard runs' IDs
 
     def as_dict(self) -> dict[str, object]:
-        return {"name": self.name, "platforms": list(self.platforms), "status": self.status.value,
-                "bundles": list(self.bundles), "runs": list(self.runs)}  # fmt: skip
+        return {
+            "name": self.name,
+            "platforms": list(self.platforms),
+            "status": self.status.value,
+            "bundles": list(self.bundles),
+            "runs": list(self.runs),
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -157,6 +162,21 @@ class JobsOutcome:
     stopped: BaseException | None = None
 
 
+def _publish(request: BuildRequest, built: JobsOutcome, *, clock: StageClock) -> PublishOutcome:
+    """The night's wheels stored and its platforms published; nothing for a shard's
+    night, which a merge publishes."""
+    if not request.publish:
+        return PublishOutcome()
+    with clock.stage("publish"):
+        return store_and_publish(
+            built.jobs,
+            matrix=request.matrix,
+            platforms=[p.name for p in request.platforms],
+            wheel_of=lambda job: request.layout.job_dir(job.job) / str(job.wheel),
+            replace=request.options.replace,
+        )
+
+
 def run_build(
     request: BuildRequest, *, pool: EnginePool, cancel: Cancel, on_event: Callable[..., None]
 ) -> BuildOutcome:
@@ -174,28 +194,34 @@ def run_build(
         for notice in (*plan.notices, *night_ahead(plan.decisions, request.platforms)):
             on_event("notice", None, notice)
         if not cancel.event.is_set():
-            built = _wheels(request, images, plan, pins, pool=pool, cancel=cancel,
-                            on_event=on_event, clock=clock)  # fmt: skip
+            built = _wheels(
+                request,
+                images,
+                plan,
+                pins,
+                pool=pool,
+                cancel=cancel,
+                on_event=on_event,
+                clock=clock,
+            )
     except Exception as exc:  # kept in the outcome; the CLI raises it
         built = JobsOutcome(jobs=built.jobs, stopped=exc)
     if plan is not None:
         built = _accounted(request, plan, built, cancel=cancel)
-    published = PublishOutcome()
-    if request.publish:
-        with clock.stage("publish"):
-            published = store_and_publish(
-                built.jobs, matrix=request.matrix,
-                platforms=[p.name for p in request.platforms],
-                wheel_of=lambda job: request.layout.job_dir(job.job) / str(job.wheel),
-                replace=request.options.replace,
-            )  # fmt: skip
+    published = _publish(request, built, clock=clock)
     return BuildOutcome(
-        run_id=request.layout.run_id, started=started, finished=now(),
-        platforms=tuple(p.name for p in request.platforms), images=images,
-        plan=tuple(plan.decisions) if plan else (), jobs=built.jobs,
-        sdist_downloads=built.sdist_downloads, publish=published,
-        stages=dict(clock.seconds), stopped=built.stopped,
-    )  # fmt: skip
+        run_id=request.layout.run_id,
+        started=started,
+        finished=now(),
+        platforms=tuple(p.name for p in request.platforms),
+        images=images,
+        plan=tuple(plan.decisions) if plan else (),
+        jobs=built.jobs,
+        sdist_downloads=built.sdist_downloads,
+        publish=published,
+        stages=dict(clock.seconds),
+        stopped=built.stopped,
+    )
 
 
 def night_ahead(decisions: Sequence[Decision], platforms: Sequence[Platform]) -> list[str]:
@@ -218,9 +244,14 @@ def _images(
 ) -> ImagesReport:
     layout = request.layout
     return run_images(
-        request.matrix, pool, request.platforms, layout,
-        cancel=cancel, on_event=on_event, probes=ProbeCache(layout.probes),
-    )  # fmt: skip
+        request.matrix,
+        pool,
+        request.platforms,
+        layout,
+        cancel=cancel,
+        on_event=on_event,
+        probes=ProbeCache(layout.probes),
+    )
 
 
 def _plan(request: BuildRequest, images: ImagesReport) -> PlanResult:
@@ -253,23 +284,36 @@ def builders_of(facts: Mapping[str, ImageFacts]) -> dict[str, BuilderRuntime]:
 
 
 def _wheels(
-    request: BuildRequest, images: ImagesReport, plan: PlanResult,
-    pins: Mapping[NormalizedName, SpecifierSet], *, pool: EnginePool,
-    cancel: Cancel, on_event: Callable[..., None], clock: StageClock,
-) -> JobsOutcome:  # fmt: skip
+    request: BuildRequest,
+    images: ImagesReport,
+    plan: PlanResult,
+    pins: Mapping[NormalizedName, SpecifierSet],
+    *,
+    pool: EnginePool,
+    cancel: Cancel,
+    on_event: Callable[..., None],
+    clock: StageClock,
+) -> JobsOutcome:
     """Sources, the job graph, and the jobs on the pool; what finished is kept even
     when the jobs stage is stopped."""
     options, matrix = request.options, request.matrix
     with clock.stage("sdists"):
         sources = gather_sources(
-            plan, request.platforms, cache=SdistCache(request.layout.sdists),
+            plan,
+            request.platforms,
+            cache=SdistCache(request.layout.sdists),
             constraints=pins,
-        )  # fmt: skip
+        )
     durations = Durations(request.layout.durations)
     executor = Executor(
-        matrix, request.layout, images.facts, sources.good,
-        tagsets=plan.tagsets, cancel=cancel, durations=durations,
-    )  # fmt: skip
+        matrix,
+        request.layout,
+        images.facts,
+        sources.good,
+        tagsets=plan.tagsets,
+        cancel=cancel,
+        durations=durations,
+    )
     graph = _graph(request, images, plan, sources, pool=pool, durations=durations)
     deadline = time.monotonic() + options.deadline if options.deadline else None
     exec_options = ExecOptions(options.emulate_when_busy, options.fail_fast, deadline)
@@ -303,9 +347,14 @@ def _reason(exc: BaseException) -> str:
 
 
 def _graph(
-    request: BuildRequest, images: ImagesReport, plan: PlanResult, sources: Sources, *,
-    pool: EnginePool, durations: Durations,
-) -> JobGraph:  # fmt: skip
+    request: BuildRequest,
+    images: ImagesReport,
+    plan: PlanResult,
+    sources: Sources,
+    *,
+    pool: EnginePool,
+    durations: Durations,
+) -> JobGraph:
     options, matrix = request.options, request.matrix
     settings = JobSettings(
         timeout=options.timeout or float(matrix.builder.job_timeout),

@@ -270,9 +270,13 @@ class Lookahead(Generic[V]):
     None), so a job never waits for work that is only queued."""
 
     def __init__(
-        self, work: Sequence[tuple[str, Callable[[], V]]], *, workers: int, limit: int,
+        self,
+        work: Sequence[tuple[str, Callable[[], V]]],
+        *,
+        workers: int,
+        limit: int,
         cancel: Cancel,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self._futures: dict[str, Future[V]] = {}
         self._gone: set[str] = set()  # taken or dropped before their work began
         self._lock = threading.Lock()

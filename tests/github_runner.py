@@ -76,10 +76,12 @@ KNOWN = re.compile(r"^(?:[\w.\[\]'\s()=!&|-]|fromJSON|cancelled|always|success|f
 def evaluate(expression: str, contexts: Mapping[str, Any]) -> Any:
     if not KNOWN.match(expression):
         raise AssertionError(f"an expression this stand-in does not know: {expression}")
-    python = expression
-    for pattern, replacement in TOKENS:
-        python = pattern.sub(replacement, python)
-    python = re.sub(r"(?<=\w)-(?=\w)", "__dash__", python)  # run-id style names
+    pieces = re.split(r"('[^']*')", expression)  # string literals are left as they are
+    for number in range(0, len(pieces), 2):
+        for pattern, replacement in TOKENS:
+            pieces[number] = pattern.sub(replacement, pieces[number])
+        pieces[number] = re.sub(r"(?<=\w)-(?=\w)", "__dash__", pieces[number])  # run-id style
+    python = "".join(pieces)
     names = {k: _wrap(v) for k, v in contexts.items()}
     names["fromJSON"] = lambda text: _wrap(json.loads(text))
     return eval(python, {"__builtins__": {}}, names)

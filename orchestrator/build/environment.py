@@ -131,8 +131,12 @@ def read_dist(path: Path) -> Dist | None:
             headers = HeaderParser().parsestr(archive.read(metadata).decode(errors="replace"))
     except (InvalidWheelFilename, OSError, zipfile.BadZipFile, StopIteration, KeyError):
         return None
-    return Dist(path=path, name=name, version=version,
-                requires=tuple(headers.get_all("Requires-Dist") or ()))  # fmt: skip
+    return Dist(
+        path=path,
+        name=name,
+        version=version,
+        requires=tuple(headers.get_all("Requires-Dist") or ()),
+    )
 
 
 def best_dists(wheels: Sequence[Path], tags: TagSet) -> dict[NormalizedName, list[Dist]]:
@@ -404,11 +408,20 @@ def _installed(
     with tempfile.TemporaryDirectory(prefix="orchestrate-env-") as tmp:
         for path, name in zip(paths, names, strict=True):
             site = f"{ENV}/lib/python{python}/site-packages"
-            scheme = {"purelib": site, "platlib": site, "scripts": f"{ENV}/bin", "data": ENV,
-                      "headers": f"{ENV}/include/site/python{python}/{name}"}  # fmt: skip
-            target = SchemeDictionaryDestination(scheme, interpreter=f"{ENV}/bin/python",
-                                                 script_kind="posix", destdir=tmp,
-                                                 bytecode_optimization_levels=levels)  # fmt: skip
+            scheme = {
+                "purelib": site,
+                "platlib": site,
+                "scripts": f"{ENV}/bin",
+                "data": ENV,
+                "headers": f"{ENV}/include/site/python{python}/{name}",
+            }
+            target = SchemeDictionaryDestination(
+                scheme,
+                interpreter=f"{ENV}/bin/python",
+                script_kind="posix",
+                destdir=tmp,
+                bytecode_optimization_levels=levels,
+            )
             with WheelFile.open(path) as source:
                 install(source, target, {"INSTALLER": b"orchestrate\n"})
         root = Path(tmp)
@@ -457,5 +470,9 @@ def resolve_target(tags: TagSet, interp: Interpreter) -> dict[str, object]:
     abis = list(dict.fromkeys(t.abi for t in tags.ranks))
     interpreters = [t.interpreter for t in tags.ranks if t.interpreter.startswith(("cp", "pp"))]
     implementation = interpreters[0][:2] if interpreters else "cp"
-    return {"platforms": platforms, "abis": abis, "implementation": implementation,
-            "python_version": interp.version}  # fmt: skip
+    return {
+        "platforms": platforms,
+        "abis": abis,
+        "implementation": implementation,
+        "python_version": interp.version,
+    }

@@ -138,6 +138,38 @@ class Expected(Protocol):
 SdistOutcome = SdistFacts | Failure
 
 
+def _lead(
+    job: WheelJob,
+    jobs: dict[str, Job[WheelJob]],
+    outcome: SdistOutcome | None,
+    *,
+    leads: dict[tuple[str, str], str],
+    twins: dict[tuple[str, str], str],
+    pool: PoolSnapshot,
+    expected: Expected,
+    known: bool,
+) -> tuple[str, WheelJob]:
+    """The job whose wheel this one waits for (itself when none), and the job: a pure
+    sdist's first job builds for every platform; a compiled one's emulated jobs may
+    wait for a native twin. Records the lead or twin in `leads` / `twins`."""
+    key = _key(job.name, job.version)
+    if isinstance(outcome, SdistFacts) and outcome.pure and not known:
+        return leads.setdefault(key, job.id), job
+    lead, job = _with_twin(
+        job,
+        jobs,
+        twins.get(key, ""),
+        outcome,
+        pool=pool,
+        expected=expected,
+        known=known,
+        guess=_guess(outcome),
+    )
+    if job.platform.arch in pool.native:
+        twins.setdefault(key, job.id)
+    return lead, job
+
+
 def job_graph(
     decisions: Sequence[Decision],
     platforms: Mapping[str, Platform],
@@ -162,17 +194,17 @@ def job_graph(
         if problem is not None:
             blocked.append(Blocked(job, problem))
             continue
-        key, guess = _key(decision.name, decision.version), _guess(outcome)
-        known = settings.compiled(job.name)
-        if isinstance(outcome, SdistFacts) and outcome.pure and not known:
-            lead = leads.setdefault(key, job.id)
-        else:
-            lead, job = _with_twin(
-                job, jobs, twins.get(key, ""), outcome, pool=pool, expected=expected,
-                known=known, guess=guess,
-            )  # fmt: skip
-            if job.platform.arch in pool.native:
-                twins.setdefault(key, job.id)
+        guess = _guess(outcome)
+        lead, job = _lead(
+            job,
+            jobs,
+            outcome,
+            leads=leads,
+            twins=twins,
+            pool=pool,
+            expected=expected,
+            known=settings.compiled(job.name),
+        )
         jobs[job.id] = _node(job, pool, expected, () if lead == job.id else (lead,), guess=guess)
     _add_build_deps(
         jobs,
@@ -326,9 +358,13 @@ def _node(
 
 
 def _native_twin(
-    job: WheelJob, twin: Job[WheelJob] | None, pool: PoolSnapshot, expected: Expected, *,
+    job: WheelJob,
+    twin: Job[WheelJob] | None,
+    pool: PoolSnapshot,
+    expected: Expected,
+    *,
     guess: float,
-) -> str:  # fmt: skip
+) -> str:
     """The job an emulated job of a not-obviously-pure sdist waits for: the native job
     of the same sdist, when that is expected to end before its own build would."""
     if twin is None or job.platform.arch in pool.native:
@@ -338,9 +374,16 @@ def _native_twin(
 
 
 def _with_twin(
-    job: WheelJob, jobs: dict[str, Job[WheelJob]], twin_id: str, outcome: SdistOutcome | None,
-    *, pool: PoolSnapshot, expected: Expected, known: bool, guess: float,
-) -> tuple[str, WheelJob]:  # fmt: skip
+    job: WheelJob,
+    jobs: dict[str, Job[WheelJob]],
+    twin_id: str,
+    outcome: SdistOutcome | None,
+    *,
+    pool: PoolSnapshot,
+    expected: Expected,
+    known: bool,
+    guess: float,
+) -> tuple[str, WheelJob]:
     """For a sdist that does not look pure: the job it waits for (itself: none), and
     the job naming its native twin, whose `none-any` wheel it takes if done by then,
     or whose Cython output it compiles (the twin then keeps it)."""

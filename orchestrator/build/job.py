@@ -219,9 +219,13 @@ def run_job(job: WheelJob, inputs: JobInputs, ctx: JobContext) -> WheelRecord:
 
 
 def _check_runtime(
-    job: WheelJob, ctx: JobContext, log: RedactingLog, record: WheelRecord, *,
+    job: WheelJob,
+    ctx: JobContext,
+    log: RedactingLog,
+    record: WheelRecord,
+    *,
     inline: InlineSmoke | None,
-) -> None:  # fmt: skip
+) -> None:
     """What the new wheel links against, resolved in the image it was built in, then
     the smoke test: a wheel that does not load there is held back."""
     assert record.wheel is not None
@@ -256,9 +260,15 @@ def _check_runtime(
 
 
 def _smoke(
-    job: WheelJob, ctx: JobContext, log: RedactingLog, record: WheelRecord, *, wheel: Path,
-    runtime: Runtime, inline: InlineSmoke | None,
-) -> None:  # fmt: skip
+    job: WheelJob,
+    ctx: JobContext,
+    log: RedactingLog,
+    record: WheelRecord,
+    *,
+    wheel: Path,
+    runtime: Runtime,
+    inline: InlineSmoke | None,
+) -> None:
     extras = job.extras
     plan = smoke_plan(job.python, runtime, extras.runtime_packages, extras.test_command)
 
@@ -296,15 +306,23 @@ def _inline_smoke(job: WheelJob, ctx: JobContext) -> bool:
     held to its packages."""
     extras = job.extras
     return (
-        job.kind == JobKind.WHEEL and extras.smoke and job.platform.family is Family.DEB
-        and ctx.package_dbs is not None and job.image == ctx.builder_image
-    )  # fmt: skip
+        job.kind == JobKind.WHEEL
+        and extras.smoke
+        and job.platform.family is Family.DEB
+        and ctx.package_dbs is not None
+        and job.image == ctx.builder_image
+    )
 
 
 def _smoke_inline(
-    job: WheelJob, ctx: JobContext, plan: SmokePlan, *, runtime: Runtime,
-    inline: InlineSmoke | None, line: Callable[[str], None],
-) -> SmokeResult | None:  # fmt: skip
+    job: WheelJob,
+    ctx: JobContext,
+    plan: SmokePlan,
+    *,
+    runtime: Runtime,
+    inline: InlineSmoke | None,
+    line: Callable[[str], None],
+) -> SmokeResult | None:
     """The build container's check, held to the runtime packages' libraries now that
     they are known; None: a container of its own decides (see `inline_verdict`)."""
     if inline is None or ctx.package_dbs is None:
@@ -324,9 +342,14 @@ def _smoke_inline(
 
 
 def _smoke_in_builder(
-    job: WheelJob, ctx: JobContext, plan: SmokePlan, *, wheel: Path, runtime: Runtime,
+    job: WheelJob,
+    ctx: JobContext,
+    plan: SmokePlan,
+    *,
+    wheel: Path,
+    runtime: Runtime,
     line: Callable[[str], None],
-) -> SmokeResult | None:  # fmt: skip
+) -> SmokeResult | None:
     """The import check in the job's own image, with the libraries it loads held to
     its runtime packages (Debian family: dpkg says who owns what). None when that
     cannot be asked; a failure here is checked again in the bare base, which decides."""
@@ -337,17 +360,31 @@ def _smoke_in_builder(
     except (EngineError, StopIteration, tarfile.TarError) as exc:  # a real engine fault recurs
         line(f"== no package database in the builder ({exc}): the bare base only")
         return None
-    check = SmokeCheck(image=job.image, python=job.python,
-                       allowed=tuple(db.allowed_libraries(plan.packages)))  # fmt: skip
+    check = SmokeCheck(
+        image=job.image, python=job.python, allowed=tuple(db.allowed_libraries(plan.packages))
+    )
     line(f"== smoke test in the builder, loads held to {' '.join(plan.packages)}")
-    return smoke_in_image(ctx.engine, job.platform, wheel, runtime, check=check, plan=plan,
-                          on_line=line, on_start=ctx.cancel.on_cancel)  # fmt: skip
+    return smoke_in_image(
+        ctx.engine,
+        job.platform,
+        wheel,
+        runtime,
+        check=check,
+        plan=plan,
+        on_line=line,
+        on_start=ctx.cancel.on_cancel,
+    )
 
 
 def _smoke_in_base(
-    job: WheelJob, ctx: JobContext, plan: SmokePlan, *, wheel: Path, runtime: Runtime,
+    job: WheelJob,
+    ctx: JobContext,
+    plan: SmokePlan,
+    *,
+    wheel: Path,
+    runtime: Runtime,
     line: Callable[[str], None],
-) -> SmokeResult:  # fmt: skip
+) -> SmokeResult:
     line(f"== smoke test in {job.platform.name}'s base with {' '.join(plan.packages)}")
     try:
         base = ensure_base(job.platform, ctx.engine, ctx.log_path, line, bases=ctx.bases)
@@ -377,8 +414,12 @@ def _system_record(job: WheelJob) -> dict[str, object] | None:
     if not extras.packages:
         return None
     family = job.platform.family.value
-    return {"family": family, "packages": list(extras.packages),
-            "sources": list(extras.sources), "installed": []}  # fmt: skip
+    return {
+        "family": family,
+        "packages": list(extras.packages),
+        "sources": list(extras.sources),
+        "installed": [],
+    }
 
 
 def _with_system_packages(
@@ -404,9 +445,14 @@ def _with_system_packages(
 
     try:
         image = system_image(
-            ctx.engine, job.image, job.platform.arch, job.platform.family.value, packages=packages,
-            env=ctx.fetch_env, on_line=line,
-        )  # fmt: skip
+            ctx.engine,
+            job.image,
+            job.platform.arch,
+            job.platform.family.value,
+            packages=packages,
+            env=ctx.fetch_env,
+            on_line=line,
+        )
     except BuildStepFailed as exc:
         hint = "check the names for this distro release (overrides or bindep.txt)"
         record.fail(Failure(Category.SYSTEM_PACKAGES, (errors or [exc.message])[0], hint))
@@ -469,8 +515,11 @@ def _inline_result(out_tar: bytes, record: WheelRecord) -> InlineSmoke | None:
     if not isinstance(said, dict):
         return None
     seconds = said.get("seconds")
-    seconds = min(float(seconds), record.phase_seconds.get("build", 0.0)) \
-        if isinstance(seconds, int | float) and seconds > 0 else 0.0  # fmt: skip
+    seconds = (
+        min(float(seconds), record.phase_seconds.get("build", 0.0))
+        if isinstance(seconds, int | float) and seconds > 0
+        else 0.0
+    )
     record.phase_seconds["build"] = round(record.phase_seconds.get("build", 0.0) - seconds, 2)
     return InlineSmoke(said=said, seconds=seconds)
 
@@ -522,9 +571,15 @@ def _fetch_and_build(
 
 
 def _prepare(
-    job: WheelJob, inputs: JobInputs, ctx: JobContext, log: RedactingLog, *,
-    record: WheelRecord, needs: tuple[str, ...], started: float,
-) -> Prepared | None:  # fmt: skip
+    job: WheelJob,
+    inputs: JobInputs,
+    ctx: JobContext,
+    log: RedactingLog,
+    *,
+    record: WheelRecord,
+    needs: tuple[str, ...],
+    started: float,
+) -> Prepared | None:
     """The build phase's /job made on the host (`prepare`, or its result made ahead
     of the slot), timed as the fetch phase; None: the fetch phase runs in the
     builder, as before."""
@@ -594,11 +649,19 @@ def _request(
 ) -> PrepareRequest:
     assert ctx.interpreters is not None  # the callers' condition
     return PrepareRequest(
-        job=job, sdist=inputs.sdist, deps=inputs.deps, pins=inputs.pins,
-        resolved=inputs.resolved, needs=needs, tags=ctx.tags, engine=ctx.engine,
-        resolver=ctx.resolver, interpreters=ctx.interpreters, env=dict(ctx.fetch_env),
+        job=job,
+        sdist=inputs.sdist,
+        deps=inputs.deps,
+        pins=inputs.pins,
+        resolved=inputs.resolved,
+        needs=needs,
+        tags=ctx.tags,
+        engine=ctx.engine,
+        resolver=ctx.resolver,
+        interpreters=ctx.interpreters,
+        env=dict(ctx.fetch_env),
         timeout=timeout,
-    )  # fmt: skip
+    )
 
 
 def _keep_pins(inputs: JobInputs, made: Prepared | None) -> None:

@@ -46,9 +46,12 @@ class Sources:
 
 
 def gather_sources(
-    plan: PlanResult, platforms: Sequence[Platform], *, cache: SdistCache,
+    plan: PlanResult,
+    platforms: Sequence[Platform],
+    *,
+    cache: SdistCache,
     constraints: Mapping[NormalizedName, SpecifierSet],
-) -> Sources:  # fmt: skip
+) -> Sources:
     """The sdists of every decision that builds, and the build dependencies they need."""
     todo = [d for d in plan.decisions if d.action.builds and d.sdist_url]
     sdists = fetch_sdists(cache, {(d.name, d.version): _ref(d) for d in todo})

@@ -108,8 +108,11 @@ def prepare(
         return None
     predicted = [r for r in setup_requires(source) if r not in request.needs]
     requirements = [*static, *predicted, *request.needs]
-    env = {**marker_environment(job.platform, job.python), "python_full_version": interp.version,
-           "implementation_version": interp.version}  # fmt: skip
+    env = {
+        **marker_environment(job.platform, job.python),
+        "python_full_version": interp.version,
+        "implementation_version": interp.version,
+    }
     constraints = parse_constraints(job.build_constraints, "build constraints")
     dists: list[Dist] | str | None = None
     how, fresh = "recorded versions, from the cache", False
@@ -124,12 +127,22 @@ def prepare(
     if not isinstance(dists, list):
         on_line(f"== no build environment from the host ({dists or 'pip did not resolve'})")
         return None
-    record = {"static": static, "dynamic": [*predicted, *request.needs], "source": source.source,
-              "installed": [d.pin for d in dists], "system_packages": []}  # fmt: skip
+    record = {
+        "static": static,
+        "dynamic": [*predicted, *request.needs],
+        "source": source.source,
+        "installed": [d.pin for d in dists],
+        "system_packages": [],
+    }
     members = [*source.members, _file("job/fetch.json", json.dumps(record, indent=1).encode())]
     venv = job_tar([*venv_members(interp, job.python), *installed_members(dists, job.python)])
-    return Prepared(tar=job_tar(members), env=venv, installed=tuple(d.pin for d in dists),
-                    how=how, resolved_now=fresh)  # fmt: skip
+    return Prepared(
+        tar=job_tar(members),
+        env=venv,
+        installed=tuple(d.pin for d in dists),
+        how=how,
+        resolved_now=fresh,
+    )
 
 
 def _interpreter(request: PrepareRequest) -> Interpreter | None:
@@ -143,9 +156,13 @@ def _interpreter(request: PrepareRequest) -> Interpreter | None:
 
 
 def _resolve(
-    request: PrepareRequest, requirements: Sequence[str], interp: Interpreter, *,
-    on_line: Callable[[str], None], on_start: Callable[..., None],
-) -> dict[NormalizedName, list[Dist]] | None:  # fmt: skip
+    request: PrepareRequest,
+    requirements: Sequence[str],
+    interp: Interpreter,
+    *,
+    on_line: Callable[[str], None],
+    on_start: Callable[..., None],
+) -> dict[NormalizedName, list[Dist]] | None:
     """pip's choice, wheels only, in a native builder: the wheels it downloaded (into
     the platform's cache too), by name; None when pip failed."""
     resolver, job = request.resolver, request.job
@@ -158,10 +175,15 @@ def _resolve(
         env["ORCHESTRATE_PIP_OPTIONS"] = json.dumps(list(job.extras.pip_options))
     python = f"/opt/orchestrate/py{job.python}/bin/python"
     run = RunRequest(
-        image=resolver.image, command=(python, "/job/resolve.py"), platform=resolver.arch,
-        env=env, network=True, user=BUILD_USER, workdir="/job",
+        image=resolver.image,
+        command=(python, "/job/resolve.py"),
+        platform=resolver.arch,
+        env=env,
+        network=True,
+        user=BUILD_USER,
+        workdir="/job",
         labels={"org.orchestrate.job": job.id},
-    )  # fmt: skip
+    )
     on_line(f"== resolving {' '.join(requirements)} with pip in {resolver.image[:19]} (native)")
     with request.engine.container(run) as box:
         on_start(box.kill)
@@ -252,8 +274,14 @@ class EnvImages:
 
 def _committed(engine: Engine, builder: str, arch: Arch, env: bytes, *, run: str) -> str:
     """A never-started container of the builder with the env copied in, committed."""
-    request = RunRequest(image=builder, command=("true",), platform=arch, network=False,
-                         user=BUILD_USER, workdir="/job")  # fmt: skip
+    request = RunRequest(
+        image=builder,
+        command=("true",),
+        platform=arch,
+        network=False,
+        user=BUILD_USER,
+        workdir="/job",
+    )
     with engine.container(request) as box:
         box.put("/", env)
         return box.commit({ENV_IMAGE_LABEL: run})

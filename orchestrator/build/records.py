@@ -129,10 +129,14 @@ class WheelRecord:
         shard's, in a bundle): its closed sets as enums again."""
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(
-            **{**known, "status": JobStatus(data["status"]), "kind": JobKind(data["kind"]),
-               "category": Category(data["category"]) if data.get("category") else None,
-               "mode": Mode(data["mode"]) if data.get("mode") else None},
-        )  # fmt: skip
+            **{
+                **known,
+                "status": JobStatus(data["status"]),
+                "kind": JobKind(data["kind"]),
+                "category": Category(data["category"]) if data.get("category") else None,
+                "mode": Mode(data["mode"]) if data.get("mode") else None,
+            },
+        )
 
     def fail(self, failure: Failure, status: JobStatus = JobStatus.FAILED) -> None:
         self.status, self.category = status, failure.category

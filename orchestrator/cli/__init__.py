@@ -124,8 +124,13 @@ def _terminate(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM ends a command like SIGINT: exit 130, no traceback
 
 
-GLOBAL_FLAGS = {"--debug": "debug", "-q": "quiet", "--quiet": "quiet", "-v": "verbose",
-                "--verbose": "verbose"}  # fmt: skip
+GLOBAL_FLAGS = {
+    "--debug": "debug",
+    "-q": "quiet",
+    "--quiet": "quiet",
+    "-v": "verbose",
+    "--verbose": "verbose",
+}
 
 
 def _global_flags(args: list[str]) -> tuple[list[str], set[str]]:

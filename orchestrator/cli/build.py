@@ -138,8 +138,7 @@ def build(  # noqa: PLR0913 - click passes each of its options as a parameter
     """Build every wheel the plan says is missing, then publish the index (or, with
     --bundle, hand it to `orchestrate merge`)."""
     chosen = shard_of(app, plan_path, shard)
-    given = chosen.plan
-    check_inputs(app, given, requirements, bundle)
+    check_inputs(app, chosen.plan, requirements, bundle)
     options = BuildOptions(
         emulate_when_busy=emulate_when_busy,
         fail_fast=fail_fast,
@@ -150,31 +149,30 @@ def build(  # noqa: PLR0913 - click passes each of its options as a parameter
         deadline=deadline,
         build_constraints=_constraint_lines(app, build_constraints),
     )
-    request = BuildRequest(
-        matrix=app.matrix,
-        platforms=chosen.platforms,
-        plan=given,
-        shard=chosen.shard,
-        publish=bundle is None,
-        requirements=requirements,
-        constraints=constraints,
-        options=options,
-        layout=app.layout,
-    )
+    inputs = (*requirements, *constraints)
+    request = chosen.request(app, (requirements, constraints), options, publish=bundle is None)
     outcome, cancel = _run(app, request)
     paths = ReportPaths(json=report_path, junit=junit_path, metrics=metrics_path)
     report, saved = write_reports(app, outcome, paths)
     if bundle is not None:  # what finished, even when something stopped the night
-        made = given or plan_file_of(app, outcome.plan, [*requirements, *constraints])
+        made = chosen.plan or plan_file_of(app, outcome.plan, inputs)
         hand_over(app, outcome, report, ShardBundle(folder=bundle, plan=made, shard=shard))
-    if outcome.stopped is not None:  # what stopped the night says why, with its exit code
+    _show(app, outcome, (report, saved), fmt=fmt)
+    raise_if_cancelled(cancel)
+    return exit_code(outcome, allow_unavailable=allow_unavailable)
+
+
+def _show(
+    app: App, outcome: BuildOutcome, reports: tuple[dict[str, Any], Path], *, fmt: str
+) -> None:
+    """The night's summary; what stopped the night raised instead, with its exit code."""
+    if outcome.stopped is not None:
         raise outcome.stopped
+    report, saved = reports
     if fmt == "json":
         echo_json(json_summary(outcome, report, saved))
     else:
         night_summary(app, outcome, saved)
-    raise_if_cancelled(cancel)
-    return exit_code(outcome, allow_unavailable=allow_unavailable)
 
 
 def check_inputs(
@@ -194,6 +192,27 @@ class Selection:
     plan: PlanFile | None
     shard: Shard | None
     platforms: tuple[Platform, ...]
+
+    def request(
+        self,
+        app: App,
+        inputs: tuple[tuple[Path, ...], tuple[Path, ...]],
+        options: BuildOptions,
+        *,
+        publish: bool,
+    ) -> BuildRequest:
+        """The night this selection builds from `inputs` (requirements, constraints)."""
+        return BuildRequest(
+            matrix=app.matrix,
+            platforms=self.platforms,
+            plan=self.plan,
+            shard=self.shard,
+            publish=publish,
+            requirements=inputs[0],
+            constraints=inputs[1],
+            options=options,
+            layout=app.layout,
+        )
 
 
 def shard_of(app: App, plan_path: Path | None, shard: str | None) -> Selection:
@@ -232,10 +251,16 @@ class ShardBundle:
 def hand_over(app: App, outcome: BuildOutcome, report: dict[str, Any], to: ShardBundle) -> None:
     """The shard's night as a bundle, for `orchestrate merge`."""
     platforms = [p for p in expand(app.matrix) if p.name in outcome.platforms]
-    write_bundle(to.folder, BundleContents(
-        shard=to.shard or shard_name(to.plan, platforms), plan=to.plan, report=report,
-        jobs=outcome.jobs, wheel_dir={j.job: app.layout.job_dir(j.job) for j in outcome.jobs},
-    ))  # fmt: skip
+    write_bundle(
+        to.folder,
+        BundleContents(
+            shard=to.shard or shard_name(to.plan, platforms),
+            plan=to.plan,
+            report=report,
+            jobs=outcome.jobs,
+            wheel_dir={j.job: app.layout.job_dir(j.job) for j in outcome.jobs},
+        ),
+    )
     if app.verbosity >= 0:
         click.echo(f"bundle: {to.folder} (for `orchestrate merge`; nothing was published)")
 
@@ -330,15 +355,21 @@ def json_summary(run: BuildOutcome, report: dict[str, Any], saved: Path) -> dict
         "run_id": run.run_id,
         "summary": report["summary"],
         "failed": [
-            {"job": j.job, "status": j.status, "category": j.category, "error": j.error,
-             "hint": j.hint, "log": j.log}
+            {
+                "job": j.job,
+                "status": j.status,
+                "category": j.category,
+                "error": j.error,
+                "hint": j.hint,
+                "log": j.log,
+            }
             for j in run.failed
         ],
         "mismatches": [m.filename for m in run.mismatches],
         "publish_errors": run.publish_errors,
         "published": {p.platform: p.release for p in run.published},
         "report": str(saved),
-    }  # fmt: skip
+    }
 
 
 def _failures(failed: Sequence[WheelRecord]) -> None:

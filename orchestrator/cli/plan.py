@@ -122,11 +122,13 @@ def plan_file_of(app: App, decisions: Sequence[Decision], inputs: Sequence[Path]
     """The plan as a file the shards build from, with its shards."""
     expected = Durations(app.layout.durations).expected
     return make_plan_file(
-        matrix=app.matrix.digest, inputs=file_digests(inputs),
-        platforms=[p.name for p in app.platforms], decisions=decisions,
+        matrix=app.matrix.digest,
+        inputs=file_digests(inputs),
+        platforms=[p.name for p in app.platforms],
+        decisions=decisions,
         shards=shards_of(decisions, app.platforms, app.matrix.runners, expected),
         created=now(),
-    )  # fmt: skip
+    )
 
 
 def branch_rows(decisions: list[Decision]) -> list[tuple[str, ...]]:
@@ -160,8 +162,11 @@ def print_summary(app: App, decisions: list[Decision]) -> None:
     print_rows(app, ("platform", "python", *(a.value for a in actions)), rows)
     if any(d.branches for d in decisions):
         click.echo("")
-        print_rows(app, ("branch", "platform", "python", *(a.value for a in actions)),
-                   branch_rows(decisions))  # fmt: skip
+        print_rows(
+            app,
+            ("branch", "platform", "python", *(a.value for a in actions)),
+            branch_rows(decisions),
+        )
     todo = [
         d
         for d in decisions

@@ -376,11 +376,29 @@ def _dotted(loc: Loc) -> str:
 SYSTEM_FOLDERS = frozenset(
     Path(p)
     for p in (
-        "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt", "/proc",
-        "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/local", "/var",
-        "/var/lib", "/var/tmp",
+        "/",
+        "/bin",
+        "/boot",
+        "/dev",
+        "/etc",
+        "/home",
+        "/lib",
+        "/lib64",
+        "/opt",
+        "/proc",
+        "/root",
+        "/run",
+        "/sbin",
+        "/srv",
+        "/sys",
+        "/tmp",
+        "/usr",
+        "/usr/local",
+        "/var",
+        "/var/lib",
+        "/var/tmp",
     )
-)  # fmt: skip
+)
 
 
 def _resolve_paths(matrix: Matrix, marks: _Marks, path: Path) -> Matrix:

@@ -125,9 +125,22 @@ class Tls(Model):
 
 # The resource limits a container may be given: the names Docker and Podman share.
 UlimitName = Literal[
-    "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile",
-    "nproc", "rss", "rtprio", "rttime", "sigpending", "stack",
-]  # fmt: skip
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+]
 
 
 class EngineSpec(Model):
@@ -191,8 +204,11 @@ class Proxy(Model):
     def environment(self) -> dict[str, str]:
         """Both spellings, as tools differ in which one they read."""
         out = {}
-        for name, value in (("http_proxy", self.http), ("https_proxy", self.https),
-                            ("no_proxy", self.no_proxy)):  # fmt: skip
+        for name, value in (
+            ("http_proxy", self.http),
+            ("https_proxy", self.https),
+            ("no_proxy", self.no_proxy),
+        ):
             if value:
                 out[name] = out[name.upper()] = value
         return out

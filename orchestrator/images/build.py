@@ -68,9 +68,12 @@ class ImageResult:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         compiler = json.dumps({"native_compiler": data.get("native_compiler")})
         return cls(
-            **{**known, "status": ImageStatus(data["status"]),
-               "native_compiler": parse_native_compiler(compiler)},
-        )  # fmt: skip
+            **{
+                **known,
+                "status": ImageStatus(data["status"]),
+                "native_compiler": parse_native_compiler(compiler),
+            },
+        )
 
 
 def image_tag(matrix: Matrix, platform: Platform) -> str:
@@ -110,9 +113,15 @@ def build_image(
         toolchain = _toolchain(platform, matrix, engine, log_path, line=line, layout=layout)
         rendered = render(platform, matrix, toolchain=toolchain)
         image_id, status, why = _fresh_or_built(
-            platform, matrix, engine, rendered, base_id=base_id, line=line,
-            force=force, max_age=max_age,
-        )  # fmt: skip
+            platform,
+            matrix,
+            engine,
+            rendered,
+            base_id=base_id,
+            line=line,
+            force=force,
+            max_age=max_age,
+        )
         tag = image_tag(matrix, platform)
         tags, glibc, compiler, runtime = _probe(platform, engine, tag, image_id, probes=probes)
     return ImageResult(
@@ -132,9 +141,16 @@ def build_image(
 
 
 def _fresh_or_built(
-    platform: Platform, matrix: Matrix, engine: Engine, rendered: Rendered, *, base_id: str,
-    line: Callable[[str], None], force: bool, max_age: timedelta | None,
-) -> tuple[str, ImageStatus, str | None]:  # fmt: skip
+    platform: Platform,
+    matrix: Matrix,
+    engine: Engine,
+    rendered: Rendered,
+    *,
+    base_id: str,
+    line: Callable[[str], None],
+    force: bool,
+    max_age: timedelta | None,
+) -> tuple[str, ImageStatus, str | None]:
     """The builder's image ID: the engine's own when its inputs hash is this one's (and
     it is young enough), else a new build. With its status and the reason."""
     inputs = rendered.inputs_hash(base_id)
@@ -154,9 +170,14 @@ def _fresh_or_built(
 
 
 def _toolchain(
-    platform: Platform, matrix: Matrix, engine: Engine, log: Path, *,
-    line: Callable[[str], None], layout: RunLayout,
-) -> CrossToolchain | None:  # fmt: skip
+    platform: Platform,
+    matrix: Matrix,
+    engine: Engine,
+    log: Path,
+    *,
+    line: Callable[[str], None],
+    layout: RunLayout,
+) -> CrossToolchain | None:
     """The native cross toolchain a builder made under emulation carries, or None
     (the log says why: a native engine, an rpm release, or the matrix turns it off)."""
     host = engine.info().arch

@@ -58,9 +58,14 @@ def unavailable_reason(platform: Platform, host: Arch | None) -> str | None:
 
 
 def ensure_toolchain(
-    platform: Platform, engine: Engine, host: Arch, log: Path, *, line: Callable[[str], None],
+    platform: Platform,
+    engine: Engine,
+    host: Arch,
+    log: Path,
+    *,
+    line: Callable[[str], None],
     layout: RunLayout,
-) -> CrossToolchain:  # fmt: skip
+) -> CrossToolchain:
     """The cached toolchain for `platform` on `host`, made in a container when missing."""
     host_platform = dataclasses.replace(platform, arch=host)
     base_id = ensure_base(host_platform, engine, log, line, bases=layout.bases)
@@ -91,9 +96,14 @@ def ensure_toolchain(
 
 
 def _make(
-    engine: Engine, base_id: str, host: Arch, target: Arch, *, script: bytes,
+    engine: Engine,
+    base_id: str,
+    host: Arch,
+    target: Arch,
+    *,
+    script: bytes,
     line: Callable[[str], None],
-) -> bytes:  # fmt: skip
+) -> bytes:
     request = RunRequest(
         image=base_id,
         command=("sh", f"/{SCRIPT}", target.triplet, PREFIX),

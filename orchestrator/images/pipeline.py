@@ -77,16 +77,27 @@ def run_images(
 
 
 def _image_job(
-    job: Job[Platform], placement: Placement, _cancel: Cancel, *, matrix: Matrix,
+    job: Job[Platform],
+    placement: Placement,
+    _cancel: Cancel,
+    *,
+    matrix: Matrix,
     layout: RunLayout,
-    options: ImagesOptions, probes: ProbeCache | None,
-) -> Outcome:  # fmt: skip
+    options: ImagesOptions,
+    probes: ProbeCache | None,
+) -> Outcome:
     log = layout.image_logs / f"{job.id}.log"
     try:
         result = build_image(
-            job.payload, matrix, placement.engine, log, layout=layout,
-            force=options.force, max_age=options.max_age, probes=probes,
-        )  # fmt: skip
+            job.payload,
+            matrix,
+            placement.engine,
+            log,
+            layout=layout,
+            force=options.force,
+            max_age=options.max_age,
+            probes=probes,
+        )
     except EngineError:
         raise  # lost engine: the scheduler retries it
     except OrchestrateError as exc:  # a failed step, pull, push or bootstrap

@@ -280,9 +280,13 @@ def _decide_one(
 
 
 def _ours_or_source(
-    item: Pinned, files: Sequence[IndexFile], why: str, *,
-    cached: Mapping[tuple[str, str], str], rules: Rules,
-) -> Decision:  # fmt: skip
+    item: Pinned,
+    files: Sequence[IndexFile],
+    why: str,
+    *,
+    cached: Mapping[tuple[str, str], str],
+    rules: Rules,
+) -> Decision:
     """No wheel upstream will do: our cached wheel, or a build from the sdist."""
     pin = item.pin
     mine = cached.get((pin.name, canonicalize_version(pin.version)))

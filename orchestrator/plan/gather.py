@@ -149,10 +149,15 @@ def _latest(item: Unpinned, page: ProjectPage | None, pythons: Sequence[str]) ->
     if len(set(chosen.values())) == 1:
         return [Pin(item.name, next(iter(chosen.values())), item.marker, frozenset(), item.source)]
     return [
-        Pin(item.name, version, _and(item.marker, f'python_version == "{python}"'), frozenset(),
-            item.source)
+        Pin(
+            item.name,
+            version,
+            _and(item.marker, f'python_version == "{python}"'),
+            frozenset(),
+            item.source,
+        )
         for python, version in chosen.items()
-    ]  # fmt: skip
+    ]
 
 
 def _and(marker: Marker | None, extra: str) -> Marker:

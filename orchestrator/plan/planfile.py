@@ -39,11 +39,19 @@ SHA = {"type": "string", "pattern": "^[0-9a-f]{64}" + END}
 TEXT = {"type": "string", "maxLength": 4096}
 NAME = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}" + END}
 MAYBE = {"type": ["string", "null"], "maxLength": 4096}
-# fmt: off
+# fmt: off  (a JSON Schema reads best as the nested table it is)
 SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["format", "identity", "created", "matrix", "inputs", "platforms", "shards",
-                 "decisions"],
+    "required": [
+        "format",
+        "identity",
+        "created",
+        "matrix",
+        "inputs",
+        "platforms",
+        "shards",
+        "decisions",
+    ],
     "properties": {
         "format": {"const": FORMAT},
         "identity": SHA,
@@ -51,30 +59,54 @@ SCHEMA: dict[str, Any] = {
         "matrix": SHA,
         "inputs": {"type": "object", "additionalProperties": SHA},
         "platforms": {"type": "array", "items": NAME},
-        "shards": {"type": "array", "items": {
-            "type": "object",
-            "required": ["shard", "platforms", "labels", "native", "jobs", "expected_seconds"],
-            "properties": {
-                "shard": NAME, "platforms": {"type": "array", "items": NAME},
-                "labels": {"type": "array", "items": TEXT}, "native": {"type": "boolean"},
-                "jobs": {"type": "integer", "minimum": 0},
-                "expected_seconds": {"type": "number", "minimum": 0},
-                "items": {"type": "array", "items": TEXT},
-                "part": {"type": "integer", "minimum": 1},
+        "shards": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["shard", "platforms", "labels", "native", "jobs", "expected_seconds"],
+                "properties": {
+                    "shard": NAME,
+                    "platforms": {"type": "array", "items": NAME},
+                    "labels": {"type": "array", "items": TEXT},
+                    "native": {"type": "boolean"},
+                    "jobs": {"type": "integer", "minimum": 0},
+                    "expected_seconds": {"type": "number", "minimum": 0},
+                    "items": {"type": "array", "items": TEXT},
+                    "part": {"type": "integer", "minimum": 1},
+                },
+                "additionalProperties": False,
             },
-            "additionalProperties": False,
-        }},
-        "decisions": {"type": "array", "items": {
-            "type": "object",
-            "required": ["platform", "python", "name", "version", "action", "reason", "branches"],
-            "properties": {
-                "platform": NAME, "python": TEXT, "name": TEXT, "version": TEXT,
-                "action": {"enum": [a.value for a in Action]}, "reason": TEXT,
-                "wheel": MAYBE, "sdist": MAYBE, "source": TEXT, "sdist_url": MAYBE,
-                "sdist_sha256": MAYBE, "branches": {"type": "array", "items": TEXT},
+        },
+        "decisions": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": [
+                    "platform",
+                    "python",
+                    "name",
+                    "version",
+                    "action",
+                    "reason",
+                    "branches",
+                ],
+                "properties": {
+                    "platform": NAME,
+                    "python": TEXT,
+                    "name": TEXT,
+                    "version": TEXT,
+                    "action": {"enum": [a.value for a in Action]},
+                    "reason": TEXT,
+                    "wheel": MAYBE,
+                    "sdist": MAYBE,
+                    "source": TEXT,
+                    "sdist_url": MAYBE,
+                    "sdist_sha256": MAYBE,
+                    "branches": {"type": "array", "items": TEXT},
+                },
+                "additionalProperties": False,
             },
-            "additionalProperties": False,
-        }},
+        },
     },
     "additionalProperties": False,
 }
@@ -117,15 +149,24 @@ class PlanFile:
 
 
 def make_plan_file(
-    *, matrix: str, inputs: Mapping[str, str], platforms: Sequence[str],
-    decisions: Sequence[Decision], shards: Sequence[Shard] = (), created: str,
-) -> PlanFile:  # fmt: skip
+    *,
+    matrix: str,
+    inputs: Mapping[str, str],
+    platforms: Sequence[str],
+    decisions: Sequence[Decision],
+    shards: Sequence[Shard] = (),
+    created: str,
+) -> PlanFile:
     public = tuple(_public(d) for d in decisions)
     return PlanFile(
         identity=identity_of(matrix, inputs, platforms, public),
-        created=created, matrix=matrix, inputs=dict(inputs), platforms=tuple(platforms),
-        shards=tuple(shards), decisions=public,
-    )  # fmt: skip
+        created=created,
+        matrix=matrix,
+        inputs=dict(inputs),
+        platforms=tuple(platforms),
+        shards=tuple(shards),
+        decisions=public,
+    )
 
 
 def _public(decision: Decision) -> Decision:
@@ -163,8 +204,12 @@ def identity_of(
     matrix: str, inputs: Mapping[str, str], platforms: Sequence[str], decisions: Sequence[Decision]
 ) -> str:
     decided = sorted(json.dumps(d.as_dict(), sort_keys=True) for d in decisions)
-    what = {"matrix": matrix, "inputs": dict(sorted(inputs.items())),
-            "platforms": sorted(platforms), "decisions": decided}  # fmt: skip
+    what = {
+        "matrix": matrix,
+        "inputs": dict(sorted(inputs.items())),
+        "platforms": sorted(platforms),
+        "decisions": decided,
+    }
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
@@ -213,11 +258,14 @@ def load_plan(path: Path, *, what: str = "plan file") -> PlanFile:
             hint="use the file `orchestrate plan --shards --save-plan` wrote",
         ) from None
     plan = PlanFile(
-        identity=data["identity"], created=data["created"], matrix=data["matrix"],
-        inputs=data["inputs"], platforms=tuple(data["platforms"]),
+        identity=data["identity"],
+        created=data["created"],
+        matrix=data["matrix"],
+        inputs=data["inputs"],
+        platforms=tuple(data["platforms"]),
         shards=tuple(Shard.from_dict(s) for s in data["shards"]),
         decisions=tuple(Decision.from_dict(d) for d in data["decisions"]),
-    )  # fmt: skip
+    )
     if identity_of(plan.matrix, plan.inputs, plan.platforms, plan.decisions) != plan.identity:
         raise StoreConflict(
             f"{path}: its decisions do not match its identity {plan.identity[:16]}: "

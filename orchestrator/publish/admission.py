@@ -101,22 +101,22 @@ def admit(shipped: Shipped, night: Night) -> None:
 
 
 def settle(bundles: Sequence[Shipped], *, prefer: Path | None = None) -> list[Shipped]:
-    """The bundles with each pure wheel's bytes agreed on. Two bundles giving different
-    bytes for one pure wheel are both refused, whatever their order on the command
-    line, unless `prefer` names one of them: its bytes then serve the other's
-    platforms too, and the other's record becomes a shared one."""
-    built = _pure_built(bundles)
+    """The bundles with each wheel's bytes agreed on, whatever their order on the
+    command line. Two bundles giving different bytes for one wheel (a pure one, or a
+    platform's) are both refused; for a pure wheel `prefer` may name the one whose
+    bytes serve the other's platforms too (the other's record becomes a shared one)."""
     winners: dict[str, str] = {}
-    for name, by_sha in sorted(built.items()):
+    for (platform, name), by_sha in sorted(_built(bundles).items()):
         if len(by_sha) < 2:
             continue
         chosen = [sha for sha, where in by_sha.items() if _same(where, prefer)]
-        if not chosen:
+        if not chosen or platform:
             where = " and ".join(str(w) for w in sorted(by_sha.values()))
+            what = f"{platform}'s wheel" if platform else "the pure wheel"
             raise BadBundle(
-                f"{where}: give different bytes for the pure wheel {shown(name)}; neither "
-                "is merged",
-                hint="rebuild one shard, or say which bundle's bytes win with --prefer BUNDLE",
+                f"{where}: give different bytes for {what} {shown(name)}; neither is merged",
+                hint="rebuild one shard"
+                + ("" if platform else ", or say which bundle's bytes win with --prefer BUNDLE"),
             )
         winners[name] = chosen[0]
     return [_shared_from(shipped, winners) for shipped in bundles]
@@ -126,13 +126,15 @@ def _same(where: Path, prefer: Path | None) -> bool:
     return prefer is not None and where.resolve() == prefer.resolve()
 
 
-def _pure_built(bundles: Sequence[Shipped]) -> dict[str, dict[str, Path]]:
-    """Each pure wheel a built record holds: its sha256s, and the first bundle of each."""
-    built: dict[str, dict[str, Path]] = {}
+def _built(bundles: Sequence[Shipped]) -> dict[tuple[str, str], dict[str, Path]]:
+    """Each wheel a built record holds, by (its platform, or "" for a pure wheel, which
+    serves every platform), with its sha256s and the first bundle of each."""
+    built: dict[tuple[str, str], dict[str, Path]] = {}
     for shipped in bundles:
         for job in shipped.jobs:
-            if job.status is JobStatus.BUILT and job.wheel and job.sha256 and _pure(job.wheel):
-                built.setdefault(job.wheel, {}).setdefault(str(job.sha256), shipped.where)
+            if job.status is JobStatus.BUILT and job.wheel and job.sha256:
+                key = ("" if _pure(job.wheel) else job.platform, job.wheel)
+                built.setdefault(key, {}).setdefault(str(job.sha256), shipped.where)
     return built
 
 

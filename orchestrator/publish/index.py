@@ -61,9 +61,14 @@ class PublishResult:
 
 def _failed(platform: str, wheels: int, error: str, *, environment: bool = False) -> PublishResult:
     return PublishResult(
-        platform=platform, status=PublishStatus.FAILED, release="", wheels=wheels, projects=0,
-        error=error, environment=environment,
-    )  # fmt: skip
+        platform=platform,
+        status=PublishStatus.FAILED,
+        release="",
+        wheels=wheels,
+        projects=0,
+        error=error,
+        environment=environment,
+    )
 
 
 def crash_point(name: str) -> None:
@@ -172,9 +177,12 @@ def publish_platform(
     current = current_release(root, platform)
     if current is not None and current.endswith(digest[:16]):
         return PublishResult(
-            platform=platform, status=PublishStatus.UNCHANGED, release=current,
-            wheels=len(wheels), projects=projects,
-        )  # fmt: skip
+            platform=platform,
+            status=PublishStatus.UNCHANGED,
+            release=current,
+            wheels=len(wheels),
+            projects=projects,
+        )
     releases = root / RELEASES / platform
     # A sequence number first, so that names sort in publish order; a random part
     # so that no two publishers (or a crashed one) ever share a name.
@@ -199,9 +207,12 @@ def publish_platform(
     crash_point("switched")
     prune_releases(releases, keep, keep_name=release)
     return PublishResult(
-        platform=platform, status=PublishStatus.PUBLISHED, release=release,
-        wheels=len(wheels), projects=projects,
-    )  # fmt: skip
+        platform=platform,
+        status=PublishStatus.PUBLISHED,
+        release=release,
+        wheels=len(wheels),
+        projects=projects,
+    )
 
 
 def _sequence(name: str) -> int:

@@ -72,8 +72,13 @@ def _dependencies(record: WheelRecord) -> list[dict[str, object]]:
     sdist = record.sdist or {}
     if sdist.get("url"):
         sha = str(record.source_sha256 or sdist.get("sha256", ""))
-        out.append({"name": str(sdist.get("filename", "")), "uri": str(sdist["url"]),
-                    "digest": {"sha256": sha}})  # fmt: skip
+        out.append(
+            {
+                "name": str(sdist.get("filename", "")),
+                "uri": str(sdist["url"]),
+                "digest": {"sha256": sha},
+            }
+        )
     where = f"oci://{record.image_pull}" if record.image_pull else record.image_ref
     builder: dict[str, object] = {"name": "builder", "uri": where}
     digest = record.image_pull.rpartition("@sha256:")[2] if "@sha256:" in record.image_pull else ""
@@ -95,8 +100,9 @@ def _dependencies(record: WheelRecord) -> list[dict[str, object]]:
 def _byproducts(record: WheelRecord) -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
     if record.runtime is not None:
-        out.append({"name": "runtime", "mediaType": "application/json",
-                    "annotations": record.runtime})  # fmt: skip
+        out.append(
+            {"name": "runtime", "mediaType": "application/json", "annotations": record.runtime}
+        )
     if record.smoke is not None:
         smoke = {k: v for k, v in record.smoke.items() if k != "checks"}
         smoke["checks"] = record.smoke.get("checks", [])

@@ -43,9 +43,13 @@ WheelOf = Callable[[WheelRecord], Path]
 
 
 def store_and_publish(
-    jobs: Sequence[WheelRecord], *, matrix: Matrix, platforms: Sequence[str],
-    wheel_of: WheelOf, replace: bool,
-) -> PublishOutcome:  # fmt: skip
+    jobs: Sequence[WheelRecord],
+    *,
+    matrix: Matrix,
+    platforms: Sequence[str],
+    wheel_of: WheelOf,
+    replace: bool,
+) -> PublishOutcome:
     try:
         check_root(matrix.index.root, adopt=False)  # before the store writes there
         store = Store(matrix.index.root)

@@ -121,13 +121,17 @@ def _jobs_by_status(registry: CollectorRegistry, jobs: list[dict[str, Any]]) -> 
 
 def _index_gauges(registry: CollectorRegistry, index: dict[str, tuple[int, int]]) -> None:
     wheels = Gauge(
-        "orchestrate_index_wheels", "Wheels our index serves, per platform.", ["platform"],
+        "orchestrate_index_wheels",
+        "Wheels our index serves, per platform.",
+        ["platform"],
         registry=registry,
-    )  # fmt: skip
+    )
     size = Gauge(
-        "orchestrate_index_bytes", "Bytes of wheels our index serves, per platform.",
-        ["platform"], registry=registry,
-    )  # fmt: skip
+        "orchestrate_index_bytes",
+        "Bytes of wheels our index serves, per platform.",
+        ["platform"],
+        registry=registry,
+    )
     for platform, (count, total) in sorted(index.items()):
         wheels.labels(platform).set(count)
         size.labels(platform).set(total)

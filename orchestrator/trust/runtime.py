@@ -238,8 +238,9 @@ def abi_changes(
         if current is not None and current != version:
             out.append(f"{package} {version} → {current}")
         elif current is None and package in from_step and not same_image:
-            out.append(f"{package} {version} came from the job's system packages and the "
-                       "builder changed")  # fmt: skip
+            out.append(
+                f"{package} {version} came from the job's system packages and the builder changed"
+            )
         elif current is None and package not in from_step:
             out.append(f"{package} {version} → not installed")
     return out

@@ -91,8 +91,9 @@ def smoke_test(
         on_line=on_line,
     )
     check = SmokeCheck(image=image, python=plan.packages[0].removeprefix("python"))
-    result = smoke_in_image(engine, platform, wheel, runtime, check=check, plan=plan,
-                            on_line=on_line, on_start=on_start)  # fmt: skip
+    result = smoke_in_image(
+        engine, platform, wheel, runtime, check=check, plan=plan, on_line=on_line, on_start=on_start
+    )
     result.seconds = round(time.monotonic() - started, 2)  # the image's making included
     return result
 
@@ -204,10 +205,13 @@ def inline_verdict(
         return None
     seconds, command = said.get("seconds"), said.get("command")
     return SmokeResult(
-        passed=True, packages=list(plan.packages), checks=checks, where=INLINE_WHERE,
+        passed=True,
+        packages=list(plan.packages),
+        checks=checks,
+        where=INLINE_WHERE,
         seconds=float(seconds) if isinstance(seconds, int | float) else 0.0,
         command=dict(command) if isinstance(command, dict) else None,
-    )  # fmt: skip
+    )
 
 
 def _text(chunk: bytes) -> str:
@@ -239,8 +243,13 @@ def verdict(
     foreign = [str(p) for p in outside] if isinstance(outside, list) else []
     if foreign and not error:
         error = f"loaded {foreign[0]}, which none of its runtime packages provides"
-    return SmokeResult(passed=said.get("passed") is True and not error, error=error, checks=checks,
-                       command=command, foreign=foreign)  # fmt: skip
+    return SmokeResult(
+        passed=said.get("passed") is True and not error,
+        error=error,
+        checks=checks,
+        command=command,
+        foreign=foreign,
+    )
 
 
 def _result(tar_bytes: bytes) -> dict[str, object] | None:

@@ -81,6 +81,7 @@ def _run_job(name: str, job: dict[str, Any], *, project: Path, root: Path, state
         "orchestrate_source": f"git+file://{REPO}@{head()}",
         "orchestrate_publish": {"target": str(state)},  # the secret
         "ansible_user_dir": str(home),
+        "ansible_python_interpreter": "/usr/bin/python3",  # as a Zuul node's inventory
         "zuul": {
             "job": name,
             "project": {"src_dir": str(src)},
@@ -103,7 +104,7 @@ def _run_job(name: str, job: dict[str, Any], *, project: Path, root: Path, state
     def play(path: str) -> subprocess.CompletedProcess[str]:
         inventory = ["-i", "localhost,", "-c", "local", "-e", f"@{node / 'vars.json'}"]
         done = subprocess.run(
-            [PLAYBOOK, *inventory, str(REPO / path)],
+            [PLAYBOOK, "-v", *inventory, str(REPO / path)],  # -v: task output, as Zuul logs it
             capture_output=True,
             text=True,
             check=False,
@@ -138,7 +139,8 @@ def test_zuul_platform_jobs_publish_the_one_host_index_and_then_build_nothing(
     calls = (nodes / "calls.txt").read_text().splitlines()
     roles = ("ensure-pip", "ensure-docker")
     assert sorted(calls) == sorted(f"{role} {job}" for job in jobs for role in roles)
-    returned = [json.loads(line) for line in (nodes / "zuul_return.jsonl").read_text().split()]
+    record = (nodes / "zuul_return.jsonl").read_text()
+    returned = [json.loads(line) for line in record.splitlines()]
     assert len(returned) == 2
     assert all(r["zuul"]["artifacts"] for r in returned)
     log = (nodes / "orchestrate-wheel-amd64" / "logs" / "pre.log").read_text()

@@ -435,8 +435,27 @@ def _not_a_zip(bundle: Path, report: dict[str, Any]) -> None:
     (bundle / "wheels" / job["platform"] / job["wheel"]).write_bytes(b"not a zip at all")
 
 
+def _claims_amd64(bundle: Path, report: dict[str, Any]) -> None:
+    """The arm64 bundle also claiming amd64, with a crcmod wheel of its own for it
+    (built from altered sources), so that given first it would win over amd64's."""
+    honest = bundle.parent.parent / "bundle-amd64"
+    amd64 = _job(json.loads((honest / "report.json").read_text()), "crcmod")
+    for folder in ("wheels", "provenance", "runtime"):
+        shutil.copytree(honest / folder / AMD, bundle / folder / AMD)
+    wheel = bundle / "wheels" / AMD / amd64["wheel"]
+    _rezipped("crcmod", lambda n, d: d + b"\n" if n.endswith(".py") else d)(
+        bundle, {"jobs": [{**amd64, "platform": AMD}]}
+    )
+    assert wheel.is_file()
+    report["jobs"].append(amd64)
+    report["platforms"] = [*report["platforms"], AMD]
+    _manifest_edit(lambda d: d.update(platforms=[*d["platforms"], AMD]), bundle)
+
+
 FORGED = {
     "an-unplanned-job": (_forged(_unplanned), "not one of the plan's build items"),
+    "a-bundle-claiming-a-second-platform": (_forged(_claims_amd64), "claims"),
+    "a-record-without-kind": (_forged(lambda _b, r: _job(r, "crcmod").pop("kind")), "kind"),
     "another-version-than-the-pin": (
         _forged(lambda _b, r: _job(r, "crcmod").update(version="1.8")),
         "not one of the plan's build items",
