@@ -10,15 +10,17 @@ from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.common import OUT, Row, sh
-from orchestrator.build.builddeps import BuildDepCache
-from orchestrator.build.graph import WheelJob
-from orchestrator.build.job import JobContext, JobInputs, input_tar, run_job
-from orchestrator.build.sources import SdistCache, SdistRef
 from orchestrator.config import EngineSpec, load_matrix
 from orchestrator.config.matrix import expand
 from orchestrator.core.layout import RunLayout
 from orchestrator.engines.docker import DockerEngine
 from orchestrator.engines.pool import EngineFactsCache, EnginePool
+from orchestrator.jobs.builddeps import BuildDepCache
+from orchestrator.jobs.graph import WheelJob
+from orchestrator.jobs.phases.context import JobContext
+from orchestrator.jobs.phases.inputs import JobInputs, input_tar
+from orchestrator.jobs.phases.run import run_job
+from orchestrator.jobs.sources import SdistCache, SdistRef
 from orchestrator.model import Arch, JobKind
 from orchestrator.plan.gather import tagsets_for
 from orchestrator.plan.upstream import Upstream

@@ -30,18 +30,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.build.records import WheelRecord
 from orchestrator.config import Matrix
 from orchestrator.config.matrix import expand
 from orchestrator.core.errors import BadBundle, OrchestrateError, TamperedBundle
-from orchestrator.core.files import read_bounded, write_atomic
+from orchestrator.core.files import read_bounded, sha256_file, write_atomic
 from orchestrator.core.quoting import shown
 from orchestrator.core.wheelnames import safe_wheel_name
+from orchestrator.jobs.records import WheelRecord
 from orchestrator.model import JobStatus
 from orchestrator.plan.planfile import PlanFile, load_plan
 from orchestrator.publish.provenance import statement
 from orchestrator.report.data import checked_item, checked_job, load_report
-from orchestrator.store import sha256_file
 
 FORMAT = "orchestrate-bundle-1"
 MANIFEST = "bundle.json"

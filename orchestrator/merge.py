@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from orchestrator.build.records import WheelRecord
 from orchestrator.bundle import Bundle, open_bundle
 from orchestrator.config import Matrix
 from orchestrator.config.matrix import expand
@@ -30,6 +29,7 @@ from orchestrator.core.layout import RunLayout
 from orchestrator.core.quoting import shown
 from orchestrator.images.build import ImageResult
 from orchestrator.images.pipeline import ImagesReport
+from orchestrator.jobs.records import WheelRecord
 from orchestrator.model import ShardStatus
 from orchestrator.plan.overrides import Overrides
 from orchestrator.plan.planfile import PlanFile, differences, joined

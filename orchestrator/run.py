@@ -20,13 +20,6 @@ from pathlib import Path
 from packaging.specifiers import SpecifierSet
 from packaging.utils import NormalizedName
 
-from orchestrator.build.builddeps import parse_constraints
-from orchestrator.build.execute import Durations, ExecOptions, Executor
-from orchestrator.build.failures import python_version_hint
-from orchestrator.build.graph import JobGraph, JobSettings, PoolSnapshot, job_graph
-from orchestrator.build.needs import Sources, gather_sources
-from orchestrator.build.records import WheelRecord, account_for, build_items
-from orchestrator.build.sources import SdistCache
 from orchestrator.config import Matrix
 from orchestrator.config.matrix import Platform
 from orchestrator.core.errors import InternalError, OrchestrateError
@@ -34,6 +27,13 @@ from orchestrator.core.layout import RunLayout
 from orchestrator.engines.pool import EnginePool
 from orchestrator.images.facts import ImageFacts, ProbeCache
 from orchestrator.images.pipeline import ImagesReport, run_images
+from orchestrator.jobs.builddeps import parse_constraints
+from orchestrator.jobs.execute import Durations, ExecOptions, Executor
+from orchestrator.jobs.failures import python_version_hint
+from orchestrator.jobs.graph import JobGraph, JobSettings, PoolSnapshot, job_graph
+from orchestrator.jobs.needs import Sources, gather_sources
+from orchestrator.jobs.records import WheelRecord, account_for, build_items
+from orchestrator.jobs.sources import SdistCache
 from orchestrator.model import Action, Category, ShardStatus
 from orchestrator.plan.decide import Decision
 from orchestrator.plan.gather import BuilderRuntime, PlanResult, make_plan, planned

@@ -28,7 +28,6 @@ import email.parser
 import fcntl
 import hashlib
 import json
-import os
 import re
 import zipfile
 from collections.abc import Callable, Iterator
@@ -42,7 +41,7 @@ from packaging.utils import (
 )
 
 from orchestrator.core.errors import InputError, StoreConflict, UnsafeName
-from orchestrator.core.files import write_atomic
+from orchestrator.core.files import fsync_dir, sha256_file, write_atomic
 from orchestrator.core.quoting import shown
 from orchestrator.core.wheelnames import is_pure, safe_wheel_name
 from orchestrator.model import StoreOutcome
@@ -139,22 +138,6 @@ def record_problem(key: object, record: StoredWheel) -> str:
     if record.attestation not in ("", f"{name}{ATTESTATION}"):
         return f"names a provenance file {shown(str(record.attestation))} not beside its wheel"
     return ""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def core_metadata(wheel: Path) -> bytes:

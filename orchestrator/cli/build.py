@@ -10,8 +10,6 @@ from typing import Any
 
 import click
 
-from orchestrator.build.execute import emulated_by_arch, emulated_seconds
-from orchestrator.build.records import WheelRecord
 from orchestrator.bundle import BundleContents, check_target, write_bundle
 from orchestrator.cli.app import (
     App,
@@ -36,6 +34,8 @@ from orchestrator.core.errors import (
     OrchestrateError,
 )
 from orchestrator.core.quoting import printable
+from orchestrator.jobs.execute import emulated_by_arch, emulated_seconds
+from orchestrator.jobs.records import WheelRecord
 from orchestrator.model import JobStatus
 from orchestrator.plan.gather import check_something_to_plan
 from orchestrator.plan.planfile import PlanFile, load_plan

@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from orchestrator.build.graph import WheelJob
 from orchestrator.core.quoting import printable
+from orchestrator.jobs.graph import WheelJob
 from orchestrator.scheduler import Job, Outcome, Placement
 
 

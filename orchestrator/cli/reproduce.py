@@ -12,13 +12,13 @@ from typing import Any
 
 import click
 
-from orchestrator.build.sources import SdistCache
 from orchestrator.cli.app import DEFAULT_MATRIX, App, matrix_option, pass_app, workdir_option
 from orchestrator.config import EngineSpec, load_matrix
 from orchestrator.config.matrix import expand
 from orchestrator.core.errors import InputError, RegistryError
 from orchestrator.core.quoting import printable, shown
 from orchestrator.engines import Engine, RunRequest
+from orchestrator.jobs.sources import SdistCache
 from orchestrator.report.data import load_report
 from orchestrator.report.html import write_html
 from orchestrator.reproduce import (

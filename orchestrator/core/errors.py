@@ -107,12 +107,6 @@ class BuildStepFailed(OrchestrateError):
     """A step of an image build failed (not the engine): retrying will not help."""
 
 
-class BuildFailed(OrchestrateError):
-    """One or more builds ran and failed; the summary lists which."""
-
-    exit_code = EXIT_FAILED
-
-
 class StoreConflict(OrchestrateError):
     """A wheel differs from the one already published under that name."""
 

@@ -42,10 +42,10 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 
-from orchestrator.build.records import WheelRecord, item_key
 from orchestrator.config.matrix import Platform
 from orchestrator.core.errors import BadBundle
 from orchestrator.core.quoting import shown
+from orchestrator.jobs.records import WheelRecord, item_key
 from orchestrator.model import Action, JobKind, JobStatus
 from orchestrator.plan.decide import Decision
 from orchestrator.plan.overrides import Overrides

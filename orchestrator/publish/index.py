@@ -40,9 +40,9 @@ from pathlib import Path
 from packaging.utils import parse_wheel_filename
 
 from orchestrator.core.errors import InputError, OrchestrateError, StoreConflict
-from orchestrator.core.files import write_atomic
+from orchestrator.core.files import fsync_dir, sha256_file, write_atomic
 from orchestrator.model import PublishStatus
-from orchestrator.store import Store, StoredWheel, fsync_dir, sha256_file
+from orchestrator.store import Store, StoredWheel
 
 API_VERSION = "1.1"
 RELEASES = "releases"

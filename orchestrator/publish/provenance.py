@@ -22,7 +22,7 @@ from in_toto_attestation.v1.resource_descriptor import ResourceDescriptor
 from in_toto_attestation.v1.statement import Statement
 
 from orchestrator import DISTRIBUTION
-from orchestrator.build.records import WheelRecord
+from orchestrator.jobs.records import WheelRecord
 
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "https://github.com/orchestrate/orchestrate/wheel-build/v1"

@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from orchestrator.build.records import WheelRecord
 from orchestrator.config import Matrix
 from orchestrator.core.errors import (
     EnvironmentProblem,
     OrchestrateError,
     StoreConflict,
 )
+from orchestrator.jobs.records import WheelRecord
 from orchestrator.model import JobKind, JobStatus, PublishStatus, StoreOutcome
 from orchestrator.publish.index import PublishResult, check_root, publish
 from orchestrator.publish.provenance import statement

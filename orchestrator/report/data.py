@@ -13,10 +13,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from orchestrator.build.execute import emulated_seconds
 from orchestrator.core.errors import EnvironmentProblem, InputError, OrchestrateError
 from orchestrator.core.files import write_atomic
 from orchestrator.core.redact import redact
+from orchestrator.jobs.execute import emulated_seconds
 from orchestrator.run import BuildOutcome
 
 SCHEMA_VERSION = 1

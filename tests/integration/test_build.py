@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from orchestrator.build.job import LABEL_JOB
 from orchestrator.config.matrix import expand
 from orchestrator.engines.docker import DockerEngine
 from orchestrator.images.build import image_tag
 from orchestrator.images.pipeline import ImagesReport
+from orchestrator.jobs.phases.build import LABEL_JOB
 from orchestrator.publish.serve import make_server
 from orchestrator.store import Provenance, Store
 from tests.matrices import local_matrix_copy

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import subprocess
 
-from orchestrator.build.failures import PROVIDERS
 from orchestrator.images.pipeline import ImagesReport
+from orchestrator.jobs.failures import PROVIDERS
 
 AMD = "debian-bookworm-amd64"
 

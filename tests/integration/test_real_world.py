@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from orchestrator.build.job import LABEL_JOB
 from orchestrator.engines.docker import DockerEngine
 from orchestrator.images.pipeline import ImagesReport
+from orchestrator.jobs.phases.build import LABEL_JOB
 from tests.matrices import local_matrix_copy
 
 from .conftest import Built, Local

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.build.job import LABEL_JOB
 from orchestrator.core.errors import EXIT_INTERRUPTED
 from orchestrator.engines.docker import DockerEngine
 from orchestrator.images.pipeline import ImagesReport
+from orchestrator.jobs.phases.build import LABEL_JOB
 from orchestrator.publish.index import current_release, publish
 from orchestrator.store import Provenance, Store
 from tests.conftest import CliRunner

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.build.graph import WheelJob
-from orchestrator.build.records import WheelRecord, compiler_mode
-from orchestrator.build.sources import SdistRef
 from orchestrator.config import load_matrix
 from orchestrator.config.matrix import expand
 from orchestrator.core.errors import EXIT_INPUT
 from orchestrator.images.cross import read_toolchain, unavailable_reason
 from orchestrator.images.facts import NativeCompiler, parse_native_compiler
 from orchestrator.images.render import CrossToolchain, render
+from orchestrator.jobs.graph import WheelJob
+from orchestrator.jobs.records import WheelRecord, compiler_mode
+from orchestrator.jobs.sources import SdistRef
 from orchestrator.model import Arch, JobKind, JobStatus, Mode
 from tests.conftest import REPO, CliRunner
 

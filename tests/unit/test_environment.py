@@ -16,7 +16,9 @@ from packaging.specifiers import SpecifierSet
 from packaging.tags import Tag
 from packaging.utils import canonicalize_name
 
-from orchestrator.build.environment import (
+from orchestrator.core.tars import joined
+from orchestrator.engines import RunRequest
+from orchestrator.jobs.environment import (
     BUILD_USER,
     best_dists,
     closure,
@@ -29,9 +31,7 @@ from orchestrator.build.environment import (
     static_requires,
     venv_members,
 )
-from orchestrator.build.job import joined
-from orchestrator.build.prepare import EnvImages
-from orchestrator.engines import RunRequest
+from orchestrator.jobs.prepare import EnvImages
 from orchestrator.model import Arch
 from orchestrator.plan.tags import TagSet
 from orchestrator.trust.packages import PackageDb, parse_lists, parse_status

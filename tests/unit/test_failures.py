@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from orchestrator.build.failures import (
+from orchestrator.jobs.failures import (
     EXIT_BUILD,
     EXIT_BUILD_DEPS,
     EXIT_METADATA,
@@ -199,7 +199,7 @@ def test_releases_older_than_the_python_have_their_own_category(line: str) -> No
 
 
 def test_the_hint_names_the_oldest_release_that_fits_the_python() -> None:
-    from orchestrator.build.failures import python_version_hint
+    from orchestrator.jobs.failures import python_version_hint
     from orchestrator.plan.upstream import IndexFile, ProjectPage, oldest_supporting
 
     files = [

@@ -221,10 +221,10 @@ def test_a_bundles_text_reaches_the_log_as_one_line_without_escapes(
 ) -> None:
     """A record's error, hint and name come from a runner we do not control: they
     cannot start a line a CI system reads as a command, nor move the cursor."""
-    from orchestrator.build.records import WheelRecord
     from orchestrator.cli.build import _failures
     from orchestrator.core.errors import BadBundle
     from orchestrator.core.quoting import printable
+    from orchestrator.jobs.records import WheelRecord
     from orchestrator.model import Category, JobStatus
 
     record = WheelRecord(

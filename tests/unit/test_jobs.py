@@ -9,9 +9,12 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
-from orchestrator.build.builddeps import BuildDepNeed, choose, needs_for, parse_constraints
-from orchestrator.build.failures import Failure
-from orchestrator.build.graph import (
+from orchestrator.config import load_matrix
+from orchestrator.config.matrix import expand, select
+from orchestrator.images.facts import ImageFacts
+from orchestrator.jobs.builddeps import BuildDepNeed, choose, needs_for, parse_constraints
+from orchestrator.jobs.failures import Failure
+from orchestrator.jobs.graph import (
     JobGraph,
     JobSettings,
     PoolSnapshot,
@@ -19,11 +22,8 @@ from orchestrator.build.graph import (
     WheelJob,
     job_graph,
 )
-from orchestrator.build.records import phases
-from orchestrator.build.sources import SdistFacts, SdistRef
-from orchestrator.config import load_matrix
-from orchestrator.config.matrix import expand, select
-from orchestrator.images.facts import ImageFacts
+from orchestrator.jobs.records import phases
+from orchestrator.jobs.sources import SdistFacts, SdistRef
 from orchestrator.model import Action, Arch, Category, JobKind
 from orchestrator.plan.decide import Decision
 from orchestrator.plan.tags import TagSet, derived_tags
@@ -308,7 +308,7 @@ def test_needs_for_applies_markers_and_build_constraints() -> None:
 
 
 def test_build_dep_cache_puts_in_only_the_pinned_wheels(tmp_path: Path) -> None:
-    from orchestrator.build.builddeps import BuildDepCache, requires_key
+    from orchestrator.jobs.builddeps import BuildDepCache, requires_key
     from tests.wheelfactory import make_wheel
 
     cache = BuildDepCache(tmp_path / "deps")

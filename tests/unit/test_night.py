@@ -17,14 +17,14 @@ from typing import Any
 
 import pytest
 
-from orchestrator.build.graph import job_id
-from orchestrator.build.records import WheelRecord, account_for, build_items, not_started
 from orchestrator.cli.build import exit_code, summary_line
 from orchestrator.config.loader import load_matrix
 from orchestrator.config.matrix import Platform, expand
 from orchestrator.core.errors import EXIT_FAILED, EXIT_INTERNAL, InternalError
 from orchestrator.core.layout import RunLayout
 from orchestrator.engines.pool import EngineFactsCache, EnginePool
+from orchestrator.jobs.graph import job_id
+from orchestrator.jobs.records import WheelRecord, account_for, build_items, not_started
 from orchestrator.model import Action, Arch, Category, JobKind, JobStatus
 from orchestrator.plan.decide import Decision
 from orchestrator.report.data import report_of

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.build.graph import JobGraph, JobSettings, SdistOutcome, job_graph
-from orchestrator.build.records import WheelRecord
-from orchestrator.build.sources import SdistRef, facts
 from orchestrator.config import load_matrix
 from orchestrator.config.bindep import BindepError, parse_bindep, platform_atoms
 from orchestrator.config.matrix import Platform, expand
 from orchestrator.core.errors import ConfigError
 from orchestrator.images.sysdeps import install_dockerfile
+from orchestrator.jobs.graph import JobGraph, JobSettings, SdistOutcome, job_graph
+from orchestrator.jobs.records import WheelRecord
+from orchestrator.jobs.sources import SdistRef, facts
 from orchestrator.model import Category, JobStatus
 from orchestrator.plan.overrides import SDIST_BINDEP, Overrides
 from orchestrator.reproduce import JobSpec, print_script

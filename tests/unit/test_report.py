@@ -40,6 +40,7 @@ def _report(tmp_path: Path) -> dict[str, Any]:
         "name": "bad",
         "version": "1.0",
         "status": "failed",
+        "kind": "wheel",
         "duration": 12.5,
         "engine": "local",
         "emulated": True,

@@ -22,13 +22,13 @@ import pytest
 from google.protobuf import json_format
 from in_toto_attestation.predicates.provenance.v1 import provenance_pb2
 
-from orchestrator.build.records import WheelRecord
 from orchestrator.config import load_matrix
 from orchestrator.config.matrix import expand
 from orchestrator.core.errors import ConfigError
 from orchestrator.images.facts import RuntimeFacts, parse_runtime
 from orchestrator.images.render import render
 from orchestrator.images.sysdeps import base_dockerfile
+from orchestrator.jobs.records import WheelRecord
 from orchestrator.model import Action, JobStatus
 from orchestrator.publish.index import project_html, project_json, publish
 from orchestrator.publish.provenance import PREDICATE_TYPE, statement

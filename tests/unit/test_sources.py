@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.build.sources import (
+from orchestrator.jobs.sources import (
     CYTHON_HEADER,
     LEGACY_REQUIRES,
     HashMismatch,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.build.job import extract_wheels
 from orchestrator.core.errors import UnsafeName
+from orchestrator.core.tars import extract_wheels
 from orchestrator.core.wheelnames import safe_wheel_name
 from orchestrator.plan.upstream import parse_html, parse_json
 from orchestrator.publish.index import current_release, publish, releases_of, rollback

@@ -22,8 +22,11 @@ from pathlib import Path
 
 from packaging.utils import NormalizedName
 
-from orchestrator.build.builddeps import BuildDepCache, parse_constraints
-from orchestrator.build.environment import (
+from orchestrator.core.errors import EngineError
+from orchestrator.engines import Engine, RunRequest
+from orchestrator.images.render import templates_dir
+from orchestrator.jobs.builddeps import BuildDepCache, parse_constraints
+from orchestrator.jobs.environment import (
     BUILD_USER,
     Dist,
     Interpreter,
@@ -38,10 +41,7 @@ from orchestrator.build.environment import (
     static_requires,
     venv_members,
 )
-from orchestrator.build.graph import WheelJob
-from orchestrator.core.errors import EngineError
-from orchestrator.engines import Engine, RunRequest
-from orchestrator.images.render import templates_dir
+from orchestrator.jobs.graph import WheelJob
 from orchestrator.model import Arch
 from orchestrator.plan.decide import marker_environment
 from orchestrator.plan.tags import TagSet

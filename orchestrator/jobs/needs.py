@@ -11,10 +11,12 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import NormalizedName, canonicalize_name
 
-from orchestrator.build.builddeps import BuildDepNeed, needs_for
-from orchestrator.build.failures import Failure
-from orchestrator.build.graph import SdistOutcome
-from orchestrator.build.sources import (
+from orchestrator.config.matrix import Platform
+from orchestrator.core.errors import UnsafeName
+from orchestrator.jobs.builddeps import BuildDepNeed, needs_for
+from orchestrator.jobs.failures import Failure
+from orchestrator.jobs.graph import SdistOutcome
+from orchestrator.jobs.sources import (
     HashMismatch,
     SdistCache,
     SdistDownloadError,
@@ -22,8 +24,6 @@ from orchestrator.build.sources import (
     SdistRef,
     facts,
 )
-from orchestrator.config.matrix import Platform
-from orchestrator.core.errors import UnsafeName
 from orchestrator.model import Category
 from orchestrator.plan.decide import Decision
 from orchestrator.plan.gather import PlanResult

@@ -18,14 +18,6 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
-from orchestrator.build.builddeps import BuildDepCache, pins_key, requires_key
-from orchestrator.build.environment import Interpreters
-from orchestrator.build.failures import Failure
-from orchestrator.build.graph import Blocked, JobGraph, WheelJob
-from orchestrator.build.job import GENERATED, JobContext, JobInputs, make_ahead, run_job
-from orchestrator.build.prepare import EnvImages, MadeAhead, Resolver
-from orchestrator.build.records import WheelRecord, compiler_mode
-from orchestrator.build.sources import GeneratedC, SdistFacts, cython_pin
 from orchestrator.config import Matrix
 from orchestrator.config.matrix import Platform, expand
 from orchestrator.core.layout import RunLayout
@@ -34,6 +26,18 @@ from orchestrator.engines import Engine
 from orchestrator.engines.pool import EnginePool
 from orchestrator.images.build import build_image
 from orchestrator.images.facts import ImageFacts
+from orchestrator.jobs.builddeps import BuildDepCache, pins_key, requires_key
+from orchestrator.jobs.environment import Interpreters
+from orchestrator.jobs.failures import Failure
+from orchestrator.jobs.graph import Blocked, JobGraph, WheelJob
+from orchestrator.jobs.phases.build import GENERATED
+from orchestrator.jobs.phases.context import JobContext
+from orchestrator.jobs.phases.fetch import make_ahead
+from orchestrator.jobs.phases.inputs import JobInputs
+from orchestrator.jobs.phases.run import run_job
+from orchestrator.jobs.prepare import EnvImages, MadeAhead, Resolver
+from orchestrator.jobs.records import WheelRecord, compiler_mode
+from orchestrator.jobs.sources import GeneratedC, SdistFacts, cython_pin
 from orchestrator.model import Arch, Category, JobKind, JobStatus, Mode
 from orchestrator.plan.decide import TagSets
 from orchestrator.scheduler import Cancel, Job, Lookahead, Outcome, Placement, Scheduler

@@ -16,11 +16,11 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
-from orchestrator.build.failures import Failure
-from orchestrator.build.graph import WheelJob, job_id
 from orchestrator.config.matrix import Platform
 from orchestrator.core.errors import InternalError
 from orchestrator.images.facts import NativeCompiler
+from orchestrator.jobs.failures import Failure
+from orchestrator.jobs.graph import WheelJob, job_id
 from orchestrator.model import Category, JobKind, JobStatus, Mode
 from orchestrator.plan.decide import Decision
 

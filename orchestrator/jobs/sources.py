@@ -32,6 +32,7 @@ import requests
 
 from orchestrator.config.bindep import Bindep, BindepError, parse_bindep
 from orchestrator.core.errors import EnvironmentProblem, StoreConflict, UnsafeName
+from orchestrator.core.files import sha256_file
 
 COMPILED = (".c", ".cc", ".cpp", ".cxx", ".pyx", ".pxd", ".f", ".f90", ".rs", ".go", ".m")
 BUILD_FILES = ("meson.build", "Cargo.toml", "CMakeLists.txt")
@@ -199,14 +200,6 @@ def _safe_name(filename: str) -> str:
     ):
         raise UnsafeName(f"refusing sdist file name {filename!r} from the index")
     return filename
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # -- what the sdist says -------------------------------------------------------------

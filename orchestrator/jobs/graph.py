@@ -31,11 +31,11 @@ from typing import Protocol
 
 from packaging.utils import canonicalize_name
 
-from orchestrator.build.builddeps import BuildDepNeed
-from orchestrator.build.failures import Failure
-from orchestrator.build.sources import SdistFacts, SdistRef
 from orchestrator.config.matrix import Platform
 from orchestrator.images.facts import ImageFacts
+from orchestrator.jobs.builddeps import BuildDepNeed
+from orchestrator.jobs.failures import Failure
+from orchestrator.jobs.sources import SdistFacts, SdistRef
 from orchestrator.model import Action, Arch, Category, JobKind
 from orchestrator.plan.decide import Decision
 from orchestrator.plan.overrides import JobExtras, Overrides

@@ -1,0 +1,172 @@
+"""The build phase: the build backend in a container with no network; the wheel
+collected and checked, the native compiler's report and Cython's C kept. In: the
+/job tar. Out: /job/out as a tar, and the record's wheel, sha256 and size."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path, PurePosixPath
+
+from packaging.utils import parse_wheel_filename
+
+from orchestrator.core.redact import RedactingLog
+from orchestrator.core.tars import extract_wheels, joined, read_member
+from orchestrator.core.wheelnames import is_pure
+from orchestrator.engines import RunOutcome, RunRequest
+from orchestrator.jobs.environment import BUILD_USER
+from orchestrator.jobs.environment import job_tar as job_tar_of
+from orchestrator.jobs.failures import EXIT_NEEDS, Failure
+from orchestrator.jobs.graph import WheelJob
+from orchestrator.jobs.phases.context import JobContext, write
+from orchestrator.jobs.phases.verify import InlineSmoke, checks_inline
+from orchestrator.jobs.records import Phase, WheelRecord
+from orchestrator.jobs.sources import GeneratedC, cython_pin, generated_members
+from orchestrator.model import Category, JobStatus, Mode
+from orchestrator.plan.tags import TagSet
+from orchestrator.trust.smoke import (
+    inline_smoke_command,
+    inline_smoke_files,
+)
+
+LABEL_JOB = "org.orchestrate.job"
+
+
+GENERATED = "generated.tar"  # in a native job's folder: the C its Cython wrote
+
+
+def run_phase(
+    job: WheelJob,
+    phase: Phase,
+    ctx: JobContext,
+    job_tar: bytes,
+    *,
+    remaining: float,
+    log: RedactingLog,
+    image: str | None = None,  # the builder with the build environment in it
+) -> tuple[RunOutcome, bytes]:
+    command = phase.command
+    if phase.name == "build" and checks_inline(job, ctx):
+        command = inline_smoke_command(phase.command, job.python)
+        job_tar = joined(job_tar, job_tar_of(inline_smoke_files(job.extras.test_command)))
+    request = RunRequest(
+        image=image or job.image,
+        command=command,
+        platform=job.platform.arch,
+        env={**phase.env, **(ctx.fetch_env if phase.network else {})},
+        network=phase.network,
+        user=BUILD_USER,
+        workdir="/job",
+        labels={LABEL_JOB: job.id, "org.orchestrate.run": job.run_id},
+        keep=job.keep_failed,
+    )
+    with ctx.engine.container(request) as box:
+        ctx.cancel.on_cancel(box.kill)
+        box.put("/", job_tar)
+        outcome = box.start_and_wait(max(remaining, 1), lambda chunk: write(log, chunk))
+        if outcome.exit_code not in (0, EXIT_NEEDS):
+            return outcome, b""
+        return outcome, box.get("/job" if phase.name == "fetch" else "/job/out")
+
+
+def phase_ok(
+    job: WheelJob, phase: Phase, outcome: RunOutcome, ctx: JobContext, *, record: WheelRecord
+) -> bool:
+    if outcome.timed_out:
+        why = f"killed after the {job.timeout:.0f}s timeout ({phase.name})"
+        record.fail(Failure(Category.TIMEOUT, why), JobStatus.TIMEOUT)
+        return False
+    if ctx.cancel.event.is_set():
+        stopped = Failure(Category.CANCELLED, f"stopped during {phase.name}")
+        record.fail(stopped, JobStatus.CANCELLED)
+        return False
+    return outcome.exit_code == 0 or (phase.name == "build" and outcome.exit_code == EXIT_NEEDS)
+
+
+def needs_of(out_tar: bytes) -> list[str]:
+    text = read_member(out_tar, "out/needs.txt")
+    return [line.strip() for line in (text or b"").decode().splitlines() if line.strip()]
+
+
+def compiler_used(out_tar: bytes, record: WheelRecord) -> None:
+    """What the build phase says of the native compiler: used (its version), or why
+    it fell back to the emulated one."""
+    text = read_member(out_tar, "out/compiler.json")
+    if record.mode != Mode.NATIVE_COMPILER or text is None:
+        return
+    said = json.loads(text)
+    if said.get("used") is True:
+        record.compiler = f"gcc {said.get('gcc', '?')} for {said.get('host', '?')}"
+    else:
+        record.mode, record.compiler = Mode.EMULATED, str(said.get("reason", ""))
+
+
+def keep_generated(out_tar: bytes, out_dir: Path) -> None:
+    data = read_member(out_tar, f"out/{GENERATED}")
+    if data:
+        (out_dir / GENERATED).write_bytes(data)
+
+
+def with_generated(
+    job_tar: bytes, made: GeneratedC | None, record: WheelRecord, log: RedactingLog
+) -> bytes:
+    """The build phase's /job with the C its native twin's Cython wrote, when both
+    build environments have the same Cython: Cython then finds every module up to
+    date and only the compiler runs."""
+    if made is None:
+        return job_tar
+    mine, fetched = cython_pin(record.build_requires), read_member(job_tar, "job/fetch.json")
+    if not mine or mine != made.cython or fetched is None:
+        why = f"{made.cython or 'no Cython'} there, {mine or 'no Cython'} here"
+        write(log, f"== the C that Cython wrote in {made.origin} is not used ({why})\n".encode())
+        return job_tar
+    source = str(json.loads(fetched).get("source", "build"))
+    if PurePosixPath(source).is_absolute() or ".." in PurePosixPath(source).parts:
+        return job_tar  # the job's own fetch.json names its folder: nothing outside /job
+    members = generated_members(made.path.read_bytes(), under=f"job/{source}", mtime=time.time())
+    if not members:
+        return job_tar
+    record.cython_from = made.origin
+    write(
+        log,
+        f"== {len(members)} files of C that {mine} wrote in {made.origin}: compiled here, "
+        "Cython does not run under emulation\n".encode(),
+    )
+    return joined(job_tar, job_tar_of(members))
+
+
+def collect(out_tar: bytes, tags: TagSet, out_dir: Path, record: WheelRecord) -> None:
+    """Take the one wheel out of the tar, checking its name and tags before writing."""
+    wheels = extract_wheels(out_tar, out_dir)
+    if len(wheels) != 1:
+        record.fail(Failure(Category.BAD_WHEEL, f"expected one wheel, got {len(wheels)}"))
+        return
+    wheel = wheels[0]
+    _name, _version, _build, wheel_tags = parse_wheel_filename(wheel.name)
+    if not tags.accepts(wheel_tags):
+        why = f"{wheel.name}: its tags do not fit {record.platform} python {tags.python}"
+        record.fail(Failure(Category.BAD_WHEEL, why))
+        return
+    data = wheel.read_bytes()
+    record.status, record.wheel = JobStatus.BUILT, wheel.name
+    record.sha256, record.size = hashlib.sha256(data).hexdigest(), len(data)
+    record.detail = "pure Python" if is_pure(wheel.name) else ""
+
+
+def inline_result(out_tar: bytes, record: WheelRecord) -> InlineSmoke | None:
+    """smoke.json of the build container's check; its seconds leave the build phase."""
+    try:
+        said = json.loads(read_member(out_tar, "out/smoke.json") or b"null")
+    except ValueError:
+        return None
+    if not isinstance(said, dict):
+        return None
+    seconds = said.get("seconds")
+    seconds = (
+        min(float(seconds), record.phase_seconds.get("build", 0.0))
+        if isinstance(seconds, int | float) and seconds > 0
+        else 0.0
+    )
+    record.phase_seconds["build"] = round(record.phase_seconds.get("build", 0.0) - seconds, 2)
+    return InlineSmoke(said=said, seconds=seconds)
