@@ -24,18 +24,18 @@ from orchestrator.jobs.sources import SdistCache, SdistRef
 from orchestrator.model import Arch, JobKind
 from orchestrator.plan.gather import tagsets_for
 from orchestrator.plan.upstream import Upstream
-from orchestrator.scheduler import Cancel, Job, Outcome, Placement, Scheduler
+from orchestrator.scheduler import Cancel, Job, JobResult, Placement, Scheduler
 from tests.unit.fakes import FakeEngine
 
 
-def _sleeper(emulation: float) -> Callable[[Job[float], Placement, Cancel], Outcome]:
+def _sleeper(emulation: float) -> Callable[[Job[float], Placement, Cancel], JobResult]:
     """Jobs that sleep their duration, times `emulation` when placed on an emulator."""
 
-    def run(job: Job[float], placement: Placement, _cancel: Cancel) -> Outcome:
+    def run(job: Job[float], placement: Placement, _cancel: Cancel) -> JobResult:
         engine = placement.engine
         assert isinstance(engine, FakeEngine)
         engine.work(job.payload * (emulation if placement.emulated else 1.0))
-        return Outcome(ok=True)
+        return JobResult(ok=True)
 
     return run
 
@@ -136,7 +136,7 @@ def overhead(image: str, matrix_path: Path, jobs: int = 6) -> Row:
     assert image_id is not None
     tags = tagsets_for([platform], {})[(platform.name, "3.11")]
 
-    def one(node: Job[int], placement: Placement, cancel: Cancel) -> Outcome:
+    def one(node: Job[int], placement: Placement, cancel: Cancel) -> JobResult:
         work = replace(job, image=image_id.id)
         ctx = JobContext(
             bases=layout.bases,
@@ -149,7 +149,7 @@ def overhead(image: str, matrix_path: Path, jobs: int = 6) -> Row:
             cancel=cancel,
         )
         record = run_job(work, JobInputs(sdist=sdist, deps=deps, pins_key="bench"), ctx)
-        return Outcome(ok=record.status == "built", detail=record.detail)
+        return JobResult(ok=record.status == "built", detail=record.detail)
 
     one(
         Job("warm", Arch.AMD64, 1, 0),

@@ -37,7 +37,7 @@ from orchestrator.plan.decide import Decision
 from orchestrator.plan.gather import make_plan
 from orchestrator.plan.shards import Shard, item_of, shards_of
 from orchestrator.plan.upstream import ProjectPage, Upstream
-from orchestrator.scheduler import Cancel, Job, Outcome, Placement, Scheduler
+from orchestrator.scheduler import Cancel, Job, JobResult, Placement, Scheduler
 from tests.unit.fakes import FakeEngine
 
 MATRIX = REPO / "examples" / "openstack.yaml"
@@ -219,11 +219,11 @@ def measured(reports: Sequence[Mapping[str, Any]]) -> tuple[dict[str, float], fl
 
 
 def _sleeper(factor: float) -> Any:
-    def run(job: Job[float], placement: Placement, _cancel: Cancel) -> Outcome:
+    def run(job: Job[float], placement: Placement, _cancel: Cancel) -> JobResult:
         engine = placement.engine
         assert isinstance(engine, FakeEngine)
         engine.work(job.payload * (factor if placement.emulated else 1.0) * SCALE)
-        return Outcome(ok=True)
+        return JobResult(ok=True)
 
     return run
 

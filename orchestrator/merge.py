@@ -35,7 +35,7 @@ from orchestrator.plan.overrides import Overrides
 from orchestrator.plan.planfile import PlanFile, differences, joined
 from orchestrator.publish.admission import Night, Shipped, admit, check_shared, settle
 from orchestrator.publish.release import now, store_and_publish
-from orchestrator.run import BuildOutcome, ShardResult, StageClock
+from orchestrator.run import NightResult, ShardResult, StageClock
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,7 +54,7 @@ class MergeRequest:
     options: MergeOptions = MergeOptions()
 
 
-def merge_night(request: MergeRequest) -> BuildOutcome:
+def merge_night(request: MergeRequest) -> NightResult:
     """The merged night as one outcome, as a local build's: the same report follows."""
     started, clock = now(), StageClock()
     with clock.stage("verify"):
@@ -80,7 +80,7 @@ def merge_night(request: MergeRequest) -> BuildOutcome:
             replace=request.options.replace,
         )
     images = [ImageResult.from_dict(i) for b in bundles for i in b.report["images"]]
-    return BuildOutcome(
+    return NightResult(
         run_id=request.layout.run_id,
         started=started,
         finished=now(),

@@ -135,7 +135,7 @@ class Category(StrEnum):
         return self in (Category.SDIST_DOWNLOAD, Category.BUILD_DEPS, Category.ENGINE)
 
 
-class StoreOutcome(StrEnum):
+class StoreStatus(StrEnum):
     """What adding one built wheel to the store did."""
 
     ADDED = "added"

@@ -4,7 +4,7 @@ A night is a chain of values. Each stage takes what the ones before it returned 
 returns a frozen value of its own: image facts, the plan, the sources (sdists and
 the build dependencies they need), the job records, the publish outcome. The store
 and publish stage runs whatever stopped the night, with what finished. `run_build`
-returns one `BuildOutcome`; the CLI turns it into the report, the output and one
+returns one `NightResult`; the CLI turns it into the report, the output and one
 exit code.
 """
 
@@ -41,8 +41,8 @@ from orchestrator.plan.overrides import Overrides
 from orchestrator.plan.planfile import PlanFile
 from orchestrator.plan.shards import Shard
 from orchestrator.plan.upstream import ProjectPage, Upstream, oldest_supporting
-from orchestrator.publish.index import PublishResult
-from orchestrator.publish.release import PublishOutcome, now, store_and_publish
+from orchestrator.publish.index import PlatformResult
+from orchestrator.publish.release import PublishResult, now, store_and_publish
 from orchestrator.scheduler import Cancel
 from orchestrator.store import AddResult
 
@@ -60,7 +60,7 @@ class BuildOptions:
 
 
 @dataclass(frozen=True, kw_only=True)
-class BuildRequest:
+class NightRequest:
     """One night: what to build, for which platforms, where its files go."""
 
     matrix: Matrix
@@ -95,7 +95,7 @@ class ShardResult:
 
 
 @dataclass(frozen=True, kw_only=True)
-class BuildOutcome:
+class NightResult:
     """What one night did, stage by stage, as far as it got."""
 
     run_id: str
@@ -106,7 +106,7 @@ class BuildOutcome:
     plan: tuple[Decision, ...] = ()
     jobs: tuple[WheelRecord, ...] = ()
     sdist_downloads: int = 0
-    publish: PublishOutcome = field(default_factory=PublishOutcome)
+    publish: PublishResult = field(default_factory=PublishResult)
     stages: Mapping[str, float] = field(default_factory=dict)
     stopped: BaseException | None = None  # what ended the night early, if anything did
     shards: tuple[ShardResult, ...] = ()  # a merged night's shards
@@ -128,7 +128,7 @@ class BuildOutcome:
         return self.publish.added
 
     @property
-    def published(self) -> tuple[PublishResult, ...]:
+    def published(self) -> tuple[PlatformResult, ...]:
         return self.publish.published
 
     @property
@@ -156,17 +156,17 @@ class StageClock:
 
 
 @dataclass(frozen=True, kw_only=True)
-class JobsOutcome:
+class JobsResult:
     jobs: tuple[WheelRecord, ...] = ()
     sdist_downloads: int = 0
     stopped: BaseException | None = None
 
 
-def _publish(request: BuildRequest, built: JobsOutcome, *, clock: StageClock) -> PublishOutcome:
+def _publish(request: NightRequest, built: JobsResult, *, clock: StageClock) -> PublishResult:
     """The night's wheels stored and its platforms published; nothing for a shard's
     night, which a merge publishes."""
     if not request.publish:
-        return PublishOutcome()
+        return PublishResult()
     with clock.stage("publish"):
         return store_and_publish(
             built.jobs,
@@ -178,14 +178,14 @@ def _publish(request: BuildRequest, built: JobsOutcome, *, clock: StageClock) ->
 
 
 def run_build(
-    request: BuildRequest, *, pool: EnginePool, cancel: Cancel, on_event: Callable[..., None]
-) -> BuildOutcome:
+    request: NightRequest, *, pool: EnginePool, cancel: Cancel, on_event: Callable[..., None]
+) -> NightResult:
     """The night's stages in order. An error in one is kept in the outcome, and what
     finished before it is stored, published and reported all the same."""
     # Bad build constraints are the user's to fix before anything runs.
     pins = parse_constraints(request.options.build_constraints, "build constraints")
     started, clock = now(), StageClock()
-    images, plan, built = ImagesReport(), None, JobsOutcome()
+    images, plan, built = ImagesReport(), None, JobsResult()
     try:
         with clock.stage("images"):
             images = _images(request, pool=pool, cancel=cancel, on_event=on_event)
@@ -205,11 +205,11 @@ def run_build(
                 clock=clock,
             )
     except Exception as exc:  # kept in the outcome; the CLI raises it
-        built = JobsOutcome(jobs=built.jobs, stopped=exc)
+        built = JobsResult(jobs=built.jobs, stopped=exc)
     if plan is not None:
         built = _accounted(request, plan, built, cancel=cancel)
     published = _publish(request, built, clock=clock)
-    return BuildOutcome(
+    return NightResult(
         run_id=request.layout.run_id,
         started=started,
         finished=now(),
@@ -240,7 +240,7 @@ def night_ahead(decisions: Sequence[Decision], platforms: Sequence[Platform]) ->
 
 
 def _images(
-    request: BuildRequest, *, pool: EnginePool, cancel: Cancel, on_event: Callable[..., None]
+    request: NightRequest, *, pool: EnginePool, cancel: Cancel, on_event: Callable[..., None]
 ) -> ImagesReport:
     layout = request.layout
     return run_images(
@@ -254,7 +254,7 @@ def _images(
     )
 
 
-def _plan(request: BuildRequest, images: ImagesReport) -> PlanResult:
+def _plan(request: NightRequest, images: ImagesReport) -> PlanResult:
     upstream = Upstream.of(request.matrix.index, request.layout.index_cache)
     probed = {p: f.tags for p, f in images.facts.items()}
     if request.plan is not None:
@@ -284,7 +284,7 @@ def builders_of(facts: Mapping[str, ImageFacts]) -> dict[str, BuilderRuntime]:
 
 
 def _wheels(
-    request: BuildRequest,
+    request: NightRequest,
     images: ImagesReport,
     plan: PlanResult,
     pins: Mapping[NormalizedName, SpecifierSet],
@@ -293,7 +293,7 @@ def _wheels(
     cancel: Cancel,
     on_event: Callable[..., None],
     clock: StageClock,
-) -> JobsOutcome:
+) -> JobsResult:
     """Sources, the job graph, and the jobs on the pool; what finished is kept even
     when the jobs stage is stopped."""
     options, matrix = request.options, request.matrix
@@ -320,12 +320,12 @@ def _wheels(
     with clock.stage("jobs"):
         ran = executor.run(graph, pool, exec_options, on_event)
     jobs = tuple(_with_release_hint(r, plan.pages) for r in ran.records)
-    return JobsOutcome(jobs=jobs, sdist_downloads=sources.downloads, stopped=ran.stopped)
+    return JobsResult(jobs=jobs, sdist_downloads=sources.downloads, stopped=ran.stopped)
 
 
 def _accounted(
-    request: BuildRequest, plan: PlanResult, built: JobsOutcome, *, cancel: Cancel
-) -> JobsOutcome:
+    request: NightRequest, plan: PlanResult, built: JobsResult, *, cancel: Cancel
+) -> JobsResult:
     """The jobs, one record for every build item of the plan: those the jobs stage
     never reached (an earlier stage stopped the night, or a signal) say why."""
     items = build_items(plan.decisions, (p.name for p in request.platforms))
@@ -347,7 +347,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def _graph(
-    request: BuildRequest,
+    request: NightRequest,
     images: ImagesReport,
     plan: PlanResult,
     sources: Sources,
@@ -390,8 +390,8 @@ def _with_release_hint(record: WheelRecord, pages: Mapping[str, ProjectPage | No
 
 __all__ = [
     "BuildOptions",
-    "BuildOutcome",
-    "BuildRequest",
+    "NightRequest",
+    "NightResult",
     "ShardResult",
     "StageClock",
     "run_build",

@@ -46,7 +46,7 @@ class Placement:
 
 
 @dataclass
-class Outcome:
+class JobResult:
     """What a job function returns; the scheduler fills `attempts` and placement."""
 
     ok: bool
@@ -81,7 +81,7 @@ class Cancel:
             hook()
 
 
-JobFn = Callable[[Job[T], Placement, Cancel], Outcome]
+JobFn = Callable[[Job[T], Placement, Cancel], JobResult]
 
 
 @dataclass
@@ -94,14 +94,14 @@ class Scheduler:
     cancel: Cancel = field(default_factory=Cancel)
     deadline: float | None = None  # time.monotonic() after which no job starts
     longest_first: bool = True  # False: first come, first served (benchmarks compare)
-    on_event: Callable[[str, Job[Any], Outcome | Placement | None], None] = lambda *_: None
+    on_event: Callable[[str, Job[Any], JobResult | Placement | None], None] = lambda *_: None
 
-    def run(self, jobs: Sequence[Job[T]], fn: JobFn[T]) -> dict[str, Outcome]:
+    def run(self, jobs: Sequence[Job[T]], fn: JobFn[T]) -> dict[str, JobResult]:
         state = _State(jobs)
         for job in jobs:
             self.on_event("queued", job, None)
         free = {e.name: e.slots for e in self.pool.engines}
-        running: dict[Future[Outcome], tuple[Job[T], Placement]] = {}
+        running: dict[Future[JobResult], tuple[Job[T], Placement]] = {}
         stop = False
         with ThreadPoolExecutor(max_workers=max(1, sum(free.values()))) as threads:
             while state.pending or running:
@@ -129,14 +129,14 @@ class Scheduler:
                     stop = stop or (self.fail_fast and not outcome.ok)
         why = "not started: the run deadline passed" if self._past_deadline() else "not started"
         for job in list(state.pending.values()):
-            state.results[job.id] = Outcome(ok=False, cancelled=True, detail=why)
+            state.results[job.id] = JobResult(ok=False, cancelled=True, detail=why)
             self.on_event("cancelled", job, state.results[job.id])
         return state.results
 
     def _past_deadline(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
 
-    def _retry(self, state: _State[T], job: Job[T], outcome: Outcome) -> bool:
+    def _retry(self, state: _State[T], job: Job[T], outcome: JobResult) -> bool:
         """Put a transient failure back in the queue, after a backoff; False if not."""
         if (
             outcome.ok
@@ -155,7 +155,7 @@ class Scheduler:
         self,
         state: _State[T],
         free: dict[str, int],
-        running: dict[Future[Outcome], tuple[Job[T], Placement]],
+        running: dict[Future[JobResult], tuple[Job[T], Placement]],
         threads: ThreadPoolExecutor,
         *,
         fn: JobFn[T],
@@ -200,7 +200,7 @@ class Scheduler:
     def _unplaceable(self, state: _State[T]) -> None:
         for job_id in list(state.ready):
             job = state.pending[job_id]
-            outcome = Outcome(
+            outcome = JobResult(
                 ok=False,
                 unplaceable=True,
                 detail=f"no engine runs {job.arch.value}, natively or emulated "
@@ -229,14 +229,14 @@ class _State(Generic[T]):
         self.ready: set[str] = set(self._graph.get_ready())
         self.attempts = dict.fromkeys(self.pending, 0)
         self.not_before: dict[str, float] = {}
-        self.results: dict[str, Outcome] = {}
+        self.results: dict[str, JobResult] = {}
 
     def start(self, job: Job[T]) -> None:
         self.ready.discard(job.id)
         del self.pending[job.id]
         self.attempts[job.id] += 1
 
-    def finish(self, job: Job[T], outcome: Outcome) -> None:
+    def finish(self, job: Job[T], outcome: JobResult) -> None:
         """Record the final outcome; dependants become ready whatever it was (they
         look at their dependencies' outcomes themselves)."""
         self.ready.discard(job.id)
@@ -250,13 +250,13 @@ class _State(Generic[T]):
         return any(self.not_before.get(j, 0) > now for j in self.ready)
 
 
-def _result(future: Future[Outcome]) -> Outcome:
+def _result(future: Future[JobResult]) -> JobResult:
     try:
         return future.result()
     except EngineError as exc:
-        return Outcome(ok=False, transient=True, detail=exc.message)
+        return JobResult(ok=False, transient=True, detail=exc.message)
     except Exception as exc:  # a bug in one job must not sink the run
-        return Outcome(ok=False, detail=f"internal error: {type(exc).__name__}: {exc}")
+        return JobResult(ok=False, detail=f"internal error: {type(exc).__name__}: {exc}")
 
 
 V = TypeVar("V")

@@ -44,7 +44,7 @@ from orchestrator.core.errors import InputError, StoreConflict, UnsafeName
 from orchestrator.core.files import fsync_dir, sha256_file, write_atomic
 from orchestrator.core.quoting import shown
 from orchestrator.core.wheelnames import is_pure, safe_wheel_name
-from orchestrator.model import StoreOutcome
+from orchestrator.model import StoreStatus
 
 SHARED = "any"
 ATTESTATION = ".intoto.json"  # beside each wheel: its in-toto provenance statement
@@ -108,7 +108,7 @@ class Provenance:
 @dataclass(frozen=True)
 class AddResult:
     filename: str
-    outcome: StoreOutcome
+    outcome: StoreStatus
     published_sha256: str
     new_sha256: str
 
@@ -239,21 +239,21 @@ class Store:
                     if platform not in existing.platforms:
                         existing.platforms.append(platform)
                 _refresh(existing, provenance)
-                return AddResult(name, StoreOutcome.IDENTICAL, existing.sha256, new_sha)
+                return AddResult(name, StoreStatus.IDENTICAL, existing.sha256, new_sha)
             if not replace:
                 # Not listed for these platforms: their builder made other bytes. The
                 # next run builds them again and reports it again, until --replace.
-                return AddResult(name, StoreOutcome.MISMATCH, existing.sha256, new_sha)
+                return AddResult(name, StoreStatus.MISMATCH, existing.sha256, new_sha)
         records[key] = self._write(wheel, folder, name, new_sha, provenance=provenance)
         records[key].platforms = sorted(
             set(platforms) | set(existing.platforms if existing else [])
         )
         outcome = (
-            StoreOutcome.REPLACED
+            StoreStatus.REPLACED
             if existing
-            else StoreOutcome.REBUILT
+            else StoreStatus.REBUILT
             if name != wheel.name
-            else StoreOutcome.ADDED
+            else StoreStatus.ADDED
         )
         return AddResult(name, outcome, existing.sha256 if existing else new_sha, new_sha)
 

@@ -43,7 +43,7 @@ from orchestrator.plan.shards import Shard
 from orchestrator.report.ci import write_junit, write_metrics
 from orchestrator.report.data import report_of, save_run_report, with_previous, write_report
 from orchestrator.report.html import write_html
-from orchestrator.run import BuildOptions, BuildOutcome, BuildRequest, run_build
+from orchestrator.run import BuildOptions, NightRequest, NightResult, run_build
 from orchestrator.scheduler import Cancel
 from orchestrator.store import Store
 
@@ -163,7 +163,7 @@ def build(  # noqa: PLR0913 - click passes each of its options as a parameter
 
 
 def _show(
-    app: App, outcome: BuildOutcome, reports: tuple[dict[str, Any], Path], *, fmt: str
+    app: App, outcome: NightResult, reports: tuple[dict[str, Any], Path], *, fmt: str
 ) -> None:
     """The night's summary; what stopped the night raised instead, with its exit code."""
     if outcome.stopped is not None:
@@ -200,9 +200,9 @@ class Selection:
         options: BuildOptions,
         *,
         publish: bool,
-    ) -> BuildRequest:
+    ) -> NightRequest:
         """The night this selection builds from `inputs` (requirements, constraints)."""
-        return BuildRequest(
+        return NightRequest(
             matrix=app.matrix,
             platforms=self.platforms,
             plan=self.plan,
@@ -248,7 +248,7 @@ class ShardBundle:
     shard: str | None  # default: the plan's shard of the night's platforms
 
 
-def hand_over(app: App, outcome: BuildOutcome, report: dict[str, Any], to: ShardBundle) -> None:
+def hand_over(app: App, outcome: NightResult, report: dict[str, Any], to: ShardBundle) -> None:
     """The shard's night as a bundle, for `orchestrate merge`."""
     platforms = [p for p in expand(app.matrix) if p.name in outcome.platforms]
     write_bundle(
@@ -274,7 +274,7 @@ def shard_name(plan: PlanFile, platforms: Sequence[Platform]) -> str:
     return "+".join(sorted(names))
 
 
-def _run(app: App, request: BuildRequest) -> tuple[BuildOutcome, Cancel]:
+def _run(app: App, request: NightRequest) -> tuple[NightResult, Cancel]:
     """The night, with live progress; SIGINT and SIGTERM cancel it (what finished is kept)."""
     log_of = app.layout.job_log if app.verbosity > 0 else None
     with (
@@ -285,7 +285,7 @@ def _run(app: App, request: BuildRequest) -> tuple[BuildOutcome, Cancel]:
     return outcome, cancel
 
 
-def exit_code(outcome: BuildOutcome, *, allow_unavailable: bool) -> int:
+def exit_code(outcome: NightResult, *, allow_unavailable: bool) -> int:
     """The night's one exit code: the store's or the disk's error first (4 or 3), then
     pins the index lacks, failed jobs, images or platforms (1), then mismatches (4)."""
     if outcome.publish.error is not None:
@@ -320,7 +320,7 @@ class ReportPaths:
 
 
 def write_reports(
-    app: App, outcome: BuildOutcome, paths: ReportPaths
+    app: App, outcome: NightResult, paths: ReportPaths
 ) -> tuple[dict[str, Any], Path]:
     """The night's report, once: saved with its HTML page, and wherever asked."""
     report = with_previous(report_of(outcome, str(app.matrix_path.resolve())), app.layout.reports)
@@ -335,7 +335,7 @@ def write_reports(
     return report, saved
 
 
-def _index_sizes(app: App, run: BuildOutcome) -> dict[str, tuple[int, int]]:
+def _index_sizes(app: App, run: NightResult) -> dict[str, tuple[int, int]]:
     """(wheels, bytes) our index serves per platform, from the store's manifest."""
     try:
         records = Store(app.matrix.index.root).records().values()
@@ -350,7 +350,7 @@ def _index_sizes(app: App, run: BuildOutcome) -> dict[str, tuple[int, int]]:
     }
 
 
-def json_summary(run: BuildOutcome, report: dict[str, Any], saved: Path) -> dict[str, object]:
+def json_summary(run: NightResult, report: dict[str, Any], saved: Path) -> dict[str, object]:
     return {
         "run_id": run.run_id,
         "summary": report["summary"],
@@ -388,7 +388,7 @@ def _failures(failed: Sequence[WheelRecord]) -> None:
         click.echo(f"NOT BUILT {len(jobs)} job(s), {why}: {named}", err=True)
 
 
-def summary_line(run: BuildOutcome) -> str:
+def summary_line(run: NightResult) -> str:
     """The night in one line: what each job came to, what the plan served, where."""
     count = {a: sum(1 for d in run.plan if d.action.value == a) for a in ("upstream", "cached")}
     status = Counter(j.status for j in run.jobs)
@@ -405,7 +405,7 @@ def summary_line(run: BuildOutcome) -> str:
     )
 
 
-def night_summary(app: App, run: BuildOutcome, report: Path) -> None:
+def night_summary(app: App, run: NightResult, report: Path) -> None:
     if app.verbosity >= 0:
         click.echo("")
     rows = [

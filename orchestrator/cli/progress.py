@@ -14,7 +14,7 @@ from rich.table import Table
 
 from orchestrator.core.quoting import printable
 from orchestrator.jobs.graph import WheelJob
-from orchestrator.scheduler import Job, Outcome, Placement
+from orchestrator.scheduler import Job, JobResult, Placement
 
 
 class Progress:
@@ -72,7 +72,7 @@ class Progress:
                 self._line(f"start  {job.id} on {info.engine.name} ({how})")
                 if self.log_of is not None:
                     self._line(f"       log: {self.log_of(job.id)}")
-            elif isinstance(info, Outcome):
+            elif isinstance(info, JobResult):
                 self._running.pop(job.id, None)
                 if kind == "retry":
                     self._line(f"retry  {job.id}: {info.detail}")

@@ -66,7 +66,7 @@ class ImageInfo:
 
 
 @dataclass(frozen=True)
-class BuildRequest:
+class ImageBuildRequest:
     """Build one image from a tar context for one platform."""
 
     tag: str
@@ -98,7 +98,7 @@ class RunRequest:
 
 
 @dataclass(frozen=True)
-class RunOutcome:
+class RunResult:
     exit_code: int | None  # None when it was killed on timeout
     duration: float
     timed_out: bool
@@ -115,7 +115,7 @@ class Container(Protocol):
 
     def start_and_wait(
         self, timeout: float | None, on_output: Callable[[bytes], None]
-    ) -> RunOutcome: ...
+    ) -> RunResult: ...
 
     def kill(self) -> None: ...
 
@@ -139,7 +139,7 @@ class Engine(Protocol):
 
     def info(self) -> EngineInfo: ...
 
-    def build(self, request: BuildRequest, on_line: Callable[[str], None]) -> str: ...
+    def build(self, request: ImageBuildRequest, on_line: Callable[[str], None]) -> str: ...
 
     def image(self, ref: str) -> ImageInfo | None: ...
 
@@ -162,7 +162,7 @@ class Engine(Protocol):
 
 def run_to_end(
     engine: Engine, request: RunRequest, timeout: float | None = None
-) -> tuple[RunOutcome, bytes]:
+) -> tuple[RunResult, bytes]:
     """Run a container to completion and collect its output."""
     chunks: list[bytes] = []
     with engine.container(request) as box:

@@ -37,12 +37,12 @@ from orchestrator.core.errors import (
 )
 from orchestrator.engines import (
     KIND_TRAITS,
-    BuildRequest,
     EngineInfo,
+    ImageBuildRequest,
     ImageInfo,
     KindTraits,
-    RunOutcome,
     RunRequest,
+    RunResult,
 )
 from orchestrator.model import Arch, EngineKind
 
@@ -188,7 +188,7 @@ class DockerEngine:
         return isinstance(security, dict) and security.get("rootless") is True
 
     # -- images ---------------------------------------------------------------
-    def build(self, request: BuildRequest, on_line: Callable[[str], None]) -> str:
+    def build(self, request: ImageBuildRequest, on_line: Callable[[str], None]) -> str:
         with self._errors(f"building {request.tag}"):
             stream = self.api.build(
                 fileobj=io.BytesIO(request.context),
@@ -355,7 +355,7 @@ class DockerContainer:
     def __init__(self, engine: DockerEngine, container_id: str) -> None:
         self.id = container_id
         self._engine = engine
-        self.outcome: RunOutcome | None = None
+        self.outcome: RunResult | None = None
 
     def put(self, path: str, tar: bytes) -> None:
         with self._engine._errors(f"copying into {self.id[:12]}"):
@@ -368,7 +368,7 @@ class DockerContainer:
 
     def start_and_wait(
         self, timeout: float | None, on_output: Callable[[bytes], None]
-    ) -> RunOutcome:
+    ) -> RunResult:
         api = self._engine.api
         started = time.monotonic()
         with self._engine._errors(f"starting {self.id[:12]}"):
@@ -390,7 +390,7 @@ class DockerContainer:
             timed_out, exit_code = True, None
             self.kill()
         reader.join(timeout=10)
-        self.outcome = RunOutcome(exit_code, time.monotonic() - started, timed_out)
+        self.outcome = RunResult(exit_code, time.monotonic() - started, timed_out)
         return self.outcome
 
     def kill(self) -> None:
@@ -415,7 +415,7 @@ class DockerContainer:
         url = self._engine.url
         argv = [cli, traits.url_flag, url, "start", "--attach", "--interactive", self.id]
         code = subprocess.run(argv, check=False).returncode
-        self.outcome = RunOutcome(code, 0.0, timed_out=False)
+        self.outcome = RunResult(code, 0.0, timed_out=False)
         return code
 
     def remove(self) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from orchestrator.core.errors import EngineError
 from orchestrator.core.files import write_atomic
-from orchestrator.engines import BuildRequest, Engine, EngineInfo, RunRequest, run_to_end
+from orchestrator.engines import Engine, EngineInfo, ImageBuildRequest, RunRequest, run_to_end
 from orchestrator.engines.probe import DiskSpace, parse_statfs, probe_context
 from orchestrator.model import Arch
 
@@ -64,7 +64,7 @@ def probe_arch(engine: Engine, arch: Arch) -> ProbeResult:
     try:
         if engine.image(tag) is None:
             engine.build(
-                BuildRequest(tag=tag, context=probe_context(arch), platform=arch),
+                ImageBuildRequest(tag=tag, context=probe_context(arch), platform=arch),
                 lambda _line: None,
             )
         outcome, output = run_to_end(

@@ -20,7 +20,7 @@ from orchestrator.config import Bootstrap
 from orchestrator.config.matrix import Platform
 from orchestrator.core.errors import EnvironmentProblem, RegistryError
 from orchestrator.core.process import Command, run, url_secrets
-from orchestrator.engines import BuildRequest, Engine
+from orchestrator.engines import Engine, ImageBuildRequest
 from orchestrator.images.render import base_reference, deterministic_tar
 
 _locks: dict[str, threading.Lock] = {}
@@ -46,7 +46,7 @@ def ensure_base(
             rootfs = bootstrap_rootfs(platform.base, platform.arch.debian, log, bases=bases)
             context = _scratch_context(rootfs)
             return engine.build(
-                BuildRequest(tag=ref, context=context, platform=platform.arch), on_line
+                ImageBuildRequest(tag=ref, context=context, platform=platform.arch), on_line
             )
         try:
             engine.pull(ref, platform.arch, on_line)

@@ -18,7 +18,7 @@ from orchestrator.config.matrix import Platform
 from orchestrator.core.errors import EngineError, OrchestrateError
 from orchestrator.core.layout import RunLayout
 from orchestrator.core.redact import redact
-from orchestrator.engines import BuildRequest, Engine, RunRequest
+from orchestrator.engines import Engine, ImageBuildRequest, RunRequest
 from orchestrator.images.base import ensure_base
 from orchestrator.images.cross import ensure_toolchain, unavailable_reason
 from orchestrator.images.facts import (
@@ -207,7 +207,7 @@ def _build(
 ) -> str:
     assert callable(line)
     labels = build_labels(rendered.platform.name, inputs, base_id, source_revision(), now=now)
-    request = BuildRequest(
+    request = ImageBuildRequest(
         tag=tag,
         context=rendered.context(),
         platform=rendered.platform.arch,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 
-from orchestrator.engines import BuildRequest, Engine
+from orchestrator.engines import Engine, ImageBuildRequest
 from orchestrator.images.render import deterministic_tar
 from orchestrator.model import Arch
 
@@ -37,7 +37,7 @@ def derived_image(
     if made is not None:
         on_line(f"{tag}: made before ({made.id[:19]}), reused")
         return made.id
-    request = BuildRequest(
+    request = ImageBuildRequest(
         tag=tag,
         context=deterministic_tar({"Dockerfile": dockerfile.encode()}),
         platform=arch,

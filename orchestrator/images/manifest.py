@@ -14,7 +14,7 @@ from orchestrator.model import Arch
 
 
 @dataclass(kw_only=True)
-class ReleaseOutcome:
+class ManifestResult:
     release: str
     tag: str
     status: str  # published | unchanged | held | partial
@@ -61,21 +61,21 @@ def publish_release(
     *,
     pushed: dict[Arch, ManifestRef],
     allow_partial: bool,
-) -> ReleaseOutcome:
+) -> ManifestResult:
     """One manifest list per release; held back when an arch is missing, unless asked."""
     repo = matrix.registry.repository
     tag = f"{matrix.registry.url}/{repo}:{release}"
     missing = tuple(a.value for a in arches if a not in pushed)
     have = tuple(a.value for a in arches if a in pushed)
     if not pushed or (missing and not allow_partial):
-        return ReleaseOutcome(release=release, tag=tag, status="held", arches=have, missing=missing)
+        return ManifestResult(release=release, tag=tag, status="held", arches=have, missing=missing)
     wanted = {a.value: ref.digest for a, ref in pushed.items()}
     if client.index(repo, release) == wanted:
-        return ReleaseOutcome(
+        return ManifestResult(
             release=release, tag=tag, status="unchanged", arches=have, missing=missing
         )
     digest = client.put_index(repo, release, sorted(pushed.items(), key=lambda e: e[0].value))
-    return ReleaseOutcome(
+    return ManifestResult(
         release=release,
         tag=tag,
         status="partial" if missing else "published",

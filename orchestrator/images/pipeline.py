@@ -16,10 +16,10 @@ from orchestrator.core.layout import RunLayout
 from orchestrator.engines.pool import EnginePool
 from orchestrator.images.build import ImageResult, build_image, image_tag
 from orchestrator.images.facts import ImageFacts, ProbeCache
-from orchestrator.images.manifest import ReleaseOutcome, client_for, publish_release, push_platform
+from orchestrator.images.manifest import ManifestResult, client_for, publish_release, push_platform
 from orchestrator.images.registry import ManifestRef
 from orchestrator.model import Arch, ImageStatus
-from orchestrator.scheduler import Cancel, Job, Outcome, Placement, Scheduler
+from orchestrator.scheduler import Cancel, Job, JobResult, Placement, Scheduler
 
 EXPECTED_NATIVE = 300.0  # seconds; emulated builds are expected to take longer
 EXPECTED_EMULATED = 1500.0
@@ -28,7 +28,7 @@ EXPECTED_EMULATED = 1500.0
 @dataclass
 class ImagesReport:
     results: list[ImageResult] = field(default_factory=list)
-    releases: list[ReleaseOutcome] = field(default_factory=list)
+    releases: list[ManifestResult] = field(default_factory=list)
     facts: dict[str, ImageFacts] = field(default_factory=dict)  # platform -> usable builder
 
     @property
@@ -85,7 +85,7 @@ def _image_job(
     layout: RunLayout,
     options: ImagesOptions,
     probes: ProbeCache | None,
-) -> Outcome:
+) -> JobResult:
     log = layout.image_logs / f"{job.id}.log"
     try:
         result = build_image(
@@ -101,12 +101,12 @@ def _image_job(
     except EngineError:
         raise  # lost engine: the scheduler retries it
     except OrchestrateError as exc:  # a failed step, pull, push or bootstrap
-        return Outcome(ok=False, detail=exc.message, data=_failed(job, placement, log, exc))
+        return JobResult(ok=False, detail=exc.message, data=_failed(job, placement, log, exc))
     result.emulated = placement.emulated
-    return Outcome(ok=True, detail=f"{result.status} in {result.duration:.0f}s", data=result)
+    return JobResult(ok=True, detail=f"{result.status} in {result.duration:.0f}s", data=result)
 
 
-def _results(outcomes: Mapping[str, Outcome], order: list[str]) -> list[ImageResult]:
+def _results(outcomes: Mapping[str, JobResult], order: list[str]) -> list[ImageResult]:
     results = []
     for name, outcome in outcomes.items():
         if isinstance(outcome.data, ImageResult):
@@ -172,7 +172,7 @@ def _push_all(
     *,
     allow_partial: bool,
     logs: Path,
-) -> list[ReleaseOutcome]:
+) -> list[ManifestResult]:
     client = client_for(matrix)
     engines = {e.name: e for e in pool.engines}
     pushed: dict[str, dict[Arch, ManifestRef]] = {}

@@ -216,7 +216,7 @@ SETUPTOOLS_BACKENDS = (None, "setuptools.build_meta", "setuptools.build_meta:__l
 MAX_SETUP_SCRIPT = 256 * 1024  # bytes of setup.py or setup.cfg read for setup_requires
 
 
-def setup_requires(source: Source) -> list[str]:
+def setup_requires(source: UnpackedSdist) -> list[str]:
     """The `setup_requires` setuptools' backend will ask for once it runs setup.py: a
     literal list in setup.py's call, or setup.cfg's [options]. Known before the build,
     they go into its first environment instead of a second round (pbr projects do
@@ -284,7 +284,7 @@ def _listed(value: object) -> list[str]:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Source:
+class UnpackedSdist:
     """An sdist as the builder's fetch phase unpacked it: its members under job/build,
     the project's folder there, and its pyproject.toml."""
 
@@ -298,7 +298,7 @@ class Source:
         return next((data for info, data in self.members if info.name == wanted), None)
 
 
-def read_source(sdist: Path) -> Source | None:
+def read_source(sdist: Path) -> UnpackedSdist | None:
     """None for an archive the builder's tarfile would refuse or a member it could not
     write as the build user (links, devices, paths out of the folder)."""
     try:
@@ -315,7 +315,7 @@ def read_source(sdist: Path) -> Source | None:
             dirs.add(parts[0])
     root = f"build/{next(iter(dirs))}" if len(dirs) == 1 else "build"
     pyproject = next((d for i, d in found if i.name == f"job/{root}/pyproject.toml"), None)
-    return Source(members=tuple(found), source=root, pyproject=pyproject)
+    return UnpackedSdist(members=tuple(found), source=root, pyproject=pyproject)
 
 
 def _tar_members(sdist: Path) -> list[tuple[tarfile.TarInfo, bytes | None]] | None:

@@ -40,7 +40,7 @@ from orchestrator.jobs.records import WheelRecord, compiler_mode
 from orchestrator.jobs.sources import GeneratedC, SdistFacts, cython_pin
 from orchestrator.model import Arch, Category, JobKind, JobStatus, Mode
 from orchestrator.plan.decide import TagSets
-from orchestrator.scheduler import Cancel, Job, Lookahead, Outcome, Placement, Scheduler
+from orchestrator.scheduler import Cancel, Job, JobResult, Lookahead, Placement, Scheduler
 from orchestrator.trust.packages import PackageDbs
 
 DEFAULT_NATIVE_SECONDS = 60.0
@@ -252,7 +252,7 @@ class Executor:
             deadline=options.deadline,
         )
         self.ahead = self._lookahead(graph, pool)
-        outcomes: Mapping[str, Outcome] = {}
+        outcomes: Mapping[str, JobResult] = {}
         stopped: BaseException | None = None
         try:
             outcomes = scheduler.run(graph.jobs, self.job_fn)
@@ -296,14 +296,14 @@ class Executor:
 
         return make
 
-    def job_fn(self, job: Job[WheelJob], placement: Placement, token: Cancel) -> Outcome:
+    def job_fn(self, job: Job[WheelJob], placement: Placement, token: Cancel) -> JobResult:
         try:
             return self._job(job, placement, token)
         finally:
             if self.ahead is not None:
                 self.ahead.drop(job.id)
 
-    def _job(self, job: Job[WheelJob], placement: Placement, token: Cancel) -> Outcome:
+    def _job(self, job: Job[WheelJob], placement: Placement, token: Cancel) -> JobResult:
         early = self._from_dependencies(job)
         if early is not None:
             return self._done(job, early)
@@ -329,10 +329,10 @@ class Executor:
                 self._deps(work).add_wheel(self.layout.job_dir(work.id) / record.wheel)
         return self._done(job, record)
 
-    def _done(self, job: Job[WheelJob], record: WheelRecord) -> Outcome:
+    def _done(self, job: Job[WheelJob], record: WheelRecord) -> JobResult:
         with self._lock:
             self._finished[job.id] = record
-        return Outcome(
+        return JobResult(
             ok=record.status.ok,
             transient=bool(record.category and record.category.retryable),
             detail=record.detail or record.status,
@@ -479,7 +479,7 @@ def blocked_record(blocked: Blocked) -> WheelRecord:
 
 def _record(
     job: Job[WheelJob],
-    outcome: Outcome | None,
+    outcome: JobResult | None,
     finished: Mapping[str, WheelRecord],
     stopped: BaseException | None,
 ) -> WheelRecord:
@@ -494,17 +494,17 @@ def _record(
 
 def _lost(
     job: Job[WheelJob], finished: Mapping[str, WheelRecord], stopped: BaseException | None
-) -> Outcome:
+) -> JobResult:
     """The outcome of a job the scheduler stopped before it gave one: the record the
     job finished with, if it did; else not started."""
     done = finished.get(job.id)
     if done is not None:
-        return Outcome(ok=done.status.ok, data=done)
+        return JobResult(ok=done.status.ok, data=done)
     why = f"not started: the jobs stage stopped ({type(stopped).__name__}: {stopped})"
-    return Outcome(ok=False, cancelled=True, detail=why)
+    return JobResult(ok=False, cancelled=True, detail=why)
 
 
-def _unrun(job: Job[WheelJob], outcome: Outcome) -> WheelRecord:
+def _unrun(job: Job[WheelJob], outcome: JobResult) -> WheelRecord:
     if outcome.cancelled:
         record = WheelRecord.for_job(job.payload, JobStatus.CANCELLED)
         record.fail(Failure(Category.CANCELLED, outcome.detail), JobStatus.CANCELLED)

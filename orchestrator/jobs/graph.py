@@ -135,13 +135,13 @@ class Expected(Protocol):
     def __call__(self, name: str, arch: str, /, *, emulated: bool, guess: float) -> float: ...
 
 
-SdistOutcome = SdistFacts | Failure
+SdistResult = SdistFacts | Failure
 
 
 def _lead(
     job: WheelJob,
     jobs: dict[str, Job[WheelJob]],
-    outcome: SdistOutcome | None,
+    outcome: SdistResult | None,
     *,
     leads: dict[tuple[str, str], str],
     twins: dict[tuple[str, str], str],
@@ -174,7 +174,7 @@ def job_graph(
     decisions: Sequence[Decision],
     platforms: Mapping[str, Platform],
     images: Mapping[str, ImageFacts],
-    sdists: Mapping[tuple[str, str], SdistOutcome],
+    sdists: Mapping[tuple[str, str], SdistResult],
     *,
     needs: Sequence[BuildDepNeed],
     pool: PoolSnapshot,
@@ -225,7 +225,7 @@ def _add_build_deps(
     platforms: Mapping[str, Platform],
     images: Mapping[str, ImageFacts],
     *,
-    sdists: Mapping[tuple[str, str], SdistOutcome],
+    sdists: Mapping[tuple[str, str], SdistResult],
     pool: PoolSnapshot,
     expected: Expected,
     settings: JobSettings,
@@ -283,7 +283,7 @@ def _job(
     images: Mapping[str, ImageFacts],
     *,
     settings: JobSettings,
-    outcome: SdistOutcome | None,
+    outcome: SdistResult | None,
 ) -> WheelJob:
     image = images.get(decision.platform)
     assert decision.sdist is not None
@@ -315,7 +315,7 @@ def _extras(
     name: str,
     version: str,
     *,
-    outcome: SdistOutcome | None,
+    outcome: SdistResult | None,
 ) -> JobExtras:
     facts = outcome if isinstance(outcome, SdistFacts) else None
     if facts is None:
@@ -330,7 +330,7 @@ def _constraints(settings: JobSettings, extras: JobExtras) -> tuple[str, ...]:
 
 
 def _problem(
-    job: WheelJob, images: Mapping[str, ImageFacts], outcome: SdistOutcome | None
+    job: WheelJob, images: Mapping[str, ImageFacts], outcome: SdistResult | None
 ) -> Failure | None:
     if job.platform.name not in images:
         return Failure(Category.NO_BUILDER, "no builder image for this platform")
@@ -377,7 +377,7 @@ def _with_twin(
     job: WheelJob,
     jobs: dict[str, Job[WheelJob]],
     twin_id: str,
-    outcome: SdistOutcome | None,
+    outcome: SdistResult | None,
     *,
     pool: PoolSnapshot,
     expected: Expected,
@@ -400,7 +400,7 @@ def _with_twin(
 
 
 def _takes_cython(
-    job: WheelJob, twin: Job[WheelJob], outcome: SdistOutcome | None, pool: PoolSnapshot
+    job: WheelJob, twin: Job[WheelJob], outcome: SdistResult | None, pool: PoolSnapshot
 ) -> bool:
     """An emulated job that can compile the C its native twin's Cython wrote: same
     sdist, Python and build settings (the Cython versions are compared at run time)."""
@@ -416,7 +416,7 @@ def _takes_cython(
     )
 
 
-def _guess(outcome: SdistOutcome | None) -> float:
+def _guess(outcome: SdistResult | None) -> float:
     return outcome.expected_native if isinstance(outcome, SdistFacts) else DEFAULT_GUESS
 
 

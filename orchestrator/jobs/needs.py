@@ -15,7 +15,7 @@ from orchestrator.config.matrix import Platform
 from orchestrator.core.errors import UnsafeName
 from orchestrator.jobs.builddeps import BuildDepNeed, needs_for
 from orchestrator.jobs.failures import Failure
-from orchestrator.jobs.graph import SdistOutcome
+from orchestrator.jobs.graph import SdistResult
 from orchestrator.jobs.sources import (
     HashMismatch,
     SdistCache,
@@ -36,7 +36,7 @@ class Sources:
     """What the sources stage returns: every sdist's facts or failure, the build
     dependencies to build first, and how many sdists were downloaded (not cached)."""
 
-    sdists: Mapping[tuple[str, str], SdistOutcome]
+    sdists: Mapping[tuple[str, str], SdistResult]
     needs: tuple[BuildDepNeed, ...]
     downloads: int
 
@@ -68,10 +68,10 @@ def _ref(decision: Decision) -> SdistRef:
 
 def fetch_sdists(
     cache: SdistCache, refs: Mapping[tuple[str, str], SdistRef], workers: int = 8
-) -> dict[tuple[str, str], SdistOutcome]:
+) -> dict[tuple[str, str], SdistResult]:
     """Each sdist once, verified, in parallel; a failure is that item's, not the run's."""
 
-    def one(ref: SdistRef) -> SdistOutcome:
+    def one(ref: SdistRef) -> SdistResult:
         try:
             return facts(ref, cache.get(ref))
         except HashMismatch as exc:
@@ -88,7 +88,7 @@ def fetch_sdists(
 
 def build_dep_needs(
     todo: Sequence[Decision],
-    sdists: dict[tuple[str, str], SdistOutcome],
+    sdists: dict[tuple[str, str], SdistResult],
     cache: SdistCache,
     platforms: Mapping[str, Platform],
     *,
@@ -117,7 +117,7 @@ def build_dep_needs(
 
 def _needs_of(
     wanted: set[tuple[str, str, str, str]],
-    sdists: Mapping[tuple[str, str], SdistOutcome],
+    sdists: Mapping[tuple[str, str], SdistResult],
     platforms: Mapping[str, Platform],
     plan: PlanResult,
     *,

@@ -69,7 +69,7 @@ _UNSUPPORTED_PREFIX = (
 
 
 @dataclass(frozen=True)
-class Source:
+class Origin:
     path: str
     line: int
 
@@ -85,14 +85,14 @@ class Pin:
     version: str
     marker: Marker | None
     extras: frozenset[str]
-    source: Source
+    source: Origin
     hashes: tuple[str, ...] = ()
 
     def applies(self, environment: dict[str, str]) -> bool:
         return self.marker is None or evaluate(self.marker, environment, self.source)
 
 
-def evaluate(marker: Marker, environment: dict[str, str], source: Source) -> bool:
+def evaluate(marker: Marker, environment: dict[str, str], source: Origin) -> bool:
     """The marker on one platform; one pip could not evaluate either is the file's fault."""
     try:
         return marker.evaluate(environment)
@@ -108,14 +108,14 @@ class Unpinned:
     name: NormalizedName
     specifier: str
     marker: Marker | None
-    source: Source
+    source: Origin
 
 
 @dataclass(frozen=True)
 class Unsupported:
     text: str
     why: str
-    source: Source
+    source: Origin
 
 
 @dataclass
@@ -204,7 +204,7 @@ def _read_file(
     if not path.exists():
         raise RequirementsError(f"{path}: file does not exist")
     for number, line in _logical_lines(path):
-        source = Source(str(path), number)
+        source = Origin(str(path), number)
         include = re.match(r"^(-r|--requirement|-c|--constraint)(?:\s+|=)(.+)$", line)
         option = _OPTION.match(line)
         if include and path in remote:
@@ -238,7 +238,7 @@ def _read_file(
             _add(_parse_line(line, source), out, as_constraint=as_constraint)
 
 
-def _unquote(text: str, source: Source) -> str:
+def _unquote(text: str, source: Origin) -> str:
     """An included path, possibly quoted (`-r "my reqs.txt"`)."""
     try:
         parts = shlex.split(text)
@@ -249,7 +249,7 @@ def _unquote(text: str, source: Source) -> str:
     return parts[0]
 
 
-def _parse_line(line: str, source: Source) -> Pin | Unpinned:
+def _parse_line(line: str, source: Origin) -> Pin | Unpinned:
     spec, hashes = _split_hashes(line, source)
     try:
         req = Requirement(spec)
@@ -273,7 +273,7 @@ def _parse_line(line: str, source: Source) -> Pin | Unpinned:
     return Unpinned(name, str(req.specifier) or "(any)", req.marker, source)
 
 
-def _split_hashes(line: str, source: Source) -> tuple[str, tuple[str, ...]]:
+def _split_hashes(line: str, source: Origin) -> tuple[str, tuple[str, ...]]:
     parts = re.split(r"\s+--hash[=\s]", line)
     hashes = tuple(h.strip() for h in parts[1:])
     for value in hashes:

@@ -49,7 +49,7 @@ RELEASES = "releases"
 
 
 @dataclass(frozen=True, kw_only=True)
-class PublishResult:
+class PlatformResult:
     platform: str
     status: PublishStatus
     release: str
@@ -59,8 +59,8 @@ class PublishResult:
     environment: bool = False  # failed for the disk's sake (full, read-only, no access)
 
 
-def _failed(platform: str, wheels: int, error: str, *, environment: bool = False) -> PublishResult:
-    return PublishResult(
+def _failed(platform: str, wheels: int, error: str, *, environment: bool = False) -> PlatformResult:
+    return PlatformResult(
         platform=platform,
         status=PublishStatus.FAILED,
         release="",
@@ -109,7 +109,7 @@ def index_lock(root: Path) -> Iterator[None]:
 
 def publish(
     store: Store, platforms: Sequence[str], keep: int = 3, *, adopt: bool = False
-) -> list[PublishResult]:
+) -> list[PlatformResult]:
     """Publish each platform on its own: one failing does not hold back the others.
     Raises StoreConflict (exit 4) when the manifest is unusable, and InputError when
     the root holds files we did not write (unless `adopt`): nothing is touched."""
@@ -170,13 +170,13 @@ def check_root(root: Path, *, adopt: bool) -> None:
 
 def publish_platform(
     store: Store, platform: str, wheels: list[StoredWheel], keep: int
-) -> PublishResult:
+) -> PlatformResult:
     root = store.root
     digest = content_digest(wheels)
     projects = len({w.project for w in wheels})
     current = current_release(root, platform)
     if current is not None and current.endswith(digest[:16]):
-        return PublishResult(
+        return PlatformResult(
             platform=platform,
             status=PublishStatus.UNCHANGED,
             release=current,
@@ -206,7 +206,7 @@ def publish_platform(
     switch(root, platform, final)
     crash_point("switched")
     prune_releases(releases, keep, keep_name=release)
-    return PublishResult(
+    return PlatformResult(
         platform=platform,
         status=PublishStatus.PUBLISHED,
         release=release,

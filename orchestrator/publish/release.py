@@ -17,25 +17,25 @@ from orchestrator.core.errors import (
     StoreConflict,
 )
 from orchestrator.jobs.records import WheelRecord
-from orchestrator.model import JobKind, JobStatus, PublishStatus, StoreOutcome
-from orchestrator.publish.index import PublishResult, check_root, publish
+from orchestrator.model import JobKind, JobStatus, PublishStatus, StoreStatus
+from orchestrator.publish.index import PlatformResult, check_root, publish
 from orchestrator.publish.provenance import statement
 from orchestrator.store import AddResult, Provenance, Store
 
 
 @dataclass(frozen=True, kw_only=True)
-class PublishOutcome:
+class PublishResult:
     """Each wheel's store outcome, each platform's release, and what failed: a platform's
     publish (by platform), or the store as a whole (`error`, with its exit code)."""
 
     added: tuple[AddResult, ...] = ()
-    published: tuple[PublishResult, ...] = ()
+    published: tuple[PlatformResult, ...] = ()
     errors: Mapping[str, str] = field(default_factory=dict)
     error: OrchestrateError | None = None
 
     @property
     def mismatches(self) -> list[AddResult]:
-        return [a for a in self.added if a.outcome is StoreOutcome.MISMATCH]
+        return [a for a in self.added if a.outcome is StoreStatus.MISMATCH]
 
 
 # Where a built job's wheel file is: its job folder, or its place in a bundle.
@@ -49,23 +49,23 @@ def store_and_publish(
     platforms: Sequence[str],
     wheel_of: WheelOf,
     replace: bool,
-) -> PublishOutcome:
+) -> PublishResult:
     try:
         check_root(matrix.index.root, adopt=False)  # before the store writes there
         store = Store(matrix.index.root)
         added = _store(store, jobs, wheel_of=wheel_of, replace=replace)
     except StoreConflict as exc:  # an unusable manifest: nothing is published (exit 4)
-        return PublishOutcome(errors={"(store)": _failed(exc.message)}, error=exc)
+        return PublishResult(errors={"(store)": _failed(exc.message)}, error=exc)
     except (OSError, OrchestrateError) as exc:  # e.g. a full disk: the index stays as it was
         message = exc.message if isinstance(exc, OrchestrateError) else str(exc)
-        return PublishOutcome(errors={"(store)": _failed(message)}, error=_disk(matrix, exc))
+        return PublishResult(errors={"(store)": _failed(message)}, error=_disk(matrix, exc))
     try:
         results = publish(store, platforms, keep=matrix.index.keep_releases)
     except OrchestrateError as exc:  # an unusable manifest (4), a root not ours (2)
-        return PublishOutcome(added=added, errors={"(publish)": exc.message}, error=exc)
+        return PublishResult(added=added, errors={"(publish)": exc.message}, error=exc)
     failed = [r for r in results if r.status is PublishStatus.FAILED]
     on_disk = any(r.environment for r in failed)
-    return PublishOutcome(
+    return PublishResult(
         added=added,
         published=tuple(r for r in results if r.status is not PublishStatus.FAILED),
         errors={r.platform: r.error for r in failed},

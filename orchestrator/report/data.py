@@ -17,14 +17,14 @@ from orchestrator.core.errors import EnvironmentProblem, InputError, Orchestrate
 from orchestrator.core.files import write_atomic
 from orchestrator.core.redact import redact
 from orchestrator.jobs.execute import emulated_seconds
-from orchestrator.run import BuildOutcome
+from orchestrator.run import NightResult
 
 SCHEMA_VERSION = 1
 SCHEMA_ID = "https://orchestrate.invalid/schemas/build-report-1.json"
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
 
 
-def report_of(run: BuildOutcome, matrix_path: str) -> dict[str, Any]:
+def report_of(run: NightResult, matrix_path: str) -> dict[str, Any]:
     actions = Counter(d.action.value for d in run.plan)
     statuses = Counter(str(j.status) for j in run.jobs)
     return {

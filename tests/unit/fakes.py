@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 
 from orchestrator.core.errors import EngineError
-from orchestrator.engines import BuildRequest, EngineInfo, ImageInfo, RunOutcome, RunRequest
+from orchestrator.engines import EngineInfo, ImageBuildRequest, ImageInfo, RunRequest, RunResult
 from orchestrator.model import Arch, EngineKind
 
 _IDS = itertools.count(1)
@@ -42,16 +42,16 @@ class FakeContainer:
 
     def start_and_wait(
         self, timeout: float | None, on_output: Callable[[bytes], None]
-    ) -> RunOutcome:
+    ) -> RunResult:
         runs = (
             self.request.platform == self.engine.arch
             or self.request.platform in self.engine.emulates
         )
         if not runs:
-            return RunOutcome(exit_code=1, duration=0.0, timed_out=False)
+            return RunResult(exit_code=1, duration=0.0, timed_out=False)
         time.sleep(self.engine.run_seconds)
         on_output(self.engine.output)
-        return RunOutcome(
+        return RunResult(
             exit_code=self.engine.exit_code, duration=self.engine.run_seconds, timed_out=False
         )
 
@@ -109,7 +109,7 @@ class FakeEngine:
             data_root="/",
         )
 
-    def build(self, request: BuildRequest, on_line: Callable[[str], None]) -> str:
+    def build(self, request: ImageBuildRequest, on_line: Callable[[str], None]) -> str:
         return "sha256:probe"
 
     def image(self, ref: str) -> ImageInfo | None:

@@ -18,7 +18,7 @@ from orchestrator.jobs.graph import (
     JobGraph,
     JobSettings,
     PoolSnapshot,
-    SdistOutcome,
+    SdistResult,
     WheelJob,
     job_graph,
 )
@@ -78,7 +78,7 @@ def expected(name: str, arch: str, *, emulated: bool, guess: float) -> float:
 
 def graph(
     decisions: list[Decision],
-    sdists: dict[tuple[str, str], SdistOutcome],
+    sdists: dict[tuple[str, str], SdistResult],
     needs: list[BuildDepNeed] | None = None,
     pool: PoolSnapshot = AMD_NATIVE,
     *,
@@ -99,7 +99,7 @@ def graph(
 
 def test_one_job_per_build_item_with_its_sdist_and_expected_time() -> None:
     decisions = [build("crcmod", "1.7", AMD), build("crcmod", "1.7", ARM)]
-    sdists: dict[tuple[str, str], SdistOutcome] = {
+    sdists: dict[tuple[str, str], SdistResult] = {
         ("crcmod", "1.7"): facts("crcmod", "1.7", pure=False)
     }
     jobs = graph(decisions, sdists, compiled=lambda name: name == "crcmod").by_id()
@@ -115,7 +115,7 @@ def test_one_job_per_build_item_with_its_sdist_and_expected_time() -> None:
 
 def test_pure_sdist_is_built_once_on_a_native_platform() -> None:
     decisions = [build("simplegeneric", "0.8.1", ARM), build("simplegeneric", "0.8.1", AMD)]
-    sdists: dict[tuple[str, str], SdistOutcome] = {
+    sdists: dict[tuple[str, str], SdistResult] = {
         ("simplegeneric", "0.8.1"): facts("simplegeneric", "0.8.1", pure=True)
     }
     jobs = graph(decisions, sdists).by_id()
@@ -136,7 +136,7 @@ def test_an_emulated_job_waits_for_a_native_build_that_may_come_out_pure() -> No
     """ovs and salt do not look pure and build `none-any`: the first night, and while
     the native build is expected to end before the emulated one would, arm64 waits."""
     decisions = [build("ovs", "3.7.1", ARM), build("ovs", "3.7.1", AMD)]
-    sdists: dict[tuple[str, str], SdistOutcome] = {
+    sdists: dict[tuple[str, str], SdistResult] = {
         ("ovs", "3.7.1"): facts("ovs", "3.7.1", pure=False)
     }
     jobs = graph(decisions, sdists).by_id()
@@ -150,7 +150,7 @@ def test_an_emulated_job_waits_for_a_native_build_that_may_come_out_pure() -> No
                      expected=slow_native, settings=SETTINGS).by_id()  # fmt: skip
     assert slow[f"{ARM}/ovs==3.7.1"].depends == ()
     # Many compiled sources (psycopg2 has 41): a platform wheel, so arm64 does not wait.
-    many: dict[tuple[str, str], SdistOutcome] = {
+    many: dict[tuple[str, str], SdistResult] = {
         ("ovs", "3.7.1"): facts("ovs", "3.7.1", pure=False, compiled=41)
     }
     arm = graph(decisions, many).by_id()[f"{ARM}/ovs==3.7.1"]
@@ -170,7 +170,7 @@ def test_an_emulated_job_compiles_the_c_its_native_twins_cython_wrote() -> None:
     C (job.py: ORCHESTRATE_KEEP_GENERATED), even when it is known to be compiled."""
     decisions = [build("krb5", "0.9.0", ARM), build("krb5", "0.9.0", AMD)]
     cython = replace(facts("krb5", "0.9.0", pure=False, compiled=56), portable_cython=True)
-    sdists: dict[tuple[str, str], SdistOutcome] = {("krb5", "0.9.0"): cython}
+    sdists: dict[tuple[str, str], SdistResult] = {("krb5", "0.9.0"): cython}
     jobs = graph(decisions, sdists, compiled=lambda name: True).by_id()
     amd, arm = jobs[f"{AMD}/krb5==0.9.0"], jobs[f"{ARM}/krb5==0.9.0"]
     assert arm.depends == (amd.id,)
@@ -208,7 +208,7 @@ def test_build_dependency_without_a_wheel_becomes_a_job_the_item_waits_for() -> 
             needed_by="gssapi==1.9.0",
         )
     ]
-    sdists: dict[tuple[str, str], SdistOutcome] = {
+    sdists: dict[tuple[str, str], SdistResult] = {
         ("gssapi", "1.9.0"): facts("gssapi", "1.9.0", pure=False, requires=("Cython<0.30",))
     }
     jobs = graph(decisions, sdists, needs, compiled=lambda _name: True).by_id()
@@ -221,7 +221,7 @@ def test_build_dependency_without_a_wheel_becomes_a_job_the_item_waits_for() -> 
 
 def test_blocked_items_name_their_category() -> None:
     decisions = [build("crcmod", "1.7", AMD), build("netifaces", "0.11.0", AMD)]
-    sdists: dict[tuple[str, str], SdistOutcome] = {
+    sdists: dict[tuple[str, str], SdistResult] = {
         ("crcmod", "1.7"): Failure(Category.HASH_MISMATCH, "crcmod-1.7.tar.gz has sha256 …"),
         ("netifaces", "0.11.0"): facts("netifaces", "0.11.0", pure=False),
     }
@@ -238,7 +238,7 @@ def test_first_night_expectations_come_from_the_sdists_contents() -> None:
     """No job has been timed yet: a big C++ sdist is expected to take longest, so
     longest-first starts it first instead of last."""
     decisions = [build("libsass", "0.23.0", ARM), build("pydotplus", "2.0.2", ARM)]
-    sdists: dict[tuple[str, str], SdistOutcome] = {
+    sdists: dict[tuple[str, str], SdistResult] = {
         ("libsass", "0.23.0"): facts("libsass", "0.23.0", pure=False, compiled=120),
         ("pydotplus", "2.0.2"): facts("pydotplus", "2.0.2", pure=True),
     }

@@ -28,7 +28,7 @@ from orchestrator.jobs.records import WheelRecord, account_for, build_items, not
 from orchestrator.model import Action, Arch, Category, JobKind, JobStatus
 from orchestrator.plan.decide import Decision
 from orchestrator.report.data import report_of
-from orchestrator.run import BuildOptions, BuildOutcome, BuildRequest, run_build
+from orchestrator.run import BuildOptions, NightRequest, NightResult, run_build
 from orchestrator.scheduler import Cancel
 from tests.matrices import BASE_BLOCK, local_matrix_copy
 from tests.unit.fakes import FakeEngine
@@ -44,7 +44,7 @@ EXIT_BUILD = 20  # images/scripts/job.py: the build failed
 
 @dataclass(frozen=True)
 class Night:
-    outcome: BuildOutcome
+    outcome: NightResult
     report: dict[str, Any]
     code: int
     events: list[tuple[str, str]]
@@ -87,7 +87,7 @@ def _night(
     requirements = tmp_path / "requirements.txt"
     requirements.write_text(pins)
     events: list[tuple[str, str]] = []
-    request = BuildRequest(
+    request = NightRequest(
         matrix=matrix,
         platforms=tuple(p for p in expand(matrix) if p.name == AMD),
         requirements=(requirements,),

@@ -16,7 +16,7 @@ from orchestrator.config.bindep import BindepError, parse_bindep, platform_atoms
 from orchestrator.config.matrix import Platform, expand
 from orchestrator.core.errors import ConfigError
 from orchestrator.images.sysdeps import install_dockerfile
-from orchestrator.jobs.graph import JobGraph, JobSettings, SdistOutcome, job_graph
+from orchestrator.jobs.graph import JobGraph, JobSettings, SdistResult, job_graph
 from orchestrator.jobs.records import WheelRecord
 from orchestrator.jobs.sources import SdistRef, facts
 from orchestrator.model import Category, JobStatus
@@ -222,9 +222,9 @@ def test_jobs_carry_their_extras_and_a_bad_sdist_bindep_blocks_the_job(
     assert good.bindep is not None
     assert good.bindep_problem == ""
     settings = JobSettings(timeout=600, run_id="run", overrides=Overrides.of(load_matrix(path)))
-    crcmod: SdistOutcome = sdist_facts("crcmod", "1.7", pure=False)
+    crcmod: SdistResult = sdist_facts("crcmod", "1.7", pure=False)
 
-    def one(outcome: SdistOutcome) -> JobGraph:
+    def one(outcome: SdistResult) -> JobGraph:
         sdists = {("python-ldap", "3.4.7"): outcome, ("crcmod", "1.7"): crcmod}
         decisions = [build("python-ldap", "3.4.7", AMD), build("crcmod", "1.7", AMD)]
         return job_graph(

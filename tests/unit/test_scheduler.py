@@ -13,7 +13,7 @@ import pytest
 from orchestrator.core.errors import OrchestrateError
 from orchestrator.engines.pool import EngineFactsCache, EnginePool
 from orchestrator.model import Arch
-from orchestrator.scheduler import Cancel, Job, Lookahead, Outcome, Placement, Scheduler
+from orchestrator.scheduler import Cancel, Job, JobResult, Lookahead, Placement, Scheduler
 from tests.unit.fakes import FakeEngine
 
 
@@ -21,11 +21,11 @@ def _pool(*engines: FakeEngine) -> EnginePool:
     return EnginePool(engines, EngineFactsCache(None))
 
 
-def _sleeper(job: Job[float], placement: Placement, cancel: Cancel) -> Outcome:
+def _sleeper(job: Job[float], placement: Placement, cancel: Cancel) -> JobResult:
     engine = placement.engine
     assert isinstance(engine, FakeEngine)
     engine.work(job.payload)
-    return Outcome(ok=True, data=(engine.name, placement.emulated))
+    return JobResult(ok=True, data=(engine.name, placement.emulated))
 
 
 def test_native_first_and_emulation_only_without_native() -> None:
@@ -119,11 +119,11 @@ def _starts(order: list[str]) -> Callable[[str, Job[Any], object], None]:
 def test_transient_failures_retry_and_compile_errors_do_not() -> None:
     calls: dict[str, int] = {}
 
-    def flaky(job: Job[str], placement: Placement, cancel: Cancel) -> Outcome:
+    def flaky(job: Job[str], placement: Placement, cancel: Cancel) -> JobResult:
         calls[job.id] = calls.get(job.id, 0) + 1
         if job.payload == "transient" and calls[job.id] < 2:
-            return Outcome(ok=False, transient=True, detail="connection lost")
-        return Outcome(ok=job.payload != "compile", detail=job.payload)
+            return JobResult(ok=False, transient=True, detail="connection lost")
+        return JobResult(ok=job.payload != "compile", detail=job.payload)
 
     engine = FakeEngine("amd", Arch.AMD64)
     jobs = [
@@ -140,9 +140,9 @@ def test_transient_failures_retry_and_compile_errors_do_not() -> None:
 
 
 def test_fail_fast_stops_scheduling_not_running() -> None:
-    def fail_first(job: Job[int], placement: Placement, cancel: Cancel) -> Outcome:
+    def fail_first(job: Job[int], placement: Placement, cancel: Cancel) -> JobResult:
         time.sleep(0.02)
-        return Outcome(ok=job.payload != 0)
+        return JobResult(ok=job.payload != 0)
 
     engine = FakeEngine("amd", Arch.AMD64, slots=1)
     jobs = [Job(f"j{i}", Arch.AMD64, 10 - i, i) for i in range(4)]
@@ -154,7 +154,7 @@ def test_fail_fast_stops_scheduling_not_running() -> None:
 def test_cancel_runs_hooks_and_cancels_the_rest() -> None:
     killed = threading.Event()
 
-    def long_job(job: Job[int], placement: Placement, cancel: Cancel) -> Outcome:
+    def long_job(job: Job[int], placement: Placement, cancel: Cancel) -> JobResult:
         stop = threading.Event()
 
         def kill() -> None:
@@ -163,7 +163,7 @@ def test_cancel_runs_hooks_and_cancels_the_rest() -> None:
 
         cancel.on_cancel(kill)
         stop.wait(5)
-        return Outcome(ok=False, cancelled=True, detail="killed")
+        return JobResult(ok=False, cancelled=True, detail="killed")
 
     engine = FakeEngine("amd", Arch.AMD64, slots=1)
     scheduler = Scheduler(_pool(engine))

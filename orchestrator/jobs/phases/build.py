@@ -14,7 +14,7 @@ from packaging.utils import parse_wheel_filename
 from orchestrator.core.redact import RedactingLog
 from orchestrator.core.tars import extract_wheels, joined, read_member
 from orchestrator.core.wheelnames import is_pure
-from orchestrator.engines import RunOutcome, RunRequest
+from orchestrator.engines import RunRequest, RunResult
 from orchestrator.jobs.environment import BUILD_USER
 from orchestrator.jobs.environment import job_tar as job_tar_of
 from orchestrator.jobs.failures import EXIT_NEEDS, Failure
@@ -45,7 +45,7 @@ def run_phase(
     remaining: float,
     log: RedactingLog,
     image: str | None = None,  # the builder with the build environment in it
-) -> tuple[RunOutcome, bytes]:
+) -> tuple[RunResult, bytes]:
     command = phase.command
     if phase.name == "build" and checks_inline(job, ctx):
         command = inline_smoke_command(phase.command, job.python)
@@ -71,7 +71,7 @@ def run_phase(
 
 
 def phase_ok(
-    job: WheelJob, phase: Phase, outcome: RunOutcome, ctx: JobContext, *, record: WheelRecord
+    job: WheelJob, phase: Phase, outcome: RunResult, ctx: JobContext, *, record: WheelRecord
 ) -> bool:
     if outcome.timed_out:
         why = f"killed after the {job.timeout:.0f}s timeout ({phase.name})"
