@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import cache, compilers, freshness, openstack, scheduling, shards
+from benchmarks import cache, compilers, freshness, images, openstack, scheduling, shards
 from benchmarks.common import OUT, Row, machine, plot, print_table, save
 from orchestrator.config import load_matrix
 from orchestrator.config.matrix import expand
@@ -39,6 +39,8 @@ def main() -> int:
 
     print("== images (no-op refresh)", flush=True)
     rows.append(freshness.refresh_noop(matrix_path))
+    print("== builder images: emulated vs native", flush=True)
+    rows.append(images.emulated_vs_native())
     print("== wheel cache headline", flush=True)
     requirements = cache.pins()
     report = cache.fill_cache(matrix_path, requirements)

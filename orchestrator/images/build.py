@@ -20,7 +20,7 @@ from orchestrator.core.layout import RunLayout
 from orchestrator.core.redact import redact
 from orchestrator.engines import Engine, ImageBuildRequest, RunRequest
 from orchestrator.images.base import ensure_base
-from orchestrator.images.cross import ensure_toolchain, unavailable_reason
+from orchestrator.images.cross import ensure_tool_venvs, ensure_toolchain, unavailable_reason
 from orchestrator.images.facts import (
     NativeCompiler,
     ProbeCache,
@@ -29,8 +29,8 @@ from orchestrator.images.facts import (
     parse_probe,
     parse_runtime,
 )
-from orchestrator.images.render import CrossToolchain, Rendered, render
-from orchestrator.images.stale import build_labels, stale_reason
+from orchestrator.images.render import CrossToolchain, Rendered, ToolVenvs, render
+from orchestrator.images.stale import build_labels, reuses_layers, stale_reason
 from orchestrator.images.sysdeps import RUNTIME_FACTS
 from orchestrator.model import Arch, ImageStatus
 
@@ -111,7 +111,8 @@ def build_image(
 
         base_id = ensure_base(platform, engine, log_path, line, bases=layout.bases)
         toolchain = _toolchain(platform, matrix, engine, log_path, line=line, layout=layout)
-        rendered = render(platform, matrix, toolchain=toolchain)
+        venvs = _venvs(platform, matrix, engine, log_path, line=line, layout=layout)
+        rendered = render(platform, matrix, toolchain=toolchain, venvs=venvs)
         image_id, status, why = _fresh_or_built(
             platform,
             matrix,
@@ -161,12 +162,19 @@ def _fresh_or_built(
     if why is None and existing is not None:
         line(f"fresh: {tag} ({existing.id[:19]}) has inputs {inputs[:12]}")
         return existing.id, ImageStatus.FRESH, "inputs unchanged"
-    line(f"building {tag}: {why}")
-    proxies = matrix.builder.proxy.environment()
-    image_id = _build(
-        rendered, engine, tag, base_id, inputs=inputs, now=now, line=line, proxies=proxies
+    reason = why or "no image yet"
+    line(f"building {tag}: {reason}")
+    labels = build_labels(platform.name, inputs, base_id, source_revision(), now=now)
+    request = ImageBuildRequest(
+        tag=tag,
+        context=rendered.context(),
+        platform=platform.arch,
+        labels=labels,
+        buildargs=matrix.builder.proxy.environment(),
+        nocache=not reuses_layers(reason),
     )
-    return image_id, ImageStatus.BUILT, why
+    image_id = engine.build(request, line)
+    return image_id, ImageStatus.BUILT, reason
 
 
 def _toolchain(
@@ -194,27 +202,25 @@ def _toolchain(
         return None
 
 
-def _build(
-    rendered: Rendered,
+def _venvs(
+    platform: Platform,
+    matrix: Matrix,
     engine: Engine,
-    tag: str,
-    base_id: str,
+    log: Path,
     *,
-    inputs: str,
-    now: datetime,
-    line: object,
-    proxies: dict[str, str],
-) -> str:
-    assert callable(line)
-    labels = build_labels(rendered.platform.name, inputs, base_id, source_revision(), now=now)
-    request = ImageBuildRequest(
-        tag=tag,
-        context=rendered.context(),
-        platform=rendered.platform.arch,
-        labels=labels,
-        buildargs=proxies,
-    )
-    return engine.build(request, line)
+    line: Callable[[str], None],
+    layout: RunLayout,
+) -> ToolVenvs | None:
+    """The tool venvs made natively for a builder made under emulation, or None (a
+    native engine, an rpm release, or making them failed: the builder makes them)."""
+    host = engine.info().arch
+    if host is None or unavailable_reason(platform, host) is not None:
+        return None
+    try:
+        return ensure_tool_venvs(platform, matrix, engine, host, log=log, line=line, layout=layout)
+    except OrchestrateError as exc:
+        line(f"tool venvs made under emulation: {exc.message}")
+        return None
 
 
 def _probe(

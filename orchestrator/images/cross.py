@@ -14,6 +14,11 @@ put its wrappers first on PATH only when they run emulated on an engine of the
 toolchain's arch. The archive is cached per (platform, engine arch, engine-arch
 base image, script), so it is made once.
 
+The same native container of the release makes the builder's tool venvs
+(`images/scripts/tool-venvs.sh`): pure-Python wheels in venvs that only link to
+/usr/bin/pythonX.Y, so the same folder on every arch; under QEMU, ensurepip and
+pip cost about 25 s a builder.
+
 Red Hat-family releases ship no cross compiler for user space (Fedora's
 gcc-<arch>-linux-gnu packages are for kernels only, with no target libc), so
 their builders fall back to the emulated compiler, and say so.
@@ -30,17 +35,26 @@ import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
+from orchestrator.config import Matrix
 from orchestrator.config.matrix import Platform
 from orchestrator.core.errors import OrchestrateError
 from orchestrator.core.files import write_atomic
 from orchestrator.core.layout import RunLayout
 from orchestrator.engines import Engine, RunRequest
 from orchestrator.images.base import ensure_base
-from orchestrator.images.render import CrossToolchain, deterministic_tar, templates_dir
+from orchestrator.images.render import (
+    TOOLS,
+    CrossToolchain,
+    ToolVenvs,
+    deterministic_tar,
+    settings_files,
+    templates_dir,
+)
 from orchestrator.model import Arch, Family
 
 PREFIX = "/opt/orchestrate/cross"
 SCRIPT = "cross-toolchain.sh"
+VENVS_SCRIPT = "tool-venvs.sh"
 TIMEOUT = 1800.0  # seconds; it downloads about 60 MB of packages
 
 
@@ -106,22 +120,19 @@ def _make(
 ) -> bytes:
     request = RunRequest(
         image=base_id,
-        command=("sh", f"/{SCRIPT}", target.triplet, PREFIX),
+        command=("sh", f"/context/{SCRIPT}", target.triplet, PREFIX),
         platform=host,
         user="root",
     )
-    with engine.container(request) as box:
-        box.put("/", deterministic_tar({SCRIPT: script}))
-        outcome = box.start_and_wait(TIMEOUT, lambda b: line(b.decode(errors="replace")))
-        if outcome.exit_code != 0:
-            raise OrchestrateError(
-                f"making the {host.value} cross toolchain for {target.value} failed "
-                f"(exit {outcome.exit_code})",
-                hint="see the image log; the builder is made without it, and its jobs "
-                "compile under emulation",
-            )
-        tar = box.get(PREFIX)
-    return gzip.compress(tar, mtime=0)
+    return _run_and_take(
+        engine,
+        request,
+        {SCRIPT: script},
+        PREFIX,
+        line=line,
+        what=f"the {host.value} cross toolchain for {target.value}",
+        instead="its jobs compile under emulation",
+    )
 
 
 def toolchain_info(archive: bytes) -> dict[str, object]:
@@ -139,3 +150,77 @@ def read_toolchain(archive: bytes, host: Arch, target: Arch) -> CrossToolchain:
     return CrossToolchain(
         host=host, target=target, archive=archive, gcc=str(info["gcc"]), loader=str(info["loader"])
     )
+
+
+def ensure_tool_venvs(
+    platform: Platform,
+    matrix: Matrix,
+    engine: Engine,
+    host: Arch,
+    *,
+    log: Path,
+    line: Callable[[str], None],
+    layout: RunLayout,
+) -> ToolVenvs:
+    """The cached tool venvs for `platform`'s Pythons, made natively on `host` when
+    missing, from the builder's own settings (extra CAs, pip.conf, apt sources)."""
+    host_platform = dataclasses.replace(platform, arch=host)
+    base_id = ensure_base(host_platform, engine, log, line, bases=layout.bases)
+    context = {
+        VENVS_SCRIPT: (templates_dir() / "scripts" / VENVS_SCRIPT).read_bytes(),
+        "apt-sources.list": "".join(f"{s}\n" for s in platform.apt_sources).encode(),
+        **settings_files(matrix),
+    }
+    command = ("sh", f"/context/{VENVS_SCRIPT}", " ".join(platform.python), *TOOLS)
+    key = _key(base_id, command, context)
+    path = layout.cross / f"venvs-{platform.release_name}-on-{host.value}-{key}.tar.gz"
+    if not path.is_file():
+        line(f"making the tool venvs natively on {host.value} for {platform.arch.value}")
+        request = RunRequest(
+            image=base_id,
+            command=command,
+            platform=host,
+            user="root",
+            env=matrix.builder.fetch_environment(),
+        )
+        archive = _run_and_take(
+            engine,
+            request,
+            context,
+            "/opt/orchestrate",
+            line=line,
+            what=f"the tool venvs on {host.value}",
+            instead="the builder makes them itself, under emulation",
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, archive)
+    return ToolVenvs(host=host, archive=path.read_bytes())
+
+
+def _key(base_id: str, command: tuple[str, ...], context: dict[str, bytes]) -> str:
+    """What the venvs are made from: the base, the command and every context file."""
+    files = sorted((name, hashlib.sha256(data).hexdigest()) for name, data in context.items())
+    return hashlib.sha256(json.dumps([base_id, command, files]).encode()).hexdigest()[:16]
+
+
+def _run_and_take(
+    engine: Engine,
+    request: RunRequest,
+    context: dict[str, bytes],
+    folder: str,
+    *,
+    line: Callable[[str], None],
+    what: str,
+    instead: str,
+) -> bytes:
+    """Run `request` with `context` under /context; `folder`, as a gzip'd tar."""
+    with engine.container(request) as box:
+        box.put("/", deterministic_tar({f"context/{n}": d for n, d in context.items()}))
+        outcome = box.start_and_wait(TIMEOUT, lambda b: line(b.decode(errors="replace")))
+        if outcome.exit_code != 0:
+            raise OrchestrateError(
+                f"making {what} failed (exit {outcome.exit_code})",
+                hint=f"see the image log; the builder is made without it: {instead}",
+            )
+        tar = box.get(folder)
+    return gzip.compress(tar, mtime=0)

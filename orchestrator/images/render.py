@@ -78,6 +78,15 @@ class CrossToolchain:
         return self.loader.rsplit("/", 1)[-1]
 
 
+@dataclass(kw_only=True, frozen=True)
+class ToolVenvs:
+    """The tool venvs of a builder made under emulation, made natively (see cross.py)."""
+
+    host: Arch  # the engine's arch, where they were made
+    archive: bytes  # gzip'd tar of orchestrate/pyX.Y/, unpacked under /opt/
+    context_name: str = "tool-venvs.tar.gz"
+
+
 @dataclass(frozen=True)
 class Rendered:
     """One platform's Dockerfile and every other file of its build context."""
@@ -146,39 +155,49 @@ def pip_conf(pip: PipSettings) -> str | None:
     return "\n".join(lines) + "\n" if len(lines) > 2 or pip.timeout != 60 else None
 
 
+def settings_files(matrix: Matrix) -> dict[str, bytes]:
+    """The context files that carry the matrix's builder settings: extra CAs
+    (`ca/extra-N-NAME.crt`) and pip's configuration (`pip.conf`)."""
+    files = {}
+    for i, cert in enumerate(matrix.builder.ca_certificates):
+        name = f"extra-{i}-{re.sub(r'[^A-Za-z0-9._-]', '_', cert.stem)}.crt"
+        files[f"ca/{name}"] = cert.read_bytes()
+    conf = pip_conf(matrix.builder.pip)
+    if conf:
+        files["pip.conf"] = conf.encode()
+    return files
+
+
 def render(
     platform: Platform,
     matrix: Matrix,
     root: Path | None = None,
+    *,
     toolchain: CrossToolchain | None = None,
+    venvs: ToolVenvs | None = None,
 ) -> Rendered:
-    """The Dockerfile and context; with `toolchain` (a builder made under emulation),
-    the native cross compiler's archive too."""
+    """The Dockerfile and context; for a builder made under emulation, the native
+    cross compiler's archive (`toolchain`) and the tool venvs' (`venvs`) too."""
     root = root or templates_dir()
-    files: dict[str, bytes] = {}
-    ca_names = []
-    for i, cert in enumerate(matrix.builder.ca_certificates):
-        name = f"extra-{i}-{re.sub(r'[^A-Za-z0-9._-]', '_', cert.stem)}.crt"
-        files[f"ca/{name}"] = cert.read_bytes()
-        ca_names.append(name)
-    conf = pip_conf(matrix.builder.pip)
-    if conf:
-        files["pip.conf"] = conf.encode()
+    files = settings_files(matrix)
+    ca_names = [name.removeprefix("ca/") for name in files if name.startswith("ca/")]
     for name in BUILDER_SCRIPTS:
         script = root / "scripts" / name
         if script.is_file():  # a templates folder of one's own may hold none
             files[f"scripts/{name}"] = script.read_bytes()
     template_name = f"{platform.family.value}.Dockerfile.j2"
     base = base_reference(platform)
-    if toolchain is not None:
-        files[toolchain.context_name] = toolchain.archive
+    for part in (toolchain, venvs):
+        if part is not None:
+            files[part.context_name] = part.archive
     variables: dict[str, object] = {
         "cross": toolchain,
+        "venvs": venvs,
         "platform": platform,
         "base": base,
         "builder": matrix.builder,
         "ca_files": ca_names,
-        "pip_conf": conf is not None,
+        "pip_conf": "pip.conf" in files,
         "tools": TOOLS,
     }
     return Rendered(platform, base, _render_template(root, template_name, variables), files)

@@ -34,6 +34,13 @@ def stale_reason(
     return None
 
 
+def reuses_layers(reason: str) -> bool:
+    """Whether a build for `reason` may take the engine's cached layers. Not for
+    --force or age: with its inputs unchanged, every cached layer matches, so the
+    build would reuse the old `apt-get install` layer and pick up no update."""
+    return reason != "--force" and not reason.startswith("older than")
+
+
 def _parse_time(text: str) -> datetime | None:
     try:
         value = datetime.fromisoformat(text)

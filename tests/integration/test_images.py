@@ -14,9 +14,10 @@ import pytest
 from orchestrator.config.matrix import expand
 from orchestrator.core.layout import RunLayout
 from orchestrator.engines.docker import DockerEngine
-from orchestrator.images.build import release_tag
+from orchestrator.images.build import image_tag, release_tag
 from orchestrator.images.pipeline import ImagesReport, run_images
 from orchestrator.images.registry import Registry, RegistryClient
+from orchestrator.images.render import TOOLS
 from orchestrator.model import Arch
 from tests.conftest import REPO, CliRunner
 from tests.matrices import BASE_BLOCK, local_matrix_copy
@@ -38,6 +39,40 @@ def test_both_arches_built_pushed_and_joined(built_images: ImagesReport, local: 
     assert set(index) == {"amd64", "arm64"}
     digests = {r.platform.rsplit("-", 1)[1]: r.digest for r in built_images.results}
     assert index == digests
+
+
+# In the emulated builder, as root: move the natively made venv aside, make the venv
+# as the Dockerfile did before (ensurepip and pip under QEMU), and list both trees:
+# every file's sha256 (bytecode aside: it records when it was compiled) and links.
+SAME_VENVS = """
+set -e
+cd /opt/orchestrate
+mv py3.11 native
+python3.11 -m venv /opt/orchestrate/py3.11 >/dev/null
+/opt/orchestrate/py3.11/bin/pip install -q --disable-pip-version-check "$@"
+sums() {
+  (cd "$1" && find . \\( -type f -o -type l \\) ! -name '*.pyc' | sort | while read -r f; do
+    if [ -L "$f" ]; then echo "$f -> $(readlink "$f")"; else echo "$f $(sha256sum <"$f")"; fi
+  done)
+}
+sums native >/tmp/native
+sums py3.11 >/tmp/emulated
+diff /tmp/native /tmp/emulated
+wc -l </tmp/native
+"""
+
+
+def test_the_natively_made_tool_venvs_equal_those_made_under_emulation(
+    built_images: ImagesReport, local: Local
+) -> None:
+    [arm] = [p for p in expand(local.matrix) if p.arch is Arch.ARM64]
+    log = Path(next(r.log for r in built_images.results if r.platform == arm.name)).read_text()
+    assert "ADD tool-venvs.tar.gz /opt/" in log  # the emulated builder took the native ones
+    run = ("docker", "run", "--rm", "--user", "root", "--platform", "linux/arm64")
+    command = (*run, image_tag(local.matrix, arm), "sh", "-c", SAME_VENVS, "sh", *TOOLS)
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert int(done.stdout.split()[-1]) > 500  # pip, setuptools, build, wheel, packaging
 
 
 def test_docker_cli_pulls_arm64_from_the_manifest_list(

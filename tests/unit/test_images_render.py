@@ -11,8 +11,8 @@ from orchestrator.config import load_matrix
 from orchestrator.config.matrix import expand
 from orchestrator.core.errors import EXIT_INPUT, TemplateError
 from orchestrator.images.registry import DOCKER_LIST, DOCKER_MANIFEST, ManifestRef, index_document
-from orchestrator.images.render import bootstrap_tag, render
-from orchestrator.images.stale import LABEL_CREATED, LABEL_INPUTS, stale_reason
+from orchestrator.images.render import ToolVenvs, bootstrap_tag, render
+from orchestrator.images.stale import LABEL_CREATED, LABEL_INPUTS, reuses_layers, stale_reason
 from orchestrator.model import Arch
 from tests.conftest import REPO, CliRunner
 
@@ -138,6 +138,11 @@ def test_stale_reasons() -> None:
     assert stale_reason(fresh, "h", now, max_age=timedelta(days=2)) is None
     week_old = {**fresh, LABEL_CREATED: "2026-11-10T00:00:00+00:00"}
     assert stale_reason(week_old, "h", now, max_age=timedelta(days=7)) == "older than 7 days"
+    # A rebuild by age or --force has unchanged inputs: cached layers would all match.
+    assert not reuses_layers("older than 7 days")
+    assert not reuses_layers("--force")
+    assert reuses_layers("no image yet")
+    assert reuses_layers("inputs changed (template, context files or base image)")
 
 
 def test_manifest_list_document() -> None:
@@ -184,3 +189,22 @@ def test_the_five_arch_example_shares_the_defaults_bookworm_builders() -> None:
         assert ours.base == theirs.base, name
         assert ours.inputs_hash("sha256:x") == theirs.inputs_hash("sha256:x"), name
         assert ours.context() == theirs.context(), name
+
+
+def test_a_builder_made_under_emulation_takes_its_natively_made_tool_venvs() -> None:
+    platform = PLATFORMS["debian-bookworm-arm64"]
+    venvs = ToolVenvs(host=Arch.AMD64, archive=b"venvs")
+    emulated = render(platform, MATRIX, venvs=venvs)
+    native = render(platform, MATRIX)
+    assert "ADD tool-venvs.tar.gz /opt/" in emulated.dockerfile
+    assert "-m venv" not in emulated.dockerfile
+    assert emulated.files["tool-venvs.tar.gz"] == b"venvs"
+    assert "-m venv /opt/orchestrate/py3.11" in native.dockerfile
+    assert "tool-venvs.tar.gz" not in native.files
+    # Everything before and after the venvs is the same Dockerfile.
+    for text in ("# One virtualenv per Python", "COPY scripts/"):
+        before, _, after = emulated.dockerfile.partition(text)
+        assert before
+        assert after
+        assert (before if text.startswith("#") else after) in native.dockerfile
+    assert emulated.inputs_hash("b") != native.inputs_hash("b")
