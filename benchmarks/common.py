@@ -77,20 +77,24 @@ def fmt(value: float | None, unit: str) -> str:
     return f"{value:g} {unit}".strip()
 
 
+TABLE_HEAD = ("benchmark", "ours", "alternative", "ratio", "target", "ok")
+
+
+def table_cells(r: Row) -> tuple[str, ...]:
+    """One row as the table prints it (also the docs' benchmark page)."""
+    return (
+        r.name,
+        fmt(r.ours, r.unit),
+        fmt(r.theirs, r.unit),
+        "-" if r.ratio is None else f"{r.ratio:.2f}x",
+        r.target,
+        "-" if r.ok is None else ("yes" if r.ok else "NO"),
+    )
+
+
 def print_table(rows: list[Row]) -> None:
-    header = ("benchmark", "ours", "alternative", "ratio", "target", "ok")
-    lines = [header] + [
-        (
-            r.name,
-            fmt(r.ours, r.unit),
-            fmt(r.theirs, r.unit),
-            "-" if r.ratio is None else f"{r.ratio:.2f}x",
-            r.target,
-            "-" if r.ok is None else ("yes" if r.ok else "NO"),
-        )
-        for r in rows
-    ]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    lines = [TABLE_HEAD] + [table_cells(r) for r in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(TABLE_HEAD))]
     for line in lines:
         print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
     for r in rows:

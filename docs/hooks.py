@@ -40,7 +40,7 @@ def _table(head: tuple[str, ...], rows: list[tuple[object, ...]]) -> str:
 
 def _type(prop: dict[str, Any]) -> str:
     if "$ref" in prop:
-        return prop["$ref"].rsplit("/", 1)[-1]
+        return str(prop["$ref"]).rsplit("/", 1)[-1]
     if "const" in prop:
         return json.dumps(prop["const"])
     if "enum" in prop:

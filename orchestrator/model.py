@@ -135,6 +135,42 @@ class Category(StrEnum):
         return self in (Category.SDIST_DOWNLOAD, Category.BUILD_DEPS, Category.ENGINE)
 
 
+CATEGORY_TEXT: dict[Category, str] = {
+    Category.SDIST_DOWNLOAD: "the sdist could not be downloaded (network)",
+    Category.BUILD_DEPS: "a build requirement could not be downloaded (network)",
+    Category.ENGINE: "the engine was lost or refused",
+    Category.HASH_MISMATCH: "the sdist is not the file the index names",
+    Category.BAD_SDIST: "the index names a file we refuse (a path in its name)",
+    Category.UNRESOLVABLE: "no version satisfies a build requirement (with the constraints)",
+    Category.DEPENDENCY_FAILED: "a build-dependency job this job waits for failed",
+    Category.METADATA: "the backend failed computing build requirements or metadata for a "
+    "reason that is not a missing system piece (e.g. an old sdist with Cython 3; the Cython "
+    "hint is given only when the log names Cython)",
+    Category.PYTHON_VERSION: "the release predates the platform's Python: `use_2to3`, "
+    "`collections.Mapping`, `distutils` on 3.12, a `SyntaxError` in its own code, or a header "
+    "the interpreter no longer has (`longintrepr.h` from old Cython output). Also a smoke test "
+    "that fails on the same signs. The hint names the platform's Python and the oldest release "
+    "of the project that says it fits it",
+    Category.MISSING_SYSTEM_LIBRARY: "a header, pkg-config module, library or `*-config` tool is "
+    "missing, in whichever step it was found; the hint names the distro package of every "
+    "missing piece the log shows, with the release's own names",
+    Category.SYSTEM_PACKAGES: "a job's extra system packages (overrides, bindep) could not be "
+    "installed, or the sdist's `bindep.txt` does not parse",
+    Category.COMPILE: "any other build failure",
+    Category.BAD_WHEEL: "no wheel, several, or tags that do not fit the platform",
+    Category.NO_BUILDER: "the platform has no builder image (its image build failed)",
+    Category.SMOKE: "status `smoke-failed`: the wheel built but does not load in the platform's "
+    "bare base image with its runtime packages; it is not published. The hint follows the "
+    "error: a shared object names `overrides: runtime_packages`; a missing standard-library "
+    "name is `python-version` instead; anything else points to the log",
+    Category.TIMEOUT: "the per-job timeout (`builder.job_timeout`, `overrides: timeout`)",
+    Category.CANCELLED: "not started because of a signal, `--fail-fast`, `--deadline`, or an "
+    'earlier stage that stopped the night (counted as "not started")',
+    Category.INTERNAL: "a bug of orchestrate's in this job (exit 70)",
+}
+"""What each failure category means, for the reference pages and the HTML report."""
+
+
 class StoreStatus(StrEnum):
     """What adding one built wheel to the store did."""
 

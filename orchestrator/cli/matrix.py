@@ -1,4 +1,4 @@
-"""`orchestrate matrix show|validate`."""
+"""`orchestrate matrix show|validate|schema`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import click
 from orchestrator.cli.app import App, format_option, matrix_options, pass_app, print_rows
 from orchestrator.config import load_matrix
 from orchestrator.config.matrix import expand
+from orchestrator.config.schema import matrix_json_schema
 
 
 @click.group()
@@ -58,3 +59,11 @@ def validate(app: App, file: Path | None) -> None:
         f"{path}: ok, {platforms} platform{'s' * (platforms != 1)}, "
         f"{engines} engine{'s' * (engines != 1)}"
     )
+
+
+@matrix.command()
+def schema() -> None:
+    """Print the matrix file's JSON Schema (the repository keeps it in
+    schema/platforms.schema.json, which editors read through a yaml-language-server
+    `$schema` comment)."""
+    click.echo(json.dumps(matrix_json_schema(), indent=2, sort_keys=True))

@@ -25,6 +25,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 from orchestrator.model import ARCH_ALIASES, Arch, EngineKind, Family
 
@@ -34,7 +35,9 @@ NAME_RE = r"^[a-z0-9][a-z0-9._-]*$"
 class Model(BaseModel):
     # Lax mode so YAML lists become tuples and strings become paths; the
     # fields where YAML's own typing matters use Strict* types instead.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Each field's docstring is its description in the JSON Schema, which the
+    # reference pages and editors show.
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 def _arch_alias(value: Any) -> Any:
@@ -104,9 +107,13 @@ class Bootstrap(Model):
     """A Debian-family base made by debootstrap instead of pulled."""
 
     bootstrap: Literal["debootstrap"]
+    """The tool that makes the base: `debootstrap`."""
     suite: Name
+    """The Debian or Ubuntu suite, e.g. `bookworm`."""
     mirror: Url = "http://deb.debian.org/debian"
+    """The package mirror debootstrap reads (http:// or https://)."""
     variant: Literal["minbase", "buildd"] = "minbase"
+    """debootstrap's variant: `minbase` (Essential and required packages) or `buildd`."""
 
     @field_validator("mirror")
     @classmethod
@@ -118,9 +125,13 @@ class Bootstrap(Model):
 
 class Tls(Model):
     ca_cert: Path | None = None
+    """The CA that signed the engine's certificate (PEM)."""
     client_cert: Path | None = None
+    """This client's certificate (PEM)."""
     client_key: Path | None = None
+    """This client's key (PEM)."""
     verify: StrictBool = True
+    """Verify the engine's certificate."""
 
 
 # The resource limits a container may be given: the names Docker and Podman share.
@@ -145,13 +156,18 @@ UlimitName = Literal[
 
 class EngineSpec(Model):
     name: Name
+    """The engine's name in logs, reports and `runners`."""
     url: str = "unix:///var/run/docker.sock"
+    """`unix://` socket, `tcp://host:2376` (with `tls`) or `ssh://user@host`."""
     slots: Annotated[StrictInt, Field(ge=1, le=256)] = 2
+    """How many jobs run on this engine at once."""
     tls: Tls | None = None
-    # Read from the engine's version answer when not given.
+    """Client certificates for a `tcp://` engine."""
     kind: EngineKind | None = None
-    # Soft = hard limit per name for every container; None: the kind's default.
+    """`docker` or `podman`; read from the engine's version answer when not given."""
     ulimits: dict[UlimitName, Annotated[StrictInt, Field(ge=0, le=2**31)]] | None = None
+    """Soft = hard limit per name for every container, e.g. `{nofile: 1024}`; not given: the
+    kind's default (Podman: nofile and nproc 1024); `{}`: none."""
 
     @field_validator("url")
     @classmethod
@@ -163,16 +179,24 @@ class EngineSpec(Model):
 
 class RegistrySpec(Model):
     url: Annotated[str, Field(pattern=r"^[A-Za-z0-9.-]+(:\d+)?$")]
+    """Where builder images are pushed: `host[:port]`."""
     repository: Annotated[str, Field(pattern=r"^[a-z0-9]+([._/-][a-z0-9]+)*$")]
+    """The repository builder images are pushed to, tagged by platform."""
     insecure: StrictBool = False
+    """Plain HTTP (loopback registries are always plain HTTP)."""
 
 
 class IndexSpec(Model):
     upstream: str = "https://pypi.org/simple/"
+    """The simple index the plan reads: PEP 691 JSON or PEP 503 HTML."""
     root: Path = Path("wheelhouse")
+    """The published index, one folder per platform; relative to the matrix file."""
     cache_ttl: Annotated[StrictInt, Field(ge=0)] = 600
+    """Seconds an upstream answer is reused without asking again."""
     concurrency: Annotated[StrictInt, Field(ge=1, le=128)] = 32
+    """Parallel index requests."""
     keep_releases: Annotated[StrictInt, Field(ge=1, le=100)] = 3
+    """Index releases kept per platform for `rollback`."""
 
     @field_validator("root")
     @classmethod
@@ -191,15 +215,22 @@ class IndexSpec(Model):
 
 class PipSettings(Model):
     index_url: Url | None = None
+    """pip's index inside builders, instead of the upstream."""
     extra_index_urls: tuple[Url, ...] = ()
+    """More indexes for pip inside builders."""
     trusted_hosts: tuple[Host, ...] = ()
+    """Hosts pip trusts without TLS inside builders."""
     timeout: Annotated[StrictInt, Field(ge=1)] = 60
+    """pip's network timeout in seconds."""
 
 
 class Proxy(Model):
     http: Url | None = None
+    """The HTTP proxy for image builds and fetch phases (never baked into an image)."""
     https: Url | None = None
+    """The HTTPS proxy, as `http`."""
     no_proxy: NoProxy | None = None
+    """Hosts reached without the proxy, comma-separated."""
 
     def environment(self) -> dict[str, str]:
         """Both spellings, as tools differ in which one they read."""
@@ -216,16 +247,21 @@ class Proxy(Model):
 
 class BuilderSpec(Model):
     ca_certificates: tuple[Path, ...] = ()
+    """Extra PEM files trusted inside builders."""
     pip: PipSettings = PipSettings()
+    """pip's settings inside builders."""
     proxy: Proxy = Proxy()
+    """Proxies for image builds and fetch phases."""
     user: Name = "builder"
+    """The non-root user that builds."""
     job_timeout: Annotated[StrictInt, Field(ge=10)] = 3600
-    # A constraints file for build tools (e.g. `Cython<3`), relative to the matrix file.
+    """Seconds one wheel build may take."""
     build_constraints: Path | None = None
-    # Emulated jobs compile with the builder's native cross compiler, except for
-    # the projects listed here (normalized names), which compile under emulation.
+    """A constraints file for build tools (e.g. `Cython<3`), relative to the matrix file."""
     native_compiler: StrictBool = True
+    """Emulated jobs compile with the builder's native cross compiler."""
     native_compiler_except: tuple[ProjectName, ...] = ()
+    """Projects (normalized names) that compile under emulation all the same."""
 
     def fetch_environment(self) -> dict[str, str]:
         """What a job's fetch container gets at run time, credentials included: never
@@ -240,16 +276,24 @@ class BuilderSpec(Model):
 
 class DistroSpec(Model):
     name: Name
+    """The distro's name, the first part of its platform names."""
     release: Name
+    """The release, e.g. `bookworm`: the second part of its platform names."""
     family: Family
+    """The package family: `deb` or `rpm`."""
     base: ImageRef | Bootstrap
+    """The base image (a reference) or a base to bootstrap."""
     python: tuple[PythonVersion, ...] = Field(min_length=1)
+    """Python versions, quoted (`"3.10"`, not the number 3.1)."""
     glibc: GlibcVersion
+    """The release's glibc version, e.g. `"2.36"`."""
     arches: tuple[Arch, ...] = Field(min_length=1)
+    """OCI arch names; `x86_64`, `aarch64`, `ppc64el` and `powerpc64le` are accepted as aliases."""
     packages: tuple[str, ...] = ()
-    # Extra apt lines (deb family), e.g. the security or backports suite: builders,
-    # job system steps and smoke-test images all install from them.
+    """System packages added to the family's list for this distro."""
     apt_sources: tuple[str, ...] = ()
+    """Extra apt lines (deb family), e.g. the security or backports suite: builders, job system
+    steps and smoke-test images install from them."""
 
     @field_validator("apt_sources")
     @classmethod
@@ -311,7 +355,9 @@ class OverridePackages(Model):
     """Extra system packages per family, installed for the job only."""
 
     deb: tuple[str, ...] = ()
+    """Debian-family package names."""
     rpm: tuple[str, ...] = ()
+    """Red Hat-family package names."""
 
     @field_validator("deb", "rpm")
     @classmethod
@@ -327,23 +373,37 @@ class OverrideSpec(Model):
     normalized project name, narrowed by a platform glob and a version specifier."""
 
     name: ProjectName
+    """A normalized project name."""
     platforms: Annotated[str, Field(pattern=r"^[A-Za-z0-9*?\[\]._-]+$", max_length=200)] = "*"
-    versions: str = ""  # a PEP 440 specifier, e.g. ">=3,<4"; empty: every version
+    """A platform glob."""
+    versions: str = ""
+    """A PEP 440 specifier, e.g. `>=3,<4`; empty: every version."""
     packages: OverridePackages = OverridePackages()
-    bindep: Path | None = None  # a bindep.txt, relative to the matrix file
+    """Extra system packages for this project's jobs, installed in a system step."""
+    bindep: Path | None = None
+    """A bindep file, relative to the matrix file, evaluated per platform."""
     bindep_profiles: tuple[Name, ...] = ("default", "compile")
-    sdist_bindep: StrictBool = True  # use the sdist's own bindep.txt when it ships one
+    """bindep profiles, for this file and the sdist's own."""
+    sdist_bindep: StrictBool = True
+    """Use the bindep.txt the sdist ships, if it has one."""
     env: dict[str, str] = Field(default_factory=dict)
-    build_constraints: tuple[str, ...] = ()  # requirement lines, e.g. "Cython<3"
-    pip_options: tuple[str, ...] = ()  # for the fetch phase's pip, e.g. "--pre"
+    """Environment of the build phase (`ORCHESTRATE_*`, `PATH`, `HOME` and the like refused)."""
+    build_constraints: tuple[str, ...] = ()
+    """Requirement lines added to `builder.build_constraints`, e.g. `Cython<3`."""
+    pip_options: tuple[str, ...] = ()
+    """Options for the fetch phase's pip, one per item, e.g. `--pre`."""
     timeout: Annotated[StrictInt, Field(ge=10)] | None = None
-    skip: Annotated[str, Field(min_length=1, max_length=500)] | None = None  # the reason
-    # The smoke test: a command run after the imports (like cibuildwheel's
-    # test-command), with `python` on PATH and the wheel importable; runtime packages
-    # the ELF analysis cannot see (libraries loaded with dlopen or ctypes); or none.
+    """Seconds, instead of `builder.job_timeout`."""
+    skip: Annotated[str, Field(min_length=1, max_length=500)] | None = None
+    """Leave the project out of the plan, with this reason."""
     test_command: Annotated[str, Field(min_length=1, max_length=2000)] | None = None
+    """The smoke test's command after its imports, with `python` on PATH and the wheel
+    importable."""
     runtime_packages: OverridePackages = OverridePackages()
+    """Runtime packages for the smoke test beyond what the ELF files show (libraries loaded with
+    dlopen or ctypes)."""
     smoke: StrictBool = True
+    """`false`: no smoke test (e.g. a module that needs a service to import)."""
 
     @field_validator("test_command")
     @classmethod
@@ -391,12 +451,14 @@ class BranchSpec(Model):
     platforms that build it: the explicit platform x branch mapping."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$", max_length=100)]
-    # A constraints file (relative to the matrix file) or an http(s):// URL.
+    """The branch's name, e.g. `stable/2025.2`."""
     constraints: Annotated[str, Field(min_length=1, max_length=2048)]
-    # A plain requirements list ("the packages we care about"), names possibly unpinned,
-    # resolved against this branch's constraints; without it every pin is wanted.
+    """A constraints file (relative to the matrix file) or an http(s):// URL."""
     packages: Path | None = None
+    """Only these names ("the packages we care about"), resolved against the branch's
+    constraints; without it every pin is wanted."""
     platforms: tuple[Annotated[str, Field(pattern=r"^[A-Za-z0-9*?\[\]._-]+$")], ...] = ("*",)
+    """Globs of the platforms that build this branch."""
 
     @property
     def remote(self) -> bool:
@@ -412,18 +474,25 @@ class RunnerSpec(Model):
     whose glob matches a platform wins; unmatched platforms go one shard per arch."""
 
     platforms: Annotated[str, Field(pattern=r"^[A-Za-z0-9*?\[\]._-]+$", max_length=200)]
+    """A glob over platform names."""
     labels: tuple[RunnerLabel, ...] = Field(min_length=1, max_length=20)
-    shard: Name | None = None  # default: the arch of the platform
-    native: StrictBool = True  # False: these runners emulate the platform's arch (QEMU)
-    # A shard expected to take longer is split across several runners of this rule
-    # (SHARD-1, SHARD-2, ...), each under the budget where the jobs allow it.
+    """The runner labels (`runs-on`); one set per shard."""
+    shard: Name | None = None
+    """The shard's name; default: the platform's arch."""
+    native: StrictBool = True
+    """`false`: these runners emulate the platform's arch (the workflow sets up QEMU)."""
     budget_minutes: Annotated[int, Field(ge=1, le=10080)] | None = None
+    """A shard expected to take longer is split into parts (`arm64-1`, `arm64-2`, ...) that
+    divide its build items."""
 
 
 class SkipSpec(Model):
     platform: str = "*"
+    """A platform glob."""
     name: str
+    """A normalized project name."""
     reason: str
+    """Why, e.g. an upstream issue's URL."""
 
 
 DEFAULT_PACKAGES: dict[Family, tuple[str, ...]] = {
@@ -464,23 +533,37 @@ DEFAULT_PACKAGES: dict[Family, tuple[str, ...]] = {
 
 class Matrix(Model):
     version: Literal[1] = 1
+    """The file format's version: `1`."""
     registry: RegistrySpec
+    """Where builder images are pushed."""
     index: IndexSpec = IndexSpec()
+    """The upstream index and the published one."""
     engines: tuple[EngineSpec, ...] = (EngineSpec(name="local"),)
+    """Container engines; default: the local Docker engine with 2 slots."""
     builder: BuilderSpec = BuilderSpec()
+    """Settings baked into every builder image."""
     packages: dict[Family, tuple[str, ...]] = Field(default_factory=lambda: dict(DEFAULT_PACKAGES))
+    """System packages of every builder, per family (`deb`, `rpm`)."""
     distros: tuple[DistroSpec, ...] = Field(min_length=1)
+    """Distro releases, each on its arches: the platforms."""
     skip: tuple[SkipSpec, ...] = ()
-    # Projects built from their sdists even where the index has a wheel that fits, as
-    # pip's --no-binary does: to have them built against this distro, or to check them.
+    """Per-platform exclusions, each with its reason."""
     from_source: tuple[ProjectName, ...] = ()
+    """Projects built from their sdists even where the index has a wheel that fits (as pip's
+    `--no-binary`): to have them built against this distro, or to check them."""
     overrides: tuple[OverrideSpec, ...] = ()
+    """Per-package build settings; every entry that matches applies, in file order."""
     branches: tuple[BranchSpec, ...] = ()
+    """Several constraints sources in one run (when no `-r` is given)."""
     runners: tuple[RunnerSpec, ...] = ()
+    """CI runners for `plan --shards`; the first match wins, unmatched platforms go one shard
+    per arch on its native hosted runner."""
     # Filled by the loader, never by the file: relative paths resolve here.
-    source: Path = Field(default=Path(), exclude=True)
-    warnings: tuple[str, ...] = Field(default=(), exclude=True)
-    digest: str = Field(default="", exclude=True)  # the file's sha256: a plan's matrix
+    source: SkipJsonSchema[Path] = Field(default=Path(), exclude=True)
+    warnings: SkipJsonSchema[tuple[str, ...]] = Field(default=(), exclude=True)
+    digest: SkipJsonSchema[str] = Field(
+        default="", exclude=True
+    )  # the file's sha256: a plan's matrix
 
     @field_validator("packages")
     @classmethod
@@ -524,3 +607,17 @@ def _no_duplicates(names: list[str], field: str, what: str) -> None:
         if name in seen:
             raise DuplicateError(field, i, what, name)
         seen.add(name)
+
+
+def matrix_json_schema() -> dict[str, Any]:
+    """The JSON Schema of the matrix file, as editors and the reference pages read it:
+    the models' own, with the arch aliases the loader accepts."""
+    schema = Matrix.model_json_schema(mode="validation")
+    arches = schema["$defs"]["DistroSpec"]["properties"]["arches"]
+    arches["items"] = {"anyOf": [arches["items"], {"enum": sorted(ARCH_ALIASES)}]}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **schema,
+        "title": "orchestrate matrix (platforms.yaml)",
+        "description": "Platforms, engines, builders and the wheel index of orchestrate.",
+    }

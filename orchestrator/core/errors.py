@@ -4,14 +4,7 @@ Each class carries the exit code the CLI uses and a message that says what
 failed and what to try. The CLI catches `OrchestrateError` once and exits;
 nothing else in the package calls `sys.exit`.
 
-Exit codes (documented in the README):
-    0  success
-    1  a build, publish or check ran and some part of it failed
-    2  bad input: matrix, requirements, selectors, command-line values
-    3  the environment: an engine, registry, index or tool is missing or unreachable
-    4  a conflict with what is already published (e.g. reproducibility mismatch)
-    70 an internal error: a bug of orchestrate's, never the input's or the host's
-    130 interrupted (SIGINT/SIGTERM)
+Exit codes: EXIT_CODES below, which the reference pages print.
 """
 
 from __future__ import annotations
@@ -25,6 +18,24 @@ EXIT_ENVIRONMENT = 3
 EXIT_CONFLICT = 4
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
+
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "success",
+    EXIT_FAILED: "a build, publish or check ran and part of it failed. For `build`: any build "
+    "item of the plan that did not end built, shared or cached: a failed or blocked job "
+    "(hash mismatch, bad sdist, no builder image), or a job not started because of "
+    "`--deadline` or `--fail-fast`",
+    EXIT_INPUT: "bad input: matrix, requirements, selector or option",
+    EXIT_ENVIRONMENT: "environment: an engine, registry, index or tool is missing or unreachable",
+    EXIT_CONFLICT: "conflict with what is published (e.g. a wheel that is not reproducible)",
+    EXIT_INTERNAL: "internal error: a bug of orchestrate's, never the input's or the host's "
+    "(please report it with the `--debug` output). A night checks before it reports that "
+    "every build item of the plan on its platforms has exactly one job record; one without "
+    "is this code, naming the items",
+    EXIT_INTERRUPTED: "interrupted (SIGINT/SIGTERM), from the first moment of start-up: running "
+    "containers are stopped and removed, the report of what finished is written, and the "
+    "jobs never started are listed in it as not started",
+}
 
 
 class OrchestrateError(Exception):

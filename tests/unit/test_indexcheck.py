@@ -157,4 +157,5 @@ def test_the_readme_shows_the_nginx_snippet_the_tests_run() -> None:
     from tests.conftest import REPO
 
     snippet = (REPO / "deploy" / "nginx" / "wheel-cache.conf").read_text().rstrip("\n")
-    assert f"```nginx\n{snippet}\n```" in (REPO / "README.md").read_text()
+    page = (REPO / "docs" / "how-to" / "serve-and-install.md").read_text()
+    assert f"```nginx\n{snippet}\n```" in page
