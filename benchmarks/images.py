@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -36,31 +37,41 @@ def _build_one(matrix: Path, platform: str, cache: Path) -> float:
     return time.perf_counter() - started
 
 
-def emulated_vs_native() -> Row:
+def emulated_vs_native() -> list[Row]:
     matrix = local_matrix_copy(
         OUT / "images.yaml",
         OUT / "images-index",
         {"repository: orchestrate/builder": "repository: orchestrate/bench-images"},
     )
     native = _build_one(matrix, "debian-bookworm-amd64", OUT / "images-cache-native")
-    emulated = _build_one(matrix, "debian-bookworm-arm64", OUT / "images-cache-emulated")
+    parts = OUT / "images-cache-emulated"
+    shutil.rmtree(parts, ignore_errors=True)
+    cold = _build_one(matrix, "debian-bookworm-arm64", parts)
+    warm = _build_one(matrix, "debian-bookworm-arm64", parts)
+    return [
+        _row("with its native parts made (a new host)", cold, native),
+        _row("native parts cached (the builder alone)", warm, native),
+    ]
+
+
+def _row(what: str, emulated: float, native: float) -> Row:
     ratio = emulated / native
     return Row(
-        "builder image: emulated arm64 vs native amd64, same packages",
+        f"builder image: emulated arm64 vs native amd64, {what}",
         emulated,
         native,
         "s",
         ratio,
         f"<= {TARGET:.0f}x",
         ratio <= TARGET,
-        "from existing bases, no cached layer; the emulated one includes making its cross "
-        "toolchain and tool venvs natively (empty caches)",
+        "same packages, from existing bases, no cached layer; native parts: the cross "
+        "toolchain and the tool venvs, made in a native container of the release",
     )
 
 
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
-    rows = [emulated_vs_native()]
+    rows = emulated_vs_native()
     print_table(rows)
     print(json.dumps([r.__dict__ for r in rows]))
     return 0

@@ -12,23 +12,24 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import CONSTRAINTS, OUT, REPO, Row, orchestrate_build
+from benchmarks.common import CONSTRAINTS, OUT, REPO, Row, orchestrate_build, sh
 
 MATRIX = REPO / "examples" / "openstack.yaml"
 SLOTS = 2  # examples/openstack.yaml: one local engine with 2 slots
 
 
-def _matrix(root: Path) -> Path:
+def _matrix(root: Path, path: Path = OUT / "openstack.yaml") -> Path:
     text = MATRIX.read_text()
     old = "root: .orchestrate/openstack-wheelhouse"
     assert old in text, f"{old!r} is not in {MATRIX}"
-    path = OUT / "openstack.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text.replace(old, f"root: {root}"))
     return path
 
@@ -74,7 +75,54 @@ def openstack() -> list[Row]:
     wall, report, tail = _build(matrix, "first", cache)
     print(tail, flush=True)
     again, second, _ = _build(matrix, "second", cache)
-    return rows_of(wall, report, again, second)
+    return [*rows_of(wall, report, again, second), stateless(root, cache)]
+
+
+def _state(root: Path, cache: Path) -> Path:
+    """The published state as a night on a CI system leaves it: the index root with
+    what planning learned (durations, builder probes) in its facts folder."""
+    state = OUT / "stateless-state"
+    shutil.rmtree(state, ignore_errors=True)
+    shutil.copytree(root, state, symlinks=True)
+    facts = state / ".orchestrate-facts"
+    shutil.copytree(cache / "probes", facts / "probes", dirs_exist_ok=True)
+    if (cache / "durations.json").is_file():
+        shutil.copy(cache / "durations.json", facts / "durations.json")
+    return state
+
+
+def stateless(root: Path, cache: Path) -> Row:
+    """A second night on an empty runner: `ci-step plan` restores the published state
+    (ORCHESTRATE_STATE, an rsync path) into an empty index root and cache, with no
+    engine to reach, and plans; nothing left to build means no shard."""
+    state = _state(root, cache)
+    runner = OUT / "stateless-runner"
+    shutil.rmtree(runner, ignore_errors=True)
+    matrix = _matrix(runner / "index", runner / "openstack.yaml")
+    env = {
+        **os.environ,
+        "ORCHESTRATE_STATE": str(state),
+        "ORCHESTRATE_CACHE_DIR": str(runner / "cache"),
+        "DOCKER_HOST": f"unix://{runner}/no-engine.sock",
+        "MATRIX": str(matrix),
+        "REQUIREMENTS": str(CONSTRAINTS),
+    }
+    started = time.perf_counter()
+    done = sh("orchestrate", "ci-step", "plan", cwd=runner, env=env, check=False)
+    took = time.perf_counter() - started
+    shards = json.loads((runner / "shards.json").read_text()) if done.returncode == 0 else None
+    ok = shards == {"include": []}
+    return Row(
+        "OpenStack: second night on an empty runner, plan from the published state",
+        took,
+        None,
+        "s",
+        None,
+        "< 60 s, nothing to build",
+        ok and took < 60,
+        f"ci-step plan (restore by rsync, plan, shards): exit {done.returncode}, "
+        f"shards {json.dumps(shards) if shards is not None else done.stderr[-300:]}",
+    )
 
 
 def rows_of(wall: float, report: dict[str, Any], again: float, second: dict[str, Any]) -> list[Row]:
@@ -201,6 +249,9 @@ if __name__ == "__main__":
     from benchmarks.common import print_table
 
     OUT.mkdir(parents=True, exist_ok=True)
+    if "--stateless-only" in sys.argv[1:]:  # on the state the last full run left
+        print_table([stateless(OUT / "openstack-index", OUT / "openstack-cache")])
+        sys.exit(0)
     measured = openstack()
     save_rows(measured)
     print_table(measured)

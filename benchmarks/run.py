@@ -40,7 +40,7 @@ def main() -> int:
     print("== images (no-op refresh)", flush=True)
     rows.append(freshness.refresh_noop(matrix_path))
     print("== builder images: emulated vs native", flush=True)
-    rows.append(images.emulated_vs_native())
+    rows += images.emulated_vs_native()
     print("== wheel cache headline", flush=True)
     requirements = cache.pins()
     report = cache.fill_cache(matrix_path, requirements)
