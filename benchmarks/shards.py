@@ -323,6 +323,7 @@ def split_by_budget(reports: Sequence[Mapping[str, Any]]) -> list[Row]:
     for count in (1, 2, 4):
         rules = tuple(_budget_rule(s, count) for s in whole if s.jobs)
         parts = [s for s in shards_of(decisions, platforms, rules, expected) if s.jobs]
+        budgets = ", ".join(f"{r.shard} {r.budget_minutes}" for r in rules)
         walls = [_part_wall(part, decisions, platforms, expected) for part in parts]
         rows.append(
             Row(
@@ -333,9 +334,10 @@ def split_by_budget(reports: Sequence[Mapping[str, Any]]) -> list[Row]:
                 None,
                 "",
                 None,
-                f"{len(parts)} parts, longest {max(walls) / 60:.1f} min, "
+                f"{len(parts)} parts (budgets {budgets} min: whole minutes, so a short "
+                f"arch splits less), longest {max(walls) / 60:.1f} min, "
                 f"{sum(walls) / 60:.0f} runner-minutes ({RUNNER_SLOTS}-core runners, "
-                f"{RUNNER_SETUP_S:.0f} s set-up each; job times measured above)",
+                f"{RUNNER_SETUP_S:.0f} s set-up each; job times from the OpenStack run's reports)",
             )
         )
     return rows
@@ -363,10 +365,32 @@ def _part_wall(
     return _simulate(jobs, [FakeEngine(part.name, arch, RUNNER_SLOTS)], 1.0) + RUNNER_SETUP_S
 
 
+def split_of_last_night() -> list[Row]:
+    """`split_by_budget` on the last full OpenStack run's job times (its one-host
+    report), with a plan made now from its caches: minutes, not the long run."""
+    report = OUT / "openstack-first.json"
+    if not report.is_file():
+        raise SystemExit(f"{report} is missing: run `python -m benchmarks.openstack` first")
+    ROOT.mkdir(parents=True, exist_ok=True)
+    matrix = _matrix(ROOT / "index", "sharded")
+    env = {**os.environ, "ORCHESTRATE_CACHE_DIR": str(OUT / "openstack-cache")}
+    plan = ("plan", "-m", str(matrix), "-r", str(CONSTRAINTS), "--allow-unavailable")
+    sh("orchestrate", *plan, "--shards", "--save-plan", str(ROOT / "plan.json"), env=env)
+    return split_by_budget([json.loads(report.read_text())])
+
+
 def main() -> None:
-    """`python -m benchmarks.shards`: every shard benchmark, standalone."""
+    """`python -m benchmarks.shards`: every shard benchmark, standalone;
+    `--split-only`: the budget split on the last OpenStack run's job times."""
+    import sys
+
     from benchmarks.common import print_table
 
+    if "--split-only" in sys.argv[1:]:
+        rows = split_of_last_night()
+        print_table(rows)
+        (OUT / "split-rows.json").write_text(json.dumps([r.__dict__ for r in rows], indent=1))
+        return
     rows, reports = two_runners()
     rows += split_by_budget(reports)
     rows += opendev_scale(reports)
