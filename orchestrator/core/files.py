@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import io
 import os
 import stat
 import tarfile
+import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -93,3 +96,17 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def host_lock(key: str) -> Iterator[None]:
+    """Exclusive, across this host's processes and threads, while held: two runs on
+    one engine (two shards on one machine, a test session beside another) make a
+    shared base or builder once, and the second finds it made. flock conflicts
+    between any two opens of the file, so threads of one process wait too."""
+    folder = Path(tempfile.gettempdir()) / f"orchestrate-locks-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    name = hashlib.sha256(key.encode()).hexdigest()[:32]
+    with (folder / f"{name}.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield

@@ -12,24 +12,16 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from orchestrator.config import Bootstrap
 from orchestrator.config.matrix import Platform
 from orchestrator.core.errors import EnvironmentProblem, RegistryError
+from orchestrator.core.files import host_lock
 from orchestrator.core.process import Command, run, url_secrets
 from orchestrator.engines import Engine, ImageBuildRequest
 from orchestrator.images.render import base_reference, deterministic_tar
-
-_locks: dict[str, threading.Lock] = {}
-_locks_guard = threading.Lock()
-
-
-def _lock(key: str) -> threading.Lock:
-    with _locks_guard:
-        return _locks.setdefault(key, threading.Lock())
 
 
 def ensure_base(
@@ -38,7 +30,7 @@ def ensure_base(
     """The base image's ID on `engine`, pulling or bootstrapping it when missing (a
     bootstrapped root filesystem is kept under `bases`, the run layout's)."""
     ref = base_reference(platform)
-    with _lock(f"{engine.name}|{ref}"):
+    with host_lock(f"base|{engine.url}|{ref}"):
         found = engine.image(ref)
         if found is not None and found.arch == platform.arch.value:
             return found.id
@@ -71,7 +63,7 @@ def rootfs_path(spec: Bootstrap, arch: str, bases: Path) -> Path:
 def bootstrap_rootfs(spec: Bootstrap, arch: str, log: Path, *, bases: Path) -> Path:
     """debootstrap into a temporary folder and pack it; cached by suite, arch, mirror."""
     target = rootfs_path(spec, arch, bases)
-    with _lock(str(target)):
+    with host_lock(f"rootfs|{target}"):
         if target.is_file():
             return target
         if shutil.which("debootstrap") is None:

@@ -16,6 +16,7 @@ from orchestrator import revision
 from orchestrator.config import Matrix
 from orchestrator.config.matrix import Platform
 from orchestrator.core.errors import EngineError, OrchestrateError
+from orchestrator.core.files import host_lock
 from orchestrator.core.layout import RunLayout
 from orchestrator.core.redact import redact
 from orchestrator.engines import Engine, ImageBuildRequest, RunRequest
@@ -153,28 +154,33 @@ def _fresh_or_built(
     max_age: timedelta | None,
 ) -> tuple[str, ImageStatus, str | None]:
     """The builder's image ID: the engine's own when its inputs hash is this one's (and
-    it is young enough), else a new build. With its status and the reason."""
-    inputs = rendered.inputs_hash(base_id)
-    tag = image_tag(matrix, platform)
-    existing = engine.image(tag)
-    now = datetime.now(UTC)
-    why = stale_reason(existing.labels if existing else None, inputs, now, max_age, force=force)
-    if why is None and existing is not None:
-        line(f"fresh: {tag} ({existing.id[:19]}) has inputs {inputs[:12]}")
-        return existing.id, ImageStatus.FRESH, "inputs unchanged"
-    reason = why or "no image yet"
-    line(f"building {tag}: {reason}")
-    labels = build_labels(platform.name, inputs, base_id, source_revision(), now=now)
-    request = ImageBuildRequest(
-        tag=tag,
-        context=rendered.context(),
-        platform=platform.arch,
-        labels=labels,
-        buildargs=matrix.builder.proxy.environment(),
-        nocache=not reuses_layers(reason),
-    )
-    image_id = engine.build(request, line)
-    return image_id, ImageStatus.BUILT, reason
+    it is young enough), else a new build. With its status and the reason.
+
+    Another run on this engine may be building the same platform's builder (under
+    its own tag): this one waits, then finds the package layers in the engine's
+    cache."""
+    with host_lock(f"builder|{engine.url}|{platform.name}"):
+        inputs = rendered.inputs_hash(base_id)
+        tag = image_tag(matrix, platform)
+        existing = engine.image(tag)
+        now = datetime.now(UTC)
+        why = stale_reason(existing.labels if existing else None, inputs, now, max_age, force=force)
+        if why is None and existing is not None:
+            line(f"fresh: {tag} ({existing.id[:19]}) has inputs {inputs[:12]}")
+            return existing.id, ImageStatus.FRESH, "inputs unchanged"
+        reason = why or "no image yet"
+        line(f"building {tag}: {reason}")
+        labels = build_labels(platform.name, inputs, base_id, source_revision(), now=now)
+        request = ImageBuildRequest(
+            tag=tag,
+            context=rendered.context(),
+            platform=platform.arch,
+            labels=labels,
+            buildargs=matrix.builder.proxy.environment(),
+            nocache=not reuses_layers(reason),
+        )
+        image_id = engine.build(request, line)
+        return image_id, ImageStatus.BUILT, reason
 
 
 def _toolchain(

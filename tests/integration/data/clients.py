@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -60,15 +61,26 @@ def attempt(
     return imported.returncode, imported.stderr[-2000:]
 
 
+def client(config: dict[str, Any], name: str, spec: str) -> list[str]:
+    """One client's JSON lines: its venv, then each attempt in turn."""
+    head, version = make_client(config["python"], name, spec)
+    lines = []
+    for server, index, hashes in config["attempts"]:
+        code, output = attempt(head, config, index, hashes=hashes)
+        result = {"client": name, "version": version, "server": server}
+        result.update(hashes=hashes, code=code, output=output)
+        lines.append(json.dumps(result))
+    return lines
+
+
 def main() -> None:
+    """The clients side by side (each has its own venv and targets): under QEMU a
+    client's pip is one busy core, and the host has more."""
     config = json.loads(sys.argv[1])
-    for name, spec in config["clients"].items():
-        head, version = make_client(config["python"], name, spec)
-        for server, index, hashes in config["attempts"]:
-            code, output = attempt(head, config, index, hashes=hashes)
-            result = {"client": name, "version": version, "server": server}
-            result.update(hashes=hashes, code=code, output=output)
-            print(json.dumps(result), flush=True)
+    clients = config["clients"].items()
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        for lines in pool.map(lambda c: client(config, *c), clients):
+            print("\n".join(lines), flush=True)
 
 
 if __name__ == "__main__":
