@@ -18,11 +18,10 @@ from orchestrator.core.quoting import clipped, comment, shell_word, shown
 from orchestrator.core.tars import extract_wheels, without
 from orchestrator.engines import KIND_TRAITS, Engine, KindTraits, RunRequest
 from orchestrator.images.base import ensure_base
-from orchestrator.images.sysdeps import install_dockerfile
+from orchestrator.images.sysdeps import install_dockerfile, system_image
 from orchestrator.jobs.environment import BUILD_USER
 from orchestrator.jobs.phases.inputs import input_tar
 from orchestrator.jobs.sources import SdistCache, SdistRef
-from orchestrator.jobs.system import system_image
 from orchestrator.model import Arch, EngineKind
 from orchestrator.report.data import checked_job
 from orchestrator.trust.runtime import analyse, unresolved

@@ -28,7 +28,8 @@ from orchestrator.engines.pool import EnginePool
 from orchestrator.images.facts import ImageFacts, ProbeCache
 from orchestrator.images.pipeline import ImagesReport, run_images
 from orchestrator.jobs.builddeps import parse_constraints
-from orchestrator.jobs.execute import Durations, ExecOptions, Executor
+from orchestrator.jobs.durations import Durations
+from orchestrator.jobs.execute import ExecOptions, Executor
 from orchestrator.jobs.failures import python_version_hint
 from orchestrator.jobs.graph import JobGraph, JobSettings, PoolSnapshot, job_graph
 from orchestrator.jobs.needs import Sources, gather_sources

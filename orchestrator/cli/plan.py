@@ -12,7 +12,7 @@ import click
 from orchestrator.cli.app import App, F, format_option, matrix_options, pass_app, print_rows
 from orchestrator.core.errors import EXIT_FAILED
 from orchestrator.core.redact import redact
-from orchestrator.jobs.execute import Durations
+from orchestrator.jobs.durations import Durations
 from orchestrator.model import Action
 from orchestrator.plan.decide import Decision, missing_pins
 from orchestrator.plan.gather import make_plan

@@ -1,6 +1,7 @@
 """The matrix file: schema and loader."""
 
 from orchestrator.config.loader import load_matrix
+from orchestrator.config.overrides import OverrideSpec
 from orchestrator.config.schema import (
     Bootstrap,
     BranchSpec,
@@ -9,7 +10,6 @@ from orchestrator.config.schema import (
     EngineSpec,
     IndexSpec,
     Matrix,
-    OverrideSpec,
     PipSettings,
     Proxy,
     RegistrySpec,

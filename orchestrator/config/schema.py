@@ -8,16 +8,10 @@ did-you-mean. Nothing after loading sees a raw dict.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     StrictBool,
     StrictInt,
@@ -27,80 +21,26 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
+from orchestrator.config.fields import (
+    GlibcVersion,
+    Host,
+    ImageRef,
+    Model,
+    Name,
+    NoProxy,
+    ProjectName,
+    PythonVersion,
+    Url,
+    check_packages,
+    grammar,
+    no_duplicates,
+)
+from orchestrator.config.overrides import OverrideSpec
 from orchestrator.model import ARCH_ALIASES, Arch, EngineKind, Family
-
-NAME_RE = r"^[a-z0-9][a-z0-9._-]*$"
-
-
-class Model(BaseModel):
-    # Lax mode so YAML lists become tuples and strings become paths; the
-    # fields where YAML's own typing matters use Strict* types instead.
-    # Each field's docstring is its description in the JSON Schema, which the
-    # reference pages and editors show.
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 def _arch_alias(value: Any) -> Any:
     return ARCH_ALIASES.get(value, value) if isinstance(value, str) else value
-
-
-Name = Annotated[str, Field(pattern=NAME_RE, max_length=63)]
-# Strings that end up in Dockerfiles and shell lines are checked against their own
-# grammar, so that no newline or shell metacharacter can add an instruction.
-# An image reference (distribution/reference's grammar, simplified): host[:port]/path[:tag][@digest]
-IMAGE_REF_RE = (
-    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
-    r"(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
-    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
-)
-PACKAGE_RE = {  # Debian policy 5.6.1; RPM names as Fedora's guidelines allow
-    "deb": r"^[a-z0-9][a-z0-9+.-]+$",
-    "rpm": r"^[A-Za-z0-9_][A-Za-z0-9._+-]*$",
-}
-PROJECT_RE = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"  # a normalized project name (PEP 503)
-URL_RE = r"^(https?|socks5h?)://[^\s\"'\\`$;|&<>(){}]+$"
-NO_PROXY_RE = r"^[A-Za-z0-9.,:*_/\[\]-]+$"
-
-
-def _grammar(pattern: str, what: str, max_length: int) -> Any:
-    def check(value: str) -> str:
-        if len(value) > max_length or not re.fullmatch(pattern, value):
-            shown = value if len(value) <= 60 else value[:60] + "..."
-            raise ValueError(f"{shown!r} is not {what}")
-        return value
-
-    return AfterValidator(check)
-
-
-ImageRef = Annotated[
-    str,
-    _grammar(IMAGE_REF_RE, "an image reference (e.g. debian:bookworm, host:5000/repo:tag)", 255),
-]
-ProjectName = Annotated[
-    str,
-    _grammar(PROJECT_RE, "a normalized project name (lower case, '-' between parts)", 200),
-]
-Url = Annotated[
-    str,
-    _grammar(
-        URL_RE, "a URL (http, https or socks5) without spaces, quotes or shell characters", 2048
-    ),
-]
-NoProxy = Annotated[
-    str, _grammar(NO_PROXY_RE, "a comma-separated list of hosts, domains or CIDRs", 4096)
-]
-Host = Annotated[str, _grammar(r"^[A-Za-z0-9.-]+(:[0-9]+)?$", "a host name", 255)]
-
-
-def check_packages(family: str, names: tuple[str, ...]) -> tuple[str, ...]:
-    for name in names:
-        if not re.fullmatch(PACKAGE_RE[family], name) or len(name) > 128:
-            raise ValueError(f"{name!r} is not a valid {family} package name")
-    return names
-
-
-PythonVersion = Annotated[str, Field(pattern=r"^3\.\d{1,2}$")]
-GlibcVersion = Annotated[str, Field(pattern=r"^2\.\d{1,2}$")]
 
 
 class Bootstrap(Model):
@@ -336,114 +276,9 @@ class DistroSpec(Model):
         return value
 
 
-ENV_NAME_RE = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 APT_LINE_RE = (
     r"^deb (\[[A-Za-z0-9=,._/ -]+\] )?https?://[A-Za-z0-9._~:/%@+-]+( [A-Za-z0-9._/-]+){2,20}$"
 )
-# Set by orchestrate itself for every job: an override may not change them.
-RESERVED_ENV = ("ORCHESTRATE_", "SOURCE_DATE_EPOCH", "PYTHONHASHSEED", "PATH", "HOME")
-
-
-def _parses(parse: Callable[[str], object], error: type[Exception], text: str, what: str) -> None:
-    try:
-        parse(text)
-    except error:
-        raise ValueError(f"{text!r} is not {what}") from None
-
-
-class OverridePackages(Model):
-    """Extra system packages per family, installed for the job only."""
-
-    deb: tuple[str, ...] = ()
-    """Debian-family package names."""
-    rpm: tuple[str, ...] = ()
-    """Red Hat-family package names."""
-
-    @field_validator("deb", "rpm")
-    @classmethod
-    def _names(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
-        return check_packages(str(info.field_name), value)
-
-    def of(self, family: Family) -> tuple[str, ...]:
-        return self.deb if family is Family.DEB else self.rpm
-
-
-class OverrideSpec(Model):
-    """Per-package build settings, like fromager's per-package settings: for one
-    normalized project name, narrowed by a platform glob and a version specifier."""
-
-    name: ProjectName
-    """A normalized project name."""
-    platforms: Annotated[str, Field(pattern=r"^[A-Za-z0-9*?\[\]._-]+$", max_length=200)] = "*"
-    """A platform glob."""
-    versions: str = ""
-    """A PEP 440 specifier, e.g. `>=3,<4`; empty: every version."""
-    packages: OverridePackages = OverridePackages()
-    """Extra system packages for this project's jobs, installed in a system step."""
-    bindep: Path | None = None
-    """A bindep file, relative to the matrix file, evaluated per platform."""
-    bindep_profiles: tuple[Name, ...] = ("default", "compile")
-    """bindep profiles, for this file and the sdist's own."""
-    sdist_bindep: StrictBool = True
-    """Use the bindep.txt the sdist ships, if it has one."""
-    env: dict[str, str] = Field(default_factory=dict)
-    """Environment of the build phase (`ORCHESTRATE_*`, `PATH`, `HOME` and the like refused)."""
-    build_constraints: tuple[str, ...] = ()
-    """Requirement lines added to `builder.build_constraints`, e.g. `Cython<3`."""
-    pip_options: tuple[str, ...] = ()
-    """Options for the fetch phase's pip, one per item, e.g. `--pre`."""
-    timeout: Annotated[StrictInt, Field(ge=10)] | None = None
-    """Seconds, instead of `builder.job_timeout`."""
-    skip: Annotated[str, Field(min_length=1, max_length=500)] | None = None
-    """Leave the project out of the plan, with this reason."""
-    test_command: Annotated[str, Field(min_length=1, max_length=2000)] | None = None
-    """The smoke test's command after its imports, with `python` on PATH and the wheel
-    importable."""
-    runtime_packages: OverridePackages = OverridePackages()
-    """Runtime packages for the smoke test beyond what the ELF files show (libraries loaded with
-    dlopen or ctypes)."""
-    smoke: StrictBool = True
-    """`false`: no smoke test (e.g. a module that needs a service to import)."""
-
-    @field_validator("test_command")
-    @classmethod
-    def _command(cls, value: str | None) -> str | None:
-        if value is not None and any(c in value for c in "\n\r\0"):
-            raise ValueError("test_command is one line")
-        return value
-
-    @field_validator("versions")
-    @classmethod
-    def _specifier(cls, value: str) -> str:
-        _parses(SpecifierSet, InvalidSpecifier, value, "a version specifier (e.g. '>=3,<4')")
-        return value
-
-    @field_validator("env")
-    @classmethod
-    def _env(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, text in value.items():
-            if not re.fullmatch(ENV_NAME_RE, key):
-                raise ValueError(f"{key!r} is not an environment variable name")
-            if key.startswith(RESERVED_ENV):
-                raise ValueError(f"{key} is set by orchestrate for every job")
-            if any(c in text for c in "\n\r\0") or len(text) > 4096:
-                raise ValueError(f"the value of {key} spans lines, has a NUL byte or is too long")
-        return value
-
-    @field_validator("build_constraints")
-    @classmethod
-    def _constraints(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for line in value:
-            _parses(Requirement, InvalidRequirement, line, "a requirement (e.g. 'Cython<3')")
-        return value
-
-    @field_validator("pip_options")
-    @classmethod
-    def _pip_options(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for option in value:
-            if not option.startswith("-") or any(c in option for c in "\n\r\0"):
-                raise ValueError(f"{option!r} is not a pip option (one per item, e.g. '--pre')")
-        return value
 
 
 class BranchSpec(Model):
@@ -466,7 +301,7 @@ class BranchSpec(Model):
 
 
 RUNNER_LABEL_RE = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"
-RunnerLabel = Annotated[str, _grammar(RUNNER_LABEL_RE, "a CI runner label", 100)]
+RunnerLabel = Annotated[str, grammar(RUNNER_LABEL_RE, "a CI runner label", 100)]
 
 
 class RunnerSpec(Model):
@@ -574,9 +409,9 @@ class Matrix(Model):
 
     @model_validator(mode="after")
     def _unique_names(self) -> Matrix:
-        _no_duplicates([e.name for e in self.engines], "engines", "engine name")
-        _no_duplicates([f"{d.name}-{d.release}" for d in self.distros], "distros", "platform")
-        _no_duplicates([b.name for b in self.branches], "branches", "branch name")
+        no_duplicates([e.name for e in self.engines], "engines", "engine name")
+        no_duplicates([f"{d.name}-{d.release}" for d in self.distros], "distros", "platform")
+        no_duplicates([b.name for b in self.branches], "branches", "branch name")
         labels: dict[str, tuple[str, ...]] = {}
         for rule in self.runners:
             if rule.shard and labels.setdefault(rule.shard, rule.labels) != rule.labels:
@@ -590,23 +425,6 @@ class Matrix(Model):
     def resolve(self, path: Path) -> Path:
         """A path from the file, relative to the file's folder."""
         return path if path.is_absolute() else (self.source.parent / path).resolve()
-
-
-class DuplicateError(ValueError):
-    """Carries the list and index so the loader can point at the line."""
-
-    def __init__(self, field: str, index: int, what: str, value: str) -> None:
-        super().__init__(f"duplicate {what} {value!r}")
-        self.field = field
-        self.index = index
-
-
-def _no_duplicates(names: list[str], field: str, what: str) -> None:
-    seen: set[str] = set()
-    for i, name in enumerate(names):
-        if name in seen:
-            raise DuplicateError(field, i, what, name)
-        seen.add(name)
 
 
 def matrix_json_schema() -> dict[str, Any]:

@@ -44,23 +44,16 @@ from orchestrator.engines import (
     RunRequest,
     RunResult,
 )
+from orchestrator.engines.answers import MACHINE_TO_ARCH, kind_of, reason, split_ref
 from orchestrator.model import Arch, EngineKind
 
-# What engines report as their Architecture (uname -m, or Go's name), to OCI names.
-_MACHINE_TO_ARCH = {
-    **{a.machine: a for a in Arch},
-    **{a.value: a for a in Arch},
-    "ppc64el": Arch.PPC64LE,
-}
 _TRANSPORT_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
 _UNREACHABLE_HINT = (
     "is the engine running? On this host: sudo orchestrate setup-host; "
     "for a remote engine check the url, ssh access and that dockerd runs there; "
     "for Podman: sudo orchestrate setup-host -- --podman (or -- --rootless)"
 )
-# Podman's answer to GET /version names its components "Podman Engine", ...
-_PODMAN_COMPONENT = "podman"
-# ... and its own API, beside the compatible one, says whether it runs rootless.
+# Podman's own API, beside the compatible one, says whether it runs rootless.
 _LIBPOD_INFO = "/v4.0.0/libpod/info"
 _DIGEST_LINE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
 _LOOPBACK = re.compile(r"^(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?$")
@@ -105,7 +98,7 @@ class DockerEngine:
             client.api.ping()
         except _TRANSPORT_ERRORS as exc:
             raise EngineError(
-                f"engine {self.name} at {self.url} does not answer: {_reason(exc)}",
+                f"engine {self.name} at {self.url} does not answer: {reason(exc)}",
                 hint=_UNREACHABLE_HINT,
             ) from None
         return client
@@ -123,7 +116,7 @@ class DockerEngine:
         except EngineError:
             raise
         except _TRANSPORT_ERRORS as exc:
-            raise EngineError(f"engine {self.name!r}: {what} failed: {_reason(exc)}") from None
+            raise EngineError(f"engine {self.name!r}: {what} failed: {reason(exc)}") from None
 
     # -- facts ----------------------------------------------------------------
     @property
@@ -157,7 +150,7 @@ class DockerEngine:
             )
         # Docker reports uname's name (x86_64), Podman Go's (amd64): one name, uname's.
         reported = str(info.get("Architecture", ""))
-        arch = _MACHINE_TO_ARCH.get(reported)
+        arch = MACHINE_TO_ARCH.get(reported)
         machine = arch.machine if arch else reported
         if self._kind is None:  # the same answer `kind` would ask for
             self._kind = kind_of(version)
@@ -231,12 +224,12 @@ class DockerEngine:
         )
 
     def tag(self, image: str, ref: str) -> None:
-        repo, tag = _split_ref(ref)
+        repo, tag = split_ref(ref)
         with self._errors(f"tagging {ref}"):
             self.api.tag(image, repo, tag, force=True)
 
     def push(self, ref: str, on_line: Callable[[str], None]) -> str:
-        repo, tag = _split_ref(ref)
+        repo, tag = split_ref(ref)
         digest = ""
         path = self.api._url("/images/{0}/push", repo)
         try:
@@ -255,13 +248,13 @@ class DockerEngine:
                 if status:
                     on_line(status)
         except _TRANSPORT_ERRORS as exc:
-            raise RegistryError(f"push of {ref} failed: {_reason(exc)}") from None
+            raise RegistryError(f"push of {ref} failed: {reason(exc)}") from None
         if not digest:
             raise RegistryError(f"push of {ref} returned no digest")
         return str(digest)
 
     def pull(self, ref: str, platform: Arch, on_line: Callable[[str], None]) -> None:
-        repo, tag = _split_ref(ref)
+        repo, tag = split_ref(ref)
         if self.kind is EngineKind.PODMAN:
             # Podman's compatible pull ignores tlsVerify; its own endpoint takes it.
             path = self.api.base_url + "/v4.0.0/libpod/images/pull"
@@ -278,7 +271,7 @@ class DockerEngine:
                     on_line(str(text).rstrip())
         except _TRANSPORT_ERRORS as exc:
             raise RegistryError(
-                f"pull of {ref} ({platform.oci_platform}) failed: {_reason(exc)}"
+                f"pull of {ref} ({platform.oci_platform}) failed: {reason(exc)}"
             ) from None
 
     def _registry_stream(
@@ -292,7 +285,7 @@ class DockerEngine:
         Podman not to verify TLS for a loopback registry makes one matrix work on both.
         docker-py's `push` and `pull` take no extra query parameter, hence its lower
         layer here (the same calls those two make)."""
-        registry, _name = docker.auth.resolve_repository_name(_split_ref(ref)[0])
+        registry, _name = docker.auth.resolve_repository_name(split_ref(ref)[0])
         headers = {}
         header = docker.auth.get_config_header(self.api, registry)
         if header:
@@ -427,29 +420,3 @@ def _drain(stream: Iterator[bytes], on_output: Callable[[bytes], None]) -> None:
     with contextlib.suppress(*_TRANSPORT_ERRORS):
         for chunk in stream:
             on_output(chunk)
-
-
-def kind_of(version: object) -> EngineKind:
-    """Podman when its version answer names a Podman component; any other shape of
-    answer (an engine's text is not ours) is read as Docker's."""
-    components = version.get("Components") if isinstance(version, dict) else None
-    listed = components if isinstance(components, list) else []
-    names = [str(c.get("Name", "")) for c in listed if isinstance(c, dict)]
-    podman = any(_PODMAN_COMPONENT in name.lower() for name in names)
-    return EngineKind.PODMAN if podman else EngineKind.DOCKER
-
-
-def _split_ref(ref: str) -> tuple[str, str]:
-    """`host:5000/repo:tag` → (`host:5000/repo`, `tag`); the tag defaults to latest."""
-    last = ref.rsplit("/", 1)[-1]
-    if ":" in last:
-        repo, tag = ref.rsplit(":", 1)
-        return repo, tag
-    return ref, "latest"
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    if "Connection refused" in text or "No such file or directory" in text:
-        return "connection refused (nothing listens there)"
-    return text.splitlines()[0][:300]

@@ -5,8 +5,13 @@ written."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 from orchestrator.config.bindep import PACKAGE_NAME, BindepError
 from orchestrator.core.quoting import one_line, shell_word
+from orchestrator.engines import Engine
+from orchestrator.images.derived import derived_image
+from orchestrator.model import Arch
 
 RUNTIME_FACTS = "/etc/orchestrate/runtime.json"  # the probe's --runtime output
 JOB_PACKAGES = "/etc/orchestrate/job-packages.txt"  # name=version of each, read by job.py
@@ -58,3 +63,30 @@ def base_dockerfile(
     """The smoke test's image: the platform's bare base plus `packages` only."""
     install = install_command(family, packages, sources)
     return f"FROM {one_line(base, 'image')}\nUSER root\nRUN set -eux; {install}\n"
+
+
+def system_image(
+    engine: Engine,
+    builder: str,
+    arch: Arch,
+    family: str,
+    *,
+    packages: tuple[str, ...],
+    env: Mapping[str, str],
+    on_line: Callable[[str], None],
+) -> str:
+    """The ID of `builder` (an image ID on `engine`) with `packages` installed: a
+    tiny `FROM <builder ID>` build on the job's engine (so it works the same on an
+    ssh:// engine), as root and with network, made once per builder and package set
+    (tagged with its Dockerfile's hash); the job's phases then run in it as the
+    build user, and `reproduce` repeats the step."""
+    dockerfile = install_dockerfile(builder, family, packages)
+    return derived_image(
+        engine,
+        dockerfile,
+        "orchestrate-job-packages",
+        arch,
+        packages=packages,
+        env=env,
+        on_line=on_line,
+    )

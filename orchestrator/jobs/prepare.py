@@ -35,13 +35,11 @@ from orchestrator.jobs.environment import (
     closure,
     installed_members,
     job_tar,
-    read_source,
     resolve_target,
-    setup_requires,
-    static_requires,
     venv_members,
 )
 from orchestrator.jobs.graph import WheelJob
+from orchestrator.jobs.sdist import read_source, setup_requires, static_requires
 from orchestrator.model import Arch
 from orchestrator.plan.decide import marker_environment
 from orchestrator.plan.tags import TagSet

@@ -25,13 +25,11 @@ from orchestrator.jobs.environment import (
     installed_members,
     job_tar,
     parse_pyvenv,
-    read_source,
     resolve_target,
-    setup_requires,
-    static_requires,
     venv_members,
 )
 from orchestrator.jobs.prepare import EnvImages
+from orchestrator.jobs.sdist import read_source, setup_requires, static_requires
 from orchestrator.model import Arch
 from orchestrator.plan.tags import TagSet
 from orchestrator.trust.packages import PackageDb, parse_lists, parse_status

@@ -15,7 +15,9 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
+from orchestrator.config import overrides
 from orchestrator.config import schema as models
+from orchestrator.config.fields import Model
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_FILE = ROOT / "schema" / "platforms.schema.json"
@@ -87,11 +89,13 @@ def test_an_arch_alias_is_valid_as_the_loader_takes_it() -> None:
 
 
 def _models() -> list[type[BaseModel]]:
-    return [
+    found = {
         m
-        for m in vars(models).values()
-        if isinstance(m, type) and issubclass(m, models.Model) and m is not models.Model
-    ]
+        for module in (models, overrides)
+        for m in vars(module).values()
+        if isinstance(m, type) and issubclass(m, Model) and m is not Model
+    }
+    return sorted(found, key=lambda m: m.__name__)
 
 
 @pytest.mark.parametrize("model", _models(), ids=lambda m: m.__name__)

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config import EngineSpec
-from orchestrator.engines.docker import DockerEngine, kind_of
+from orchestrator.engines.answers import kind_of
+from orchestrator.engines.docker import DockerEngine
 from orchestrator.engines.probe import parse_statfs, probe_context, probe_elf
 from orchestrator.model import Arch, EngineKind
 

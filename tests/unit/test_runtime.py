@@ -30,7 +30,8 @@ from orchestrator.images.render import render
 from orchestrator.images.sysdeps import base_dockerfile
 from orchestrator.jobs.records import WheelRecord
 from orchestrator.model import Action, JobStatus
-from orchestrator.publish.index import project_html, project_json, publish
+from orchestrator.publish.index import publish
+from orchestrator.publish.pages import project_html, project_json
 from orchestrator.publish.provenance import PREDICATE_TYPE, statement
 from orchestrator.store import Provenance, Store, with_build_tag
 from orchestrator.trust.runtime import (

@@ -182,7 +182,7 @@ def test_no_engine_for_arch_is_reported() -> None:
 
 
 def test_expected_durations_scale_for_emulation(tmp_path: Path) -> None:
-    from orchestrator.jobs.execute import EMULATION_FACTOR, Durations
+    from orchestrator.jobs.durations import EMULATION_FACTOR, Durations
 
     durations = Durations(tmp_path / "d.json")
     durations.record("netifaces", "arm64", 10.0, emulated=False)
@@ -202,7 +202,7 @@ def test_expected_durations_scale_for_emulation(tmp_path: Path) -> None:
 def test_the_emulation_factor_is_learned_per_engine_and_arch(tmp_path: Path) -> None:
     """s390x and riscv64 are slower under QEMU than arm64: each (engine, arch) learns
     its own factor from packages built both natively and emulated."""
-    from orchestrator.jobs.execute import EMULATION_FACTOR, Durations
+    from orchestrator.jobs.durations import EMULATION_FACTOR, Durations
 
     durations = Durations(tmp_path / "d.json")
     for name in ("a", "b"):

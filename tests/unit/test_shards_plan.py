@@ -174,7 +174,7 @@ def test_differences_name_the_decisions_that_differ() -> None:
 def test_a_durations_cache_keeps_only_finite_non_negative_seconds(tmp_path: Path) -> None:
     """NaN, Infinity, a string or a negative number in the cache (anyone's file) would
     reach the shards' JSON (`NaN` is not JSON) and the plan file: they are forgotten."""
-    from orchestrator.jobs.execute import Durations
+    from orchestrator.jobs.durations import Durations
 
     path = tmp_path / "durations.json"
     path.write_text(

@@ -143,7 +143,7 @@ def test_a_failing_platform_does_not_hold_back_the_others(tmp_path: Path) -> Non
 
 def test_json_pages_follow_pep_714(tmp_path: Path) -> None:
     """Only `core-metadata`: Debian 12's pip (23.0) crashes on `dist-info-metadata`."""
-    from orchestrator.publish.index import project_json
+    from orchestrator.publish.pages import project_json
     from orchestrator.store import Provenance, Store
     from tests.wheelfactory import make_wheel
 

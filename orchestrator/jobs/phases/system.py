@@ -9,11 +9,11 @@ from dataclasses import replace
 
 from orchestrator.core.errors import BuildStepFailed
 from orchestrator.core.redact import RedactingLog
+from orchestrator.images.sysdeps import system_image
 from orchestrator.jobs.failures import Failure
 from orchestrator.jobs.graph import WheelJob
 from orchestrator.jobs.phases.context import ANSI, JobContext, write
 from orchestrator.jobs.records import WheelRecord
-from orchestrator.jobs.system import system_image
 from orchestrator.model import Category
 
 # How apt and dnf say that a package cannot be installed.
