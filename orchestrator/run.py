@@ -385,8 +385,7 @@ def _with_release_hint(record: WheelRecord, pages: Mapping[str, ProjectPage | No
         return record
     page = pages.get(record.name)
     newer = oldest_supporting(page, record.python, record.version) if page else None
-    record.hint = python_version_hint(record.python, record.name, newer)
-    return record
+    return replace(record, hint=python_version_hint(record.python, record.name, newer))
 
 
 __all__ = [

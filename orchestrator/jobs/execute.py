@@ -325,15 +325,9 @@ class Executor:
         for dep in deps:
             if dep is None or dep.kind != JobKind.BUILD_DEP or dep.status.ok:
                 continue
-            record = WheelRecord.for_job(job.payload, JobStatus.FAILED)
-            record.fail(
-                Failure(
-                    Category.DEPENDENCY_FAILED,
-                    f"build dependency {dep.name}=={dep.version} failed ({dep.category})",
-                    f"see {dep.log}",
-                )
-            )
-            return record
+            why = f"build dependency {dep.name}=={dep.version} failed ({dep.category})"
+            failure = Failure(Category.DEPENDENCY_FAILED, why, f"see {dep.log}")
+            return WheelRecord.for_job(job.payload, JobStatus.FAILED).failed(failure)
         lead = next((d for d in deps if d is not None and d.kind == JobKind.WHEEL), None)
         if lead is None or lead.status != JobStatus.BUILT or not lead.wheel:
             return None
@@ -361,9 +355,7 @@ def _shared(job: WheelJob, lead: WheelRecord) -> WheelRecord:
 
 def blocked_record(blocked: Blocked) -> WheelRecord:
     """A job the graph blocked before it could run: its record says why."""
-    record = WheelRecord.for_job(blocked.job, JobStatus.FAILED)
-    record.fail(blocked.failure)
-    return record
+    return WheelRecord.for_job(blocked.job, JobStatus.FAILED).failed(blocked.failure)
 
 
 def _record(
@@ -376,9 +368,7 @@ def _record(
     if outcome is None:
         outcome = _lost(job, finished, stopped)
     record = outcome.data if isinstance(outcome.data, WheelRecord) else _unrun(job, outcome)
-    record.attempts = max(outcome.attempts, 1)
-    record.depends = list(job.depends)
-    return record
+    return replace(record, attempts=max(outcome.attempts, 1), depends=tuple(job.depends))
 
 
 def _lost(
@@ -396,13 +386,12 @@ def _lost(
 def _unrun(job: Job[WheelJob], outcome: JobResult) -> WheelRecord:
     if outcome.cancelled:
         record = WheelRecord.for_job(job.payload, JobStatus.CANCELLED)
-        record.fail(Failure(Category.CANCELLED, outcome.detail), JobStatus.CANCELLED)
-        return record
-    record = WheelRecord.for_job(job.payload, JobStatus.FAILED)
+        return record.failed(Failure(Category.CANCELLED, outcome.detail), JobStatus.CANCELLED)
     engine_fault = outcome.transient or outcome.unplaceable
     category = Category.ENGINE if engine_fault else Category.INTERNAL
-    record.fail(Failure(category, outcome.detail))
-    return record
+    return WheelRecord.for_job(job.payload, JobStatus.FAILED).failed(
+        Failure(category, outcome.detail)
+    )
 
 
 def emulated_seconds(records: Sequence[WheelRecord]) -> float:

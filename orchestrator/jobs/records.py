@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from packaging.utils import canonicalize_name
@@ -68,8 +68,13 @@ class Phase:
         }
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class WheelRecord:
+    """What one job came to, as a value: each phase of a job returns a new record
+    from the one before (`failed`, `timed`, `dataclasses.replace`), and the report,
+    the store, provenance and `reproduce` read it. Its fields are the report's
+    `jobs[]` entries (`report/schema.json`)."""
+
     job: str
     platform: str
     python: str
@@ -89,19 +94,19 @@ class WheelRecord:
     image_ref: str = ""
     image_pull: str = ""  # repo@sha256:... to pull the exact builder anywhere, if pushed
     arch: str = ""
-    phases: list[dict[str, object]] = field(default_factory=list)
+    phases: tuple[Mapping[str, object], ...] = ()
     detail: str = ""
     exit_code: int | None = None
     attempts: int = 1
     category: Category | None = None  # why it failed
     error: str = ""  # the first error line of its log
     hint: str = ""
-    sdist: dict[str, object] | None = None  # filename, url and sha256 it was built from
+    sdist: Mapping[str, object] | None = None  # filename, url and sha256 it was built from
     source_sha256: str | None = None  # the sdist's sha256, as verified
-    build_requires: list[str] = field(default_factory=list)  # exact versions in its build env
-    build_constraints: list[str] = field(default_factory=list)
-    depends: list[str] = field(default_factory=list)  # jobs it waited for
-    phase_seconds: dict[str, float] = field(default_factory=dict)
+    build_requires: tuple[str, ...] = ()  # exact versions in its build env
+    build_constraints: tuple[str, ...] = ()
+    depends: tuple[str, ...] = ()  # jobs it waited for
+    phase_seconds: Mapping[str, float] = field(default_factory=dict)
     # Making its build environment before its slot, while other jobs built (not in
     # `duration`: the wait for it, if any, is in the fetch phase)
     ahead_seconds: float = 0.0
@@ -109,25 +114,39 @@ class WheelRecord:
     compiler: str = ""  # with the native compiler, its version; else why not
     # Extra system packages: family, packages, sources, installed (name=version)
     # and the image they were installed into; None for a job that needs none.
-    system_packages: dict[str, object] | None = None
-    branches: list[str] = field(default_factory=list)  # the branches that want this pin
+    system_packages: Mapping[str, object] | None = None
+    branches: tuple[str, ...] = ()  # the branches that want this pin
     # What the wheel needs at run time (runtime.Runtime.as_dict), its smoke test
     # (smoke.SmokeResult.as_dict), and why the plan rebuilt it, when it did.
-    runtime: dict[str, object] | None = None
-    smoke: dict[str, object] | None = None
+    runtime: Mapping[str, object] | None = None
+    smoke: Mapping[str, object] | None = None
     rebuild: str = ""
     # The native job whose Cython-generated C this emulated build compiled (Cython did
     # not run under emulation), when it did.
     cython_from: str = ""
 
     def as_dict(self) -> dict[str, object]:
-        return {**self.__dict__, "mode": self.mode or ""}  # the report's schema: a string
+        """The report's `jobs[]` entry: JSON's lists, and `mode` as a string."""
+        out: dict[str, object] = {}
+        for key in self.__dataclass_fields__:
+            value = getattr(self, key)
+            if isinstance(value, tuple):
+                value = [dict(v) if isinstance(v, Mapping) else v for v in value]
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            out[key] = value
+        out["mode"] = self.mode or ""
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> WheelRecord:
         """A record read back from a report already checked against its schema (a
-        shard's, in a bundle): its closed sets as enums again."""
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        shard's, in a bundle): its closed sets as enums again, its lists as tuples."""
+        known: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v
+            for k, v in data.items()
+            if k in cls.__dataclass_fields__
+        }
         return cls(
             **{
                 **known,
@@ -138,10 +157,21 @@ class WheelRecord:
             },
         )
 
-    def fail(self, failure: Failure, status: JobStatus = JobStatus.FAILED) -> None:
-        self.status, self.category = status, failure.category
-        self.error, self.hint = failure.first_line, failure.hint
-        self.detail = f"{failure.category}: {failure.first_line}"
+    def failed(self, failure: Failure, status: JobStatus = JobStatus.FAILED) -> WheelRecord:
+        """This record, ended by `failure`."""
+        return replace(
+            self,
+            status=status,
+            category=failure.category,
+            error=failure.first_line,
+            hint=failure.hint,
+            detail=f"{failure.category}: {failure.first_line}",
+        )
+
+    def timed(self, phase: str, seconds: float) -> WheelRecord:
+        """This record with `seconds` more spent in `phase`."""
+        total = round(self.phase_seconds.get(phase, 0.0) + seconds, 2)
+        return replace(self, phase_seconds={**self.phase_seconds, phase: total})
 
     @classmethod
     def for_job(
@@ -149,26 +179,24 @@ class WheelRecord:
     ) -> WheelRecord:
         """A record naming `job`, with its image, sdist and recorded phases."""
         base: dict[str, Any] = {
+            "job": job.id,
+            "platform": job.platform.name,
+            "python": job.python,
+            "name": job.name,
+            "version": job.version,
+            "status": status,
             "kind": job.kind,
             "image": job.image,
             "image_ref": job.image_ref,
             "image_pull": job.image_pull,
             "arch": job.platform.arch.value,
-            "phases": [p.as_dict() for p in phases(job, native_compiler=native_compiler)],
+            "phases": tuple(p.as_dict() for p in phases(job, native_compiler=native_compiler)),
             "sdist": job.sdist.as_dict(),
-            "build_constraints": list(job.build_constraints),
-            "branches": list(job.branches),
+            "build_constraints": tuple(job.build_constraints),
+            "branches": tuple(job.branches),
             "rebuild": job.rebuild,
         }
-        return cls(
-            job.id,
-            job.platform.name,
-            job.python,
-            job.name,
-            job.version,
-            status,
-            **{**base, **fields},
-        )
+        return cls(**{**base, **fields})
 
 
 def phases(job: WheelJob, *, native_compiler: bool = False) -> tuple[Phase, Phase]:
@@ -227,10 +255,9 @@ def not_started(decision: Decision, platform: Platform, why: str) -> WheelRecord
         name=decision.name,
         version=decision.version,
         status=JobStatus.CANCELLED,
-        branches=list(decision.branches),
+        branches=tuple(decision.branches),
     )
-    record.fail(Failure(Category.CANCELLED, why), JobStatus.CANCELLED)
-    return record
+    return record.failed(Failure(Category.CANCELLED, why), JobStatus.CANCELLED)
 
 
 def account_for(

@@ -121,8 +121,8 @@ def _provenance(job: WheelRecord) -> Provenance:
         built_at=now(),
         image=job.image,
         job=job.job,
-        runtime=job.runtime,
-        smoke=job.smoke,
+        runtime=dict(job.runtime) if job.runtime is not None else None,
+        smoke=dict(job.smoke) if job.smoke is not None else None,
         rebuild=job.rebuild,
         statement=functools.partial(statement, job),
     )

@@ -284,12 +284,12 @@ def test_project_pages_name_runtime_packages_and_provenance(tmp_path: Path) -> N
 
 def test_provenance_is_an_in_toto_statement_with_slsa_provenance() -> None:
     record = WheelRecord(
-        f"{AMD}/psycopg2==2.9.12",
-        AMD,
-        "3.11",
-        "psycopg2",
-        "2.9.12",
-        JobStatus.BUILT,
+        job=f"{AMD}/psycopg2==2.9.12",
+        platform=AMD,
+        python="3.11",
+        name="psycopg2",
+        version="2.9.12",
+        status=JobStatus.BUILT,
         image="sha256:" + "a" * 64,
         image_pull="127.0.0.1:5000/o/builder@sha256:" + "b" * 64,
         sdist={
@@ -298,7 +298,7 @@ def test_provenance_is_an_in_toto_statement_with_slsa_provenance() -> None:
             "sha256": "c" * 64,
         },
         source_sha256="c" * 64,
-        build_requires=["setuptools==80.9.0"],
+        build_requires=("setuptools==80.9.0",),
         runtime=recorded(libpq5="15.18-0+deb12u1"),
         smoke={"passed": True, "error": "", "packages": ["python3.11", "libpq5"]},
     )

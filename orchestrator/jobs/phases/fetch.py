@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 
 from orchestrator.core.errors import EngineError
 from orchestrator.core.redact import RedactingLog
@@ -32,38 +33,34 @@ def host_environment(
     record: WheelRecord,
     needs: tuple[str, ...],
     started: float,
-) -> Prepared | None:
+) -> tuple[Prepared | None, WheelRecord]:
     """The build phase's /job made on the host (`prepare`, or its result made ahead
     of the slot), timed as the fetch phase; None: the fetch phase runs in the
-    builder, as before."""
+    builder, as before. With the record: its fetch time and build requirements."""
     if ctx.interpreters is None or ctx.cancel.event.is_set():
-        return None
+        return None, record
     begun = time.monotonic()
     ctx.on_phase("fetch")
 
     def line(text: str) -> None:
         write(log, f"{text}\n".encode())
 
-    try:
-        ahead = None if needs else ctx.ahead()
-        if ahead is not None and ahead.engine == ctx.engine.name:
-            for text in ahead.lines:
-                line(text)
-            line(f"== (made ahead of the job's slot, in {ahead.seconds:.2f} s)")
-            record.ahead_seconds, made = ahead.seconds, ahead.made
-        else:
-            timeout = max(job.timeout - (begun - started), 1)
-            request = _request(job, inputs, ctx, needs=needs, timeout=timeout)
-            made = prepare(request, line, ctx.cancel.on_cancel)
-            _keep_pins(inputs, made)
-    finally:
-        seconds = record.phase_seconds.get("fetch", 0.0) + time.monotonic() - begun
-        record.phase_seconds["fetch"] = round(seconds, 2)
+    ahead = None if needs else ctx.ahead()
+    if ahead is not None and ahead.engine == ctx.engine.name:
+        for text in ahead.lines:
+            line(text)
+        line(f"== (made ahead of the job's slot, in {ahead.seconds:.2f} s)")
+        record, made = replace(record, ahead_seconds=ahead.seconds), ahead.made
+    else:
+        timeout = max(job.timeout - (begun - started), 1)
+        request = _request(job, inputs, ctx, needs=needs, timeout=timeout)
+        made = prepare(request, line, ctx.cancel.on_cancel)
+        _keep_pins(inputs, made)
+    record = record.timed("fetch", time.monotonic() - begun)
     if made is None:
-        return None
+        return None, record
     line(f"\n== build environment made on the host ({made.how}): {' '.join(made.installed)}")
-    record.build_requires = list(made.installed)
-    return made
+    return made, replace(record, build_requires=tuple(made.installed))
 
 
 def env_image(job: WheelJob, ctx: JobContext, made: Prepared, log: RedactingLog) -> str | None:
@@ -127,18 +124,20 @@ def _keep_pins(inputs: JobInputs, made: Prepared | None) -> None:
         inputs.deps.save_pins(inputs.requires_key, made.installed)
 
 
-def after_fetch(job_tar: bytes, inputs: JobInputs, record: WheelRecord) -> None:
-    """Keep new build-requirement wheels and the exact versions the sdist resolved to."""
+def after_fetch(job_tar: bytes, inputs: JobInputs, record: WheelRecord) -> WheelRecord:
+    """Keep new build-requirement wheels and the exact versions the sdist resolved
+    to; the record with them (and the system packages installed, with versions)."""
     inputs.deps.absorb(job_tar)
     fetched = read_member(job_tar, "job/fetch.json")
     if fetched is None:
-        return
+        return record
     said = json.loads(fetched)
     installed = [str(p) for p in said.get("installed", [])]
-    record.build_requires = installed
-    if record.system_packages is not None:
-        record.system_packages["installed"] = [str(p) for p in said.get("system_packages", [])]
+    system = record.system_packages
+    if system is not None:
+        system = {**system, "installed": [str(p) for p in said.get("system_packages", [])]}
     if installed and inputs.pins is None:
         inputs.deps.save_pins(inputs.pins_key, installed)
     if installed and inputs.requires_key and inputs.resolved is None:
         inputs.deps.save_pins(inputs.requires_key, installed)
+    return replace(record, build_requires=tuple(installed), system_packages=system)

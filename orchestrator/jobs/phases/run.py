@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shlex
 import time
+from dataclasses import replace
 
 from orchestrator.core.redact import RedactingLog, redact
 from orchestrator.core.tars import joined, without
@@ -41,6 +42,8 @@ MAX_NEEDS_ROUNDS = 3  # fetch-then-build rounds for dynamic build requirements
 
 
 def run_job(job: WheelJob, inputs: JobInputs, ctx: JobContext) -> WheelRecord:
+    """The job's phases in order, each returning the record it was given with what
+    it did; the job's record at the end (failures classified from its log)."""
     started = time.monotonic()
     record = WheelRecord.for_job(
         job,
@@ -52,27 +55,27 @@ def run_job(job: WheelJob, inputs: JobInputs, ctx: JobContext) -> WheelRecord:
         log=str(ctx.log_path),
         mode=ctx.mode,
         compiler=ctx.compiler_note,
+        source_sha256=job.sdist.sha256,
+        system_packages=system_record(job),
     )
-    record.source_sha256 = job.sdist.sha256
-    record.system_packages = system_record(job)
     ctx.log_path.parent.mkdir(parents=True, exist_ok=True)
     with ctx.log_path.open("ab") as raw:
         log = RedactingLog(raw)
         _header(log, job, ctx)
         try:
-            run = with_system_packages(job, ctx, log, record)
-            inline = None
+            run, record = with_system_packages(job, ctx, log, record)
             if run is not None:
-                inline = _run_phases(run, inputs, ctx, log, record=record, started=started)
-            # Build dependencies only ever run in the builder: nothing to publish or check.
-            if run is not None and record.status == JobStatus.BUILT and job.kind == JobKind.WHEEL:
-                check_runtime(run, ctx, log, record, inline=inline)
+                inline, record = _run_phases(run, inputs, ctx, log, record=record, started=started)
+                # Build dependencies only ever run in the builder: nothing to publish or check.
+                if record.status == JobStatus.BUILT and job.kind == JobKind.WHEEL:
+                    record = check_runtime(run, ctx, log, record, inline=inline)
         finally:
-            record.duration = round(time.monotonic() - started, 2)
-            log.write(f"\n== {record.status} after {record.duration}s {record.detail}\n".encode())
+            duration = round(time.monotonic() - started, 2)
+            log.write(f"\n== {record.status} after {duration}s {record.detail}\n".encode())
             log.close()
+    record = replace(record, duration=duration)
     if record.status == JobStatus.FAILED and record.category is None:
-        _classify(record, ctx)
+        return _classify(record, ctx)
     return record
 
 
@@ -95,27 +98,27 @@ def _run_phases(
     *,
     record: WheelRecord,
     started: float,
-) -> InlineSmoke | None:
+) -> tuple[InlineSmoke | None, WheelRecord]:
     """Fetch, then build; when the build phase names dynamic build requirements the
     environment lacks (exit 13), fetch them too and build again. What the build
-    container's own import check said, if it ran one."""
+    container's own import check said, if it ran one, and the record."""
     needs: tuple[str, ...] = ()
     for _round in range(MAX_NEEDS_ROUNDS):
-        out = _fetch_and_build(job, inputs, ctx, log, record=record, started=started, needs=needs)
+        out, record = _fetch_and_build(
+            job, inputs, ctx, log, record=record, started=started, needs=needs
+        )
         if out is None:
-            return None  # failed, timed out or cancelled: the record says which
+            return None, record  # failed, timed out or cancelled: the record says which
         more = tuple(line for line in needs_of(out) if line not in needs)
         if not more:
-            compiler_used(out, record)
-            collect(out, ctx.tags, ctx.out_dir, record)
+            record = collect(out, ctx.tags, ctx.out_dir, compiler_used(out, record))
             if job.keeps_generated and record.status == JobStatus.BUILT:
                 keep_generated(out, ctx.out_dir)
             return inline_result(out, record)
         needs = (*needs, *more)
         log.write(f"\n== the build asked for {', '.join(more)}: fetching them\n".encode())
     why = f"the build kept asking for more build requirements: {', '.join(needs)}"
-    record.fail(Failure(Category.UNRESOLVABLE, why, "see the log"))
-    return None
+    return None, record.failed(Failure(Category.UNRESOLVABLE, why, "see the log"))
 
 
 def _fetch_and_build(
@@ -127,21 +130,24 @@ def _fetch_and_build(
     record: WheelRecord,
     started: float,
     needs: tuple[str, ...],
-) -> bytes | None:
+) -> tuple[bytes | None, WheelRecord]:
     """Both phases once (the fetch phase only when the host could not make the
-    build environment); the build phase's /job/out as a tar, or None on failure."""
+    build environment); the build phase's /job/out as a tar, or None on failure;
+    and the record."""
     fetch, build = phases(job, native_compiler=ctx.native_compiler)
-    prepared = host_environment(job, inputs, ctx, log, record=record, needs=needs, started=started)
+    prepared, record = host_environment(
+        job, inputs, ctx, log, record=record, needs=needs, started=started
+    )
     job_tar = prepared.tar if prepared is not None else inputs.tar(job, needs)
     image = env_image(job, ctx, prepared, log) if prepared is not None else None
     if prepared is not None and image is None:
         job_tar = joined(prepared.env, job_tar)
     for phase in (fetch, build) if prepared is None else (build,):
         if ctx.cancel.event.is_set():
-            record.fail(Failure(Category.CANCELLED, f"before {phase.name}"), JobStatus.CANCELLED)
-            return None
+            stopped = Failure(Category.CANCELLED, f"before {phase.name}")
+            return None, record.failed(stopped, JobStatus.CANCELLED)
         if phase is build:
-            job_tar = with_generated(job_tar, inputs.generated, record, log)
+            job_tar, record = with_generated(job_tar, inputs.generated, record, log)
         remaining = job.timeout - (time.monotonic() - started)
         ctx.on_phase(phase.name)
         log.write(
@@ -152,20 +158,18 @@ def _fetch_and_build(
         outcome, job_tar = run_phase(
             job, phase, ctx, job_tar, remaining=remaining, log=log, image=image
         )
-        record.exit_code = outcome.exit_code
-        seconds = record.phase_seconds.get(phase.name, 0.0) + outcome.duration
-        record.phase_seconds[phase.name] = round(seconds, 2)
-        if not phase_ok(job, phase, outcome, ctx, record=record):
-            return None
+        record = replace(record, exit_code=outcome.exit_code).timed(phase.name, outcome.duration)
+        ok, record = phase_ok(job, phase, outcome, ctx, record=record)
+        if not ok:
+            return None, record
         if phase is fetch:
-            after_fetch(job_tar, inputs, record)
+            record = after_fetch(job_tar, inputs, record)
             job_tar = without(job_tar, "job/deps/")
-    record.exit_code = 0
-    return job_tar
+    return job_tar, replace(record, exit_code=0)
 
 
-def _classify(record: WheelRecord, ctx: JobContext) -> None:
+def _classify(record: WheelRecord, ctx: JobContext) -> WheelRecord:
     with ctx.log_path.open("rb") as log:
         log.seek(max(0, ctx.log_path.stat().st_size - LOG_TAIL))
         text = log.read().decode(errors="replace")
-    record.fail(classify(record.exit_code, text, ctx.family))
+    return record.failed(classify(record.exit_code, text, ctx.family))

@@ -1,6 +1,6 @@
 """The system phase: a job that needs extra system packages (overrides, bindep)
-runs in its builder plus those packages. In: the job. Out: the job on that image, or
-None with the record failed (`system-packages`)."""
+runs in its builder plus those packages. In: the job and its record. Out: the job on
+that image, or None with the record failed (`system-packages`)."""
 
 from __future__ import annotations
 
@@ -35,12 +35,13 @@ def system_record(job: WheelJob) -> dict[str, object] | None:
 
 def with_system_packages(
     job: WheelJob, ctx: JobContext, log: RedactingLog, record: WheelRecord
-) -> WheelJob | None:
+) -> tuple[WheelJob | None, WheelRecord]:
     """The job to run: itself, or, when it needs extra system packages, the same job
-    in its builder plus those packages (None if they could not be installed)."""
+    in its builder plus those packages (None if they could not be installed). With
+    the record: the step's time and image, or its failure."""
     packages = job.extras.packages
     if not packages:
-        return job
+        return job, record
     log.write(
         f"\n== system packages ({', '.join(job.extras.sources)}): {' '.join(packages)}\n".encode()
     )
@@ -66,10 +67,9 @@ def with_system_packages(
         )
     except BuildStepFailed as exc:
         hint = "check the names for this distro release (overrides or bindep.txt)"
-        record.fail(Failure(Category.SYSTEM_PACKAGES, (errors or [exc.message])[0], hint))
-        return None
-    finally:
-        record.phase_seconds["system"] = round(time.monotonic() - started, 2)
+        failure = Failure(Category.SYSTEM_PACKAGES, (errors or [exc.message])[0], hint)
+        return None, record.timed("system", time.monotonic() - started).failed(failure)
+    record = record.timed("system", time.monotonic() - started)
     assert record.system_packages is not None
-    record.system_packages["image"] = image
-    return replace(job, image=image)
+    system = {**record.system_packages, "image": image}
+    return replace(job, image=image), replace(record, system_packages=system)

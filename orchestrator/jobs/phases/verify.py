@@ -1,7 +1,8 @@
 """Verification after the build: the libraries the wheel loads (ELF analysis,
 resolved in its image) and the smoke test, inline in the build container when it
 can settle it, else in the builder, else in the bare base, which decides.
-In: the built wheel. Out: the record's runtime and smoke verdict."""
+In: the built wheel and its record. Out: a new record with its runtime and smoke
+verdict."""
 
 from __future__ import annotations
 
@@ -64,9 +65,10 @@ def check_runtime(
     record: WheelRecord,
     *,
     inline: InlineSmoke | None,
-) -> None:
+) -> WheelRecord:
     """What the new wheel links against, resolved in the image it was built in, then
-    the smoke test: a wheel that does not load there is held back."""
+    the smoke test: a wheel that does not load there is held back. The record with
+    its runtime, smoke verdict and time."""
     assert record.wheel is not None
     wheel = ctx.out_dir / record.wheel
     started = time.monotonic()
@@ -78,24 +80,23 @@ def check_runtime(
     try:
         elf = analyse(str(wheel))
     except (zipfile.BadZipFile, OSError) as exc:
-        record.fail(Failure(Category.BAD_WHEEL, f"{record.wheel}: not a readable zip ({exc})"))
-        return
+        why = f"{record.wheel}: not a readable zip ({exc})"
+        return record.failed(Failure(Category.BAD_WHEEL, why))
     runtime = resolve(elf, facts or empty, job.python, ctx.runtime)
     pure = is_pure(record.wheel)
     # A pure wheel links nothing and fits any Python 3: no ABI key to record.
-    record.runtime = None if pure else runtime.as_dict()
+    record = replace(record, runtime=None if pure else runtime.as_dict())
     log.write(f"\n== runtime: {_runtime_line(runtime)}\n".encode())
-    try:
-        if job.extras.smoke:
-            _smoke(job, ctx, log, record, wheel=wheel, runtime=runtime, inline=inline)
-        else:
-            log.write(b"== smoke test: off for this project (overrides: smoke: false)\n")
-    finally:
-        seconds = time.monotonic() - started + (inline.seconds if inline else 0.0)
-        record.phase_seconds["smoke"] = round(seconds, 2)
+    if job.extras.smoke:
+        record = _smoke(job, ctx, log, record, wheel=wheel, runtime=runtime, inline=inline)
+    else:
+        log.write(b"== smoke test: off for this project (overrides: smoke: false)\n")
+    record = record.timed("smoke", time.monotonic() - started + (inline.seconds if inline else 0))
     if record.status == JobStatus.BUILT and not pure:
         packages = ", ".join(f"{k} {v}" for k, v in runtime.packages.items())
-        record.detail = f"runtime packages: {packages or 'none beyond the C library'}"
+        detail = f"runtime packages: {packages or 'none beyond the C library'}"
+        record = replace(record, detail=detail)
+    return record
 
 
 def _smoke(
@@ -107,7 +108,7 @@ def _smoke(
     wheel: Path,
     runtime: Runtime,
     inline: InlineSmoke | None,
-) -> None:
+) -> WheelRecord:
     extras = job.extras
     plan = smoke_plan(job.python, runtime, extras.runtime_packages, extras.test_command)
 
@@ -122,13 +123,14 @@ def _smoke(
     if result is None or not result.passed:
         result = _smoke_in_base(job, ctx, plan, wheel=wheel, runtime=runtime, line=line)
     if ctx.cancel.event.is_set() and not result.passed:  # killed: not the wheel's fault
-        record.fail(Failure(Category.CANCELLED, "stopped during smoke"), JobStatus.CANCELLED)
-        return
-    record.smoke = result.as_dict()
+        stopped = Failure(Category.CANCELLED, "stopped during smoke")
+        return record.failed(stopped, JobStatus.CANCELLED)
+    record = replace(record, smoke=result.as_dict())
     said = "passed" if result.passed else f"FAILED: {result.error}"
     log.write(f"== smoke test {said}\n".encode())
     if not result.passed:
-        record.fail(classify_smoke(result.error), JobStatus.SMOKE_FAILED)
+        return record.failed(classify_smoke(result.error), JobStatus.SMOKE_FAILED)
+    return record
 
 
 def _smoke_inline(
