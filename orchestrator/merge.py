@@ -85,7 +85,7 @@ def merge_night(request: MergeRequest) -> NightResult:
         started=started,
         finished=now(),
         platforms=tuple(platforms),
-        images=ImagesReport(results=images),
+        images=ImagesReport(results=tuple(images)),
         plan=plan.decisions,
         jobs=tuple(jobs),
         publish=published,

@@ -304,6 +304,7 @@ def _wheels(
             request.platforms,
             cache=SdistCache(request.layout.sdists),
             constraints=pins,
+            lookup=Upstream.of(matrix.index, request.layout.index_cache).projects,
         )
     durations = Durations(request.layout.durations)
     executor = Executor(

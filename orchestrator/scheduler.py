@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 from orchestrator.core.errors import EngineError, OrchestrateError
@@ -45,9 +45,9 @@ class Placement:
     reason: str
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class JobResult:
-    """What a job function returns; the scheduler fills `attempts` and placement."""
+    """What a job function returns; the scheduler's copy adds `attempts` and placement."""
 
     ok: bool
     transient: bool = False  # worth retrying (lost connection, download failed)
@@ -84,7 +84,7 @@ class Cancel:
 JobFn = Callable[[Job[T], Placement, Cancel], JobResult]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Scheduler:
     pool: EnginePool
     emulate_when_busy: bool = False
@@ -120,8 +120,8 @@ class Scheduler:
                 for future in done:
                     job, placement = running.pop(future)
                     free[placement.engine.name] += 1
-                    outcome = _result(future)
-                    outcome.attempts, outcome.placement = state.attempts[job.id], placement
+                    attempts = state.attempts[job.id]
+                    outcome = replace(_result(future), attempts=attempts, placement=placement)
                     if self._retry(state, job, outcome):
                         continue
                     state.finish(job, outcome)

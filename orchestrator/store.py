@@ -24,15 +24,17 @@ a crash at any point leaves the store consistent.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import email.parser
 import fcntl
 import hashlib
 import json
 import re
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from packaging.utils import (
     canonicalize_name,
@@ -50,7 +52,7 @@ SHARED = "any"
 ATTESTATION = ".intoto.json"  # beside each wheel: its in-toto provenance statement
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class StoredWheel:
     filename: str
     folder: str  # platform name or "any"
@@ -58,7 +60,7 @@ class StoredWheel:
     size: int
     metadata_sha256: str
     requires_python: str | None
-    platforms: list[str] = field(default_factory=list)
+    platforms: tuple[str, ...] = ()
     source_sha256: str | None = None
     built_at: str = ""
     image: str = ""
@@ -131,7 +133,7 @@ def record_problem(key: object, record: StoredWheel) -> str:
         return f"points outside the store (folder {shown(folder)})"
     if not isinstance(record.sha256, str) or not SHA256.fullmatch(record.sha256):
         return "has no sha256"
-    if not isinstance(record.size, int) or not isinstance(record.platforms, list):
+    if not isinstance(record.size, int) or not isinstance(record.platforms, tuple):
         return "has a size or platform list of the wrong type"
     if not isinstance(record.metadata_sha256, str) or not SHA256.fullmatch(record.metadata_sha256):
         return "has no metadata sha256"
@@ -184,7 +186,7 @@ class Store:
             known = {f.name for f in fields(StoredWheel)}
             # A newer orchestrate's fields are dropped, not fatal: the store stays usable.
             records = {
-                key: StoredWheel(**{k: v for k, v in value.items() if k in known})
+                key: StoredWheel(**{k: _field(k, v) for k, v in value.items() if k in known})
                 for key, value in raw["wheels"].items()
             }
         except FileNotFoundError:
@@ -235,19 +237,15 @@ class Store:
         existing = records.get(key)
         if existing is not None:
             if existing.sha256 == new_sha:
-                for platform in platforms:
-                    if platform not in existing.platforms:
-                        existing.platforms.append(platform)
-                _refresh(existing, provenance)
+                records[key] = _refreshed(existing, platforms, provenance)
                 return AddResult(name, StoreStatus.IDENTICAL, existing.sha256, new_sha)
             if not replace:
                 # Not listed for these platforms: their builder made other bytes. The
                 # next run builds them again and reports it again, until --replace.
                 return AddResult(name, StoreStatus.MISMATCH, existing.sha256, new_sha)
-        records[key] = self._write(wheel, folder, name, new_sha, provenance=provenance)
-        records[key].platforms = sorted(
-            set(platforms) | set(existing.platforms if existing else [])
-        )
+        written = self._write(wheel, folder, name, new_sha, provenance=provenance)
+        listed = tuple(sorted(set(platforms) | set(existing.platforms if existing else ())))
+        records[key] = dataclasses.replace(written, platforms=listed)
         outcome = (
             StoreStatus.REPLACED
             if existing
@@ -305,9 +303,9 @@ class Store:
     def remove_platform(self, records: dict[str, StoredWheel], key: str, platform: str) -> bool:
         """Stop listing a wheel for `platform`; delete it when no platform is left."""
         record = records[key]
-        if platform in record.platforms:
-            record.platforms.remove(platform)
-        if record.platforms:
+        left = tuple(p for p in record.platforms if p != platform)
+        if left:
+            records[key] = dataclasses.replace(record, platforms=left)
             return False
         del records[key]
         # Published releases hold their own hard links: readers keep their file.
@@ -355,9 +353,20 @@ def _without_build(filename: str) -> tuple[str, str, frozenset[object]]:
     return str(name), str(version), frozenset(tags)
 
 
-def _refresh(record: StoredWheel, provenance: Provenance) -> None:
-    """The same bytes built again: what we know of them now (runtime, smoke) wins."""
-    if provenance.runtime is not None:
-        record.runtime = provenance.runtime
-    if provenance.smoke is not None:
-        record.smoke = provenance.smoke
+def _field(name: str, value: Any) -> Any:
+    """A manifest's JSON value as the record holds it: its platforms as a tuple."""
+    return tuple(value) if name == "platforms" and isinstance(value, list) else value
+
+
+def _refreshed(
+    record: StoredWheel, platforms: Sequence[str], provenance: Provenance
+) -> StoredWheel:
+    """The same bytes built again: listed for these platforms too, and what we know
+    of them now (runtime, smoke) wins."""
+    listed = (*record.platforms, *(p for p in platforms if p not in record.platforms))
+    return dataclasses.replace(
+        record,
+        platforms=listed,
+        runtime=provenance.runtime if provenance.runtime is not None else record.runtime,
+        smoke=provenance.smoke if provenance.smoke is not None else record.smoke,
+    )

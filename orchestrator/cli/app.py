@@ -54,6 +54,10 @@ class SteadyConsole(Console):
 
 @dataclass
 class App:
+    """The CLI's state for one command. Mutable: click fills it from the group's
+    options before the command runs, and its cached properties load the matrix and
+    the engines once."""
+
     debug: bool = False
     verbosity: int = 0  # -1 with -q, 1 with -v
     matrix_path: Path = DEFAULT_MATRIX

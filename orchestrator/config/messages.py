@@ -30,8 +30,10 @@ MISSING_HINTS = {
 
 
 @dataclass
-class Marks:  # filled while the YAML nodes are walked, then only read
-    """Line numbers (1-based) of every value, and of every key, by path."""
+class Marks:
+    """Line numbers (1-based) of every value, and of every key, by path. Mutable: the
+    loader fills it as it walks the YAML nodes (counting them against the alias
+    limit), then only reads it."""
 
     values: dict[Loc, int] = field(default_factory=dict)
     keys: dict[Loc, int] = field(default_factory=dict)

@@ -40,7 +40,7 @@ PROBE_FILE = "probe.json"
 RUNTIME_FILE = RUNTIME_FACTS.rsplit("/", 1)[-1]
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class ImageResult:
     platform: str
     status: ImageStatus

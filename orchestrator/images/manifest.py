@@ -13,7 +13,7 @@ from orchestrator.images.registry import ManifestRef, Registry, RegistryClient
 from orchestrator.model import Arch
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class ManifestResult:
     release: str
     tag: str

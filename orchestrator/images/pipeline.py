@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import TextIO
@@ -13,11 +13,12 @@ from orchestrator.config import Matrix
 from orchestrator.config.matrix import Platform
 from orchestrator.core.errors import EngineError, OrchestrateError, RegistryError
 from orchestrator.core.layout import RunLayout
+from orchestrator.engines import Engine
 from orchestrator.engines.pool import EnginePool
 from orchestrator.images.build import ImageResult, build_image, image_tag
 from orchestrator.images.facts import ImageFacts, ProbeCache
 from orchestrator.images.manifest import ManifestResult, client_for, publish_release, push_platform
-from orchestrator.images.registry import ManifestRef
+from orchestrator.images.registry import ManifestRef, RegistryClient
 from orchestrator.model import Arch, ImageStatus
 from orchestrator.scheduler import Cancel, Job, JobResult, Placement, Scheduler
 
@@ -25,11 +26,14 @@ EXPECTED_NATIVE = 300.0  # seconds; emulated builds are expected to take longer
 EXPECTED_EMULATED = 1500.0
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class ImagesReport:
-    results: list[ImageResult] = field(default_factory=list)
-    releases: list[ManifestResult] = field(default_factory=list)
-    facts: dict[str, ImageFacts] = field(default_factory=dict)  # platform -> usable builder
+    """The images stage's value: each platform's builder, the manifest lists pushed,
+    and the usable builders' facts for the stages after it."""
+
+    results: tuple[ImageResult, ...] = ()
+    releases: tuple[ManifestResult, ...] = ()
+    facts: Mapping[str, ImageFacts] = field(default_factory=dict)  # platform -> usable builder
 
     @property
     def failed(self) -> list[ImageResult]:
@@ -67,13 +71,15 @@ def run_images(
         pool, emulate_when_busy=False, retries=1, on_event=on_event, cancel=cancel or Cancel()
     )
     results = _results(scheduler.run(jobs, job_fn), list(by_name))
-    report = ImagesReport(results=results)
+    releases: list[ManifestResult] = []
     if options.push:
-        report.releases = _push_all(
-            matrix, pool, by_name, report, allow_partial=options.allow_partial, logs=layout.logs
+        results, releases = _push_all(
+            matrix, pool, by_name, results, allow_partial=options.allow_partial, logs=layout.logs
         )
-    report.facts = _facts(matrix, by_name, report.results)
-    return report
+    results = [_with_pull_ref(matrix, by_name[r.platform], r) for r in results]
+    return ImagesReport(
+        results=tuple(results), releases=tuple(releases), facts=_facts(matrix, by_name, results)
+    )
 
 
 def _image_job(
@@ -102,7 +108,7 @@ def _image_job(
         raise  # lost engine: the scheduler retries it
     except OrchestrateError as exc:  # a failed step, pull, push or bootstrap
         return JobResult(ok=False, detail=exc.message, data=_failed(job, placement, log, exc))
-    result.emulated = placement.emulated
+    result = replace(result, emulated=placement.emulated)
     return JobResult(ok=True, detail=f"{result.status} in {result.duration:.0f}s", data=result)
 
 
@@ -125,12 +131,9 @@ def _facts(
     for r in results:
         if r.status not in ("built", "fresh"):
             continue
-        tag = image_tag(matrix, by_name[r.platform])
-        if r.digest:  # pushed in this run: pullable by digest
-            r.pull_ref = f"{tag.rsplit(':', 1)[0]}@{r.digest}"
         facts[r.platform] = ImageFacts(
             platform=r.platform,
-            ref=tag,
+            ref=image_tag(matrix, by_name[r.platform]),
             ids={r.engine: r.image_id},
             tags=r.tags,
             glibc=r.glibc,
@@ -139,6 +142,14 @@ def _facts(
             runtime=r.runtime,
         )
     return facts
+
+
+def _with_pull_ref(matrix: Matrix, platform: Platform, result: ImageResult) -> ImageResult:
+    """A builder pushed in this run is pullable by its digest."""
+    if result.status not in ("built", "fresh") or not result.digest:
+        return result
+    repository = image_tag(matrix, platform).rsplit(":", 1)[0]
+    return replace(result, pull_ref=f"{repository}@{result.digest}")
 
 
 def _expected(platform: Platform, pool: EnginePool) -> float:
@@ -168,34 +179,27 @@ def _push_all(
     matrix: Matrix,
     pool: EnginePool,
     by_name: dict[str, Platform],
-    report: ImagesReport,
+    results: Sequence[ImageResult],
     *,
     allow_partial: bool,
     logs: Path,
-) -> list[ManifestResult]:
+) -> tuple[list[ImageResult], list[ManifestResult]]:
+    """Each usable builder pushed (the result with its digest, or failed), then each
+    release's manifest list joined from what was pushed."""
     client = client_for(matrix)
     engines = {e.name: e for e in pool.engines}
     pushed: dict[str, dict[Arch, ManifestRef]] = {}
-    for result in report.results:
+    out: list[ImageResult] = []
+    for result in results:
         platform = by_name[result.platform]
         pushed.setdefault(platform.release_name, {})
-        if result.status not in ("built", "fresh"):
-            continue
-        log = logs / "images" / f"{result.platform}.log"
-        with log.open("a") as out:
-            try:
-                ref = push_platform(
-                    client,
-                    matrix,
-                    platform,
-                    engines[result.engine],
-                    on_line=_writer(out),
-                )
-            except RegistryError as exc:
-                result.status, result.reason = ImageStatus.FAILED, f"push failed: {exc.message}"
-                continue
-        result.digest = ref.digest
-        pushed[platform.release_name][platform.arch] = ref
+        done, ref = result, None
+        if result.status in ("built", "fresh"):
+            engine = engines[result.engine]
+            done, ref = _push_one(client, matrix, platform, engine, result=result, logs=logs)
+        if ref is not None:
+            pushed[platform.release_name][platform.arch] = ref
+        out.append(done)
     releases = []
     for release, refs in pushed.items():
         arches = [p.arch for p in by_name.values() if p.release_name == release]
@@ -204,4 +208,22 @@ def _push_all(
                 client, matrix, release, arches, pushed=refs, allow_partial=allow_partial
             )
         )
-    return releases
+    return out, releases
+
+
+def _push_one(
+    client: RegistryClient,
+    matrix: Matrix,
+    platform: Platform,
+    engine: Engine,
+    *,
+    result: ImageResult,
+    logs: Path,
+) -> tuple[ImageResult, ManifestRef | None]:
+    with (logs / "images" / f"{result.platform}.log").open("a") as out:
+        try:
+            ref = push_platform(client, matrix, platform, engine, on_line=_writer(out))
+        except RegistryError as exc:
+            why = f"push failed: {exc.message}"
+            return replace(result, status=ImageStatus.FAILED, reason=why), None
+    return replace(result, digest=ref.digest), ref

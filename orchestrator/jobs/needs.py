@@ -3,7 +3,7 @@ requirements that have no wheel, which become jobs of their own (to a fixed dept
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -27,6 +27,7 @@ from orchestrator.jobs.sources import (
 from orchestrator.model import Category
 from orchestrator.plan.decide import Decision
 from orchestrator.plan.gather import PlanResult
+from orchestrator.plan.upstream import ProjectPage
 
 MAX_BUILD_DEP_DEPTH = 3  # build requirements of build requirements, and so on
 
@@ -45,19 +46,28 @@ class Sources:
         return {k: v for k, v in self.sdists.items() if isinstance(v, SdistFacts)}
 
 
+# Index pages by project name (None: no such project), for names the plan did not ask
+# for: the build requirements that reading the sdists turned up.
+PageLookup = Callable[[Iterable[str]], Mapping[str, ProjectPage | None]]
+
+
 def gather_sources(
     plan: PlanResult,
     platforms: Sequence[Platform],
     *,
     cache: SdistCache,
     constraints: Mapping[NormalizedName, SpecifierSet],
+    lookup: PageLookup,
 ) -> Sources:
-    """The sdists of every decision that builds, and the build dependencies they need."""
+    """The sdists of every decision that builds, and the build dependencies they need
+    (with their own sdists)."""
     todo = [d for d in plan.decisions if d.action.builds and d.sdist_url]
     sdists = fetch_sdists(cache, {(d.name, d.version): _ref(d) for d in todo})
     by_name = {p.name: p for p in platforms}
-    needs = build_dep_needs(todo, sdists, cache, by_name, plan=plan, constraints=constraints)
-    return Sources(sdists=sdists, needs=tuple(needs), downloads=cache.downloads)
+    needs, more = build_dep_needs(
+        todo, sdists, cache, by_name, plan=plan, constraints=constraints, lookup=lookup
+    )
+    return Sources(sdists={**sdists, **more}, needs=tuple(needs), downloads=cache.downloads)
 
 
 def _ref(decision: Decision) -> SdistRef:
@@ -88,19 +98,22 @@ def fetch_sdists(
 
 def build_dep_needs(
     todo: Sequence[Decision],
-    sdists: dict[tuple[str, str], SdistResult],
+    sdists: Mapping[tuple[str, str], SdistResult],
     cache: SdistCache,
     platforms: Mapping[str, Platform],
     *,
     plan: PlanResult,
     constraints: Mapping[NormalizedName, SpecifierSet],
-) -> list[BuildDepNeed]:
-    """Static build requirements that need a wheel built first, to a fixed depth.
-    Their sdists are fetched into `sdists` as well: their jobs need them."""
+    lookup: PageLookup,
+) -> tuple[list[BuildDepNeed], dict[tuple[str, str], SdistResult]]:
+    """Static build requirements that need a wheel built first, to a fixed depth, and
+    the sdists fetched for them (their jobs need them)."""
     wanted = {(d.platform, d.python, d.name, d.version) for d in todo}
     found: dict[tuple[str, str, str, str], BuildDepNeed] = {}
+    fetched: dict[tuple[str, str], SdistResult] = {}
     for _depth in range(MAX_BUILD_DEP_DEPTH):
-        new = _needs_of(wanted, sdists, platforms, plan, constraints=constraints)
+        known = {**sdists, **fetched}
+        new = _needs_of(wanted, known, platforms, plan, constraints=constraints, lookup=lookup)
         new = [n for n in new if (n.platform, n.python, n.name, n.version) not in found]
         if not new:
             break
@@ -110,9 +123,9 @@ def build_dep_needs(
             (n.name, n.version): SdistRef(n.sdist.filename, n.sdist.url, n.sdist.sha256)
             for n in new
         }
-        sdists.update(fetch_sdists(cache, {k: v for k, v in refs.items() if k not in sdists}))
+        fetched.update(fetch_sdists(cache, {k: v for k, v in refs.items() if k not in known}))
         wanted = {(n.platform, n.python, n.name, n.version) for n in new}
-    return list(found.values())
+    return list(found.values()), fetched
 
 
 def _needs_of(
@@ -122,12 +135,13 @@ def _needs_of(
     plan: PlanResult,
     *,
     constraints: Mapping[NormalizedName, SpecifierSet],
+    lookup: PageLookup,
 ) -> list[BuildDepNeed]:
     requires = {
         key: item.build_requires for key, item in sdists.items() if not isinstance(item, Failure)
     }
     names = {r.split(";")[0] for reqs in requires.values() for r in reqs}
-    pages = {**plan.pages, **plan.upstream.projects(_names(names) - set(plan.pages))}
+    pages = {**plan.pages, **lookup(_names(names) - set(plan.pages))}
     out: list[BuildDepNeed] = []
     for platform, python, name, version in sorted(wanted):
         out += needs_for(

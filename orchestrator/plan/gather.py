@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import requests
@@ -40,14 +40,13 @@ from orchestrator.store import Newest, Store
 from orchestrator.trust.runtime import abi_changes
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class PlanResult:
     decisions: list[Decision]
     stats: Stats
     pages: Mapping[str, ProjectPage | None]  # what the index said, for build-dependency choices
     tagsets: TagSets
-    upstream: Upstream
-    notices: list[str]  # requirement-file options accepted but not followed
+    notices: tuple[str, ...]  # requirement-file options accepted but not followed
 
 
 # platform name -> python -> the builder's probed sys_tags(), best first
@@ -117,9 +116,7 @@ def resolve_unpinned(
                 f"{item.source}: {item.name} {item.specifier} is not pinned",
                 hint="pin it with == (or ===), constrain it with -c, or pass --resolve-latest",
             )
-    return Requirements(
-        pins, [], reqs.unsupported, reqs.constraints, reqs.notices, reqs.require_hashes
-    )
+    return replace(reqs, pins=tuple(pins), unpinned=())
 
 
 def _latest(item: Unpinned, page: ProjectPage | None, pythons: Sequence[str]) -> list[Pin]:
@@ -320,11 +317,10 @@ def make_plan(
     notices = list(dict.fromkeys(n for _, r in read for n in r.notices))
     return PlanResult(
         decisions=merge_branches(per_branch),
-        stats=upstream.stats,
+        stats=replace(upstream.stats),  # a copy: the client counts on
         pages=pages,
         tagsets=tagsets,
-        upstream=upstream,
-        notices=notices,
+        notices=tuple(notices),
     )
 
 
@@ -342,11 +338,10 @@ def planned(
     pages = upstream.projects({d.name for d in mine})
     return PlanResult(
         decisions=mine,
-        stats=upstream.stats,
+        stats=replace(upstream.stats),  # a copy: the client counts on
         pages=pages,
         tagsets=tagsets_for(platforms, probed or {}),
-        upstream=upstream,
-        notices=[],
+        notices=(),
     )
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from packaging.markers import (
     InvalidMarker,
@@ -118,14 +119,29 @@ class Unsupported:
     source: Origin
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class Requirements:
-    pins: list[Pin] = field(default_factory=list)
-    unpinned: list[Unpinned] = field(default_factory=list)
-    unsupported: list[Unsupported] = field(default_factory=list)
-    constraints: list[Pin] = field(default_factory=list)
-    notices: list[str] = field(default_factory=list)  # options accepted but not followed
+    """The requirement and constraint files, read: made once, by `read`."""
+
+    pins: tuple[Pin, ...] = ()
+    unpinned: tuple[Unpinned, ...] = ()
+    unsupported: tuple[Unsupported, ...] = ()
+    constraints: tuple[Pin, ...] = ()
+    notices: tuple[str, ...] = ()  # options accepted but not followed
     require_hashes: bool = False  # --require-hashes: every pin must carry --hash
+
+
+@dataclass(frozen=True)
+class _Notice:
+    text: str
+
+
+class _RequireHashes:
+    """A file said --require-hashes."""
+
+
+# One thing a file's line said, and whether the file was read as constraints.
+_Entry = tuple[Pin | Unpinned | Unsupported | _Notice | _RequireHashes, bool]
 
 
 def decode(data: bytes) -> str:
@@ -177,12 +193,13 @@ def read(
 ) -> Requirements:
     """Parse every file (following includes once each) into one `Requirements`. A file
     in `remote` was downloaded: it may not pull in a file of this host."""
-    out = Requirements()
     seen: set[Path] = set()
-    for path in requirements:
-        _read_file(path, out, seen, as_constraint=False, remote=remote)
-    for path in constraints:
-        _read_file(path, out, seen, as_constraint=True, remote=remote)
+    files = [(p, False) for p in requirements] + [(p, True) for p in constraints]
+    out = _collected(
+        entry
+        for path, as_constraint in files
+        for entry in _entries(path, seen, as_constraint=as_constraint, remote=remote)
+    )
     if out.require_hashes:
         for pin in out.pins:
             if not pin.hashes:
@@ -194,9 +211,29 @@ def read(
     return out
 
 
-def _read_file(
-    path: Path, out: Requirements, seen: set[Path], *, as_constraint: bool, remote: frozenset[Path]
-) -> None:
+def _collected(entries: Iterable[_Entry]) -> Requirements:
+    found: dict[str, list[Any]] = {k: [] for k in ("pins", "unpinned", "unsupported")}
+    found.update(constraints=[], notices=[])
+    require_hashes = False
+    for item, as_constraint in entries:
+        if isinstance(item, Pin):
+            found["constraints" if as_constraint else "pins"].append(item)
+        elif isinstance(item, Unpinned):
+            if not as_constraint:  # a constraint without a version constrains nothing
+                found["unpinned"].append(item)
+        elif isinstance(item, Unsupported):
+            found["unsupported"].append(item)
+        elif isinstance(item, _Notice):
+            found["notices"].append(item.text)
+        else:
+            require_hashes = True
+    return Requirements(**{k: tuple(v) for k, v in found.items()}, require_hashes=require_hashes)
+
+
+def _entries(
+    path: Path, seen: set[Path], *, as_constraint: bool, remote: frozenset[Path]
+) -> Iterator[_Entry]:
+    """What each line of `path` (and of the files it includes, each once) says."""
     key = path.resolve()
     if key in seen:
         return
@@ -219,23 +256,22 @@ def _read_file(
             if not target.exists():
                 raise RequirementsError(f"{source}: included file {target} does not exist")
             try:
-                _read_file(target, out, seen, as_constraint=nested_constraint, remote=remote)
+                yield from _entries(target, seen, as_constraint=nested_constraint, remote=remote)
             except RequirementsError as exc:  # the chain of includes that led there
                 raise RequirementsError(f"{exc.message} (included by {source})", exc.hint) from None
         elif line == "--require-hashes":
-            out.require_hashes = True
+            yield _RequireHashes(), as_constraint
         elif option and option.group(1) in _IGNORED_OPTIONS:
             why = _IGNORED_OPTIONS[option.group(1)]
-            out.notices.append(f"{source}: {option.group(1)} is ignored: {why}")
+            yield _Notice(f"{source}: {option.group(1)} is ignored: {why}"), as_constraint
         elif line.startswith(_UNSUPPORTED_PREFIX) or " @ " in line:
             why = "editable" if line.startswith(("-e", "--editable")) else "URL or VCS"
-            out.unsupported.append(
-                Unsupported(line, f"{why} requirements cannot be planned against an index", source)
-            )
+            text = f"{why} requirements cannot be planned against an index"
+            yield Unsupported(line, text, source), as_constraint
         elif line.startswith("-"):
             raise RequirementsError(f"{source}: unknown option {shown(line.split()[0])}")
         else:
-            _add(_parse_line(line, source), out, as_constraint=as_constraint)
+            yield _parse_line(line, source), as_constraint
 
 
 def _unquote(text: str, source: Origin) -> str:
@@ -280,10 +316,3 @@ def _split_hashes(line: str, source: Origin) -> tuple[str, tuple[str, ...]]:
         if not re.fullmatch(r"(sha256|sha384|sha512):[0-9a-f]+", value):
             raise RequirementsError(f"{source}: malformed --hash {shown(value)}")
     return parts[0].strip(), hashes
-
-
-def _add(item: Pin | Unpinned, out: Requirements, *, as_constraint: bool) -> None:
-    if isinstance(item, Pin):
-        (out.constraints if as_constraint else out.pins).append(item)
-    elif not as_constraint:
-        out.unpinned.append(item)

@@ -250,7 +250,8 @@ def _admits(requires_python: str, python: Version) -> bool:
 
 @dataclass
 class Stats:
-    """What a plan cost: requests made, answered from cache, revalidated."""
+    """What a plan cost: requests made, answered from cache, revalidated. Mutable:
+    the client's counters, counted up while it works (the plan keeps a copy)."""
 
     requests: int = 0
     fresh_hits: int = 0

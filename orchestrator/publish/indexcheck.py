@@ -15,7 +15,7 @@ import email.parser
 import hashlib
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 import pypi_simple
 import requests
@@ -78,19 +78,19 @@ QUIRKS = (
 )
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class Findings:
-    """What one simple index showed; each list holds problems, described."""
+    """What one simple index showed; each tuple holds problems, described."""
 
     root: str
     projects: int = 0
     files: int = 0
     metadata: int = 0
     json_offered: bool = False
-    pages: list[str] = field(default_factory=list)
-    hashes: list[str] = field(default_factory=list)
-    metadata_problems: list[str] = field(default_factory=list)
-    quirks: list[str] = field(default_factory=list)
+    pages: tuple[str, ...] = ()
+    hashes: tuple[str, ...] = ()
+    metadata_problems: tuple[str, ...] = ()
+    quirks: tuple[str, ...] = ()
 
     def checks(self) -> list[Check]:
         served = f"HTML and JSON ({JSON_TYPE})" if self.json_offered else "HTML only"
@@ -208,56 +208,76 @@ def simple_roots(reader: Reader, url: str) -> list[str]:
     return roots if roots and len(roots) == len(links) else [url]
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Seen:
+    """What one project page or one file showed: problems per kind, described."""
+
+    packages: tuple[pypi_simple.DistributionPackage, ...] = ()
+    pages: tuple[str, ...] = ()
+    quirks: tuple[str, ...] = ()
+    hashes: tuple[str, ...] = ()
+    metadata_problems: tuple[str, ...] = ()
+    metadata: int = 0
+
+
 def examine(reader: Reader, root: str, workers: int) -> Findings:
-    found = Findings(root)
     html_index = pypi_simple.IndexPage.from_response(reader.get(root, pypi_simple.ACCEPT_HTML_ONLY))
     projects = sorted(html_index.projects)
-    found.projects = len(projects)
     answer = reader.get(root, pypi_simple.ACCEPT_JSON_ONLY)
-    found.json_offered = _is_json(answer)
-    if found.json_offered:
+    json_offered = _is_json(answer)
+    seen = [_Seen()]
+    if json_offered:
         listed = sorted(pypi_simple.IndexPage.from_response(answer).projects)
         if listed != projects:
-            found.pages.append(f"{root}: the JSON and HTML indexes list different projects")
+            seen.append(
+                _Seen(pages=(f"{root}: the JSON and HTML indexes list different projects",))
+            )
     elif "json" in answer.headers.get("Content-Type", ""):
-        found.quirks.append(
+        quirk = (
             f"{root}: JSON served as {answer.headers['Content-Type']!r}: pip skips the page "
             f"and uv fails; PEP 691 needs {JSON_TYPE}"
         )
+        seen.append(_Seen(quirks=(quirk,)))
     with thread_pool(workers) as pool:
-        packages = [
-            p
-            for page in pool.map(lambda n: _project(reader, root, n, found), projects)
-            for p in page
-        ]
-        found.files = len(packages)
-        list(pool.map(lambda p: _file(reader, p, found), packages))
-    return found
+        pages = list(
+            pool.map(lambda n: _project(reader, root, n, json_offered=json_offered), projects)
+        )
+        packages = [p for page in pages for p in page.packages]
+        files = list(pool.map(lambda p: _file(reader, p), packages))
+    seen += [*pages, *files]
+    return Findings(
+        root=root,
+        projects=len(projects),
+        files=len(packages),
+        metadata=sum(s.metadata for s in seen),
+        json_offered=json_offered,
+        pages=tuple(x for s in seen for x in s.pages),
+        hashes=tuple(x for s in seen for x in s.hashes),
+        metadata_problems=tuple(x for s in seen for x in s.metadata_problems),
+        quirks=tuple(x for s in seen for x in s.quirks),
+    )
 
 
 def _is_json(response: requests.Response) -> bool:
     return response.headers.get("Content-Type", "").split(";")[0].strip() == JSON_TYPE
 
 
-def _project(
-    reader: Reader, root: str, name: str, found: Findings
-) -> list[pypi_simple.DistributionPackage]:
+def _project(reader: Reader, root: str, name: str, *, json_offered: bool) -> _Seen:
     url = urllib.parse.urljoin(root, f"{canonicalize_name(name)}/")
     try:
         html_page = pypi_simple.ProjectPage.from_response(
             reader.get(url, pypi_simple.ACCEPT_HTML_ONLY), name
         )
-        if not found.json_offered:
-            return list(html_page.packages)
+        if not json_offered:
+            return _Seen(packages=tuple(html_page.packages))
         answer = reader.get(url, pypi_simple.ACCEPT_JSON_ONLY)
         json_page = pypi_simple.ProjectPage.from_response(answer, name)
-        found.quirks += _quirks(url, answer.json())
+        quirks = tuple(_quirks(url, answer.json()))
     except READ_ERRORS as exc:
-        found.pages.append(f"{url}: {type(exc).__name__}: {str(exc)[:160]}")
-        return []
-    if _listing(html_page) != _listing(json_page):
-        found.pages.append(f"{url}: the JSON and HTML pages list different files or hashes")
-    return list(json_page.packages)
+        return _Seen(pages=(f"{url}: {type(exc).__name__}: {str(exc)[:160]}",))
+    differ = _listing(html_page) != _listing(json_page)
+    problem = (f"{url}: the JSON and HTML pages list different files or hashes",)
+    return _Seen(packages=tuple(json_page.packages), quirks=quirks, pages=problem if differ else ())
 
 
 def _listing(page: pypi_simple.ProjectPage) -> set[tuple[str, str | None, str | None]]:
@@ -282,43 +302,41 @@ def _quirks(url: str, data: object) -> list[str]:
     ]
 
 
-def _file(reader: Reader, package: pypi_simple.DistributionPackage, found: Findings) -> None:
+def _file(reader: Reader, package: pypi_simple.DistributionPackage) -> _Seen:
     try:
         sha256, size, _ = reader.digest(package.url)
     except READ_ERRORS as exc:
-        found.hashes.append(f"{package.url}: {type(exc).__name__}: {str(exc)[:160]}")
-        return
+        return _Seen(hashes=(f"{package.url}: {type(exc).__name__}: {str(exc)[:160]}",))
+    hashes = []
     expected = package.digests.get("sha256")
     if expected is None:
-        found.hashes.append(
-            f"{package.filename}: the page gives no sha256 (--require-hashes fails)"
-        )
+        hashes.append(f"{package.filename}: the page gives no sha256 (--require-hashes fails)")
     elif sha256 != expected:
-        found.hashes.append(_mismatch(package.filename, sha256, expected))
+        hashes.append(_mismatch(package.filename, sha256, expected))
     if package.size is not None and size != package.size:
-        found.hashes.append(f"{package.filename}: {size} bytes, the page says {package.size}")
-    if package.has_metadata:
-        _metadata(reader, package, found)
+        hashes.append(f"{package.filename}: {size} bytes, the page says {package.size}")
+    metadata = _metadata(reader, package) if package.has_metadata else _Seen()
+    return replace(metadata, hashes=tuple(hashes))
 
 
 def _mismatch(name: str, got: str, expected: str) -> str:
     return f"{name}: sha256 {got[:16]}..., the page says {expected[:16]}..."
 
 
-def _metadata(reader: Reader, package: pypi_simple.DistributionPackage, found: Findings) -> None:
+def _metadata(reader: Reader, package: pypi_simple.DistributionPackage) -> _Seen:
     url = package.metadata_url
     try:
         sha256, _, body = reader.digest(url, keep=True)
     except READ_ERRORS as exc:
-        found.metadata_problems.append(f"{url}: {type(exc).__name__}: {str(exc)[:160]}")
-        return
-    found.metadata += 1
+        return _Seen(metadata_problems=(f"{url}: {type(exc).__name__}: {str(exc)[:160]}",))
+    problems = []
     expected = (package.metadata_digests or {}).get("sha256")
     if expected is not None and sha256 != expected:
-        found.metadata_problems.append(_mismatch(f"{package.filename}.metadata", sha256, expected))
+        problems.append(_mismatch(f"{package.filename}.metadata", sha256, expected))
     problem = _names_its_file(package.filename, body)
     if problem:
-        found.metadata_problems.append(f"{package.filename}.metadata: {problem}")
+        problems.append(f"{package.filename}.metadata: {problem}")
+    return _Seen(metadata=1, metadata_problems=tuple(problems))
 
 
 def _names_its_file(filename: str, body: bytes) -> str | None:

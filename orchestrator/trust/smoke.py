@@ -16,7 +16,7 @@ import json
 import tarfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from orchestrator.config.matrix import Platform
@@ -49,7 +49,7 @@ def smoke_plan(
     return SmokePlan(tuple(packages), command)
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class SmokeResult:
     passed: bool
     error: str = ""  # the first failure: module and the loader's words
@@ -94,8 +94,8 @@ def smoke_test(
     result = smoke_in_image(
         engine, platform, wheel, runtime, check=check, plan=plan, on_line=on_line, on_start=on_start
     )
-    result.seconds = round(time.monotonic() - started, 2)  # the image's making included
-    return result
+    seconds = round(time.monotonic() - started, 2)  # the image's making included
+    return replace(result, seconds=seconds)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,10 +141,13 @@ def smoke_in_image(
         outcome = box.start_and_wait(plan.timeout, lambda chunk: on_line(_text(chunk)))
         said = _result(box.get("/smoke/result.json")) if not outcome.timed_out else None
     result = verdict(said, outcome.exit_code, timed_out=outcome.timed_out, timeout=plan.timeout)
-    result.packages, result.image = list(plan.packages), check.image
-    result.where = "bare base" if check.allowed is None else "builder, libraries checked"
-    result.seconds = round(time.monotonic() - started, 2)
-    return result
+    return replace(
+        result,
+        packages=list(plan.packages),
+        image=check.image,
+        where="bare base" if check.allowed is None else "builder, libraries checked",
+        seconds=round(time.monotonic() - started, 2),
+    )
 
 
 INLINE_WHERE = "build container, libraries checked"

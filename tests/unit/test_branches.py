@@ -151,7 +151,7 @@ def test_unwanted_wheels_are_those_no_branch_plans_on_their_platform() -> None:
             size=1,
             metadata_sha256="",
             requires_python=None,
-            platforms=list(on),
+            platforms=tuple(on),
         )
 
     records = {

@@ -154,10 +154,9 @@ def _smoke_inline(
     if result is None:
         line("== the build container's own import check did not settle it: checked again")
         return None
-    result.image = job.image
     # Its checks are in the build phase's output above.
     line(f"== smoke test in the build container, loads held to {' '.join(plan.packages)}")
-    return result
+    return replace(result, image=job.image)
 
 
 def _smoke_in_builder(
