@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -44,7 +44,7 @@ from orchestrator.plan.shards import Shard
 from orchestrator.plan.upstream import ProjectPage, Upstream, oldest_supporting
 from orchestrator.publish.index import PlatformResult
 from orchestrator.publish.release import PublishResult, now, store_and_publish
-from orchestrator.scheduler import Cancel
+from orchestrator.scheduler import Cancel, Progress
 from orchestrator.store import AddResult
 
 
@@ -179,7 +179,7 @@ def _publish(request: NightRequest, built: JobsResult, *, clock: StageClock) -> 
 
 
 def run_build(
-    request: NightRequest, *, pool: EnginePool, cancel: Cancel, on_event: Callable[..., None]
+    request: NightRequest, *, pool: EnginePool, cancel: Cancel, progress: Progress
 ) -> NightResult:
     """The night's stages in order. An error in one is kept in the outcome, and what
     finished before it is stored, published and reported all the same."""
@@ -189,11 +189,11 @@ def run_build(
     images, plan, built = ImagesReport(), None, JobsResult()
     try:
         with clock.stage("images"):
-            images = _images(request, pool=pool, cancel=cancel, on_event=on_event)
+            images = _images(request, pool=pool, cancel=cancel, progress=progress)
         with clock.stage("plan"):
             plan = _plan(request, images)
         for notice in (*plan.notices, *night_ahead(plan.decisions, request.platforms)):
-            on_event("notice", None, notice)
+            progress.notice(notice)
         if not cancel.event.is_set():
             built = _wheels(
                 request,
@@ -202,7 +202,7 @@ def run_build(
                 pins,
                 pool=pool,
                 cancel=cancel,
-                on_event=on_event,
+                progress=progress,
                 clock=clock,
             )
     except Exception as exc:  # kept in the outcome; the CLI raises it
@@ -241,7 +241,7 @@ def night_ahead(decisions: Sequence[Decision], platforms: Sequence[Platform]) ->
 
 
 def _images(
-    request: NightRequest, *, pool: EnginePool, cancel: Cancel, on_event: Callable[..., None]
+    request: NightRequest, *, pool: EnginePool, cancel: Cancel, progress: Progress
 ) -> ImagesReport:
     layout = request.layout
     return run_images(
@@ -250,7 +250,7 @@ def _images(
         request.platforms,
         layout,
         cancel=cancel,
-        on_event=on_event,
+        progress=progress,
         probes=ProbeCache(layout.probes),
     )
 
@@ -292,7 +292,7 @@ def _wheels(
     *,
     pool: EnginePool,
     cancel: Cancel,
-    on_event: Callable[..., None],
+    progress: Progress,
     clock: StageClock,
 ) -> JobsResult:
     """Sources, the job graph, and the jobs on the pool; what finished is kept even
@@ -320,7 +320,7 @@ def _wheels(
     deadline = time.monotonic() + options.deadline if options.deadline else None
     exec_options = ExecOptions(options.emulate_when_busy, options.fail_fast, deadline)
     with clock.stage("jobs"):
-        ran = executor.run(graph, pool, exec_options, on_event)
+        ran = executor.run(graph, pool, exec_options, progress)
     jobs = tuple(_with_release_hint(r, plan.pages) for r in ran.records)
     return JobsResult(jobs=jobs, sdist_downloads=sources.downloads, stopped=ran.stopped)
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from orchestrator.core.errors import EngineError, OrchestrateError
 from orchestrator.engines import Engine
@@ -84,6 +84,50 @@ class Cancel:
 JobFn = Callable[[Job[T], Placement, Cancel], JobResult]
 
 
+class Progress(Protocol):
+    """What a run tells whoever watches it, one method per event: the CLI shows
+    them (`cli/progress.py`), tests record them."""
+
+    def queued(self, job: Job[Any]) -> None: ...
+
+    def started(self, job: Job[Any], placement: Placement) -> None: ...
+
+    def phase(self, job_id: str, name: str) -> None: ...
+
+    def retrying(self, job: Job[Any], result: JobResult) -> None: ...
+
+    def finished(self, job: Job[Any], result: JobResult) -> None: ...
+
+    def not_started(self, job: Job[Any], result: JobResult) -> None: ...
+
+    def notice(self, text: str) -> None: ...
+
+
+class Silent:
+    """Progress that nobody watches."""
+
+    def queued(self, job: Job[Any]) -> None:
+        pass
+
+    def started(self, job: Job[Any], placement: Placement) -> None:
+        pass
+
+    def phase(self, job_id: str, name: str) -> None:
+        pass
+
+    def retrying(self, job: Job[Any], result: JobResult) -> None:
+        pass
+
+    def finished(self, job: Job[Any], result: JobResult) -> None:
+        pass
+
+    def not_started(self, job: Job[Any], result: JobResult) -> None:
+        pass
+
+    def notice(self, text: str) -> None:
+        pass
+
+
 @dataclass(frozen=True)
 class Scheduler:
     pool: EnginePool
@@ -94,12 +138,12 @@ class Scheduler:
     cancel: Cancel = field(default_factory=Cancel)
     deadline: float | None = None  # time.monotonic() after which no job starts
     longest_first: bool = True  # False: first come, first served (benchmarks compare)
-    on_event: Callable[[str, Job[Any], JobResult | Placement | None], None] = lambda *_: None
+    progress: Progress = field(default_factory=Silent)
 
     def run(self, jobs: Sequence[Job[T]], fn: JobFn[T]) -> dict[str, JobResult]:
         state = _State(jobs)
         for job in jobs:
-            self.on_event("queued", job, None)
+            self.progress.queued(job)
         free = {e.name: e.slots for e in self.pool.engines}
         running: dict[Future[JobResult], tuple[Job[T], Placement]] = {}
         stop = False
@@ -125,12 +169,12 @@ class Scheduler:
                     if self._retry(state, job, outcome):
                         continue
                     state.finish(job, outcome)
-                    self.on_event("done", job, outcome)
+                    self.progress.finished(job, outcome)
                     stop = stop or (self.fail_fast and not outcome.ok)
         why = "not started: the run deadline passed" if self._past_deadline() else "not started"
         for job in list(state.pending.values()):
             state.results[job.id] = JobResult(ok=False, cancelled=True, detail=why)
-            self.on_event("cancelled", job, state.results[job.id])
+            self.progress.not_started(job, state.results[job.id])
         return state.results
 
     def _past_deadline(self) -> bool:
@@ -148,7 +192,7 @@ class Scheduler:
         state.pending[job.id] = job
         state.ready.add(job.id)
         state.not_before[job.id] = time.monotonic() + self.backoff * state.attempts[job.id]
-        self.on_event("retry", job, outcome)
+        self.progress.retrying(job, outcome)
         return True
 
     def _start_ready(
@@ -172,7 +216,7 @@ class Scheduler:
                 continue
             free[placement.engine.name] -= 1
             state.start(job)
-            self.on_event("start", job, placement)
+            self.progress.started(job, placement)
             running[threads.submit(fn, job, placement, self.cancel)] = (job, placement)
 
     def place(self, arch: Arch, free: dict[str, int]) -> Placement | None:
@@ -207,7 +251,7 @@ class Scheduler:
                 "(run `orchestrate doctor`; install QEMU with `sudo orchestrate setup-host`)",
             )
             state.finish(job, outcome)
-            self.on_event("done", job, outcome)
+            self.progress.finished(job, outcome)
 
 
 class _State(Generic[T]):

@@ -25,7 +25,7 @@ from orchestrator.cli.app import (
     workdir_option,
 )
 from orchestrator.cli.plan import FILE, missing_exit, plan_file_of, requirement_options
-from orchestrator.cli.progress import Progress
+from orchestrator.cli.progress import LiveProgress
 from orchestrator.config.matrix import Platform, expand
 from orchestrator.core.errors import (
     EXIT_CONFLICT,
@@ -279,9 +279,9 @@ def _run(app: App, request: NightRequest) -> tuple[NightResult, Cancel]:
     log_of = app.layout.job_log if app.verbosity > 0 else None
     with (
         signals_cancel() as cancel,
-        Progress(app.console, 0, "jobs", log_of, quiet=app.verbosity < 0) as progress,
+        LiveProgress(app.console, 0, "jobs", log_of, quiet=app.verbosity < 0) as progress,
     ):
-        outcome = run_build(request, pool=app.pool, cancel=cancel, on_event=progress.event)
+        outcome = run_build(request, pool=app.pool, cancel=cancel, progress=progress)
     return outcome, cancel
 
 

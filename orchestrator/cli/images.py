@@ -20,7 +20,7 @@ from orchestrator.cli.app import (
     signals_cancel,
     workdir_option,
 )
-from orchestrator.cli.progress import Progress
+from orchestrator.cli.progress import LiveProgress
 from orchestrator.core.errors import EXIT_FAILED
 from orchestrator.images.pipeline import ImagesOptions, ImagesReport, run_images
 from orchestrator.images.render import render
@@ -106,7 +106,7 @@ def _run(
 ) -> int:
     console = app.err if fmt == "json" else app.console  # stdout is the JSON's
     with (
-        Progress(console, 0, "images", quiet=app.verbosity < 0) as progress,
+        LiveProgress(console, 0, "images", quiet=app.verbosity < 0) as progress,
         signals_cancel() as cancel,
     ):
         report = run_images(
@@ -118,7 +118,7 @@ def _run(
                 force=force, push=push, allow_partial=allow_partial, max_age=max_age
             ),
             cancel=cancel,
-            on_event=progress.event,
+            progress=progress,
         )
     _summary(app, report, fmt)
     raise_if_cancelled(cancel)

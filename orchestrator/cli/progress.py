@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
 from rich.console import Console
 from rich.live import Live
@@ -17,8 +18,9 @@ from orchestrator.jobs.graph import WheelJob
 from orchestrator.scheduler import Job, JobResult, Placement
 
 
-class Progress:
-    """Feed it scheduler events; it shows what runs where and what finished."""
+class LiveProgress:
+    """The scheduler's `Progress` on a console: what runs where and what finished, as
+    a live table on a terminal and plain lines elsewhere."""
 
     def __init__(
         self,
@@ -42,7 +44,7 @@ class Progress:
         self._live: Live | None = None
         self._closed = quiet  # -q: no progress lines at all
 
-    def __enter__(self) -> Progress:
+    def __enter__(self) -> LiveProgress:
         if self.console.is_terminal:
             self._live = Live(
                 self._table(), console=self.console, refresh_per_second=2, transient=True
@@ -56,36 +58,57 @@ class Progress:
         if self._live is not None:
             self._live.__exit__(kind, exc, tb)
 
-    def event(self, kind: str, job: Job[object] | None, info: object) -> None:
+    def queued(self, job: Job[Any]) -> None:
         with self._lock:
-            if kind == "notice" or job is None:
-                self._line(f"notice: {info}")
-            elif kind == "phase" and job.id in self._running:
-                engine, emulated, started, _ = self._running[job.id]
-                self._running[job.id] = (engine, emulated, started, str(info))
-            elif kind == "queued":
-                group = _group(job)
-                self.total[group] = self.total.get(group, 0) + 1
-            elif kind == "start" and isinstance(info, Placement):
-                self._running[job.id] = (info.engine.name, info.emulated, time.monotonic(), "")
-                how = f"emulated: {info.reason}" if info.emulated else "native"
-                self._line(f"start  {job.id} on {info.engine.name} ({how})")
-                if self.log_of is not None:
-                    self._line(f"       log: {self.log_of(job.id)}")
-            elif isinstance(info, JobResult):
-                self._running.pop(job.id, None)
-                if kind == "retry":
-                    self._line(f"retry  {job.id}: {info.detail}")
-                    return
-                group = _group(job)
-                self.done[group] = done = self.done.get(group, 0) + 1
-                self.failed += 0 if info.ok else 1
-                state = "ok" if info.ok else ("cancelled" if info.cancelled else "FAILED")
-                count = f"{done}/{self.total.get(group, 0)}"
-                self._line(f"{state:<6} {job.id} [{group[:-1]} {count}] {info.detail}")
-            if self._live is not None and not self._closed:
-                with contextlib.suppress(OSError, ValueError):
-                    self._live.update(self._table())
+            group = _group(job)
+            self.total[group] = self.total.get(group, 0) + 1
+            self._refresh()
+
+    def started(self, job: Job[Any], placement: Placement) -> None:
+        with self._lock:
+            engine = placement.engine.name
+            self._running[job.id] = (engine, placement.emulated, time.monotonic(), "")
+            how = f"emulated: {placement.reason}" if placement.emulated else "native"
+            self._line(f"start  {job.id} on {engine} ({how})")
+            if self.log_of is not None:
+                self._line(f"       log: {self.log_of(job.id)}")
+            self._refresh()
+
+    def phase(self, job_id: str, name: str) -> None:
+        with self._lock:
+            if job_id in self._running:
+                engine, emulated, started, _ = self._running[job_id]
+                self._running[job_id] = (engine, emulated, started, name)
+            self._refresh()
+
+    def retrying(self, job: Job[Any], result: JobResult) -> None:
+        with self._lock:
+            self._running.pop(job.id, None)
+            self._line(f"retry  {job.id}: {result.detail}")
+
+    def finished(self, job: Job[Any], result: JobResult) -> None:
+        with self._lock:
+            self._running.pop(job.id, None)
+            group = _group(job)
+            self.done[group] = done = self.done.get(group, 0) + 1
+            self.failed += 0 if result.ok else 1
+            state = "ok" if result.ok else ("cancelled" if result.cancelled else "FAILED")
+            count = f"{done}/{self.total.get(group, 0)}"
+            self._line(f"{state:<6} {job.id} [{group[:-1]} {count}] {result.detail}")
+            self._refresh()
+
+    def not_started(self, job: Job[Any], result: JobResult) -> None:
+        self.finished(job, result)
+
+    def notice(self, text: str) -> None:
+        with self._lock:
+            self._line(f"notice: {text}")
+            self._refresh()
+
+    def _refresh(self) -> None:
+        if self._live is not None and not self._closed:
+            with contextlib.suppress(OSError, ValueError):
+                self._live.update(self._table())
 
     def _line(self, text: str) -> None:
         if self._closed:

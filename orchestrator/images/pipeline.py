@@ -20,7 +20,7 @@ from orchestrator.images.facts import ImageFacts, ProbeCache
 from orchestrator.images.manifest import ManifestResult, client_for, publish_release, push_platform
 from orchestrator.images.registry import ManifestRef, RegistryClient
 from orchestrator.model import Arch, ImageStatus
-from orchestrator.scheduler import Cancel, Job, JobResult, Placement, Scheduler
+from orchestrator.scheduler import Cancel, Job, JobResult, Placement, Progress, Scheduler, Silent
 
 EXPECTED_NATIVE = 300.0  # seconds; emulated builds are expected to take longer
 EXPECTED_EMULATED = 1500.0
@@ -56,7 +56,7 @@ def run_images(
     *,
     options: ImagesOptions = ImagesOptions(),
     cancel: Cancel | None = None,
-    on_event: Callable[..., None] = lambda *_: None,
+    progress: Progress | None = None,
     probes: ProbeCache | None = None,
 ) -> ImagesReport:
     """Each platform's builder image, fresh or built, on the pool; pushed and joined
@@ -68,7 +68,11 @@ def run_images(
     )
     jobs = [Job(p.name, p.arch, _expected(p, pool), p) for p in platforms]
     scheduler = Scheduler(
-        pool, emulate_when_busy=False, retries=1, on_event=on_event, cancel=cancel or Cancel()
+        pool,
+        emulate_when_busy=False,
+        retries=1,
+        progress=progress or Silent(),
+        cancel=cancel or Cancel(),
     )
     results = _results(scheduler.run(jobs, job_fn), list(by_name))
     releases: list[ManifestResult] = []

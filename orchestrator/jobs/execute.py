@@ -38,7 +38,16 @@ from orchestrator.jobs.records import WheelRecord, compiler_mode
 from orchestrator.jobs.sources import GeneratedC, SdistFacts, cython_pin
 from orchestrator.model import Category, JobKind, JobStatus, Mode
 from orchestrator.plan.decide import TagSets
-from orchestrator.scheduler import Cancel, Job, JobResult, Lookahead, Placement, Scheduler
+from orchestrator.scheduler import (
+    Cancel,
+    Job,
+    JobResult,
+    Lookahead,
+    Placement,
+    Progress,
+    Scheduler,
+    Silent,
+)
 from orchestrator.trust.packages import PackageDbs
 
 # A resolution of static build requirements that other sdists share is reused for
@@ -122,24 +131,24 @@ class Executor:
         self._finished: dict[str, WheelRecord] = {}
         self.ahead: Lookahead[MadeAhead] | None = None  # while `run` runs
         self._lock = threading.Lock()
-        self.on_event: Callable[..., None] = lambda *_: None
+        self.progress: Progress = Silent()  # while `run` runs
 
     def run(
         self,
         graph: JobGraph,
         pool: EnginePool,
         options: ExecOptions,
-        on_event: Callable[..., None],
+        progress: Progress,
     ) -> JobsRun:
         """Every job of the graph, with one record each: run, blocked, or never started
         (the deadline, fail-fast, a signal, or an error of the scheduler itself)."""
-        self.on_event = on_event
+        self.progress = progress
         scheduler = Scheduler(
             pool,
             emulate_when_busy=options.emulate_when_busy,
             fail_fast=options.fail_fast,
             cancel=self.cancel,
-            on_event=on_event,
+            progress=progress,
             deadline=options.deadline,
         )
         self.ahead = self._lookahead(graph, pool)
@@ -268,7 +277,7 @@ class Executor:
             log_path=self.layout.job_log(job.id),
             cancel=token,
             fetch_env=self.matrix.builder.fetch_environment(),
-            on_phase=lambda phase: self.on_event("phase", job, phase),
+            on_phase=lambda phase: self.progress.phase(job.id, phase),
             mode=mode,
             compiler_note=note,
             runtime=facts.runtime if (facts := self.facts.get(job.platform.name)) else None,

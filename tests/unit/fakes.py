@@ -9,10 +9,12 @@ import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from orchestrator.core.errors import EngineError
 from orchestrator.engines import EngineInfo, ImageBuildRequest, ImageInfo, RunRequest, RunResult
 from orchestrator.model import Arch, EngineKind
+from orchestrator.scheduler import Job, JobResult, Placement
 
 _IDS = itertools.count(1)
 
@@ -145,3 +147,35 @@ class FakeEngine:
         time.sleep(seconds)
         with self._lock:
             self.running -= 1
+
+
+class Recorder:
+    """The scheduler's `Progress`, recording each event as (kind, job ID or text)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    def queued(self, job: Job[Any]) -> None:
+        self.events.append(("queued", job.id))
+
+    def started(self, job: Job[Any], placement: Placement) -> None:
+        self.events.append(("start", job.id))
+
+    def phase(self, job_id: str, name: str) -> None:
+        self.events.append(("phase", f"{job_id} {name}"))
+
+    def retrying(self, job: Job[Any], result: JobResult) -> None:
+        self.events.append(("retry", job.id))
+
+    def finished(self, job: Job[Any], result: JobResult) -> None:
+        self.events.append(("done", job.id))
+
+    def not_started(self, job: Job[Any], result: JobResult) -> None:
+        self.events.append(("cancelled", job.id))
+
+    def notice(self, text: str) -> None:
+        self.events.append(("notice", text))
+
+    def of(self, kind: str) -> list[str]:
+        """The job IDs (or texts) of one kind of event, in order."""
+        return [what for k, what in self.events if k == kind]

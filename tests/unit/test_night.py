@@ -31,7 +31,7 @@ from orchestrator.report.data import report_of
 from orchestrator.run import BuildOptions, NightRequest, NightResult, run_build
 from orchestrator.scheduler import Cancel
 from tests.matrices import BASE_BLOCK, local_matrix_copy
-from tests.unit.fakes import FakeEngine
+from tests.unit.fakes import FakeEngine, Recorder
 from tests.wheelfactory import make_sdist, simple_index
 
 AMD = "debian-bookworm-amd64"
@@ -86,7 +86,7 @@ def _night(
     matrix = load_matrix(matrix_path)
     requirements = tmp_path / "requirements.txt"
     requirements.write_text(pins)
-    events: list[tuple[str, str]] = []
+    recorder = Recorder()
     request = NightRequest(
         matrix=matrix,
         platforms=tuple(p for p in expand(matrix) if p.name == AMD),
@@ -98,12 +98,10 @@ def _night(
         request,
         pool=EnginePool([engine], EngineFactsCache(None)),
         cancel=cancel or Cancel(),
-        on_event=lambda kind, job=None, info=None: events.append(
-            (kind, job.id if job is not None else str(info))
-        ),
+        progress=recorder,
     )
     code = exit_code(outcome, allow_unavailable=False)
-    return Night(outcome, report_of(outcome, str(matrix_path)), code, events)
+    return Night(outcome, report_of(outcome, str(matrix_path)), code, recorder.events)
 
 
 def _engine(**kwargs: Any) -> FakeEngine:

@@ -110,20 +110,18 @@ def test_progress_shows_each_running_jobs_phase_and_elapsed_time() -> None:
 
     from rich.console import Console
 
-    from orchestrator.cli.progress import Progress
+    from orchestrator.cli.progress import LiveProgress
     from orchestrator.model import Arch
     from orchestrator.scheduler import Job, Placement
     from tests.unit.fakes import FakeEngine
 
-    progress = Progress(Console(file=io.StringIO(), width=120), 0, "jobs")
+    progress = LiveProgress(Console(file=io.StringIO(), width=120), 0, "jobs")
     job: Job[object] = Job("p-arm64/crcmod==1.7", Arch.ARM64, 1.0, None)
-    progress.event("queued", job, None)
-    progress.event(
-        "start",
-        job,
-        Placement(engine=FakeEngine("local", Arch.AMD64), emulated=True, reason="no arm64"),
+    progress.queued(job)
+    progress.started(
+        job, Placement(engine=FakeEngine("local", Arch.AMD64), emulated=True, reason="no arm64")
     )
-    progress.event("phase", job, "build")
+    progress.phase(job.id, "build")
     out = io.StringIO()
     Console(file=out, width=120).print(progress._table())
     row = next(line for line in out.getvalue().splitlines() if "crcmod" in line)

@@ -6,7 +6,6 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -14,7 +13,7 @@ from orchestrator.core.errors import OrchestrateError
 from orchestrator.engines.pool import EngineFactsCache, EnginePool
 from orchestrator.model import Arch
 from orchestrator.scheduler import Cancel, Job, JobResult, Lookahead, Placement, Scheduler
-from tests.unit.fakes import FakeEngine
+from tests.unit.fakes import FakeEngine, Recorder
 
 
 def _pool(*engines: FakeEngine) -> EnginePool:
@@ -60,21 +59,21 @@ def test_longest_job_first_keeps_makespan_near_bound() -> None:
     durations = [0.1, 0.1, 0.1, 0.1, 0.6]
     engine = FakeEngine("amd", Arch.AMD64, slots=2)
     jobs = [Job(f"j{i}", Arch.AMD64, d, d) for i, d in enumerate(durations)]
-    order: list[str] = []
+    seen = Recorder()
     started = time.monotonic()
-    Scheduler(_pool(engine), on_event=_starts(order)).run(jobs, _sleeper)
+    Scheduler(_pool(engine), progress=seen).run(jobs, _sleeper)
     elapsed = time.monotonic() - started
     bound = max(*durations, sum(durations) / 2)
-    assert order[0] == "j4"  # the longest expected job goes first
+    assert seen.of("start")[0] == "j4"  # the longest expected job goes first
     assert elapsed < bound * 1.2, f"makespan {elapsed:.2f}s, bound {bound:.2f}s"
 
 
 def test_ready_jobs_start_in_descending_expected_order() -> None:
     engine = FakeEngine("amd", Arch.AMD64, slots=1)
     jobs = [Job(f"j{i}", Arch.AMD64, e, 0.0) for i, e in enumerate([3, 9, 1, 5])]
-    order: list[str] = []
-    Scheduler(_pool(engine), on_event=_starts(order)).run(jobs, _sleeper)
-    assert order == ["j1", "j3", "j0", "j2"]
+    seen = Recorder()
+    Scheduler(_pool(engine), progress=seen).run(jobs, _sleeper)
+    assert seen.of("start") == ["j1", "j3", "j0", "j2"]
 
 
 def test_graph_runs_dependencies_first_and_dependants_after() -> None:
@@ -84,8 +83,9 @@ def test_graph_runs_dependencies_first_and_dependants_after() -> None:
         Job("build-dep", Arch.AMD64, 1, 0.05),
         Job("other", Arch.AMD64, 50, 0.0),
     ]
-    order: list[str] = []
-    results = Scheduler(_pool(engine), on_event=_starts(order)).run(jobs, _sleeper)
+    seen = Recorder()
+    results = Scheduler(_pool(engine), progress=seen).run(jobs, _sleeper)
+    order = seen.of("start")
     assert order.index("build-dep") < order.index("wheel")
     assert all(r.ok for r in results.values())
 
@@ -106,14 +106,6 @@ def test_deadline_stops_new_jobs_and_keeps_what_finished() -> None:
     assert finished == ["j0", "j1"]  # j1 started before the deadline and was let finish
     assert all(results[j].cancelled for j in ("j2", "j3"))
     assert "deadline" in results["j3"].detail
-
-
-def _starts(order: list[str]) -> Callable[[str, Job[Any], object], None]:
-    def record(kind: str, job: Job[Any], _info: object) -> None:
-        if kind == "start":
-            order.append(job.id)
-
-    return record
 
 
 def test_transient_failures_retry_and_compile_errors_do_not() -> None:
