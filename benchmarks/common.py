@@ -44,10 +44,20 @@ def orchestrate_build(
 ) -> subprocess.CompletedProcess[str]:
     """`orchestrate build` as a user runs it, with its JSON report at `report`."""
     return sh(
-        "orchestrate", "build", "-m", str(matrix), "-r", str(requirements),
-        "--workdir", str(workdir), "--report", str(report), *options,
-        check=False, env=env,
-    )  # fmt: skip
+        "orchestrate",
+        "build",
+        "-m",
+        str(matrix),
+        "-r",
+        str(requirements),
+        "--workdir",
+        str(workdir),
+        "--report",
+        str(report),
+        *options,
+        check=False,
+        env=env,
+    )
 
 
 def machine() -> str:

@@ -60,11 +60,28 @@ def _matrix(root: Path, name: str) -> Path:
 def _runner(matrix: Path, shard: str) -> subprocess.Popen[str]:
     env = {**os.environ, "ORCHESTRATE_CACHE_DIR": str(ROOT / f"cache-{shard}")}
     return subprocess.Popen(
-        ["orchestrate", "-q", "build", "-m", str(matrix), "--plan", str(ROOT / "plan.json"),
-         "--shard", shard, "--bundle", str(ROOT / f"bundle-{shard}"),
-         "--workdir", str(ROOT / f"work-{shard}"), "--report", str(ROOT / f"{shard}.json")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, env=env,
-    )  # fmt: skip
+        [
+            "orchestrate",
+            "-q",
+            "build",
+            "-m",
+            str(matrix),
+            "--plan",
+            str(ROOT / "plan.json"),
+            "--shard",
+            shard,
+            "--bundle",
+            str(ROOT / f"bundle-{shard}"),
+            "--workdir",
+            str(ROOT / f"work-{shard}"),
+            "--report",
+            str(ROOT / f"{shard}.json"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
 
 
 def served(root: Path) -> dict[str, dict[str, str]]:
@@ -75,11 +92,13 @@ def served(root: Path) -> dict[str, dict[str, str]]:
         simple = link / "simple"
         out[link.name] = {
             f.relative_to(simple).as_posix(): (
-                "statement" if f.name.endswith(".intoto.json")
+                "statement"
+                if f.name.endswith(".intoto.json")
                 else hashlib.sha256(f.read_bytes()).hexdigest()
             )
-            for f in sorted(simple.rglob("*")) if f.is_file()
-        }  # fmt: skip
+            for f in sorted(simple.rglob("*"))
+            if f.is_file()
+        }
     return out
 
 
@@ -90,9 +109,18 @@ def two_runners(single_root: Path | None = None) -> tuple[list[Row], list[dict[s
     shutil.rmtree(ROOT, ignore_errors=True)
     ROOT.mkdir(parents=True)
     matrix = _matrix(ROOT / "index", "sharded")
-    planned = sh("orchestrate", "plan", "-m", str(matrix), "-r", str(CONSTRAINTS),
-                 "--allow-unavailable", "--shards",
-                 "--save-plan", str(ROOT / "plan.json"))  # fmt: skip
+    planned = sh(
+        "orchestrate",
+        "plan",
+        "-m",
+        str(matrix),
+        "-r",
+        str(CONSTRAINTS),
+        "--allow-unavailable",
+        "--shards",
+        "--save-plan",
+        str(ROOT / "plan.json"),
+    )
     shards = [e["shard"] for e in json.loads(planned.stdout)["include"]]
     started = time.perf_counter()
     runners = {s: _runner(matrix, s) for s in shards}
@@ -103,15 +131,28 @@ def two_runners(single_root: Path | None = None) -> tuple[list[Row], list[dict[s
                 walls[shard] = time.perf_counter() - started
         time.sleep(0.5)
     merge_started = time.perf_counter()
-    merged = sh("orchestrate", "-q", "merge", "-m", str(matrix), "--workdir",
-                str(ROOT / "work-merge"), *(str(ROOT / f"bundle-{s}") for s in shards),
-                check=False)  # fmt: skip
+    merged = sh(
+        "orchestrate",
+        "-q",
+        "merge",
+        "-m",
+        str(matrix),
+        "--workdir",
+        str(ROOT / "work-merge"),
+        *(str(ROOT / f"bundle-{s}") for s in shards),
+        check=False,
+    )
     merge_s = time.perf_counter() - merge_started
     if single_root is None:
         single_root = ROOT / "single-index"
         env = {**os.environ, "ORCHESTRATE_CACHE_DIR": str(ROOT / "cache-single")}
-        orchestrate_build(_matrix(single_root, "single"), CONSTRAINTS, ROOT / "work-single",
-                          ROOT / "single.json", env=env)  # fmt: skip
+        orchestrate_build(
+            _matrix(single_root, "single"),
+            CONSTRAINTS,
+            ROOT / "work-single",
+            ROOT / "single.json",
+            env=env,
+        )
     same = served(ROOT / "index") == served(single_root)
     reports = [json.loads((ROOT / f"{s}.json").read_text()) for s in shards]
     return _rows(walls, merge_s=merge_s, code=merged.returncode, same=same), reports
@@ -123,26 +164,44 @@ def _rows(walls: Mapping[str, float], *, merge_s: float, code: int, same: bool) 
     return [
         Row(
             "two runners: OpenStack, 2 shards built at once, wall time (slowest shard)",
-            max(walls.values()), None, "s", None, "2 shards", len(shards) == 2,
+            max(walls.values()),
+            None,
+            "s",
+            None,
+            "2 shards",
+            len(shards) == 2,
             f"each shard's wall time: {each}; own workdir and cache each, one engine",
         ),
         Row(
             "two runners: merge of both bundles (verify, store, publish)",
-            merge_s, None, "s", None, "< 10 s", merge_s < 10 and code in (0, 1),
+            merge_s,
+            None,
+            "s",
+            None,
+            "< 10 s",
+            merge_s < 10 and code in (0, 1),
             f"exit {code} (1: some pins of these old constraints fail to build)",
         ),
         Row(
             "two runners: merged index = single-host index",
-            1.0 if same else 0.0, None, "", None, "identical", same,
+            1.0 if same else 0.0,
+            None,
+            "",
+            None,
+            "identical",
+            same,
             "every platform: the same file names, sha256s and pages",
         ),
-    ]  # fmt: skip
+    ]
 
 
 # -- OpenDev's scale, projected ---------------------------------------------------
 
-DISTROS = (("centos", "stream9", "rpm", "2.34"), ("debian", "bookworm", "deb", "2.36"),
-           ("ubuntu", "noble", "deb", "2.39"))  # fmt: skip
+DISTROS = (
+    ("centos", "stream9", "rpm", "2.34"),
+    ("debian", "bookworm", "deb", "2.36"),
+    ("ubuntu", "noble", "deb", "2.39"),
+)
 ARCHES = ("amd64", "arm64", "ppc64le", "s390x", "riscv64")
 
 
@@ -274,17 +333,30 @@ def opendev_scale(reports: Sequence[Mapping[str, Any]]) -> list[Row]:
     shard_walls = {
         p.name: _simulate(js, [FakeEngine(p.name, p.arch, RUNNER_SLOTS)], factor) + RUNNER_SETUP_S
         for p, js in jobs.items()
-    }  # fmt: skip
-    rows = [Row(
-        "OpenDev scale: the plan (15 platforms x 4 branches, the real planner)",
-        planning, None, "s", None, "", None,
-        f"{items} items, {count} wheels to build; emulation factor {factor:.1f}x "
-        "(measured above: arm64 with the native compiler / amd64)",
-    ), Row(
-        "OpenDev scale: one host, QEMU for 4 of 5 arches",
-        one_host / 3600, TIMEOUT_S / 3600, "h", one_host / TIMEOUT_S, "< 1x the 2.5 h timeout",
-        one_host < TIMEOUT_S, f"{RUNNER_SLOTS} slots; {one_host / 60:.0f} runner-minutes",
-    )]  # fmt: skip
+    }
+    rows = [
+        Row(
+            "OpenDev scale: the plan (15 platforms x 4 branches, the real planner)",
+            planning,
+            None,
+            "s",
+            None,
+            "",
+            None,
+            f"{items} items, {count} wheels to build; emulation factor {factor:.1f}x "
+            "(measured above: arm64 with the native compiler / amd64)",
+        ),
+        Row(
+            "OpenDev scale: one host, QEMU for 4 of 5 arches",
+            one_host / 3600,
+            TIMEOUT_S / 3600,
+            "h",
+            one_host / TIMEOUT_S,
+            "< 1x the 2.5 h timeout",
+            one_host < TIMEOUT_S,
+            f"{RUNNER_SLOTS} slots; {one_host / 60:.0f} runner-minutes",
+        ),
+    ]
     return rows + [_runners(n, shard_walls) for n in (1, 3, 5, 15)]
 
 
@@ -297,11 +369,15 @@ def _runners(n: int, shard_walls: Mapping[str, float]) -> Row:
     minutes = sum(shard_walls.values()) / 60
     return Row(
         f"OpenDev scale: {n} native runner(s) at once, one shard per platform",
-        wall / 3600, TIMEOUT_S / 3600, "h", wall / TIMEOUT_S, "every job < 2.5 h",
+        wall / 3600,
+        TIMEOUT_S / 3600,
+        "h",
+        wall / TIMEOUT_S,
+        "every job < 2.5 h",
         longest < TIMEOUT_S,
         f"longest job (one shard) {longest / 3600:.2f} h; {minutes:.0f} runner-minutes "
         f"({RUNNER_SLOTS}-core runners, {RUNNER_SETUP_S:.0f} s set-up each)",
-    )  # fmt: skip
+    )
 
 
 def split_by_budget(reports: Sequence[Mapping[str, Any]]) -> list[Row]:

@@ -67,8 +67,11 @@ branches:
 def _plan(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["orchestrate", "plan", "-m", str(folder / "m.yaml"), "--allow-unavailable", *args],
-        capture_output=True, text=True, check=False, cwd=folder,  # its .orchestrate/ cache
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=folder,  # its .orchestrate/ cache
+    )
 
 
 def _decisions(folder: Path, *args: str) -> list[dict[str, Any]]:
@@ -100,8 +103,11 @@ def test_shared_pins_are_one_item_per_platform(merged: list[dict[str, Any]]) -> 
     assert [d["branches"] for d in ujson] == [["master"]]
     cared = {d["name"].lower(): d for d in arm if "cared" in d["branches"]}
     assert {n: d["version"] for n, d in cared.items()} == {
-        "pyyaml": "6.0.1", "psutil": "6.1.1", "netifaces": "0.11.0", "python-ldap": "3.4.7",
-    }  # fmt: skip
+        "pyyaml": "6.0.1",
+        "psutil": "6.1.1",
+        "netifaces": "0.11.0",
+        "python-ldap": "3.4.7",
+    }
     assert cared["netifaces"]["branches"] == ["master", "cared"]  # same pin in both
     assert cared["pyyaml"]["branches"] == ["cared"]  # stable's version, not master's
     assert len(arm) == 575 + 2
@@ -130,8 +136,11 @@ def test_the_per_branch_table_equals_each_branch_planned_alone(
     assert table.returncode == 0, table.stderr
     rows = [line.split() for line in table.stdout.splitlines()]
     header = next(r for r in rows if r[:2] == ["branch", "platform"])
-    by_branch = {(r[0], r[1]): dict(zip(header[3:], r[3:], strict=True)) for r in rows
-                 if len(r) == len(header) and r[0] in alone}  # fmt: skip
+    by_branch = {
+        (r[0], r[1]): dict(zip(header[3:], r[3:], strict=True))
+        for r in rows
+        if len(r) == len(header) and r[0] in alone
+    }
     for branch, decisions in alone.items():
         for (platform, _python, action), n in _counts(decisions).items():
             assert by_branch[(branch, platform)][action] == str(n), (branch, platform, action)
@@ -152,8 +161,11 @@ def test_prune_unwanted_removes_what_no_branch_wants_any_more(tmp_path: Path) ->
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["orchestrate", *args, "-m", str(matrix), "-p", AMD],
-            capture_output=True, text=True, check=False, cwd=tmp_path,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=tmp_path,
+        )
 
     assert cli("publish").returncode == 0
     dry = cli("prune", "--unwanted", "--dry-run", "--format", "json")

@@ -195,9 +195,15 @@ def test_failed_compile_is_isolated_and_logged(
 ) -> None:
     # python-ldap needs libldap headers, which this matrix's builders lack; netifaces builds.
     built = local.build(
-        "python-ldap==3.4.4\nnetifaces==0.11.0\n", tmp_path, "-p", "*-amd64",
-        "--junit-xml", str(tmp_path / "junit.xml"), "--metrics", str(tmp_path / "m.prom"),
-    )  # fmt: skip
+        "python-ldap==3.4.4\nnetifaces==0.11.0\n",
+        tmp_path,
+        "-p",
+        "*-amd64",
+        "--junit-xml",
+        str(tmp_path / "junit.xml"),
+        "--metrics",
+        str(tmp_path / "m.prom"),
+    )
     assert built.process.returncode == 1
     junit = (tmp_path / "junit.xml").read_text()
     assert 'type="missing-system-library"' in junit

@@ -38,8 +38,9 @@ def test_doctor_reports_native_amd64_and_emulated_arm64(
 def test_doctor_reports_the_five_arches(engine: DockerEngine, cli: CliRunner) -> None:
     """examples/multiarch.yaml: each foreign arch really runs (a probe ELF of that arch,
     in a FROM scratch image), and its free disk is decoded in that arch's layout."""
-    result = cli("doctor", "--matrix", str(REPO / "examples" / "multiarch.yaml"), "--format",
-                 "json")  # fmt: skip
+    result = cli(
+        "doctor", "--matrix", str(REPO / "examples" / "multiarch.yaml"), "--format", "json"
+    )
     checks = {c["subject"]: c for c in json.loads(result.out)}
     detail = str(checks["engine local"]["detail"])
     assert "native amd64" in detail

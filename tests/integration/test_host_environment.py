@@ -68,13 +68,19 @@ def test_host_made_environments_and_a_none_any_wheel_built_once(
 ) -> None:
     sdists = tmp_path / "sdists"
     optional = make_sdist(
-        sdists, "orchestrate-test-optional", "1.0", setup_py=OPTIONAL_SETUP,
+        sdists,
+        "orchestrate-test-optional",
+        "1.0",
+        setup_py=OPTIONAL_SETUP,
         extra={"speedups.c": UNUSED_C},
-    )  # fmt: skip
+    )
     dynamic = make_sdist(
-        sdists, "orchestrate-test-dynamic", "1.0", setup_py=PLATFORM_SETUP,
+        sdists,
+        "orchestrate-test-dynamic",
+        "1.0",
+        setup_py=PLATFORM_SETUP,
         extra={"speedups.c": UNUSED_C, "backend.py": BACKEND},
-    )  # fmt: skip
+    )
     _in_tree_backend(dynamic)
     setupreq = make_sdist(sdists, "orchestrate-test-setupreq", "1.0", setup_py=SETUPREQ_SETUP)
     index = simple_index(tmp_path / "simple", [optional, dynamic, setupreq])
@@ -85,9 +91,10 @@ def test_host_made_environments_and_a_none_any_wheel_built_once(
     )
     built = Local(matrix, local.matrix, tmp_path / "work").build(
         "orchestrate-test-optional==1.0\norchestrate-test-dynamic==1.0\n"
-        "orchestrate-test-setupreq==1.0\n", tmp_path,
+        "orchestrate-test-setupreq==1.0\n",
+        tmp_path,
         env=_without_durations(tmp_path / "cache"),
-    )  # fmt: skip
+    )
     assert built.process.returncode == 0, built.process.stdout + built.process.stderr
     jobs = built.jobs
 
@@ -202,22 +209,27 @@ def test_emulated_build_compiles_the_c_the_native_cython_wrote(
     Cython wrote there (no Cython under QEMU); an arm64-only night, where Cython runs
     emulated, makes the very same wheel."""
     sdist = make_sdist(
-        tmp_path / "sdists", "orchestrate-test-cython", "1.0",
-        ("setuptools>=61", "Cython==3.2.1"), setup_py=CYTHON_SETUP,
+        tmp_path / "sdists",
+        "orchestrate-test-cython",
+        "1.0",
+        ("setuptools>=61", "Cython==3.2.1"),
+        setup_py=CYTHON_SETUP,
         extra={"orchestrate_test_cython/fast.pyx": CYTHON_PYX},
-    )  # fmt: skip
+    )
     index = simple_index(tmp_path / "simple", [sdist])
     pin = "orchestrate-test-cython==1.0\n"
     both, alone = (
         Local(
             local_matrix_copy(
-                tmp_path / f"{name}.yaml", tmp_path / f"wheels-{name}",
+                tmp_path / f"{name}.yaml",
+                tmp_path / f"wheels-{name}",
                 {"upstream: https://pypi.org/simple/": f"upstream: {index}"},
             ),
-            local.matrix, tmp_path / f"work-{name}",
+            local.matrix,
+            tmp_path / f"work-{name}",
         ).build(pin, tmp_path / name, *options, env=_without_durations(tmp_path / f"c-{name}"))
         for name, options in (("both", ()), ("alone", ("--platform", ARM)))
-    )  # fmt: skip
+    )
     for built in (both, alone):
         assert built.process.returncode == 0, built.process.stdout + built.process.stderr
     amd = both.jobs[f"{AMD}/orchestrate-test-cython==1.0"]

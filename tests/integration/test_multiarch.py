@@ -29,8 +29,13 @@ from .conftest import Built, Local
 pytestmark = pytest.mark.multiarch
 
 MULTIARCH = REPO / "examples" / "multiarch.yaml"
-MACHINES = {"amd64": "x86_64", "arm64": "aarch64", "ppc64le": "ppc64le", "s390x": "s390x",
-            "riscv64": "riscv64"}  # fmt: skip
+MACHINES = {
+    "amd64": "x86_64",
+    "arm64": "aarch64",
+    "ppc64le": "ppc64le",
+    "s390x": "s390x",
+    "riscv64": "riscv64",
+}
 
 
 @pytest.fixture(scope="module")

@@ -80,8 +80,9 @@ def alone(podman: DockerEngine, tmp_path_factory: pytest.TempPathFactory) -> Loc
     """The demo's matrix on Podman only: both builders built on it (arm64 under QEMU)
     and pushed with their manifest list, with no Docker daemon answering."""
     local = _local(tmp_path_factory.mktemp("podman"), "orchestrate/podman", ("podman", ROOTFUL, 2))
-    done = _orchestrate("images", "build", "--push", "-m", str(local.path),
-                        "--workdir", str(local.workdir))  # fmt: skip
+    done = _orchestrate(
+        "images", "build", "--push", "-m", str(local.path), "--workdir", str(local.workdir)
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "manifest 127.0.0.1:5000/orchestrate/podman:debian-bookworm: published" in done.stdout
     return local
@@ -119,15 +120,17 @@ def test_printed_podman_script_fails_the_same_way(alone: Local, tmp_path: Path) 
     failed = alone.build("python-ldap==3.4.4\n", tmp_path, "-p", "*-amd64", wrap=_without_docker)
     assert failed.process.returncode == 1, failed.process.stdout + failed.process.stderr
     job = failed.jobs[f"{AMD}/python-ldap==3.4.4"]
-    printed = _orchestrate("reproduce", AMD, "python-ldap==3.4.4", "--print",
-                           "--workdir", str(failed.workdir))  # fmt: skip
+    printed = _orchestrate(
+        "reproduce", AMD, "python-ldap==3.4.4", "--print", "--workdir", str(failed.workdir)
+    )
     assert printed.returncode == 0, printed.stderr
     script = printed.stdout
     assert "podman create" in script
     assert "docker" not in script.replace("Dockerfile", "")
     assert "--ulimit nofile=1024:1024" in script
-    done = subprocess.run(_without_docker(["sh", "-c", script]), capture_output=True,
-                          text=True, check=False)  # fmt: skip
+    done = subprocess.run(
+        _without_docker(["sh", "-c", script]), capture_output=True, text=True, check=False
+    )
     assert done.returncode == job["exit_code"] == 20, done.stdout[-2000:] + done.stderr[-2000:]
     assert "lber.h" in done.stdout + done.stderr
 
@@ -136,8 +139,12 @@ def test_a_pool_of_docker_and_podman_uses_both(
     built_images: ImagesReport, alone: Local, tmp_path: Path
 ) -> None:
     """One slot on each engine, two C extensions: one job on each, one index."""
-    mixed = _local(tmp_path, "orchestrate/mixed", ("local", "unix:///var/run/docker.sock", 1),
-                   ("podman", ROOTFUL, 1))  # fmt: skip
+    mixed = _local(
+        tmp_path,
+        "orchestrate/mixed",
+        ("local", "unix:///var/run/docker.sock", 1),
+        ("podman", ROOTFUL, 1),
+    )
     built = mixed.build("netifaces==0.11.0\ncrcmod==1.7\n", tmp_path / "run", "-p", "*-amd64")
     assert built.process.returncode == 0, built.process.stdout + built.process.stderr
     assert {j["engine"]: j["engine_kind"] for j in built.jobs.values()} == {

@@ -153,9 +153,14 @@ def check_sandbox(local: Local, engine: DockerEngine, tmp_path: Path) -> Built:
     impossible = tmp_path / "impossible.txt"
     impossible.write_text("setuptools==0.0.0\n")
     fetch = fresh(local, tmp_path / "f").build(
-        "crcmod==1.7\n", tmp_path / "f", "-p", "*-amd64", "--keep-failed",
-        "--build-constraint", str(impossible),
-    )  # fmt: skip
+        "crcmod==1.7\n",
+        tmp_path / "f",
+        "-p",
+        "*-amd64",
+        "--keep-failed",
+        "--build-constraint",
+        str(impossible),
+    )
     crcmod = fetch.jobs[f"{AMD}/crcmod==1.7"]
     assert crcmod["category"] == "build-deps-unresolvable", crcmod
     assert crcmod["attempts"] == 1  # no version will appear by retrying

@@ -26,34 +26,64 @@ def synthetic(tmp_path: Path) -> dict[str, Any]:
         name = f"package-{i:03d}"
         for j, platform in enumerate(PLATFORMS):
             action = "upstream" if (i + j) % 9 else "build"
-            plan.append({
-                "platform": platform, "python": "3.11", "name": name, "version": "1.0",
-                "action": action, "reason": "compatible wheel on the index (probed tags)",
-                "wheel": f"{name}-1.0-cp311-cp311-manylinux_2_17_x86_64.whl", "sdist": None,
-                "source": f"upper-constraints.txt:{i + 1}",
-            })  # fmt: skip
+            plan.append(
+                {
+                    "platform": platform,
+                    "python": "3.11",
+                    "name": name,
+                    "version": "1.0",
+                    "action": action,
+                    "reason": "compatible wheel on the index (probed tags)",
+                    "wheel": f"{name}-1.0-cp311-cp311-manylinux_2_17_x86_64.whl",
+                    "sdist": None,
+                    "source": f"upper-constraints.txt:{i + 1}",
+                }
+            )
             if action == "build":
                 failed = i % 37 == 0
-                jobs.append({
-                    "job": f"{platform}/{name}==1.0", "platform": platform, "python": "3.11",
-                    "name": name, "version": "1.0", "status": "failed" if failed else "built",
-                    "duration": 42.0, "engine": "local", "emulated": "amd64" not in platform,
-                    "wheel": None if failed else f"{name}-1.0-cp311-cp311-linux_x86_64.whl",
-                    "sha256": None if failed else "ab" * 32, "log": "", "kind": "wheel",
-                    "category": "compile" if failed else None,
-                    "error": "src/x.c:1:1: error: boom" if failed else "", "hint": "",
-                    "detail": "",
-                })  # fmt: skip
+                jobs.append(
+                    {
+                        "job": f"{platform}/{name}==1.0",
+                        "platform": platform,
+                        "python": "3.11",
+                        "name": name,
+                        "version": "1.0",
+                        "status": "failed" if failed else "built",
+                        "duration": 42.0,
+                        "engine": "local",
+                        "emulated": "amd64" not in platform,
+                        "wheel": None if failed else f"{name}-1.0-cp311-cp311-linux_x86_64.whl",
+                        "sha256": None if failed else "ab" * 32,
+                        "log": "",
+                        "kind": "wheel",
+                        "category": "compile" if failed else None,
+                        "error": "src/x.c:1:1: error: boom" if failed else "",
+                        "hint": "",
+                        "detail": "",
+                    }
+                )
     return {
-        "run_id": "scale", "started": "", "finished": "", "matrix": "platforms.yaml",
-        "platforms": PLATFORMS, "plan": plan, "jobs": jobs, "images": [],
-        "summary": {"built": sum(j["status"] == "built" for j in jobs), "shared": 0,
-                    "failed": sum(j["status"] == "failed" for j in jobs), "timeout": 0,
-                    "upstream": 0, "cached": 0, "emulated_seconds": 0},
+        "run_id": "scale",
+        "started": "",
+        "finished": "",
+        "matrix": "platforms.yaml",
+        "platforms": PLATFORMS,
+        "plan": plan,
+        "jobs": jobs,
+        "images": [],
+        "summary": {
+            "built": sum(j["status"] == "built" for j in jobs),
+            "shared": 0,
+            "failed": sum(j["status"] == "failed" for j in jobs),
+            "timeout": 0,
+            "upstream": 0,
+            "cached": 0,
+            "emulated_seconds": 0,
+        },
         "published": [
             {"platform": p, "status": "published", "release": "000001-x"} for p in PLATFORMS
         ],
-    }  # fmt: skip
+    }
 
 
 def test_a_575_by_15_report_loads_and_filters_fast(tmp_path: Path) -> None:

@@ -29,10 +29,20 @@ def failed_run(
     """A build that fails on purpose; returns its workdir (reports/latest.json in it).
     The builder is pushed first, so the job can name it by its registry digest."""
     pushed = subprocess.run(
-        ["orchestrate", "images", "build", "--push", "-m", str(local.path),
-         "--workdir", str(tmp_path_factory.mktemp("push"))],  # both: the manifest list stays whole
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [
+            "orchestrate",
+            "images",
+            "build",
+            "--push",
+            "-m",
+            str(local.path),
+            "--workdir",
+            str(tmp_path_factory.mktemp("push")),
+        ],  # both: the manifest list stays whole
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert pushed.returncode == 0, pushed.stdout + pushed.stderr
     built = local.build(
         "python-ldap==3.4.4\nsix==1.16.0\n", tmp_path_factory.mktemp("failing"), "-p", "*-amd64"

@@ -55,9 +55,12 @@ class Night:
 
 def orchestrate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["orchestrate", *args], capture_output=True, text=True, check=False,
+        ["orchestrate", *args],
+        capture_output=True,
+        text=True,
+        check=False,
         env={**os.environ, **(env or {})},
-    )  # fmt: skip
+    )
 
 
 def _shard_build(
@@ -90,8 +93,16 @@ def night(built_images: ImagesReport, tmp_path_factory: pytest.TempPathFactory) 
     root = tmp_path_factory.mktemp("shards")
     (root / "requirements.txt").write_text(REQUIREMENTS)
     matrix = local_matrix_copy(root / "matrix.yaml", root / "index")
-    planned = orchestrate("plan", "-m", str(matrix), "-r", str(root / "requirements.txt"),
-                          "--shards", "--save-plan", str(root / "plan.json"))  # fmt: skip
+    planned = orchestrate(
+        "plan",
+        "-m",
+        str(matrix),
+        "-r",
+        str(root / "requirements.txt"),
+        "--shards",
+        "--save-plan",
+        str(root / "plan.json"),
+    )
     assert planned.returncode == 0, planned.stderr
     shards = json.loads(planned.stdout)
     runners = [_shard_build(root, matrix, entry["shard"]) for entry in shards["include"]]
@@ -99,8 +110,15 @@ def night(built_images: ImagesReport, tmp_path_factory: pytest.TempPathFactory) 
         out, _ = runner.communicate(timeout=1200)
         assert runner.returncode == 0, out
     single_matrix = local_matrix_copy(root / "single.yaml", root / "single-index")
-    single = orchestrate("build", "-m", str(single_matrix), "-r", str(root / "requirements.txt"),
-                         "--workdir", str(root / "work-single"))  # fmt: skip
+    single = orchestrate(
+        "build",
+        "-m",
+        str(single_matrix),
+        "-r",
+        str(root / "requirements.txt"),
+        "--workdir",
+        str(root / "work-single"),
+    )
     assert single.returncode == 0, single.stdout + single.stderr
     bundles = {e["shard"]: root / f"bundle-{e['shard']}" for e in shards["include"]}
     return Night(root, matrix, root / "plan.json", shards, bundles, root / "single-index")
@@ -118,8 +136,9 @@ Done = subprocess.CompletedProcess[str]
 
 def merge(night: Night, *bundles: Path, extra: tuple[str, ...] = ()) -> Done:
     work = str(night.root / "work-merge")
-    return orchestrate("merge", "-m", str(night.matrix), "--workdir", work, *extra,
-                       *map(str, bundles))  # fmt: skip
+    return orchestrate(
+        "merge", "-m", str(night.matrix), "--workdir", work, *extra, *map(str, bundles)
+    )
 
 
 def test_plan_shards_gives_one_shard_per_arch_with_native_runners(night: Night) -> None:
@@ -572,8 +591,9 @@ def test_an_older_nights_bundle_needs_allow_stale(fresh: Night) -> None:
     reqs = fresh.root / "newer.txt"
     reqs.write_text(REQUIREMENTS + "six==1.16.0\n")  # six: a wheel upstream, a new decision
     newer = fresh.root / "newer-plan.json"
-    made = orchestrate("plan", "-m", str(fresh.matrix), "-r", str(reqs), "--save-plan",
-                       str(newer), "--shards")  # fmt: skip
+    made = orchestrate(
+        "plan", "-m", str(fresh.matrix), "-r", str(reqs), "--save-plan", str(newer), "--shards"
+    )
     assert made.returncode == 0, made.stderr
     refused = merge(fresh, *fresh.bundles.values(), extra=("--plan", str(newer)))
     assert refused.returncode == 2
@@ -587,8 +607,15 @@ def test_an_older_nights_bundle_needs_allow_stale(fresh: Night) -> None:
 
 
 def _merge_child(night: Night) -> None:
-    args = ["-q", "merge", "-m", str(night.matrix), "--workdir", str(night.root / "work-kill"),
-            *map(str, night.bundles.values())]  # fmt: skip
+    args = [
+        "-q",
+        "merge",
+        "-m",
+        str(night.matrix),
+        "--workdir",
+        str(night.root / "work-kill"),
+        *map(str, night.bundles.values()),
+    ]
     try:
         main(args)
     except SystemExit as exc:
@@ -653,20 +680,41 @@ def test_pip_installs_from_a_static_host_that_ignores_accept(
 ) -> None:
     """pip asks for PEP 691 JSON first; such a host answers the PEP 503 HTML page."""
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-         "--platform", "linux_x86_64", "--python-version", "3.11", "--index-url",
-         f"{static_host}/{AMD}/simple/", "-d", str(tmp_path), "crcmod==1.7",
-         "simplegeneric==0.8.1"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            "--platform",
+            "linux_x86_64",
+            "--python-version",
+            "3.11",
+            "--index-url",
+            f"{static_host}/{AMD}/simple/",
+            "-d",
+            str(tmp_path),
+            "crcmod==1.7",
+            "simplegeneric==0.8.1",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "crcmod-1.7-cp311-cp311-linux_x86_64.whl", "simplegeneric-0.8.1-py3-none-any.whl",
-    ]  # fmt: skip
+        "crcmod-1.7-cp311-cp311-linux_x86_64.whl",
+        "simplegeneric-0.8.1-py3-none-any.whl",
+    ]
     import requests
 
-    page = requests.get(f"{static_host}/{AMD}/simple/crcmod/", timeout=10,
-                        headers={"Accept": "application/vnd.pypi.simple.v1+json"})  # fmt: skip
+    page = requests.get(
+        f"{static_host}/{AMD}/simple/crcmod/",
+        timeout=10,
+        headers={"Accept": "application/vnd.pypi.simple.v1+json"},
+    )
     assert page.headers["Content-Type"].startswith("text/html")  # what such a host serves
     listing = requests.get(f"{static_host}/{AMD}/simple/crcmod/index.json", timeout=10).json()
     assert [f["filename"] for f in listing["files"]] == ["crcmod-1.7-cp311-cp311-linux_x86_64.whl"]

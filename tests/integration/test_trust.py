@@ -236,10 +236,20 @@ def test_a_wheel_that_cannot_load_is_never_published(
     assert built.report["summary"]["smoke_failed"] == 1
     # One command reproduces it: the same build, then the same smoke test, failing.
     again = subprocess.run(
-        ["orchestrate", "reproduce", AMD, f"{name}==1.0", "--matrix", str(matrix),
-         "--workdir", str(tmp_path / "work")],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [
+            "orchestrate",
+            "reproduce",
+            AMD,
+            f"{name}==1.0",
+            "--matrix",
+            str(matrix),
+            "--workdir",
+            str(tmp_path / "work"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert again.returncode == 1, again.stdout + again.stderr
     assert "smoke test FAILED" in again.stdout
     assert "libohelper.so: cannot open shared object file" in again.stdout

@@ -17,8 +17,9 @@ def served(root: Path) -> dict[str, dict[str, str]]:
         simple = link / "simple"
         files = {
             f.relative_to(simple).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()
-            for f in sorted(simple.rglob("*")) if f.is_file()
-        }  # fmt: skip
+            for f in sorted(simple.rglob("*"))
+            if f.is_file()
+        }
         for page in simple.glob("*/index.html"):
             for href, digest in HREF.findall(page.read_text()):
                 listed = f"{page.parent.name}/{href}"

@@ -91,12 +91,27 @@ def test_malformed_reports_are_exit_2(cli: CliRunner, tmp_path: Path, report: ob
 
 def minimal_report(jobs: list[dict[str, object]]) -> dict[str, object]:
     return {
-        "schema_version": 1, "run_id": "x", "started": "", "finished": "", "matrix": "m",
+        "schema_version": 1,
+        "run_id": "x",
+        "started": "",
+        "finished": "",
+        "matrix": "m",
         "platforms": ["p"],
-        "summary": {"built": 0, "shared": 0, "failed": len(jobs), "timeout": 0, "upstream": 0,
-                    "cached": 0, "emulated_seconds": 0},
-        "plan": [], "jobs": jobs, "images": [], "store": [], "published": [],
-    }  # fmt: skip
+        "summary": {
+            "built": 0,
+            "shared": 0,
+            "failed": len(jobs),
+            "timeout": 0,
+            "upstream": 0,
+            "cached": 0,
+            "emulated_seconds": 0,
+        },
+        "plan": [],
+        "jobs": jobs,
+        "images": [],
+        "store": [],
+        "published": [],
+    }
 
 
 def test_unwritable_output_paths_are_exit_2(cli: CliRunner, tmp_path: Path) -> None:
@@ -148,9 +163,17 @@ def test_log_links_are_only_local_relative_paths(tmp_path: Path) -> None:
     (work / "logs").mkdir(parents=True)
     (work / "logs" / "ok.log").write_text("log")
     job = {
-        "job": "p/a==1", "platform": "p", "name": "a", "version": "1", "status": "failed",
-        "duration": 1.0, "engine": "local", "emulated": False, "detail": "", "kind": "wheel",
-    }  # fmt: skip
+        "job": "p/a==1",
+        "platform": "p",
+        "name": "a",
+        "version": "1",
+        "status": "failed",
+        "duration": 1.0,
+        "engine": "local",
+        "emulated": False,
+        "detail": "",
+        "kind": "wheel",
+    }
     jobs = [
         {**job, "name": "a", "log": str(work / "logs" / "ok.log")},
         {**job, "name": "b", "log": "javascript:alert(1)"},

@@ -192,6 +192,10 @@ def test_the_branches_example_loads_with_its_two_branches(tmp_path: Path) -> Non
     assert [p.name for p in inputs[1].platforms] == ["debian-bookworm-amd64"]
     core = read(list(inputs[1].requirements), list(inputs[1].constraints))
     assert {u.name for u in core.unpinned} == {
-        "oslo-db", "psycopg2", "python-ldap", "netifaces", "pyyaml"
-    }  # fmt: skip
+        "oslo-db",
+        "psycopg2",
+        "python-ldap",
+        "netifaces",
+        "pyyaml",
+    }
     assert len(core.constraints) > 500

@@ -132,9 +132,17 @@ def test_a_native_engine_never_gets_the_wrappers() -> None:
 def test_probe_entries() -> None:
     assert parse_native_compiler('{"tags": {}}') is None
     found = parse_native_compiler(
-        json.dumps({"native_compiler": {"host": "x86_64", "gcc": "12.2.0",
-                                        "builder_gcc": "12.2.0", "usable": True}})
-    )  # fmt: skip
+        json.dumps(
+            {
+                "native_compiler": {
+                    "host": "x86_64",
+                    "gcc": "12.2.0",
+                    "builder_gcc": "12.2.0",
+                    "usable": True,
+                }
+            }
+        )
+    )
     assert found == USABLE
 
 

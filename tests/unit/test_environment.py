@@ -37,28 +37,48 @@ from orchestrator.trust.smoke import verdict
 from tests.unit.fakes import FakeContainer, FakeEngine
 from tests.wheelfactory import make_wheel
 
-ENV = {"python_version": "3.11", "python_full_version": "3.11.2", "platform_machine": "aarch64",
-       "sys_platform": "linux", "implementation_name": "cpython", "os_name": "posix",
-       "platform_system": "Linux", "platform_python_implementation": "CPython"}  # fmt: skip
+ENV = {
+    "python_version": "3.11",
+    "python_full_version": "3.11.2",
+    "platform_machine": "aarch64",
+    "sys_platform": "linux",
+    "implementation_name": "cpython",
+    "os_name": "posix",
+    "platform_system": "Linux",
+    "platform_python_implementation": "CPython",
+}
 ARM_TAGS = TagSet.of(
     "3.11",
-    [Tag("cp311", "cp311", "manylinux_2_17_aarch64"), Tag("cp311", "abi3", "linux_aarch64"),
-     Tag("py3", "none", "linux_aarch64"), Tag("py3", "none", "any")],
+    [
+        Tag("cp311", "cp311", "manylinux_2_17_aarch64"),
+        Tag("cp311", "abi3", "linux_aarch64"),
+        Tag("py3", "none", "linux_aarch64"),
+        Tag("py3", "none", "any"),
+    ],
     "probe",
-)  # fmt: skip
+)
 PYVENV = "home = /usr/bin\ninclude-system-site-packages = false\nversion = 3.11.2\n"
 
 
 def _pool(tmp_path: Path) -> dict:  # type: ignore[type-arg]
     wheels = [
         make_wheel(tmp_path, "setuptools", "75.1.0"),
-        make_wheel(tmp_path, "setuptools-scm", "8.1.0", requires=(
-            "packaging>=20", "setuptools", "tomli>=1; python_version < '3.11'",
-            "rich; extra == 'rich'", "arm-only; platform_machine == 'aarch64'")),
+        make_wheel(
+            tmp_path,
+            "setuptools-scm",
+            "8.1.0",
+            requires=(
+                "packaging>=20",
+                "setuptools",
+                "tomli>=1; python_version < '3.11'",
+                "rich; extra == 'rich'",
+                "arm-only; platform_machine == 'aarch64'",
+            ),
+        ),
         make_wheel(tmp_path, "packaging", "24.1"),
         make_wheel(tmp_path, "arm-only", "1.0", "py3-none-linux_aarch64"),
         make_wheel(tmp_path, "amd-only", "1.0", "py3-none-linux_x86_64"),
-    ]  # fmt: skip
+    ]
     return best_dists(wheels, ARM_TAGS)
 
 
@@ -68,8 +88,11 @@ def test_closure_follows_requires_dist_under_the_targets_markers(tmp_path: Path)
     got = closure(["setuptools-scm>=8"], pool, ENV, {})
     assert isinstance(got, list)
     assert [d.pin for d in got] == [
-        "arm-only==1.0", "packaging==24.1", "setuptools==75.1.0", "setuptools-scm==8.1.0"
-    ]  # fmt: skip
+        "arm-only==1.0",
+        "packaging==24.1",
+        "setuptools==75.1.0",
+        "setuptools-scm==8.1.0",
+    ]
     # On x86_64 the marker is false: arm-only is not needed there.
     x86 = closure(["setuptools-scm"], pool, {**ENV, "platform_machine": "x86_64"}, {})
     assert isinstance(x86, list)
@@ -89,8 +112,9 @@ def test_static_requires_reads_build_system_like_build_does() -> None:
     assert static_requires(None) == ["setuptools >= 40.8.0"]
     assert static_requires(b"[tool.black]\n") == ["setuptools >= 40.8.0"]
     assert static_requires(b'[build-system]\nrequires = ["wheel", "setuptools>=61"]\n') == [
-        "setuptools>=61", "wheel"
-    ]  # fmt: skip
+        "setuptools>=61",
+        "wheel",
+    ]
     assert static_requires(b"[build-system]\nbuild-backend = 'x'\n") is None  # build refuses
     assert static_requires(b"[build-system\n") is None
     assert static_requires(b"\xff\xfe") is None
@@ -111,10 +135,14 @@ def _sdist_tar(path: Path, members: dict[str, tuple[bytes | None, int]]) -> Path
 
 
 def test_read_source_keeps_the_builders_modes_and_finds_the_project(tmp_path: Path) -> None:
-    sdist = _sdist_tar(tmp_path / "p-1.0.tar.gz", {
-        "p-1.0/setup.py": (b"x", 0o664), "p-1.0/bin/tool": (b"#!/bin/sh\n", 0o775),
-        "p-1.0/pyproject.toml": (b"[build-system]\nrequires=['flit_core']\n", 0o644),
-    })  # fmt: skip
+    sdist = _sdist_tar(
+        tmp_path / "p-1.0.tar.gz",
+        {
+            "p-1.0/setup.py": (b"x", 0o664),
+            "p-1.0/bin/tool": (b"#!/bin/sh\n", 0o775),
+            "p-1.0/pyproject.toml": (b"[build-system]\nrequires=['flit_core']\n", 0o644),
+        },
+    )
     source = read_source(sdist)
     assert source is not None
     assert source.source == "build/p-1.0"
@@ -141,30 +169,47 @@ def _setup_source(tmp_path: Path, files: dict[str, bytes]) -> list[str]:
 @pytest.mark.parametrize(
     ("files", "expected"),
     [  # pact 1.12.0 and confspirator 0.3.0, as OpenStack pins them
-        ({"setup.py": b"setuptools.setup(setup_requires=['pbr>=3.0', 'setuptools>=17.1'],"
-                      b" pbr=True)\n"}, ["pbr>=3.0", "setuptools>=17.1"]),
-        ({"setup.py": b"from setuptools import setup\nsetup(setup_requires=['pbr'], pbr=True)"},
-         ["pbr"]),
+        (
+            {
+                "setup.py": b"setuptools.setup(setup_requires=['pbr>=3.0', 'setuptools>=17.1'],"
+                b" pbr=True)\n"
+            },
+            ["pbr>=3.0", "setuptools>=17.1"],
+        ),
+        (
+            {"setup.py": b"from setuptools import setup\nsetup(setup_requires=['pbr'], pbr=True)"},
+            ["pbr"],
+        ),
         ({"setup.py": b"setup(setup_requires='cffi>=1.0\\n# c\\nsix')"}, ["cffi>=1.0", "six"]),
-        ({"setup.py": b"setup()", "setup.cfg": b"[options]\nsetup_requires =\n  pbr\n  six\n"},
-         ["pbr", "six"]),
+        (
+            {"setup.py": b"setup()", "setup.cfg": b"[options]\nsetup_requires =\n  pbr\n  six\n"},
+            ["pbr", "six"],
+        ),
         # the backend is setuptools' only when pyproject.toml names it or names none
-        ({"setup.py": b"setup(setup_requires=['pbr'])",
-          "pyproject.toml": b"[build-system]\nbuild-backend = 'setuptools.build_meta'\n"},
-         ["pbr"]),
-        ({"setup.py": b"setup(setup_requires=['pbr'])",
-          "pyproject.toml": b"[build-system]\nbuild-backend = 'flit_core.buildapi'\n"}, []),
+        (
+            {
+                "setup.py": b"setup(setup_requires=['pbr'])",
+                "pyproject.toml": b"[build-system]\nbuild-backend = 'setuptools.build_meta'\n",
+            },
+            ["pbr"],
+        ),
+        (
+            {
+                "setup.py": b"setup(setup_requires=['pbr'])",
+                "pyproject.toml": b"[build-system]\nbuild-backend = 'flit_core.buildapi'\n",
+            },
+            [],
+        ),
         # not literal, not valid, not Python: left to the build's own round
         ({"setup.py": b"setup(setup_requires=REQS)"}, []),
         ({"setup.py": b"setup(setup_requires=['pbr', 'not a requirement!'])"}, []),
         ({"setup.py": b"setup(setup_requires=['pbr'"}, []),
-        ({"setup.py": b"x = " + b"(" * 5000 + b")" * 5000 + b"\nsetup(setup_requires=['p'])"},
-         []),
+        ({"setup.py": b"x = " + b"(" * 5000 + b")" * 5000 + b"\nsetup(setup_requires=['p'])"}, []),
         ({"setup.py": b"setup(setup_requires=[1, 2])"}, []),
         ({"setup.cfg": b"[options\nsetup_requires = pbr"}, []),
         ({}, []),
     ],
-)  # fmt: skip
+)
 def test_setup_requires_known_before_the_build(
     tmp_path: Path, files: dict[str, bytes], expected: list[str]
 ) -> None:
@@ -222,9 +267,12 @@ def test_resolve_target_gives_pip_the_tags_in_rank_order() -> None:
     interp = parse_pyvenv(PYVENV)
     assert interp is not None
     target = resolve_target(ARM_TAGS, interp)
-    assert target == {"platforms": ["manylinux_2_17_aarch64", "linux_aarch64"],
-                      "abis": ["cp311", "abi3", "none"], "implementation": "cp",
-                      "python_version": "3.11.2"}  # fmt: skip
+    assert target == {
+        "platforms": ["manylinux_2_17_aarch64", "linux_aarch64"],
+        "abis": ["cp311", "abi3", "none"],
+        "implementation": "cp",
+        "python_version": "3.11.2",
+    }
 
 
 STATUS = """\
@@ -290,8 +338,14 @@ def test_package_closure_follows_depends_alternatives_and_provides() -> None:
     assert "gone" not in db.depends  # not installed
     assert db.base == frozenset({"libc6"})
     assert db.depends["libpq5"] == ("libc6", "libldap-2.5-0", "libssl3")  # continuation line
-    assert db.closure(["libpq5"]) == {"libc6", "libgcc-s1", "gcc-12-base", "libpq5", "libssl3",
-                                      "libldap-2.5-0"}  # fmt: skip
+    assert db.closure(["libpq5"]) == {
+        "libc6",
+        "libgcc-s1",
+        "gcc-12-base",
+        "libpq5",
+        "libssl3",
+        "libldap-2.5-0",
+    }
     allowed = db.allowed_libraries(["libxml2"])
     assert "/usr/lib/aarch64-linux-gnu/libicuuc.so.72" in allowed  # what libxml2 loads too
     assert "/usr/lib/aarch64-linux-gnu/libpq.so.5" not in allowed

@@ -146,8 +146,16 @@ def test_an_emulated_job_waits_for_a_native_build_that_may_come_out_pure() -> No
     def slow_native(name: str, arch: str, *, emulated: bool, guess: float) -> float:
         return 10.0 if emulated else 100.0  # waiting would cost more than building
 
-    slow = job_graph(decisions, PLATFORMS, IMAGES, sdists, needs=[], pool=AMD_NATIVE,
-                     expected=slow_native, settings=SETTINGS).by_id()  # fmt: skip
+    slow = job_graph(
+        decisions,
+        PLATFORMS,
+        IMAGES,
+        sdists,
+        needs=[],
+        pool=AMD_NATIVE,
+        expected=slow_native,
+        settings=SETTINGS,
+    ).by_id()
     assert slow[f"{ARM}/ovs==3.7.1"].depends == ()
     # Many compiled sources (psycopg2 has 41): a platform wheel, so arm64 does not wait.
     many: dict[tuple[str, str], SdistResult] = {

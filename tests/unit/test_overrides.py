@@ -258,13 +258,21 @@ def test_jobs_carry_their_extras_and_a_bad_sdist_bindep_blocks_the_job(
 
 def test_reproduce_repeats_the_system_step() -> None:
     record = {
-        "job": f"{AMD}/python-ldap==3.4.7", "platform": AMD, "arch": "amd64",
-        "image": "sha256:" + "c" * 64, "image_ref": "r/b:x", "status": "failed",
-        "exit_code": 20, "phases": [{"name": "fetch", "command": ["true"], "network": True,
-                                     "env": {}}],
-        "system_packages": {"family": "deb", "packages": ["libldap2-dev"], "sources": [],
-                            "installed": []},
-    }  # fmt: skip
+        "job": f"{AMD}/python-ldap==3.4.7",
+        "platform": AMD,
+        "arch": "amd64",
+        "image": "sha256:" + "c" * 64,
+        "image_ref": "r/b:x",
+        "status": "failed",
+        "exit_code": 20,
+        "phases": [{"name": "fetch", "command": ["true"], "network": True, "env": {}}],
+        "system_packages": {
+            "family": "deb",
+            "packages": ["libldap2-dev"],
+            "sources": [],
+            "installed": [],
+        },
+    }
     script = print_script(JobSpec.of(record))
     # the Dockerfile goes to docker build as one quoted word, not a here-document
     assert "| docker build -q --platform linux/amd64 -) || exit $?" in script
@@ -298,8 +306,11 @@ def test_a_real_sdist_bindep_adds_no_test_services(write: Write) -> None:
         load_matrix(matrix_with(write, "  - {name: oslo-db, bindep: deps/bindep.txt}\n", OSLO_DB))
     )
     assert whole.extras(platform, "oslo-db", "18.1.1").packages == (
-        "mariadb-server", "libmariadb-dev-compat", "postgresql", "postgresql-client"
-    )  # fmt: skip
+        "mariadb-server",
+        "libmariadb-dev-compat",
+        "postgresql",
+        "postgresql-client",
+    )
 
 
 def test_sdist_bindep_false_gets_past_an_unreadable_one(write: Write) -> None:

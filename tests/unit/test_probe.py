@@ -87,10 +87,16 @@ def test_native_probe_runs_and_reports_this_disk(tmp_path: Path) -> None:
 
 # -- engine kinds: what the adapter reads and decides without an engine --------------
 
-DOCKER_VERSION = {"Version": "20.10.24+dfsg1", "ApiVersion": "1.41",
-                  "Components": [{"Name": "Engine"}, {"Name": "containerd"}]}  # fmt: skip
-PODMAN_VERSION = {"Version": "4.3.1", "ApiVersion": "1.41",
-                  "Components": [{"Name": "Podman Engine"}, {"Name": "Conmon"}]}  # fmt: skip
+DOCKER_VERSION = {
+    "Version": "20.10.24+dfsg1",
+    "ApiVersion": "1.41",
+    "Components": [{"Name": "Engine"}, {"Name": "containerd"}],
+}
+PODMAN_VERSION = {
+    "Version": "4.3.1",
+    "ApiVersion": "1.41",
+    "Components": [{"Name": "Podman Engine"}, {"Name": "Conmon"}],
+}
 
 
 def test_the_kind_is_read_from_the_version_answer() -> None:

@@ -153,8 +153,11 @@ def test_a_podman_job_prints_podman_lines_with_its_limits(tmp_path: Path) -> Non
     for job in report["jobs"]:
         job["engine_kind"] = "podman"
     job["system_packages"] = {
-        "family": "deb", "packages": ["libpq-dev"], "sources": [], "installed": []
-    }  # fmt: skip
+        "family": "deb",
+        "packages": ["libpq-dev"],
+        "sources": [],
+        "installed": [],
+    }
     spec = find_job(report, "debian-bookworm-arm64", "Bad==1.0")
     script = print_script(spec)
     assert "docker" not in script.replace("Dockerfile", "")

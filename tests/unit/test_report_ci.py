@@ -19,15 +19,33 @@ def report(tmp_path: Path) -> dict[str, Any]:
         "summary": {"failed": 1},
         "jobs": [
             {**base, "job": "p-amd64/crcmod==1.7", "platform": "p-amd64", "status": "built"},
-            {**base, "job": "p-arm64/crcmod==1.7", "platform": "p-arm64", "status": "built",
-             "emulated": True, "arch": "arm64", "duration": 30.5},
-            {**base, "job": 'p-amd64/python-ldap==3.4.4', "platform": "p-amd64",
-             "status": "failed", "category": "missing-system-library",
-             "error": "missing header lber.h", "log": str(log)},
-            {**base, "job": "p-amd64/six==1", "platform": "p-amd64", "status": "cancelled",
-             "detail": "not started: the run deadline passed"},
+            {
+                **base,
+                "job": "p-arm64/crcmod==1.7",
+                "platform": "p-arm64",
+                "status": "built",
+                "emulated": True,
+                "arch": "arm64",
+                "duration": 30.5,
+            },
+            {
+                **base,
+                "job": "p-amd64/python-ldap==3.4.4",
+                "platform": "p-amd64",
+                "status": "failed",
+                "category": "missing-system-library",
+                "error": "missing header lber.h",
+                "log": str(log),
+            },
+            {
+                **base,
+                "job": "p-amd64/six==1",
+                "platform": "p-amd64",
+                "status": "cancelled",
+                "detail": "not started: the run deadline passed",
+            },
         ],
-    }  # fmt: skip
+    }
 
 
 def _suite(text: str) -> ET.Element:

@@ -146,9 +146,15 @@ def test_yanked_exact_pins_and_resolve_latest_through_the_cli(
     assert "PEP 592" in rows[0]["reason"]
     (tmp_path / "open.txt").write_text("demo>=1\n")
     result = cli(
-        "plan", "-m", str(matrix), "-r", str(tmp_path / "open.txt"), "--resolve-latest",
-        "--format", "json",
-    )  # fmt: skip
+        "plan",
+        "-m",
+        str(matrix),
+        "-r",
+        str(tmp_path / "open.txt"),
+        "--resolve-latest",
+        "--format",
+        "json",
+    )
     assert result.code == 0, result.err
     assert {r["version"] for r in json.loads(result.out)} == {"1.0"}  # 3.0 needs 3.13, 2.0 yanked
 

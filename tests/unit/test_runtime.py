@@ -434,9 +434,12 @@ def test_a_pure_wheel_is_imported_from_its_zip_and_unpacked_only_when_that_fails
         script = (REPO / "images" / "scripts" / "smoke_check.py").read_text()
         (site / "check.py").write_text(script.replace('Path("/smoke")', f"Path({str(site)!r})"))
         done = subprocess.run(
-            [sys.executable, "-S", str(site / "check.py")], capture_output=True, text=True,
-            check=False, env={**os.environ, "PYTHONPATH": ""},
-        )  # fmt: skip
+            [sys.executable, "-S", str(site / "check.py")],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "PYTHONPATH": ""},
+        )
         result = json.loads((site / "result.json").read_text())
         assert (done.returncode, result["passed"]) == (0, True), done.stdout + done.stderr
         assert result["checks"] == [{"module": name, "status": "ok", "error": ""}]
@@ -521,10 +524,15 @@ def test_the_build_containers_check_names_what_the_host_would_and_lists_every_lo
     modules the host's analysis names, and lists what it loaded; the host takes only a
     pass whose every load belongs to the wheel's runtime packages."""
     out, scratch = tmp_path / "out", tmp_path / "scratch"
-    wheel = wheel_with(out, {
-        "demo/__init__.py": b"import _ctypes\n", "tool.py": b"X = 1\n",
-        "__pycache__/x.pyc": b"", "demo-1.0.data/scripts/run": b"#!/bin/sh\n",
-    })  # fmt: skip
+    wheel = wheel_with(
+        out,
+        {
+            "demo/__init__.py": b"import _ctypes\n",
+            "tool.py": b"X = 1\n",
+            "__pycache__/x.pyc": b"",
+            "demo-1.0.data/scripts/run": b"#!/bin/sh\n",
+        },
+    )
     script = (REPO / "images" / "scripts" / "smoke_check.py").read_text()
     script = script.replace('Path("/job/out")', f"Path({str(out)!r})")
     (tmp_path / "check.py").write_text(
@@ -535,8 +543,11 @@ def test_the_build_containers_check_names_what_the_host_would_and_lists_every_lo
     started = f"{time.time():.3f}"
     done = subprocess.run(
         [sys.executable, "-S", str(tmp_path / "check.py"), "--inline", started],
-        capture_output=True, text=True, check=False, env={**os.environ, "PYTHONPATH": ""},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONPATH": ""},
+    )
     said = json.loads((out / "smoke.json").read_text())
     assert done.returncode == 0, done.stdout + done.stderr
     assert said["passed"] is True
@@ -561,5 +572,8 @@ def test_the_build_containers_check_names_what_the_host_would_and_lists_every_lo
     assert inline_verdict({**said, "passed": False}, runtime, plan, loaded) is None
     assert inline_verdict({"passed": True}, runtime, plan, loaded) is None  # no load list
     assert inline_smoke_command(("python", "job.py", "build"), "3.11")[4:] == (
-        "/usr/bin/python3.11", "python", "job.py", "build",
-    )  # fmt: skip
+        "/usr/bin/python3.11",
+        "python",
+        "job.py",
+        "build",
+    )

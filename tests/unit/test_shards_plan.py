@@ -34,8 +34,15 @@ def _platforms(matrix: Path = MULTI) -> tuple[Platform, ...]:
 
 
 def _decision(platform: str, name: str, action: Action = Action.BUILD) -> Decision:
-    return Decision(platform=platform, python="3.11", name=name, version="1.0", action=action,
-                    reason="no wheel", sdist=f"{name}-1.0.tar.gz")  # fmt: skip
+    return Decision(
+        platform=platform,
+        python="3.11",
+        name=name,
+        version="1.0",
+        action=action,
+        reason="no wheel",
+        sdist=f"{name}-1.0.tar.gz",
+    )
 
 
 def _flat(_name: str, _arch: str, *, emulated: bool) -> float:
@@ -70,8 +77,7 @@ def test_jobs_and_expected_time_count_builds_only_and_emulation_costs_more() -> 
     assert (shards["riscv64"].jobs, shards["riscv64"].expected_seconds) == (1, 100.0)
     entries = github_matrix(list(shards.values()))["include"]
     assert [e["shard"] for e in entries] == ["riscv64", "amd64"]  # longest first
-    assert set(entries[0]) == {"shard", "platforms", "labels", "native", "jobs",
-                               "expected_seconds"}  # fmt: skip
+    assert set(entries[0]) == {"shard", "platforms", "labels", "native", "jobs", "expected_seconds"}
 
 
 def test_a_night_with_nothing_to_build_starts_no_runner() -> None:
@@ -86,12 +92,16 @@ def _with_runners(write: Write, runners: str) -> Path:
 
 
 def test_runner_rules_map_platforms_to_labels_and_shards(write: Write) -> None:
-    path = _with_runners(write, (
-        "runners:\n"
-        "  - {platforms: '*-arm64', labels: [self-hosted, linux, ARM64], shard: arm}\n"
-        "  - {platforms: '*-s390x', labels: [ubuntu-24.04-s390x], shard: ibm}\n"
-        "  - {platforms: '*-ppc64le', labels: [ubuntu-24.04-s390x], shard: ibm, native: false}\n"
-    ))  # fmt: skip
+    path = _with_runners(
+        write,
+        (
+            "runners:\n"
+            "  - {platforms: '*-arm64', labels: [self-hosted, linux, ARM64], shard: arm}\n"
+            "  - {platforms: '*-s390x', labels: [ubuntu-24.04-s390x], shard: ibm}\n"
+            "  - {platforms: '*-ppc64le', labels: [ubuntu-24.04-s390x], shard: ibm,\n"
+            "     native: false}\n"
+        ),
+    )
     matrix = load_matrix(path)
     shards = {s.name: s for s in shards_of([], expand(matrix), matrix.runners, _flat)}
     assert shards["arm"].labels == ("self-hosted", "linux", "ARM64")
@@ -122,16 +132,23 @@ def test_bad_runner_rules_are_refused_by_line(write: Write, runners: str) -> Non
 
 
 def _plan_file(decisions: list[Decision], created: str = "2026-12-01T00:00:00+00:00") -> object:
-    return make_plan_file(matrix="a" * 64, inputs={"reqs.txt": "b" * 64},
-                          platforms=["p1", "p2"], decisions=decisions, created=created)  # fmt: skip
+    return make_plan_file(
+        matrix="a" * 64,
+        inputs={"reqs.txt": "b" * 64},
+        platforms=["p1", "p2"],
+        decisions=decisions,
+        created=created,
+    )
 
 
 def test_a_plan_file_round_trips_and_its_identity_ignores_order_and_time(tmp_path: Path) -> None:
     decisions = [_decision("p1", "a"), _decision("p2", "b", Action.UPSTREAM)]
-    made = make_plan_file(matrix="a" * 64, inputs={}, platforms=["p1", "p2"],
-                          decisions=decisions, created="t1")  # fmt: skip
-    again = make_plan_file(matrix="a" * 64, inputs={}, platforms=["p2", "p1"],
-                           decisions=decisions[::-1], created="t2")  # fmt: skip
+    made = make_plan_file(
+        matrix="a" * 64, inputs={}, platforms=["p1", "p2"], decisions=decisions, created="t1"
+    )
+    again = make_plan_file(
+        matrix="a" * 64, inputs={}, platforms=["p2", "p1"], decisions=decisions[::-1], created="t2"
+    )
     assert made.identity == again.identity
     save_plan(made, tmp_path / "plan.json")
     loaded = load_plan(tmp_path / "plan.json")
@@ -139,8 +156,9 @@ def test_a_plan_file_round_trips_and_its_identity_ignores_order_and_time(tmp_pat
 
 
 def test_an_edited_plan_file_is_refused(tmp_path: Path) -> None:
-    made = make_plan_file(matrix="a" * 64, inputs={}, platforms=["p1"],
-                          decisions=[_decision("p1", "a")], created="t")  # fmt: skip
+    made = make_plan_file(
+        matrix="a" * 64, inputs={}, platforms=["p1"], decisions=[_decision("p1", "a")], created="t"
+    )
     path = tmp_path / "plan.json"
     save_plan(made, path)
     data = json.loads(path.read_text())
@@ -163,10 +181,16 @@ def test_a_plan_file_that_is_not_one_is_exit_2(tmp_path: Path, content: bytes) -
 
 
 def test_differences_name_the_decisions_that_differ() -> None:
-    old = make_plan_file(matrix="a" * 64, inputs={}, platforms=["p1"],
-                         decisions=[_decision("p1", "a")], created="t")  # fmt: skip
-    new = make_plan_file(matrix="a" * 64, inputs={}, platforms=["p1"],
-                         decisions=[_decision("p1", "a", Action.CACHED)], created="t")  # fmt: skip
+    old = make_plan_file(
+        matrix="a" * 64, inputs={}, platforms=["p1"], decisions=[_decision("p1", "a")], created="t"
+    )
+    new = make_plan_file(
+        matrix="a" * 64,
+        inputs={},
+        platforms=["p1"],
+        decisions=[_decision("p1", "a", Action.CACHED)],
+        created="t",
+    )
     found = differences(old, new)
     assert found == ["1 decision(s) (p1 a==1.0 (py3.11) build vs cached)"]
 
