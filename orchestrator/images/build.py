@@ -31,7 +31,7 @@ from orchestrator.images.facts import (
     parse_runtime,
 )
 from orchestrator.images.render import CrossToolchain, Rendered, ToolVenvs, render
-from orchestrator.images.stale import build_labels, reuses_layers, stale_reason
+from orchestrator.images.stale import Stale, build_labels, stale_reason
 from orchestrator.images.sysdeps import RUNTIME_FACTS
 from orchestrator.model import Arch, ImageStatus
 
@@ -164,12 +164,13 @@ def _fresh_or_built(
         tag = image_tag(matrix, platform)
         existing = engine.image(tag)
         now = datetime.now(UTC)
-        why = stale_reason(existing.labels if existing else None, inputs, now, max_age, force=force)
-        if why is None and existing is not None:
+        labels_now = existing.labels if existing else None
+        stale = stale_reason(labels_now, inputs, now, max_age, force=force)
+        if stale is None and existing is not None:
             line(f"fresh: {tag} ({existing.id[:19]}) has inputs {inputs[:12]}")
             return existing.id, ImageStatus.FRESH, "inputs unchanged"
-        reason = why or "no image yet"
-        line(f"building {tag}: {reason}")
+        stale = stale or Stale(why="no image yet", reuses_layers=True)
+        line(f"building {tag}: {stale.why}")
         labels = build_labels(platform.name, inputs, base_id, source_revision(), now=now)
         request = ImageBuildRequest(
             tag=tag,
@@ -177,10 +178,10 @@ def _fresh_or_built(
             platform=platform.arch,
             labels=labels,
             buildargs=matrix.builder.proxy.environment(),
-            nocache=not reuses_layers(reason),
+            nocache=not stale.reuses_layers,
         )
         image_id = engine.build(request, line)
-        return image_id, ImageStatus.BUILT, reason
+        return image_id, ImageStatus.BUILT, stale.why
 
 
 def _toolchain(

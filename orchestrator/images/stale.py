@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 LABEL_INPUTS = "org.orchestrate.inputs"
@@ -12,6 +13,17 @@ LABEL_CREATED = "org.opencontainers.image.created"
 LABEL_REVISION = "org.opencontainers.image.revision"
 
 
+@dataclass(frozen=True, kw_only=True)
+class Stale:
+    """Why a builder must be built, and whether that build may take the engine's
+    cached layers. Not for --force or age: with its inputs unchanged, every cached
+    layer matches, so the build would reuse the old `apt-get install` layer and pick
+    up no update."""
+
+    why: str
+    reuses_layers: bool
+
+
 def stale_reason(
     labels: Mapping[str, str] | None,
     inputs: str,
@@ -19,26 +31,20 @@ def stale_reason(
     max_age: timedelta | None = None,
     *,
     force: bool = False,
-) -> str | None:
+) -> Stale | None:
     """None when the existing image is fresh; otherwise why it must be rebuilt."""
     if force:
-        return "--force"
+        return Stale(why="--force", reuses_layers=False)
     if labels is None:
-        return "no image yet"
+        return Stale(why="no image yet", reuses_layers=True)
     if labels.get(LABEL_INPUTS) != inputs:
-        return "inputs changed (template, context files or base image)"
+        why = "inputs changed (template, context files or base image)"
+        return Stale(why=why, reuses_layers=True)
     if max_age is not None:
         created = _parse_time(labels.get(LABEL_CREATED, ""))
         if created is None or now - created > max_age:
-            return f"older than {max_age.days} days"
+            return Stale(why=f"older than {max_age.days} days", reuses_layers=False)
     return None
-
-
-def reuses_layers(reason: str) -> bool:
-    """Whether a build for `reason` may take the engine's cached layers. Not for
-    --force or age: with its inputs unchanged, every cached layer matches, so the
-    build would reuse the old `apt-get install` layer and pick up no update."""
-    return reason != "--force" and not reason.startswith("older than")
 
 
 def _parse_time(text: str) -> datetime | None:

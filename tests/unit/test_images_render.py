@@ -12,7 +12,7 @@ from orchestrator.config.matrix import expand
 from orchestrator.core.errors import EXIT_INPUT, TemplateError
 from orchestrator.images.registry import DOCKER_LIST, DOCKER_MANIFEST, ManifestRef, index_document
 from orchestrator.images.render import ToolVenvs, bootstrap_tag, render
-from orchestrator.images.stale import LABEL_CREATED, LABEL_INPUTS, reuses_layers, stale_reason
+from orchestrator.images.stale import LABEL_CREATED, LABEL_INPUTS, Stale, stale_reason
 from orchestrator.model import Arch
 from tests.conftest import REPO, CliRunner
 
@@ -132,17 +132,16 @@ def test_stale_reasons() -> None:
     now = datetime(2026, 11, 21, tzinfo=UTC)
     fresh = {LABEL_INPUTS: "h", LABEL_CREATED: "2026-11-20T00:00:00+00:00"}
     assert stale_reason(fresh, "h", now) is None
-    assert stale_reason(None, "h", now) == "no image yet"
-    assert stale_reason(fresh, "other", now) is not None
-    assert stale_reason(fresh, "h", now, force=True) == "--force"
+    assert stale_reason(None, "h", now) == Stale(why="no image yet", reuses_layers=True)
+    changed = stale_reason(fresh, "other", now)
+    assert changed is not None
+    assert changed.reuses_layers
+    assert stale_reason(fresh, "h", now, force=True) == Stale(why="--force", reuses_layers=False)
     assert stale_reason(fresh, "h", now, max_age=timedelta(days=2)) is None
     week_old = {**fresh, LABEL_CREATED: "2026-11-10T00:00:00+00:00"}
-    assert stale_reason(week_old, "h", now, max_age=timedelta(days=7)) == "older than 7 days"
     # A rebuild by age or --force has unchanged inputs: cached layers would all match.
-    assert not reuses_layers("older than 7 days")
-    assert not reuses_layers("--force")
-    assert reuses_layers("no image yet")
-    assert reuses_layers("inputs changed (template, context files or base image)")
+    aged = Stale(why="older than 7 days", reuses_layers=False)
+    assert stale_reason(week_old, "h", now, max_age=timedelta(days=7)) == aged
 
 
 def test_manifest_list_document() -> None:
