@@ -151,7 +151,7 @@ class WheelRecord:
             **{
                 **known,
                 "status": JobStatus(data["status"]),
-                "kind": JobKind(data["kind"]),
+                "kind": JobKind(data.get("kind") or JobKind.WHEEL),
                 "category": Category(data["category"]) if data.get("category") else None,
                 "mode": Mode(data["mode"]) if data.get("mode") else None,
             },

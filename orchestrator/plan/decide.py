@@ -71,9 +71,11 @@ class Decision:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Decision:
-        """From a plan file already checked against its schema."""
-        fields = {k: v for k, v in data.items() if k not in ("action", "branches")}
-        return cls(**fields, action=Action(data["action"]), branches=tuple(data["branches"]))
+        """From a plan file or a report, already checked against its schema."""
+        known = cls.__dataclass_fields__.keys() - {"action", "branches"}
+        fields = {k: v for k, v in data.items() if k in known}
+        branches = tuple(data.get("branches") or ())
+        return cls(**fields, action=Action(data["action"]), branches=branches)
 
 
 def merge_branches(per_branch: Sequence[tuple[str, Sequence[Decision]]]) -> list[Decision]:

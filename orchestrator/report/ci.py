@@ -1,15 +1,17 @@
 """CI-native views of a build report: JUnit XML and Prometheus text-format metrics.
 
 Like the summary table and the HTML page, both are views of the report's job
-records. JUnit: one test case per job (a failed job carries its category,
-first error line and the end of its log). Metrics: for node_exporter's
-textfile collector, written atomically so it never reads half a file.
+records, read back into `WheelRecord`s. JUnit: one test case per job (a failed job
+carries its category, first error line and the end of its log). Metrics: for
+node_exporter's textfile collector, written atomically so it never reads half a
+file.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +19,12 @@ import junit_xml as junit
 from prometheus_client import CollectorRegistry, Gauge, generate_latest, write_to_textfile
 
 from orchestrator.core.redact import redact
-from orchestrator.report.data import unwritable, write_text_atomic
+from orchestrator.jobs.records import WheelRecord
+from orchestrator.model import JobStatus
+from orchestrator.report.data import job_records, unwritable, write_text_atomic
 
 LOG_TAIL = 64 * 1024
-BAD = ("failed", "timeout", "smoke-failed")
+BAD = (JobStatus.FAILED, JobStatus.TIMEOUT, JobStatus.SMOKE_FAILED)
 # Colour and cursor codes: junit-xml drops the bytes XML cannot hold, this drops the
 # rest of each sequence, so a CI page shows the log's words, not `[31m`.
 ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|[@-Z\\-_])")
@@ -30,20 +34,20 @@ def junit_xml(report: dict[str, Any]) -> str:
     """One test case per job, built and escaped by junit-xml (which also removes the
     characters XML 1.0 forbids, such as ESC and NUL from a log's tail)."""
     cases = []
-    for job in report["jobs"]:
+    for job in job_records(report):
         case = junit.TestCase(
-            _plain(str(job["job"]).split("/", 1)[-1]),
-            classname=_plain(str(job["platform"])),
-            elapsed_sec=float(job["duration"]),
+            _plain(job.job.split("/", 1)[-1]),
+            classname=_plain(job.platform),
+            elapsed_sec=job.duration,
         )
-        if job["status"] in BAD:
+        if job.status in BAD:
             case.add_failure_info(
-                message=_plain(str(job.get("error") or job.get("detail") or job["status"])),
-                output=_plain(_log_tail(str(job.get("log") or ""))),
-                failure_type=str(job.get("category") or job["status"]),
+                message=_plain(job.error or job.detail or job.status),
+                output=_plain(_log_tail(job.log)),
+                failure_type=str(job.category or job.status),
             )
-        elif job["status"] == "cancelled":
-            case.add_skipped_info(message=_plain(str(job.get("detail") or "cancelled")))
+        elif job.status == JobStatus.CANCELLED:
+            case.add_skipped_info(message=_plain(job.detail or "cancelled"))
         cases.append(case)
     suite = junit.TestSuite(
         f"orchestrate build {report['run_id']}", cases, timestamp=str(report.get("started", ""))
@@ -75,7 +79,7 @@ def metrics_registry(
 ) -> CollectorRegistry:
     """`index`: platform -> (wheels, bytes) our index serves for it."""
     registry = CollectorRegistry()
-    jobs = report["jobs"]
+    jobs = job_records(report)
     _jobs_by_status(registry, jobs)
     seconds = Gauge(
         "orchestrate_job_seconds",
@@ -85,12 +89,12 @@ def metrics_registry(
     )
     emulated: dict[str, float] = {}
     for j in jobs:
-        if j["status"] == "shared":
+        if j.status == JobStatus.SHARED:
             continue
-        seconds.labels(j["platform"], j["job"], str(j["emulated"]).lower()).set(j["duration"])
-        if j["emulated"]:
-            arch = str(j.get("arch") or j["platform"].rsplit("-", 1)[-1])
-            emulated[arch] = emulated.get(arch, 0.0) + float(j["duration"])
+        seconds.labels(j.platform, j.job, str(j.emulated).lower()).set(j.duration)
+        if j.emulated:
+            arch = j.arch or j.platform.rsplit("-", 1)[-1]
+            emulated[arch] = emulated.get(arch, 0.0) + j.duration
     by_arch = Gauge(
         "orchestrate_emulated_seconds",
         "Job time spent under emulation, per arch.",
@@ -106,7 +110,7 @@ def metrics_registry(
     return registry
 
 
-def _jobs_by_status(registry: CollectorRegistry, jobs: list[dict[str, Any]]) -> None:
+def _jobs_by_status(registry: CollectorRegistry, jobs: Sequence[WheelRecord]) -> None:
     gauge = Gauge(
         "orchestrate_jobs",
         "Wheel jobs of the last build, by status.",
@@ -114,7 +118,7 @@ def _jobs_by_status(registry: CollectorRegistry, jobs: list[dict[str, Any]]) -> 
         registry=registry,
     )
     for (platform, status), n in sorted(
-        Counter((j["platform"], j["status"]) for j in jobs).items()
+        Counter((j.platform, j.status.value) for j in jobs).items()
     ):
         gauge.labels(platform, status).set(n)
 

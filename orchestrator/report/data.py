@@ -1,7 +1,9 @@
 """The build report: one JSON document, versioned, with a published schema.
 
 The summary table, this JSON and the HTML page are all views of the same
-typed records (plan decisions, job records, image results, store outcomes).
+typed records (plan decisions, job records, image results, store outcomes): the
+JSON is written from them, and the views read them back (`job_records`,
+`plan_records`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import errno
 import functools
 import json
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,8 @@ from orchestrator.core.errors import EnvironmentProblem, InputError, Orchestrate
 from orchestrator.core.files import write_atomic
 from orchestrator.core.redact import redact
 from orchestrator.jobs.execute import emulated_seconds
+from orchestrator.jobs.records import WheelRecord
+from orchestrator.plan.decide import Decision
 from orchestrator.run import NightResult
 
 SCHEMA_VERSION = 1
@@ -62,6 +67,17 @@ def report_of(run: NightResult, matrix_path: str) -> dict[str, Any]:
         "publish_errors": dict(run.publish_errors),
         **({"shards": [s.as_dict() for s in run.shards]} if run.shards else {}),
     }
+
+
+def job_records(report: Mapping[str, Any]) -> tuple[WheelRecord, ...]:
+    """The report's jobs read back into the records they were written from: what the
+    views (HTML, JUnit, metrics) read."""
+    return tuple(WheelRecord.from_dict(j) for j in report["jobs"])
+
+
+def plan_records(report: Mapping[str, Any]) -> tuple[Decision, ...]:
+    """The report's plan read back into its decisions."""
+    return tuple(Decision.from_dict(d) for d in report["plan"])
 
 
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)

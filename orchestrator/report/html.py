@@ -23,7 +23,9 @@ import jinja2
 
 from orchestrator.core.errors import InputError
 from orchestrator.core.redact import redact
-from orchestrator.report.data import write_text_atomic
+from orchestrator.jobs.records import WheelRecord
+from orchestrator.model import JobKind, JobStatus
+from orchestrator.report.data import job_records, plan_records, write_text_atomic
 
 OUTCOMES = (
     "built",
@@ -40,6 +42,7 @@ OUTCOMES = (
     "unsupported",
 )
 INTERESTING = frozenset({"built", "shared", "failed", "smoke-failed", "timeout", "cancelled"})
+FAILED = (JobStatus.FAILED, JobStatus.TIMEOUT, JobStatus.SMOKE_FAILED)
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -59,53 +62,56 @@ class Cell:
 def cells(report: dict[str, Any], html_path: Path) -> dict[tuple[str, str], Cell]:
     """One cell per (requirement, platform): the job's outcome, else the plan's."""
     out: dict[tuple[str, str], Cell] = {}
-    for d in report["plan"]:
-        req = f"{d['name']}=={d['version']}" if d["version"] else d["name"]
-        out[(req, d["platform"])] = Cell(
-            outcome=d["action"],
-            reason=d["reason"],
+    for d in plan_records(report):
+        out[(_pin(d.name, d.version), d.platform)] = Cell(
+            outcome=d.action.value,
+            reason=d.reason,
             duration=None,
             mode="",
             log="",
-            wheel=d.get("wheel") or "",
+            wheel=d.wheel or "",
         )
-    for j in report["jobs"]:
-        out[(_requirement(j), j["platform"])] = _job_cell(j, html_path)
+    for j in job_records(report):
+        out[(_requirement(j), j.platform)] = _job_cell(j, html_path)
     return out
 
 
 def branches_of(report: dict[str, Any]) -> dict[str, str]:
     """requirement -> the branches that want it (on any platform), for its row's name."""
     out: dict[str, list[str]] = {}
-    for d in report["plan"]:
-        req = f"{d['name']}=={d['version']}" if d["version"] else d["name"]
-        for branch in d.get("branches") or ():
+    for d in plan_records(report):
+        req = _pin(d.name, d.version)
+        for branch in d.branches:
             out.setdefault(req, [])
             if branch not in out[req]:
                 out[req].append(branch)
     return {req: ", ".join(names) for req, names in out.items()}
 
 
-def _requirement(job: dict[str, Any]) -> str:
-    req = f"{job['name']}=={job['version']}"
-    return req + " (build dependency)" if job.get("kind") == "build-dep" else req
+def _pin(name: str, version: str) -> str:
+    return f"{name}=={version}" if version else name
 
 
-def _job_cell(j: dict[str, Any], html_path: Path) -> Cell:
-    mode = j.get("mode") or ("emulated" if j["emulated"] else ("native" if j["engine"] else ""))
-    if j["status"] == "shared":
+def _requirement(job: WheelRecord) -> str:
+    req = f"{job.name}=={job.version}"
+    return req + " (build dependency)" if job.kind == JobKind.BUILD_DEP else req
+
+
+def _job_cell(j: WheelRecord, html_path: Path) -> Cell:
+    mode = j.mode or ("emulated" if j.emulated else ("native" if j.engine else ""))
+    if j.status == JobStatus.SHARED:
         mode = "shared build"
     return Cell(
-        outcome=j["status"],
-        reason=j.get("detail") or "",
-        duration=j["duration"],
-        mode=f"{mode} on {j['engine']}" if j["engine"] else mode,
-        log=_relative(j["log"], html_path) if j["log"] else "",
-        category=j.get("category") or "",
-        error=j.get("error") or "",
-        hint=j.get("hint") or "",
-        wheel=j.get("wheel") or "",
-        sha256=j.get("sha256") or "",
+        outcome=j.status.value,
+        reason=j.detail,
+        duration=j.duration,
+        mode=f"{mode} on {j.engine}" if j.engine else mode,
+        log=_relative(j.log, html_path) if j.log else "",
+        category=j.category or "",
+        error=j.error,
+        hint=j.hint,
+        wheel=j.wheel or "",
+        sha256=j.sha256 or "",
     )
 
 
@@ -128,9 +134,9 @@ def platform_rows(
     """Per platform: counts by outcome, emulated job time, the published release."""
     counts = Counter((platform, c.outcome) for (_req, platform), c in grid.items())
     emulated: dict[str, float] = {}
-    for j in report["jobs"]:
-        if j["emulated"] and j["status"] != "shared":
-            emulated[j["platform"]] = emulated.get(j["platform"], 0.0) + float(j["duration"])
+    for j in job_records(report):
+        if j.emulated and j.status != JobStatus.SHARED:
+            emulated[j.platform] = emulated.get(j.platform, 0.0) + j.duration
     releases = {p["platform"]: p["release"] for p in report.get("published") or []}
     return [
         {
@@ -149,20 +155,20 @@ def failures(report: dict[str, Any], html_path: Path) -> list[dict[str, Any]]:
     for one reason (its category and first error line) reads as one problem with
     those platforms, each with its log and its reproduce command."""
     rows: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for j in report["jobs"]:
-        if j["status"] not in ("failed", "timeout", "smoke-failed"):
+    for j in job_records(report):
+        if j.status not in FAILED:
             continue
-        requirement = f"{j['name']}=={j['version']}"
-        category = j.get("category") or j["status"]
-        error = j.get("error") or j.get("detail") or ""
+        requirement = f"{j.name}=={j.version}"
+        category = str(j.category or j.status)
+        error = j.error or j.detail
         fresh = {"requirement": requirement, "category": category, "error": error}
         row = rows.setdefault((requirement, category, error), {**fresh, "platforms": []})
-        row.setdefault("hint", j.get("hint") or "")
+        row.setdefault("hint", j.hint)
         row["platforms"].append(
             {
-                "platform": j["platform"],
-                "log": _relative(j["log"], html_path) if j.get("log") else "",
-                "reproduce": shlex.join(["orchestrate", "reproduce", j["platform"], requirement]),
+                "platform": j.platform,
+                "log": _relative(j.log, html_path) if j.log else "",
+                "reproduce": shlex.join(["orchestrate", "reproduce", j.platform, requirement]),
             }
         )
     return sorted(rows.values(), key=lambda r: (r["requirement"], r["category"], r["error"]))

@@ -165,6 +165,7 @@ def test_log_links_are_only_local_relative_paths(tmp_path: Path) -> None:
     job = {
         "job": "p/a==1",
         "platform": "p",
+        "python": "3.11",
         "name": "a",
         "version": "1",
         "status": "failed",

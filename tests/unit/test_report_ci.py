@@ -10,6 +10,15 @@ from orchestrator.report.ci import junit_xml, metrics, write_junit, write_metric
 
 
 def report(tmp_path: Path) -> dict[str, Any]:
+    """A report whose jobs name their pin as a job record does."""
+    data = _jobs(tmp_path)
+    for job in data["jobs"]:
+        name, version = str(job["job"]).split("/", 1)[1].split("==")
+        job.update(python="3.11", name=name, version=version, kind="wheel")
+    return data
+
+
+def _jobs(tmp_path: Path) -> dict[str, Any]:
     log = tmp_path / "ldap.log"
     log.write_text("gcc ...\nModules/common.h:15:10: fatal error: lber.h: No such file\n")
     base = {"duration": 2.0, "emulated": False, "engine": "local", "detail": "", "log": ""}
