@@ -31,12 +31,15 @@ def plans() -> tuple[Row, Row, Row]:
     shutil.rmtree(cache, ignore_errors=True)
     os.environ["ORCHESTRATE_CACHE_DIR"] = str(cache)
     started = time.perf_counter()
-    index = Upstream.of(matrix.index, RunLayout(OUT).index_cache)
+    index = Upstream.of(matrix.index.upstream_index, RunLayout(OUT).index_cache)
     cold = make_plan(matrix, platforms, [CONSTRAINTS], upstream=index)
     cold_s = time.perf_counter() - started
     started = time.perf_counter()
     warm = make_plan(
-        matrix, platforms, [CONSTRAINTS], upstream=Upstream.of(matrix.index, index.cache_dir.parent)
+        matrix,
+        platforms,
+        [CONSTRAINTS],
+        upstream=Upstream.of(matrix.index.upstream_index, index.cache_dir.parent),
     )
     warm_s = time.perf_counter() - started
     assert warm.stats.requests == 0

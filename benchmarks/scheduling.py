@@ -115,7 +115,7 @@ def overhead(image: str, matrix_path: Path, jobs: int = 6) -> Row:
     matrix = load_matrix(matrix_path)
     platform = next(p for p in expand(matrix) if p.arch == Arch.AMD64)
     layout = RunLayout(OUT / "overhead-work")
-    page = Upstream.of(matrix.index, layout.index_cache).project("simplegeneric")
+    page = Upstream.of(matrix.index.upstream_index, layout.index_cache).project("simplegeneric")
     assert page is not None
     (found,) = [f for f in page.files("0.8.1") if not f.filename.endswith(".whl")]
     ref = SdistRef(found.filename, found.url, found.sha256)

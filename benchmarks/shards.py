@@ -303,12 +303,14 @@ def _night(reports: Sequence[Mapping[str, Any]]) -> Planned:
     root = ROOT / "opendev"
     root.mkdir(parents=True, exist_ok=True)
     cache = OUT / "openstack-cache" / "index"
-    upstream = Upstream.of(IndexSpec(), cache)
+    upstream = Upstream.of(IndexSpec().upstream_index, cache)
     _branches(root, upstream)
     matrix = load_matrix(_scale_matrix(root))
     platforms = expand(matrix)
     started = time.perf_counter()
-    plan = make_plan(matrix, platforms, (), upstream=Upstream.of(matrix.index, cache))
+    plan = make_plan(
+        matrix, platforms, (), upstream=Upstream.of(matrix.index.upstream_index, cache)
+    )
     planning = time.perf_counter() - started
     native, factor = measured(reports)
     typical = statistics.median(native.values()) if native else 60.0

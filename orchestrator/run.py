@@ -256,7 +256,7 @@ def _images(
 
 
 def _plan(request: NightRequest, images: ImagesReport) -> PlanResult:
-    upstream = Upstream.of(request.matrix.index, request.layout.index_cache)
+    upstream = Upstream.of(request.matrix.index.upstream_index, request.layout.index_cache)
     probed = {p: f.tags for p, f in images.facts.items()}
     if request.plan is not None:
         decisions = request.plan.decisions
@@ -304,7 +304,7 @@ def _wheels(
             request.platforms,
             cache=SdistCache(request.layout.sdists),
             constraints=pins,
-            lookup=Upstream.of(matrix.index, request.layout.index_cache).projects,
+            lookup=Upstream.of(matrix.index.upstream_index, request.layout.index_cache).projects,
         )
     durations = Durations(request.layout.durations)
     executor = Executor(

@@ -338,7 +338,7 @@ def write_reports(
 def _index_sizes(app: App, run: NightResult) -> dict[str, tuple[int, int]]:
     """(wheels, bytes) our index serves per platform, from the store's manifest."""
     try:
-        records = Store(app.matrix.index.root).records().values()
+        records = Store(app.matrix.index.published.root).records().values()
     except OrchestrateError:
         return {}
     return {

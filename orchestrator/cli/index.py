@@ -36,9 +36,9 @@ def publish(app: App, *, fmt: str, adopt_root: bool) -> int:
     published anyway, and the exit code is 1.
     """
     results = publish_index(
-        Store(app.matrix.index.root),
+        Store(app.matrix.index.published.root),
         [p.name for p in app.platforms],
-        keep=app.matrix.index.keep_releases,
+        keep=app.matrix.index.published.keep_releases,
         adopt=adopt_root,
     )
     if fmt == "json":
@@ -54,7 +54,7 @@ def publish(app: App, *, fmt: str, adopt_root: bool) -> int:
         click.echo(f"publish of {r.platform} failed: {r.error}", err=True)
     if any(r.environment for r in failed):
         raise EnvironmentProblem(
-            f"publishing under {app.matrix.index.root} failed on the disk side "
+            f"publishing under {app.matrix.index.published.root} failed on the disk side "
             "(full, read-only or not permitted); the failed platforms keep their release",
             hint="free space or fix the permissions, then run `orchestrate publish` again",
         )
@@ -73,8 +73,8 @@ def publish(app: App, *, fmt: str, adopt_root: bool) -> int:
 @pass_app
 def prune(app: App, *, dry_run: bool, unwanted: bool, fmt: str) -> None:
     """Remove wheels whose exact version the upstream index now serves."""
-    store = Store(app.matrix.index.root)
-    upstream = Upstream.of(app.matrix.index, app.layout.index_cache)
+    store = Store(app.matrix.index.published.root)
+    upstream = Upstream.of(app.matrix.index.upstream_index, app.layout.index_cache)
     if unwanted:
         found = _unwanted(app, store, upstream)
     else:
@@ -94,7 +94,9 @@ def prune(app: App, *, dry_run: bool, unwanted: bool, fmt: str) -> None:
     with store.locked() as records:
         for c in found:
             store.remove_platform(records, c.key, c.platform)
-    publish_index(store, sorted({c.platform for c in found}), keep=app.matrix.index.keep_releases)
+    publish_index(
+        store, sorted({c.platform for c in found}), keep=app.matrix.index.published.keep_releases
+    )
     if fmt != "json":
         click.echo(f"pruned {len(found)} wheel(s) and republished")
 
@@ -136,7 +138,7 @@ def rollback(app: App, platform_name: str, release: str | None) -> None:
             f"{platform_name!r} is not a platform of {app.matrix_path}",
             hint=f"platforms: {', '.join(known)}",
         )
-    chosen = rollback_index(app.matrix.index.root, platform_name, release)
+    chosen = rollback_index(app.matrix.index.published.root, platform_name, release)
     click.echo(f"{platform_name} now serves release {chosen}")
 
 
@@ -153,4 +155,6 @@ def rollback(app: App, platform_name: str, release: str | None) -> None:
 @pass_app
 def serve(app: App, port: int, host: str) -> None:
     """Serve the published indexes (HTML, or JSON when asked for) on loopback."""
-    serve_index(app.matrix.index.root, host, port, lambda url: click.echo(f"serving {url}"))
+    serve_index(
+        app.matrix.index.published.root, host, port, lambda url: click.echo(f"serving {url}")
+    )

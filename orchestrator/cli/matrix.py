@@ -26,7 +26,7 @@ def matrix() -> None:
 def show(app: App, *, fmt: str, index_root: bool) -> None:
     """List the expanded platforms."""
     if index_root:
-        click.echo(str(app.matrix.index.root))
+        click.echo(str(app.matrix.index.published.root))
         return
     platforms = app.platforms
     if fmt == "json":

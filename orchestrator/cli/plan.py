@@ -90,7 +90,7 @@ def plan(  # noqa: PLR0913 - click passes each of its options as a parameter
         requirements,
         constraints,
         resolve_latest=resolve_latest,
-        upstream=Upstream.of(app.matrix.index, app.layout.index_cache),
+        upstream=Upstream.of(app.matrix.index.upstream_index, app.layout.index_cache),
         probed=app.probed(),
         builders=app.builders(),
     )

@@ -8,6 +8,7 @@ did-you-mean. Nothing after loading sees a raw dict.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -126,7 +127,29 @@ class RegistrySpec(Model):
     """Plain HTTP (loopback registries are always plain HTTP)."""
 
 
+@dataclass(frozen=True, kw_only=True)
+class UpstreamIndex:
+    """The index the plan reads (PyPI or a mirror), and how it is asked."""
+
+    url: str
+    cache_ttl: int  # seconds an answer is reused without asking again
+    concurrency: int  # parallel requests
+
+
+@dataclass(frozen=True, kw_only=True)
+class PublishedIndex:
+    """Our index: where orchestrate publishes, and how many releases it keeps."""
+
+    root: Path
+    keep_releases: int
+
+
 class IndexSpec(Model):
+    """Two indexes: the upstream one the plan reads (`upstream`, `cache_ttl`,
+    `concurrency`) and ours, which orchestrate publishes (`root`, `keep_releases`)."""
+
+    # In the code each side is its own value: `upstream_index` and `published`.
+
     upstream: str = "https://pypi.org/simple/"
     """The simple index the plan reads: PEP 691 JSON or PEP 503 HTML."""
     root: Path = Path("wheelhouse")
@@ -151,6 +174,16 @@ class IndexSpec(Model):
         if not re.match(r"^(https?|file)://", value):
             raise ValueError("upstream must be an http(s):// or file:// URL")
         return value if value.endswith("/") else value + "/"
+
+    @property
+    def upstream_index(self) -> UpstreamIndex:
+        return UpstreamIndex(
+            url=self.upstream, cache_ttl=self.cache_ttl, concurrency=self.concurrency
+        )
+
+    @property
+    def published(self) -> PublishedIndex:
+        return PublishedIndex(root=self.root, keep_releases=self.keep_releases)
 
 
 class PipSettings(Model):

@@ -294,7 +294,7 @@ def make_plan(
     pages = upstream.projects(names)
     pythons = sorted({py for p in platforms for py in p.python})
     tagsets = tagsets_for(platforms, probed or {})
-    newest = Store(matrix.index.root).newest([p.name for p in platforms])  # read once
+    newest = Store(matrix.index.published.root).newest([p.name for p in platforms])  # read once
     cached = {p: {k: r.filename for k, r in found.items()} for p, found in newest.items()}
     rules = Rules(
         skip=matrix.skip,

@@ -33,7 +33,7 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from orchestrator.config import IndexSpec
+from orchestrator.config.schema import UpstreamIndex
 from orchestrator.core.errors import IndexUnavailable
 from orchestrator.core.files import write_atomic
 from orchestrator.core.net import deadline_seconds, read_body, thread_pool
@@ -285,9 +285,9 @@ class Upstream:
         self._lock = threading.Lock()
 
     @classmethod
-    def of(cls, spec: IndexSpec, cache: Path) -> Upstream:
+    def of(cls, index: UpstreamIndex, cache: Path) -> Upstream:
         """The matrix's upstream index, cached under `cache` (a run layout's index cache)."""
-        return cls(spec.upstream, cache, ttl=spec.cache_ttl, concurrency=spec.concurrency)
+        return cls(index.url, cache, ttl=index.cache_ttl, concurrency=index.concurrency)
 
     def projects(self, names: Iterable[str]) -> dict[str, ProjectPage | None]:
         """Files of each project (None when the index does not have it)."""

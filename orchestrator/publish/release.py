@@ -51,8 +51,8 @@ def store_and_publish(
     replace: bool,
 ) -> PublishResult:
     try:
-        check_root(matrix.index.root, adopt=False)  # before the store writes there
-        store = Store(matrix.index.root)
+        check_root(matrix.index.published.root, adopt=False)  # before the store writes there
+        store = Store(matrix.index.published.root)
         added = _store(store, jobs, wheel_of=wheel_of, replace=replace)
     except StoreConflict as exc:  # an unusable manifest: nothing is published (exit 4)
         return PublishResult(errors={"(store)": _failed(exc.message)}, error=exc)
@@ -60,7 +60,7 @@ def store_and_publish(
         message = exc.message if isinstance(exc, OrchestrateError) else str(exc)
         return PublishResult(errors={"(store)": _failed(message)}, error=_disk(matrix, exc))
     try:
-        results = publish(store, platforms, keep=matrix.index.keep_releases)
+        results = publish(store, platforms, keep=matrix.index.published.keep_releases)
     except OrchestrateError as exc:  # an unusable manifest (4), a root not ours (2)
         return PublishResult(added=added, errors={"(publish)": exc.message}, error=exc)
     failed = [r for r in results if r.status is PublishStatus.FAILED]
@@ -81,7 +81,7 @@ def _disk(matrix: Matrix, exc: Exception | None) -> OrchestrateError:
     if isinstance(exc, OrchestrateError):  # e.g. an index root that is a file: exit 2
         return exc
     return EnvironmentProblem(
-        f"storing or publishing under {matrix.index.root} failed on the disk side "
+        f"storing or publishing under {matrix.index.published.root} failed on the disk side "
         "(full, read-only or not permitted); what was published before is still served",
         hint="free space or fix the permissions, then `orchestrate publish`",
     )

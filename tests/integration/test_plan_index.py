@@ -99,7 +99,7 @@ def test_real_index_warm_plan_makes_no_requests(
     reqs.write_text("six==1.16.0\nno-such-project-orchestrate-test==1.0\nlibsass==0.23.0\n")
     matrix = load_matrix(REPO / "platforms.yaml")
     platforms = select(expand(matrix), ["debian-*"])
-    upstream = Upstream.of(matrix.index, RunLayout(tmp_path).index_cache)
+    upstream = Upstream.of(matrix.index.upstream_index, RunLayout(tmp_path).index_cache)
     cold = make_plan(matrix, platforms, [reqs], upstream=upstream)
     assert cold.stats.requests >= 3
     verdicts = {(d.platform, d.name): d for d in cold.decisions}
@@ -107,7 +107,10 @@ def test_real_index_warm_plan_makes_no_requests(
     assert missing.action == Action.UNAVAILABLE
     assert verdicts[("debian-bookworm-arm64", "libsass")].action == Action.BUILD
     warm = make_plan(
-        matrix, platforms, [reqs], upstream=Upstream.of(matrix.index, upstream.cache_dir.parent)
+        matrix,
+        platforms,
+        [reqs],
+        upstream=Upstream.of(matrix.index.upstream_index, upstream.cache_dir.parent),
     )
     assert warm.stats.requests == 0
     assert [d.as_dict() for d in warm.decisions] == [d.as_dict() for d in cold.decisions]

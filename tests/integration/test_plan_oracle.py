@@ -301,4 +301,4 @@ def test_plan_agrees_with_pip_inside_each_builder(
 
 def _upstream(matrix: Matrix) -> Upstream:
     """The index through the shared page cache (ORCHESTRATE_CACHE_DIR's, as a run's)."""
-    return Upstream.of(matrix.index, RunLayout(Path()).index_cache)
+    return Upstream.of(matrix.index.upstream_index, RunLayout(Path()).index_cache)
