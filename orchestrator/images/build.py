@@ -31,7 +31,7 @@ from orchestrator.images.facts import (
     parse_runtime,
 )
 from orchestrator.images.render import CrossToolchain, Rendered, ToolVenvs, render
-from orchestrator.images.stale import Stale, build_labels, stale_reason
+from orchestrator.images.stale import build_labels, stale_reason
 from orchestrator.images.sysdeps import RUNTIME_FACTS
 from orchestrator.model import Arch, ImageStatus
 
@@ -166,10 +166,10 @@ def _fresh_or_built(
         now = datetime.now(UTC)
         labels_now = existing.labels if existing else None
         stale = stale_reason(labels_now, inputs, now, max_age, force=force)
-        if stale is None and existing is not None:
+        if stale is None:  # only an existing image can be fresh
+            assert existing is not None
             line(f"fresh: {tag} ({existing.id[:19]}) has inputs {inputs[:12]}")
             return existing.id, ImageStatus.FRESH, "inputs unchanged"
-        stale = stale or Stale(why="no image yet", reuses_layers=True)
         line(f"building {tag}: {stale.why}")
         labels = build_labels(platform.name, inputs, base_id, source_revision(), now=now)
         request = ImageBuildRequest(
