@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TextIO
 
 from orchestrator.config import Matrix
-from orchestrator.config.matrix import Platform
+from orchestrator.config.matrix import Platform, expand
 from orchestrator.core.errors import EngineError, OrchestrateError, RegistryError
 from orchestrator.core.layout import RunLayout
 from orchestrator.engines import Engine
@@ -206,13 +206,33 @@ def _push_all(
         out.append(done)
     releases = []
     for release, refs in pushed.items():
-        arches = [p.arch for p in by_name.values() if p.release_name == release]
+        members = [p for p in expand(matrix) if p.release_name == release]
+        kept = _unselected(client, matrix, [p for p in members if p.name not in by_name])
+        arches = [p.arch for p in members]
         releases.append(
             publish_release(
-                client, matrix, release, arches, pushed=refs, allow_partial=allow_partial
+                client,
+                matrix,
+                release,
+                arches,
+                pushed={**kept, **refs},
+                allow_partial=allow_partial,
             )
         )
     return out, releases
+
+
+def _unselected(
+    client: RegistryClient, matrix: Matrix, platforms: Sequence[Platform]
+) -> dict[Arch, ManifestRef]:
+    """The registry's builders of a release's arches this run did not select (`-p`):
+    kept in its manifest list, not dropped from it."""
+    kept = {}
+    for platform in platforms:
+        ref = client.manifest(matrix.registry.repository, platform.name)
+        if ref is not None:
+            kept[platform.arch] = ref
+    return kept
 
 
 def _push_one(

@@ -122,6 +122,14 @@ def test_noop_refresh_through_the_cli_keeps_the_manifest_list(
     after = client.manifest(repository, "debian-bookworm")
     assert after is not None
     assert after.digest == before.digest
+    # One arch selected: the other stays in the release's list, as the registry has it.
+    scope = ("-p", "debian-bookworm-amd64", "--workdir", str(tmp_path / "one"))
+    one = cli("images", "refresh", "-m", str(local.path), *scope)
+    assert one.code == 0, one.err
+    assert sorted(client.index(repository, "debian-bookworm")) == ["amd64", "arm64"]
+    kept = client.manifest(repository, "debian-bookworm")
+    assert kept is not None
+    assert kept.digest == before.digest
 
 
 def test_changed_template_rebuilds_only_what_it_affects(
@@ -207,3 +215,4 @@ def test_unreachable_registry_publishes_nothing(
     assert "127.0.0.1:9 is not reachable" in result.err
     assert "manifest 127.0.0.1:9/orchestrate/builder:debian-bookworm: held" in result.out
     assert "Traceback" not in result.err
+
