@@ -1,14 +1,21 @@
-"""Builder images: an emulated builder against its native twin, same packages.
+"""Builder images: an emulated builder against its native twin, same packages; and a
+refresh in place after a stable update against a builder made from its base.
 
 Both are built from the bases already on the engine with `images build --force`
 (no cached layer: a forced build starts from the base), each alone on the
 machine, with an empty cache of the native parts an emulated builder gets (the
 cross toolchain and the tool venvs), as on a new host. `python -m
 benchmarks.images` runs these rows alone.
+
+The refresh rows then take each of those builders back to the day before an update
+(`tests/builders.py`: one package one version older, created a month ago), time
+`images refresh --max-age 7` on it, and compare it with the builder made from its
+base: `dpkg-query -W` and the wheels of the headline pins, built in each.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -16,11 +23,22 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import OUT, Row, print_table, sh
+from benchmarks import cache as headline
+from benchmarks.common import OUT, Row, orchestrate_build, print_table, sh
+from orchestrator.config import load_matrix
+from orchestrator.config.matrix import expand
 from orchestrator.core.paths import cache_dir
+from orchestrator.images.build import image_tag
+from tests.builders import go_back_one_update, package_versions
 from tests.matrices import local_matrix_copy
 
 TARGET = 2.0  # the emulated builder at most twice its native twin
+REFRESH_TARGET = 60.0  # seconds a platform for a refresh after a stable update
+REPOSITORY = {"repository: orchestrate/builder": "repository: orchestrate/bench-images"}
+CACHES = {
+    "debian-bookworm-amd64": OUT / "images-cache-native",
+    "debian-bookworm-arm64": OUT / "images-cache-emulated",
+}
 
 
 def _build_one(matrix: Path, platform: str, cache: Path) -> float:
@@ -37,14 +55,14 @@ def _build_one(matrix: Path, platform: str, cache: Path) -> float:
     return time.perf_counter() - started
 
 
+def _matrix(name: str = "images") -> Path:
+    return local_matrix_copy(OUT / f"{name}.yaml", OUT / f"{name}-index", REPOSITORY)
+
+
 def emulated_vs_native() -> list[Row]:
-    matrix = local_matrix_copy(
-        OUT / "images.yaml",
-        OUT / "images-index",
-        {"repository: orchestrate/builder": "repository: orchestrate/bench-images"},
-    )
-    native = _build_one(matrix, "debian-bookworm-amd64", OUT / "images-cache-native")
-    parts = OUT / "images-cache-emulated"
+    matrix = _matrix()
+    native = _build_one(matrix, "debian-bookworm-amd64", CACHES["debian-bookworm-amd64"])
+    parts = CACHES["debian-bookworm-arm64"]
     shutil.rmtree(parts, ignore_errors=True)
     cold = _build_one(matrix, "debian-bookworm-arm64", parts)
     warm = _build_one(matrix, "debian-bookworm-arm64", parts)
@@ -69,9 +87,77 @@ def _row(what: str, emulated: float, native: float) -> Row:
     )
 
 
+def refresh_after_update() -> list[Row]:
+    """Per platform: the refresh's time, then whether it equals the builder from its base."""
+    rows = []
+    for platform in CACHES:
+        rows += _refresh_rows(platform)
+    return rows
+
+
+def _refresh_rows(platform: str) -> list[Row]:
+    env = {**os.environ, "ORCHESTRATE_CACHE_DIR": str(CACHES[platform])}
+    matrix = load_matrix(_matrix())
+    tag = image_tag(matrix, next(p for p in expand(matrix) if p.name == platform))
+    expected = package_versions(tag)
+    from_base = _wheels(platform, "from-base", env)
+    change = go_back_one_update(tag)
+    started = time.perf_counter()
+    command = ["orchestrate", "images", "refresh", "--max-age", "7", "--allow-partial"]
+    command += ["-m", str(_matrix())]
+    done = sh(*command, "-p", platform, "--workdir", str(OUT / "images-work"), env=env)
+    seconds = time.perf_counter() - started
+    shown = f"{change.package} {change.old} -> {change.new}" in done.stdout
+    same_packages = package_versions(tag) == expected
+    refreshed = _wheels(platform, "refreshed", env)
+    arch = platform.rsplit("-", 1)[-1]
+    identical = sum(from_base.get(name) == digest for name, digest in refreshed.items())
+    return [
+        Row(
+            f"refresh after a stable update, {arch}: previous builder one package older",
+            seconds,
+            None,
+            "s",
+            None,
+            f"<= {REFRESH_TARGET:.0f} s",
+            seconds <= REFRESH_TARGET and shown,
+            f"upgraded in place, incl. push; changed {change} (shown: {shown})",
+        ),
+        Row(
+            f"refreshed {arch} builder = builder from its base (packages, wheels)",
+            float(identical),
+            float(len(from_base)),
+            "wheels",
+            None,
+            "identical",
+            same_packages and identical == len(from_base) == len(refreshed) > 0,
+            f"dpkg-query -W identical: {same_packages}; "
+            f"{identical} of {len(from_base)} headline wheels byte-identical",
+        ),
+    ]
+
+
+def _wheels(platform: str, name: str, env: dict[str, str]) -> dict[str, str]:
+    """The headline pins built from empty in the platform's builder: sha256 by file."""
+    folder = OUT / "images-wheels" / f"{platform}-{name}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    matrix = local_matrix_copy(folder / "m.yaml", folder / "index", REPOSITORY)
+    reqs = folder / "requirements.txt"
+    reqs.write_text("\n".join(headline.pins()) + "\n")
+    done = orchestrate_build(
+        matrix, reqs, folder / "work", folder / "report.json", "-p", platform, env=env
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{platform} {name}: the build failed:\n{done.stdout}\n{done.stderr}")
+    wheels = (folder / "index").rglob("*.whl")
+    return {w.name: hashlib.sha256(w.read_bytes()).hexdigest() for w in wheels}
+
+
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     rows = emulated_vs_native()
+    rows += refresh_after_update()
     print_table(rows)
     print(json.dumps([r.__dict__ for r in rows]))
     return 0

@@ -41,6 +41,8 @@ def main() -> int:
     rows.append(freshness.refresh_noop(matrix_path))
     print("== builder images: emulated vs native", flush=True)
     rows += images.emulated_vs_native()
+    print("== builder images: a refresh after a stable update", flush=True)
+    rows += images.refresh_after_update()
     print("== wheel cache headline", flush=True)
     requirements = cache.pins()
     report = cache.fill_cache(matrix_path, requirements)

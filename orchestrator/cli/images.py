@@ -22,6 +22,7 @@ from orchestrator.cli.app import (
 )
 from orchestrator.cli.progress import LiveProgress
 from orchestrator.core.errors import EXIT_FAILED
+from orchestrator.images.build import ImageResult
 from orchestrator.images.pipeline import ImagesOptions, ImagesReport, run_images
 from orchestrator.images.render import render
 from orchestrator.report.data import write_text_atomic
@@ -156,6 +157,9 @@ def _table(app: App, report: ImagesReport) -> None:
     )
     for r in report.failed:
         click.echo(f"{r.platform}: {r.reason}", err=True)
+    for r in report.results:
+        if r.in_place:
+            _changes(r)
     for release in report.releases:
         text = f"manifest {release.tag}: {release.status} ({', '.join(release.arches)})"
         if release.missing:
@@ -163,6 +167,14 @@ def _table(app: App, report: ImagesReport) -> None:
             if release.status == "held":
                 text += " (use --allow-partial to publish the others)"
         click.echo(text)
+
+
+def _changes(result: ImageResult) -> None:
+    """What a refresh in place changed: package, old version -> new version."""
+    count = len(result.changes)
+    click.echo(f"{result.platform}: refreshed in place, {count or 'no'} package(s) changed")
+    for change in result.changes:
+        click.echo(f"  {change}")
 
 
 def _save(app: App, data: Mapping[str, object]) -> None:

@@ -55,6 +55,11 @@ class Bootstrap(Model):
     """The package mirror debootstrap reads (http:// or https://)."""
     variant: Literal["minbase", "buildd"] = "minbase"
     """debootstrap's variant: `minbase` (Essential and required packages) or `buildd`."""
+    updates: StrictBool = True
+    """Also read the suite's `-updates` and `-security` pockets (security from
+    `<mirror>-security` when the mirror is Debian's `.../debian`), as Debian's and
+    Ubuntu's own images do, so builders get security fixes and refreshes pick them up.
+    Never for `sid`, `unstable` or `experimental`, which have none."""
 
     @field_validator("mirror")
     @classmethod

@@ -21,7 +21,7 @@ from orchestrator.core.errors import EnvironmentProblem, RegistryError
 from orchestrator.core.files import host_lock
 from orchestrator.core.process import Command, run, url_secrets
 from orchestrator.engines import Engine, ImageBuildRequest
-from orchestrator.images.render import base_reference, deterministic_tar
+from orchestrator.images.render import base_reference, bootstrap_sources, deterministic_tar
 
 
 def ensure_base(
@@ -36,7 +36,7 @@ def ensure_base(
             return found.id
         if isinstance(platform.base, Bootstrap):
             rootfs = bootstrap_rootfs(platform.base, platform.arch.debian, log, bases=bases)
-            context = _scratch_context(rootfs)
+            context = _scratch_context(rootfs, bootstrap_sources(platform.base))
             return engine.build(
                 ImageBuildRequest(tag=ref, context=context, platform=platform.arch), on_line
             )
@@ -107,6 +107,12 @@ def bootstrap_rootfs(spec: Bootstrap, arch: str, log: Path, *, bases: Path) -> P
     return target
 
 
-def _scratch_context(rootfs: Path) -> bytes:
-    dockerfile = b'FROM scratch\nADD rootfs.tar /\nCMD ["/bin/bash"]\n'
-    return deterministic_tar({"Dockerfile": dockerfile, "rootfs.tar": rootfs.read_bytes()})
+def _scratch_context(rootfs: Path, sources: str) -> bytes:
+    """The root file system with its apt sources: written here, not in the cached
+    rootfs, so a change of pockets makes a new base without a new debootstrap."""
+    dockerfile = (
+        b"FROM scratch\nADD rootfs.tar /\nCOPY sources.list /etc/apt/sources.list\n"
+        b'CMD ["/bin/bash"]\n'
+    )
+    files = {"Dockerfile": dockerfile, "rootfs.tar": rootfs.read_bytes()}
+    return deterministic_tar({**files, "sources.list": sources.encode()})

@@ -24,14 +24,25 @@ from orchestrator.images.base import ensure_base
 from orchestrator.images.cross import ensure_tool_venvs, ensure_toolchain, unavailable_reason
 from orchestrator.images.facts import (
     NativeCompiler,
+    PackageChange,
     ProbeCache,
     RuntimeFacts,
+    parse_changes,
     parse_native_compiler,
     parse_probe,
     parse_runtime,
 )
-from orchestrator.images.render import CrossToolchain, Rendered, ToolVenvs, render
-from orchestrator.images.stale import build_labels, stale_reason
+from orchestrator.images.render import (
+    CHANGES_FILE,
+    CrossToolchain,
+    Rendered,
+    ToolVenvs,
+    deterministic_tar,
+    render,
+    render_upgrade,
+    upgrade_template,
+)
+from orchestrator.images.stale import LABEL_UPGRADES, build_labels, stale_reason, upgrades
 from orchestrator.images.sysdeps import RUNTIME_FACTS
 from orchestrator.model import Arch, ImageStatus
 
@@ -57,10 +68,14 @@ class ImageResult:
     glibc: str = ""
     native_compiler: NativeCompiler | None = None
     runtime: RuntimeFacts | None = field(default=None, repr=False)  # in ImageFacts only
+    in_place: bool = False  # refreshed in place: the previous builder upgraded
+    changes: tuple[PackageChange, ...] = ()  # what that refresh changed
 
     def as_dict(self) -> dict[str, object]:
-        out = {k: v for k, v in self.__dict__.items() if k not in ("tags", "glibc", "runtime")}
+        skip = ("tags", "glibc", "runtime", "changes")
+        out = {k: v for k, v in self.__dict__.items() if k not in skip}
         out["native_compiler"] = self.native_compiler.as_dict() if self.native_compiler else None
+        out["changes"] = [c.as_dict() for c in self.changes]
         return out
 
     @classmethod
@@ -68,11 +83,13 @@ class ImageResult:
         """A result read back from a report already checked against its schema."""
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         compiler = json.dumps({"native_compiler": data.get("native_compiler")})
+        changes = tuple(PackageChange(**c) for c in data.get("changes", ()))
         return cls(
             **{
                 **known,
                 "status": ImageStatus(data["status"]),
                 "native_compiler": parse_native_compiler(compiler),
+                "changes": changes,
             },
         )
 
@@ -114,7 +131,7 @@ def build_image(
         toolchain = _toolchain(platform, matrix, engine, log_path, line=line, layout=layout)
         venvs = _venvs(platform, matrix, engine, log_path, line=line, layout=layout)
         rendered = render(platform, matrix, toolchain=toolchain, venvs=venvs)
-        image_id, status, why = _fresh_or_built(
+        made = _fresh_or_built(
             platform,
             matrix,
             engine,
@@ -124,22 +141,48 @@ def build_image(
             force=force,
             max_age=max_age,
         )
-        tag = image_tag(matrix, platform)
-        tags, glibc, compiler, runtime = _probe(platform, engine, tag, image_id, probes=probes)
+        probed = _probe(platform, engine, made.image_id, probes=probes)
+    tag = image_tag(matrix, platform)
+    pull = pull_ref(engine, tag, made.image_id)
+    return _result(platform, engine, made, probed, pull=pull, started=started, log=log_path)
+
+
+def _result(
+    platform: Platform,
+    engine: Engine,
+    made: Made,
+    probed: Probed,
+    *,
+    pull: str,
+    started: float,
+    log: Path,
+) -> ImageResult:
     return ImageResult(
         platform=platform.name,
-        status=status,
+        status=made.status,
         engine=engine.name,
         duration=_since(started),
-        log=str(log_path),
-        image_id=image_id,
-        reason=why or "",
-        tags=tags,
-        glibc=glibc,
-        native_compiler=compiler,
-        pull_ref=pull_ref(engine, tag, image_id),
-        runtime=runtime,
+        log=str(log),
+        image_id=made.image_id,
+        reason=made.why,
+        tags=probed.tags,
+        glibc=probed.glibc,
+        native_compiler=probed.compiler,
+        pull_ref=pull,
+        runtime=probed.runtime,
+        in_place=made.upgraded,
+        changes=probed.changes if made.upgraded else (),
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Made:
+    """The builder `_fresh_or_built` found or made."""
+
+    image_id: str
+    status: ImageStatus
+    why: str
+    upgraded: bool = False  # refreshed in place: its changes file is this run's
 
 
 def _fresh_or_built(
@@ -152,36 +195,51 @@ def _fresh_or_built(
     line: Callable[[str], None],
     force: bool,
     max_age: timedelta | None,
-) -> tuple[str, ImageStatus, str | None]:
+) -> Made:
     """The builder's image ID: the engine's own when its inputs hash is this one's (and
-    it is young enough), else a new build. With its status and the reason.
+    it is young enough), else a new build, or the previous one upgraded in place when
+    only its base or its age changed.
 
     Another run on this engine may be building the same platform's builder (under
     its own tag): this one waits, then finds the package layers in the engine's
     cache."""
     with host_lock(f"builder|{engine.url}|{platform.name}"):
         inputs = rendered.inputs_hash(base_id)
+        recipe = rendered.recipe_hash() if upgrade_template(platform) else ""
         tag = image_tag(matrix, platform)
         existing = engine.image(tag)
         now = datetime.now(UTC)
         labels_now = existing.labels if existing else None
-        stale = stale_reason(labels_now, inputs, now, max_age, force=force)
+        stale = stale_reason(labels_now, inputs, now, max_age, force=force, recipe=recipe)
         if stale is None:  # only an existing image can be fresh
             assert existing is not None
             line(f"fresh: {tag} ({existing.id[:19]}) has inputs {inputs[:12]}")
-            return existing.id, ImageStatus.FRESH, "inputs unchanged"
+            return Made(image_id=existing.id, status=ImageStatus.FRESH, why="inputs unchanged")
         line(f"building {tag}: {stale.why}")
-        labels = build_labels(platform.name, inputs, base_id, source_revision(), now=now)
+        labels = build_labels(
+            platform.name, inputs, base_id, source_revision(), now=now, recipe=recipe
+        )
+        context = rendered.context()
+        if stale.upgrade and existing is not None:
+            labels = {**labels, **_upgrade_labels(existing.labels)}
+            dockerfile = render_upgrade(platform, matrix, existing.id)
+            context = deterministic_tar({"Dockerfile": dockerfile.encode()})
         request = ImageBuildRequest(
             tag=tag,
-            context=rendered.context(),
+            context=context,
             platform=platform.arch,
             labels=labels,
             buildargs=matrix.builder.proxy.environment(),
             nocache=not stale.reuses_layers,
         )
         image_id = engine.build(request, line)
-        return image_id, ImageStatus.BUILT, stale.why
+        upgraded = stale.upgrade and existing is not None
+        return Made(image_id=image_id, status=ImageStatus.BUILT, why=stale.why, upgraded=upgraded)
+
+
+def _upgrade_labels(previous: Mapping[str, str]) -> dict[str, str]:
+    """The count of refreshes in place, one more than the previous builder's."""
+    return {LABEL_UPGRADES: str(upgrades(previous) + 1)}
 
 
 def _toolchain(
@@ -230,24 +288,40 @@ def _venvs(
         return None
 
 
-def _probe(
-    platform: Platform, engine: Engine, tag: str, image_id: str, *, probes: ProbeCache | None
-) -> tuple[dict[str, tuple[str, ...]], str, NativeCompiler | None, RuntimeFacts | None]:
+@dataclass(frozen=True, kw_only=True)
+class Probed:
     """What the image's probe measured at build time: tags per Python, glibc, the
-    native cross compiler if the builder has one, and its runtime facts."""
+    native cross compiler if the builder has one, its runtime facts, and what its
+    last refresh in place changed."""
+
+    tags: dict[str, tuple[str, ...]]
+    glibc: str
+    compiler: NativeCompiler | None
+    runtime: RuntimeFacts | None
+    changes: tuple[PackageChange, ...]
+
+
+def _probe(
+    platform: Platform, engine: Engine, image_id: str, *, probes: ProbeCache | None
+) -> Probed:
     files = probe_files(engine, image_id, platform.arch)
     output = files.get(PROBE_FILE)
     if output is None:
         raise OrchestrateError(f"{platform.name}: the image's probe output is missing")
     tags, glibc = parse_probe(output)
-    compiler = parse_native_compiler(output)
     runtime = _runtime(files.get(RUNTIME_FILE))
     if probes is not None:  # for `orchestrate plan`, which builds no image
         probe: dict[str, object] = {"tags": tags, "glibc": glibc}
         if runtime is not None:
             probe["runtime"] = runtime.as_dict()
         probes.write(platform.name, image_id, probe)
-    return tags, glibc, compiler, runtime
+    return Probed(
+        tags=tags,
+        glibc=glibc,
+        compiler=parse_native_compiler(output),
+        runtime=runtime,
+        changes=parse_changes(files.get(CHANGES_FILE, b"")),
+    )
 
 
 def read_runtime(engine: Engine, image_id: str, arch: Arch) -> RuntimeFacts | None:

@@ -29,6 +29,33 @@ class NativeCompiler:
         return dict(self.__dict__)
 
 
+ABSENT = "-"  # the version of a package not installed on one side of a refresh
+
+
+@dataclass(kw_only=True, frozen=True)
+class PackageChange:
+    """One package a refresh in place changed: `old` or `new` is `-` when it was
+    installed or removed."""
+
+    package: str
+    old: str
+    new: str
+
+    def __str__(self) -> str:
+        return f"{self.package} {self.old} -> {self.new}"
+
+    def as_dict(self) -> dict[str, str]:
+        return dict(self.__dict__)
+
+
+def parse_changes(text: str | bytes) -> tuple[PackageChange, ...]:
+    """The refresh's `package old new` lines (a join of `dpkg-query -W` before and after)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    fields = (line.split() for line in text.splitlines())
+    return tuple(PackageChange(package=f[0], old=f[1], new=f[2]) for f in fields if len(f) == 3)
+
+
 def parse_native_compiler(text: str | bytes) -> NativeCompiler | None:
     """The probe's `native_compiler` entry; None for a builder without a toolchain."""
     entry = json.loads(text).get("native_compiler")

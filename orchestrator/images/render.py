@@ -106,6 +106,10 @@ class Rendered:
         digest.update(f"base\0{base_digest}".encode())
         return digest.hexdigest()
 
+    def recipe_hash(self) -> str:
+        """The inputs without the base image: equal when only the base moved."""
+        return self.inputs_hash("")
+
     def context(self) -> bytes:
         """A reproducible tar (sorted, zero mtimes, root-owned) of the build context."""
         return deterministic_tar({"Dockerfile": self.dockerfile.encode(), **self.files})
@@ -137,8 +141,24 @@ def base_reference(platform: Platform) -> str:
 
 
 def bootstrap_tag(spec: Bootstrap, arch: str) -> str:
-    mirror = hashlib.sha256(f"{spec.mirror}|{spec.variant}".encode()).hexdigest()[:8]
-    return f"orchestrate-base:{spec.suite}-{arch}-{mirror}"
+    key = f"{spec.mirror}|{spec.variant}|{bootstrap_sources(spec)}"
+    return f"orchestrate-base:{spec.suite}-{arch}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+
+
+UNRELEASED = frozenset({"sid", "unstable", "experimental"})
+
+
+def bootstrap_sources(spec: Bootstrap) -> str:
+    """The bootstrapped base's /etc/apt/sources.list: the suite, then its updates and
+    security pockets (see `Bootstrap.updates`)."""
+    lines = [f"deb {spec.mirror} {spec.suite} main"]
+    if spec.updates and spec.suite not in UNRELEASED:
+        security = spec.mirror + "-security" if spec.mirror.endswith("/debian") else spec.mirror
+        lines += [
+            f"deb {spec.mirror} {spec.suite}-updates main",
+            f"deb {security} {spec.suite}-security main",
+        ]
+    return "".join(line + "\n" for line in lines)
 
 
 def pip_conf(pip: PipSettings) -> str | None:
@@ -201,6 +221,32 @@ def render(
         "tools": TOOLS,
     }
     return Rendered(platform, base, _render_template(root, template_name, variables), files)
+
+
+CHANGES_FILE = "changes.txt"  # under the probe's folder: `package old new` a line
+
+
+def upgrade_template(platform: Platform, root: Path | None = None) -> str | None:
+    """The template that refreshes `platform`'s builder in place, if its family has one."""
+    name = f"{platform.family.value}-upgrade.Dockerfile.j2"
+    return name if ((root or templates_dir()) / name).is_file() else None
+
+
+def render_upgrade(
+    platform: Platform, matrix: Matrix, previous: str, root: Path | None = None
+) -> str:
+    """The Dockerfile that refreshes the builder `previous` (an image ID) in place."""
+    root = root or templates_dir()
+    name = upgrade_template(platform, root)
+    if name is None:
+        raise TemplateError(f"no upgrade template for the {platform.family.value} family in {root}")
+    variables: dict[str, object] = {
+        "platform": platform,
+        "previous": previous,
+        "user": matrix.builder.user,
+        "changes": f"/etc/orchestrate/{CHANGES_FILE}",
+    }
+    return _render_template(root, name, variables)
 
 
 def _render_template(root: Path, name: str, variables: dict[str, object]) -> str:

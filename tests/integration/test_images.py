@@ -19,6 +19,7 @@ from orchestrator.images.pipeline import ImagesReport, run_images
 from orchestrator.images.registry import Registry, RegistryClient
 from orchestrator.images.render import TOOLS
 from orchestrator.model import Arch
+from tests.builders import go_back_one_update, package_versions
 from tests.conftest import REPO, CliRunner
 from tests.matrices import BASE_BLOCK, local_matrix_copy
 
@@ -216,3 +217,37 @@ def test_unreachable_registry_publishes_nothing(
     assert "manifest 127.0.0.1:9/orchestrate/builder:debian-bookworm: held" in result.out
     assert "Traceback" not in result.err
 
+
+def test_a_refresh_upgrades_the_previous_builder_to_a_from_scratch_builders_packages(
+    local: Local, cli: CliRunner, tmp_path: Path
+) -> None:
+    """A builder from before a stable update is refreshed in place, says what changed,
+    and then holds the packages, version for version, of one made from its base."""
+    replaced = {"repository: orchestrate/builder": "repository: orchestrate/refresh-test"}
+    matrix = local_matrix_copy(tmp_path / "m.yaml", tmp_path / "wheels", replaced)
+    scope = ("-m", str(matrix), "-p", "debian-bookworm-amd64", "--workdir", str(tmp_path))
+    tag = f"{local.matrix.registry.url}/orchestrate/refresh-test:debian-bookworm-amd64"
+    subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, check=False)
+    from_base = cli("images", "build", *scope)  # the session's own layers, if any
+    assert from_base.code == 0, from_base.err
+    expected = package_versions(tag)
+    change = go_back_one_update(tag)
+    assert package_versions(tag) != expected
+
+    # --allow-partial: this repository has no arm64 builder for the release's list.
+    refreshed = cli("images", "refresh", "--max-age", "7", "--allow-partial", *scope)
+
+    assert refreshed.code == 0, refreshed.err
+    assert "debian-bookworm-amd64: refreshed in place, 1 package(s) changed" in refreshed.out
+    assert f"  {change.package} {change.old} -> {change.new}" in refreshed.out
+    assert package_versions(tag) == expected
+    report = json.loads((tmp_path / "images-report.json").read_text())
+    assert report["images"][0]["changes"] == [change.as_dict()]
+    labels = json.loads(docker("image", "inspect", tag, "--format", "{{json .Config.Labels}}"))
+    assert labels["org.orchestrate.upgrades"] == "1"
+    again = cli("images", "refresh", "--max-age", "7", "--allow-partial", *scope)
+    assert again.code == 0, again.err
+    assert "refreshed in place" not in again.out
+    assert (
+        json.loads((tmp_path / "images-report.json").read_text())["images"][0]["status"] == "fresh"
+    )

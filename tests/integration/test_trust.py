@@ -7,8 +7,8 @@ smoke test passes in the bare base image with only python3.11 and libpq5. With t
 list emptied the same wheel does not load. A wheel built against a library no
 package provides is never published.
 
-Then a second builder for the same platform, made with Debian's security suite
-(libpq5 a point release newer, so psycopg2's compiled-in libpq version differs): the
+Then a second builder for the same platform, made without Debian's security pocket
+(libpq5 at the point release's version, so psycopg2's compiled-in libpq differs): the
 plan says `rebuild` naming libpq5's two versions, the new file carries build tag 1,
 the old one stays listed, and pip in that builder installs the new one.
 """
@@ -37,14 +37,13 @@ from orchestrator.store import Store
 from orchestrator.trust.packages import read_package_db
 from orchestrator.trust.runtime import analyse, unresolved
 from orchestrator.trust.smoke import SmokeCheck, smoke_in_image, smoke_plan, smoke_test
-from tests.matrices import local_matrix_copy
+from tests.matrices import BASE_BLOCK, local_matrix_copy
 from tests.wheelfactory import make_sdist, simple_index
 
 from .conftest import Built, Local
 
 PIN = "psycopg2==2.9.12"
 AMD, ARM = "debian-bookworm-amd64", "debian-bookworm-arm64"
-SECURITY = "deb http://deb.debian.org/debian-security bookworm-security main"
 TEST_COMMAND = 'python -c "import psycopg2; print(psycopg2.__libpq_version__)"'
 
 
@@ -284,16 +283,18 @@ def test_a_moved_library_rebuilds_under_a_build_tag(
 ) -> None:
     built, root = first
     old = built.jobs[f"{AMD}/{PIN}"]
-    security = local_matrix_copy(
-        root / "security.yaml",
+    # The builders read the security pocket; one without it has the point release's
+    # libpq5, another version than the first build's.
+    moved_base = local_matrix_copy(
+        root / "point-release.yaml",
         root / "wheels",
         {
-            "repository: orchestrate/builder": "repository: orchestrate/builder-security",
-            '    python: ["3.11"]': f'    apt_sources: ["{SECURITY}"]\n    python: ["3.11"]',
+            "repository: orchestrate/builder": "repository: orchestrate/builder-point-release",
+            BASE_BLOCK: BASE_BLOCK + "      updates: false\n",
             "arches: [amd64, arm64]": "arches: [amd64]",
         },
     )
-    again = Local(security, load_matrix(security), root / "work2").build(
+    again = Local(moved_base, load_matrix(moved_base), root / "work2").build(
         f"{PIN}\n", root / "second"
     )
     assert again.process.returncode == 0, again.process.stdout + again.process.stderr
@@ -328,7 +329,7 @@ def test_a_moved_library_rebuilds_under_a_build_tag(
             "orchestrate",
             "plan",
             "--matrix",
-            str(security),
+            str(moved_base),
             "-r",
             str(root / "second" / "requirements.txt"),
             "--format",
