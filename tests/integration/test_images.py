@@ -251,3 +251,43 @@ def test_a_refresh_upgrades_the_previous_builder_to_a_from_scratch_builders_pack
     assert (
         json.loads((tmp_path / "images-report.json").read_text())["images"][0]["status"] == "fresh"
     )
+
+
+SAME_TRUST_STORE = r"""
+set -eu
+listing() {
+  cd /etc/ssl/certs && find . | LC_ALL=C sort | while read -r f; do
+    if [ -L "$f" ]; then echo "$f -> $(readlink "$f")"; else echo "$f $(sha256sum < "$f")"; fi
+  done
+}
+listing > /tmp/native
+test -z "$(dpkg-divert --list | grep update-ca-certificates)"
+update-ca-certificates --fresh > /dev/null 2>&1
+listing > /tmp/emulated
+diff /tmp/native /tmp/emulated
+wc -l < /tmp/native
+"""
+
+
+def test_the_natively_made_trust_store_equals_update_ca_certificates_under_emulation(
+    built_images: ImagesReport, local: Local
+) -> None:
+    """The emulated builder skips update-ca-certificates under QEMU and takes the store
+    made natively: the same links and bundle as running it there, extra CAs included."""
+    [arm] = [p for p in expand(local.matrix) if p.arch is Arch.ARM64]
+    log = Path(next(r.log for r in built_images.results if r.platform == arm.name)).read_text()
+    assert "--divert /usr/sbin/update-ca-certificates.orchestrate --add" in log
+    run = ("docker", "run", "--rm", "--user", "root", "--platform", "linux/arm64")
+    command = (*run, image_tag(local.matrix, arm), "sh", "-c", SAME_TRUST_STORE)
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert int(done.stdout.split()[-1]) > 250  # ~140 certificates, a link and a hash each
+    assert (
+        "extra-0-ca-certificates.pem -> "
+        in subprocess.run(
+            (*run, image_tag(local.matrix, arm), "ls", "-l", "/etc/ssl/certs"),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )

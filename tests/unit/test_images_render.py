@@ -197,13 +197,29 @@ def test_a_builder_made_under_emulation_takes_its_natively_made_tool_venvs() -> 
     native = render(platform, MATRIX)
     assert "ADD tool-venvs.tar.gz /opt/" in emulated.dockerfile
     assert "-m venv" not in emulated.dockerfile
+    # The venvs come before the packages, with the natively made trust store.
+    lines = emulated.dockerfile.splitlines()
+    assert lines.index("ADD tool-venvs.tar.gz /opt/") < next(
+        i for i, line in enumerate(lines) if "apt-get install" in line
+    )
+    assert "ln -s /bin/true /usr/sbin/update-ca-certificates" in emulated.dockerfile
+    assert "cp -a /opt/orchestrate/ca-store/certs/. /etc/ssl/certs/" in emulated.dockerfile
+    assert "update-ca-certificates.orchestrate" not in native.dockerfile
     assert emulated.files["tool-venvs.tar.gz"] == b"venvs"
     assert "-m venv /opt/orchestrate/py3.11" in native.dockerfile
     assert "tool-venvs.tar.gz" not in native.files
-    # Everything before and after the venvs is the same Dockerfile.
-    for text in ("# One virtualenv per Python", "COPY scripts/"):
-        before, _, after = emulated.dockerfile.partition(text)
-        assert before
-        assert after
-        assert (before if text.startswith("#") else after) in native.dockerfile
+    # The same packages, and the same Dockerfile after the venvs.
+    assert "       libpq-dev \\" in _installed(emulated.dockerfile)
+    assert _installed(emulated.dockerfile) == _installed(native.dockerfile)
+    after = emulated.dockerfile.partition("COPY scripts/")[2]
+    assert after
+    assert after in native.dockerfile
     assert emulated.inputs_hash("b") != native.inputs_hash("b")
+
+
+def _installed(dockerfile: str) -> list[str]:
+    """The lines of `apt-get install`'s package list (one or more packages a line)."""
+    lines = dockerfile.splitlines()
+    start = next(i for i, line in enumerate(lines) if "apt-get install" in line) + 1
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("       "))
+    return lines[start:end]
