@@ -207,7 +207,8 @@ def _push_all(
     releases = []
     for release, refs in pushed.items():
         members = [p for p in expand(matrix) if p.release_name == release]
-        kept = _unselected(client, matrix, [p for p in members if p.name not in by_name])
+        unselected = [p for p in members if p.name not in by_name]
+        kept = _unselected(client, matrix, unselected) if refs else {}
         arches = [p.arch for p in members]
         releases.append(
             publish_release(
@@ -229,7 +230,10 @@ def _unselected(
     kept in its manifest list, not dropped from it."""
     kept = {}
     for platform in platforms:
-        ref = client.manifest(matrix.registry.repository, platform.name)
+        try:
+            ref = client.manifest(matrix.registry.repository, platform.name)
+        except RegistryError:  # unreadable: missing, so the release is held, not shrunk
+            continue
         if ref is not None:
             kept[platform.arch] = ref
     return kept
