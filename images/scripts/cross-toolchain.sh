@@ -28,7 +28,8 @@ main=$(grep -m1 '^deb ' /etc/apt/sources.list 2>/dev/null || true)
 if [ -n "$main" ] && ! grep -q -- '-updates' /etc/apt/sources.list; then
   echo "$main" | awk '{ $3 = $3 "-updates"; print }' >>/etc/apt/sources.list
 fi
-apt-get update -qq
+# Again after a pause: a mirror in the middle of a sync serves mismatched indexes.
+apt-get update -qq || { sleep 15 && apt-get update -qq; } || { sleep 60 && apt-get update -qq; }
 apt-get install -y -qq --no-install-recommends "gcc-$triplet" "g++-$triplet" >/dev/null
 
 major=$("$triplet-gcc" -dumpversion)

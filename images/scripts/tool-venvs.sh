@@ -19,7 +19,8 @@ if [ -s /context/apt-sources.list ]; then
 fi
 packages=ca-certificates
 for py in $pythons; do packages="$packages python$py python$py-venv"; done
-apt-get update -qq
+# Again after a pause: a mirror in the middle of a sync serves mismatched indexes.
+apt-get update -qq || { sleep 15 && apt-get update -qq; } || { sleep 60 && apt-get update -qq; }
 # shellcheck disable=SC2086  # one word per package
 apt-get install -y -qq --no-install-recommends $packages >/dev/null
 if ls /context/ca/*.crt >/dev/null 2>&1; then
