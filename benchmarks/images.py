@@ -4,8 +4,10 @@ refresh in place after a stable update against a builder made from its base.
 Both are built from the bases already on the engine with `images build --force`
 (no cached layer: a forced build starts from the base), each alone on the
 machine, with an empty cache of the native parts an emulated builder gets (the
-cross toolchain and the tool venvs), as on a new host. `python -m
-benchmarks.images` runs these rows alone.
+cross toolchain and the tool venvs), as on a new host; then the emulated builder
+the old way (`builder.native_packages: false`: `apt-get install` under QEMU), and
+both arm64 builders compared: `dpkg-query -W` and the headline pins' wheels.
+`python -m benchmarks.images` runs these rows alone.
 
 The refresh rows then take each of those builders back to the day before an update
 (`tests/builders.py`: one package one version older, created a month ago), time
@@ -35,6 +37,13 @@ from tests.matrices import local_matrix_copy
 TARGET = 2.0  # the emulated builder at most twice its native twin
 REFRESH_TARGET = 60.0  # seconds a platform for a refresh after a stable update
 REPOSITORY = {"repository: orchestrate/builder": "repository: orchestrate/bench-images"}
+# The same builder with `apt-get install` under QEMU, as before its packages were
+# installed by the engine's own apt and dpkg.
+EMULATED_WAY = {
+    "repository: orchestrate/builder": "repository: orchestrate/bench-images-emulated-way",
+    "builder:\n": "builder:\n  native_packages: false\n",
+}
+EMULATED = "debian-bookworm-arm64"
 CACHES = {
     "debian-bookworm-amd64": OUT / "images-cache-native",
     "debian-bookworm-arm64": OUT / "images-cache-emulated",
@@ -55,21 +64,52 @@ def _build_one(matrix: Path, platform: str, cache: Path) -> float:
     return time.perf_counter() - started
 
 
-def _matrix(name: str = "images") -> Path:
-    return local_matrix_copy(OUT / f"{name}.yaml", OUT / f"{name}-index", REPOSITORY)
+def _matrix(name: str = "images", replaced: dict[str, str] = REPOSITORY) -> Path:
+    return local_matrix_copy(OUT / f"{name}.yaml", OUT / f"{name}-index", replaced)
 
 
 def emulated_vs_native() -> list[Row]:
     matrix = _matrix()
     native = _build_one(matrix, "debian-bookworm-amd64", CACHES["debian-bookworm-amd64"])
-    parts = CACHES["debian-bookworm-arm64"]
+    parts = CACHES[EMULATED]
     shutil.rmtree(parts, ignore_errors=True)
-    cold = _build_one(matrix, "debian-bookworm-arm64", parts)
-    warm = _build_one(matrix, "debian-bookworm-arm64", parts)
+    cold = _build_one(matrix, EMULATED, parts)
+    warm = _build_one(matrix, EMULATED, parts)
+    emulated_way = _build_one(_matrix("images-emulated-way", EMULATED_WAY), EMULATED, parts)
     return [
         _row("with its native parts made (a new host)", cold, native),
         _row("native parts cached (the builder alone)", warm, native),
+        _row("apt-get install under QEMU (native_packages: false)", emulated_way, native),
+        _two_ways(),
     ]
+
+
+def _tag(matrix_file: Path, platform: str) -> str:
+    matrix = load_matrix(matrix_file)
+    return image_tag(matrix, next(p for p in expand(matrix) if p.name == platform))
+
+
+def _two_ways() -> Row:
+    """The arm64 builder whose packages were installed natively against the one whose
+    `apt-get install` ran under QEMU: the same packages, the same wheels."""
+    natively_tag = _tag(_matrix(), EMULATED)
+    emulated_tag = _tag(_matrix("images-emulated-way", EMULATED_WAY), EMULATED)
+    same_packages = package_versions(natively_tag) == package_versions(emulated_tag)
+    env = {**os.environ, "ORCHESTRATE_CACHE_DIR": str(CACHES[EMULATED])}
+    natively = _wheels(EMULATED, "native-packages", env, REPOSITORY)
+    emulated = _wheels(EMULATED, "emulated-way", env, EMULATED_WAY)
+    identical = sum(natively.get(name) == digest for name, digest in emulated.items())
+    return Row(
+        "arm64 builder, packages installed natively = under QEMU (packages, wheels)",
+        float(identical),
+        float(len(natively)),
+        "wheels",
+        None,
+        "identical",
+        same_packages and identical == len(natively) == len(emulated) > 0,
+        f"dpkg-query -W identical: {same_packages}; "
+        f"{identical} of {len(natively)} headline wheels byte-identical",
+    )
 
 
 def _row(what: str, emulated: float, native: float) -> Row:
@@ -97,8 +137,7 @@ def refresh_after_update() -> list[Row]:
 
 def _refresh_rows(platform: str) -> list[Row]:
     env = {**os.environ, "ORCHESTRATE_CACHE_DIR": str(CACHES[platform])}
-    matrix = load_matrix(_matrix())
-    tag = image_tag(matrix, next(p for p in expand(matrix) if p.name == platform))
+    tag = _tag(_matrix(), platform)
     expected = package_versions(tag)
     from_base = _wheels(platform, "from-base", env)
     change = go_back_one_update(tag)
@@ -137,12 +176,15 @@ def _refresh_rows(platform: str) -> list[Row]:
     ]
 
 
-def _wheels(platform: str, name: str, env: dict[str, str]) -> dict[str, str]:
-    """The headline pins built from empty in the platform's builder: sha256 by file."""
+def _wheels(
+    platform: str, name: str, env: dict[str, str], replaced: dict[str, str] = REPOSITORY
+) -> dict[str, str]:
+    """The headline pins built from empty in the platform's builder (of the matrix with
+    `replaced`): sha256 by file."""
     folder = OUT / "images-wheels" / f"{platform}-{name}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    matrix = local_matrix_copy(folder / "m.yaml", folder / "index", REPOSITORY)
+    matrix = local_matrix_copy(folder / "m.yaml", folder / "index", replaced)
     reqs = folder / "requirements.txt"
     reqs.write_text("\n".join(headline.pins()) + "\n")
     done = orchestrate_build(

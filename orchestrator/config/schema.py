@@ -240,6 +240,9 @@ class BuilderSpec(Model):
     """Emulated jobs compile with the builder's native cross compiler."""
     native_compiler_except: tuple[ProjectName, ...] = ()
     """Projects (normalized names) that compile under emulation all the same."""
+    native_packages: StrictBool = True
+    """An emulated Debian builder on a bootstrapped base gets its packages from the
+    engine's own apt and dpkg; only maintainer scripts run under emulation."""
 
     def fetch_environment(self) -> dict[str, str]:
         """What a job's fetch container gets at run time, credentials included: never

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,15 @@ from orchestrator.core.errors import EngineError, OrchestrateError
 from orchestrator.core.files import host_lock
 from orchestrator.core.layout import RunLayout
 from orchestrator.core.redact import redact
-from orchestrator.engines import Engine, ImageBuildRequest, RunRequest
+from orchestrator.engines import Engine, ImageBuildRequest, ImageInfo, RunRequest
 from orchestrator.images.base import ensure_base
-from orchestrator.images.cross import ensure_tool_venvs, ensure_toolchain, unavailable_reason
+from orchestrator.images.cross import (
+    ensure_tool_venvs,
+    ensure_toolchain,
+    foreign_root_for,
+    make_foreign_root,
+    unavailable_reason,
+)
 from orchestrator.images.facts import (
     NativeCompiler,
     PackageChange,
@@ -35,6 +42,7 @@ from orchestrator.images.facts import (
 from orchestrator.images.render import (
     CHANGES_FILE,
     CrossToolchain,
+    ForeignRoot,
     Rendered,
     ToolVenvs,
     deterministic_tar,
@@ -128,11 +136,8 @@ def build_image(
             log.flush()
 
         base_id = ensure_base(platform, engine, log_path, line, bases=layout.bases)
-        toolchain = _toolchain(platform, matrix, engine, log_path, line=line, layout=layout)
-        venvs = _venvs(platform, matrix, engine, log_path, line=line, layout=layout)
-        rendered = render(platform, matrix, toolchain=toolchain, venvs=venvs)
+        rendered, late = _rendered(platform, matrix, engine, log_path, line=line, layout=layout)
         made = _fresh_or_built(
-            platform,
             matrix,
             engine,
             rendered,
@@ -140,6 +145,7 @@ def build_image(
             line=line,
             force=force,
             max_age=max_age,
+            late=late,
         )
         probed = _probe(platform, engine, made.image_id, probes=probes)
     tag = image_tag(matrix, platform)
@@ -175,6 +181,29 @@ def _result(
     )
 
 
+def _rendered(
+    platform: Platform,
+    matrix: Matrix,
+    engine: Engine,
+    log: Path,
+    *,
+    line: Callable[[str], None],
+    layout: RunLayout,
+) -> tuple[Rendered, Callable[..., bytes] | None]:
+    """The builder's Dockerfile and context, with what an emulated builder takes from
+    native containers; and the maker of its foreign root when it has one."""
+    toolchain = _toolchain(platform, matrix, engine, log, line=line, layout=layout)
+    venvs = _venvs(platform, matrix, engine, log, line=line, layout=layout)
+    foreign = foreign_root_for(platform, matrix, engine.info().arch, venvs)
+    rendered = render(platform, matrix, toolchain=toolchain, venvs=venvs, foreign_root=foreign)
+    if foreign is None:
+        return rendered, None
+    late = partial(
+        make_foreign_root, rendered, matrix, engine, foreign.host, log=log, layout=layout
+    )
+    return rendered, late
+
+
 @dataclass(frozen=True, kw_only=True)
 class Made:
     """The builder `_fresh_or_built` found or made."""
@@ -186,7 +215,6 @@ class Made:
 
 
 def _fresh_or_built(
-    platform: Platform,
     matrix: Matrix,
     engine: Engine,
     rendered: Rendered,
@@ -195,14 +223,14 @@ def _fresh_or_built(
     line: Callable[[str], None],
     force: bool,
     max_age: timedelta | None,
+    late: Callable[..., bytes] | None = None,
 ) -> Made:
     """The builder's image ID: the engine's own when its inputs hash is this one's (and
     it is young enough), else a new build, or the previous one upgraded in place when
-    only its base or its age changed.
-
-    Another run on this engine may be building the same platform's builder (under
-    its own tag): this one waits, then finds the package layers in the engine's
-    cache."""
+    only its base or its age changed. `late` makes the foreign root, if any (told
+    whether it may reuse the one made before). Another run building the same
+    platform's builder (under its own tag) is waited for: its layers are cached."""
+    platform = rendered.platform
     with host_lock(f"builder|{engine.url}|{platform.name}"):
         inputs = rendered.inputs_hash(base_id)
         recipe = rendered.recipe_hash() if upgrade_template(platform) else ""
@@ -219,11 +247,11 @@ def _fresh_or_built(
         labels = build_labels(
             platform.name, inputs, base_id, source_revision(), now=now, recipe=recipe
         )
-        context = rendered.context()
-        if stale.upgrade and existing is not None:
-            labels = {**labels, **_upgrade_labels(existing.labels)}
-            dockerfile = render_upgrade(platform, matrix, existing.id)
-            context = deterministic_tar({"Dockerfile": dockerfile.encode()})
+        previous = existing if stale.upgrade else None
+        if previous is not None:  # one more refresh in place than the previous builder
+            labels[LABEL_UPGRADES] = str(upgrades(previous.labels) + 1)
+        again = not stale.reuses_layers
+        context = _context(rendered, matrix, previous, late, line=line, again=again)
         request = ImageBuildRequest(
             tag=tag,
             context=context,
@@ -233,13 +261,26 @@ def _fresh_or_built(
             nocache=not stale.reuses_layers,
         )
         image_id = engine.build(request, line)
-        upgraded = stale.upgrade and existing is not None
+        upgraded = previous is not None
         return Made(image_id=image_id, status=ImageStatus.BUILT, why=stale.why, upgraded=upgraded)
 
 
-def _upgrade_labels(previous: Mapping[str, str]) -> dict[str, str]:
-    """The count of refreshes in place, one more than the previous builder's."""
-    return {LABEL_UPGRADES: str(upgrades(previous) + 1)}
+def _context(
+    rendered: Rendered,
+    matrix: Matrix,
+    previous: ImageInfo | None,
+    late: Callable[..., bytes] | None,
+    *,
+    line: Callable[[str], None],
+    again: bool,
+) -> bytes:
+    """The rendered context, with the foreign root if the builder has one; or the
+    context that refreshes the `previous` builder in place."""
+    if previous is not None:
+        dockerfile = render_upgrade(rendered.platform, matrix, previous.id)
+        return deterministic_tar({"Dockerfile": dockerfile.encode()})
+    root = late(line=line, again=again) if late is not None else None
+    return rendered.context({ForeignRoot.context_name: root} if root is not None else None)
 
 
 def _toolchain(

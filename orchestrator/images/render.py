@@ -87,6 +87,39 @@ class ToolVenvs:
     context_name: str = "tool-venvs.tar.gz"
 
 
+@dataclass(kw_only=True, frozen=True)
+class ForeignRoot:
+    """The root file system of a builder made under emulation, its packages installed
+    by the engine's own apt and dpkg (see cross.py). It is made only when the
+    builder is built, from the recipe `render` puts under `foreign-root/`: those
+    files, not the archive, decide the builder's freshness."""
+
+    host: Arch  # the engine's arch, whose base container installs the packages
+    context_name: str = "foreign-root.tar.gz"
+
+
+FOREIGN_ROOT_SCRIPT = "foreign-root.sh"
+FOREIGN_ROOT_RECIPE = "foreign-root"  # the context folder of its recipe
+
+
+def builder_packages(platform: Platform) -> tuple[str, ...]:
+    """What a Debian-family builder installs over its base."""
+    pythons = (f"python{v}{part}" for v in platform.python for part in ("", "-dev", "-venv"))
+    return ("ca-certificates", "build-essential", *pythons, *platform.packages)
+
+
+def foreign_root_recipe(platform: Platform, root: Path) -> dict[str, bytes]:
+    """The context files a foreign root is made from (see images/scripts/foreign-root.sh)."""
+    if not isinstance(platform.base, Bootstrap):
+        raise TemplateError(f"{platform.name}: a foreign root needs a bootstrapped base")
+    files = {
+        FOREIGN_ROOT_SCRIPT: (root / "scripts" / FOREIGN_ROOT_SCRIPT).read_bytes(),
+        "packages.txt": "".join(f"{p}\n" for p in builder_packages(platform)).encode(),
+        "apt-sources.list": "".join(f"{s}\n" for s in platform.apt_sources).encode(),
+    }
+    return {f"{FOREIGN_ROOT_RECIPE}/{name}": data for name, data in files.items()}
+
+
 @dataclass(frozen=True)
 class Rendered:
     """One platform's Dockerfile and every other file of its build context."""
@@ -110,9 +143,11 @@ class Rendered:
         """The inputs without the base image: equal when only the base moved."""
         return self.inputs_hash("")
 
-    def context(self) -> bytes:
-        """A reproducible tar (sorted, zero mtimes, root-owned) of the build context."""
-        return deterministic_tar({"Dockerfile": self.dockerfile.encode(), **self.files})
+    def context(self, late: Mapping[str, bytes] | None = None) -> bytes:
+        """A reproducible tar (sorted, zero mtimes, root-owned) of the build context,
+        with the files made only for a build (`late`: not inputs of the hash)."""
+        files = {"Dockerfile": self.dockerfile.encode(), **self.files, **(late or {})}
+        return deterministic_tar(files)
 
 
 def normalized(dockerfile: str) -> str:
@@ -195,9 +230,11 @@ def render(
     *,
     toolchain: CrossToolchain | None = None,
     venvs: ToolVenvs | None = None,
+    foreign_root: ForeignRoot | None = None,
 ) -> Rendered:
     """The Dockerfile and context; for a builder made under emulation, the native
-    cross compiler's archive (`toolchain`) and the tool venvs' (`venvs`) too."""
+    cross compiler's archive (`toolchain`) and the tool venvs' (`venvs`) too, and
+    with `foreign_root` (which needs `venvs`), the recipe of its root file system."""
     root = root or templates_dir()
     files = settings_files(matrix)
     ca_names = [name.removeprefix("ca/") for name in files if name.startswith("ca/")]
@@ -210,9 +247,13 @@ def render(
     for part in (toolchain, venvs):
         if part is not None:
             files[part.context_name] = part.archive
+    if foreign_root is not None:
+        files.update(foreign_root_recipe(platform, root))
     variables: dict[str, object] = {
         "cross": toolchain,
         "venvs": venvs,
+        "foreign_root": foreign_root,
+        "packages": builder_packages(platform),
         "platform": platform,
         "base": base,
         "builder": matrix.builder,

@@ -68,7 +68,9 @@ def test_the_natively_made_tool_venvs_equal_those_made_under_emulation(
 ) -> None:
     [arm] = [p for p in expand(local.matrix) if p.arch is Arch.ARM64]
     log = Path(next(r.log for r in built_images.results if r.platform == arm.name)).read_text()
-    assert "ADD tool-venvs.tar.gz /opt/" in log  # the emulated builder took the native ones
+    # The emulated builder took the native ones, in its natively made root.
+    assert "installing the packages natively on amd64 for arm64" in log
+    assert "ADD foreign-root.tar.gz /" in log
     run = ("docker", "run", "--rm", "--user", "root", "--platform", "linux/arm64")
     command = (*run, image_tag(local.matrix, arm), "sh", "-c", SAME_VENVS, "sh", *TOOLS)
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -276,7 +278,7 @@ def test_the_natively_made_trust_store_equals_update_ca_certificates_under_emula
     made natively: the same links and bundle as running it there, extra CAs included."""
     [arm] = [p for p in expand(local.matrix) if p.arch is Arch.ARM64]
     log = Path(next(r.log for r in built_images.results if r.platform == arm.name)).read_text()
-    assert "--divert /usr/sbin/update-ca-certificates.orchestrate --add" in log
+    assert "installing the packages natively on amd64 for arm64" in log  # foreign-root.sh
     run = ("docker", "run", "--rm", "--user", "root", "--platform", "linux/arm64")
     command = (*run, image_tag(local.matrix, arm), "sh", "-c", SAME_TRUST_STORE)
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -291,3 +293,24 @@ def test_the_natively_made_trust_store_equals_update_ca_certificates_under_emula
             check=True,
         ).stdout
     )
+
+
+def test_packages_installed_natively_equal_those_installed_under_emulation(
+    built_images: ImagesReport, local: Local, cli: CliRunner, tmp_path: Path
+) -> None:
+    """The arm64 builder whose packages the engine's own apt and dpkg installed holds
+    the packages, version for version, of one whose `apt-get install` ran under QEMU."""
+    [arm] = [p for p in expand(local.matrix) if p.arch is Arch.ARM64]
+    replaced = {
+        "repository: orchestrate/builder": "repository: orchestrate/emulated-way",
+        "builder:\n": "builder:\n  native_packages: false\n",
+    }
+    matrix = local_matrix_copy(tmp_path / "m.yaml", tmp_path / "wheels", replaced)
+    scope = ("-m", str(matrix), "-p", arm.name, "--workdir", str(tmp_path))
+    built = cli("images", "build", *scope)
+    assert built.code == 0, built.err
+    log = (tmp_path / "logs" / "images" / f"{arm.name}.log").read_text()
+    assert "apt-get install" in log
+    assert "installing the packages natively" not in log
+    emulated_way = f"{local.matrix.registry.url}/orchestrate/emulated-way:{arm.name}"
+    assert package_versions(emulated_way) == package_versions(image_tag(local.matrix, arm))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,8 +11,9 @@ import pytest
 from orchestrator.config import load_matrix
 from orchestrator.config.matrix import expand
 from orchestrator.core.errors import EXIT_INPUT, TemplateError
+from orchestrator.images.cross import foreign_root_for
 from orchestrator.images.registry import DOCKER_LIST, DOCKER_MANIFEST, ManifestRef, index_document
-from orchestrator.images.render import ToolVenvs, bootstrap_tag, render
+from orchestrator.images.render import ForeignRoot, ToolVenvs, bootstrap_tag, render
 from orchestrator.images.stale import LABEL_CREATED, LABEL_INPUTS, Stale, stale_reason
 from orchestrator.model import Arch
 from tests.conftest import REPO, CliRunner
@@ -37,7 +39,7 @@ def test_every_platform_renders(name: str) -> None:
         assert "apt-get" not in text
     else:
         assert "apt-get install" in text
-        assert f"python{python}-dev python{python}-venv" in text
+        assert f"       python{python}-dev \\\n       python{python}-venv \\" in text
         assert "libffi-dev \\" in text
         assert "dnf" not in text
     assert "\\ python" not in text  # no escaped space from template whitespace
@@ -223,3 +225,49 @@ def _installed(dockerfile: str) -> list[str]:
     start = next(i for i, line in enumerate(lines) if "apt-get install" in line) + 1
     end = next(i for i in range(start, len(lines)) if not lines[i].startswith("       "))
     return lines[start:end]
+
+
+LOCAL = load_matrix(REPO / "examples" / "local.yaml")  # bootstrapped bases
+LOCAL_ARM = next(p for p in expand(LOCAL) if p.arch is Arch.ARM64)
+
+
+def test_a_foreign_root_builder_starts_from_its_packages_made_natively() -> None:
+    platform = LOCAL_ARM
+    venvs = ToolVenvs(host=Arch.AMD64, archive=b"venvs")
+    foreign = render(platform, LOCAL, venvs=venvs, foreign_root=ForeignRoot(host=Arch.AMD64))
+    emulated = render(platform, LOCAL, venvs=venvs)
+    lines = foreign.dockerfile.splitlines()
+    # The archive is the first step on scratch (Engine 20.10's platform check).
+    first = next(i for i, line in enumerate(lines) if line.startswith("FROM "))
+    assert lines[first : first + 2] == ["FROM scratch", "ADD foreign-root.tar.gz /"]
+    assert "apt-get" not in foreign.dockerfile
+    assert "ADD tool-venvs.tar.gz" not in foreign.dockerfile  # inside the root
+    # The recipe decides freshness: the same packages as the emulated way's list.
+    packages = foreign.files["foreign-root/packages.txt"].decode().split()
+    listed = " ".join(_installed(emulated.dockerfile)).replace("\\", "").split()
+    assert packages == listed
+    assert "python3.11-dev" in packages
+    assert foreign.files["foreign-root/foreign-root.sh"].startswith(b"#!/bin/sh")
+    assert foreign.inputs_hash("b") != emulated.inputs_hash("b")
+    assert "foreign-root.tar.gz" not in foreign.files  # made only when built
+    assert b"foreign-root.tar.gz" in foreign.context({"foreign-root.tar.gz": b"root"})
+    # What follows the packages is the emulated way's own.
+    after = foreign.dockerfile.partition("ENV PIP_DISABLE_PIP_VERSION_CHECK")[2]
+    assert after
+    assert after in emulated.dockerfile
+
+
+def test_a_foreign_root_only_for_a_bootstrapped_deb_builder_under_emulation() -> None:
+    venvs = ToolVenvs(host=Arch.AMD64, archive=b"venvs")
+    arm = LOCAL_ARM
+    assert foreign_root_for(arm, LOCAL, Arch.AMD64, venvs) == ForeignRoot(host=Arch.AMD64)
+    assert foreign_root_for(arm, LOCAL, Arch.ARM64, venvs) is None  # native
+    assert foreign_root_for(arm, LOCAL, Arch.AMD64, None) is None  # no venvs made
+    assert foreign_root_for(arm, LOCAL, None, venvs) is None  # engine arch unknown
+    pulled = dataclasses.replace(arm, base="debian:bookworm")
+    assert foreign_root_for(pulled, LOCAL, Arch.AMD64, venvs) is None
+    builder = LOCAL.builder.model_copy(update={"native_packages": False})
+    off = LOCAL.model_copy(update={"builder": builder})
+    assert foreign_root_for(arm, off, Arch.AMD64, venvs) is None
+    rpm = next(p for p in PLATFORMS.values() if p.family.value == "rpm")
+    assert foreign_root_for(rpm, MATRIX, Arch.AMD64, venvs) is None

@@ -1,0 +1,74 @@
+#!/bin/sh
+# The root file system of a foreign Debian-family builder, its packages installed by
+# the engine's own apt and dpkg.
+#
+# Run as root, with network, in the engine-arch base of the builder's release
+# (e.g. debian bookworm amd64 for a bookworm arm64 builder), with under /context:
+#   base.tar           the builder's base image, as the engine's tar of its files
+#   apt-sources.list   the matrix's extra apt sources
+#   ca/*.crt           the matrix's extra CAs
+#   tool-venvs.tar.gz  the tool venvs and the trust store made natively (tool-venvs.sh)
+#     foreign-root.sh ARCH OUT PACKAGE...
+# and writes the builder's root, gzip'd, to OUT.
+#
+# Under QEMU, apt and dpkg themselves are most of an emulated builder's cost:
+# reading indexes, decompressing and unpacking about 90 MB of packages. Here they
+# run natively; dpkg (--root) chroots into the target for every maintainer script
+# and trigger, which run under QEMU as they would in the builder (binfmt_misc with
+# the F flag: the interpreter is not looked up inside the chroot). The native dpkg
+# takes its own arch for the system's, so it is told that arm64 is fine
+# (--force-architecture) and that an arch-all package's dependencies on arm64 ones
+# are met (--force-depends): apt has resolved and ordered them for the target arch.
+# The packages and versions are those of the Dockerfile's own `apt-get install`.
+set -eu
+arch=$1
+out=$2
+shift 2
+export DEBIAN_FRONTEND=noninteractive
+t=/target
+mkdir -p "$t"
+# The engine's copy of the base image, taken from a container never started: the
+# engine's own marker file aside, the base's files.
+tar --numeric-owner -C "$t" -xf /context/base.tar
+rm -f "$t/.dockerenv"
+if [ -s /context/apt-sources.list ]; then
+  cp /context/apt-sources.list "$t/etc/apt/sources.list.d/orchestrate.list"
+fi
+# The extra CAs go in first, for ca-certificates to take them, as in the Dockerfile.
+if ls /context/ca/*.crt >/dev/null 2>&1; then
+  mkdir -p "$t/usr/local/share/ca-certificates"
+  cp /context/ca/*.crt "$t/usr/local/share/ca-certificates/"
+fi
+tar -C "$t/opt" -xzf /context/tool-venvs.tar.gz
+# update-ca-certificates costs about 35 s under QEMU: diverted while packages
+# install; the natively made store is copied in afterwards (see tool-venvs.sh).
+divert="dpkg-divert --root=$t --local --rename --divert /usr/sbin/update-ca-certificates.orchestrate"
+$divert --add /usr/sbin/update-ca-certificates >/dev/null
+ln -s /bin/true "$t/usr/sbin/update-ca-certificates"
+
+apt="-o APT::Architecture=$arch -o APT::Architectures::=$arch -o Dir::Etc=$t/etc/apt
+  -o Dir::State=$t/var/lib/apt -o Dir::Cache=$t/var/cache/apt -o Dir::Log=$t/var/log/apt
+  -o Dir::State::status=$t/var/lib/dpkg/status -o DPkg::Options::=--root=$t
+  -o DPkg::Options::=--log=$t/var/log/dpkg.log -o DPkg::Options::=--force-architecture
+  -o DPkg::Options::=--force-depends"
+# Again after a pause: a mirror in the middle of a sync serves mismatched indexes;
+# a pocket still unreadable is left out, as in the builder (see _common.j2).
+# shellcheck disable=SC2086  # one word per option: none holds a space
+apt-get $apt update -qq || { sleep 15 && apt-get $apt update -qq; } \
+  || { sleep 60 && apt-get $apt update -qq; } \
+  || echo "orchestrate: WARNING: a package index could not be read: see above" >&2
+# shellcheck disable=SC2086
+apt-get $apt -y --no-install-recommends dist-upgrade
+# shellcheck disable=SC2086
+apt-get $apt -y --no-install-recommends install "$@"
+
+rm "$t/usr/sbin/update-ca-certificates"
+$divert --remove /usr/sbin/update-ca-certificates >/dev/null
+store=$t/opt/orchestrate/ca-store
+if [ "$(dpkg-query --admindir="$t/var/lib/dpkg" -W -f '${Version}' ca-certificates)" = "$(cat "$store/version")" ]; then
+  cp -a "$store/certs/." "$t/etc/ssl/certs/"
+else
+  chroot "$t" update-ca-certificates
+fi
+rm -rf "$store" "$t/var/cache/apt/archives/"*.deb "$t/var/lib/apt/lists/"*
+tar --numeric-owner -C "$t" -cf - . | gzip -1 > "$out"
