@@ -55,7 +55,8 @@ def _build_one(matrix: Path, platform: str, cache: Path) -> float:
     folder (the bases of the usual one linked in, so nothing is bootstrapped)."""
     cache.mkdir(parents=True, exist_ok=True)
     bases = cache / "bases"
-    if not bases.exists():
+    (cache_dir() / "bases").mkdir(parents=True, exist_ok=True)
+    if not bases.is_symlink() and not bases.exists():  # a link left earlier may dangle
         bases.symlink_to(cache_dir() / "bases")
     started = time.perf_counter()
     command = ("orchestrate", "images", "build", "--force", "-m", str(matrix), "-p", platform)
@@ -137,13 +138,14 @@ def refresh_after_update() -> list[Row]:
 
 def _refresh_rows(platform: str) -> list[Row]:
     env = {**os.environ, "ORCHESTRATE_CACHE_DIR": str(CACHES[platform])}
-    tag = _tag(_matrix(), platform)
+    matrix = _matrix()
+    tag = _tag(matrix, platform)
     expected = package_versions(tag)
     from_base = _wheels(platform, "from-base", env)
     change = go_back_one_update(tag)
     started = time.perf_counter()
     command = ["orchestrate", "images", "refresh", "--max-age", "7", "--allow-partial"]
-    command += ["-m", str(_matrix())]
+    command += ["-m", str(matrix)]
     done = sh(*command, "-p", platform, "--workdir", str(OUT / "images-work"), env=env)
     seconds = time.perf_counter() - started
     shown = f"{change.package} {change.old} -> {change.new}" in done.stdout

@@ -40,6 +40,21 @@ if ls /context/ca/*.crt >/dev/null 2>&1; then
   cp /context/ca/*.crt "$t/usr/local/share/ca-certificates/"
 fi
 tar -C "$t/opt" -xzf /context/tool-venvs.tar.gz
+# Maintainer scripts in the chroot write to /dev/null. A base stored without device
+# nodes (Podman's builds drop them) gets them while the packages install: made with
+# mknod where the engine allows it (Docker), else /dev/null as an empty file
+# (Podman grants no CAP_MKNOD). They go again afterwards, as the builder's /dev is
+# the engine's at run time.
+made=""
+for node in null:1:3 zero:1:5 full:1:7 random:1:8 urandom:1:9; do
+  name=${node%%:*} numbers=${node#*:}
+  [ ! -e "$t/dev/$name" ] || continue
+  mkdir -p "$t/dev"
+  if mknod -m 666 "$t/dev/$name" c "${numbers%:*}" "${numbers#*:}" 2>/dev/null \
+    || { [ "$name" = null ] && install -m 666 /dev/null "$t/dev/null"; }; then
+    made="$made $t/dev/$name"
+  fi
+done
 # update-ca-certificates costs about 35 s under QEMU: diverted while packages
 # install; the natively made store is copied in afterwards (see tool-venvs.sh).
 divert="dpkg-divert --root=$t --local --rename --divert /usr/sbin/update-ca-certificates.orchestrate"
@@ -70,5 +85,6 @@ if [ "$(dpkg-query --admindir="$t/var/lib/dpkg" -W -f '${Version}' ca-certificat
 else
   chroot "$t" update-ca-certificates
 fi
-rm -rf "$store" "$t/var/cache/apt/archives/"*.deb "$t/var/lib/apt/lists/"*
+# shellcheck disable=SC2086  # one word per node
+rm -rf "$store" "$t/var/cache/apt/archives/"*.deb "$t/var/lib/apt/lists/"* $made
 tar --numeric-owner -C "$t" -cf - . | gzip -1 > "$out"
