@@ -7,6 +7,7 @@ import json
 import tarfile
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -135,8 +136,12 @@ def build_image(
             log.write(redact(text.rstrip("\n")) + "\n")
             log.flush()
 
-        base_id = ensure_base(platform, engine, log_path, line, bases=layout.bases)
-        rendered, late = _rendered(platform, matrix, engine, log_path, line=line, layout=layout)
+        # The base (for an emulated builder, a debootstrap whose second stage runs
+        # under QEMU) and the native parts made in the engine's own base: at once.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            base = pool.submit(ensure_base, platform, engine, log_path, line, bases=layout.bases)
+            rendered, late = _rendered(platform, matrix, engine, log_path, line=line, layout=layout)
+            base_id = base.result()
         made = _fresh_or_built(
             matrix,
             engine,
