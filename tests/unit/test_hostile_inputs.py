@@ -464,3 +464,31 @@ def test_an_engine_answer_of_the_wrong_shape_is_the_engines_fault(
     assert "internal error" not in said
     assert "\x1b" not in said
     assert not any(line.startswith("::") for line in said.splitlines()), said
+
+
+# The signal comes while a weakref callback runs (as the import system's module-lock
+# callback does): Python reports the handler's KeyboardInterrupt and goes on.
+SWALLOWED = r"""
+import os, signal, sys, weakref
+from orchestrator import __main__ as start
+for signum in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(signum, start._interrupt)
+sys.unraisablehook = start._unraisable
+class Held: pass
+held = Held()
+ref = weakref.ref(held, lambda _: os.kill(os.getpid(), signal.SIGTERM))
+del held
+if start._received:
+    start._interrupted()
+print("ran on")
+"""
+
+
+def test_an_interrupt_python_swallows_during_start_up_still_ends_with_130() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", SWALLOWED], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 130, done.stderr
+    assert "ran on" not in done.stdout
+    assert "Traceback" not in done.stderr
+    assert done.stderr == "interrupted\n"
