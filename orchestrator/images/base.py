@@ -21,7 +21,7 @@ from orchestrator.core.errors import EnvironmentProblem, RegistryError
 from orchestrator.core.files import host_lock
 from orchestrator.core.process import Command, run, url_secrets
 from orchestrator.engines import Engine, ImageBuildRequest
-from orchestrator.images.render import base_reference, bootstrap_sources, deterministic_tar
+from orchestrator.images.render import base_reference, bootstrap_sources, scratch_context
 
 
 def ensure_base(
@@ -110,9 +110,5 @@ def bootstrap_rootfs(spec: Bootstrap, arch: str, log: Path, *, bases: Path) -> P
 def _scratch_context(rootfs: Path, sources: str) -> bytes:
     """The root file system with its apt sources: written here, not in the cached
     rootfs, so a change of pockets makes a new base without a new debootstrap."""
-    dockerfile = (
-        b"FROM scratch\nADD rootfs.tar /\nCOPY sources.list /etc/apt/sources.list\n"
-        b'CMD ["/bin/bash"]\n'
-    )
-    files = {"Dockerfile": dockerfile, "rootfs.tar": rootfs.read_bytes()}
-    return deterministic_tar({**files, "sources.list": sources.encode()})
+    files = {"rootfs.tar": rootfs.read_bytes(), "sources.list": sources.encode()}
+    return scratch_context("rootfs.tar", files, "COPY sources.list /etc/apt/sources.list\n")

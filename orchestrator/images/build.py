@@ -43,7 +43,6 @@ from orchestrator.images.facts import (
 from orchestrator.images.render import (
     CHANGES_FILE,
     CrossToolchain,
-    ForeignRoot,
     Rendered,
     ToolVenvs,
     deterministic_tar,
@@ -140,7 +139,9 @@ def build_image(
         # under QEMU) and the native parts made in the engine's own base: at once.
         with ThreadPoolExecutor(max_workers=1) as pool:
             base = pool.submit(ensure_base, platform, engine, log_path, line, bases=layout.bases)
-            rendered, late = _rendered(platform, matrix, engine, log_path, line=line, layout=layout)
+            rendered, make_root = _rendered(
+                platform, matrix, engine, log_path, line=line, layout=layout
+            )
             base_id = base.result()
         made = _fresh_or_built(
             matrix,
@@ -150,7 +151,7 @@ def build_image(
             line=line,
             force=force,
             max_age=max_age,
-            late=late,
+            make_root=make_root,
         )
         probed = _probe(platform, engine, made.image_id, probes=probes)
     tag = image_tag(matrix, platform)
@@ -194,7 +195,7 @@ def _rendered(
     *,
     line: Callable[[str], None],
     layout: RunLayout,
-) -> tuple[Rendered, Callable[..., bytes] | None]:
+) -> tuple[Rendered, Callable[..., str] | None]:
     """The builder's Dockerfile and context, with what an emulated builder takes from
     native containers; and the maker of its foreign root when it has one."""
     toolchain = _toolchain(platform, matrix, engine, log, line=line, layout=layout)
@@ -203,10 +204,7 @@ def _rendered(
     rendered = render(platform, matrix, toolchain=toolchain, venvs=venvs, foreign_root=foreign)
     if foreign is None:
         return rendered, None
-    late = partial(
-        make_foreign_root, rendered, matrix, engine, foreign.host, log=log, layout=layout
-    )
-    return rendered, late
+    return rendered, partial(make_foreign_root, rendered, matrix, engine, log=log, layout=layout)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -228,12 +226,12 @@ def _fresh_or_built(
     line: Callable[[str], None],
     force: bool,
     max_age: timedelta | None,
-    late: Callable[..., bytes] | None = None,
+    make_root: Callable[..., str] | None = None,
 ) -> Made:
     """The builder's image ID: the engine's own when its inputs hash is this one's (and
     it is young enough), else a new build, or the previous one upgraded in place when
-    only its base or its age changed. `late` makes the foreign root, if any (told
-    whether it may reuse the one made before). Another run building the same
+    only its base or its age changed. `make_root` makes the foreign root it starts
+    FROM, if any (told whether it may reuse the one made before). Another run building the same
     platform's builder (under its own tag) is waited for: its layers are cached."""
     platform = rendered.platform
     with host_lock(f"builder|{engine.url}|{platform.name}"):
@@ -255,8 +253,9 @@ def _fresh_or_built(
         previous = existing if stale.upgrade else None
         if previous is not None:  # one more refresh in place than the previous builder
             labels[LABEL_UPGRADES] = str(upgrades(previous.labels) + 1)
-        again = not stale.reuses_layers
-        context = _context(rendered, matrix, previous, late, line=line, again=again)
+        if previous is None and make_root is not None:
+            make_root(base_id=base_id, line=line, again=not stale.reuses_layers)
+        context = _context(rendered, matrix, previous)
         request = ImageBuildRequest(
             tag=tag,
             context=context,
@@ -270,22 +269,13 @@ def _fresh_or_built(
         return Made(image_id=image_id, status=ImageStatus.BUILT, why=stale.why, upgraded=upgraded)
 
 
-def _context(
-    rendered: Rendered,
-    matrix: Matrix,
-    previous: ImageInfo | None,
-    late: Callable[..., bytes] | None,
-    *,
-    line: Callable[[str], None],
-    again: bool,
-) -> bytes:
-    """The rendered context, with the foreign root if the builder has one; or the
-    context that refreshes the `previous` builder in place."""
-    if previous is not None:
-        dockerfile = render_upgrade(rendered.platform, matrix, previous.id)
-        return deterministic_tar({"Dockerfile": dockerfile.encode()})
-    root = late(line=line, again=again) if late is not None else None
-    return rendered.context({ForeignRoot.context_name: root} if root is not None else None)
+def _context(rendered: Rendered, matrix: Matrix, previous: ImageInfo | None) -> bytes:
+    """The rendered context; or the context that refreshes the `previous` builder in
+    place."""
+    if previous is None:
+        return rendered.context()
+    dockerfile = render_upgrade(rendered.platform, matrix, previous.id)
+    return deterministic_tar({"Dockerfile": dockerfile.encode()})
 
 
 def _toolchain(

@@ -28,14 +28,17 @@ maintainer scripts. So the builder's root file system is made in a container of
 the *engine's* arch from the same release (`images/scripts/foreign-root.sh`):
 the engine's own apt resolves and downloads for the builder's arch, its own dpkg
 unpacks into the builder's base (`--root`), and chroots into it for each
-maintainer script and trigger, which alone run under QEMU. The builder then
-starts `FROM scratch` with that root, as a bootstrapped base does.
+maintainer script and trigger, which alone run under QEMU. The engine keeps that
+root as an image of its own, `orchestrate-root:<platform>-<inputs>` (made `FROM
+scratch` as a bootstrapped base is), and the builder starts FROM it.
 
 The root is made only when the builder is built (the freshness check reads the
-recipe under `foreign-root/` in the context, not the archive), and cached by its
-recipe, so two matrices with the same packages share it and the engine's layer
-cache. A build that must not reuse layers (`--force`, a refresh by age) makes it
-again: today's archive, not the cached one.
+recipe under `foreign-root/` in the context), and kept by the engine under a tag
+named after its inputs (recipe, tool venvs, extra CAs), labelled with the bases
+it was made from: two matrices with the same packages share it, and a run in a
+cache folder of its own does not make it again. A build that must not reuse
+layers (`--force`, a refresh by age) makes it again: today's packages, not the
+root made before.
 
 Red Hat-family releases ship no cross compiler for user space (Fedora's
 gcc-<arch>-linux-gnu packages are for kernels only, with no target libc), so
@@ -58,10 +61,9 @@ from orchestrator.config.matrix import Platform
 from orchestrator.core.errors import OrchestrateError
 from orchestrator.core.files import host_lock, write_atomic
 from orchestrator.core.layout import RunLayout
-from orchestrator.engines import Engine, RunRequest
+from orchestrator.engines import Engine, ImageBuildRequest, RunRequest
 from orchestrator.images.base import ensure_base
 from orchestrator.images.render import (
-    FOREIGN_ROOT_RECIPE,
     FOREIGN_ROOT_SCRIPT,
     TOOLS,
     CrossToolchain,
@@ -69,6 +71,8 @@ from orchestrator.images.render import (
     Rendered,
     ToolVenvs,
     deterministic_tar,
+    foreign_root_inputs,
+    scratch_context,
     settings_files,
     templates_dir,
 )
@@ -262,46 +266,49 @@ def foreign_root_for(
     return ForeignRoot(host=host)
 
 
+ROOT_KEY = "org.orchestrate.root-key"  # what the root image was made from
+
+
 def make_foreign_root(
     rendered: Rendered,
     matrix: Matrix,
     engine: Engine,
-    host: Arch,
     *,
+    base_id: str,
     log: Path,
     line: Callable[[str], None],
     layout: RunLayout,
     again: bool,
-) -> bytes:
-    """The gzip'd root of `rendered`'s builder: the one cached for its recipe, unless
-    `again` or there is none; then made in a native container of its release."""
-    platform = rendered.platform
-    base_id = ensure_base(platform, engine, log, line, bases=layout.bases)
+) -> str:
+    """The ID of the engine's image of `rendered`'s foreign root, tagged as its
+    Dockerfile names it: the one made before from the same base (`base_id`), native
+    base and inputs, unless `again` or there is none; then made in a native
+    container of its release."""
+    platform, root = rendered.platform, rendered.foreign_root
+    if root is None:
+        raise OrchestrateError(f"{platform.name}: its builder has no foreign root")
+    host, tag = root.host, root.reference
     native_platform = dataclasses.replace(platform, arch=host)
     native = ensure_base(native_platform, engine, log, line, bases=layout.bases)
-    context = _root_context(rendered.files)
-    key = _key(base_id, (native,), dict(context))
-    folder = layout.cross
-    path = folder / f"root-{platform.name}-on-{host.value}-{key}.tar.gz"
-    with host_lock(f"foreign-root|{path}"):
-        if again or not path.is_file():
-            line(f"installing the packages natively on {host.value} for {platform.arch.value}")
-            env = matrix.builder.fetch_environment()
-            ids = (base_id, native)
-            archive = _make_root(engine, platform, ids, context, host=host, env=env, line=line)
-            folder.mkdir(parents=True, exist_ok=True)
-            for older in folder.glob(f"root-{platform.name}-on-{host.value}-*.tar.gz"):
-                older.unlink(missing_ok=True)  # one root a builder: each is ~250 MB
-            write_atomic(path, archive)
-        return path.read_bytes()
-
-
-def _root_context(files: Mapping[str, bytes]) -> dict[str, bytes]:
-    """The script's context: the recipe, the tool venvs and the extra CAs."""
-    prefix = f"{FOREIGN_ROOT_RECIPE}/"
-    recipe = {n.removeprefix(prefix): d for n, d in files.items() if n.startswith(prefix)}
-    taken = {n: d for n, d in files.items() if n.startswith("ca/") or n == ToolVenvs.context_name}
-    return {**recipe, **taken}
+    context = foreign_root_inputs(rendered.files)
+    key = _key(base_id, (native,), context)
+    with host_lock(f"foreign-root|{engine.url}|{tag}"):
+        found = engine.image(tag)
+        if not again and found is not None and found.labels.get(ROOT_KEY) == key:
+            line(f"foreign root: {tag} ({found.id[:19]}) is made from these inputs")
+            return found.id
+        line(f"installing the packages natively on {host.value} for {platform.arch.value}")
+        env = matrix.builder.fetch_environment()
+        ids = (base_id, native)
+        archive = _make_root(engine, platform, ids, context, host=host, env=env, line=line)
+        name = "root.tar.gz"
+        request = ImageBuildRequest(
+            tag=tag,
+            context=scratch_context(name, {name: archive}),
+            platform=platform.arch,
+            labels={ROOT_KEY: key},
+        )
+        return engine.build(request, line)
 
 
 def _make_root(

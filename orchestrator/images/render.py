@@ -9,8 +9,10 @@ parsing a FROM line.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
+import json
 import os
 import re
 import tarfile
@@ -95,11 +97,37 @@ class ForeignRoot:
     files, not the archive, decide the builder's freshness."""
 
     host: Arch  # the engine's arch, whose base container installs the packages
-    context_name: str = "foreign-root.tar.gz"
+    reference: str = ""  # the engine's tag of it, set by `render`
 
 
 FOREIGN_ROOT_SCRIPT = "foreign-root.sh"
 FOREIGN_ROOT_RECIPE = "foreign-root"  # the context folder of its recipe
+
+
+def foreign_root_inputs(files: Mapping[str, bytes]) -> dict[str, bytes]:
+    """What a foreign root is made from, named as its script sees them: the recipe,
+    the tool venvs and the extra CAs, out of the builder's context `files`."""
+    prefix = f"{FOREIGN_ROOT_RECIPE}/"
+    recipe = {n.removeprefix(prefix): d for n, d in files.items() if n.startswith(prefix)}
+    taken = {n: d for n, d in files.items() if n.startswith("ca/") or n == ToolVenvs.context_name}
+    return {**recipe, **taken}
+
+
+def foreign_root_reference(platform: Platform, host: Arch, files: Mapping[str, bytes]) -> str:
+    """The engine's tag of the root made from the builder's context `files` on `host`:
+    the builder starts FROM it, and two matrices with the same packages share it."""
+    inputs = foreign_root_inputs(files)
+    hashes = sorted((name, hashlib.sha256(data).hexdigest()) for name, data in inputs.items())
+    key = hashlib.sha256(json.dumps([host.value, hashes]).encode()).hexdigest()[:16]
+    return f"orchestrate-root:{platform.name}-{key}"
+
+
+def scratch_context(root_name: str, files: Mapping[str, bytes], steps: str = "") -> bytes:
+    """The context of an image that is the tar `root_name` (of `files`) and `steps`.
+    The tar is the first step on scratch: Engine 20.10's classic builder takes the
+    platform of an image that starts with another step from the host."""
+    dockerfile = f'FROM scratch\nADD {root_name} /\n{steps}CMD ["/bin/bash"]\n'
+    return deterministic_tar({"Dockerfile": dockerfile.encode(), **files})
 
 
 def builder_packages(platform: Platform) -> tuple[str, ...]:
@@ -128,6 +156,7 @@ class Rendered:
     base: str
     dockerfile: str
     files: Mapping[str, bytes]
+    foreign_root: ForeignRoot | None = None  # the root it starts FROM, made when built
 
     def inputs_hash(self, base_digest: str) -> str:
         """What decides freshness: Dockerfile, context files and the base digest."""
@@ -143,11 +172,9 @@ class Rendered:
         """The inputs without the base image: equal when only the base moved."""
         return self.inputs_hash("")
 
-    def context(self, late: Mapping[str, bytes] | None = None) -> bytes:
-        """A reproducible tar (sorted, zero mtimes, root-owned) of the build context,
-        with the files made only for a build (`late`: not inputs of the hash)."""
-        files = {"Dockerfile": self.dockerfile.encode(), **self.files, **(late or {})}
-        return deterministic_tar(files)
+    def context(self) -> bytes:
+        """A reproducible tar (sorted, zero mtimes, root-owned) of the build context."""
+        return deterministic_tar({"Dockerfile": self.dockerfile.encode(), **self.files})
 
 
 def normalized(dockerfile: str) -> str:
@@ -249,6 +276,8 @@ def render(
             files[part.context_name] = part.archive
     if foreign_root is not None:
         files.update(foreign_root_recipe(platform, root))
+        reference = foreign_root_reference(platform, foreign_root.host, files)
+        foreign_root = dataclasses.replace(foreign_root, reference=reference)
     variables: dict[str, object] = {
         "cross": toolchain,
         "venvs": venvs,
@@ -261,7 +290,8 @@ def render(
         "pip_conf": "pip.conf" in files,
         "tools": TOOLS,
     }
-    return Rendered(platform, base, _render_template(root, template_name, variables), files)
+    dockerfile = _render_template(root, template_name, variables)
+    return Rendered(platform, base, dockerfile, files, foreign_root)
 
 
 CHANGES_FILE = "changes.txt"  # under the probe's folder: `package old new` a line
