@@ -9,7 +9,7 @@
 #   ca/*.crt           the matrix's extra CAs
 #   tool-venvs.tar.gz  the tool venvs and the trust store made natively (tool-venvs.sh)
 #     foreign-root.sh ARCH OUT PACKAGE...
-# and writes the builder's root, gzip'd, to OUT.
+# and writes the builder's root, as a tar, to OUT.
 #
 # Under QEMU, apt and dpkg themselves are most of an emulated builder's cost:
 # reading indexes, decompressing and unpacking about 90 MB of packages. Here they
@@ -87,4 +87,4 @@ else
 fi
 # shellcheck disable=SC2086  # one word per node
 rm -rf "$store" "$t/var/cache/apt/archives/"*.deb "$t/var/lib/apt/lists/"* $made
-tar --numeric-owner -C "$t" -cf - . | gzip -1 > "$out"
+tar --numeric-owner -C "$t" -cf "$out" .

@@ -250,7 +250,7 @@ def run_and_take(
         return box.get(path)
 
 
-ROOT_OUT = "/tmp/foreign-root.tar.gz"  # in the native container
+ROOT_OUT = "/tmp/foreign-root.tar"  # in the native container
 
 
 def foreign_root_for(
@@ -300,11 +300,10 @@ def make_foreign_root(
         line(f"installing the packages natively on {host.value} for {platform.arch.value}")
         env = matrix.builder.fetch_environment()
         ids = (base_id, native)
-        archive = _make_root(engine, platform, ids, context, host=host, env=env, line=line)
-        name = "root.tar.gz"
+        tar = _make_root(engine, platform, ids, context, host=host, env=env, line=line)
         request = ImageBuildRequest(
             tag=tag,
-            context=scratch_context(name, {name: archive}),
+            context=scratch_context(ROOT_OUT.rsplit("/", 1)[-1], {}, tar=tar),
             platform=platform.arch,
             labels={ROOT_KEY: key},
         )
@@ -321,7 +320,9 @@ def _make_root(
     env: Mapping[str, str],
     line: Callable[[str], None],
 ) -> bytes:
-    """Run the script in the native base (`ids`: the builder's base, the native one)."""
+    """Run the script in the native base (`ids`: the builder's base, the native one);
+    the engine's tar of the root's tar, uncompressed: gzip and gunzip would cost more
+    than a local engine takes to move it."""
     base_id, native_id = ids
     base = _root_of(engine, base_id, platform.arch)
     packages = context["packages.txt"].decode().split()
@@ -338,7 +339,7 @@ def _make_root(
         user="root",
         env=env,
     )
-    tar = run_and_take(
+    return run_and_take(
         engine,
         request,
         {**context, "base.tar": base},
@@ -348,11 +349,6 @@ def _make_root(
         hint="see the image log; `builder.native_packages: false` in the matrix installs "
         "them under emulation instead",
     )
-    with tarfile.open(fileobj=io.BytesIO(tar)) as outer:
-        member = outer.extractfile(ROOT_OUT.rsplit("/", 1)[-1])
-        if member is None:
-            raise OrchestrateError(f"the native container left no {ROOT_OUT}")
-        return member.read()
 
 
 def _root_of(engine: Engine, image_id: str, arch: Arch) -> bytes:

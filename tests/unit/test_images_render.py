@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import re
+import tarfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,7 +16,14 @@ from orchestrator.config.matrix import expand
 from orchestrator.core.errors import EXIT_INPUT, TemplateError
 from orchestrator.images.cross import foreign_root_for
 from orchestrator.images.registry import DOCKER_LIST, DOCKER_MANIFEST, ManifestRef, index_document
-from orchestrator.images.render import ForeignRoot, ToolVenvs, bootstrap_tag, render
+from orchestrator.images.render import (
+    ForeignRoot,
+    ToolVenvs,
+    bootstrap_tag,
+    deterministic_tar,
+    render,
+    scratch_context,
+)
 from orchestrator.images.stale import LABEL_CREATED, LABEL_INPUTS, Stale, stale_reason
 from orchestrator.model import Arch
 from tests.conftest import REPO, CliRunner
@@ -276,3 +285,15 @@ def test_a_foreign_root_only_for_a_bootstrapped_deb_builder_under_emulation() ->
     assert foreign_root_for(arm, off, Arch.AMD64, venvs) is None
     rpm = next(p for p in PLATFORMS.values() if p.family.value == "rpm")
     assert foreign_root_for(rpm, MATRIX, Arch.AMD64, venvs) is None
+
+
+def test_a_scratch_context_adds_an_engine_tar_whole_after_its_dockerfile() -> None:
+    engine_tar = deterministic_tar({"root.tar": b"x" * 1000, "other": b"y"})
+    context = scratch_context("root.tar", {"sources.list": b"deb"}, tar=engine_tar)
+    with tarfile.open(fileobj=io.BytesIO(context)) as opened:
+        read = {m.name: (opened.extractfile(m) or io.BytesIO()).read() for m in opened}
+    assert read["root.tar"] == b"x" * 1000
+    assert read["other"] == b"y"
+    assert read["sources.list"] == b"deb"
+    assert read["Dockerfile"].decode().splitlines()[:2] == ["FROM scratch", "ADD root.tar /"]
+    assert context.endswith(engine_tar)  # not copied member by member
