@@ -54,6 +54,20 @@ def package_versions(tag: str) -> str:
     return "".join(sorted(out.splitlines(keepends=True)))
 
 
+# What installing packages leaves outside dpkg's database: the shell, the loader's
+# cache, ca-certificates' choices, the diversions.
+SYSTEM_STATE = (
+    "readlink /bin/sh; dpkg-divert --list | sort; "
+    "md5sum /etc/ld.so.cache /etc/ca-certificates.conf /etc/ssl/certs/ca-certificates.crt"
+)
+
+
+def system_state(tag: str) -> str:
+    """The image's SYSTEM_STATE: what must be equal across two ways besides packages."""
+    command = ("docker", "run", "--rm", "--user", "root", tag, "sh", "-c", SYSTEM_STATE)
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+
 def go_back_one_update(tag: str, *, user: str = "builder") -> PackageChange:
     """Replace `tag` by itself the day before an update: one package one version older
     and created a month ago. The change a refresh must then make is returned."""

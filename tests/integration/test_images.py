@@ -19,7 +19,7 @@ from orchestrator.images.pipeline import ImagesReport, run_images
 from orchestrator.images.registry import Registry, RegistryClient
 from orchestrator.images.render import TOOLS
 from orchestrator.model import Arch
-from tests.builders import go_back_one_update, package_versions
+from tests.builders import go_back_one_update, package_versions, system_state
 from tests.conftest import REPO, CliRunner
 from tests.matrices import BASE_BLOCK, local_matrix_copy
 
@@ -313,4 +313,9 @@ def test_packages_installed_natively_equal_those_installed_under_emulation(
     assert "apt-get install" in log
     assert "installing the packages natively" not in log
     emulated_way = f"{local.matrix.registry.url}/orchestrate/emulated-way:{arm.name}"
-    assert package_versions(emulated_way) == package_versions(image_tag(local.matrix, arm))
+    natively = image_tag(local.matrix, arm)
+    assert package_versions(emulated_way) == package_versions(natively)
+    # Nor what installing leaves outside dpkg's database.
+    state = system_state(natively)
+    assert state == system_state(emulated_way)
+    assert "update-ca-certificates" not in state  # the diversion while packages install
