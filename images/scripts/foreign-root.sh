@@ -8,8 +8,9 @@
 #   apt-sources.list   the matrix's extra apt sources
 #   ca/*.crt           the matrix's extra CAs
 #   tool-venvs.tar.gz  the tool venvs and the trust store made natively (tool-venvs.sh)
-#     foreign-root.sh ARCH OUT PACKAGE...
-# and writes the builder's root, as a tar, to OUT.
+#     foreign-root.sh ARCH ROOT PACKAGE...
+# and makes the builder's root file system in the folder ROOT, which the engine
+# then sends as a tar.
 #
 # Under QEMU, apt and dpkg themselves are most of an emulated builder's cost:
 # reading indexes, decompressing and unpacking about 90 MB of packages. Here they
@@ -22,10 +23,9 @@
 # The packages and versions are those of the Dockerfile's own `apt-get install`.
 set -eu
 arch=$1
-out=$2
+t=$2
 shift 2
 export DEBIAN_FRONTEND=noninteractive
-t=/target
 mkdir -p "$t"
 # The engine's copy of the base image, taken from a container never started: the
 # engine's own marker file aside, the base's files.
@@ -87,4 +87,3 @@ else
 fi
 # shellcheck disable=SC2086  # one word per node
 rm -rf "$store" "$t/var/cache/apt/archives/"*.deb "$t/var/lib/apt/lists/"* $made
-tar --numeric-owner -C "$t" -cf "$out" .

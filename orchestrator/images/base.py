@@ -110,5 +110,6 @@ def bootstrap_rootfs(spec: Bootstrap, arch: str, log: Path, *, bases: Path) -> P
 def _scratch_context(rootfs: Path, sources: str) -> bytes:
     """The root file system with its apt sources: written here, not in the cached
     rootfs, so a change of pockets makes a new base without a new debootstrap."""
-    files = {"rootfs.tar": rootfs.read_bytes(), "sources.list": sources.encode()}
-    return scratch_context("rootfs.tar", files, "COPY sources.list /etc/apt/sources.list\n")
+    files = {"sources.list": sources.encode()}
+    steps = "COPY sources.list /etc/apt/sources.list\n"
+    return scratch_context(rootfs.read_bytes(), files, steps)

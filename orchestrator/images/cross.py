@@ -250,7 +250,7 @@ def run_and_take(
         return box.get(path)
 
 
-ROOT_OUT = "/tmp/foreign-root.tar"  # in the native container
+ROOT = "/target"  # in the native container, where the script makes the root
 
 
 def foreign_root_for(
@@ -303,7 +303,7 @@ def make_foreign_root(
         tar = _make_root(engine, platform, ids, context, host=host, env=env, line=line)
         request = ImageBuildRequest(
             tag=tag,
-            context=scratch_context(ROOT_OUT.rsplit("/", 1)[-1], {}, tar=tar),
+            context=scratch_context(tar, {}),
             platform=platform.arch,
             labels={ROOT_KEY: key},
         )
@@ -321,8 +321,9 @@ def _make_root(
     line: Callable[[str], None],
 ) -> bytes:
     """Run the script in the native base (`ids`: the builder's base, the native one);
-    the engine's tar of the root's tar, uncompressed: gzip and gunzip would cost more
-    than a local engine takes to move it."""
+    the engine's tar of the root's files, as it streams it: packing it in the
+    container first, or gzip and gunzip, would cost more than a local engine takes
+    to move it."""
     base_id, native_id = ids
     base = _root_of(engine, base_id, platform.arch)
     packages = context["packages.txt"].decode().split()
@@ -332,7 +333,7 @@ def _make_root(
             "sh",
             f"/context/{FOREIGN_ROOT_SCRIPT}",
             platform.arch.debian,
-            ROOT_OUT,
+            ROOT,
             *packages,
         ),
         platform=host,
@@ -343,7 +344,7 @@ def _make_root(
         engine,
         request,
         {**context, "base.tar": base},
-        ROOT_OUT,
+        f"{ROOT}/.",  # its files, not the folder
         line=line,
         what=f"the {platform.arch.value} builder's packages natively",
         hint="see the image log; `builder.native_packages: false` in the matrix installs "

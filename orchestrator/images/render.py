@@ -122,23 +122,21 @@ def foreign_root_reference(platform: Platform, host: Arch, files: Mapping[str, b
     return f"orchestrate-root:{platform.name}-{key}"
 
 
-def scratch_context(
-    root_name: str, files: Mapping[str, bytes], steps: str = "", *, tar: bytes = b""
-) -> bytes:
-    """The context of an image that is the tar `root_name` and `steps`; the files are
-    `files` and the members of `tar`, a tar as an engine sends it (added whole,
-    not copied member by member: a root is about 700 MB). The root is the first
-    step on scratch: Engine 20.10's classic builder takes the platform of an image
-    that starts with another step from the host."""
-    dockerfile = f'FROM scratch\nADD {root_name} /\n{steps}CMD ["/bin/bash"]\n'
+def scratch_context(root: bytes, files: Mapping[str, bytes], steps: str = "") -> bytes:
+    """The context of an image that is the tar `root`, then `steps` (which may use
+    `files`). The root goes in as it is, not read member by member: a foreign root
+    is about 700 MB. It is the first step on scratch: Engine 20.10's classic builder
+    takes the platform of an image that starts with another step from the host."""
+    name = "root.tar"
+    dockerfile = f'FROM scratch\nADD {name} /\n{steps}CMD ["/bin/bash"]\n'
     head = deterministic_tar({"Dockerfile": dockerfile.encode(), **files})
-    if not tar:
-        return head
+    block = tarfile.BLOCKSIZE
     with tarfile.open(fileobj=io.BytesIO(head)) as opened:  # up to its end-of-archive blocks
-        end = max(
-            m.offset_data + -(-m.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE for m in opened
-        )
-    return head[:end] + tar
+        end = max(m.offset_data + -(-m.size // block) * block for m in opened)
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = len(root), 0o644
+    padding = b"\0" * (-len(root) % block)
+    return b"".join((head[:end], info.tobuf(tarfile.PAX_FORMAT), root, padding, b"\0" * 2 * block))
 
 
 def builder_packages(platform: Platform) -> tuple[str, ...]:

@@ -287,13 +287,19 @@ def test_a_foreign_root_only_for_a_bootstrapped_deb_builder_under_emulation() ->
     assert foreign_root_for(rpm, MATRIX, Arch.AMD64, venvs) is None
 
 
-def test_a_scratch_context_adds_an_engine_tar_whole_after_its_dockerfile() -> None:
-    engine_tar = deterministic_tar({"root.tar": b"x" * 1000, "other": b"y"})
-    context = scratch_context("root.tar", {"sources.list": b"deb"}, tar=engine_tar)
+def test_a_scratch_context_holds_the_root_whole_and_the_files_its_steps_use() -> None:
+    root = deterministic_tar({"etc/os-release": b"ID=debian\n", "bin/sh": b"x" * 1000})
+    context = scratch_context(root, {"sources.list": b"deb"}, "COPY sources.list /etc/\n")
     with tarfile.open(fileobj=io.BytesIO(context)) as opened:
         read = {m.name: (opened.extractfile(m) or io.BytesIO()).read() for m in opened}
-    assert read["root.tar"] == b"x" * 1000
-    assert read["other"] == b"y"
+    assert sorted(read) == ["Dockerfile", "root.tar", "sources.list"]
+    assert read["root.tar"] == root
     assert read["sources.list"] == b"deb"
-    assert read["Dockerfile"].decode().splitlines()[:2] == ["FROM scratch", "ADD root.tar /"]
-    assert context.endswith(engine_tar)  # not copied member by member
+    steps = read["Dockerfile"].decode().splitlines()
+    assert steps == [
+        "FROM scratch",
+        "ADD root.tar /",
+        "COPY sources.list /etc/",
+        'CMD ["/bin/bash"]',
+    ]
+    assert len(context) % tarfile.BLOCKSIZE == 0
