@@ -242,7 +242,9 @@ class BuilderSpec(Model):
     """Projects (normalized names) that compile under emulation all the same."""
     native_packages: StrictBool = True
     """An emulated Debian builder on a bootstrapped base gets its packages from the
-    engine's own apt and dpkg; only maintainer scripts run under emulation."""
+    engine's own apt and dpkg, and its tool venvs and trust store from a native
+    container; only maintainer scripts run under emulation. False makes all of it
+    under emulation, as a native builder is made."""
 
     def fetch_environment(self) -> dict[str, str]:
         """What a job's fetch container gets at run time, credentials included: never

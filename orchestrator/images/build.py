@@ -313,9 +313,13 @@ def _venvs(
     layout: RunLayout,
 ) -> ToolVenvs | None:
     """The tool venvs made natively for a builder made under emulation, or None (a
-    native engine, an rpm release, or making them failed: the builder makes them)."""
+    native engine, an rpm release, the matrix turns native parts off, or making them
+    failed: the builder makes them)."""
     host = engine.info().arch
     if host is None or unavailable_reason(platform, host) is not None:
+        return None
+    if not matrix.builder.native_packages:
+        line("tool venvs made under emulation: builder.native_packages is false")
         return None
     try:
         return ensure_tool_venvs(platform, matrix, engine, host, log=log, line=line, layout=layout)
