@@ -81,6 +81,17 @@ class ImageBuildRequest:
 
 
 @dataclass(kw_only=True, frozen=True)
+class ImageLoadRequest:
+    """One image of one layer, `files` (a tar of a root file system), for one
+    platform: what `docker import` makes, but saying `platform`'s arch."""
+
+    tag: str
+    files: bytes = field(repr=False)
+    platform: Arch
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True, frozen=True)
 class RunRequest:
     """One container: image, command and the limits it runs under."""
 
@@ -140,6 +151,10 @@ class Engine(Protocol):
     def info(self) -> EngineInfo: ...
 
     def build(self, request: ImageBuildRequest, on_line: Callable[[str], None]) -> str: ...
+
+    def load(self, request: ImageLoadRequest) -> str:
+        """The image of `request.files`, tagged; its ID."""
+        ...
 
     def image(self, ref: str) -> ImageInfo | None: ...
 

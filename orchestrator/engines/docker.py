@@ -19,6 +19,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import docker
@@ -40,11 +41,13 @@ from orchestrator.engines import (
     EngineInfo,
     ImageBuildRequest,
     ImageInfo,
+    ImageLoadRequest,
     KindTraits,
     RunRequest,
     RunResult,
 )
 from orchestrator.engines.answers import MACHINE_TO_ARCH, kind_of, reason, split_ref
+from orchestrator.engines.archive import image_archive
 from orchestrator.model import Arch, EngineKind
 
 _TRANSPORT_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
@@ -209,6 +212,29 @@ class DockerEngine:
                         on_line(line)
             image = self.api.inspect_image(request.tag)
         return str(image["Id"])
+
+    def load(self, request: ImageLoadRequest) -> str:
+        created = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        archive = image_archive(
+            request.files, platform=request.platform, labels=request.labels, created=created
+        )
+        with self._errors(f"loading {request.tag}"):
+            response = self.api._post(
+                self.api._url("/images/load"),
+                params={"quiet": "1"},
+                data=iter(archive),
+                headers={"Content-Type": "application/x-tar"},
+            )
+            self.api._raise_for_status(response)
+            # Errors come as a line of the answer, under a 200.
+            for line in response.text.splitlines():
+                answer = json.loads(line) if line.strip().startswith("{") else {}
+                if "error" in answer:
+                    raise EngineError(
+                        f"engine {self.name!r}: loading {request.tag} failed: {answer['error']}"
+                    )
+        self.tag(archive.image_id, request.tag)
+        return archive.image_id
 
     def image(self, ref: str) -> ImageInfo | None:
         with self._errors(f"inspecting {ref}"):

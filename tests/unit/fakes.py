@@ -12,7 +12,14 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from orchestrator.core.errors import EngineError
-from orchestrator.engines import EngineInfo, ImageBuildRequest, ImageInfo, RunRequest, RunResult
+from orchestrator.engines import (
+    EngineInfo,
+    ImageBuildRequest,
+    ImageInfo,
+    ImageLoadRequest,
+    RunRequest,
+    RunResult,
+)
 from orchestrator.model import Arch, EngineKind
 from orchestrator.scheduler import Job, JobResult, Placement
 
@@ -113,6 +120,9 @@ class FakeEngine:
 
     def build(self, request: ImageBuildRequest, on_line: Callable[[str], None]) -> str:
         return "sha256:probe"
+
+    def load(self, request: ImageLoadRequest) -> str:
+        return "sha256:loaded"
 
     def image(self, ref: str) -> ImageInfo | None:
         return ImageInfo("sha256:probe", "", {}, ())

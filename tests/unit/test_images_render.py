@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
+import json
 import re
 import tarfile
 from datetime import UTC, datetime, timedelta
@@ -14,6 +16,7 @@ import pytest
 from orchestrator.config import load_matrix
 from orchestrator.config.matrix import expand
 from orchestrator.core.errors import EXIT_INPUT, TemplateError
+from orchestrator.engines.archive import archive_bytes, image_archive
 from orchestrator.images.cross import foreign_root_for
 from orchestrator.images.registry import DOCKER_LIST, DOCKER_MANIFEST, ManifestRef, index_document
 from orchestrator.images.render import (
@@ -303,3 +306,27 @@ def test_a_scratch_context_holds_the_root_whole_and_the_files_its_steps_use() ->
         'CMD ["/bin/bash"]',
     ]
     assert len(context) % tarfile.BLOCKSIZE == 0
+
+
+@pytest.mark.parametrize("size", [0, 1, 512, 1000])
+def test_a_foreign_root_loads_as_one_layer_whose_config_says_its_arch(size: int) -> None:
+    layer = deterministic_tar({"etc/os-release": b"ID=debian\n", "bin/sh": b"x" * size})
+    labels = {"org.orchestrate.root-key": "k" * 64, "a": "b c"}
+    made = image_archive(layer, platform=Arch.ARM64, labels=labels, created="2026-12-05T00:00:00Z")
+    with tarfile.open(fileobj=io.BytesIO(archive_bytes(made))) as opened:
+        read = {m.name: (opened.extractfile(m) or io.BytesIO()).read() for m in opened}
+    [manifest] = json.loads(read["manifest.json"])
+    assert manifest["Layers"] == ["layer.tar"]
+    assert read["layer.tar"] == layer
+    config = read[manifest["Config"]]
+    # The engines name an image by its config's digest: known before loading.
+    assert made.image_id == "sha256:" + hashlib.sha256(config).hexdigest()
+    assert manifest["Config"] == f"{made.image_id.removeprefix('sha256:')}.json"
+    fields = json.loads(config)
+    assert (fields["architecture"], fields["os"]) == ("arm64", "linux")
+    assert fields["config"]["Labels"] == labels
+    assert fields["rootfs"]["diff_ids"] == ["sha256:" + hashlib.sha256(layer).hexdigest()]
+    again = image_archive(layer, platform=Arch.ARM64, labels=labels, created="2026-12-05T00:00:00Z")
+    assert again.image_id == made.image_id
+    other = image_archive(layer, platform=Arch.S390X, labels=labels, created="2026-12-05T00:00:00Z")
+    assert other.image_id != made.image_id
