@@ -5,23 +5,39 @@ build's platform set, because `docker import --platform` on Engine 20.10
 records the host's arch instead. The rootfs tarball is cached on the host by
 suite, arch and mirror, and the image by its tag on each engine, so neither
 is made again on every run.
+
+For an arch the host does not run, debootstrap's second stage (installing every
+required package into the unpacked tree) would run wholly under QEMU, dpkg
+included. Its first stage runs as usual, and its second with the host's dpkg
+(`images/scripts/debootstrap-chroot.sh`): only maintainer scripts and triggers
+run under QEMU. The files are those of debootstrap's own second stage, logs and
+ldconfig's aux-cache aside (tests/integration/test_bases.py); the arm64 base of
+bookworm takes 49 s instead of 68 s.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 
 from orchestrator.config import Bootstrap
 from orchestrator.config.matrix import Platform
 from orchestrator.core.errors import EnvironmentProblem, RegistryError
 from orchestrator.core.files import host_lock
-from orchestrator.core.process import Command, run, url_secrets
+from orchestrator.core.process import Command, Completed, run, url_secrets
 from orchestrator.engines import Engine, ImageBuildRequest
-from orchestrator.images.render import base_reference, bootstrap_sources, scratch_context
+from orchestrator.images.render import (
+    base_reference,
+    bootstrap_sources,
+    scratch_context,
+    templates_dir,
+)
 
 
 def ensure_base(
@@ -60,8 +76,11 @@ def rootfs_path(spec: Bootstrap, arch: str, bases: Path) -> Path:
     return bases / f"{spec.suite}-{arch}-{key[:12]}.tar"
 
 
-def bootstrap_rootfs(spec: Bootstrap, arch: str, log: Path, *, bases: Path) -> Path:
-    """debootstrap into a temporary folder and pack it; cached by suite, arch, mirror."""
+def bootstrap_rootfs(
+    spec: Bootstrap, arch: str, log: Path, *, bases: Path, native_dpkg: bool = True
+) -> Path:
+    """debootstrap into a temporary folder and pack it; cached by suite, arch, mirror.
+    A foreign arch's second stage runs the host's dpkg unless `native_dpkg` is off."""
     target = rootfs_path(spec, arch, bases)
     with host_lock(f"rootfs|{target}"):
         if target.is_file():
@@ -73,21 +92,7 @@ def bootstrap_rootfs(spec: Bootstrap, arch: str, log: Path, *, bases: Path) -> P
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="orchestrate-rootfs-", dir=target.parent) as tmp:
             root = Path(tmp) / "rootfs"
-            done = run(
-                Command(
-                    (
-                        "debootstrap",
-                        f"--variant={spec.variant}",
-                        f"--arch={arch}",
-                        spec.suite,
-                        str(root),
-                        spec.mirror,
-                    ),
-                    timeout=3600,
-                    secrets=url_secrets(spec.mirror),
-                ),
-                log,
-            )
+            done = _debootstrap(spec, arch, root, log, native_dpkg=native_dpkg)
             if not done.ok:
                 raise EnvironmentProblem(
                     f"debootstrap of {spec.suite} for {arch} failed (exit {done.returncode}); "
@@ -105,6 +110,75 @@ def bootstrap_rootfs(spec: Bootstrap, arch: str, log: Path, *, bases: Path) -> P
                 raise EnvironmentProblem(f"packing the {arch} rootfs failed; log: {log}")
             partial.replace(target)
     return target
+
+
+def _debootstrap(
+    spec: Bootstrap, arch: str, root: Path, log: Path, *, native_dpkg: bool
+) -> Completed:
+    """debootstrap into `root`. For an arch the host does not run, the first stage
+    (download and extract) and then the second with the host's dpkg; if that fails,
+    debootstrap again with its second stage wholly under QEMU."""
+    argv = ("debootstrap", f"--variant={spec.variant}", f"--arch={arch}")
+    where = (spec.suite, str(root), spec.mirror)
+    secrets = url_secrets(spec.mirror)
+    if native_dpkg and _host_dpkg_arch() not in (None, arch):
+        first = run(Command((*argv, "--foreign", *where), timeout=3600, secrets=secrets), log)
+        second = _second_stage(root, log) if first.ok else first
+        if second.ok:
+            return second
+        _log_line(log, "the second stage with the host's dpkg failed: again under emulation")
+        shutil.rmtree(root, ignore_errors=True)
+    return run(Command((*argv, *where), timeout=3600, secrets=secrets), log)
+
+
+# In a mount namespace of its own: debootstrap's chroot is the one of
+# images/scripts/debootstrap-chroot.sh, which runs dpkg natively.
+_SECOND_STAGE = (
+    'mount --bind "$1" /usr/sbin/chroot && '
+    'exec "$2/debootstrap/debootstrap" --second-stage --second-stage-target "$2"'
+)
+
+
+def _second_stage(root: Path, log: Path) -> Completed:
+    with tempfile.TemporaryDirectory(prefix="orchestrate-chroot-") as tmp:
+        real, shim = Path(tmp) / "chroot", Path(tmp) / "debootstrap-chroot.sh"
+        shutil.copy2("/usr/sbin/chroot", real)
+        shutil.copyfile(templates_dir() / "scripts" / shim.name, shim)
+        shim.chmod(0o755)
+        env = {
+            **os.environ,
+            "ORCHESTRATE_CHROOT": str(real),
+            "DEBOOTSTRAP_DIR": str(root / "debootstrap"),
+        }
+        argv = ("unshare", "--mount", "--propagation", "private", "sh", "-c", _SECOND_STAGE)
+        return run(Command((*argv, "sh", str(shim), str(root)), env=env, timeout=3600), log)
+
+
+@cache
+def _host_dpkg_arch() -> str | None:
+    """The arch of the host's dpkg, or None where there is none or where its
+    configuration leaves files out (a minimized host's path-exclude): its dpkg would
+    leave them out of the base too."""
+    try:
+        done = subprocess.run(
+            ("dpkg", "--print-architecture"), capture_output=True, text=True, check=False
+        )
+    except OSError:
+        return None
+    arch = done.stdout.strip()
+    if done.returncode != 0 or not arch:
+        return None
+    config = Path("/etc/dpkg")
+    for path in (config / "dpkg.cfg", *sorted(config.glob("dpkg.cfg.d/*"))):
+        lines = path.read_text(errors="replace").splitlines() if path.is_file() else []
+        if any(line.strip().startswith("path-") for line in lines):
+            return None
+    return arch
+
+
+def _log_line(log: Path, text: str) -> None:
+    with log.open("a") as out:
+        out.write(f"{text}\n")
 
 
 def _scratch_context(rootfs: Path, sources: str) -> bytes:
