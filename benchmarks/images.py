@@ -5,7 +5,8 @@ Both are built from the bases already on the engine with `images build --force`
 (no cached layer: a forced build starts from the base), each alone on the
 machine, with an empty cache of the native parts an emulated builder gets (the
 cross toolchain and the tool venvs), as on a new host; then the emulated builder
-the old way (`builder.native_packages: false`: `apt-get install` under QEMU), and
+the old way (`builder.native_packages: false`: `apt-get install`, the tool venvs and
+the trust store under QEMU), and
 both arm64 builders compared: `dpkg-query -W` and the headline pins' wheels.
 `python -m benchmarks.images` runs these rows alone.
 
@@ -80,7 +81,7 @@ def emulated_vs_native() -> list[Row]:
     return [
         _row("with its native parts made (a new host)", cold, native),
         _row("native parts cached (the builder alone)", warm, native),
-        _row("apt-get install under QEMU (native_packages: false)", emulated_way, native),
+        _row("all of it under QEMU (native_packages: false)", emulated_way, native),
         _two_ways(),
     ]
 

@@ -72,10 +72,11 @@ apt="-o APT::Architecture=$arch -o APT::Architectures::=$arch -o Dir::Etc=$t/etc
 apt-get $apt update -qq || { sleep 15 && apt-get $apt update -qq; } \
   || { sleep 60 && apt-get $apt update -qq; } \
   || echo "orchestrate: WARNING: a package index could not be read: see above" >&2
+# The Dockerfile's dist-upgrade and install in one run: the same packages at the
+# same versions, and one dpkg run of each kind for both rather than two, each
+# with its own triggers under QEMU.
 # shellcheck disable=SC2086
-apt-get $apt -y --no-install-recommends dist-upgrade
-# shellcheck disable=SC2086
-apt-get $apt -y --no-install-recommends install "$@"
+apt-get $apt -y --no-install-recommends dist-upgrade "$@"
 
 rm "$t/usr/sbin/update-ca-certificates"
 $divert --remove /usr/sbin/update-ca-certificates >/dev/null
