@@ -199,17 +199,21 @@ class DockerEngine:
                 forcerm=True,
                 decode=True,
             )
+            lines = _Lines(on_line)
             for chunk in stream:
                 if "error" in chunk:
+                    lines.flush()
                     on_line(str(chunk["error"]))
                     raise BuildStepFailed(
                         f"build of {request.tag} on {self.name!r} failed: "
                         f"{str(chunk['error']).strip()}"
                     )
-                text = chunk.get("stream") or chunk.get("status")
-                if text:
-                    for line in str(text).splitlines():
-                        on_line(line)
+                if chunk.get("stream"):
+                    lines.add(str(chunk["stream"]))
+                elif chunk.get("status"):  # a pull's progress: one message a chunk
+                    lines.flush()
+                    on_line(str(chunk["status"]))
+            lines.flush()
             image = self.api.inspect_image(request.tag)
         return str(image["Id"])
 
@@ -366,6 +370,26 @@ class DockerEngine:
         with self._errors("listing containers"):
             found = self.api.containers(all=True, filters={"label": label})
         return [str(c["Id"]) for c in found]
+
+
+class _Lines:
+    """A build's output as whole lines: under load the engine may send one line in
+    several chunks ("E", ": ", "Unable to locate package ..."), which must not be
+    read as three."""
+
+    def __init__(self, on_line: Callable[[str], None]) -> None:
+        self._on_line = on_line
+        self._pending = ""
+
+    def add(self, text: str) -> None:
+        *whole, self._pending = (self._pending + text).split("\n")
+        for line in whole:
+            self._on_line(line.rstrip("\r"))
+
+    def flush(self) -> None:
+        if self._pending:
+            self._on_line(self._pending.rstrip("\r"))
+        self._pending = ""
 
 
 class DockerContainer:

@@ -17,6 +17,7 @@ from orchestrator.config import load_matrix
 from orchestrator.config.matrix import expand
 from orchestrator.core.errors import EXIT_INPUT, TemplateError
 from orchestrator.engines.archive import archive_bytes, image_archive
+from orchestrator.engines.docker import _Lines
 from orchestrator.images.cross import foreign_root_for
 from orchestrator.images.registry import DOCKER_LIST, DOCKER_MANIFEST, ManifestRef, index_document
 from orchestrator.images.render import (
@@ -330,3 +331,13 @@ def test_a_foreign_root_loads_as_one_layer_whose_config_says_its_arch(size: int)
     assert again.image_id == made.image_id
     other = image_archive(layer, platform=Arch.S390X, labels=labels, created="2026-12-05T00:00:00Z")
     assert other.image_id != made.image_id
+
+
+def test_a_build_line_sent_in_pieces_is_read_as_one() -> None:
+    seen: list[str] = []
+    lines = _Lines(seen.append)
+    for chunk in ("E", ": ", "Unable to locate package x\nStep 2/4 : RUN", " true\r\n", "tail"):
+        lines.add(chunk)
+    assert seen == ["E: Unable to locate package x", "Step 2/4 : RUN true"]
+    lines.flush()
+    assert seen[-1] == "tail"
