@@ -28,13 +28,18 @@ def user_project(
     extra: str = "",
 ) -> Path:
     """`files` (the CI definition), examples/local.yaml as `matrix` with a relative
-    index root (each job has its own, empty), examples/requirements.txt as
-    `requirements` plus `extra` pins, committed."""
+    index root (each job has its own, empty) and builders of its own,
+    examples/requirements.txt as `requirements` plus `extra` pins, committed.
+
+    The builders' repository is the night's own: a runner's `orchestrate build` makes
+    its builders without pushing them, and it runs beside the test session whose
+    builders are pushed and whose provenance names them by digest."""
     root.mkdir(parents=True)
     for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
-    local_matrix_copy(root / matrix, Path("wheelhouse"))
+    night_builders = {"repository: orchestrate/builder": "repository: orchestrate/night-builder"}
+    local_matrix_copy(root / matrix, Path("wheelhouse"), night_builders)
     examples = (REPO / "examples" / "requirements.txt").read_text()
     (root / requirements).write_text(examples + extra)
     git = ["git", "-c", "user.email=ci@example.invalid", "-c", "user.name=ci"]
