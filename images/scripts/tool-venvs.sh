@@ -32,6 +32,10 @@ fi
 if [ -f /context/pip.conf ]; then cp /context/pip.conf /etc/pip.conf; fi
 bundle=/etc/ssl/certs/ca-certificates.crt
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+# Bytecode that records its source's hash, not its time (py_compile's mode when
+# SOURCE_DATE_EPOCH is set): the folder is then the same bytes whenever it is made,
+# and its archive, packed without times, too.
+export SOURCE_DATE_EPOCH=315532800
 export PIP_CERT=$bundle REQUESTS_CA_BUNDLE=$bundle SSL_CERT_FILE=$bundle
 for py in $pythons; do
   "python$py" -m venv "/opt/orchestrate/py$py"

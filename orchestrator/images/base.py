@@ -39,6 +39,18 @@ from orchestrator.images.render import (
     templates_dir,
 )
 
+BASE_CONTENT = "org.orchestrate.base-content"  # a bootstrapped base's context, hashed
+
+
+def base_identity(engine: Engine, image_id: str) -> str:
+    """What a base is, for the keys of the parts made in it (cross toolchains, tool
+    venvs): a bootstrapped base's content, the same on every engine that built it
+    from this host's root file system (Docker and Podman share the parts), else the
+    engine's image ID."""
+    found = engine.image(image_id)
+    content = found.labels.get(BASE_CONTENT) if found else None
+    return f"content:{content}" if content else image_id
+
 
 def ensure_base(
     platform: Platform, engine: Engine, log: Path, on_line: Callable[[str], None], *, bases: Path
@@ -53,9 +65,11 @@ def ensure_base(
         if isinstance(platform.base, Bootstrap):
             rootfs = bootstrap_rootfs(platform.base, platform.arch.debian, log, bases=bases)
             context = _scratch_context(rootfs, bootstrap_sources(platform.base))
-            return engine.build(
-                ImageBuildRequest(tag=ref, context=context, platform=platform.arch), on_line
+            labels = {BASE_CONTENT: hashlib.sha256(context).hexdigest()}
+            request = ImageBuildRequest(
+                tag=ref, context=context, platform=platform.arch, labels=labels
             )
+            return engine.build(request, on_line)
         try:
             engine.pull(ref, platform.arch, on_line)
         except RegistryError as exc:
@@ -82,7 +96,7 @@ def bootstrap_rootfs(
     """debootstrap into a temporary folder and pack it; cached by suite, arch, mirror.
     A foreign arch's second stage runs the host's dpkg unless `native_dpkg` is off."""
     target = rootfs_path(spec, arch, bases)
-    with host_lock(f"rootfs|{target}"):
+    with host_lock(f"rootfs|{target.resolve()}"):  # the same file through any link
         if target.is_file():
             return target
         if shutil.which("debootstrap") is None:

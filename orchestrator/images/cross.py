@@ -64,7 +64,7 @@ from orchestrator.core.errors import OrchestrateError
 from orchestrator.core.files import host_lock, write_atomic
 from orchestrator.core.layout import RunLayout
 from orchestrator.engines import Engine, ImageLoadRequest, RunRequest
-from orchestrator.images.base import ensure_base
+from orchestrator.images.base import base_identity, ensure_base
 from orchestrator.images.render import (
     FOREIGN_ROOT_SCRIPT,
     TOOLS,
@@ -112,13 +112,15 @@ def ensure_toolchain(
     host_platform = dataclasses.replace(platform, arch=host)
     base_id = ensure_base(host_platform, engine, log, line, bases=layout.bases)
     script = (templates_dir() / "scripts" / SCRIPT).read_bytes()
-    key = hashlib.sha256(base_id.encode() + b"\0" + script).hexdigest()[:16]
+    identity = base_identity(engine, base_id)
+    key = hashlib.sha256(identity.encode() + b"\0" + script).hexdigest()[:16]
     path = layout.cross / f"{platform.name}-on-{host.value}-{key}.tar.gz"
-    if not path.is_file():
-        line(f"making a native {host.value} cross toolchain for {platform.arch.value}")
-        archive = _make(engine, base_id, host, platform.arch, script=script, line=line)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, archive)
+    with host_lock(f"cross|{path.resolve()}"):  # two runs sharing a cache make it once
+        if not path.is_file():
+            line(f"making a native {host.value} cross toolchain for {platform.arch.value}")
+            archive = _make(engine, base_id, host, platform.arch, script=script, line=line)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, archive)
     archive = path.read_bytes()
     # Its toolchain.json beside it: every freshness check reads the archive, and
     # unpacking ~200 MB to find one small file would cost more than the check.
@@ -161,7 +163,7 @@ def _make(
         what=f"the {host.value} cross toolchain for {target.value}",
         hint=f"{WITHOUT}: its jobs compile under emulation",
     )
-    return gzip.compress(tar, mtime=0)
+    return gzip.compress(repacked(tar), mtime=0)
 
 
 def toolchain_info(archive: bytes) -> dict[str, object]:
@@ -201,28 +203,29 @@ def ensure_tool_venvs(
         **settings_files(matrix),
     }
     command = ("sh", f"/context/{VENVS_SCRIPT}", " ".join(platform.python), *TOOLS)
-    key = _key(base_id, command, context)
+    key = _key(base_identity(engine, base_id), command, context)
     path = layout.cross / f"venvs-{platform.release_name}-on-{host.value}-{key}.tar.gz"
-    if not path.is_file():
-        line(f"making the tool venvs natively on {host.value} for {platform.arch.value}")
-        request = RunRequest(
-            image=base_id,
-            command=command,
-            platform=host,
-            user="root",
-            env=matrix.builder.fetch_environment(),
-        )
-        tar = run_and_take(
-            engine,
-            request,
-            context,
-            "/opt/orchestrate",
-            line=line,
-            what=f"the tool venvs on {host.value}",
-            hint=f"{WITHOUT}: the builder makes them itself, under emulation",
-        )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, gzip.compress(tar, mtime=0))
+    with host_lock(f"cross|{path.resolve()}"):  # two runs sharing a cache make them once
+        if not path.is_file():
+            line(f"making the tool venvs natively on {host.value} for {platform.arch.value}")
+            request = RunRequest(
+                image=base_id,
+                command=command,
+                platform=host,
+                user="root",
+                env=matrix.builder.fetch_environment(),
+            )
+            tar = run_and_take(
+                engine,
+                request,
+                context,
+                "/opt/orchestrate",
+                line=line,
+                what=f"the tool venvs on {host.value}",
+                hint=f"{WITHOUT}: the builder makes them itself, under emulation",
+            )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, gzip.compress(repacked(tar), mtime=0))
     return ToolVenvs(host=host, archive=path.read_bytes())
 
 
@@ -249,6 +252,26 @@ def run_and_take(
         if outcome.exit_code != 0:
             raise OrchestrateError(f"making {what} failed (exit {outcome.exit_code})", hint=hint)
         return box.get(path)
+
+
+def repacked(tar: bytes) -> bytes:
+    """The engine's tar of a folder made in a container, its members in name order and
+    without times: the same files give the same bytes on any day, host or engine, so
+    a builder that carries the archive keeps its inputs hash (and stays fresh) when a
+    new runner or cache makes the archive again."""
+    out = io.BytesIO()
+    with (
+        tarfile.open(fileobj=io.BytesIO(tar)) as source,
+        tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as dest,
+    ):
+        for member in sorted(source.getmembers(), key=lambda m: m.name):
+            info = tarfile.TarInfo(member.name)
+            info.type, info.mode, info.linkname = member.type, member.mode, member.linkname
+            info.uid, info.gid = member.uid, member.gid
+            info.uname, info.gname = member.uname, member.gname
+            info.size = member.size if member.isfile() else 0
+            dest.addfile(info, source.extractfile(member) if member.isfile() else None)
+    return out.getvalue()
 
 
 ROOT = "/target"  # in the native container, where the script makes the root

@@ -65,18 +65,22 @@ def test_docker_cli_pulls_arm64_from_the_manifest_list(
 
 
 def test_unchanged_inputs_build_nothing(
-    built_images: ImagesReport, local: Local, engine: DockerEngine
+    built_images: ImagesReport, local: Local, engine: DockerEngine, tmp_path: Path
 ) -> None:
+    """Not even from an empty cache (a new runner on the same engine): the native parts
+    the arm64 builder carries, made again, are the same bytes, so its inputs are."""
     before = {r.platform: r.image_id for r in built_images.results}
-    again = run_images(
-        local.matrix, local.pool, expand(local.matrix), RunLayout(local.workdir / "again")
-    )
+    layout = RunLayout(local.workdir / "again", cache=tmp_path / "empty-cache")
+    again = run_images(local.matrix, local.pool, expand(local.matrix), layout)
     assert {r.platform: r.status for r in again.results} == dict.fromkeys(before, "fresh")
     assert {r.platform: r.image_id for r in again.results} == before
     for result in again.results:  # the log proves no build step ran
         log = Path(result.log).read_text()
         assert "Step 1/" not in log
         assert "fresh:" in log
+    arm = Path(next(r.log for r in again.results if r.platform.endswith("-arm64"))).read_text()
+    assert "making a native amd64 cross toolchain for arm64" in arm
+    assert "making the tool venvs natively on amd64 for arm64" in arm
 
 
 def test_noop_refresh_through_the_cli_keeps_the_manifest_list(

@@ -76,15 +76,23 @@ def podman() -> Iterator[DockerEngine]:
 
 
 @pytest.fixture(scope="module")
-def alone(podman: DockerEngine, tmp_path_factory: pytest.TempPathFactory) -> Local:
+def alone(
+    podman: DockerEngine, built_images: ImagesReport, tmp_path_factory: pytest.TempPathFactory
+) -> Local:
     """The demo's matrix on Podman only: both builders built on it (arm64 under QEMU)
-    and pushed with their manifest list, with no Docker daemon answering."""
+    and pushed with their manifest list, with no Docker daemon answering. The native
+    parts of the arm64 builder are those Docker's builder took: Podman's bases are
+    built from the same root file systems, so their keys are the same."""
     local = _local(tmp_path_factory.mktemp("podman"), "orchestrate/podman", ("podman", ROOTFUL, 2))
     done = _orchestrate(
         "images", "build", "--push", "-m", str(local.path), "--workdir", str(local.workdir)
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "manifest 127.0.0.1:5000/orchestrate/podman:debian-bookworm: published" in done.stdout
+    log = (local.workdir / "logs" / "images" / f"{ARM}.log").read_text()
+    assert "making a native amd64 cross toolchain" not in log
+    assert "making the tool venvs" not in log
+    assert "installing the packages natively on amd64 for arm64" in log  # Podman's own root
     return local
 
 

@@ -14,7 +14,7 @@ import pytest
 from orchestrator.config import load_matrix
 from orchestrator.config.matrix import expand
 from orchestrator.core.errors import EXIT_INPUT
-from orchestrator.images.cross import read_toolchain, unavailable_reason
+from orchestrator.images.cross import read_toolchain, repacked, unavailable_reason
 from orchestrator.images.facts import NativeCompiler, parse_native_compiler
 from orchestrator.images.render import CrossToolchain, render
 from orchestrator.jobs.graph import WheelJob
@@ -183,3 +183,37 @@ def test_triplets(arch: Arch) -> None:
 def test_crosstoolchain_paths() -> None:
     assert isinstance(TOOLCHAIN, CrossToolchain)
     assert (TOOLCHAIN.loader_dir, TOOLCHAIN.loader_name) == ("/lib64", "ld-linux-x86-64.so.2")
+
+
+def _engine_tar(order: list[str], mtime: int) -> bytes:
+    """A folder as an engine hands it over: its own member order and real times."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name in order:
+            member = tarfile.TarInfo(name)
+            member.mtime = mtime
+            if name.endswith("/"):
+                member.type, member.mode = tarfile.DIRTYPE, 0o755
+            elif name.endswith("link"):
+                member.type, member.linkname = tarfile.SYMTYPE, "gcc"
+            else:
+                member.size, member.mode = len(name), 0o755
+            tar.addfile(member, io.BytesIO(name.encode()) if member.isfile() else None)
+    return buf.getvalue()
+
+
+def test_a_folder_made_again_packs_to_the_same_bytes() -> None:
+    names = ["cross/", "cross/bin/", "cross/bin/gcc", "cross/bin/cc-link", "cross/lib.so"]
+    first = repacked(_engine_tar(names, mtime=1796516517))
+    again = repacked(_engine_tar(list(reversed(names)), mtime=1796516681))
+    assert first == again
+    with tarfile.open(fileobj=io.BytesIO(first)) as tar:
+        members = tar.getmembers()
+        assert [m.name for m in members] == sorted(n.rstrip("/") for n in names)
+        assert {m.mtime for m in members} == {0}
+        link = tar.getmember("cross/bin/cc-link")
+        assert (link.issym(), link.linkname) == (True, "gcc")
+        gcc = tar.extractfile("cross/bin/gcc")
+        assert gcc is not None
+        assert gcc.read() == b"cross/bin/gcc"
+        assert tar.getmember("cross/bin/gcc").mode == 0o755
