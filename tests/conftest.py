@@ -57,12 +57,31 @@ def write(tmp_path: Path) -> Callable[[str, str], Path]:
     return _write
 
 
+# The host-made parts of a cache, shared by the test sessions that scripts/test runs
+# side by side: bootstrapped bases and native toolchains and venvs are keyed by what
+# they are made from, and made once under a host lock whichever session asks first.
+# Probes, index pages and durations stay each session's own.
+HOST_PARTS = ("bases", "cross")
+
+
+def _share_host_parts(cache: Path) -> None:
+    shared = os.environ.get("ORCHESTRATE_TEST_HOST_PARTS")
+    if not shared:
+        return
+    cache.mkdir(parents=True, exist_ok=True)
+    for name in HOST_PARTS:
+        (Path(shared) / name).mkdir(parents=True, exist_ok=True)
+        (cache / name).symlink_to(Path(shared) / name)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """The session gets its own cache dir, never the user's (session-wide, so that
     session fixtures and tests see the same probes and index cache)."""
     old = os.environ.get("ORCHESTRATE_CACHE_DIR")
-    os.environ["ORCHESTRATE_CACHE_DIR"] = str(tmp_path_factory.getbasetemp() / "cache")
+    cache = tmp_path_factory.getbasetemp() / "cache"
+    os.environ["ORCHESTRATE_CACHE_DIR"] = str(cache)
+    _share_host_parts(cache)
     yield
     if old is None:
         os.environ.pop("ORCHESTRATE_CACHE_DIR", None)

@@ -47,7 +47,9 @@ def _project(root: Path, pipeline: str, extra: str = "") -> Path:
     )
     for shard in ("amd64", "arm64"):  # GitLab's cache of each shard job, restored
         cache = root / ".gitlab-ci-local" / "cache" / f"orchestrate-{shard}"
-        shutil.copytree(os.environ["ORCHESTRATE_CACHE_DIR"], cache / ".orchestrate-cache")
+        shutil.copytree(
+            os.environ["ORCHESTRATE_CACHE_DIR"], cache / ".orchestrate-cache", symlinks=True
+        )
     return project
 
 

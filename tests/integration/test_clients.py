@@ -185,13 +185,15 @@ def runs(
     platform = str(request.param)
     arch = platform.rsplit("-", 1)[1]
     simple = {name: f"{url}{platform}/simple/" for name, url in servers.urls.items()}
-    # How a server answers does not depend on the client's arch, so the static servers
-    # (HTML only, nginx's negotiation) are left to amd64: under emulation each install
-    # costs seconds. arm64 keeps what does depend on it, each client choosing the
-    # arm64 wheels, with and without hashes, and the pre-PEP 714 pages.
+    # How a server answers and how a client reads its pages do not depend on the
+    # client's arch, so the static servers (HTML only, nginx's negotiation) and the
+    # pre-PEP 714 pages are left to amd64: under emulation each install costs seconds.
+    # arm64 keeps what does depend on it: each client choosing the arm64 wheels, with
+    # and without their hashes.
     servers_here = ("ours", "static", "nginx") if arch == "amd64" else ("ours",)
     attempts = [[name, simple[name], hashes] for name in servers_here for hashes in (False, True)]
-    attempts.append(["pre-pep714", simple["pre-pep714"], False])
+    if arch == "amd64":
+        attempts.append(["pre-pep714", simple["pre-pep714"], False])
     config = {
         "python": "/usr/bin/python3.11",
         "attempts": attempts,
@@ -211,7 +213,9 @@ def runs(
         timeout=1800,
     )
     assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
-    results = [json.loads(line) for line in done.stdout.decode().splitlines()]
+    results = [
+        {**json.loads(line), "platform": platform} for line in done.stdout.decode().splitlines()
+    ]
     assert len(results) == len(CLIENTS) * len(attempts)
     return results
 
@@ -256,6 +260,8 @@ def test_the_pre_pep714_key_breaks_debian_12s_pip_and_no_other(
     runs: list[dict[str, Any]],
 ) -> None:
     """What PEP 714 says, checked: why our JSON pages carry only `core-metadata`."""
+    if runs[0]["platform"] != AMD:
+        pytest.skip("a client reads pages the same way on every arch: amd64 checks it")
     old = {r["client"]: r for r in runs if r["server"] == "pre-pep714"}
     assert {c for c, r in old.items() if r["code"] != 0} == {"debian-12"}
     assert "unhashable type: 'dict'" in old["debian-12"]["output"]
