@@ -135,9 +135,14 @@ def build_image(
             log.write(redact(text.rstrip("\n")) + "\n")
             log.flush()
 
-        rendered, make_root, base_id = _inputs(
-            platform, matrix, engine, log_path, line=line, layout=layout
-        )
+        # The base (for an emulated builder, a debootstrap whose second stage runs
+        # under QEMU) and the native parts made in the engine's own base: at once.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            base = pool.submit(ensure_base, platform, engine, log_path, line, bases=layout.bases)
+            rendered, make_root = _rendered(
+                platform, matrix, engine, log_path, line=line, layout=layout
+            )
+            base_id = base.result()
         made = _fresh_or_built(
             matrix,
             engine,
@@ -182,7 +187,7 @@ def _result(
     )
 
 
-def _inputs(
+def _rendered(
     platform: Platform,
     matrix: Matrix,
     engine: Engine,
@@ -190,26 +195,16 @@ def _inputs(
     *,
     line: Callable[[str], None],
     layout: RunLayout,
-) -> tuple[Rendered, Callable[..., str] | None, str]:
-    """The builder's Dockerfile and context (with what an emulated builder takes from
-    native containers), the maker of its foreign root when it has one, and its base.
-
-    At once: the base (for an emulated builder, a debootstrap), the native cross
-    toolchain and the tool venvs, each made in a container or chroot of its own. On
-    a new host the three are an emulated builder's first minute or more."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        base = pool.submit(ensure_base, platform, engine, log, line, bases=layout.bases)
-        toolchain = pool.submit(_toolchain, platform, matrix, engine, log, line=line, layout=layout)
-        venvs = _venvs(platform, matrix, engine, log, line=line, layout=layout)
-        foreign = foreign_root_for(platform, matrix, engine.info().arch, venvs)
-        rendered = render(
-            platform, matrix, toolchain=toolchain.result(), venvs=venvs, foreign_root=foreign
-        )
-        base_id = base.result()
+) -> tuple[Rendered, Callable[..., str] | None]:
+    """The builder's Dockerfile and context, with what an emulated builder takes from
+    native containers; and the maker of its foreign root when it has one."""
+    toolchain = _toolchain(platform, matrix, engine, log, line=line, layout=layout)
+    venvs = _venvs(platform, matrix, engine, log, line=line, layout=layout)
+    foreign = foreign_root_for(platform, matrix, engine.info().arch, venvs)
+    rendered = render(platform, matrix, toolchain=toolchain, venvs=venvs, foreign_root=foreign)
     if foreign is None:
-        return rendered, None, base_id
-    maker = partial(make_foreign_root, rendered, matrix, engine, log=log, layout=layout)
-    return rendered, maker, base_id
+        return rendered, None
+    return rendered, partial(make_foreign_root, rendered, matrix, engine, log=log, layout=layout)
 
 
 @dataclass(frozen=True, kw_only=True)
