@@ -77,9 +77,7 @@ def run_images(
     results = _results(scheduler.run(jobs, job_fn), list(by_name))
     releases: list[ManifestResult] = []
     if options.push:
-        results, releases = _push_all(
-            matrix, pool, by_name, results, allow_partial=options.allow_partial, logs=layout.logs
-        )
+        releases = _join_all(matrix, by_name, results, allow_partial=options.allow_partial)
     results = [_with_pull_ref(matrix, by_name[r.platform], r) for r in results]
     return ImagesReport(
         results=tuple(results), releases=tuple(releases), facts=_facts(matrix, by_name, results)
@@ -113,7 +111,13 @@ def _image_job(
     except OrchestrateError as exc:  # a failed step, pull, push or bootstrap
         return JobResult(ok=False, detail=exc.message, data=_failed(job, placement, log, exc))
     result = replace(result, emulated=placement.emulated)
-    return JobResult(ok=True, detail=f"{result.status} in {result.duration:.0f}s", data=result)
+    detail = f"{result.status} in {result.duration:.0f}s"
+    if options.push:  # now, while the other slots still build
+        result = _push_one(matrix, job.payload, placement.engine, result=result, logs=layout.logs)
+        if result.status is ImageStatus.FAILED:
+            return JobResult(ok=False, detail=result.reason, data=result)
+        detail = f"{detail}, pushed"
+    return JobResult(ok=True, detail=detail, data=result)
 
 
 def _results(outcomes: Mapping[str, JobResult], order: list[str]) -> list[ImageResult]:
@@ -179,31 +183,26 @@ def _writer(out: TextIO) -> Callable[[str], None]:
     return lambda line: print(line, file=out)
 
 
-def _push_all(
+def _join_all(
     matrix: Matrix,
-    pool: EnginePool,
     by_name: dict[str, Platform],
     results: Sequence[ImageResult],
     *,
     allow_partial: bool,
-    logs: Path,
-) -> tuple[list[ImageResult], list[ManifestResult]]:
-    """Each usable builder pushed (the result with its digest, or failed), then each
-    release's manifest list joined from what was pushed."""
+) -> list[ManifestResult]:
+    """Each release's manifest list, joined from the builders its jobs pushed."""
     client = client_for(matrix)
-    engines = {e.name: e for e in pool.engines}
     pushed: dict[str, dict[Arch, ManifestRef]] = {}
-    out: list[ImageResult] = []
     for result in results:
         platform = by_name[result.platform]
-        pushed.setdefault(platform.release_name, {})
-        done, ref = result, None
-        if result.status in ("built", "fresh"):
-            engine = engines[result.engine]
-            done, ref = _push_one(client, matrix, platform, engine, result=result, logs=logs)
-        if ref is not None:
-            pushed[platform.release_name][platform.arch] = ref
-        out.append(done)
+        refs = pushed.setdefault(platform.release_name, {})
+        if result.status in ("built", "fresh") and result.digest:
+            ref = client.manifest(matrix.registry.repository, result.digest)
+            if ref is None:
+                raise RegistryError(
+                    f"pushed {result.platform} as {result.digest} but the registry does not show it"
+                )
+            refs[platform.arch] = ref
     releases = []
     for release, refs in pushed.items():
         members = [p for p in expand(matrix) if p.release_name == release]
@@ -220,7 +219,7 @@ def _push_all(
                 allow_partial=allow_partial,
             )
         )
-    return out, releases
+    return releases
 
 
 def _unselected(
@@ -240,18 +239,14 @@ def _unselected(
 
 
 def _push_one(
-    client: RegistryClient,
-    matrix: Matrix,
-    platform: Platform,
-    engine: Engine,
-    *,
-    result: ImageResult,
-    logs: Path,
-) -> tuple[ImageResult, ManifestRef | None]:
+    matrix: Matrix, platform: Platform, engine: Engine, *, result: ImageResult, logs: Path
+) -> ImageResult:
+    """The builder pushed under its per-arch tag: with its digest, or failed."""
+    client = client_for(matrix)  # one per job: jobs push at once
     with (logs / "images" / f"{result.platform}.log").open("a") as out:
         try:
             ref = push_platform(client, matrix, platform, engine, on_line=_writer(out))
         except RegistryError as exc:
             why = f"push failed: {exc.message}"
-            return replace(result, status=ImageStatus.FAILED, reason=why), None
-    return replace(result, digest=ref.digest), ref
+            return replace(result, status=ImageStatus.FAILED, reason=why)
+    return replace(result, digest=ref.digest)
