@@ -305,9 +305,10 @@ def make_foreign_root(
     again: bool,
 ) -> str:
     """The ID of the engine's image of `rendered`'s foreign root, tagged as its
-    Dockerfile names it: the one made before from the same base (`base_id`), native
-    base and inputs, unless `again` or there is none; then made in a native
-    container of its release."""
+    Dockerfile names it: the one made before from the same bases' content and
+    inputs, unless `again` or there is none; then the host's copy of it, loaded
+    (another engine of this host made it); else made in a native container of its
+    release, and the host keeps a copy."""
     platform, root = rendered.platform, rendered.foreign_root
     if root is None:
         raise OrchestrateError(f"{platform.name}: its builder has no foreign root")
@@ -315,22 +316,51 @@ def make_foreign_root(
     native_platform = dataclasses.replace(platform, arch=host)
     native = ensure_base(native_platform, engine, log, line, bases=layout.bases)
     context = foreign_root_inputs(rendered.files)
-    key = _key(base_id, (native,), context)
-    with host_lock(f"foreign-root|{engine.url}|{tag}"):
-        found = engine.image(tag)
-        if not again and found is not None and found.labels.get(ROOT_KEY) == key:
-            line(f"foreign root: {tag} ({found.id[:19]}) is made from these inputs")
-            return found.id
-        line(f"installing the packages natively on {host.value} for {platform.arch.value}")
-        env = matrix.builder.fetch_environment()
-        ids = (base_id, native)
-        tar = _make_root(engine, platform, ids, context, host=host, env=env, line=line)
+    key = _key(base_identity(engine, base_id), (base_identity(engine, native),), context)
+    kept = layout.cross / f"root-{platform.name}-on-{host.value}-{key}.tar"
+    with host_lock(f"foreign-root|{engine.url}|{tag}"), host_lock(f"cross|{kept.resolve()}"):
+        found = None if again else _engines_root(engine, tag, key, kept, line=line)
+        if found is not None:
+            return found
+        if again or not kept.is_file():
+            line(f"installing the packages natively on {host.value} for {platform.arch.value}")
+            env = matrix.builder.fetch_environment()
+            ids = (base_id, native)
+            tar = _make_root(engine, platform, ids, context, host=host, env=env, line=line)
+            keep_root(kept, tar)
+        else:
+            line(f"foreign root: the host's copy, {kept.name}")
+            tar = kept.read_bytes()
         request = ImageLoadRequest(
             tag=tag, files=tar, platform=platform.arch, labels={ROOT_KEY: key}
         )
         loaded = engine.load(request)
         line(f"foreign root: {tag} ({loaded[:19]}) loaded, {len(tar) >> 20} MB")
         return loaded
+
+
+def _engines_root(
+    engine: Engine, tag: str, key: str, kept: Path, *, line: Callable[[str], None]
+) -> str | None:
+    """The engine's root image made from `key`, if it has one; the host then keeps a
+    copy of it if it has none (made before the host kept copies)."""
+    found = engine.image(tag)
+    if found is None or found.labels.get(ROOT_KEY) != key:
+        return None
+    line(f"foreign root: {tag} ({found.id[:19]}) is made from these inputs")
+    if not kept.is_file():
+        keep_root(kept, _root_of(engine, found.id, Arch(found.arch)))
+    return found.id
+
+
+def keep_root(path: Path, tar: bytes) -> None:
+    """The host's copy of a foreign root, for its other engines; the platform's older
+    copies go (each is hundreds of MB)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prefix = path.name.rsplit("-", 1)[0] + "-"
+    for old in path.parent.glob(f"{prefix}*.tar"):
+        old.unlink(missing_ok=True)
+    write_atomic(path, tar, sync=False)  # a cache: lost, it is made again
 
 
 def _make_root(

@@ -81,8 +81,9 @@ def alone(
 ) -> Local:
     """The demo's matrix on Podman only: both builders built on it (arm64 under QEMU)
     and pushed with their manifest list, with no Docker daemon answering. The native
-    parts of the arm64 builder are those Docker's builder took: Podman's bases are
-    built from the same root file systems, so their keys are the same."""
+    parts of the arm64 builder, its foreign root included, are those Docker's builder
+    took: Podman's bases are built from the same root file systems, so their keys
+    are the same."""
     local = _local(tmp_path_factory.mktemp("podman"), "orchestrate/podman", ("podman", ROOTFUL, 2))
     done = _orchestrate(
         "images", "build", "--push", "-m", str(local.path), "--workdir", str(local.workdir)
@@ -92,7 +93,8 @@ def alone(
     log = (local.workdir / "logs" / "images" / f"{ARM}.log").read_text()
     assert "making a native amd64 cross toolchain" not in log
     assert "making the tool venvs" not in log
-    assert "installing the packages natively on amd64 for arm64" in log  # Podman's own root
+    assert "installing the packages natively" not in log  # the root Docker's builder made
+    assert "foreign root: the host's copy, root-debian-bookworm-arm64-on-amd64-" in log
     return local
 
 

@@ -14,7 +14,7 @@ import pytest
 from orchestrator.config import load_matrix
 from orchestrator.config.matrix import expand
 from orchestrator.core.errors import EXIT_INPUT
-from orchestrator.images.cross import read_toolchain, repacked, unavailable_reason
+from orchestrator.images.cross import keep_root, read_toolchain, repacked, unavailable_reason
 from orchestrator.images.facts import NativeCompiler, parse_native_compiler
 from orchestrator.images.render import CrossToolchain, render
 from orchestrator.jobs.graph import WheelJob
@@ -217,3 +217,17 @@ def test_a_folder_made_again_packs_to_the_same_bytes() -> None:
         assert gcc is not None
         assert gcc.read() == b"cross/bin/gcc"
         assert tar.getmember("cross/bin/gcc").mode == 0o755
+
+
+def test_the_host_keeps_one_foreign_root_per_platform(tmp_path: Path) -> None:
+    """A root whose inputs changed replaces the platform's copy (each is hundreds of
+    MB); another platform's copy stays."""
+    cross = tmp_path / "cross"
+    other = cross / "root-debian-bookworm-ppc64le-on-amd64-1111111111111111.tar"
+    keep_root(other, b"ppc64le")
+    keep_root(cross / "root-debian-bookworm-arm64-on-amd64-2222222222222222.tar", b"old")
+    newer = cross / "root-debian-bookworm-arm64-on-amd64-3333333333333333.tar"
+    keep_root(newer, b"new")
+    assert sorted(p.name for p in cross.iterdir()) == sorted([other.name, newer.name])
+    assert newer.read_bytes() == b"new"
+    assert other.read_bytes() == b"ppc64le"
