@@ -30,6 +30,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -160,7 +161,8 @@ class Scope:
 
 @dataclass
 class Runner:
-    """Runs a workflow's jobs in `needs` order, each instance on a fresh workspace."""
+    """Runs a workflow's jobs in `needs` order, each instance on a fresh workspace (a
+    matrix's instances at once)."""
 
     workflow: Path  # inside `repo`
     repo: Path
@@ -202,10 +204,11 @@ class Runner:
             return [Job(name=name)]
         matrix = substitute(spec.get("strategy", {}).get("matrix", {}), contexts)
         instances = list(matrix.get("include", [])) if matrix else [{}]
-        return [
-            self._instance(name, spec, replace(scope, contexts={**contexts, "matrix": m}), i)
-            for i, m in enumerate(instances)
-        ]
+        # A matrix's instances run at once, each on a runner of its own, as on GitHub.
+        scopes = [replace(scope, contexts={**contexts, "matrix": m}) for m in instances]
+        with ThreadPoolExecutor(max_workers=len(instances)) as pool:
+            runs = [pool.submit(self._instance, name, spec, s, i) for i, s in enumerate(scopes)]
+            return [run.result() for run in runs]
 
     def _instance(self, name: str, spec: dict[str, Any], scope: Scope, index: int) -> Job:
         flow, contexts, artifacts, run_id = (

@@ -85,10 +85,12 @@ def test_a_night_cut_by_its_deadline_lists_every_job_and_fails(
         local_matrix_copy(tmp_path / "m.yaml", tmp_path / "wheels"), local.matrix, tmp_path / "w"
     )
     pins = "crcmod==1.7\nnetifaces==0.11.0\nsimplegeneric==0.8.1\n"
-    built = night.build(pins, tmp_path / "run", "--deadline", "3")
+    # amd64 alone: the jobs started before the deadline run to their end, and an
+    # emulated one would take half a minute.
+    built = night.build(pins, tmp_path / "run", "--deadline", "3", "-p", AMD)
     assert built.process.returncode == 1, built.process.stdout + built.process.stderr
     jobs = built.jobs
-    names = {f"{p}/{pin}" for p in (AMD, "debian-bookworm-arm64") for pin in pins.split()}
+    names = {f"{AMD}/{pin}" for pin in pins.split()}
     assert set(jobs) == names
     unstarted = [j for j in jobs.values() if j["status"] == "cancelled"]
     assert unstarted, jobs

@@ -107,42 +107,43 @@ def test_runtime_package_recorded_published_and_smoke_tested(first: tuple[Built,
 def test_the_smoke_test_fails_with_the_runtime_list_emptied(
     first: tuple[Built, Path], engine: DockerEngine, tmp_path: Path
 ) -> None:
+    """On amd64: the smoke image is made the same way on every arch, the night's own
+    smoke tests passed on both, and under emulation each one's apt costs half a
+    minute."""
     built, root = first
-    platforms = expand(load_matrix(root / "m.yaml"))
-    assert len(platforms) == 2  # amd64 and arm64: a loop over nothing would pass
-    for platform in platforms:
-        job = built.jobs[f"{platform.name}/{PIN}"]
-        wheel = root / "wheels" / platform.name / "simple" / "psycopg2" / job["wheel"]
-        elf = analyse(str(wheel))
-        runtime = unresolved(elf, "3.11")
-        emptied = smoke_plan("3.11", runtime)
-        assert emptied.packages == ("python3.11",)
-        lines: list[str] = []
-        base = ensure_base(
-            platform, engine, tmp_path / "log", lines.append, bases=RunLayout(tmp_path).bases
-        )
-        result = smoke_test(
-            engine,
-            platform,
-            wheel,
-            runtime,
-            base=base,
-            plan=emptied,
-            on_line=lines.append,
-        )
-        assert not result.passed
-        assert result.error.startswith("psycopg2._psycopg: ImportError: libpq.so.5: cannot open")
-        # The recorded list, in the same base: it loads.
-        full = replace(emptied, packages=tuple(job["smoke"]["packages"]))
-        assert smoke_test(
-            engine,
-            platform,
-            wheel,
-            runtime,
-            base=base,
-            plan=full,
-            on_line=lines.append,
-        ).passed
+    platform = next(p for p in expand(load_matrix(root / "m.yaml")) if p.name == AMD)
+    job = built.jobs[f"{platform.name}/{PIN}"]
+    wheel = root / "wheels" / platform.name / "simple" / "psycopg2" / job["wheel"]
+    elf = analyse(str(wheel))
+    runtime = unresolved(elf, "3.11")
+    emptied = smoke_plan("3.11", runtime)
+    assert emptied.packages == ("python3.11",)
+    lines: list[str] = []
+    base = ensure_base(
+        platform, engine, tmp_path / "log", lines.append, bases=RunLayout(tmp_path).bases
+    )
+    result = smoke_test(
+        engine,
+        platform,
+        wheel,
+        runtime,
+        base=base,
+        plan=emptied,
+        on_line=lines.append,
+    )
+    assert not result.passed
+    assert result.error.startswith("psycopg2._psycopg: ImportError: libpq.so.5: cannot open")
+    # The recorded list, in the same base: it loads.
+    full = replace(emptied, packages=tuple(job["smoke"]["packages"]))
+    assert smoke_test(
+        engine,
+        platform,
+        wheel,
+        runtime,
+        base=base,
+        plan=full,
+        on_line=lines.append,
+    ).passed
 
 
 def test_the_builder_check_holds_loaded_libraries_to_the_recorded_packages(
