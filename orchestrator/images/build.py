@@ -50,7 +50,13 @@ from orchestrator.images.render import (
     render_upgrade,
     upgrade_template,
 )
-from orchestrator.images.stale import LABEL_UPGRADES, build_labels, stale_reason, upgrades
+from orchestrator.images.stale import (
+    LABEL_UPGRADES,
+    Stale,
+    build_labels,
+    stale_reason,
+    upgrades,
+)
 from orchestrator.images.sysdeps import RUNTIME_FACTS
 from orchestrator.model import Arch, ImageStatus
 
@@ -217,6 +223,35 @@ class Made:
     upgraded: bool = False  # refreshed in place: its changes file is this run's
 
 
+@dataclass(frozen=True, kw_only=True)
+class Check:
+    """A builder's tag as the engine holds it now, against this run's inputs."""
+
+    tag: str
+    inputs: str
+    recipe: str
+    existing: ImageInfo | None
+    stale: Stale | None  # None: fresh
+    now: datetime
+
+    def fresh(self, line: Callable[[str], None]) -> Made | None:
+        if self.stale is not None:
+            return None
+        assert self.existing is not None  # only an existing image can be fresh
+        line(f"fresh: {self.tag} ({self.existing.id[:19]}) has inputs {self.inputs[:12]}")
+        return Made(image_id=self.existing.id, status=ImageStatus.FRESH, why="inputs unchanged")
+
+
+def _check(
+    engine: Engine, tag: str, inputs: str, recipe: str, *, force: bool, max_age: timedelta | None
+) -> Check:
+    existing = engine.image(tag)
+    now = datetime.now(UTC)
+    labels = existing.labels if existing else None
+    stale = stale_reason(labels, inputs, now, max_age, force=force, recipe=recipe)
+    return Check(tag=tag, inputs=inputs, recipe=recipe, existing=existing, stale=stale, now=now)
+
+
 def _fresh_or_built(
     matrix: Matrix,
     engine: Engine,
@@ -231,42 +266,60 @@ def _fresh_or_built(
     """The builder's image ID: the engine's own when its inputs hash is this one's (and
     it is young enough), else a new build, or the previous one upgraded in place when
     only its base or its age changed. `make_root` makes the foreign root it starts
-    FROM, if any (told whether it may reuse the one made before). Another run building the same
-    platform's builder (under its own tag) is waited for: its layers are cached."""
+    FROM, if any (told whether it may reuse the one made before). A fresh builder is
+    found without waiting; another run building the same platform's builder (under
+    any tag) is waited for before a build: its layers are cached."""
     platform = rendered.platform
+    inputs = rendered.inputs_hash(base_id)
+    recipe = rendered.recipe_hash() if upgrade_template(platform) else ""
+    check = partial(_check, engine, image_tag(matrix, platform), inputs, recipe)
+    found = check(force=force, max_age=max_age).fresh(line)
+    if found is not None:
+        return found
     with host_lock(f"builder|{engine.url}|{platform.name}"):
-        inputs = rendered.inputs_hash(base_id)
-        recipe = rendered.recipe_hash() if upgrade_template(platform) else ""
-        tag = image_tag(matrix, platform)
-        existing = engine.image(tag)
-        now = datetime.now(UTC)
-        labels_now = existing.labels if existing else None
-        stale = stale_reason(labels_now, inputs, now, max_age, force=force, recipe=recipe)
-        if stale is None:  # only an existing image can be fresh
-            assert existing is not None
-            line(f"fresh: {tag} ({existing.id[:19]}) has inputs {inputs[:12]}")
-            return Made(image_id=existing.id, status=ImageStatus.FRESH, why="inputs unchanged")
-        line(f"building {tag}: {stale.why}")
-        labels = build_labels(
-            platform.name, inputs, base_id, source_revision(), now=now, recipe=recipe
+        now = check(force=force, max_age=max_age)  # the run waited for may have built it
+        found = now.fresh(line)
+        if found is not None:
+            return found
+        return _build(
+            matrix, engine, rendered, now, base_id=base_id, line=line, make_root=make_root
         )
-        previous = existing if stale.upgrade else None
-        if previous is not None:  # one more refresh in place than the previous builder
-            labels[LABEL_UPGRADES] = str(upgrades(previous.labels) + 1)
-        if previous is None and make_root is not None:
-            make_root(base_id=base_id, line=line, again=not stale.reuses_layers)
-        context = _context(rendered, matrix, previous)
-        request = ImageBuildRequest(
-            tag=tag,
-            context=context,
-            platform=platform.arch,
-            labels=labels,
-            buildargs=matrix.builder.proxy.environment(),
-            nocache=not stale.reuses_layers,
-        )
-        image_id = engine.build(request, line)
-        upgraded = previous is not None
-        return Made(image_id=image_id, status=ImageStatus.BUILT, why=stale.why, upgraded=upgraded)
+
+
+def _build(
+    matrix: Matrix,
+    engine: Engine,
+    rendered: Rendered,
+    check: Check,
+    *,
+    base_id: str,
+    line: Callable[[str], None],
+    make_root: Callable[..., str] | None,
+) -> Made:
+    """The builder built from its base, or the previous one upgraded in place, as
+    `check` says."""
+    stale, platform = check.stale, rendered.platform
+    assert stale is not None
+    line(f"building {check.tag}: {stale.why}")
+    labels = build_labels(
+        platform.name, check.inputs, base_id, source_revision(), now=check.now, recipe=check.recipe
+    )
+    previous = check.existing if stale.upgrade else None
+    if previous is not None:  # one more refresh in place than the previous builder
+        labels[LABEL_UPGRADES] = str(upgrades(previous.labels) + 1)
+    if previous is None and make_root is not None:
+        make_root(base_id=base_id, line=line, again=not stale.reuses_layers)
+    request = ImageBuildRequest(
+        tag=check.tag,
+        context=_context(rendered, matrix, previous),
+        platform=platform.arch,
+        labels=labels,
+        buildargs=matrix.builder.proxy.environment(),
+        nocache=not stale.reuses_layers,
+    )
+    image_id = engine.build(request, line)
+    upgraded = previous is not None
+    return Made(image_id=image_id, status=ImageStatus.BUILT, why=stale.why, upgraded=upgraded)
 
 
 def _context(rendered: Rendered, matrix: Matrix, previous: ImageInfo | None) -> bytes:
