@@ -277,12 +277,12 @@ def _fresh_or_built(
     if found is not None:
         return found
     with host_lock(f"builder|{engine.url}|{platform.name}"):
-        now = check(force=force, max_age=max_age)  # the run waited for may have built it
-        found = now.fresh(line)
+        again = check(force=force, max_age=max_age)  # the run waited for may have built it
+        found = again.fresh(line)
         if found is not None:
             return found
         return _build(
-            matrix, engine, rendered, now, base_id=base_id, line=line, make_root=make_root
+            matrix, engine, rendered, again, base_id=base_id, line=line, make_root=make_root
         )
 
 

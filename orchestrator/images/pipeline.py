@@ -74,10 +74,12 @@ def run_images(
         progress=progress or Silent(),
         cancel=cancel or Cancel(),
     )
-    results = _results(scheduler.run(jobs, job_fn), list(by_name))
+    outcomes = scheduler.run(jobs, job_fn)
+    results = _results(outcomes, list(by_name))
     releases: list[ManifestResult] = []
     if options.push:
-        releases = _join_all(matrix, by_name, results, allow_partial=options.allow_partial)
+        refs = {n: o.data.ref for n, o in outcomes.items() if isinstance(o.data, Pushed)}
+        releases = _join_all(matrix, by_name, refs, allow_partial=options.allow_partial)
     results = [_with_pull_ref(matrix, by_name[r.platform], r) for r in results]
     return ImagesReport(
         results=tuple(results), releases=tuple(releases), facts=_facts(matrix, by_name, results)
@@ -112,19 +114,30 @@ def _image_job(
         return JobResult(ok=False, detail=exc.message, data=_failed(job, placement, log, exc))
     result = replace(result, emulated=placement.emulated)
     detail = f"{result.status} in {result.duration:.0f}s"
-    if options.push:  # now, while the other slots still build
-        result = _push_one(matrix, job.payload, placement.engine, result=result, logs=layout.logs)
-        if result.status is ImageStatus.FAILED:
-            return JobResult(ok=False, detail=result.reason, data=result)
-        detail = f"{detail}, pushed"
-    return JobResult(ok=True, detail=detail, data=result)
+    if not options.push:
+        return JobResult(ok=True, detail=detail, data=result)
+    # Now, while the other slots still build.
+    pushed = _push_one(matrix, job.payload, placement.engine, result=result, logs=layout.logs)
+    if isinstance(pushed, ImageResult):  # the push failed
+        return JobResult(ok=False, detail=pushed.reason, data=pushed)
+    return JobResult(ok=True, detail=f"{detail}, pushed", data=pushed)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pushed:
+    """An image job's value when it pushed its builder: the result, with its digest,
+    and the registry's reference that the release's manifest list names."""
+
+    result: ImageResult
+    ref: ManifestRef
 
 
 def _results(outcomes: Mapping[str, JobResult], order: list[str]) -> list[ImageResult]:
     results = []
     for name, outcome in outcomes.items():
-        if isinstance(outcome.data, ImageResult):
-            results.append(outcome.data)
+        data = outcome.data.result if isinstance(outcome.data, Pushed) else outcome.data
+        if isinstance(data, ImageResult):
+            results.append(data)
         else:
             status = ImageStatus.CANCELLED if outcome.cancelled else ImageStatus.FAILED
             results.append(ImageResult(platform=name, status=status, reason=outcome.detail))
@@ -186,23 +199,17 @@ def _writer(out: TextIO) -> Callable[[str], None]:
 def _join_all(
     matrix: Matrix,
     by_name: dict[str, Platform],
-    results: Sequence[ImageResult],
+    refs_by_platform: Mapping[str, ManifestRef],
     *,
     allow_partial: bool,
 ) -> list[ManifestResult]:
-    """Each release's manifest list, joined from the builders its jobs pushed."""
+    """Each release's manifest list, joined from the builders its jobs pushed (a
+    release whose jobs pushed nothing is held)."""
     client = client_for(matrix)
-    pushed: dict[str, dict[Arch, ManifestRef]] = {}
-    for result in results:
-        platform = by_name[result.platform]
-        refs = pushed.setdefault(platform.release_name, {})
-        if result.status in ("built", "fresh") and result.digest:
-            ref = client.manifest(matrix.registry.repository, result.digest)
-            if ref is None:
-                raise RegistryError(
-                    f"pushed {result.platform} as {result.digest} but the registry does not show it"
-                )
-            refs[platform.arch] = ref
+    pushed: dict[str, dict[Arch, ManifestRef]] = {p.release_name: {} for p in by_name.values()}
+    for name, ref in refs_by_platform.items():
+        platform = by_name[name]
+        pushed[platform.release_name][platform.arch] = ref
     releases = []
     for release, refs in pushed.items():
         members = [p for p in expand(matrix) if p.release_name == release]
@@ -240,8 +247,8 @@ def _unselected(
 
 def _push_one(
     matrix: Matrix, platform: Platform, engine: Engine, *, result: ImageResult, logs: Path
-) -> ImageResult:
-    """The builder pushed under its per-arch tag: with its digest, or failed."""
+) -> Pushed | ImageResult:
+    """The builder pushed under its per-arch tag; or the result, failed."""
     client = client_for(matrix)  # one per job: jobs push at once
     with (logs / "images" / f"{result.platform}.log").open("a") as out:
         try:
@@ -249,4 +256,4 @@ def _push_one(
         except RegistryError as exc:
             why = f"push failed: {exc.message}"
             return replace(result, status=ImageStatus.FAILED, reason=why)
-    return replace(result, digest=ref.digest)
+    return Pushed(result=replace(result, digest=ref.digest), ref=ref)
