@@ -86,5 +86,9 @@ if [ "$(dpkg-query --admindir="$t/var/lib/dpkg" -W -f '${Version}' ca-certificat
 else
   chroot "$t" update-ca-certificates
 fi
+# The Dockerfile's `apt-get clean`: the packages and apt's two caches of the indexes
+# (pkgcache.bin, srcpkgcache.bin: 80 MB that every push would compress).
+# shellcheck disable=SC2086
+apt-get $apt clean
 # shellcheck disable=SC2086  # one word per node
-rm -rf "$store" "$t/var/cache/apt/archives/"*.deb "$t/var/lib/apt/lists/"* $made
+rm -rf "$store" "$t/var/lib/apt/lists/"* $made

@@ -74,6 +74,11 @@ class RunLayout:
         return self.cache / "cross"
 
     @property
+    def blobs(self) -> Path:
+        """The layers pushed to each registry (diff ID → blob), and the pushes' spool."""
+        return self.cache / "blobs"
+
+    @property
     def durations(self) -> Path:
         return self.cache / "durations.json"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import IO, Protocol
 
 from orchestrator.model import Arch, EngineKind
 
@@ -63,6 +63,7 @@ class ImageInfo:
     arch: str
     labels: Mapping[str, str]
     repo_digests: tuple[str, ...]
+    layers: tuple[str, ...] = ()  # the diff IDs (digests of the layers' tars), in order
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,13 @@ class Engine(Protocol):
 
     def tag(self, image: str, ref: str) -> None: ...
 
-    def push(self, ref: str, on_line: Callable[[str], None]) -> str: ...
+    def push(self, ref: str, on_line: Callable[[str], None]) -> str:
+        """The engine's own push of `ref`; the registry's digest of it."""
+        ...
+
+    def save(self, ref: str) -> contextlib.AbstractContextManager[IO[bytes]]:
+        """The image as `docker save` writes it (a docker-archive tar), streamed."""
+        ...
 
     def pull(self, ref: str, platform: Arch, on_line: Callable[[str], None]) -> None: ...
 

@@ -18,6 +18,7 @@ import json
 import tarfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from orchestrator.model import Arch
 
@@ -93,3 +94,26 @@ def archive_bytes(archive: ImageArchive) -> bytes:
     for chunk in archive:
         out.write(chunk)
     return out.getvalue()
+
+
+class ChunkReader(io.RawIOBase):
+    """A readable file over an iterator of chunks: an engine's streamed answer (an
+    image export) for `tarfile`'s stream mode."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._rest = memoryview(b"")  # a view: taking from it copies nothing
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._rest:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._rest = memoryview(chunk)
+        size = min(len(buffer), len(self._rest))
+        buffer[:size] = self._rest[:size]
+        self._rest = self._rest[size:]
+        return size

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
 import docker
 import docker.auth
@@ -47,7 +47,7 @@ from orchestrator.engines import (
     RunResult,
 )
 from orchestrator.engines.answers import MACHINE_TO_ARCH, kind_of, reason, split_ref
-from orchestrator.engines.archive import image_archive
+from orchestrator.engines.archive import ChunkReader, image_archive
 from orchestrator.model import Arch, EngineKind
 
 _TRANSPORT_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
@@ -251,6 +251,7 @@ class DockerEngine:
             arch=str(data.get("Architecture", "")),
             labels=dict((data.get("Config") or {}).get("Labels") or {}),
             repo_digests=tuple(data.get("RepoDigests") or ()),
+            layers=tuple((data.get("RootFS") or {}).get("Layers") or ()),
         )
 
     def tag(self, image: str, ref: str) -> None:
@@ -282,6 +283,12 @@ class DockerEngine:
         if not digest:
             raise RegistryError(f"push of {ref} returned no digest")
         return str(digest)
+
+    @contextlib.contextmanager
+    def save(self, ref: str) -> Iterator[IO[bytes]]:
+        with self._errors(f"exporting {ref}"):
+            chunks = self.api.get_image(ref, chunk_size=1 << 20)
+            yield io.BufferedReader(ChunkReader(chunks), 1 << 20)
 
     def pull(self, ref: str, platform: Arch, on_line: Callable[[str], None]) -> None:
         repo, tag = split_ref(ref)

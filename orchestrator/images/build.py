@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import tarfile
@@ -17,7 +18,7 @@ from typing import Any
 from orchestrator import revision
 from orchestrator.config import Matrix
 from orchestrator.config.matrix import Platform
-from orchestrator.core.errors import EngineError, OrchestrateError
+from orchestrator.core.errors import EngineError, OrchestrateError, RegistryError
 from orchestrator.core.files import host_lock
 from orchestrator.core.layout import RunLayout
 from orchestrator.core.redact import redact
@@ -40,6 +41,7 @@ from orchestrator.images.facts import (
     parse_probe,
     parse_runtime,
 )
+from orchestrator.images.registry import Registry, RegistryClient
 from orchestrator.images.render import (
     CHANGES_FILE,
     CrossToolchain,
@@ -160,8 +162,7 @@ def build_image(
             make_root=make_root,
         )
         probed = _probe(platform, engine, made.image_id, probes=probes)
-    tag = image_tag(matrix, platform)
-    pull = pull_ref(engine, tag, made.image_id)
+    pull = pull_ref(matrix, platform, engine, made.image_id)
     return _result(platform, engine, made, probed, pull=pull, started=started, log=log_path)
 
 
@@ -448,12 +449,21 @@ def probe_files(engine: Engine, image_id: str, arch: Arch) -> dict[str, bytes]:
     return out
 
 
-def pull_ref(engine: Engine, tag: str, image_id: str) -> str:
-    """`repo@sha256:...` of this very image in the registry, if it was pushed or pulled."""
-    info = engine.image(image_id)
+def pull_ref(matrix: Matrix, platform: Platform, engine: Engine, image_id: str) -> str:
+    """`repo@sha256:...` of this very image in the registry: the one its per-arch tag
+    names there (pushed by any run: our pushes leave the engine no record), else one
+    the engine pulled. Empty when neither holds, or the registry does not answer."""
+    tag = image_tag(matrix, platform)
     repo = tag.rsplit(":", 1)[0]
-    found = [d for d in (info.repo_digests if info else ()) if d.startswith(repo + "@")]
-    return found[0] if found else ""
+    client = RegistryClient(Registry(matrix.registry.url, matrix.registry.insecure), timeout=10)
+    with contextlib.suppress(RegistryError):
+        if client.config_digest(matrix.registry.repository, platform.name) == image_id:
+            found = client.manifest(matrix.registry.repository, platform.name)
+            if found is not None:
+                return f"{repo}@{found.digest}"
+    info = engine.image(image_id)
+    found_here = [d for d in (info.repo_digests if info else ()) if d.startswith(repo + "@")]
+    return found_here[0] if found_here else ""
 
 
 def _since(started: float) -> float:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from orchestrator.config import Matrix
 from orchestrator.config.matrix import Platform
+from orchestrator.core.errors import RegistryError
 from orchestrator.engines import Engine
 from orchestrator.images.build import image_tag
 from orchestrator.images.registry import ManifestRef, Registry, RegistryClient
+from orchestrator.images.registry.push import BlobCache, push_image
 from orchestrator.model import Arch
 
 
@@ -36,20 +39,30 @@ def push_platform(
     platform: Platform,
     engine: Engine,
     *,
+    blobs: Path,
     on_line: Callable[[str], None],
 ) -> ManifestRef:
-    """Push the per-arch tag unless the registry already has this exact image."""
+    """The builder pushed under its per-arch tag, unless the registry has it already.
+    Pushed by us from an engine on this host (the faster compression, `push.py`); by
+    the engine itself from another host, so the layers go from there to the registry
+    rather than through this one."""
     tag = image_tag(matrix, platform)
     repo = matrix.registry.repository
+    if engine.url.startswith("unix://"):
+        cache = BlobCache(blobs, matrix.registry.url)
+        return push_image(
+            client, engine, tag, repo=repo, tag=platform.name, cache=cache, on_line=on_line
+        )
     local = engine.image(tag)
-    current = client.manifest(repo, platform.name)
-    if local and current and f"{tag.rsplit(':', 1)[0]}@{current.digest}" in local.repo_digests:
-        on_line(f"{tag}: registry already has {current.digest}")
-        return current
+    if local and client.config_digest(repo, platform.name) == local.id:
+        current = client.manifest(repo, platform.name)
+        if current is not None:
+            on_line(f"{tag}: registry already has {current.digest}")
+            return current
     digest = engine.push(tag, on_line)
     pushed = client.manifest(repo, digest)
     if pushed is None:
-        raise RuntimeError(f"pushed {tag} as {digest} but the registry does not show it")
+        raise RegistryError(f"pushed {tag} as {digest} but the registry does not show it")
     return pushed
 
 

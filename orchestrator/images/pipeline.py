@@ -117,7 +117,7 @@ def _image_job(
     if not options.push:
         return JobResult(ok=True, detail=detail, data=result)
     # Now, while the other slots still build.
-    pushed = _push_one(matrix, job.payload, placement.engine, result=result, logs=layout.logs)
+    pushed = _push_one(matrix, job.payload, placement.engine, result=result, layout=layout)
     if isinstance(pushed, ImageResult):  # the push failed
         return JobResult(ok=False, detail=pushed.reason, data=pushed)
     return JobResult(ok=True, detail=f"{detail}, pushed", data=pushed)
@@ -246,13 +246,15 @@ def _unselected(
 
 
 def _push_one(
-    matrix: Matrix, platform: Platform, engine: Engine, *, result: ImageResult, logs: Path
+    matrix: Matrix, platform: Platform, engine: Engine, *, result: ImageResult, layout: RunLayout
 ) -> Pushed | ImageResult:
     """The builder pushed under its per-arch tag; or the result, failed."""
     client = client_for(matrix)  # one per job: jobs push at once
-    with (logs / "images" / f"{result.platform}.log").open("a") as out:
+    with (layout.image_logs / f"{result.platform}.log").open("a") as out:
         try:
-            ref = push_platform(client, matrix, platform, engine, on_line=_writer(out))
+            ref = push_platform(
+                client, matrix, platform, engine, blobs=layout.blobs, on_line=_writer(out)
+            )
         except RegistryError as exc:
             why = f"push failed: {exc.message}"
             return replace(result, status=ImageStatus.FAILED, reason=why)

@@ -115,29 +115,43 @@ def test_registry_unreachable_is_reported(tmp_path: Path) -> None:
 
 
 def test_manifest_list_through_a_registry_with_auth(
-    auth_registry: RegistryService, docker_config: Path
+    auth_registry: RegistryService, docker_config: Path, tmp_path: Path
 ) -> None:
-    """Push two tiny per-arch images and join them, with credentials from the Docker
-    config; without them the error says what to do and never shows a password."""
+    """Push two tiny per-arch images, amd64 by our push and arm64 by the engine's (as
+    from another host), and join them, with credentials from the Docker config;
+    without them the error says what to do and never shows a password."""
     from orchestrator.config import EngineSpec
     from orchestrator.core.errors import RegistryError
     from orchestrator.engines.pool import probe_arch
     from orchestrator.images.registry import RegistryClient
+    from orchestrator.images.registry.push import BlobCache, push_image
 
     token = base64.b64encode(f"{REGISTRY_USER}:{REGISTRY_PASSWORD}".encode()).decode()
     config = {"auths": {auth_registry.host: {"auth": token}}}
     (docker_config / "config.json").write_text(json.dumps(config))
     engine = DockerEngine(EngineSpec(name="auth-test"))  # reads DOCKER_CONFIG at connect
     client = RegistryClient(Registry(auth_registry.host))
-    refs = {}
     for arch in (Arch.AMD64, Arch.ARM64):
         assert probe_arch(engine, arch).runs  # builds orchestrate-probe:<arch> locally
-        tag = f"{auth_registry.host}/probe/tiny:{arch.value}"
-        engine.tag(f"orchestrate-probe:{arch.value}", tag)
-        digest = engine.push(tag, lambda _line: None)
-        ref = client.manifest("probe/tiny", digest)
-        assert ref is not None
-        refs[arch] = ref
+    ours = push_image(
+        client,
+        engine,
+        "orchestrate-probe:amd64",
+        repo="probe/tiny",
+        tag="amd64",
+        cache=BlobCache(tmp_path / "blobs", auth_registry.host),
+        on_line=lambda _line: None,
+    )
+    assert client.manifest("probe/tiny", "amd64") == ours
+    local = engine.image("orchestrate-probe:amd64")
+    assert local is not None
+    assert client.config_digest("probe/tiny", "amd64") == local.id  # the same image
+    engine.tag("orchestrate-probe:arm64", f"{auth_registry.host}/probe/tiny:arm64")
+    theirs = client.manifest(
+        "probe/tiny", engine.push(f"{auth_registry.host}/probe/tiny:arm64", lambda _line: None)
+    )
+    assert theirs is not None
+    refs = {Arch.AMD64: ours, Arch.ARM64: theirs}
     client.put_index("probe/tiny", "multi", sorted(refs.items(), key=lambda e: e[0].value))
     assert client.index("probe/tiny", "multi") == {a.value: r.digest for a, r in refs.items()}
     engine.close()

@@ -64,6 +64,28 @@ def test_docker_cli_pulls_arm64_from_the_manifest_list(
     assert "cp311-cp311-manylinux2014_aarch64" in probe["tags"]["3.11"]
 
 
+def test_an_engine_without_the_builder_pulls_what_we_pushed_layer_for_layer(
+    built_images: ImagesReport, local: Local
+) -> None:
+    """Docker, holding the builder, pulls none of its layers; Podman rootful holds no
+    image of Docker's: it fetches each layer we gzipped and checks that it unpacks to
+    the tar the config names."""
+    from orchestrator.config import EngineSpec
+
+    [arm] = [r for r in built_images.results if r.platform.endswith("-arm64")]
+    podman = DockerEngine(EngineSpec(name="podman", url="unix:///run/podman/podman.sock"))
+    pulled = arm.pull_ref
+    assert pulled.startswith(f"{local.matrix.registry.url}/"), pulled
+    try:
+        podman.pull(pulled, Arch.ARM64, lambda _line: None)
+        found = podman.image(pulled)
+        assert found is not None
+        assert found.id == arm.image_id
+    finally:
+        podman.remove_image(pulled)
+        podman.close()
+
+
 def test_unchanged_inputs_build_nothing(
     built_images: ImagesReport, local: Local, engine: DockerEngine, tmp_path: Path
 ) -> None:

@@ -9,7 +9,7 @@ import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import IO, Any
 
 from orchestrator.core.errors import EngineError
 from orchestrator.engines import (
@@ -132,6 +132,10 @@ class FakeEngine:
 
     def push(self, ref: str, on_line: Callable[[str], None]) -> str:
         return "sha256:x"
+
+    @contextlib.contextmanager
+    def save(self, ref: str) -> Iterator[IO[bytes]]:
+        yield io.BytesIO()  # no layers: these tests push nothing
 
     def pull(self, ref: str, platform: Arch, on_line: Callable[[str], None]) -> None:
         pass

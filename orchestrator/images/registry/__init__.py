@@ -1,20 +1,23 @@
 """A small client of the OCI distribution API (registry HTTP API v2).
 
-docker-py has no manifest-list API, so pushing an image index and asking a
-registry about itself go through this client. Credentials come from the
-Docker config (`~/.docker/config.json` or `$DOCKER_CONFIG`) and are never
-printed or logged.
+docker-py has no manifest-list API, and `docker push` compresses slowly (see
+`push.py`), so pushing builders and image indexes and asking a registry about
+itself go through this client. Credentials come from the Docker config
+(`~/.docker/config.json` or `$DOCKER_CONFIG`) and are never printed or logged.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import urljoin
 
 import requests
 
@@ -98,9 +101,11 @@ class RegistryClient:
         repo: str,
         headers: dict[str, str] | None = None,
         *,
-        data: bytes | None = None,
+        data: bytes | BinaryIO | None = None,
     ) -> requests.Response:
-        url = self.registry.base + path
+        """`path` under /v2/, or a Location the registry gave (absolute, or from /).
+        A file as `data` is sent once: the request before it must have authenticated."""
+        url = urljoin(self.registry.base, path)
         headers = dict(headers or {})
         for attempt in range(2):
             if self._auth_header:
@@ -162,18 +167,64 @@ class RegistryClient:
             response.headers.get("Content-Type", DOCKER_MANIFEST).split(";")[0],
         )
 
-    def index(self, repo: str, tag: str) -> dict[str, str]:
-        """arch → manifest digest of a manifest list or image index (empty if none)."""
+    def config_digest(self, repo: str, reference: str) -> str | None:
+        """The digest of the config (the engine's image ID) of a single-arch image."""
+        body = self._manifest_json(repo, reference, f"{DOCKER_MANIFEST}, {OCI_MANIFEST}")
+        config = (body or {}).get("config") or {}
+        return str(config.get("digest") or "") or None
+
+    def _manifest_json(self, repo: str, reference: str, accept: str) -> dict[str, Any] | None:
         response = self._request(
-            "GET",
-            f"{repo}/manifests/{tag}",
-            repo,
-            headers={"Accept": f"{DOCKER_LIST}, {OCI_INDEX}"},
+            "GET", f"{repo}/manifests/{reference}", repo, headers={"Accept": accept}
         )
         if response.status_code == 404:
-            return {}
-        _check(response, f"reading {repo}:{tag}")
+            return None
+        _check(response, f"reading {repo}:{reference}")
         body = response.json()
+        return body if isinstance(body, dict) else None
+
+    def has_blob(self, repo: str, digest: str) -> bool:
+        response = self._request("HEAD", f"{repo}/blobs/{digest}", repo)
+        if response.status_code == 404:
+            return False
+        _check(response, f"reading blob {repo}@{digest}")
+        return True
+
+    def mount_blob(self, repo: str, digest: str, source: str) -> bool:
+        """Link a blob the registry holds for `source` into `repo`, without sending it.
+        False when the registry does not (then it opens an upload, which is dropped)."""
+        response = self._request(
+            "POST", f"{repo}/blobs/uploads/?mount={digest}&from={source}", repo
+        )
+        if response.status_code == 201:
+            return True
+        if response.status_code == 202 and response.headers.get("Location"):
+            self._request("DELETE", response.headers["Location"], repo)
+        return False
+
+    def upload_blob(self, repo: str, digest: str, content: BinaryIO, size: int) -> None:
+        """One blob, in a monolithic upload (POST, then PUT with the digest)."""
+        started = self._request("POST", f"{repo}/blobs/uploads/", repo)
+        _check(started, f"starting an upload to {repo}")
+        location = started.headers["Location"]
+        joiner = "&" if "?" in location else "?"
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        done = self._request(
+            "PUT", f"{location}{joiner}digest={digest}", repo, headers, data=content
+        )
+        _check(done, f"uploading {digest} to {repo}")
+
+    def put_manifest(self, repo: str, tag: str, body: bytes, media_type: str) -> ManifestRef:
+        response = self._request(
+            "PUT", f"{repo}/manifests/{tag}", repo, data=body, headers={"Content-Type": media_type}
+        )
+        _check(response, f"pushing manifest {repo}:{tag}")
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        return ManifestRef(digest, len(body), media_type)
+
+    def index(self, repo: str, tag: str) -> dict[str, str]:
+        """arch → manifest digest of a manifest list or image index (empty if none)."""
+        body = self._manifest_json(repo, tag, f"{DOCKER_LIST}, {OCI_INDEX}") or {}
         return {m["platform"]["architecture"]: m["digest"] for m in body.get("manifests", [])}
 
     def put_index(self, repo: str, tag: str, entries: Sequence[tuple[Arch, ManifestRef]]) -> str:
@@ -181,11 +232,7 @@ class RegistryClient:
         docker = all(ref.media_type == DOCKER_MANIFEST for _, ref in entries)
         media_type = DOCKER_LIST if docker else OCI_INDEX
         body = json.dumps(index_document(media_type, entries), indent=1).encode()
-        response = self._request(
-            "PUT", f"{repo}/manifests/{tag}", repo, data=body, headers={"Content-Type": media_type}
-        )
-        _check(response, f"pushing manifest list {repo}:{tag}")
-        return response.headers.get("Docker-Content-Digest", "")
+        return self.put_manifest(repo, tag, body, media_type).digest
 
 
 def index_document(
