@@ -191,8 +191,14 @@ def print_script(spec: JobSpec) -> str:
         f"(was {comment(spec.status)}, exit {comment(spec.exit_code)})",
         f"image={shell_word(image, 'image')}"
         + ("" if spec.image_pull else "  # not pushed: this ID exists on the job's engine only"),
-        "job=$(mktemp -d) && trap 'rm -rf \"$job\"' EXIT",
     ]
+    if spec.image_pull:  # the same bytes: an image's ID is the digest of the config it names
+        local = shell_word(spec.image, "image")
+        lines.append(
+            f"if {_cli(spec)} image inspect {local} >/dev/null 2>&1; then image={local}; fi"
+            "  # here already: not pulled again"
+        )
+    lines.append("job=$(mktemp -d) && trap 'rm -rf \"$job\"' EXIT")
     if spec.system_packages:
         lines += _system_lines(spec, image)
     for phase in spec.phases:
