@@ -47,6 +47,18 @@ class Arch(StrEnum):
         return {"ppc64le": "ppc64el"}.get(self.value, self.value)
 
     @property
+    def loader(self) -> str:
+        """glibc's dynamic loader for the arch: the program interpreter its psABI fixes,
+        the same path on every distro."""
+        return {
+            "amd64": "/lib64/ld-linux-x86-64.so.2",
+            "arm64": "/lib/ld-linux-aarch64.so.1",
+            "ppc64le": "/lib64/ld64.so.2",
+            "s390x": "/lib/ld64.so.1",
+            "riscv64": "/lib/ld-linux-riscv64-lp64d.so.1",
+        }[self.value]
+
+    @property
     def big_endian(self) -> bool:
         return self is Arch.S390X
 

@@ -25,11 +25,14 @@ from orchestrator.core.redact import redact
 from orchestrator.engines import Engine, ImageBuildRequest, ImageInfo, RunRequest
 from orchestrator.images.base import ensure_base
 from orchestrator.images.cross import (
-    ensure_tool_venvs,
-    ensure_toolchain,
+    NativePart,
+    NativePartError,
+    Where,
     foreign_root_for,
     make_foreign_root,
+    toolchain_part,
     unavailable_reason,
+    venvs_part,
 )
 from orchestrator.images.facts import (
     NativeCompiler,
@@ -143,27 +146,56 @@ def build_image(
             log.write(redact(text.rstrip("\n")) + "\n")
             log.flush()
 
-        # The base (for an emulated builder, a debootstrap whose second stage runs
-        # under QEMU) and the native parts made in the engine's own base: at once.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            base = pool.submit(ensure_base, platform, engine, log_path, line, bases=layout.bases)
-            rendered, make_root = _rendered(
-                platform, matrix, engine, log_path, line=line, layout=layout
-            )
-            base_id = base.result()
-        made = _fresh_or_built(
-            matrix,
-            engine,
-            rendered,
-            base_id=base_id,
-            line=line,
-            force=force,
-            max_age=max_age,
-            make_root=make_root,
-        )
+        where = Where(engine=engine, log=log_path, line=line, layout=layout)
+        made = _made(platform, matrix, where, force=force, max_age=max_age)
         probed = _probe(platform, engine, made.image_id, probes=probes)
     pull = pull_ref(matrix, platform, engine, made.image_id)
     return _result(platform, engine, made, probed, pull=pull, started=started, log=log_path)
+
+
+def _made(
+    platform: Platform,
+    matrix: Matrix,
+    where: Where,
+    *,
+    force: bool,
+    max_age: timedelta | None,
+) -> Made:
+    """The builder found fresh or built. A natively made part that cannot be made is
+    left out, and the builder made without it, as it would be made on an engine of
+    its own arch: its jobs compile under emulation, or it makes its own venvs."""
+    failed: dict[str, str] = {}
+    while True:
+        try:
+            return _made_once(platform, matrix, where, force=force, max_age=max_age, failed=failed)
+        except NativePartError as exc:
+            if exc.part in failed:
+                raise
+            failed[exc.part] = exc.message
+
+
+def _made_once(
+    platform: Platform,
+    matrix: Matrix,
+    where: Where,
+    *,
+    force: bool,
+    max_age: timedelta | None,
+    failed: Mapping[str, str],
+) -> Made:
+    """The base (for an emulated builder, a debootstrap whose second stage runs under
+    QEMU) and the natively made parts, at once when the engine has no builder of
+    this tag: it is certain to be built. Else the parts are made only if the
+    builder turns out stale."""
+    engine, log, line = where.engine, where.log, where.line
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        base = pool.submit(ensure_base, platform, engine, log, line, bases=where.layout.bases)
+        planned = _planned(platform, matrix, where, failed=failed)
+        if planned.parts and engine.image(image_tag(matrix, platform)) is None:
+            pool.submit(planned.prepare, line)
+        return _fresh_or_built(
+            matrix, engine, planned, base_id=base.result(), line=line, force=force, max_age=max_age
+        )
 
 
 def _result(
@@ -194,24 +226,47 @@ def _result(
     )
 
 
-def _rendered(
-    platform: Platform,
-    matrix: Matrix,
-    engine: Engine,
-    log: Path,
-    *,
-    line: Callable[[str], None],
-    layout: RunLayout,
-) -> tuple[Rendered, Callable[..., str] | None]:
-    """The builder's Dockerfile and context, with what an emulated builder takes from
-    native containers; and the maker of its foreign root when it has one."""
-    toolchain = _toolchain(platform, matrix, engine, log, line=line, layout=layout)
-    venvs = _venvs(platform, matrix, engine, log, line=line, layout=layout)
-    foreign = foreign_root_for(platform, matrix, engine.info().arch, venvs)
-    rendered = render(platform, matrix, toolchain=toolchain, venvs=venvs, foreign_root=foreign)
-    if foreign is None:
-        return rendered, None
-    return rendered, partial(make_foreign_root, rendered, matrix, engine, log=log, layout=layout)
+@dataclass(frozen=True, kw_only=True)
+class Planned:
+    """A builder's render and the makers of what it takes from native containers: its
+    natively made archives (by context name) and its foreign root."""
+
+    rendered: Rendered
+    parts: Mapping[str, NativePart]
+    make_root: Callable[..., str] | None = None
+
+    def archives(self, line: Callable[[str], None]) -> dict[str, bytes]:
+        """The natively made archives its context takes, made when the host has none."""
+        return {name: self.parts[name].archive(line) for name in self.rendered.native}
+
+    def prepare(self, line: Callable[[str], None]) -> None:
+        """Every part made ahead, the venvs (which a foreign root takes) first; one that
+        fails is left for the build to meet and report."""
+        for name in sorted(self.parts, key=lambda n: n != ToolVenvs.context_name):
+            with contextlib.suppress(NativePartError):
+                self.parts[name].archive(line)
+
+
+def _planned(
+    platform: Platform, matrix: Matrix, where: Where, *, failed: Mapping[str, str]
+) -> Planned:
+    """The builder's Dockerfile and context, naming what an emulated builder takes
+    from native containers by its key; with the makers of those parts."""
+    toolchain = _toolchain(platform, matrix, where, failed=failed)
+    venvs = _venvs(platform, matrix, where, failed=failed)
+    parts = {part.name: part for _, part in filter(None, (toolchain, venvs))}
+    foreign = foreign_root_for(platform, matrix, where.engine.info().arch, venvs and venvs[0])
+    rendered = render(
+        platform,
+        matrix,
+        toolchain=toolchain and toolchain[0],
+        venvs=venvs and venvs[0],
+        foreign_root=foreign,
+    )
+    if foreign is None or venvs is None:
+        return Planned(rendered=rendered, parts=parts)
+    make_root = partial(make_foreign_root, rendered, matrix, where, venvs=venvs[1])
+    return Planned(rendered=rendered, parts=parts, make_root=make_root)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -256,20 +311,19 @@ def _check(
 def _fresh_or_built(
     matrix: Matrix,
     engine: Engine,
-    rendered: Rendered,
+    planned: Planned,
     *,
     base_id: str,
     line: Callable[[str], None],
     force: bool,
     max_age: timedelta | None,
-    make_root: Callable[..., str] | None = None,
 ) -> Made:
     """The builder's image ID: the engine's own when its inputs hash is this one's (and
     it is young enough), else a new build, or the previous one upgraded in place when
-    only its base or its age changed. `make_root` makes the foreign root it starts
-    FROM, if any (told whether it may reuse the one made before). A fresh builder is
-    found without waiting; another run building the same platform's builder (under
-    any tag) is waited for before a build: its layers are cached."""
+    only its base or its age changed. A fresh builder is found without waiting, and
+    without making its native parts; another run building the same platform's
+    builder (under any tag) is waited for before a build: its layers are cached."""
+    rendered = planned.rendered
     platform = rendered.platform
     inputs = rendered.inputs_hash(base_id)
     recipe = rendered.recipe_hash() if upgrade_template(platform) else ""
@@ -282,24 +336,21 @@ def _fresh_or_built(
         found = again.fresh(line)
         if found is not None:
             return found
-        return _build(
-            matrix, engine, rendered, again, base_id=base_id, line=line, make_root=make_root
-        )
+        return _build(matrix, engine, planned, again, base_id=base_id, line=line)
 
 
 def _build(
     matrix: Matrix,
     engine: Engine,
-    rendered: Rendered,
+    planned: Planned,
     check: Check,
     *,
     base_id: str,
     line: Callable[[str], None],
-    make_root: Callable[..., str] | None,
 ) -> Made:
     """The builder built from its base, or the previous one upgraded in place, as
     `check` says."""
-    stale, platform = check.stale, rendered.platform
+    stale, platform = check.stale, planned.rendered.platform
     assert stale is not None
     line(f"building {check.tag}: {stale.why}")
     labels = build_labels(
@@ -308,11 +359,12 @@ def _build(
     previous = check.existing if stale.upgrade else None
     if previous is not None:  # one more refresh in place than the previous builder
         labels[LABEL_UPGRADES] = str(upgrades(previous.labels) + 1)
-    if previous is None and make_root is not None:
-        make_root(base_id=base_id, line=line, again=not stale.reuses_layers)
+    context = _context(
+        planned, matrix, previous, base_id=base_id, line=line, again=not stale.reuses_layers
+    )
     request = ImageBuildRequest(
         tag=check.tag,
-        context=_context(rendered, matrix, previous),
+        context=context,
         platform=platform.arch,
         labels=labels,
         buildargs=matrix.builder.proxy.environment(),
@@ -323,63 +375,65 @@ def _build(
     return Made(image_id=image_id, status=ImageStatus.BUILT, why=stale.why, upgraded=upgraded)
 
 
-def _context(rendered: Rendered, matrix: Matrix, previous: ImageInfo | None) -> bytes:
-    """The rendered context; or the context that refreshes the `previous` builder in
-    place."""
-    if previous is None:
-        return rendered.context()
-    dockerfile = render_upgrade(rendered.platform, matrix, previous.id)
-    return deterministic_tar({"Dockerfile": dockerfile.encode()})
+def _context(
+    planned: Planned,
+    matrix: Matrix,
+    previous: ImageInfo | None,
+    *,
+    base_id: str,
+    line: Callable[[str], None],
+    again: bool,
+) -> bytes:
+    """The context that refreshes the `previous` builder in place; else the rendered
+    context with its natively made archives, the toolchain made while the foreign
+    root (made `again` or not) installs."""
+    if previous is not None:
+        dockerfile = render_upgrade(planned.rendered.platform, matrix, previous.id)
+        return deterministic_tar({"Dockerfile": dockerfile.encode()})
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        archives = pool.submit(planned.archives, line)
+        if planned.make_root is not None:
+            planned.make_root(base_id=base_id, again=again)
+        return planned.rendered.context(archives.result())
 
 
 def _toolchain(
-    platform: Platform,
-    matrix: Matrix,
-    engine: Engine,
-    log: Path,
-    *,
-    line: Callable[[str], None],
-    layout: RunLayout,
-) -> CrossToolchain | None:
-    """The native cross toolchain a builder made under emulation carries, or None
-    (the log says why: a native engine, an rpm release, or the matrix turns it off)."""
-    host = engine.info().arch
+    platform: Platform, matrix: Matrix, where: Where, *, failed: Mapping[str, str]
+) -> tuple[CrossToolchain, NativePart] | None:
+    """The native cross toolchain a builder made under emulation carries, and its
+    maker; or None (the log says why: a native engine, an rpm release, the matrix
+    turns it off, or making it failed)."""
+    host = where.engine.info().arch
     why = unavailable_reason(platform, host)
     if why is None and not matrix.builder.native_compiler:
         why = "builder.native_compiler is false in the matrix"
+    why = why or failed.get(CrossToolchain.context_name)
     if why is not None or host is None:
-        line(f"no native cross compiler: {why}")
+        where.line(f"no native cross compiler: {why}")
         return None
-    try:
-        return ensure_toolchain(platform, engine, host, log, line=line, layout=layout)
-    except OrchestrateError as exc:  # the builder stands without it: jobs compile emulated
-        line(f"no native cross compiler: {exc.message}")
-        return None
+    return toolchain_part(
+        platform, where.engine, host, where.log, line=where.line, layout=where.layout
+    )
 
 
 def _venvs(
-    platform: Platform,
-    matrix: Matrix,
-    engine: Engine,
-    log: Path,
-    *,
-    line: Callable[[str], None],
-    layout: RunLayout,
-) -> ToolVenvs | None:
-    """The tool venvs made natively for a builder made under emulation, or None (a
-    native engine, an rpm release, the matrix turns native parts off, or making them
-    failed: the builder makes them)."""
-    host = engine.info().arch
+    platform: Platform, matrix: Matrix, where: Where, *, failed: Mapping[str, str]
+) -> tuple[ToolVenvs, NativePart] | None:
+    """The tool venvs made natively for a builder made under emulation, and their
+    maker; or None (a native engine, an rpm release, the matrix turns native parts
+    off, or making them failed: the builder makes them)."""
+    host = where.engine.info().arch
     if host is None or unavailable_reason(platform, host) is not None:
         return None
-    if not matrix.builder.native_packages:
-        line("tool venvs made under emulation: builder.native_packages is false")
+    why = failed.get(ToolVenvs.context_name)
+    if why is None and not matrix.builder.native_packages:
+        why = "builder.native_packages is false"
+    if why is not None:
+        where.line(f"tool venvs made under emulation: {why}")
         return None
-    try:
-        return ensure_tool_venvs(platform, matrix, engine, host, log=log, line=line, layout=layout)
-    except OrchestrateError as exc:
-        line(f"tool venvs made under emulation: {exc.message}")
-        return None
+    return venvs_part(
+        platform, matrix, where.engine, host, log=where.log, line=where.line, layout=where.layout
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

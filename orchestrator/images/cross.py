@@ -12,12 +12,14 @@ relocatable prefix, and added to the builder's context as an archive. The
 builder unpacks it under /opt/orchestrate/cross, in a layer of its own; jobs
 put its wrappers first on PATH only when they run emulated on an engine of the
 toolchain's arch. The archive is cached per (platform, engine arch, engine-arch
-base image, script), so it is made once.
+base image, script), so it is made once. The builder's inputs name it by that key,
+not by its bytes: a builder's freshness is known before the archive is made, and
+a fresh builder (a new runner on a shared engine) never makes it.
 
 The same native container of the release makes the builder's tool venvs
 (`images/scripts/tool-venvs.sh`): pure-Python wheels in venvs that only link to
 /usr/bin/pythonX.Y, so the same folder on every arch; under QEMU, ensurepip and
-pip cost about 25 s a builder.
+pip cost about 25 s a builder. They are named by their key too.
 
 Foreign roots: the packages of a builder made under emulation, installed
 natively. Under QEMU, `apt-get install` is most of an emulated builder's cost: 113 s of a
@@ -56,6 +58,8 @@ import io
 import json
 import tarfile
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from orchestrator.config import Bootstrap, Matrix
@@ -99,7 +103,41 @@ def unavailable_reason(platform: Platform, host: Arch | None) -> str | None:
     return None
 
 
-def ensure_toolchain(
+class NativePartError(OrchestrateError):
+    """Making a natively made part failed; the builder is made without it."""
+
+    def __init__(self, part: str, message: str) -> None:
+        super().__init__(message, hint=WITHOUT)
+        self.part = part
+
+
+@dataclass(frozen=True, kw_only=True)
+class NativePart:
+    """An archive a builder made under emulation carries, made in a container of the
+    engine's arch. The host keeps it under its key (what it is made from), so it is
+    made once, and only when a builder that takes it is built."""
+
+    name: str  # its context name
+    key: str  # what it is made from
+    what: str  # what the log says is made
+    path: Path  # the host's copy
+    make: Callable[[Callable[[str], None]], bytes]
+
+    def archive(self, line: Callable[[str], None]) -> bytes:
+        """The host's copy, made first when there is none."""
+        with host_lock(f"cross|{self.path.resolve()}"):  # two runs sharing a cache make it once
+            if not self.path.is_file():
+                line(f"making {self.what}")
+                try:
+                    data = self.make(line)
+                except OrchestrateError as exc:
+                    raise NativePartError(self.name, exc.message) from None
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(self.path, data)
+            return self.path.read_bytes()
+
+
+def toolchain_part(
     platform: Platform,
     engine: Engine,
     host: Arch,
@@ -107,46 +145,32 @@ def ensure_toolchain(
     *,
     line: Callable[[str], None],
     layout: RunLayout,
-) -> CrossToolchain:
-    """The cached toolchain for `platform` on `host`, made in a container when missing."""
+) -> tuple[CrossToolchain, NativePart]:
+    """The toolchain for `platform` on `host`, named by its key, and its maker."""
     host_platform = dataclasses.replace(platform, arch=host)
     base_id = ensure_base(host_platform, engine, log, line, bases=layout.bases)
     script = (templates_dir() / "scripts" / SCRIPT).read_bytes()
     identity = base_identity(engine, base_id)
     key = hashlib.sha256(identity.encode() + b"\0" + script).hexdigest()[:16]
-    path = layout.cross / f"{platform.name}-on-{host.value}-{key}.tar.gz"
-    with host_lock(f"cross|{path.resolve()}"):  # two runs sharing a cache make it once
-        if not path.is_file():
-            line(f"making a native {host.value} cross toolchain for {platform.arch.value}")
-            archive = _make(engine, base_id, host, platform.arch, script=script, line=line)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(path, archive)
-    archive = path.read_bytes()
-    # Its toolchain.json beside it: every freshness check reads the archive, and
-    # unpacking ~200 MB to find one small file would cost more than the check.
-    sidecar = path.with_name(path.name + ".json")
-    try:
-        info = json.loads(sidecar.read_text())
-    except (OSError, ValueError):
-        info = toolchain_info(archive)
-        sidecar.write_text(json.dumps(info))
-    return CrossToolchain(
-        host=host,
-        target=platform.arch,
-        archive=archive,
-        gcc=str(info["gcc"]),
-        loader=str(info["loader"]),
+    toolchain = CrossToolchain(host=host, target=platform.arch, key=key)
+    part = NativePart(
+        name=toolchain.context_name,
+        key=key,
+        what=f"a native {host.value} cross toolchain for {platform.arch.value}",
+        path=layout.cross / f"{platform.name}-on-{host.value}-{key}.tar.gz",
+        make=partial(_make, engine, host, base_id=base_id, target=platform.arch, script=script),
     )
+    return toolchain, part
 
 
 def _make(
     engine: Engine,
-    base_id: str,
     host: Arch,
-    target: Arch,
-    *,
-    script: bytes,
     line: Callable[[str], None],
+    *,
+    base_id: str,
+    target: Arch,
+    script: bytes,
 ) -> bytes:
     request = RunRequest(
         image=base_id,
@@ -163,7 +187,11 @@ def _make(
         what=f"the {host.value} cross toolchain for {target.value}",
         hint=f"{WITHOUT}: its jobs compile under emulation",
     )
-    return gzip.compress(repacked(tar), mtime=0)
+    archive = gzip.compress(repacked(tar), mtime=0)
+    loader = toolchain_info(archive)["loader"]
+    if loader != host.loader:  # the builder links the loader the arch's psABI names
+        raise OrchestrateError(f"the cross toolchain's loader is {loader}, not {host.loader}")
+    return archive
 
 
 def toolchain_info(archive: bytes) -> dict[str, object]:
@@ -176,14 +204,7 @@ def toolchain_info(archive: bytes) -> dict[str, object]:
     return info
 
 
-def read_toolchain(archive: bytes, host: Arch, target: Arch) -> CrossToolchain:
-    info = toolchain_info(archive)
-    return CrossToolchain(
-        host=host, target=target, archive=archive, gcc=str(info["gcc"]), loader=str(info["loader"])
-    )
-
-
-def ensure_tool_venvs(
+def venvs_part(
     platform: Platform,
     matrix: Matrix,
     engine: Engine,
@@ -192,9 +213,10 @@ def ensure_tool_venvs(
     log: Path,
     line: Callable[[str], None],
     layout: RunLayout,
-) -> ToolVenvs:
-    """The cached tool venvs for `platform`'s Pythons, made natively on `host` when
-    missing, from the builder's own settings (extra CAs, pip.conf, apt sources)."""
+) -> tuple[ToolVenvs, NativePart]:
+    """The tool venvs for `platform`'s Pythons made natively on `host`, named by their
+    key, and their maker: from the builder's own settings (extra CAs, pip.conf, apt
+    sources)."""
     host_platform = dataclasses.replace(platform, arch=host)
     base_id = ensure_base(host_platform, engine, log, line, bases=layout.bases)
     context = {
@@ -204,29 +226,40 @@ def ensure_tool_venvs(
     }
     command = ("sh", f"/context/{VENVS_SCRIPT}", " ".join(platform.python), *TOOLS)
     key = _key(base_identity(engine, base_id), command, context)
-    path = layout.cross / f"venvs-{platform.release_name}-on-{host.value}-{key}.tar.gz"
-    with host_lock(f"cross|{path.resolve()}"):  # two runs sharing a cache make them once
-        if not path.is_file():
-            line(f"making the tool venvs natively on {host.value} for {platform.arch.value}")
-            request = RunRequest(
-                image=base_id,
-                command=command,
-                platform=host,
-                user="root",
-                env=matrix.builder.fetch_environment(),
-            )
-            tar = run_and_take(
-                engine,
-                request,
-                context,
-                "/opt/orchestrate",
-                line=line,
-                what=f"the tool venvs on {host.value}",
-                hint=f"{WITHOUT}: the builder makes them itself, under emulation",
-            )
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(path, gzip.compress(repacked(tar), mtime=0))
-    return ToolVenvs(host=host, archive=path.read_bytes())
+    request = RunRequest(
+        image=base_id,
+        command=command,
+        platform=host,
+        user="root",
+        env=matrix.builder.fetch_environment(),
+    )
+    venvs = ToolVenvs(host=host, key=key)
+    part = NativePart(
+        name=venvs.context_name,
+        key=key,
+        what=f"the tool venvs natively on {host.value} for {platform.arch.value}",
+        path=layout.cross / f"venvs-{platform.release_name}-on-{host.value}-{key}.tar.gz",
+        make=partial(_make_venvs, engine, request, context),
+    )
+    return venvs, part
+
+
+def _make_venvs(
+    engine: Engine,
+    request: RunRequest,
+    context: Mapping[str, bytes],
+    line: Callable[[str], None],
+) -> bytes:
+    tar = run_and_take(
+        engine,
+        request,
+        context,
+        "/opt/orchestrate",
+        line=line,
+        what=f"the tool venvs on {request.platform.value}",
+        hint=f"{WITHOUT}: the builder makes them itself, under emulation",
+    )
+    return gzip.compress(repacked(tar), mtime=0)
 
 
 def _key(base_id: str, command: tuple[str, ...], context: dict[str, bytes]) -> str:
@@ -293,49 +326,61 @@ def foreign_root_for(
 ROOT_KEY = "org.orchestrate.root-key"  # what the root image was made from
 
 
+@dataclass(frozen=True, kw_only=True)
+class Where:
+    """Where a builder is made: its engine, its log (path and writer) and the run's
+    layout."""
+
+    engine: Engine
+    log: Path
+    line: Callable[[str], None]
+    layout: RunLayout
+
+
 def make_foreign_root(
     rendered: Rendered,
     matrix: Matrix,
-    engine: Engine,
+    where: Where,
     *,
+    venvs: NativePart,
     base_id: str,
-    log: Path,
-    line: Callable[[str], None],
-    layout: RunLayout,
     again: bool,
 ) -> str:
     """The ID of the engine's image of `rendered`'s foreign root, tagged as its
     Dockerfile names it: the one made before from the same bases' content and
     inputs, unless `again` or there is none; then the host's copy of it, loaded
     (another engine of this host made it); else made in a native container of its
-    release, and the host keeps a copy."""
+    release with the tool `venvs`, and the host keeps a copy."""
     platform, root = rendered.platform, rendered.foreign_root
     if root is None:
         raise OrchestrateError(f"{platform.name}: its builder has no foreign root")
-    host, tag = root.host, root.reference
-    native_platform = dataclasses.replace(platform, arch=host)
-    native = ensure_base(native_platform, engine, log, line, bases=layout.bases)
+    engine, line, layout = where.engine, where.line, where.layout
+    native_platform = dataclasses.replace(platform, arch=root.host)
+    native = ensure_base(native_platform, engine, where.log, line, bases=layout.bases)
     context = foreign_root_inputs(rendered.files)
-    key = _key(base_identity(engine, base_id), (base_identity(engine, native),), context)
-    kept = layout.cross / f"root-{platform.name}-on-{host.value}-{key}.tar"
-    with host_lock(f"foreign-root|{engine.url}|{tag}"), host_lock(f"cross|{kept.resolve()}"):
-        found = None if again else _engines_root(engine, tag, key, kept, line=line)
+    made_from = (base_identity(engine, native), venvs.key)
+    key = _key(base_identity(engine, base_id), made_from, context)
+    kept = layout.cross / f"root-{platform.name}-on-{root.host.value}-{key}.tar"
+    locks = (f"foreign-root|{engine.url}|{root.reference}", f"cross|{kept.resolve()}")
+    with host_lock(locks[0]), host_lock(locks[1]):
+        found = None if again else _engines_root(engine, root.reference, key, kept, line=line)
         if found is not None:
             return found
         if again or not kept.is_file():
-            line(f"installing the packages natively on {host.value} for {platform.arch.value}")
+            line(f"installing the packages natively on {root.host.value} for {platform.arch.value}")
+            files = {**context, venvs.name: venvs.archive(line)}
             env = matrix.builder.fetch_environment()
             ids = (base_id, native)
-            tar = _make_root(engine, platform, ids, context, host=host, env=env, line=line)
+            tar = _make_root(engine, platform, ids, files, host=root.host, env=env, line=line)
             keep_root(kept, tar)
         else:
             line(f"foreign root: the host's copy, {kept.name}")
             tar = kept.read_bytes()
         request = ImageLoadRequest(
-            tag=tag, files=tar, platform=platform.arch, labels={ROOT_KEY: key}
+            tag=root.reference, files=tar, platform=platform.arch, labels={ROOT_KEY: key}
         )
         loaded = engine.load(request)
-        line(f"foreign root: {tag} ({loaded[:19]}) loaded, {len(tar) >> 20} MB")
+        line(f"foreign root: {root.reference} ({loaded[:19]}) loaded, {len(tar) >> 20} MB")
         return loaded
 
 

@@ -62,14 +62,20 @@ def _environment(root: Path) -> jinja2.Environment:
 
 @dataclass(kw_only=True, frozen=True)
 class CrossToolchain:
-    """A native cross toolchain for a builder made under emulation (see cross.py)."""
+    """A native cross toolchain for a builder made under emulation (see cross.py),
+    named by its key (what it is made from): the builder's inputs hash the key, so
+    its freshness is known before the archive is made, and a fresh builder never
+    needs it."""
 
     host: Arch  # where it runs: the engine's arch
     target: Arch
-    archive: bytes  # gzip'd tar of cross/, unpacked under /opt/orchestrate/
-    gcc: str  # its GCC version, e.g. 12.2.0
-    loader: str  # the host arch's dynamic loader path, linked in the builder
-    context_name: str = "cross-toolchain.tar.gz"
+    key: str
+    context_name: str = "cross-toolchain.tar.gz"  # gzip'd tar of cross/, under /opt/orchestrate/
+
+    @property
+    def loader(self) -> str:
+        """The host arch's dynamic loader, linked in the builder to the toolchain's copy."""
+        return self.host.loader
 
     @property
     def loader_dir(self) -> str:
@@ -82,11 +88,12 @@ class CrossToolchain:
 
 @dataclass(kw_only=True, frozen=True)
 class ToolVenvs:
-    """The tool venvs of a builder made under emulation, made natively (see cross.py)."""
+    """The tool venvs of a builder made under emulation, made natively (see cross.py),
+    named by their key as the toolchain is."""
 
-    host: Arch  # the engine's arch, where they were made
-    archive: bytes  # gzip'd tar of orchestrate/pyX.Y/, unpacked under /opt/
-    context_name: str = "tool-venvs.tar.gz"
+    host: Arch  # the engine's arch, where they are made
+    key: str
+    context_name: str = "tool-venvs.tar.gz"  # gzip'd tar of orchestrate/pyX.Y/, under /opt/
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -105,20 +112,24 @@ FOREIGN_ROOT_RECIPE = "foreign-root"  # the context folder of its recipe
 
 
 def foreign_root_inputs(files: Mapping[str, bytes]) -> dict[str, bytes]:
-    """What a foreign root is made from, named as its script sees them: the recipe,
-    the tool venvs and the extra CAs, out of the builder's context `files`."""
+    """What a foreign root is made from, named as its script sees them: the recipe
+    and the extra CAs, out of the builder's context `files` (and the tool venvs,
+    which `Rendered.native` names)."""
     prefix = f"{FOREIGN_ROOT_RECIPE}/"
     recipe = {n.removeprefix(prefix): d for n, d in files.items() if n.startswith(prefix)}
-    taken = {n: d for n, d in files.items() if n.startswith("ca/") or n == ToolVenvs.context_name}
-    return {**recipe, **taken}
+    return {**recipe, **{n: d for n, d in files.items() if n.startswith("ca/")}}
 
 
-def foreign_root_reference(platform: Platform, host: Arch, files: Mapping[str, bytes]) -> str:
-    """The engine's tag of the root made from the builder's context `files` on `host`:
-    the builder starts FROM it, and two matrices with the same packages share it."""
+def foreign_root_reference(
+    platform: Platform, host: Arch, files: Mapping[str, bytes], venvs: ToolVenvs
+) -> str:
+    """The engine's tag of the root made from the builder's context `files` and
+    `venvs` on `host`: the builder starts FROM it, and two matrices with the same
+    packages share it."""
     inputs = foreign_root_inputs(files)
     hashes = sorted((name, hashlib.sha256(data).hexdigest()) for name, data in inputs.items())
-    key = hashlib.sha256(json.dumps([host.value, hashes]).encode()).hexdigest()[:16]
+    parts = [host.value, hashes, venvs.key]
+    key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
     return f"orchestrate-root:{platform.name}-{key}"
 
 
@@ -166,14 +177,19 @@ class Rendered:
     dockerfile: str
     files: Mapping[str, bytes]
     foreign_root: ForeignRoot | None = None  # the root it starts FROM, made when built
+    # The natively made archives of the context, by context name: their keys.
+    native: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def inputs_hash(self, base_digest: str) -> str:
-        """What decides freshness: Dockerfile, context files and the base digest."""
+        """What decides freshness: Dockerfile, context files, the natively made
+        archives' keys and the base digest."""
         digest = hashlib.sha256()
         files = {"Dockerfile": normalized(self.dockerfile).encode(), **self.files}
         for name, data in sorted(files.items()):
             digest.update(f"{name}\0{len(data)}\0".encode())
             digest.update(data)
+        for name, key in sorted(self.native.items()):
+            digest.update(f"native\0{name}\0{key}\0".encode())
         digest.update(f"base\0{base_digest}".encode())
         return digest.hexdigest()
 
@@ -181,9 +197,17 @@ class Rendered:
         """The inputs without the base image: equal when only the base moved."""
         return self.inputs_hash("")
 
-    def context(self) -> bytes:
-        """A reproducible tar (sorted, zero mtimes, root-owned) of the build context."""
-        return deterministic_tar({"Dockerfile": self.dockerfile.encode(), **self.files})
+    def context(self, archives: Mapping[str, bytes] | None = None) -> bytes:
+        """A reproducible tar (sorted, zero mtimes, root-owned) of the build context,
+        with the `archives` its natively made parts are, by context name."""
+        archives = archives or {}
+        if sorted(archives) != sorted(self.native):
+            raise TemplateError(
+                f"{self.platform.name}: the context takes {sorted(self.native)}, "
+                f"not {sorted(archives)}"
+            )
+        files = {"Dockerfile": self.dockerfile.encode(), **self.files, **archives}
+        return deterministic_tar(files)
 
 
 def normalized(dockerfile: str) -> str:
@@ -280,13 +304,14 @@ def render(
             files[f"scripts/{name}"] = script.read_bytes()
     template_name = f"{platform.family.value}.Dockerfile.j2"
     base = base_reference(platform)
-    for part in (toolchain, venvs):
-        if part is not None:
-            files[part.context_name] = part.archive
+    native = {p.context_name: p.key for p in (toolchain, venvs) if p is not None}
     if foreign_root is not None:
+        if venvs is None:
+            raise TemplateError(f"{platform.name}: a foreign root needs natively made venvs")
         files.update(foreign_root_recipe(platform, root))
-        reference = foreign_root_reference(platform, foreign_root.host, files)
+        reference = foreign_root_reference(platform, foreign_root.host, files, venvs)
         foreign_root = dataclasses.replace(foreign_root, reference=reference)
+        native.pop(venvs.context_name)  # inside the root
     variables: dict[str, object] = {
         "cross": toolchain,
         "venvs": venvs,
@@ -300,7 +325,7 @@ def render(
         "tools": TOOLS,
     }
     dockerfile = _render_template(root, template_name, variables)
-    return Rendered(platform, base, dockerfile, files, foreign_root)
+    return Rendered(platform, base, dockerfile, files, foreign_root, native)
 
 
 CHANGES_FILE = "changes.txt"  # under the probe's folder: `package old new` a line

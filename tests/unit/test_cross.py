@@ -3,18 +3,26 @@ toolchain, how its layer renders, and which mode a job placed on an engine gets.
 
 from __future__ import annotations
 
-import gzip
+import dataclasses
 import io
 import json
+import os
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from orchestrator.config import load_matrix
 from orchestrator.config.matrix import expand
-from orchestrator.core.errors import EXIT_INPUT
-from orchestrator.images.cross import keep_root, read_toolchain, repacked, unavailable_reason
+from orchestrator.core.errors import EXIT_INPUT, OrchestrateError, TemplateError
+from orchestrator.images.cross import (
+    NativePart,
+    NativePartError,
+    keep_root,
+    repacked,
+    unavailable_reason,
+)
 from orchestrator.images.facts import NativeCompiler, parse_native_compiler
 from orchestrator.images.render import CrossToolchain, render
 from orchestrator.jobs.graph import WheelJob
@@ -28,21 +36,7 @@ PLATFORMS = {p.name: p for p in expand(PRODUCTION)}
 USABLE = NativeCompiler(host="x86_64", gcc="12.2.0", builder_gcc="12.2.0", usable=True)
 
 
-def _archive(info: dict[str, object]) -> bytes:
-    data = json.dumps(info).encode()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        member = tarfile.TarInfo("cross/toolchain.json")
-        member.size = len(data)
-        tar.addfile(member, io.BytesIO(data))
-    return gzip.compress(buf.getvalue(), mtime=0)
-
-
-TOOLCHAIN = read_toolchain(
-    _archive({"gcc": "12.2.0", "loader": "/lib64/ld-linux-x86-64.so.2", "host": "x86_64"}),
-    Arch.AMD64,
-    Arch.ARM64,
-)
+TOOLCHAIN = CrossToolchain(host=Arch.AMD64, target=Arch.ARM64, key="0123456789abcdef")
 
 
 def test_only_foreign_debian_family_builders_get_a_toolchain() -> None:
@@ -68,8 +62,50 @@ def test_the_toolchain_renders_as_its_own_layer_before_the_probe() -> None:
     )
     assert text.index("cross-toolchain.tar.gz") < text.index("orchestrate-probe")
     assert text.index("apt-get install") < text.index("cross-toolchain.tar.gz")
-    assert crossed.files["cross-toolchain.tar.gz"] == TOOLCHAIN.archive
+    # Named by its key, not its bytes: freshness is known before the archive is made.
+    assert "cross-toolchain.tar.gz" not in crossed.files
+    assert crossed.native == {"cross-toolchain.tar.gz": TOOLCHAIN.key}
     assert crossed.inputs_hash("base") != plain.inputs_hash("base")  # a new toolchain rebuilds
+    other = render(arm, PRODUCTION, toolchain=dataclasses.replace(TOOLCHAIN, key="f" * 16))
+    assert other.inputs_hash("base") != crossed.inputs_hash("base")
+    assert other.dockerfile == crossed.dockerfile
+    # The context takes the archive, and only the one it names.
+    context = crossed.context({"cross-toolchain.tar.gz": b"archive"})
+    with tarfile.open(fileobj=io.BytesIO(context)) as tar:
+        member = tar.extractfile("cross-toolchain.tar.gz")
+        assert member is not None
+        assert member.read() == b"archive"
+    with pytest.raises(TemplateError, match="the context takes"):
+        crossed.context()
+
+
+def test_a_native_part_is_made_once_and_kept_under_its_key(tmp_path: Path) -> None:
+    made: list[str] = []
+
+    def make(line: Callable[[str], None]) -> bytes:
+        made.append("once")
+        return b"archive"
+
+    path = tmp_path / "cross" / "part-0123.tar.gz"
+    part = NativePart(name="part.tar.gz", key="0123", what="the part", path=path, make=make)
+    lines: list[str] = []
+    assert part.archive(lines.append) == b"archive"
+    assert part.archive(lines.append) == b"archive"
+    assert made == ["once"]
+    assert lines == ["making the part"]
+    assert path.read_bytes() == b"archive"
+
+
+def test_a_native_part_that_fails_names_itself_and_keeps_nothing(tmp_path: Path) -> None:
+    def make(line: Callable[[str], None]) -> bytes:
+        raise OrchestrateError("apt-get failed (exit 100)")
+
+    path = tmp_path / "part.tar.gz"
+    part = NativePart(name="part.tar.gz", key="k", what="the part", path=path, make=make)
+    with pytest.raises(NativePartError) as raised:
+        part.archive(lambda _line: None)
+    assert (raised.value.part, raised.value.message) == ("part.tar.gz", "apt-get failed (exit 100)")
+    assert not path.exists()
 
 
 def test_the_mode_of_a_job() -> None:
@@ -181,8 +217,18 @@ def test_triplets(arch: Arch) -> None:
 
 
 def test_crosstoolchain_paths() -> None:
-    assert isinstance(TOOLCHAIN, CrossToolchain)
     assert (TOOLCHAIN.loader_dir, TOOLCHAIN.loader_name) == ("/lib64", "ld-linux-x86-64.so.2")
+    arm = CrossToolchain(host=Arch.ARM64, target=Arch.AMD64, key="k")
+    assert (arm.loader_dir, arm.loader_name) == ("/lib", "ld-linux-aarch64.so.1")
+
+
+def test_the_hosts_arch_names_the_loader_its_programs_use() -> None:
+    """What the builder links the toolchain's loader to: the interpreter every
+    program of the arch names (a toolchain made with another is refused)."""
+    arch = Arch.parse(os.uname().machine)
+    with Path("/bin/true").open("rb") as program:
+        elf = program.read()
+    assert f"{arch.loader}\0".encode() in elf
 
 
 def _engine_tar(order: list[str], mtime: int) -> bytes:

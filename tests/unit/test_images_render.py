@@ -208,7 +208,7 @@ def test_the_five_arch_example_shares_the_defaults_bookworm_builders() -> None:
 
 def test_a_builder_made_under_emulation_takes_its_natively_made_tool_venvs() -> None:
     platform = PLATFORMS["debian-bookworm-arm64"]
-    venvs = ToolVenvs(host=Arch.AMD64, archive=b"venvs")
+    venvs = ToolVenvs(host=Arch.AMD64, key="venvs")
     emulated = render(platform, MATRIX, venvs=venvs)
     native = render(platform, MATRIX)
     assert "ADD tool-venvs.tar.gz /opt/" in emulated.dockerfile
@@ -221,9 +221,9 @@ def test_a_builder_made_under_emulation_takes_its_natively_made_tool_venvs() -> 
     assert "ln -s /bin/true /usr/sbin/update-ca-certificates" in emulated.dockerfile
     assert "cp -a /opt/orchestrate/ca-store/certs/. /etc/ssl/certs/" in emulated.dockerfile
     assert "update-ca-certificates.orchestrate" not in native.dockerfile
-    assert emulated.files["tool-venvs.tar.gz"] == b"venvs"
+    assert emulated.native == {"tool-venvs.tar.gz": "venvs"}
     assert "-m venv /opt/orchestrate/py3.11" in native.dockerfile
-    assert "tool-venvs.tar.gz" not in native.files
+    assert native.native == {}
     # The same packages, and the same Dockerfile after the venvs.
     assert "       libpq-dev \\" in _installed(emulated.dockerfile)
     assert _installed(emulated.dockerfile) == _installed(native.dockerfile)
@@ -247,7 +247,7 @@ LOCAL_ARM = next(p for p in expand(LOCAL) if p.arch is Arch.ARM64)
 
 def test_a_foreign_root_builder_starts_from_its_packages_made_natively() -> None:
     platform = LOCAL_ARM
-    venvs = ToolVenvs(host=Arch.AMD64, archive=b"venvs")
+    venvs = ToolVenvs(host=Arch.AMD64, key="venvs")
     foreign = render(platform, LOCAL, venvs=venvs, foreign_root=ForeignRoot(host=Arch.AMD64))
     emulated = render(platform, LOCAL, venvs=venvs)
     # It starts FROM the engine's image of the root, named by what it is made from.
@@ -255,12 +255,13 @@ def test_a_foreign_root_builder_starts_from_its_packages_made_natively() -> None
     reference = foreign.foreign_root.reference
     assert re.fullmatch(rf"orchestrate-root:{platform.name}-[0-9a-f]{{16}}", reference)
     assert f"\nFROM {reference}\n" in foreign.dockerfile
-    other_venvs = ToolVenvs(host=Arch.AMD64, archive=b"other venvs")
+    other_venvs = ToolVenvs(host=Arch.AMD64, key="other venvs")
     other = render(platform, LOCAL, venvs=other_venvs, foreign_root=ForeignRoot(host=Arch.AMD64))
     assert other.foreign_root is not None
     assert other.foreign_root.reference != reference
     assert "apt-get" not in foreign.dockerfile
     assert "ADD tool-venvs.tar.gz" not in foreign.dockerfile  # inside the root
+    assert foreign.native == {}
     # The recipe decides freshness: the same packages as the emulated way's list.
     packages = foreign.files["foreign-root/packages.txt"].decode().split()
     listed = " ".join(_installed(emulated.dockerfile)).replace("\\", "").split()
@@ -276,7 +277,7 @@ def test_a_foreign_root_builder_starts_from_its_packages_made_natively() -> None
 
 
 def test_a_foreign_root_only_for_a_bootstrapped_deb_builder_under_emulation() -> None:
-    venvs = ToolVenvs(host=Arch.AMD64, archive=b"venvs")
+    venvs = ToolVenvs(host=Arch.AMD64, key="venvs")
     arm = LOCAL_ARM
     assert foreign_root_for(arm, LOCAL, Arch.AMD64, venvs) == ForeignRoot(host=Arch.AMD64)
     assert foreign_root_for(arm, LOCAL, Arch.ARM64, venvs) is None  # native
