@@ -252,10 +252,11 @@ def _planned(
 ) -> Planned:
     """The builder's Dockerfile and context, naming what an emulated builder takes
     from native containers by its key; with the makers of those parts."""
-    toolchain = _toolchain(platform, matrix, where, failed=failed)
-    venvs = _venvs(platform, matrix, where, failed=failed)
+    host = where.engine.info().arch  # two requests: asked once per builder
+    toolchain = _toolchain(platform, matrix, where, host, failed=failed)
+    venvs = _venvs(platform, matrix, where, host, failed=failed)
     parts = {part.name: part for _, part in filter(None, (toolchain, venvs))}
-    foreign = foreign_root_for(platform, matrix, where.engine.info().arch, venvs and venvs[0])
+    foreign = foreign_root_for(platform, matrix, host, venvs and venvs[0])
     rendered = render(
         platform,
         matrix,
@@ -398,12 +399,16 @@ def _context(
 
 
 def _toolchain(
-    platform: Platform, matrix: Matrix, where: Where, *, failed: Mapping[str, str]
+    platform: Platform,
+    matrix: Matrix,
+    where: Where,
+    host: Arch | None,
+    *,
+    failed: Mapping[str, str],
 ) -> tuple[CrossToolchain, NativePart] | None:
-    """The native cross toolchain a builder made under emulation carries, and its
-    maker; or None (the log says why: a native engine, an rpm release, the matrix
-    turns it off, or making it failed)."""
-    host = where.engine.info().arch
+    """The native cross toolchain a builder made under emulation on a `host` engine
+    carries, and its maker; or None (the log says why: a native engine, an rpm
+    release, the matrix turns it off, or making it failed)."""
     why = unavailable_reason(platform, host)
     if why is None and not matrix.builder.native_compiler:
         why = "builder.native_compiler is false in the matrix"
@@ -417,12 +422,16 @@ def _toolchain(
 
 
 def _venvs(
-    platform: Platform, matrix: Matrix, where: Where, *, failed: Mapping[str, str]
+    platform: Platform,
+    matrix: Matrix,
+    where: Where,
+    host: Arch | None,
+    *,
+    failed: Mapping[str, str],
 ) -> tuple[ToolVenvs, NativePart] | None:
-    """The tool venvs made natively for a builder made under emulation, and their
-    maker; or None (a native engine, an rpm release, the matrix turns native parts
-    off, or making them failed: the builder makes them)."""
-    host = where.engine.info().arch
+    """The tool venvs made natively on a `host` engine for a builder made under
+    emulation, and their maker; or None (a native engine, an rpm release, the matrix
+    turns native parts off, or making them failed: the builder makes them)."""
     if host is None or unavailable_reason(platform, host) is not None:
         return None
     why = failed.get(ToolVenvs.context_name)

@@ -367,11 +367,8 @@ def make_foreign_root(
         if found is not None:
             return found
         if again or not kept.is_file():
-            line(f"installing the packages natively on {root.host.value} for {platform.arch.value}")
             files = {**context, venvs.name: venvs.archive(line)}
-            env = matrix.builder.fetch_environment()
-            ids = (base_id, native)
-            tar = _make_root(engine, platform, ids, files, host=root.host, env=env, line=line)
+            tar = _make_root(engine, rendered, (base_id, native), files, matrix=matrix, line=line)
             keep_root(kept, tar)
         else:
             line(f"foreign root: the host's copy, {kept.name}")
@@ -379,9 +376,13 @@ def make_foreign_root(
         request = ImageLoadRequest(
             tag=root.reference, files=tar, platform=platform.arch, labels={ROOT_KEY: key}
         )
-        loaded = engine.load(request)
-        line(f"foreign root: {root.reference} ({loaded[:19]}) loaded, {len(tar) >> 20} MB")
-        return loaded
+        return _loaded(engine, request, line=line)
+
+
+def _loaded(engine: Engine, request: ImageLoadRequest, *, line: Callable[[str], None]) -> str:
+    loaded = engine.load(request)
+    line(f"foreign root: {request.tag} ({loaded[:19]}) loaded, {len(request.files) >> 20} MB")
+    return loaded
 
 
 def _engines_root(
@@ -410,18 +411,20 @@ def keep_root(path: Path, tar: bytes) -> None:
 
 def _make_root(
     engine: Engine,
-    platform: Platform,
+    rendered: Rendered,
     ids: tuple[str, str],
     context: Mapping[str, bytes],
     *,
-    host: Arch,
-    env: Mapping[str, str],
+    matrix: Matrix,
     line: Callable[[str], None],
 ) -> bytes:
     """Run the script in the native base (`ids`: the builder's base, the native one);
     the engine's tar of the root's files, as it streams it: packing it in the
     container first, or gzip and gunzip, would cost more than a local engine takes
     to move it."""
+    platform, root = rendered.platform, rendered.foreign_root
+    assert root is not None  # only a builder with a foreign root gets here
+    line(f"installing the packages natively on {root.host.value} for {platform.arch.value}")
     base_id, native_id = ids
     base = _root_of(engine, base_id, platform.arch)
     packages = context["packages.txt"].decode().split()
@@ -434,9 +437,9 @@ def _make_root(
             ROOT,
             *packages,
         ),
-        platform=host,
+        platform=root.host,
         user="root",
-        env=env,
+        env=matrix.builder.fetch_environment(),
     )
     return run_and_take(
         engine,

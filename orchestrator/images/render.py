@@ -26,7 +26,7 @@ import jinja2
 
 from orchestrator.config import Bootstrap, Matrix, PipSettings
 from orchestrator.config.matrix import Platform
-from orchestrator.core.errors import TemplateError
+from orchestrator.core.errors import InternalError, TemplateError
 from orchestrator.core.quoting import one_line, shell_word
 from orchestrator.core.redact import strip_credentials
 from orchestrator.model import Arch
@@ -201,8 +201,8 @@ class Rendered:
         """A reproducible tar (sorted, zero mtimes, root-owned) of the build context,
         with the `archives` its natively made parts are, by context name."""
         archives = archives or {}
-        if sorted(archives) != sorted(self.native):
-            raise TemplateError(
+        if sorted(archives) != sorted(self.native):  # the caller's bug, not the matrix's
+            raise InternalError(
                 f"{self.platform.name}: the context takes {sorted(self.native)}, "
                 f"not {sorted(archives)}"
             )

@@ -306,9 +306,10 @@ def _layers(tag: str) -> list[str]:
 def _foreign_root_of(tag: str) -> str | None:
     """The engine's foreign root the image starts from (its layers come first), if any."""
     roots = docker("images", "orchestrate-root", "--format", "{{.Repository}}:{{.Tag}}")
+    image = _layers(tag)
     for root in roots.split():
         layers = _layers(root)
-        if _layers(tag)[: len(layers)] == layers:
+        if image[: len(layers)] == layers:
             return root
     return None
 

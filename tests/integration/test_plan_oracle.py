@@ -256,15 +256,28 @@ def write_reqs(tmp_path: Path) -> Path:
 
 def builder_oracle(image: str, arch: str, pins: list[str]) -> dict[str, str | None]:
     """What pip inside the platform's own builder downloads, with its own tags (no
-    --platform flags): one container per platform, one pip run per pin."""
+    --platform flags): one container per platform, one pip run per pin. Pip starts
+    for seconds under QEMU, each run waiting on the index as well: three at once, each
+    with its own folder."""
     pip = "/opt/orchestrate/py3.11/bin/pip"
-    lines = " ".join(
-        f"rm -rf /tmp/d; {pip} download -q --no-deps --only-binary=:all: -d /tmp/d "
-        f"'{pin}' >/dev/null 2>&1 && echo \"{pin} $(ls /tmp/d)\" || echo '{pin} NONE';"
-        for pin in pins
-    )
+    runs = [
+        f"d=/tmp/d{n}; {pip} download -q --no-deps --only-binary=:all: -d $d "
+        f"'{pin}' >/dev/null 2>&1 && echo \"{pin} $(ls $d)\" || echo '{pin} NONE'"
+        for n, pin in enumerate(pins)
+    ]
+    lanes = " ".join(f"( {'; '.join(runs[lane::3])} ) &" for lane in range(3))
     done = subprocess.run(
-        ["docker", "run", "--rm", "--platform", f"linux/{arch}", image, "sh", "-c", lines],
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--platform",
+            f"linux/{arch}",
+            image,
+            "sh",
+            "-c",
+            f"{lanes} wait",
+        ],
         capture_output=True,
         text=True,
         check=False,

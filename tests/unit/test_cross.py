@@ -15,7 +15,7 @@ import pytest
 
 from orchestrator.config import load_matrix
 from orchestrator.config.matrix import expand
-from orchestrator.core.errors import EXIT_INPUT, OrchestrateError, TemplateError
+from orchestrator.core.errors import EXIT_INPUT, InternalError, OrchestrateError
 from orchestrator.images.cross import (
     NativePart,
     NativePartError,
@@ -75,7 +75,7 @@ def test_the_toolchain_renders_as_its_own_layer_before_the_probe() -> None:
         member = tar.extractfile("cross-toolchain.tar.gz")
         assert member is not None
         assert member.read() == b"archive"
-    with pytest.raises(TemplateError, match="the context takes"):
+    with pytest.raises(InternalError, match="the context takes"):
         crossed.context()
 
 
