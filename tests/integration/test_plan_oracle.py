@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -254,18 +255,44 @@ def write_reqs(tmp_path: Path) -> Path:
     return path
 
 
-def builder_oracle(image: str, arch: str, pins: list[str]) -> dict[str, str | None]:
+PIP = "/opt/orchestrate/py3.11/bin/pip"
+DOWNLOAD = f"{PIP} download -q --no-deps --only-binary=:all:"
+
+
+def builder_oracle(
+    image: str, arch: str, pins: list[str], upstream: set[str]
+) -> dict[str, str | None]:
     """What pip inside the platform's own builder downloads, with its own tags (no
-    --platform flags): one container per platform, one pip run per pin. Pip starts
-    for seconds under QEMU, each run waiting on the index as well: three at once, each
-    with its own folder."""
-    pip = "/opt/orchestrate/py3.11/bin/pip"
-    runs = [
-        f"d=/tmp/d{n}; {pip} download -q --no-deps --only-binary=:all: -d $d "
-        f"'{pin}' >/dev/null 2>&1 && echo \"{pin} $(ls $d)\" || echo '{pin} NONE'"
+    --platform flags), in the builder. Pip takes seconds to start
+    under QEMU, so the pins our plan leaves `upstream` are asked in one pip run
+    (the same finder picks each pin's file); each other pin in a run of its own,
+    where pip finding none fails that pin alone. Should the shared run fail, a pin
+    we took for upstream has no wheel: every pin is then asked alone."""
+    shared = [pin for pin in pins if pin in upstream]
+    alone = [pin for pin in pins if pin not in upstream]
+    quoted = " ".join(f"'{pin}'" for pin in shared)
+    script = [f"{DOWNLOAD} -d /tmp/shared {quoted} >/dev/null 2>&1 && ls /tmp/shared || true"]
+    answers = _in_builder(image, arch, [*script, *_each_alone(alone)])
+    found = {_project(line): line for line in answers.get("", []) if line.endswith(".whl")}
+    if shared and not found:
+        answers = {**answers, **_in_builder(image, arch, _each_alone(shared))}
+    oracle = {pin: found.get(_project(pin)) for pin in shared}
+    for pin in [*alone, *(shared if not found else [])]:
+        [answer] = answers[pin]
+        oracle[pin] = None if answer == "NONE" else answer
+    return oracle
+
+
+def _each_alone(pins: list[str]) -> list[str]:
+    return [
+        f"d=/tmp/d{n}; {DOWNLOAD} -d $d '{pin}' >/dev/null 2>&1 "
+        f"&& echo \"{pin} $(ls $d)\" || echo '{pin} NONE'"
         for n, pin in enumerate(pins)
     ]
-    lanes = " ".join(f"( {'; '.join(runs[lane::3])} ) &" for lane in range(3))
+
+
+def _in_builder(image: str, arch: str, lines: list[str]) -> dict[str, list[str]]:
+    """Each line's answers in the builder: `pin file` by pin; a bare file under ""."""
     done = subprocess.run(
         [
             "docker",
@@ -276,7 +303,7 @@ def builder_oracle(image: str, arch: str, pins: list[str]) -> dict[str, str | No
             image,
             "sh",
             "-c",
-            f"{lanes} wait",
+            "; ".join(lines),
         ],
         capture_output=True,
         text=True,
@@ -284,8 +311,17 @@ def builder_oracle(image: str, arch: str, pins: list[str]) -> dict[str, str | No
         timeout=1800,
     )
     assert done.returncode == 0, done.stderr[-1000:]
-    answers = dict(line.split(" ", 1) for line in done.stdout.splitlines() if " " in line)
-    return {pin: None if answers[pin] == "NONE" else answers[pin] for pin in pins}
+    answers: dict[str, list[str]] = {}
+    for line in done.stdout.splitlines():
+        pin, _, answer = line.rpartition(" ")
+        answers.setdefault(pin, []).append(answer)
+    return answers
+
+
+def _project(pin_or_wheel: str) -> str:
+    """A pin's or a wheel's project, normalized (PEP 503): pins name one each."""
+    name = pin_or_wheel.split("-" if pin_or_wheel.endswith(".whl") else "==", maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def test_plan_agrees_with_pip_inside_each_builder(
@@ -300,10 +336,12 @@ def test_plan_agrees_with_pip_inside_each_builder(
     disagreements = []
     for platform in platforms:
         facts = built_images.facts[platform.name]
-        oracle = builder_oracle(facts.ref, platform.arch.value, PINS)
+        ours_upstream = {
+            pin for pin in PINS if ours[(platform.name, _project(pin))].action == Action.UPSTREAM
+        }
+        oracle = builder_oracle(facts.ref, platform.arch.value, PINS, ours_upstream)
         for pin, wheel in oracle.items():
-            name = pin.split("==")[0].lower().replace(".", "-").replace("_", "-")
-            decision = ours[(platform.name, name)]
+            decision = ours[(platform.name, _project(pin))]
             upstream = decision.action == Action.UPSTREAM
             if upstream != (wheel is not None) or (upstream and decision.wheel != wheel):
                 disagreements.append((platform.name, pin, wheel, decision.action, decision.wheel))
