@@ -76,6 +76,21 @@ def write_atomic(
         raise
 
 
+def symlink_atomic(link: Path, target: str | Path) -> None:
+    """Point `link` at `target` with one rename: readers see the old link or the
+    new one, and two writers at once (two merges, two shards) never share a
+    temporary name."""
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target)
+    try:
+        tmp.replace(link)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
 def _size(limit: int) -> str:
     return f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit >> 10} KiB"
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.core.errors import InputError, OrchestrateError, StoreConflict
-from orchestrator.core.files import fsync_dir, sha256_file, write_atomic
+from orchestrator.core.files import fsync_dir, sha256_file, symlink_atomic, write_atomic
 from orchestrator.model import PublishStatus
 from orchestrator.publish.pages import (
     project_html,
@@ -225,10 +225,7 @@ def _sequence(name: str) -> int:
 
 def switch(root: Path, platform: str, target: Path) -> None:
     """Point <root>/<platform> at `target` with one rename (atomic on POSIX)."""
-    tmp = root / f".{platform}.new"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(target.relative_to(root))
-    tmp.replace(root / platform)
+    symlink_atomic(root / platform, target.relative_to(root))
     fsync_dir(root)
 
 

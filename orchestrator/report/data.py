@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.core.errors import EnvironmentProblem, InputError, OrchestrateError
-from orchestrator.core.files import write_atomic
+from orchestrator.core.files import symlink_atomic, write_atomic
 from orchestrator.core.redact import redact
 from orchestrator.jobs.execute import emulated_seconds
 from orchestrator.jobs.records import WheelRecord
@@ -139,10 +139,7 @@ def save_run_report(report: dict[str, Any], folder: Path) -> Path:
     """<folder>/<run>.json plus <folder>/latest.json, which `reproduce` reads by default."""
     path = folder / f"{report['run_id']}.json"
     write_report(report, path)
-    latest = folder / ".latest.tmp"
-    latest.unlink(missing_ok=True)
-    latest.symlink_to(path.name)
-    latest.replace(folder / "latest.json")
+    symlink_atomic(folder / "latest.json", path.name)
     return path
 
 
