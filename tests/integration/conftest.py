@@ -23,6 +23,7 @@ from orchestrator.images.pipeline import ImagesOptions, ImagesReport, run_images
 from tests.conftest import REPO
 from tests.matrices import local_matrix_copy
 
+from .projects import head
 from .services import registry_context
 
 
@@ -227,6 +228,25 @@ def one_host_examples(
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return served(root / "index")
+
+
+@pytest.fixture(scope="session")
+def site_mirror(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """pip's settings on the CI nights' runners: a site's own mirror of what
+    orchestrate installs (its dependencies and build backend), made once per session.
+    Every job still clones and builds the pinned commit as the definitions say; what
+    it no longer does is read PyPI's pages of some forty projects, about 5 s of CPU
+    a job on a machine the session already fills."""
+    house = tmp_path_factory.mktemp("site-mirror")
+    argv = ["pip", "wheel", "-q", "--disable-pip-version-check", "-w", str(house)]
+    done = subprocess.run(
+        [*argv, "setuptools>=68", f"git+file://{REPO}@{head()}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(house)}
 
 
 @pytest.fixture

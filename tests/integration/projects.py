@@ -48,8 +48,9 @@ def user_project(
     return root
 
 
-def runner_env() -> dict[str, str]:
+def runner_env(pip: Mapping[str, str]) -> dict[str, str]:
     """What a fresh CI runner's processes see here: this machine's network settings
-    (its CA bundle, proxies), none of the test session's orchestrate folders."""
+    (its CA bundle, proxies) and the site's `pip` settings, none of the test
+    session's orchestrate folders."""
     ours = ("ORCHESTRATE_", "XDG_", "PYTEST_", "VIRTUAL_ENV")
-    return {k: v for k, v in os.environ.items() if not k.startswith(ours)}
+    return {**{k: v for k, v in os.environ.items() if not k.startswith(ours)}, **pip}

@@ -18,13 +18,12 @@ import http.server
 import os
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from orchestrator.images.pipeline import ImagesReport
 from tests.conftest import REPO
 from tests.github_runner import Runner
 
@@ -101,13 +100,13 @@ def pages(tmp_path: Path) -> Iterator[Pages]:
     site.server.shutdown()
 
 
-def _runner(repo: Path, root: Path, pages: Pages) -> Runner:
+def _runner(repo: Path, root: Path, pages: Pages, pip: Mapping[str, str]) -> Runner:
     cache = root / "cache"
     for shard in ("amd64", "arm64"):  # a runner's restored cache: the bases and toolchain
         shutil.copytree(
             os.environ["ORCHESTRATE_CACHE_DIR"], cache / f"orchestrate-{shard}-seed", symlinks=True
         )
-    base = runner_env()
+    base = runner_env(pip)
     base["PIP_CACHE_DIR"] = str(root / "pip-cache")  # setup-python's `cache: pip`
     return Runner(
         workflow=repo / ".github" / "workflows" / "wheel-cache.yml",
@@ -120,14 +119,14 @@ def _runner(repo: Path, root: Path, pages: Pages) -> Runner:
 
 
 def test_github_nights_publish_from_the_site_alone_and_keep_a_failed_platform(
-    built_images: ImagesReport,
     one_host_examples: dict[str, dict[str, str]],
     tmp_path: Path,
     pages: Pages,
+    site_mirror: dict[str, str],
 ) -> None:
     text = WORKFLOW.read_text()
     repo = _repository(tmp_path / "repo", text)
-    runner = _runner(repo, tmp_path / "runner", pages)
+    runner = _runner(repo, tmp_path / "runner", pages, site_mirror)
     first = runner.night(1)
     results = [first.result(j) for j in ("plan", "build", "merge", "deploy")]
     assert results == ["success"] * 4, first.log()[-8000:]

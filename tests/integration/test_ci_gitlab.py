@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +55,9 @@ def _project(root: Path, pipeline: str, extra: str = "") -> Path:
     return project
 
 
-def _night(project: Path, state: Path) -> subprocess.CompletedProcess[str]:
+def _night(
+    project: Path, state: Path, runner: Mapping[str, str]
+) -> subprocess.CompletedProcess[str]:
     variables = {
         "MATRIX": "matrix.yaml",
         "REQUIREMENTS": "requirements.txt",
@@ -63,23 +66,24 @@ def _night(project: Path, state: Path) -> subprocess.CompletedProcess[str]:
         "ORCHESTRATE_STATE": str(state),
     }
     args = [a for k, v in variables.items() for a in ("--variable", f"{k}={v}")]
-    env = {k: v for k, v in os.environ.items() if k != "ORCHESTRATE_CACHE_DIR"}
     return subprocess.run(
         [str(GCL), "--shell-isolation", "--no-color", *args],
         cwd=project,
         capture_output=True,
         text=True,
         check=False,
-        env=env,
+        env=dict(runner),
         timeout=2400,
     )
 
 
 @pytest.fixture(scope="module")
-def gitlab(built_images: ImagesReport) -> Path:
+def gitlab(built_images: ImagesReport, site_mirror: dict[str, str]) -> dict[str, str]:
+    """The shell runner's environment: the host's, pip's mirror, no session cache."""
     if not GCL.is_file():
         pytest.fail("gitlab-ci-local is missing: run scripts/bootstrap --test")
-    return GCL
+    env = {k: v for k, v in os.environ.items() if k != "ORCHESTRATE_CACHE_DIR"}
+    return {**env, **site_mirror}
 
 
 @dataclass(frozen=True)
@@ -87,17 +91,18 @@ class FirstNight:
     project: Path
     state: Path
     done: subprocess.CompletedProcess[str]
+    runner: dict[str, str]
 
 
 @pytest.fixture(scope="module")
-def first_night(gitlab: Path, tmp_path_factory: pytest.TempPathFactory) -> FirstNight:
+def first_night(gitlab: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> FirstNight:
     """A healthy night on an empty state: what both tests start from (a night costs
     more than a minute)."""
     root = tmp_path_factory.mktemp("gitlab")
     state = root / "published"
     state.mkdir()
     project = _project(root / "repo", PIPELINE.read_text())
-    return FirstNight(project, state, _night(project, state))
+    return FirstNight(project, state, _night(project, state, gitlab), gitlab)
 
 
 def test_a_gitlab_night_publishes_the_one_host_index_and_a_second_builds_nothing(
@@ -116,7 +121,7 @@ def test_a_gitlab_night_publishes_the_one_host_index_and_a_second_builds_nothing
     for platform in (AMD, ARM):
         assert comparable(published[platform]) == comparable(alone[platform]), platform
 
-    second = _night(project, state)
+    second = _night(project, state, first_night.runner)
     assert second.returncode == 0, second.stdout[-6000:] + second.stderr[-2000:]
     merged = json.loads((project / "merge.json").read_text())
     assert [j for j in merged["jobs"] if j["status"] == "built"] == []  # nothing rebuilt
@@ -136,7 +141,7 @@ def test_a_gitlab_night_whose_arm64_job_dies_publishes_amd64_and_keeps_arm64(
     dying = text.replace(SHARD_LINE, '    - test "$SHARD" != arm64 || exit 1\n' + SHARD_LINE)
     # A new pin (docopt: pure Python, sdist only) gives both shards work tonight.
     broken = _project(tmp_path / "repo-broken", dying, extra="docopt==0.6.2\n")
-    night = _night(broken, state)
+    night = _night(broken, state, first_night.runner)
     assert night.returncode != 0  # the night says something went wrong
     assert "night: published to" in night.stdout, night.stdout[-6000:]
     merged = json.loads((broken / "merge.json").read_text())

@@ -18,13 +18,13 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from orchestrator.images.pipeline import ImagesReport
 from tests.conftest import REPO
 
 from .projects import head, runner_env, user_project
@@ -63,7 +63,15 @@ def _project(root: Path) -> Path:
     )
 
 
-def _run_job(name: str, job: dict[str, Any], *, project: Path, root: Path, state: Path) -> bool:
+def _run_job(
+    name: str,
+    job: dict[str, Any],
+    *,
+    project: Path,
+    root: Path,
+    state: Path,
+    pip: Mapping[str, str],
+) -> bool:
     """One job on a fresh node: True when its run playbook passed."""
     node = root / name
     shutil.rmtree(node, ignore_errors=True)
@@ -91,7 +99,7 @@ def _run_job(name: str, job: dict[str, Any], *, project: Path, root: Path, state
     }
     (node / "vars.json").write_text(json.dumps(variables))
     env = {
-        **runner_env(),
+        **runner_env(pip),
         "PATH": f"{tools}:{os.environ['PATH']}",
         "HOME": str(home),
         "ANSIBLE_ROLES_PATH": str(STANDINS / "roles"),
@@ -124,28 +132,33 @@ def _run_job(name: str, job: dict[str, Any], *, project: Path, root: Path, state
 
 
 def _night(
-    jobs: dict[str, dict[str, Any]], *, project: Path, root: Path, state: Path
+    jobs: dict[str, dict[str, Any]],
+    *,
+    project: Path,
+    root: Path,
+    state: Path,
+    pip: Mapping[str, str],
 ) -> dict[str, bool]:
     """The periodic pipeline's jobs at once, each on its node, as Zuul runs them."""
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
         done = {
-            name: pool.submit(_run_job, name, job, project=project, root=root, state=state)
+            name: pool.submit(_run_job, name, job, project=project, root=root, state=state, pip=pip)
             for name, job in jobs.items()
         }
         return {name: future.result() for name, future in done.items()}
 
 
 def test_zuul_platform_jobs_publish_the_one_host_index_and_then_build_nothing(
-    built_images: ImagesReport,
     one_host_examples: dict[str, dict[str, str]],
     tmp_path: Path,
     state: Path,
+    site_mirror: dict[str, str],
 ) -> None:
     project = _project(tmp_path / "project")
     jobs = _jobs()
     assert set(jobs) == {"orchestrate-wheel-amd64", "orchestrate-wheel-arm64"}
     nodes = tmp_path / "night-1"
-    passed = _night(jobs, project=project, root=nodes, state=state)
+    passed = _night(jobs, project=project, root=nodes, state=state, pip=site_mirror)
     assert all(passed.values()), [(nodes / n / "logs").as_posix() for n, ok in passed.items()]
     calls = (nodes / "calls.txt").read_text().splitlines()
     roles = ("ensure-pip", "ensure-docker")
@@ -163,7 +176,7 @@ def test_zuul_platform_jobs_publish_the_one_host_index_and_then_build_nothing(
     before = {shard: served(state / shard) for shard in ("amd64", "arm64")}
 
     nodes = tmp_path / "night-2"  # fresh nodes again: only the published state counts
-    assert all(_night(jobs, project=project, root=nodes, state=state).values())
+    assert all(_night(jobs, project=project, root=nodes, state=state, pip=site_mirror).values())
     for name, job in jobs.items():
         shard = job["vars"]["orchestrate_shard"]
         report = json.loads((nodes / name / "src" / f"report-{shard}.json").read_text())

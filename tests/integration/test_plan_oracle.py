@@ -17,6 +17,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -124,6 +125,16 @@ ARTIFACTS = REPO / "tests" / "artifacts"
 
 def pip_oracle(pin: str, platform: Platform, python: str, dest: Path) -> str | None:
     """The wheel pip downloads for `pin` on `platform`, or None when it finds none."""
+    wheels = pip_wheels([pin], platform, python, dest)
+    if wheels is None:
+        return None
+    [wheel] = wheels
+    return wheel
+
+
+def pip_wheels(pins: list[str], platform: Platform, python: str, dest: Path) -> list[str] | None:
+    """The wheels pip downloads for `pins` on `platform` in one run, or None when it
+    finds none for one of them (pip then fails the whole run)."""
     args = [
         sys.executable,
         "-m",
@@ -143,7 +154,7 @@ def pip_oracle(pin: str, platform: Platform, python: str, dest: Path) -> str | N
         "-q",
         "-d",
         str(dest),
-        pin,
+        *pins,
     ]
     # pip prefers platforms in the order given: best (newest glibc) first, as sys_tags.
     for tag in reversed(platform_tags(platform.arch, platform.glibc)):
@@ -156,12 +167,48 @@ def pip_oracle(pin: str, platform: Platform, python: str, dest: Path) -> str | N
     }
     done = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
     wheels = sorted(p.name for p in dest.glob("*.whl"))
-    if done.returncode == 0 and len(wheels) == 1:
-        return wheels[0]
+    if done.returncode == 0 and len(wheels) == len(pins):
+        return wheels
     assert "No matching distribution" in done.stderr or "Could not find" in done.stderr, (
-        f"pip failed for another reason on {pin}: {done.stderr[-500:]}"
+        f"pip failed for another reason on {pins}: {done.stderr[-500:]}"
     )
     return None
+
+
+def host_oracle(
+    platforms: Sequence[Platform], pins: list[str], upstream: set[tuple[str, str]], dest: Path
+) -> dict[tuple[str, str], str | None]:
+    """pip's wheel for each (platform, pin), asked with the platform's tags. pip takes a
+    second to start, so on each platform the pins our plan leaves `upstream` are asked
+    in one run (the same finder picks each pin's file), and every other pin in a run
+    of its own, where pip finding none fails that pin alone. Should a shared run fail,
+    a pin we took for upstream has no wheel: that platform's pins are asked alone."""
+
+    def shared(platform: Platform) -> dict[tuple[str, str], str | None] | None:
+        asked = [pin for pin in pins if (platform.name, pin) in upstream]
+        python = platform.python[0]
+        found = pip_wheels(asked, platform, python, dest / platform.name) if asked else []
+        if found is None:
+            return None
+        by_project = {_project(wheel): wheel for wheel in found}
+        return {(platform.name, pin): by_project[_project(pin)] for pin in asked}
+
+    def alone(job: tuple[Platform, str]) -> str | None:
+        platform, pin = job
+        return pip_oracle(pin, platform, platform.python[0], dest / f"{platform.name}-{pin}")
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = dict(zip(platforms, pool.map(shared, platforms), strict=True))
+        jobs = [
+            (p, pin)
+            for p in platforms
+            for pin in pins
+            if (p.name, pin) not in upstream or together[p] is None
+        ]
+        oracle = dict(zip([(p.name, pin) for p, pin in jobs], pool.map(alone, jobs), strict=True))
+    for answers in together.values():
+        oracle.update(answers or {})
+    return oracle
 
 
 def test_plan_agrees_with_pip(tmp_path: Path, write_reqs: Path) -> None:
@@ -215,25 +262,21 @@ def test_plan_agrees_with_pip_on_the_new_arches(tmp_path: Path) -> None:
     cp313, manylinux from 2_31 on): our verdict against pip's, pin by pin."""
     matrix = load_matrix(MULTIARCH)
     platforms = select(expand(matrix), ["*-ppc64le", "*-s390x", "*-riscv64"])
-    jobs = [(pin, p) for p in platforms for pin in COMPILED]
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        answers = list(
-            pool.map(
-                lambda job: pip_oracle(
-                    job[0], job[1], job[1].python[0], tmp_path / f"{job[1].name}-{job[0]}"
-                ),
-                jobs,
-            )
-        )
     reqs = tmp_path / "compiled.txt"
     reqs.write_text("\n".join(COMPILED) + "\n")
     decisions = make_plan(matrix, platforms, [reqs], upstream=_upstream(matrix)).decisions
     ours = {(d.platform, d.name): d for d in decisions}
+    jobs = [(pin, p) for p in platforms for pin in COMPILED]
+    upstream = {
+        (p.name, pin) for pin, p in jobs if ours[(p.name, _project(pin))].action == Action.UPSTREAM
+    }
+    answered = host_oracle(platforms, COMPILED, upstream, tmp_path / "pip")
+    answers = [answered[(p.name, pin)] for pin, p in jobs]
     disagreements = []
     for (pin, platform), wheel in zip(jobs, answers, strict=True):
-        decision = ours[(platform.name, pin.split("==")[0])]
-        upstream = decision.action == Action.UPSTREAM
-        if upstream != (wheel is not None) or (upstream and decision.wheel != wheel):
+        decision = ours[(platform.name, _project(pin))]
+        is_upstream = decision.action == Action.UPSTREAM
+        if is_upstream != (wheel is not None) or (is_upstream and decision.wheel != wheel):
             disagreements.append((platform.name, pin, wheel, decision.action, decision.wheel))
     assert disagreements == []
     oracle = {f"{p.name} {pin}": w for (pin, p), w in zip(jobs, answers, strict=True)}
