@@ -10,6 +10,7 @@ from pathlib import Path
 
 from benchmarks.common import CONSTRAINTS, OUT, Row, orchestrate_build, sh
 from orchestrator.publish.serve import make_server
+from tests.builders import in_builder
 from tests.matrices import local_matrix_copy
 
 ARM = "debian-bookworm-arm64"
@@ -48,10 +49,8 @@ def _install(image: str, args: str) -> float:
         f"/tmp/v/bin/pip install -q --no-deps --target /tmp/t {args} && "
         'echo "elapsed-ns $(( $(date +%s%N) - t0 ))"'
     )
-    done = sh(
-        *("docker", "run", "--rm", "--network", "host", "--platform", "linux/arm64"),
-        *(image, "sh", "-c", script),
-    )
+    done = in_builder(image, "arm64", script, ("--network", "host"))
+    assert done.returncode == 0, done.stderr[-2000:]
     return int(done.stdout.split("elapsed-ns")[-1]) / 1e9
 
 

@@ -38,6 +38,19 @@ exit 1
 """
 
 
+def in_builder(
+    image: str, arch: str, script: str, extra: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """`sh -c script` in a throwaway container of the builder, on its own arch (under
+    QEMU when foreign), with `extra` options for `docker run`; not checked."""
+    return subprocess.run(
+        ["docker", "run", "--rm", "--platform", f"linux/{arch}", *extra, image, "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
 def package_versions(tag: str) -> str:
     """`dpkg-query -W` of the image, sorted: what must be equal across two ways."""
     command = (

@@ -16,9 +16,10 @@ from orchestrator.config.matrix import expand
 from orchestrator.engines.docker import DockerEngine
 from orchestrator.images.build import image_tag
 from orchestrator.images.pipeline import ImagesReport
-from orchestrator.jobs.phases.build import LABEL_JOB
+from orchestrator.jobs.phases.build import LABEL_RUN
 from orchestrator.publish.serve import make_server
 from orchestrator.store import Provenance, Store
+from tests.builders import in_builder
 from tests.matrices import local_matrix_copy
 from tests.wheelfactory import make_wheel
 
@@ -52,28 +53,6 @@ def test_wheels_built_with_the_right_tags(build_report: dict[str, object]) -> No
     plan = build_report["plan"]
     assert isinstance(plan, list)
     assert {d["action"] for d in plan if d["name"] == "six"} == {"upstream"}
-
-
-def _in_builder(
-    image: str, arch: str, script: str, extra: list[str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            "docker",
-            "run",
-            "--rm",
-            "--platform",
-            f"linux/{arch}",
-            *(extra or []),
-            image,
-            "sh",
-            "-c",
-            script,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize("platform", [AMD, ARM])
@@ -131,31 +110,31 @@ def test_pip_installs_from_our_index_with_and_without_hashes(
     image = image_tag(local.matrix, next(p for p in expand(local.matrix) if p.name == platform))
     index = f"{served}/{platform}/simple/"
     pip = "/opt/orchestrate/py3.11/bin/pip"
-    plain = _in_builder(
+    plain = in_builder(
         image,
         arch,
         f"{pip} install -q --target /tmp/t --index-url {index} crcmod==1.7 && "
         "PYTHONPATH=/tmp/t /opt/orchestrate/py3.11/bin/python -c "
         "'import crcmod._crcfunext'",
-        ["--network", "host"],
+        ("--network", "host"),
     )
     assert plain.returncode == 0, plain.stderr
-    hashed = _in_builder(
+    hashed = in_builder(
         image,
         arch,
         f"echo 'crcmod==1.7 --hash=sha256:{job['sha256']}' > /tmp/r.txt && "
         f"{pip} install -q --target /tmp/t --require-hashes --index-url {index} "
         "-r /tmp/r.txt",
-        ["--network", "host"],
+        ("--network", "host"),
     )
     assert hashed.returncode == 0, hashed.stderr
-    wrong = _in_builder(
+    wrong = in_builder(
         image,
         arch,
         f"echo 'crcmod==1.7 --hash=sha256:{'0' * 64}' > /tmp/r.txt && "
         f"{pip} install -q --target /tmp/t --require-hashes --index-url {index} "
         "-r /tmp/r.txt",
-        ["--network", "host"],
+        ("--network", "host"),
     )
     assert wrong.returncode != 0
     assert "HASHES" in wrong.stderr.upper()
@@ -164,7 +143,7 @@ def test_pip_installs_from_our_index_with_and_without_hashes(
 def test_no_container_is_left_after_a_successful_run(
     build_report: dict[str, Any], engine: DockerEngine
 ) -> None:
-    assert engine.containers(f"org.orchestrate.run={build_report['run_id']}") == []
+    assert engine.containers(f"{LABEL_RUN}={build_report['run_id']}") == []
 
 
 def test_a_rebuild_that_differs_is_exit_4_and_replace_takes_it(
@@ -218,7 +197,7 @@ def test_failed_compile_is_isolated_and_logged(
     assert failed["attempts"] == 1  # compile errors are not retried
     assert failed["category"] == "missing-system-library"
     assert failed["error"] == "missing header lber.h"
-    assert engine.containers(f"org.orchestrate.run={built.report['run_id']}") == []
+    assert engine.containers(f"{LABEL_RUN}={built.report['run_id']}") == []
     assert "FAILED debian-bookworm-amd64/python-ldap==3.4.4" in built.process.stderr
 
 
@@ -228,7 +207,7 @@ def test_timeout_kills_and_reports(
     built = local.build("netifaces==0.11.0\n", tmp_path, "-p", "*-arm64", "--timeout", "3")
     assert built.process.returncode == 1
     assert built.jobs[f"{ARM}/netifaces==0.11.0"]["status"] == "timeout"
-    assert engine.containers(f"{LABEL_JOB}={ARM}/netifaces==0.11.0") == []
+    assert engine.containers(f"{LABEL_RUN}={built.report['run_id']}") == []
 
 
 def test_two_builds_of_one_sdist_give_the_same_bytes(

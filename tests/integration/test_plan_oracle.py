@@ -31,6 +31,7 @@ from orchestrator.model import Action
 from orchestrator.plan.gather import make_plan
 from orchestrator.plan.tags import platform_tags
 from orchestrator.plan.upstream import Upstream
+from tests.builders import in_builder
 from tests.conftest import REPO
 
 from .conftest import Local
@@ -336,23 +337,7 @@ def _each_alone(pins: list[str]) -> list[str]:
 
 def _in_builder(image: str, arch: str, lines: list[str]) -> dict[str, list[str]]:
     """Each line's answers in the builder: `pin file` by pin; a bare file under ""."""
-    done = subprocess.run(
-        [
-            "docker",
-            "run",
-            "--rm",
-            "--platform",
-            f"linux/{arch}",
-            image,
-            "sh",
-            "-c",
-            "; ".join(lines),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=1800,
-    )
+    done = in_builder(image, arch, "; ".join(lines))
     assert done.returncode == 0, done.stderr[-1000:]
     answers: dict[str, list[str]] = {}
     for line in done.stdout.splitlines():

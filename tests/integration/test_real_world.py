@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator.engines.docker import DockerEngine
 from orchestrator.images.pipeline import ImagesReport
-from orchestrator.jobs.phases.build import LABEL_JOB
+from orchestrator.jobs.phases.build import LABEL_RUN
 from tests.matrices import local_matrix_copy
 
 from .conftest import Built, Local
@@ -172,8 +172,8 @@ def check_sandbox(local: Local, engine: DockerEngine, tmp_path: Path) -> Built:
     assert "lber.h" in ldap["error"]
     assert "libldap-dev libsasl2-dev" in ldap["hint"]  # bookworm's names, not the transitional one
     kept = {
-        "fetch": _inspect(engine, f"{AMD}/crcmod==1.7"),
-        "build": _inspect(engine, f"{AMD}/python-ldap==3.4.4"),
+        "fetch": _inspect(engine, fetch.report["run_id"]),
+        "build": _inspect(engine, build.report["run_id"]),
     }
     try:
         assert kept["build"]["HostConfig"]["NetworkMode"] == "none"
@@ -192,8 +192,9 @@ def check_sandbox(local: Local, engine: DockerEngine, tmp_path: Path) -> Built:
     return build
 
 
-def _inspect(engine: DockerEngine, job: str) -> dict[str, Any]:
-    (found,) = engine.containers(f"{LABEL_JOB}={job}")
+def _inspect(engine: DockerEngine, run: str) -> dict[str, Any]:
+    """The one container a run kept (the session beside this one runs the same jobs)."""
+    (found,) = engine.containers(f"{LABEL_RUN}={run}")
     data: dict[str, Any] = engine.api.inspect_container(found)
     return data
 

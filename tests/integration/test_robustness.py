@@ -15,7 +15,7 @@ import pytest
 from orchestrator.core.errors import EXIT_INTERRUPTED
 from orchestrator.engines.docker import DockerEngine
 from orchestrator.images.pipeline import ImagesReport
-from orchestrator.jobs.phases.build import LABEL_JOB
+from orchestrator.jobs.phases.build import LABEL_RUN
 from orchestrator.publish.index import current_release, publish
 from orchestrator.store import Provenance, Store
 from tests.conftest import CliRunner
@@ -57,11 +57,14 @@ def test_a_signal_mid_build_keeps_what_finished_and_leaves_no_container(
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
         time.sleep(0.5)
     assert _finished_logs(work), "no job finished in time"
-    assert engine.containers(LABEL_JOB), "nothing was running any more"
+    # This run's containers alone: the session beside this one runs jobs of its own.
+    [run] = {log.parent.name for log in _finished_logs(work)}
+    ours = f"{LABEL_RUN}={run}"
+    assert engine.containers(ours), "nothing was running any more"
     proc.send_signal(sig)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == EXIT_INTERRUPTED, output
-    assert engine.containers(LABEL_JOB) == []
+    assert engine.containers(ours) == []
     report = json.loads((work / "reports" / "latest.json").read_text())
     statuses = {j["job"]: j["status"] for j in report["jobs"]}
     built = [j for j, status in statuses.items() if status == "built"]

@@ -33,6 +33,7 @@ from orchestrator.trust.smoke import (
 )
 
 LABEL_JOB = "org.orchestrate.job"
+LABEL_RUN = "org.orchestrate.run"
 
 
 GENERATED = "generated.tar"  # in a native job's folder: the C its Cython wrote
@@ -60,7 +61,7 @@ def run_phase(
         network=phase.network,
         user=BUILD_USER,
         workdir="/job",
-        labels={LABEL_JOB: job.id, "org.orchestrate.run": job.run_id},
+        labels={LABEL_JOB: job.id, LABEL_RUN: job.run_id},
         keep=job.keep_failed,
     )
     with ctx.engine.container(request) as box:
