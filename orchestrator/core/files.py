@@ -59,8 +59,7 @@ def write_atomic(
     rename: readers see the old file or the whole new one. A cache may skip the sync."""
     if isinstance(data, str):
         data = data.encode()
-    # Unique per process and thread: two writers of one path never share a temporary.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp = _private_temporary(path)
     try:
         with tmp.open("wb") as handle:
             handle.write(data)
@@ -80,7 +79,7 @@ def symlink_atomic(link: Path, target: str | Path) -> None:
     """Point `link` at `target` with one rename: readers see the old link or the
     new one, and two writers at once (two merges, two shards) never share a
     temporary name."""
-    tmp = link.with_name(f".{link.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp = _private_temporary(link)
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(target)
     try:
@@ -89,6 +88,12 @@ def symlink_atomic(link: Path, target: str | Path) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def _private_temporary(path: Path) -> Path:
+    """A temporary beside `path`, unique per process and thread: two writers of one
+    path never share it."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
 
 
 def _size(limit: int) -> str:
