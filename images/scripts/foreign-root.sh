@@ -55,11 +55,54 @@ for node in null:1:3 zero:1:5 full:1:7 random:1:8 urandom:1:9; do
     made="$made $t/dev/$name"
   fi
 done
+# A file of the target set aside while packages install (dpkg writes an upgrade of
+# it beside), and put back: divert --add|--remove PATH.
+divert() {
+  dpkg-divert --root="$t" --local --rename --divert "$2.orchestrate" "$1" "$2" >/dev/null
+}
 # update-ca-certificates costs about 35 s under QEMU: diverted while packages
 # install; the natively made store is copied in afterwards (see tool-venvs.sh).
-divert="dpkg-divert --root=$t --local --rename --divert /usr/sbin/update-ca-certificates.orchestrate"
-$divert --add /usr/sbin/update-ca-certificates >/dev/null
+divert --add /usr/sbin/update-ca-certificates
 ln -s /bin/true "$t/usr/sbin/update-ca-certificates"
+# The engine's own shell and text tools while the maintainer scripts run. Under QEMU
+# a process costs tens of milliseconds before it does anything, and ca-certificates'
+# config script alone starts about 900 (a subshell and a grep for each certificate).
+# They take the target's place, diverted, with the loader and libraries they need
+# in the engine arch's own folders, which no package of the target arch uses. They
+# only read and write files: uname, dpkg and the interpreters stay the target's, so
+# the scripts see the target's architecture. All of it goes before the root is
+# taken. A target that already has one of those folders keeps its own tools.
+names="dash grep sed cat chmod chown cp ln mkdir mv readlink rm touch basename cut dirname
+  expr head md5sum sort stat tr uniq wc"
+# Each under the path the target's dpkg lists it (/bin/cat in bookworm, /usr/bin/cat
+# from trixie): an upgrade of its package then goes beside the diversion, not over
+# the engine's copy. (The engine's copy is found by name: the same release.)
+# shellcheck disable=SC2086  # one word per path
+tools=$(dpkg-query --admindir="$t/var/lib/dpkg" -S $(for name in $names; do
+  printf '/bin/%s /usr/bin/%s ' "$name" "$name"; done) 2>/dev/null | sed -n 's/^[^ ]*: //p')
+# shellcheck disable=SC2086  # one word per path
+libs=$(ldd $tools | awk '$NF ~ /^\(0x/ { for (i = 1; i < NF; i++) if ($i ~ /^\//) print $i }' \
+  | sort -u)
+folders=$(for lib in $libs; do dirname "$lib"; done | sort -u)
+for folder in $folders; do
+  [ ! -e "$t$folder" ] || tools=""
+done
+lent="" made_folders=""
+if [ -n "$tools" ]; then
+  for folder in $folders; do  # /lib/x and /usr/lib/x are one folder in a merged /usr
+    [ -d "$t$folder" ] || { mkdir "$t$folder" && made_folders="$t$folder $made_folders"; }
+  done
+  for lib in $libs; do
+    cp -L "$lib" "$t$lib"
+  done
+  for tool in $tools; do
+    divert --add "$tool"
+    cp "$(command -v "${tool##*/}")" "$t$tool"
+  done
+  lent="$tools"
+  echo "orchestrate: the engine's own$(for tool in $tools; do printf ' %s' "${tool##*/}"; done)" \
+    "in the target while its packages install"
+fi
 
 apt="-o APT::Architecture=$arch -o APT::Architectures::=$arch -o Dir::Etc=$t/etc/apt
   -o Dir::State=$t/var/lib/apt -o Dir::Cache=$t/var/cache/apt -o Dir::Log=$t/var/log/apt
@@ -78,8 +121,19 @@ apt-get $apt update -qq || { sleep 15 && apt-get $apt update -qq; } \
 # shellcheck disable=SC2086
 apt-get $apt -y --no-install-recommends dist-upgrade "$@"
 
+for tool in $lent; do
+  rm "$t$tool"
+  divert --remove "$tool"
+done
+if [ -n "$lent" ]; then
+  for lib in $libs; do
+    rm -f "$t$lib"  # -f: a library named under both /lib and /usr/lib goes once
+  done
+  # shellcheck disable=SC2086  # one word per folder
+  rmdir $made_folders  # fails the root if a package of the target put a file there
+fi
 rm "$t/usr/sbin/update-ca-certificates"
-$divert --remove /usr/sbin/update-ca-certificates >/dev/null
+divert --remove /usr/sbin/update-ca-certificates
 store=$t/opt/orchestrate/ca-store
 if [ "$(dpkg-query --admindir="$t/var/lib/dpkg" -W -f '${Version}' ca-certificates)" = "$(cat "$store/version")" ]; then
   cp -a "$store/certs/." "$t/etc/ssl/certs/"

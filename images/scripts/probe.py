@@ -4,6 +4,7 @@
 Run by the image build itself (saved to /etc/orchestrate/probe.json) and
 read back by orchestrate, so plans use the tags pip in this image accepts.
 Usage: orchestrate-probe PYTHON_VERSION...
+       orchestrate-probe --write FOLDER PYTHON_VERSION...  (probe.json and runtime.json)
 
 With --runtime, print instead what wheels built here link against: each
 Python's full version, every installed package with its version, and, for
@@ -21,24 +22,48 @@ import sys
 import tempfile
 from pathlib import Path
 
-SNIPPET = "import json;from packaging.tags import sys_tags;print(json.dumps([str(t) for t in sys_tags()]))"
+SNIPPET = ("import json, platform; from packaging.tags import sys_tags; "
+           "print(json.dumps({'tags': [str(t) for t in sys_tags()], "
+           "'version': platform.python_version()}))")
 
 
 def main() -> None:
     if sys.argv[1:2] == ["--runtime"]:
         print(json.dumps(runtime(sys.argv[2:]), indent=0, sort_keys=True))
         return
-    tags = {}
-    for version in sys.argv[1:]:
+    if sys.argv[1:2] == ["--write"]:
+        write(Path(sys.argv[2]), sys.argv[3:])
+        return
+    print(json.dumps(probe(_asked(sys.argv[1:])), indent=1))
+
+
+def write(folder, versions):
+    """Both files in one run: each Python is asked once (under emulation, an
+    interpreter's start is most of a probe's time)."""
+    asked = _asked(versions)
+    (folder / "probe.json").write_text(json.dumps(probe(asked), indent=1) + "\n")
+    facts = runtime(versions, {v: answer["version"] for v, answer in asked.items()})
+    (folder / "runtime.json").write_text(json.dumps(facts, indent=0, sort_keys=True) + "\n")
+
+
+def _asked(versions):
+    """Each Python's tags and full version, from the Python itself."""
+    asked = {}
+    for version in versions:
         python = f"/opt/orchestrate/py{version}/bin/python"
         out = subprocess.run([python, "-c", SNIPPET], check=True, capture_output=True, text=True)
-        tags[version] = json.loads(out.stdout)
+        asked[version] = json.loads(out.stdout)
+    return asked
+
+
+def probe(asked):
     libc, glibc = platform.libc_ver()
-    probe = {"machine": os.uname().machine, "libc": libc, "glibc": glibc, "tags": tags}
+    tags = {version: answer["tags"] for version, answer in asked.items()}
+    found = {"machine": os.uname().machine, "libc": libc, "glibc": glibc, "tags": tags}
     compiler = native_compiler(Path("/opt/orchestrate/cross"))
     if compiler is not None:
-        probe["native_compiler"] = compiler
-    print(json.dumps(probe, indent=1))
+        found["native_compiler"] = compiler
+    return found
 
 
 def _version(argv):
@@ -81,9 +106,11 @@ def _compiles(bin_dir):
     return ""
 
 
-def runtime(versions):
-    pythons = {}
+def runtime(versions, known=None):
+    pythons = dict(known or {})
     for version in versions:
+        if version in pythons:
+            continue
         python = f"/opt/orchestrate/py{version}/bin/python"
         out = subprocess.run([python, "-c", "import platform;print(platform.python_version())"],
                              check=True, capture_output=True, text=True)

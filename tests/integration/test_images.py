@@ -347,6 +347,9 @@ def test_packages_installed_natively_equal_those_installed_under_emulation(
     state = system_state(natively)
     assert state == system_state(emulated_way)
     assert "update-ca-certificates" not in state  # the diversion while packages install
+    # The engine's shell and tools, lent while packages install, went with their folders.
+    assert "cannot access '/usr/lib/x86_64-linux-gnu'" in state
+    assert "\n/usr/lib/aarch64-linux-gnu\n" in state
 
 
 def test_the_natively_made_tool_venvs_equal_those_made_under_emulation(

@@ -123,7 +123,7 @@ def test_the_upgrade_dockerfile_upgrades_records_and_probes_again() -> None:
     assert lines.index("USER root") < lines.index(f"USER {MATRIX.builder.user}")
     assert "apt-get -y --no-install-recommends dist-upgrade" in text
     assert "> /etc/orchestrate/changes.txt" in text
-    assert "--runtime 3.11 > /etc/orchestrate/runtime.json" in text
+    assert "orchestrate-probe \\\n       --write /etc/orchestrate 3.11" in text  # both files
     # A builder from its base runs the same dist-upgrade, so both reach the same state.
     assert "apt-get -y --no-install-recommends dist-upgrade" in render(platform, MATRIX).dockerfile
 
