@@ -29,7 +29,7 @@ SNIPPET = ("import json, platform; from packaging.tags import sys_tags; "
 
 def main() -> None:
     if sys.argv[1:2] == ["--runtime"]:
-        print(json.dumps(runtime(sys.argv[2:]), indent=0, sort_keys=True))
+        print(json.dumps(runtime(_full_versions(sys.argv[2:])), indent=0, sort_keys=True))
         return
     if sys.argv[1:2] == ["--write"]:
         write(Path(sys.argv[2]), sys.argv[3:])
@@ -42,18 +42,20 @@ def write(folder, versions):
     interpreter's start is most of a probe's time)."""
     asked = _asked(versions)
     (folder / "probe.json").write_text(json.dumps(probe(asked), indent=1) + "\n")
-    facts = runtime(versions, {v: answer["version"] for v, answer in asked.items()})
+    facts = runtime({version: answer["version"] for version, answer in asked.items()})
     (folder / "runtime.json").write_text(json.dumps(facts, indent=0, sort_keys=True) + "\n")
 
 
 def _asked(versions):
     """Each Python's tags and full version, from the Python itself."""
-    asked = {}
-    for version in versions:
-        python = f"/opt/orchestrate/py{version}/bin/python"
-        out = subprocess.run([python, "-c", SNIPPET], check=True, capture_output=True, text=True)
-        asked[version] = json.loads(out.stdout)
-    return asked
+    return {version: json.loads(_in_python(version, SNIPPET)) for version in versions}
+
+
+def _in_python(version, code):
+    """What `code` prints, run by the tool venv's Python `version`."""
+    python = f"/opt/orchestrate/py{version}/bin/python"
+    return subprocess.run([python, "-c", code], check=True, capture_output=True,
+                          text=True).stdout
 
 
 def probe(asked):
@@ -106,15 +108,14 @@ def _compiles(bin_dir):
     return ""
 
 
-def runtime(versions, known=None):
-    pythons = dict(known or {})
-    for version in versions:
-        if version in pythons:
-            continue
-        python = f"/opt/orchestrate/py{version}/bin/python"
-        out = subprocess.run([python, "-c", "import platform;print(platform.python_version())"],
-                             check=True, capture_output=True, text=True)
-        pythons[version] = out.stdout.strip()
+def _full_versions(versions):
+    """Each Python's full version, asked alone (a job's runtime step: no tags)."""
+    code = "import platform;print(platform.python_version())"
+    return {version: _in_python(version, code).strip() for version in versions}
+
+
+def runtime(pythons):
+    """The runtime facts, `pythons` mapping each version to its full version."""
     deb = Path("/usr/bin/dpkg-query").exists()
     libraries = _ld_cache()
     owners = _owners_deb(libraries.values()) if deb else _owners_rpm(libraries.values())
