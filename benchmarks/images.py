@@ -8,7 +8,8 @@ cross toolchain and the tool venvs), as on a new host; then the emulated builder
 the old way (`builder.native_packages: false`: `apt-get install`, the tool venvs and
 the trust store under QEMU), and
 both arm64 builders compared: `dpkg-query -W` and the headline pins' wheels.
-`python -m benchmarks.images` runs these rows alone.
+`python -m benchmarks.images` runs these rows alone, then the demo's from nothing
+(benchmarks/demo.py): the three rows of the images' goals, side by side.
 
 The refresh rows then take each of those builders back to the day before an update
 (`tests/builders.py`: one package one version older, created a month ago), time
@@ -27,6 +28,7 @@ import time
 from pathlib import Path
 
 from benchmarks import cache as headline
+from benchmarks import demo
 from benchmarks.common import OUT, Row, orchestrate_build, print_table, sh
 from orchestrator.config import load_matrix
 from orchestrator.config.matrix import expand
@@ -203,6 +205,7 @@ def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     rows = emulated_vs_native()
     rows += refresh_after_update()
+    rows.append(demo.from_nothing())
     print_table(rows)
     print(json.dumps([r.__dict__ for r in rows]))
     return 0

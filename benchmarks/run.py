@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import cache, compilers, freshness, images, openstack, scheduling, shards
+from benchmarks import cache, compilers, demo, freshness, images, openstack, scheduling, shards
 from benchmarks.common import OUT, Row, machine, plot, print_table, save
 from orchestrator.config import load_matrix
 from orchestrator.config.matrix import expand
@@ -22,6 +22,18 @@ from tests.matrices import local_matrix_copy
 
 def local_matrix() -> Path:
     return local_matrix_copy(OUT / "local.yaml", OUT / "index")
+
+
+def image_rows(matrix_path: Path) -> list[Row]:
+    print("== images (no-op refresh)", flush=True)
+    rows = [freshness.refresh_noop(matrix_path)]
+    print("== builder images: emulated vs native", flush=True)
+    rows += images.emulated_vs_native()
+    print("== builder images: a refresh after a stable update", flush=True)
+    rows += images.refresh_after_update()
+    print("== the demo from nothing: an empty engine, registry and caches", flush=True)
+    rows.append(demo.from_nothing())
+    return rows
 
 
 def main() -> int:
@@ -37,12 +49,7 @@ def main() -> int:
     # Read first: a missing earlier run stops here, not after every other benchmark.
     from_last = openstack.saved_rows() if "--openstack-from-last" in sys.argv[1:] else None
 
-    print("== images (no-op refresh)", flush=True)
-    rows.append(freshness.refresh_noop(matrix_path))
-    print("== builder images: emulated vs native", flush=True)
-    rows += images.emulated_vs_native()
-    print("== builder images: a refresh after a stable update", flush=True)
-    rows += images.refresh_after_update()
+    rows += image_rows(matrix_path)
     print("== wheel cache headline", flush=True)
     requirements = cache.pins()
     report = cache.fill_cache(matrix_path, requirements)

@@ -55,8 +55,9 @@ def _clear_stale_pid(path: Path, name: str) -> None:
 
 
 @contextlib.contextmanager
-def second_engine(tmp: Path) -> Iterator[str]:
-    """Yields the engine URL, ssh://root@127.0.0.1:2222; all is torn down after."""
+def second_engine(tmp: Path, data_root: Path = DATA_ROOT) -> Iterator[str]:
+    """Yields the engine URL, ssh://root@127.0.0.1:2222 (its socket is SOCKET); all
+    is torn down after but `data_root`, which keeps its images for the next start."""
     SOCKET_DIR.mkdir(parents=True, exist_ok=True)
     run("ip", "link", "add", BRIDGE, "type", "bridge", check=False)
     run("ip", "addr", "replace", SUBNET, "dev", BRIDGE)
@@ -99,7 +100,7 @@ def second_engine(tmp: Path) -> Iterator[str]:
             "--host",
             f"unix://{SOCKET}",
             "--data-root",
-            str(DATA_ROOT),
+            str(data_root),
             "--exec-root",
             str(SOCKET_DIR / "exec"),
             "--pidfile",
