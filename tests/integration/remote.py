@@ -30,7 +30,8 @@ def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(args), capture_output=True, text=True, check=check)
 
 
-def _wait(what: str, probe: list[str], seconds: float = 60) -> None:
+def wait_for(what: str, probe: list[str], seconds: float = 60) -> None:
+    """Runs `probe` until it exits 0; `what` did not come up after `seconds`."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if run(*probe, check=False).returncode == 0:
@@ -115,9 +116,9 @@ def second_engine(tmp: Path, data_root: Path = DATA_ROOT) -> Iterator[str]:
     )
     sshd: subprocess.Popen[bytes] | None = None
     try:
-        _wait("second dockerd", ["docker", "-H", f"unix://{SOCKET}", "version"])
+        wait_for("second dockerd", ["docker", "-H", f"unix://{SOCKET}", "version"])
         sshd = _start_sshd(tmp)
-        _wait(
+        wait_for(
             "ssh to the second engine",
             ["ssh", "-p", str(SSH_PORT), "root@127.0.0.1", "docker", "version"],
             30,
