@@ -72,9 +72,9 @@ def package_versions(tag: str) -> str:
 SYSTEM_STATE = (
     "readlink /bin/sh; dpkg-divert --list | sort; "
     "md5sum /etc/ld.so.cache /etc/ca-certificates.conf /etc/ssl/certs/ca-certificates.crt; "
-    # The engine's own shell and tools lent while packages install are gone: each
+    # The engine's own shell, tools and Python lent while packages install are gone: each
     # file of their packages is the package's, and no folder of the engine's arch.
-    "dpkg --verify dash grep sed coreutils; "
+    "dpkg --verify dash grep sed coreutils $(dpkg-query -W -f '${Package} ' 'python3.*-minimal'); "
     "ls -d /lib64 /usr/lib/x86_64-linux-gnu /usr/lib/aarch64-linux-gnu 2>&1; true"
 )
 

@@ -32,7 +32,9 @@ fi
 # a pocket still unreadable is left out, as in the builder (see _common.j2).
 apt-get update -qq || { sleep 15 && apt-get update -qq; } || { sleep 60 && apt-get update -qq; } \
   || echo "orchestrate: WARNING: a package index could not be read: see above" >&2
-apt-get install -y -qq --no-install-recommends "gcc-$triplet" "g++-$triplet" >/dev/null
+# Without a sync of each file unpacked: the container is thrown away whole if it fails.
+apt-get install -y -qq -o DPkg::Options::=--force-unsafe-io --no-install-recommends \
+  "gcc-$triplet" "g++-$triplet" >/dev/null
 
 major=$("$triplet-gcc" -dumpversion)
 full=$("$triplet-gcc" -dumpfullversion)

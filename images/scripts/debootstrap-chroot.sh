@@ -10,7 +10,9 @@
 # foreign-root.sh, it is told that the target's arch is fine (--force-architecture)
 # and that dependencies are met (--force-depends): debootstrap orders the packages
 # and already forces dependencies for most steps. The .deb files debootstrap names
-# are paths inside TARGET. dpkg logs to the target's log, not the host's.
+# are paths inside TARGET. dpkg logs to the target's log, not the host's. It does not
+# sync each file it unpacks (--force-unsafe-io, as Debian's container images
+# configure it): a second stage that fails is thrown away whole.
 set -eu
 target=$1
 shift
@@ -26,4 +28,4 @@ for arg; do
   shift
 done
 exec dpkg --root="$target" --log="$target/var/log/dpkg.log" --force-architecture \
-  --force-depends "$@"
+  --force-depends --force-unsafe-io "$@"

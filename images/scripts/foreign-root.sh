@@ -20,6 +20,8 @@
 # takes its own arch for the system's, so it is told that arm64 is fine
 # (--force-architecture) and that an arch-all package's dependencies on arm64 ones
 # are met (--force-depends): apt has resolved and ordered them for the target arch.
+# It does not sync each file it unpacks (--force-unsafe-io, as Debian's container
+# images configure it): a root whose script fails is thrown away whole.
 # The packages and versions are those of the Dockerfile's own `apt-get install`.
 set -eu
 arch=$1
@@ -60,6 +62,44 @@ done
 divert() {
   dpkg-divert --root="$t" --local --rename --divert "$2.orchestrate" "$1" "$2" >/dev/null
 }
+# The libraries the ELF files "$@" load, each by its path: ldd's "name => /path
+# (0x...)" and the loader's "/path (0x...)".
+needed_libs() {
+  ldd "$@" | awk '$NF ~ /^\(0x/ { for (i = 1; i < NF; i++) if ($i ~ /^\//) print $i }' \
+    | sort -u
+}
+# Each Python of "$pythons" at the target's version, for the engine's arch, and the
+# libraries it needs, unpacked in /tmp/native-py/root; fails if one cannot be had.
+fetch_pythons() {
+  mkdir -p /tmp/native-py/debs
+  # apt downloads as its own user: into a folder it may write.
+  chown _apt /tmp/native-py/debs 2>/dev/null || true
+  for py in $pythons; do
+    # shellcheck disable=SC2086
+    version=$(apt-cache $apt policy "$py-minimal" | sed -n 's/^ *Candidate: //p')
+    # shellcheck disable=SC2086
+    (cd /tmp/native-py/debs && apt-get $native download -qq "$py-minimal=$version") || return 1
+  done
+  # shellcheck disable=SC2086
+  (cd /tmp/native-py/debs && apt-get $native download -qq libexpat1) || return 1
+  for deb in /tmp/native-py/debs/*.deb; do
+    dpkg-deb -x "$deb" /tmp/native-py/root || return 1
+  done
+}
+# The fetched Pythons in the target's place, diverted, with the libraries it lacks.
+lend_pythons() {
+  for py in $pythons; do
+    divert --add "/usr/bin/$py"
+    cp /tmp/native-py/root/usr/bin/"$py" "$t/usr/bin/$py"
+    lent_pythons="$lent_pythons $py"
+    # The downloaded libraries before the engine's own.
+    for lib in $(export LD_LIBRARY_PATH="$(printf "%s:" /tmp/native-py/root/lib/*-linux-gnu* \
+      /tmp/native-py/root/usr/lib/*-linux-gnu*)"; needed_libs "/tmp/native-py/root/usr/bin/$py"); do
+      path=${lib#/tmp/native-py/root}
+      [ -e "$t$path" ] || { cp -L "$lib" "$t$path" && lent_python_libs="$lent_python_libs $path"; }
+    done
+  done
+}
 # update-ca-certificates costs about 35 s under QEMU: diverted while packages
 # install; the natively made store is copied in afterwards (see tool-venvs.sh).
 divert --add /usr/sbin/update-ca-certificates
@@ -81,8 +121,7 @@ names="dash grep sed cat chmod chown cp ln mkdir mv readlink rm touch basename c
 tools=$(dpkg-query --admindir="$t/var/lib/dpkg" -S $(for name in $names; do
   printf '/bin/%s /usr/bin/%s ' "$name" "$name"; done) 2>/dev/null | sed -n 's/^[^ ]*: //p')
 # shellcheck disable=SC2086  # one word per path
-libs=$(ldd $tools | awk '$NF ~ /^\(0x/ { for (i = 1; i < NF; i++) if ($i ~ /^\//) print $i }' \
-  | sort -u)
+libs=$(needed_libs $tools)
 folders=$(for lib in $libs; do dirname "$lib"; done | sort -u)
 for folder in $folders; do
   [ ! -e "$t$folder" ] || tools=""
@@ -108,19 +147,52 @@ apt="-o APT::Architecture=$arch -o APT::Architectures::=$arch -o Dir::Etc=$t/etc
   -o Dir::State=$t/var/lib/apt -o Dir::Cache=$t/var/cache/apt -o Dir::Log=$t/var/log/apt
   -o Dir::State::status=$t/var/lib/dpkg/status -o DPkg::Options::=--root=$t
   -o DPkg::Options::=--log=$t/var/log/dpkg.log -o DPkg::Options::=--force-architecture
-  -o DPkg::Options::=--force-depends"
+  -o DPkg::Options::=--force-depends -o DPkg::Options::=--force-unsafe-io"
+# The engine's own Python for the byte-compiling that the Pythons' postinsts run
+# (py_compile and py3compile: about 10 s under QEMU for arm64; neither needs an
+# extension module): a .deb of the target's version for the engine's arch, from
+# the same sources, verified by apt, its index read while the target's is.
+host=$(dpkg --print-architecture)
+pythons=$(for p; do case $p in python3.[0-9] | python3.[0-9][0-9]) echo "$p" ;; esac; done)
+native="-o APT::Architecture=$host -o APT::Architectures::=$host -o Dir::Etc=$t/etc/apt
+  -o Dir::State=/tmp/native-apt -o Dir::Cache=/tmp/native-apt/cache
+  -o Dir::State::status=/var/lib/dpkg/status"
+native_update=""
+if [ -n "$lent" ] && [ -n "$pythons" ]; then
+  mkdir -p /tmp/native-apt/lists/partial /tmp/native-apt/cache/archives/partial
+  # shellcheck disable=SC2086
+  apt-get $native update -qq >/tmp/native-apt/update.log 2>&1 &
+  native_update=$!
+fi
 # Again after a pause: a mirror in the middle of a sync serves mismatched indexes;
 # a pocket still unreadable is left out, as in the builder (see _common.j2).
 # shellcheck disable=SC2086  # one word per option: none holds a space
 apt-get $apt update -qq || { sleep 15 && apt-get $apt update -qq; } \
   || { sleep 60 && apt-get $apt update -qq; } \
   || echo "orchestrate: WARNING: a package index could not be read: see above" >&2
+lent_pythons="" lent_python_libs=""
+if [ -z "$native_update" ]; then
+  :
+elif wait "$native_update" && fetch_pythons; then
+  lend_pythons
+  echo "orchestrate: the engine's own$lent_pythons in the target while its packages install"
+else
+  cat /tmp/native-apt/update.log >&2
+  echo "orchestrate: the target's own Python byte-compiles: no $host build of it (see above)"
+fi
 # The Dockerfile's dist-upgrade and install in one run: the same packages at the
 # same versions, and one dpkg run of each kind for both rather than two, each
 # with its own triggers under QEMU.
 # shellcheck disable=SC2086
 apt-get $apt -y --no-install-recommends dist-upgrade "$@"
 
+for py in $lent_pythons; do
+  rm "$t/usr/bin/$py"
+  divert --remove "/usr/bin/$py"
+done
+for lib in $lent_python_libs; do
+  rm "$t$lib"
+done
 for tool in $lent; do
   rm "$t$tool"
   divert --remove "$tool"

@@ -23,8 +23,10 @@ for py in $pythons; do packages="$packages python$py python$py-venv"; done
 # a pocket still unreadable is left out, as in the builder (see _common.j2).
 apt-get update -qq || { sleep 15 && apt-get update -qq; } || { sleep 60 && apt-get update -qq; } \
   || echo "orchestrate: WARNING: a package index could not be read: see above" >&2
+# Without a sync of each file unpacked: the container is thrown away whole if it fails.
 # shellcheck disable=SC2086  # one word per package
-apt-get install -y -qq --no-install-recommends $packages >/dev/null
+apt-get install -y -qq -o DPkg::Options::=--force-unsafe-io --no-install-recommends $packages \
+  >/dev/null
 if ls /context/ca/*.crt >/dev/null 2>&1; then
   cp /context/ca/*.crt /usr/local/share/ca-certificates/
   update-ca-certificates >/dev/null
