@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import os
 import re
 import tarfile
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from orchestrator.config.matrix import expand
 from orchestrator.core.errors import EXIT_INPUT, TemplateError
 from orchestrator.engines.archive import archive_bytes, image_archive
 from orchestrator.engines.docker import _Lines
+from orchestrator.images.base import FETCH_RES_OPTIONS, fetch_env
 from orchestrator.images.cross import foreign_root_for
 from orchestrator.images.registry import DOCKER_LIST, DOCKER_MANIFEST, ManifestRef, index_document
 from orchestrator.images.render import (
@@ -290,6 +292,18 @@ def test_a_foreign_root_only_for_a_bootstrapped_deb_builder_under_emulation() ->
     assert foreign_root_for(arm, off, Arch.AMD64, venvs) is None
     rpm = next(p for p in PLATFORMS.values() if p.family.value == "rpm")
     assert foreign_root_for(rpm, MATRIX, Arch.AMD64, venvs) is None
+
+
+def test_debootstrap_asks_a_dropped_name_query_again_after_a_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """debootstrap's wgets look the mirror up once per package: glibc's 5-s timeout
+    is cut to 1 s unless the user set resolver options of their own."""
+    monkeypatch.delenv("RES_OPTIONS", raising=False)
+    assert fetch_env()["RES_OPTIONS"] == FETCH_RES_OPTIONS == "timeout:1 attempts:5"
+    monkeypatch.setenv("RES_OPTIONS", "rotate")
+    assert fetch_env()["RES_OPTIONS"] == "rotate"
+    assert fetch_env()["PATH"] == os.environ["PATH"]  # the rest of the environment kept
 
 
 def test_a_scratch_context_holds_the_root_whole_and_the_files_its_steps_use() -> None:
