@@ -28,6 +28,9 @@ main=$(grep -m1 '^deb ' /etc/apt/sources.list 2>/dev/null || true)
 if [ -n "$main" ] && ! grep -q -- '-updates' /etc/apt/sources.list; then
   echo "$main" | awk '{ $3 = $3 "-updates"; print }' >>/etc/apt/sources.list
 fi
+# Only the package indexes: the translations of their descriptions (6 MB for
+# bookworm's main) are of no use here.
+echo 'Acquire::Languages "none";' >/etc/apt/apt.conf.d/99orchestrate-indexes-only
 # Again after a pause: a mirror in the middle of a sync serves mismatched indexes;
 # a pocket still unreadable is left out, as in the builder (see _common.j2).
 apt-get update -qq || { sleep 15 && apt-get update -qq; } || { sleep 60 && apt-get update -qq; } \

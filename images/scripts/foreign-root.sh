@@ -147,7 +147,10 @@ apt="-o APT::Architecture=$arch -o APT::Architectures::=$arch -o Dir::Etc=$t/etc
   -o Dir::State=$t/var/lib/apt -o Dir::Cache=$t/var/cache/apt -o Dir::Log=$t/var/log/apt
   -o Dir::State::status=$t/var/lib/dpkg/status -o DPkg::Options::=--root=$t
   -o DPkg::Options::=--log=$t/var/log/dpkg.log -o DPkg::Options::=--force-architecture
-  -o DPkg::Options::=--force-depends -o DPkg::Options::=--force-unsafe-io"
+  -o DPkg::Options::=--force-depends -o DPkg::Options::=--force-unsafe-io
+  -o Acquire::Languages=none"
+# Both apt runs here, the target's and the engine's below, leave out the translations
+# of the packages' descriptions (6 MB for bookworm's main): the lists go at the end.
 # The engine's own Python for the byte-compiling that the Pythons' postinsts run
 # (py_compile and py3compile: about 10 s under QEMU for arm64; neither needs an
 # extension module): a .deb of the target's version for the engine's arch, from
@@ -156,7 +159,7 @@ host=$(dpkg --print-architecture)
 pythons=$(for p; do case $p in python3.[0-9] | python3.[0-9][0-9]) echo "$p" ;; esac; done)
 native="-o APT::Architecture=$host -o APT::Architectures::=$host -o Dir::Etc=$t/etc/apt
   -o Dir::State=/tmp/native-apt -o Dir::Cache=/tmp/native-apt/cache
-  -o Dir::State::status=/var/lib/dpkg/status"
+  -o Dir::State::status=/var/lib/dpkg/status -o Acquire::Languages=none"
 native_update=""
 if [ -n "$lent" ] && [ -n "$pythons" ]; then
   mkdir -p /tmp/native-apt/lists/partial /tmp/native-apt/cache/archives/partial

@@ -19,6 +19,9 @@ if [ -s /context/apt-sources.list ]; then
 fi
 packages=ca-certificates
 for py in $pythons; do packages="$packages python$py python$py-venv"; done
+# Only the package indexes: the translations of their descriptions (6 MB for
+# bookworm's main) are of no use here.
+echo 'Acquire::Languages "none";' >/etc/apt/apt.conf.d/99orchestrate-indexes-only
 # Again after a pause: a mirror in the middle of a sync serves mismatched indexes;
 # a pocket still unreadable is left out, as in the builder (see _common.j2).
 apt-get update -qq || { sleep 15 && apt-get update -qq; } || { sleep 60 && apt-get update -qq; } \
