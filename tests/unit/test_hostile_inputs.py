@@ -184,6 +184,18 @@ def test_a_remote_constraints_file_never_reads_a_local_one(
     assert "TOP-SECRET-LINE" not in result.out + result.err
 
 
+def _catches(pid: int, signum: int) -> bool:
+    """Whether the process has a handler of its own for `signum` (its SigCgt mask)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:  # it has ended: the caller's poll() says so
+        return False
+    for line in status.splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
+
+
 def _doctor(url: str, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "orchestrator", "doctor", "--index", url],
@@ -224,11 +236,18 @@ def test_a_signal_during_start_up_is_exit_130_without_a_traceback(
     """The command imports a few hundred modules before it runs: a signal that comes
     then ends it as one that comes later (it printed a traceback and died by the
     signal, -2 or -15, when it came during the imports, which take about 0.8 s here).
-    The first few tens of milliseconds are the interpreter's own start, which no code
-    of ours can answer for; 0.25 s leaves room for a loaded machine."""
+    The interpreter's own start and the package's first imports come before any
+    handler of ours, and no code of ours can answer for them: on a loaded machine
+    they took more than 0.25 s. So the signal comes `delay` after the start, but
+    not before the process catches SIGTERM."""
     server.drip = True
     proc = _doctor(_url(server), {})
-    time.sleep(delay)
+    started = time.monotonic()
+    while not _catches(proc.pid, signal.SIGTERM):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() - started < 15
+        time.sleep(0.005)
+    time.sleep(max(0.0, delay - (time.monotonic() - started)))
     proc.send_signal(signum)
     _out, err = proc.communicate(timeout=15)
     assert proc.returncode == 130, err
