@@ -162,7 +162,7 @@ FETCH_RES_OPTIONS = "timeout:1 attempts:5"
 def fetch_env() -> dict[str, str]:
     """debootstrap's environment. It fetches each of a base's ~90 packages with a wget
     of its own, which looks the mirror's name up again: on a host whose resolver
-    drops about one query in fifty, the default timeout added 5 s a few times to
+    drops a few queries in a hundred, the default timeout added 5 s a few times to
     every base (the arm64 first stage: 19 s, 14 s with these options). A
     RES_OPTIONS of the user's own is kept."""
     return {**os.environ, "RES_OPTIONS": os.environ.get("RES_OPTIONS", FETCH_RES_OPTIONS)}
