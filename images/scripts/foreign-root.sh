@@ -143,14 +143,14 @@ if [ -n "$tools" ]; then
     "in the target while its packages install"
 fi
 
+# Both apt runs here, the target's and the engine's below, leave out the translations
+# of the packages' descriptions (6 MB for bookworm's main): the lists go at the end.
 apt="-o APT::Architecture=$arch -o APT::Architectures::=$arch -o Dir::Etc=$t/etc/apt
   -o Dir::State=$t/var/lib/apt -o Dir::Cache=$t/var/cache/apt -o Dir::Log=$t/var/log/apt
   -o Dir::State::status=$t/var/lib/dpkg/status -o DPkg::Options::=--root=$t
   -o DPkg::Options::=--log=$t/var/log/dpkg.log -o DPkg::Options::=--force-architecture
   -o DPkg::Options::=--force-depends -o DPkg::Options::=--force-unsafe-io
   -o Acquire::Languages=none"
-# Both apt runs here, the target's and the engine's below, leave out the translations
-# of the packages' descriptions (6 MB for bookworm's main): the lists go at the end.
 # The engine's own Python for the byte-compiling that the Pythons' postinsts run
 # (py_compile and py3compile: about 10 s under QEMU for arm64; neither needs an
 # extension module): a .deb of the target's version for the engine's arch, from
@@ -174,14 +174,14 @@ apt-get $apt update -qq || { sleep 15 && apt-get $apt update -qq; } \
   || { sleep 60 && apt-get $apt update -qq; } \
   || echo "orchestrate: WARNING: a package index could not be read: see above" >&2
 lent_pythons="" lent_python_libs=""
-if [ -z "$native_update" ]; then
-  :
-elif wait "$native_update" && fetch_pythons; then
-  lend_pythons
-  echo "orchestrate: the engine's own$lent_pythons in the target while its packages install"
-else
-  cat /tmp/native-apt/update.log >&2
-  echo "orchestrate: the target's own Python byte-compiles: no $host build of it (see above)"
+if [ -n "$native_update" ]; then
+  if wait "$native_update" && fetch_pythons; then
+    lend_pythons
+    echo "orchestrate: the engine's own$lent_pythons in the target while its packages install"
+  else
+    cat /tmp/native-apt/update.log >&2
+    echo "orchestrate: the target's own Python byte-compiles: no $host build of it (see above)"
+  fi
 fi
 # The Dockerfile's dist-upgrade and install in one run: the same packages at the
 # same versions, and one dpkg run of each kind for both rather than two, each
