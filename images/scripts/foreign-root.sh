@@ -111,7 +111,9 @@ ln -s /bin/true "$t/usr/sbin/update-ca-certificates"
 # in the engine arch's own folders, which no package of the target arch uses. They
 # only read and write files: uname, dpkg and the interpreters stay the target's, so
 # the scripts see the target's architecture. All of it goes before the root is
-# taken. A target that already has one of those folders keeps its own tools.
+# taken. They may share a folder the target has (ppc64el's /lib64 holds its own
+# loader beside where the engine's goes), never a file: a target that already has
+# one of those files keeps its own tools.
 names="dash grep sed cat chmod chown cp ln mkdir mv readlink rm touch basename cut dirname
   expr head md5sum sort stat tr uniq wc"
 # Each under the path the target's dpkg lists it (/bin/cat in bookworm, /usr/bin/cat
@@ -123,8 +125,8 @@ tools=$(dpkg-query --admindir="$t/var/lib/dpkg" -S $(for name in $names; do
 # shellcheck disable=SC2086  # one word per path
 libs=$(needed_libs $tools)
 folders=$(for lib in $libs; do dirname "$lib"; done | sort -u)
-for folder in $folders; do
-  [ ! -e "$t$folder" ] || tools=""
+for lib in $libs; do
+  [ ! -e "$t$lib" ] && [ ! -L "$t$lib" ] || tools=""
 done
 lent="" made_folders=""
 if [ -n "$tools" ]; then
@@ -202,6 +204,11 @@ for tool in $lent; do
 done
 if [ -n "$lent" ]; then
   for lib in $libs; do
+    # A package of the target that wrote one of these paths would lose its file.
+    [ ! -e "$t$lib" ] || cmp -s "$lib" "$t$lib" || {
+      echo "orchestrate: a package of the target replaced the engine's $lib" >&2
+      exit 1
+    }
     rm -f "$t$lib"  # -f: a library named under both /lib and /usr/lib goes once
   done
   # shellcheck disable=SC2086  # one word per folder
