@@ -26,7 +26,12 @@ def kind_of(version: object) -> EngineKind:
 
 
 def split_ref(ref: str) -> tuple[str, str]:
-    """`host:5000/repo:tag` → (`host:5000/repo`, `tag`); the tag defaults to latest."""
+    """`host:5000/repo:tag` → (`host:5000/repo`, `tag`); the tag defaults to latest.
+    `host:5000/repo@sha256:...` → (`host:5000/repo`, `sha256:...`): Docker's API takes
+    a digest where it takes a tag."""
+    if "@" in ref:
+        repo, digest = ref.split("@", 1)
+        return repo, digest
     last = ref.rsplit("/", 1)[-1]
     if ":" in last:
         repo, tag = ref.rsplit(":", 1)

@@ -529,5 +529,35 @@ def pull_ref(matrix: Matrix, platform: Platform, engine: Engine, image_id: str) 
     return found_here[0] if found_here else ""
 
 
+def pull_builder(
+    platform: Platform, matrix: Matrix, engine: Engine, *, ref: str, log_path: Path
+) -> str | None:
+    """The builder pushed as `ref` (`repo@sha256:...`), pulled onto `engine` and given
+    its per-arch tag there: the very image another engine holds, so a platform's jobs
+    build in the same packages on every engine (a build here could take a mirror's
+    newer ones), for the cost of a pull. None when the pull fails (a registry this
+    engine cannot reach): the log says why, and the caller builds it."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("a") as log:
+
+        def line(text: str) -> None:
+            log.write(redact(text.rstrip("\n")) + "\n")
+
+        line(f"pulling the pushed builder {ref}")
+        try:
+            engine.pull(ref, platform.arch, line)
+        except RegistryError as exc:
+            line(f"{exc.message}: building it here instead")
+            return None
+        found = engine.image(ref)
+        if found is None:
+            line(f"pulled {ref} but the engine does not show it: building it here instead")
+            return None
+        tag = image_tag(matrix, platform)
+        engine.tag(found.id, tag)
+        line(f"pulled: {tag} ({found.id[:19]})")
+        return found.id
+
+
 def _since(started: float) -> float:
     return round(time.monotonic() - started, 2)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
@@ -21,7 +22,7 @@ from orchestrator.core.layout import RunLayout
 from orchestrator.core.wheelnames import is_pure
 from orchestrator.engines import Engine
 from orchestrator.engines.pool import EnginePool
-from orchestrator.images.build import build_image
+from orchestrator.images.build import build_image, pull_builder
 from orchestrator.images.facts import ImageFacts
 from orchestrator.jobs.builddeps import BuildDepCache, pins_key, requires_key
 from orchestrator.jobs.durations import Durations
@@ -59,14 +60,15 @@ class BuilderImages:
     """The builder image of each platform on each engine, made there on first use.
 
     `images build` puts a platform's builder on one engine; a job the
-    scheduler places on another engine needs it there too. It is built there
-    from the same inputs (so the same inputs hash), once, under a lock.
+    scheduler places on another engine needs it there too, once, under a lock:
+    pulled when the registry holds it, else built there from the same inputs.
     """
 
     def __init__(self, matrix: Matrix, layout: RunLayout, facts: Mapping[str, ImageFacts]) -> None:
         self.matrix = matrix
         self.layout = layout
         self._ids = {(e, p): i for p, f in facts.items() for e, i in f.ids.items()}
+        self._pushed = {p: f.pull_ref for p, f in facts.items() if f.pull_ref}
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -82,9 +84,13 @@ class BuilderImages:
         with lock:
             if key not in self._ids:
                 log = self.layout.image_logs / f"{platform.name}@{engine.name}.log"
-                made = build_image(platform, self.matrix, engine, log, layout=self.layout)
-                self._ids[key] = made.image_id
+                ref = self._pushed.get(platform.name)
+                pulled = ref and pull_builder(platform, self.matrix, engine, ref=ref, log_path=log)
+                self._ids[key] = pulled or self._built(engine, platform, log)
             return self._ids[key]
+
+    def _built(self, engine: Engine, platform: Platform, log: Path) -> str:
+        return build_image(platform, self.matrix, engine, log, layout=self.layout).image_id
 
 
 @dataclass(frozen=True, kw_only=True)

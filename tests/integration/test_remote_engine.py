@@ -51,3 +51,17 @@ def test_jobs_spread_over_local_and_ssh_engines(
     engines = {j["engine"] for j in built.jobs.values()}
     assert engines == {"local", "remote"}
     assert all(j["status"] == "built" for j in built.jobs.values())
+    # The engine without the builder pulled the one the session pushed rather than
+    # build its own: the same image on both engines.
+    [amd] = [r for r in built_images.results if r.platform == AMD]
+    assert amd.pull_ref
+    remote = DockerEngine(EngineSpec(name="remote", url=remote_url))
+    try:
+        found = remote.image(f"{local.matrix.registry.url}/orchestrate/builder:{AMD}")
+    finally:
+        remote.close()
+    assert found is not None
+    assert found.id == amd.image_id
+    log = (built.workdir / "logs" / "images" / f"{AMD}@remote.log").read_text()
+    assert f"pulling the pushed builder {amd.pull_ref}" in log
+    assert "Step 1/" not in log

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config import EngineSpec
-from orchestrator.engines.answers import kind_of
+from orchestrator.engines.answers import kind_of, split_ref
 from orchestrator.engines.docker import DockerEngine
 from orchestrator.engines.probe import parse_statfs, probe_context, probe_elf
 from orchestrator.model import Arch, EngineKind
@@ -114,3 +114,23 @@ def test_container_limits_are_the_matrixs_else_the_kinds() -> None:
     assert DockerEngine(given).ulimits == {"nofile": 4096}
     none = EngineSpec(name="p", kind=EngineKind.PODMAN, ulimits={})
     assert DockerEngine(none).ulimits == {}  # an empty mapping: the engine's own limits
+
+
+@pytest.mark.parametrize(
+    ("ref", "parts"),
+    [
+        (
+            "127.0.0.1:5000/o/builder:debian-bookworm-amd64",
+            ("127.0.0.1:5000/o/builder", "debian-bookworm-amd64"),
+        ),
+        ("127.0.0.1:5000/o/builder", ("127.0.0.1:5000/o/builder", "latest")),
+        (
+            "127.0.0.1:5000/o/builder@sha256:" + "a" * 64,
+            ("127.0.0.1:5000/o/builder", "sha256:" + "a" * 64),
+        ),
+    ],
+)
+def test_a_reference_splits_into_repository_and_tag_or_digest(
+    ref: str, parts: tuple[str, str]
+) -> None:
+    assert split_ref(ref) == parts
