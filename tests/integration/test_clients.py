@@ -201,6 +201,7 @@ def runs(
         attempts.append(["pre-pep714", simple["pre-pep714"], False])
     config = {
         "python": "/usr/bin/python3.11",
+        "tool_pip": "/opt/orchestrate/py3.11/bin/pip",
         "attempts": attempts,
         "requirements": _requirements(build_report, platform),
         "imports": ["crcmod._crcfunext", "simplegeneric"],

@@ -1,12 +1,12 @@
 """The client matrix, run inside a builder with its own Python (standard library only).
 
-argv[1] is a JSON object: {"python": path, "attempts": [[server, index URL, hashes],
-...], "requirements": [[pin, sha256], ...], "imports": [module, ...], "clients":
-{name: pip spec or ""}}. Each client gets a fresh venv made by the distro's own
-`python -m venv` (so the "" client is the pip the distro ships), then makes each
-attempt: installs the requirements from that index as --extra-index-url (with
---require-hashes when asked) into a fresh --target, and imports them. One JSON
-line per attempt on stdout.
+argv[1] is a JSON object: {"python": path, "tool_pip": path, "attempts": [[server,
+index URL, hashes], ...], "requirements": [[pin, sha256], ...], "imports": [module,
+...], "clients": {name: pip spec or ""}}. Each client gets a fresh venv made by the
+distro's own `python -m venv` (so the "" client is the pip the distro ships; the
+builder's tool pip installs any other), then makes each attempt: installs the
+requirements from that index as --extra-index-url (with --require-hashes when asked)
+into a fresh --target, and imports them. One JSON line per attempt on stdout.
 """
 
 from __future__ import annotations
@@ -29,14 +29,16 @@ def run(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
-def make_client(python: str, name: str, spec: str) -> tuple[list[str], str]:
-    """The install command's head for a client, and its version."""
-    venv = f"{HOME}/{name}"
-    made = run(python, "-m", "venv", venv)
+def make_client(config: dict[str, Any], name: str, spec: str) -> tuple[list[str], str]:
+    """The install command's head for a client, and its version. A client other than
+    the distro's own pip gets a venv without pip, and the builder's tool pip installs
+    the client into it: under QEMU, ensurepip costs tens of seconds a venv."""
+    python, venv = config["python"], f"{HOME}/{name}"
+    made = run(python, "-m", "venv", *(["--without-pip"] if spec else []), venv)
     if made.returncode:
         sys.exit(f"venv for {name}: {made.stderr}")
     if spec:
-        got = run(f"{venv}/bin/pip", "install", "-q", "-U", spec)
+        got = run(config["tool_pip"], "--python", f"{venv}/bin/python", "install", "-q", spec)
         if got.returncode:
             sys.exit(f"installing {spec}: {got.stderr}")
     if name == "uv":
@@ -63,7 +65,7 @@ def attempt(
 
 def client(config: dict[str, Any], name: str, spec: str) -> list[str]:
     """One client's JSON lines: its venv, then each attempt in turn."""
-    head, version = make_client(config["python"], name, spec)
+    head, version = make_client(config, name, spec)
     lines = []
     for server, index, hashes in config["attempts"]:
         code, output = attempt(head, config, index, hashes=hashes)
