@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,7 +10,6 @@ import pytest
 
 from orchestrator.config import EngineSpec
 from orchestrator.engines.docker import DockerEngine
-from orchestrator.images.pipeline import ImagesReport
 from tests.matrices import ENGINES_BLOCK, local_matrix_copy
 
 from .conftest import Local
@@ -33,8 +33,9 @@ def test_ssh_engine_is_reachable_and_native(remote_url: str) -> None:
     engine.close()
 
 
+@pytest.mark.usefixtures("built_images")  # the builders, pushed
 def test_jobs_spread_over_local_and_ssh_engines(
-    built_images: ImagesReport, local: Local, remote_url: str, tmp_path: Path
+    local: Local, engine: DockerEngine, remote_url: str, tmp_path: Path
 ) -> None:
     path = local_matrix_copy(
         tmp_path / "two.yaml",
@@ -45,23 +46,36 @@ def test_jobs_spread_over_local_and_ssh_engines(
         },
     )
     two = Local(path, local.matrix, tmp_path / "work")
+    # The local engine's builder in the registry, as a night's `images build --push`
+    # leaves it (an earlier test of the session may have replaced the pushed one).
+    scope = ("-m", str(local.path), "-p", AMD, "--workdir", str(tmp_path / "images"))
+    pushed = subprocess.run(
+        ["orchestrate", "images", "build", "--push", *scope],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
     # Two C extensions that both need building: one job per engine slot.
     built = two.build("netifaces==0.11.0\ncrcmod==1.7\n", tmp_path / "run", "-p", "*-amd64")
     assert built.process.returncode == 0, built.process.stdout + built.process.stderr
     engines = {j["engine"] for j in built.jobs.values()}
     assert engines == {"local", "remote"}
     assert all(j["status"] == "built" for j in built.jobs.values())
-    # The engine without the builder pulled the one the session pushed rather than
-    # build its own: the same image on both engines.
-    [amd] = [r for r in built_images.results if r.platform == AMD]
-    assert amd.pull_ref
+    # The engine without the builder pulled the local engine's (pushed: the session's,
+    # or what an earlier test pushed over it) rather than build its own: the same
+    # image on both engines.
+    tag = f"{local.matrix.registry.url}/orchestrate/builder:{AMD}"
     remote = DockerEngine(EngineSpec(name="remote", url=remote_url))
     try:
-        found = remote.image(f"{local.matrix.registry.url}/orchestrate/builder:{AMD}")
+        theirs = remote.image(tag)
     finally:
         remote.close()
-    assert found is not None
-    assert found.id == amd.image_id
+    ours = engine.image(tag)
+    assert ours is not None
+    assert theirs is not None
+    assert theirs.id == ours.id
     log = (built.workdir / "logs" / "images" / f"{AMD}@remote.log").read_text()
-    assert f"pulling the pushed builder {amd.pull_ref}" in log
+    assert f"pulling the pushed builder {tag.rsplit(':', 1)[0]}@sha256:" in log
+    assert f"pulled: {tag} ({ours.id[:19]})" in log
     assert "Step 1/" not in log
