@@ -295,8 +295,8 @@ class DockerEngine:
         if self.kind is EngineKind.PODMAN:
             # Podman's compatible pull ignores tlsVerify; its own endpoint takes it.
             path = self.api.base_url + "/v4.0.0/libpod/images/pull"
-            at = "@" if tag.startswith("sha256:") else ":"
-            params = {"reference": f"{repo}{at}{tag}", "os": "linux", "arch": platform.value}
+            reference = ref if "@" in ref else f"{repo}:{tag}"  # a digest, or a tag
+            params = {"reference": reference, "os": "linux", "arch": platform.value}
         else:
             path = self.api._url("/images/create")
             params = {"fromImage": repo, "tag": tag, "platform": platform.oci_platform}

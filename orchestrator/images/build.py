@@ -7,7 +7,7 @@ import io
 import json
 import tarfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -126,6 +126,20 @@ def source_revision() -> str:
     return revision()
 
 
+@contextlib.contextmanager
+def image_log(path: Path) -> Iterator[Callable[[str], None]]:
+    """A writer of the image log's lines, each redacted (a build log quotes URLs:
+    mirrors, indexes) and flushed for whoever follows the log."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as log:
+
+        def line(text: str) -> None:
+            log.write(redact(text.rstrip("\n")) + "\n")
+            log.flush()
+
+        yield line
+
+
 def build_image(
     platform: Platform,
     matrix: Matrix,
@@ -139,13 +153,7 @@ def build_image(
 ) -> ImageResult:
     """Make sure `engine` holds a fresh builder for `platform`; build it if not."""
     started = time.monotonic()
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("a") as log:
-
-        def line(text: str) -> None:  # a build log quotes URLs (mirrors, indexes)
-            log.write(redact(text.rstrip("\n")) + "\n")
-            log.flush()
-
+    with image_log(log_path) as line:
         where = Where(engine=engine, log=log_path, line=line, layout=layout)
         made = _made(platform, matrix, where, force=force, max_age=max_age)
         probed = _probe(platform, engine, made.image_id, probes=probes)
@@ -537,12 +545,7 @@ def pull_builder(
     build in the same packages on every engine (a build here could take a mirror's
     newer ones), for the cost of a pull. None when the pull fails (a registry this
     engine cannot reach): the log says why, and the caller builds it."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("a") as log:
-
-        def line(text: str) -> None:
-            log.write(redact(text.rstrip("\n")) + "\n")
-
+    with image_log(log_path) as line:
         line(f"pulling the pushed builder {ref}")
         try:
             engine.pull(ref, platform.arch, line)

@@ -84,10 +84,15 @@ class BuilderImages:
         with lock:
             if key not in self._ids:
                 log = self.layout.image_logs / f"{platform.name}@{engine.name}.log"
-                ref = self._pushed.get(platform.name)
-                pulled = ref and pull_builder(platform, self.matrix, engine, ref=ref, log_path=log)
+                pulled = self._pulled(engine, platform, log)
                 self._ids[key] = pulled or self._built(engine, platform, log)
             return self._ids[key]
+
+    def _pulled(self, engine: Engine, platform: Platform, log: Path) -> str | None:
+        ref = self._pushed.get(platform.name)
+        if ref is None:
+            return None
+        return pull_builder(platform, self.matrix, engine, ref=ref, log_path=log)
 
     def _built(self, engine: Engine, platform: Platform, log: Path) -> str:
         return build_image(platform, self.matrix, engine, log, layout=self.layout).image_id
