@@ -25,6 +25,8 @@ from orchestrator.model import Arch
 # What a FROM scratch build gives a Linux image: a later RUN finds its tools.
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _BLOCK = tarfile.BLOCKSIZE
+# The image's one history entry: an image built FROM it lists it last.
+HISTORY = "orchestrate: a root file system"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,7 +49,7 @@ def image_config(
         "architecture": platform.value,
         "config": {"Env": [DEFAULT_PATH], "Labels": dict(sorted(labels.items()))},
         "created": created,
-        "history": [{"created": created, "created_by": "orchestrate: a root file system"}],
+        "history": [{"created": created, "created_by": HISTORY}],
         "os": "linux",
         "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
     }

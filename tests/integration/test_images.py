@@ -16,8 +16,10 @@ import pytest
 
 from orchestrator.config.matrix import expand
 from orchestrator.core.layout import RunLayout
+from orchestrator.engines.archive import HISTORY
 from orchestrator.engines.docker import DockerEngine
 from orchestrator.images.build import image_tag, release_tag
+from orchestrator.images.cross import ROOT_KEY
 from orchestrator.images.pipeline import ImagesReport, run_images
 from orchestrator.images.registry import Registry, RegistryClient
 from orchestrator.model import Arch
@@ -276,7 +278,7 @@ def emulated_way(
     steps = _steps(tag)
     assert "apt-get install" in steps
     assert "-m venv /opt/orchestrate/py3.11" in steps
-    assert _foreign_root_of(tag) is None
+    assert not _starts_from_a_foreign_root(tag)
     return tag
 
 
@@ -286,7 +288,7 @@ def _natively_made(built_images: ImagesReport, local: Local) -> str:
     its own installs packages or makes venvs."""
     [arm] = [p for p in expand(local.matrix) if p.arch is Arch.ARM64]
     tag = image_tag(local.matrix, arm)
-    assert _foreign_root_of(tag) is not None
+    assert _starts_from_a_foreign_root(tag)
     steps = _steps(tag)
     assert "apt-get install" not in steps
     assert "-m venv" not in steps
@@ -298,20 +300,13 @@ def _steps(tag: str) -> str:
     return docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", tag)
 
 
-def _layers(tag: str) -> list[str]:
-    layers: list[str] = json.loads(docker("image", "inspect", "-f", "{{json .RootFS.Layers}}", tag))
-    return layers
-
-
-def _foreign_root_of(tag: str) -> str | None:
-    """The engine's foreign root the image starts from (its layers come first), if any."""
-    roots = docker("images", "orchestrate-root", "--format", "{{.Repository}}:{{.Tag}}")
-    image = _layers(tag)
-    for root in roots.split():
-        layers = _layers(root)
-        if image[: len(layers)] == layers:
-            return root
-    return None
+def _starts_from_a_foreign_root(tag: str) -> bool:
+    """Whether the image's first layer is a loaded foreign root, as the engine records
+    it: the root's history entry comes last, and the root's key is among the labels
+    the image took from it. Not by the engine's roots' tags: a root made again under
+    the same tag (`images build --force`) leaves a fresh builder's root untagged."""
+    labels = json.loads(docker("image", "inspect", "-f", "{{json .Config.Labels}}", tag))
+    return _steps(tag).splitlines()[-1] == HISTORY and ROOT_KEY in (labels or {})
 
 
 def _listing(tag: str, folder: str) -> list[str]:
