@@ -8,9 +8,12 @@
 #   apt-sources.list   the matrix's extra apt sources
 #   ca/*.crt           the matrix's extra CAs
 #   tool-venvs.tar.gz  the tool venvs and the trust store made natively (tool-venvs.sh)
-#     foreign-root.sh ARCH ROOT PACKAGE...
-# and makes the builder's root file system in the folder ROOT, which the engine
-# then sends as a tar.
+#     foreign-root.sh ARCH ROOT TAR PACKAGE...
+# and makes the builder's root file system in the folder ROOT, then writes it as the
+# file TAR, which the engine sends. ROOT is a RAM file system: its 18,000 files are
+# never written to disk and deleted again, only TAR, one file. (Where deleted inodes
+# are rescanned on every new one, as on an ext4 without a journal, thousands of files
+# deleted just before the engine loads the root would slow that load down too.)
 #
 # Under QEMU, apt and dpkg themselves are most of an emulated builder's cost:
 # reading indexes, decompressing and unpacking about 90 MB of packages. Here they
@@ -26,7 +29,8 @@
 set -eu
 arch=$1
 t=$2
-shift 2
+out=$3
+shift 3
 export DEBIAN_FRONTEND=noninteractive
 mkdir -p "$t"
 # The engine's copy of the base image, taken from a container never started: the
@@ -228,3 +232,8 @@ fi
 apt-get $apt clean
 # shellcheck disable=SC2086  # one word per node
 rm -rf "$store" "$t/var/lib/apt/lists/"* $made
+# The engine's own tar of a folder leaves out times other than mtime, and so does
+# this one; the owners by number, as the engine's load takes them; a capability
+# a maintainer script set (setcap) kept.
+tar --numeric-owner --format=posix --pax-option=delete=atime,delete=ctime \
+  --xattrs --xattrs-include=security.capability -C "$t" -cf "$out" .

@@ -106,6 +106,10 @@ class RunRequest:
     labels: Mapping[str, str] = field(default_factory=dict)
     name: str | None = None
     keep: bool = False  # keep the container after it stops, for inspection
+    # Folders on a RAM file system (tmpfs) whose programs run and whose device nodes
+    # open: never written to disk, gone with the container. `Container.get` does not
+    # see into them: the engine copies from the container's own file system.
+    ram: tuple[str, ...] = ()
     interactive: bool = False  # a terminal and stdin, for `attach_terminal`
 
 

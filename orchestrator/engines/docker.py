@@ -348,6 +348,7 @@ class DockerEngine:
                     for name, value in sorted(self.ulimits.items())
                 ]
                 or None,
+                tmpfs=dict.fromkeys(request.ram, "exec,dev") or None,
             )
             created = self.api.create_container(
                 request.image,

@@ -278,7 +278,7 @@ def emulated_way(
     steps = _steps(tag)
     assert "apt-get install" in steps
     assert "-m venv /opt/orchestrate/py3.11" in steps
-    assert not _starts_from_a_foreign_root(tag)
+    assert not _starts_from_a_foreign_root(tag, steps)
     return tag
 
 
@@ -288,8 +288,8 @@ def _natively_made(built_images: ImagesReport, local: Local) -> str:
     its own installs packages or makes venvs."""
     [arm] = [p for p in expand(local.matrix) if p.arch is Arch.ARM64]
     tag = image_tag(local.matrix, arm)
-    assert _starts_from_a_foreign_root(tag)
     steps = _steps(tag)
+    assert _starts_from_a_foreign_root(tag, steps)
     assert "apt-get install" not in steps
     assert "-m venv" not in steps
     return tag
@@ -300,13 +300,14 @@ def _steps(tag: str) -> str:
     return docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", tag)
 
 
-def _starts_from_a_foreign_root(tag: str) -> bool:
+def _starts_from_a_foreign_root(tag: str, steps: str) -> bool:
     """Whether the image's first layer is a loaded foreign root, as the engine records
-    it: the root's history entry comes last, and the root's key is among the labels
-    the image took from it. Not by the engine's roots' tags: a root made again under
-    the same tag (`images build --force`) leaves a fresh builder's root untagged."""
+    it: the root's history entry comes last of its `steps`, and the root's key is
+    among the labels the image took from it. Not by the engine's roots' tags: a root
+    made again under the same tag (`images build --force`) leaves a fresh builder's
+    root untagged."""
     labels = json.loads(docker("image", "inspect", "-f", "{{json .Config.Labels}}", tag))
-    return _steps(tag).splitlines()[-1] == HISTORY and ROOT_KEY in (labels or {})
+    return steps.splitlines()[-1] == HISTORY and ROOT_KEY in (labels or {})
 
 
 def _listing(tag: str, folder: str) -> list[str]:
