@@ -29,10 +29,10 @@ decompressing and unpacking about 90 MB of packages), not the packages'
 maintainer scripts. So the builder's root file system is made in a container of
 the *engine's* arch from the same release (`images/scripts/foreign-root.sh`):
 the engine's own apt resolves and downloads for the builder's arch, its own dpkg
-unpacks into the builder's base (`--root`, on a RAM file system), and chroots into
-it for each maintainer script and trigger, which alone run under QEMU. The engine keeps that
-root as an image of its own, `orchestrate-root:<platform>-<inputs>`, and the
-builder starts FROM it. The engine loads the root's tar as a one-layer image
+unpacks into the builder's base (`--root`, on a RAM file system), and chroots
+into it for each maintainer script and trigger, which alone run under QEMU. The
+engine keeps that root as an image of its own, `orchestrate-root:<platform>-<inputs>`,
+and the builder starts FROM it. The engine loads the root's tar as a one-layer image
 (`engines/archive.py`): an image build FROM scratch that ADDs it would send it as
 a context and copy it once more, about 6 s for the arm64 root.
 

@@ -16,6 +16,7 @@ import pytest
 
 from orchestrator.config.matrix import expand
 from orchestrator.core.layout import RunLayout
+from orchestrator.engines import RunRequest
 from orchestrator.engines.archive import HISTORY
 from orchestrator.engines.docker import DockerEngine
 from orchestrator.images.build import image_tag, release_tag
@@ -346,6 +347,34 @@ def test_packages_installed_natively_equal_those_installed_under_emulation(
     # The engine's shell and tools, lent while packages install, went with their folders.
     assert "cannot access '/usr/lib/x86_64-linux-gnu'" in state
     assert "\n/usr/lib/aarch64-linux-gnu\n" in state
+
+
+def test_a_ram_folder_runs_programs_opens_devices_and_never_reaches_the_disk(
+    built_images: ImagesReport, local: Local, engine: DockerEngine
+) -> None:
+    """What the foreign root's container asks of `RunRequest.ram`: a tmpfs where the
+    root's programs run (chroot, maintainer scripts) and its /dev/null opens, whose
+    files the engine's copy-out does not see (the script writes its tar outside)."""
+    [amd] = [p for p in expand(local.matrix) if p.arch is Arch.AMD64]
+    script = (
+        "stat -f -c %T /target && cp /bin/true /target/true && /target/true"
+        " && mknod /target/null c 1 3 && echo gone >/target/null && touch /target/file"
+    )
+    request = RunRequest(
+        image=image_tag(local.matrix, amd),
+        command=("sh", "-c", script),
+        platform=Arch.AMD64,
+        user="root",
+        network=False,
+        ram=("/target",),
+    )
+    said: list[bytes] = []
+    with engine.container(request) as box:
+        outcome = box.start_and_wait(60, said.append)
+        assert (outcome.exit_code, b"".join(said)) == (0, b"tmpfs\n")
+        copied = box.get("/target")
+    with tarfile.open(fileobj=io.BytesIO(copied)) as tar:
+        assert [m.name for m in tar.getmembers()] == ["target"]  # the folder, empty
 
 
 def test_the_natively_made_tool_venvs_equal_those_made_under_emulation(
